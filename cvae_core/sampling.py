@@ -1,0 +1,59 @@
+"""Drawing images from a trained cVAE, and the PNG grids written during training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from .config import NUM_CLASSES
+from .models import CVAE
+
+
+@torch.no_grad()
+def sample_prior(
+    model: CVAE, labels: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Images in [0, 1] for `labels`, decoding z ~ N(0, I)."""
+    z = torch.randn(
+        len(labels), model.cfg.latent, generator=generator, device=labels.device
+    )
+    return model.decode(z, labels)
+
+
+def grid_labels(per_class: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """0,0,...,1,1,...: one grid row per class."""
+    return torch.arange(NUM_CLASSES, device=device).repeat_interleave(per_class)
+
+
+def first_of_each_class(y: torch.Tensor, per_class: int = 1) -> torch.Tensor:
+    """Indices of the first `per_class` images of every class, in class order."""
+    idx = [torch.nonzero(y == c).flatten()[:per_class] for c in range(NUM_CLASSES)]
+    return torch.cat(idx)
+
+
+@torch.no_grad()
+def save_training_grids(
+    model: CVAE,
+    out_dir: Path,
+    epoch: int,
+    fixed: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    seed: int = 0,
+) -> None:
+    """Reconstructions of fixed images (original row above reconstruction row) per split in
+    `fixed`, and prior samples, one row per class with the same noise every epoch."""
+    was_training = model.training
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = next(model.parameters()).device
+    for split, (x_u8, y) in fixed.items():
+        x = x_u8.to(device).float() / 255
+        y = y.to(device)
+        mu, _ = model.encode(x, y)
+        rec = model.decode(mu, y)
+        save_image(torch.cat([x, rec]), out_dir / f"epoch{epoch:04d}_recon_{split}.png", nrow=len(x))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    labels = grid_labels(10, device)
+    save_image(sample_prior(model, labels, gen), out_dir / f"epoch{epoch:04d}_samples.png", nrow=10)
+    model.train(was_training)

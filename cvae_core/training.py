@@ -1,0 +1,273 @@
+"""One importable training function for a cVAE, used by the CLI and the Ray trainable.
+
+The data lives on the training device as uint8 tensors for the whole run; each step indexes
+a random permutation and converts to float there (no DataLoader, no per-image Python).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import ModelConfig
+from .data import atomic_torch_save
+from .losses import REDUCTIONS, neg_elbo
+from .models import CVAE, build_model
+from .sampling import first_of_each_class, save_training_grids
+
+VAL_BATCH = 2048
+VAL_SEED = 1234  # the same validation noise every epoch, so epochs compare without sampling noise
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training stopped instead of hiding it."""
+
+    def __init__(self, epoch: int, train_loss: float, val_loss: float):
+        self.epoch = epoch
+        super().__init__(f"loss diverged at epoch {epoch} (train_loss={train_loss}, val_loss={val_loss})")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best_val_loss: float  # negative ELBO per validation image, nats
+    best_epoch: int
+    epochs_run: int
+    stop_reason: str  # "patience" | "max_epochs"
+    seconds: float
+    model: CVAE  # holding the best weights
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The one place that decides device and precision: cuda when present, TF32 matmuls there."""
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    if dev.type == "cuda":
+        # TF32 and autotuned convs were measured faster; bf16 autocast was slower for these
+        # small, launch-bound models (issue 2), so the loop stays fp32.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return dev
+
+
+def _check_args(epochs, batch_size, lr, patience, reduction, grid_every, checkpoint_every, n_train):
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"{epochs=} must be an integer >= 1")
+    if not (isinstance(batch_size, int) and 1 <= batch_size <= n_train):
+        raise ValueError(f"{batch_size=} must be an integer in [1, {n_train}] (the training set size)")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"{lr=} must be > 0")
+    if not (isinstance(patience, int) and patience >= 1):
+        raise ValueError(f"{patience=} must be an integer >= 1")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{reduction=} must be one of {list(REDUCTIONS)}")
+    if not (isinstance(grid_every, int) and grid_every >= 0):
+        raise ValueError(f"{grid_every=} must be an integer >= 0 (0 = never)")
+    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
+        raise ValueError(f"{checkpoint_every=} must be an integer >= 0 (0 = never)")
+
+
+def _loss(model: CVAE, x, y, beta: float, reduction: str, generator=None) -> torch.Tensor:
+    logits, mu, logvar = model(x, y, generator)
+    cfg = model.cfg
+    return neg_elbo(
+        logits, x, mu, logvar,
+        likelihood=cfg.likelihood, sigma=cfg.sigma, log_sigma=model.log_sigma,
+        beta=beta, reduction=reduction,
+    )
+
+
+@torch.no_grad()
+def evaluate(model: CVAE, x_u8: torch.Tensor, y: torch.Tensor) -> float:
+    """Negative ELBO (beta = 1, summed over pixels and latents) per image, in nats."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=x_u8.device).manual_seed(VAL_SEED)
+    total = torch.zeros((), device=x_u8.device, dtype=torch.float64)
+    for i in range(0, len(x_u8), VAL_BATCH):
+        x = x_u8[i : i + VAL_BATCH].float().div_(255)
+        total += _loss(model, x, y[i : i + VAL_BATCH], 1.0, "sum", gen).double()
+    model.train(was_training)
+    return total.item() / len(x_u8)
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Epoch records of a metrics.jsonl; a resumed run may repeat an epoch, the last one wins."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    p = Path(path)
+    if p.exists():
+        for line in p.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                by_epoch[rec["epoch"]] = rec
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def train(
+    model_cfg: ModelConfig,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    *,
+    epochs: int = 800,
+    batch_size: int = 512,
+    lr: float = 1e-4,
+    patience: int = 20,
+    reduction: str = "sum",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    compile: bool = False,
+    out_dir: str | Path | None = None,
+    grid_every: int = 10,
+    checkpoint_every: int = 1,
+    resume: dict[str, Any] | None = None,
+    callback: Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None] | None = None,
+) -> TrainResult:
+    """Train with Adam until `epochs` or `patience` epochs without a better validation loss.
+
+    Images are uint8 (N, 3, 32, 32), labels int64; they are moved to `device` once. Every
+    epoch trains on floor(N / batch_size) full batches of a fresh permutation.
+
+    out_dir: if given, receives metrics.jsonl (one record per epoch), grids/ every
+    `grid_every` epochs, checkpoint.pt every `checkpoint_every` epochs and best.pt at the end.
+    resume: a checkpoint dict (see `make_checkpoint`) to continue from, bit for bit.
+    callback(metrics, make_checkpoint) is called after every epoch; make_checkpoint() builds
+    the checkpoint dict only when the caller wants one.
+    Raises TrainingDiverged on a NaN/inf loss.
+    """
+    _check_args(epochs, batch_size, lr, patience, reduction, grid_every, checkpoint_every, len(train_x))
+    dev = resolve_device(device)
+    out = Path(out_dir) if out_dir is not None else None
+
+    torch.manual_seed(seed)
+    model = build_model(model_cfg).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=dev.type == "cuda")
+    train_x, train_y = train_x.to(dev), train_y.to(dev)
+    val_x, val_y = val_x.to(dev), val_y.to(dev)
+    step_model = torch.compile(model) if compile else model
+
+    epoch, best_val, best_epoch, since_best = 0, math.inf, 0, 0
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        best_state = {k: v.to(dev) for k, v in resume["best_state"].items()}
+        epoch, best_val = resume["epoch"], resume["best_val_loss"]
+        best_epoch, since_best = resume["best_epoch"], resume["epochs_since_best"]
+        _set_rng_state(resume["rng"], dev)
+
+    def make_checkpoint() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "best_state": best_state,
+            "epoch": epoch,
+            "best_val_loss": best_val,
+            "best_epoch": best_epoch,
+            "epochs_since_best": since_best,
+            "rng": _rng_state(dev),
+            "model_config": model_cfg.to_dict(),
+        }
+
+    fixed = {}
+    if out is not None and grid_every:
+        fixed = {
+            "train": (train_x[first_of_each_class(train_y)], train_y[first_of_each_class(train_y)]),
+            "test": (val_x[first_of_each_class(val_y)], val_y[first_of_each_class(val_y)]),
+        }
+
+    n, steps = len(train_x), len(train_x) // batch_size
+    stop_reason = "max_epochs"
+    t_start = time.perf_counter()
+    model.train()
+    while epoch < epochs and since_best < patience:
+        epoch += 1
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, device=dev)
+        total = torch.zeros((), device=dev)
+        for i in range(steps):
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            x = train_x[idx].float().div_(255)
+            loss = _loss(step_model, x, train_y[idx], model_cfg.beta, reduction)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        # "sum" losses are reported per image; "mean" losses are already per element.
+        train_loss = total.item() / steps / (batch_size if reduction == "sum" else 1)
+        val_loss = evaluate(model, val_x, val_y)
+        finite = math.isfinite(train_loss) and math.isfinite(val_loss)
+        if finite and val_loss < best_val:
+            best_val, best_epoch, since_best = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "best_val_loss": best_val,
+            "best_epoch": best_epoch,
+            "epochs_since_best": since_best,
+            "epoch_seconds": time.perf_counter() - t0,
+        }
+        if model.log_sigma is not None:
+            metrics["sigma"] = model.log_sigma.detach().exp().item()
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+        if not finite:
+            raise TrainingDiverged(epoch, train_loss, val_loss)
+        if out is not None and grid_every and epoch % grid_every == 0:
+            save_training_grids(model, out / "grids", epoch, fixed)
+        if out is not None and checkpoint_every and epoch % checkpoint_every == 0:
+            atomic_torch_save(make_checkpoint(), out / "checkpoint.pt")
+        if callback is not None:
+            callback(metrics, make_checkpoint)
+    if since_best >= patience:
+        stop_reason = "patience"
+
+    model.load_state_dict(best_state)
+    if out is not None:
+        atomic_torch_save(
+            {"model": model.state_dict(), "model_config": model_cfg.to_dict(), "epoch": best_epoch},
+            out / "best.pt",
+        )
+    return TrainResult(
+        best_val_loss=best_val,
+        best_epoch=best_epoch,
+        epochs_run=epoch,
+        stop_reason=stop_reason,
+        seconds=time.perf_counter() - t_start,
+        model=model,
+    )
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> CVAE:
+    """A model saved as best.pt (or any dict with "model" and "model_config")."""
+    blob = torch.load(path, map_location=device, weights_only=True)
+    model = build_model(ModelConfig.from_dict(blob["model_config"])).to(device)
+    model.load_state_dict(blob["model"])
+    return model.eval()

@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+
+from cvae_core import ModelConfig, preset_config
+from cvae_core.training import TrainingDiverged, load_model, read_metrics, train
+
+SMALL = ModelConfig(family="cnn", latent=8, h=32, conv=[(8, 4, 2, 1), (16, 4, 2, 1)])
+
+
+def _tiny(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x, y
+
+
+def test_a_few_epochs_on_real_images_reduce_the_loss(real_data):
+    tx, ty = real_data.train_x[:512], real_data.train_y[:512]
+    vx, vy = real_data.test_x[:256], real_data.test_y[:256]
+    losses = []
+    train(preset_config("cnn-arch1-M1"), tx, ty, vx, vy, epochs=5, batch_size=64, lr=1e-3,
+          device="cpu", callback=lambda m, _: losses.append(m))
+    assert losses[-1]["train_loss"] < losses[0]["train_loss"] - 20
+    assert losses[-1]["val_loss"] < losses[0]["val_loss"] - 20
+    assert losses[-1]["best_val_loss"] == min(m["val_loss"] for m in losses)
+
+
+def test_resume_from_checkpoint_is_bit_for_bit(tmp_path):
+    x, y = _tiny()
+    args = dict(epochs=4, batch_size=32, lr=1e-3, device="cpu", grid_every=0)
+    straight = train(SMALL, x, y, x[:64], y[:64], **args)
+
+    ckpts = {}
+    with pytest.raises(KeyboardInterrupt):  # killed after epoch 2
+        def stop_at_2(metrics, make_checkpoint):
+            if metrics["epoch"] == 2:
+                ckpts[2] = make_checkpoint()
+                torch.save(ckpts[2], tmp_path / "c.pt")
+                raise KeyboardInterrupt
+        train(SMALL, x, y, x[:64], y[:64], callback=stop_at_2, **args)
+    resume = torch.load(tmp_path / "c.pt", weights_only=True)
+    resumed = train(SMALL, x, y, x[:64], y[:64], resume=resume, **args)
+
+    assert resumed.epochs_run == 4 and resumed.best_val_loss == straight.best_val_loss
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_patience_stops_and_keeps_the_best_weights(tmp_path):
+    x, y = _tiny(128)
+    seen = []
+    result = train(SMALL, x, y, x[:64], y[:64], epochs=200, batch_size=32, lr=3e-2, patience=2,
+                   device="cpu", out_dir=tmp_path, grid_every=0, callback=lambda m, _: seen.append(m))
+    assert result.stop_reason == "patience" and result.epochs_run < 200
+    assert seen[-1]["epochs_since_best"] == 2
+    assert result.best_epoch == result.epochs_run - 2
+    best = load_model(tmp_path / "best.pt")
+    for a, b in zip(best.state_dict().values(), result.model.state_dict().values()):
+        assert torch.equal(a, b)
+    from cvae_core.training import evaluate
+    assert evaluate(best, x[:64], y[:64]) == pytest.approx(result.best_val_loss, rel=1e-6)
+
+
+def test_divergence_raises_with_the_epoch_and_is_logged(tmp_path):
+    x, y = _tiny(64)
+    cfg = ModelConfig(family="mlp", latent=4, hidden=[16], likelihood="gaussian_learned")
+    with pytest.raises(TrainingDiverged) as err:
+        train(cfg, x, y, x, y, epochs=50, batch_size=16, lr=1e6, device="cpu", out_dir=tmp_path, grid_every=0)
+    assert err.value.epoch >= 1 and f"epoch {err.value.epoch}" in str(err.value)
+    last = read_metrics(tmp_path / "metrics.jsonl")[-1]
+    assert last["epoch"] == err.value.epoch
+    assert not (math.isfinite(last["train_loss"]) and math.isfinite(last["val_loss"]))
+
+
+def test_out_dir_gets_metrics_grids_and_checkpoints(tmp_path):
+    x, y = _tiny(64)
+    train(SMALL, x, y, x, y, epochs=2, batch_size=32, device="cpu", out_dir=tmp_path, grid_every=1)
+    assert [m["epoch"] for m in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+    names = sorted(p.name for p in (tmp_path / "grids").iterdir())
+    assert "epoch0002_samples.png" in names and "epoch0002_recon_test.png" in names
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(lr=0.0), "lr=0.0"), (dict(batch_size=1000), "batch_size=1000"), (dict(patience=0), "patience=0"),
+     (dict(epochs=0), "epochs=0"), (dict(reduction="avg"), "reduction='avg'")],
+)
+def test_bad_arguments_fail_before_training(kwargs, match):
+    x, y = _tiny(64)
+    with pytest.raises(ValueError, match=match):
+        train(SMALL, x, y, x, y, device="cpu", **{"batch_size": 32, **kwargs})
