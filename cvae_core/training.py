@@ -165,7 +165,8 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=dev.type == "cuda")
     train_x, train_y = train_x.to(dev), train_y.to(dev)
     val_x, val_y = val_x.to(dev), val_y.to(dev)
-    step_model = torch.compile(model) if compile else model
+    # CUDA graphs ("reduce-overhead") were measured fastest for these launch-bound models.
+    step_model = torch.compile(model, mode="reduce-overhead" if dev.type == "cuda" else None) if compile else model
 
     epoch, best_val, best_epoch, since_best = 0, math.inf, 0, 0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -216,6 +217,7 @@ def train(
             total += loss.detach()
         # "sum" losses are reported per image; "mean" losses are already per element.
         train_loss = total.item() / steps / (batch_size if reduction == "sum" else 1)
+        train_seconds = time.perf_counter() - t0
         val_loss = evaluate(model, val_x, val_y)
         finite = math.isfinite(train_loss) and math.isfinite(val_loss)
         if finite and val_loss < best_val:
@@ -230,7 +232,8 @@ def train(
             "best_val_loss": best_val,
             "best_epoch": best_epoch,
             "epochs_since_best": since_best,
-            "epoch_seconds": time.perf_counter() - t0,
+            "train_seconds": train_seconds,  # the optimisation steps alone
+            "epoch_seconds": time.perf_counter() - t0,  # plus validation
         }
         if model.log_sigma is not None:
             metrics["sigma"] = model.log_sigma.detach().exp().item()
