@@ -1,0 +1,1 @@
+"""Final stage: retraining, FID/IS scoring and the Parquet leaderboard."""
