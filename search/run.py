@@ -1,0 +1,153 @@
+"""Run a search: `python -m search.run --space spaces/cnn.yaml [--data PATH] [--storage DIR] ...`.
+
+The run folder STORAGE/NAME holds the resolved space file (space.yaml), Tune's experiment
+state, one folder per trial (metrics.jsonl, grids/, checkpoints) and trials.parquet.
+Running the same command again resumes an interrupted search; --fresh starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import ray
+import yaml
+from optuna.samplers import TPESampler
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from cvae_core.data import DataError, default_source, load_data, split
+
+from .schedulers import PatienceStopper, PersistentASHA
+from .space import SpaceError, SpaceFile, load_space, parse_space
+from .trainable import run_trial, trial_dir_name
+from .trials import write_trials_table
+
+METRIC, MODE = "best_val_loss", "min"
+SPACE_COPY = "space.yaml"
+ASHA_STATE = "asha_state.json"
+
+
+def trial_dirname(trial) -> str:
+    """Short, readable trial folder names: cnn_1a2b3c4d, cnn-arch3-M3_5e6f7a8b."""
+    return trial_dir_name(trial.config, trial.trial_id)
+
+
+def _build_tuner(spec: SpaceFile, run_dir: Path, trainable, resources: dict[str, float]):
+    s = spec.search
+    scheduler = PersistentASHA(
+        run_dir / ASHA_STATE, time_attr="epoch", max_t=s.max_t,
+        grace_period=s.grace_period, reduction_factor=s.reduction_factor, metric=METRIC, mode=MODE,
+    )
+    if spec.space.presets:
+        search_alg = None
+        param_space = {"preset": tune.grid_search(list(spec.space.presets)),
+                       **{k: d.value for k, d in spec.space.top.items()}}
+        num_samples = 1
+    else:
+        sampler = TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+        # A define-by-run space takes metric/mode here (OptunaSearch ignores TuneConfig's),
+        # so they are given to the searcher and scheduler and not to TuneConfig.
+        search_alg = OptunaSearch(space=spec.space, metric=METRIC, mode=MODE, sampler=sampler, seed=s.seed)
+        param_space, num_samples = None, s.num_samples
+    return tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg, scheduler=scheduler,
+            num_samples=num_samples, trial_dirname_creator=trial_dirname,
+            max_concurrent_trials=s.max_concurrent or None,
+        ),
+        run_config=tune.RunConfig(
+            name=run_dir.name,
+            storage_path=str(run_dir.parent),
+            stop=PatienceStopper(s.patience),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # by recency: see README
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=1,
+        ),
+    )
+
+
+def _prepare_run_dir(spec: SpaceFile, run_dir: Path, fresh: bool) -> bool:
+    """Create or check the run folder; True when an earlier search is to be resumed."""
+    copy = run_dir / SPACE_COPY
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not copy.exists():
+            raise SpaceError(f"{run_dir}: exists and is not a search run; pass --fresh or another --name")
+        if yaml.safe_load(copy.read_text()) != spec.raw:
+            raise SpaceError(
+                f"{spec.path}: differs from {copy}, which this run started with; "
+                "pass --fresh to start over or --name for a new run"
+            )
+        if tune.Tuner.can_restore(str(run_dir)):
+            return True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    copy.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
+    p.add_argument("--space", required=True, type=Path, help="search space YAML (spaces/*.yaml)")
+    p.add_argument("--data", default=None, help=f"zip, image folder or cifar10[:ROOT] (default: {default_source()})")
+    p.add_argument("--storage", type=Path, default=Path("runs"), help="parent folder of run folders")
+    p.add_argument("--name", default=None, help="run folder name (default: the space's name)")
+    p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
+    p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
+    p.add_argument("--fresh", action="store_true", help="delete an existing run folder and start over")
+    args = p.parse_args(argv)
+
+    try:
+        spec = load_space(args.space)
+        if args.num_samples is not None:
+            search = {**(spec.raw.get("search") or {}), "num_samples": args.num_samples}
+            spec = parse_space({**spec.raw, "search": search}, str(args.space), default_name=spec.name)
+        run_dir = (args.storage / (args.name or spec.name)).resolve()
+        resuming = _prepare_run_dir(spec, run_dir, args.fresh)
+        data = load_data(args.data)
+    except (SpaceError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    res = spec.search.resources
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=True)
+    if res.gpu > 0 and ray.cluster_resources().get("GPU", 0) == 0:
+        print(f"error: {spec.path}: search.resources.gpu={res.gpu} but the Ray cluster has no GPU",
+              file=sys.stderr)
+        return 2
+    # A preempted node sends SIGTERM: let Tune save its state as it does for Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+    train_x, train_y, val_x, val_y = split(data, spec.search.train_on)
+    trainable = tune.with_parameters(
+        run_trial, data=(train_x, train_y, val_x, val_y), run_dir=str(run_dir), max_t=spec.search.max_t,
+        patience=spec.search.patience, checkpoint_every=spec.search.checkpoint_every,
+        gpu_share=res.gpu, cpus=res.cpu,
+    )
+    resources = {"cpu": res.cpu, "gpu": res.gpu}
+    if resuming:
+        print(f"resuming {run_dir}")
+        tuner = tune.Tuner.restore(str(run_dir), tune.with_resources(trainable, resources), resume_errored=True)
+    else:
+        print(f"starting {run_dir}")
+        tuner = _build_tuner(spec, run_dir, trainable, resources)
+    results = tuner.fit()
+    table = write_trials_table(run_dir, patience=spec.search.patience, max_t=spec.search.max_t)
+    done = int(table["status"].isin(["TERMINATED", "ERROR"]).sum())
+    print(f"{done}/{len(table)} trials finished, {int((table['status'] == 'ERROR').sum())} failed; "
+          f"table in {run_dir / 'trials.parquet'}")
+    if results.num_terminated + results.num_errors < spec.search.num_samples:
+        print(f"interrupted: run the same command to resume {run_dir}")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

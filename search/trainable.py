@@ -1,0 +1,99 @@
+"""The Ray Tune trainable: one trial = `cvae_core.training.train` on one sampled config."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zlib
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from cvae_core.models import build_model, count_params
+from cvae_core.training import TrainingDiverged, train
+
+from .space import model_config
+
+STATE_FILE = "state.pt"
+FAILURE_FILE = "failure.json"
+
+
+class TrialFailed(RuntimeError):
+    """A trial failed for a reason that would recur on a retry (e.g. divergence)."""
+
+
+def _record_failure(trial_dir: Path, kind: str, error: BaseException) -> None:
+    (trial_dir / FAILURE_FILE).write_text(json.dumps({"kind": kind, "reason": str(error)}))
+
+
+def trial_dir_name(config: dict, trial_id: str) -> str:
+    kind = config.get("preset") or config.get("family", "trial")
+    return f"{kind}_{trial_id}"
+
+
+def run_trial(
+    config: dict,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    run_dir: str,
+    max_t: int = 200,
+    patience: int = 20,
+    checkpoint_every: int = 5,
+    gpu_share: float = 0.0,
+    cpus: float = 1.0,
+) -> None:
+    """Train until max_t epochs or `patience` epochs without improvement, reporting every epoch.
+
+    `data` (train_x, train_y, val_x, val_y as uint8/int64) comes from the object store; the
+    training function moves it to this trial's device once.
+    Metrics, grids and the failure record go straight to the trial's folder in the run folder
+    (`run_dir`, an absolute path every node sees): Ray's per-session working directory starts
+    empty after a restore and would overwrite the earlier epochs' files when synced.
+    """
+    ctx = tune.get_context()
+    trial_dir = Path(run_dir) / trial_dir_name(config, ctx.get_trial_id())
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    failure = trial_dir / FAILURE_FILE
+    if failure.exists() and json.loads(failure.read_text())["kind"] == "diverged":
+        # A restored search retries errored trials; a divergence would only happen again.
+        raise TrialFailed(json.loads(failure.read_text())["reason"])
+
+    torch.set_num_threads(max(1, int(cpus)))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and 0 < gpu_share < 1:
+        # Several trials share a GPU: cap this one so it cannot starve the others.
+        torch.cuda.set_per_process_memory_fraction(gpu_share, device)
+
+    cfg = model_config(config)
+    with torch.device("meta"):
+        params = count_params(build_model(cfg))
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+
+    def report(metrics, make_checkpoint):
+        metrics = {**metrics, "params": params}
+        last = metrics["epochs_since_best"] >= patience or metrics["epoch"] >= max_t
+        if metrics["epoch"] % checkpoint_every and not last:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(make_checkpoint(), Path(d) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    x, y, vx, vy = data
+    try:
+        train(
+            cfg, x, y, vx, vy,
+            epochs=max_t, batch_size=config["batch_size"], lr=config["lr"], patience=patience,
+            seed=zlib.crc32(ctx.get_trial_id().encode()), device=device, out_dir=trial_dir,
+            grid_every=checkpoint_every, checkpoint_every=0, resume=resume, callback=report,
+        )
+    except TrainingDiverged as e:
+        _record_failure(trial_dir, "diverged", e)
+        raise
+    except torch.OutOfMemoryError as e:
+        _record_failure(trial_dir, "out_of_memory", e)
+        raise
