@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {spec.path}: search.resources.gpu={res.gpu} but the Ray cluster has no GPU",
               file=sys.stderr)
         return 2
+    # Tune saves its experiment state at most every 10 s by default; a kill inside that window
+    # would forget trials started meanwhile. Once a second keeps the loss to under a second.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     # A preempted node sends SIGTERM: let Tune save its state as it does for Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 

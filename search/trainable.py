@@ -7,6 +7,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -73,8 +74,10 @@ def run_trial(
         with checkpoint.as_directory() as d:
             resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics, make_checkpoint):
-        metrics = {**metrics, "params": params}
+        metrics = {**metrics, "params": params, "node_id": node_id}
         last = metrics["epochs_since_best"] >= patience or metrics["epoch"] >= max_t
         if metrics["epoch"] % checkpoint_every and not last:
             tune.report(metrics)

@@ -75,6 +75,7 @@ def trials_table(run_dir: str | Path, patience: int, max_t: int) -> pd.DataFrame
             "best_val_loss": float(last.get("best_val_loss", float("nan"))),
             "best_epoch": int(last.get("best_epoch", 0)),
             "params": params,
+            "node_id": trial.last_result.get("node_id"),
             "preset": trial.config.get("preset"),
             "lr": float(trial.config["lr"]),
             "batch_size": int(trial.config["batch_size"]),

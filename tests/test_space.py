@@ -1,0 +1,189 @@
+import copy
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from cvae_core import PRESETS, ModelConfig
+from search.space import Choice, Fixed, IntRange, SpaceError, Uniform, load_space, model_config, parse_space
+
+SPACES = Path(__file__).resolve().parents[1] / "spaces"
+
+BASE = {
+    "name": "t",
+    "space": {
+        "family": {"choice": ["mlp", "cnn"]},
+        "conv": {"layers": {"int": [2, 3]}, "channels": {"choice": [8, 16]},
+                 "kernel_size": {"choice": [3, 4, 5]}, "stride": 2, "padding": 1},
+        "h": 64,
+        "mlp": {"layers": 2, "width": 128},
+        "latent": {"int": [4, 16]},
+        "lr": {"loguniform": [1e-4, 1e-2]},
+        "batch_size": {"choice": [64, 128]},
+        "beta": {"uniform": [0.5, 1.0]},
+    },
+    "search": {"num_samples": 4, "asha": {"max_t": 10, "grace_period": 2, "reduction_factor": 2},
+               "resources": {"cpu": 1, "gpu": 0.25}},
+}
+
+
+def with_change(path: str, value, delete=False):
+    raw = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp", "all", "seed", "smoke"])
+def test_shipped_spaces_are_valid(name):
+    spec = load_space(SPACES / f"{name}.yaml")
+    assert spec.name == name
+
+
+def test_seed_space_is_the_reports_16_presets():
+    spec = load_space(SPACES / "seed.yaml")
+    assert sorted(spec.space.presets) == sorted(PRESETS)
+    assert spec.search.num_samples == 16
+    assert spec.space.top["lr"] == Fixed(1e-4) and spec.space.top["batch_size"] == Fixed(512)
+
+
+def test_distributions_are_parsed():
+    spec = parse_space(BASE)
+    assert spec.space.top["family"] == Choice(("mlp", "cnn"))
+    assert spec.space.top["latent"] == IntRange(4, 16)
+    assert spec.space.top["lr"] == Uniform(1e-4, 1e-2, log=True)
+    assert spec.space.top["beta"] == Uniform(0.5, 1.0)
+    assert spec.space.conv["stride"] == Fixed(2)
+    assert spec.space.top["norm"] == Fixed("none")  # report default for what a space leaves out
+    assert spec.search.resources.gpu == 0.25 and spec.search.max_t == 10
+
+
+def test_conditional_space_samples_only_the_chosen_family():
+    spec = parse_space(BASE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(20):
+        config = spec.space(study.ask())
+        cfg = model_config(config)
+        assert isinstance(cfg, ModelConfig)
+        seen.add(cfg.family)
+        if cfg.family == "cnn":
+            assert not any(k.startswith("mlp_") for k in config)
+            assert cfg.conv[1].out_channels == 2 * cfg.conv[0].out_channels
+        else:
+            assert not any(k.startswith("conv_") for k in config) and cfg.hidden == (128, 64)
+    assert seen == {"mlp", "cnn"}
+
+
+MALFORMED = [
+    # (change, value, expected key path in the message)
+    ("space.conv.kernel_size", {"choice": [3, 4, "five"]}, "space.conv.kernel_size.choice[2]"),
+    ("space.conv.kernel_size", {"choice": []}, "space.conv.kernel_size.choice: must be a non-empty list"),
+    ("space.conv.kernel_size", {"choice": [3, 3]}, "space.conv.kernel_size.choice: has repeated"),
+    ("space.conv.kernel_size", {"uniform": [3, 5]}, "space.conv.kernel_size.uniform"),
+    ("space.conv.layers", {"int": [2, 9]}, "space.conv: layers=5"),  # stride-2 stack can't fit
+    ("space.conv.padding", -1, "space.conv.padding: -1 must be >= 0"),
+    ("space.conv.stride", 0, "space.conv.stride: 0 must be >= 1"),
+    ("space.conv.dilation", 2, "space.conv.dilation: unknown key"),
+    ("space.conv.channels", None, "space.conv.channels: None is not a number"),
+    ("space.lr", {"loguniform": [0.0, 1e-2]}, "space.lr.loguniform[0]: 0.0 must be > 0"),
+    ("space.lr", -1e-3, "space.lr: -0.001 must be > 0"),
+    ("space.lr", {"loguniform": [1e-2, 1e-4]}, "space.lr.loguniform: low=0.01 must be < high=0.0001"),
+    ("space.lr", {"loguniform": [1e-4]}, "space.lr.loguniform: must be [low, high]"),
+    ("space.lr", {"normal": [0, 1]}, "space.lr: unknown distribution 'normal'"),
+    ("space.lr", {"uniform": [1e-4, 1e-3], "log": True}, "space.lr: a distribution has exactly one key"),
+    ("space.lr", {"int": [1, 3]}, "space.lr.int: this key is not an integer"),
+    ("space.lr", "fast", "space.lr: 'fast' is not a number"),
+    ("space.latent", {"choice": [8, 2.5]}, "space.latent.choice[1]: 2.5 is not an integer"),
+    ("space.latent", 0, "space.latent: 0 must be >= 1"),
+    ("space.latent", None, "space.latent: None is not a number"),
+    ("space.batch_size", [64, 128], "space.batch_size: a list is not a value"),
+    ("space.family", "rnn", "space.family: 'rnn' is not one of"),
+    ("space.norm", {"choice": ["batch", "group"]}, "space.norm.choice[1]: 'group' is not one of"),
+    ("space.likelihood", {"uniform": [0, 1]}, "space.likelihood.uniform: this key takes a fixed value"),
+    ("space.sigma", 0, "space.sigma: 0 must be > 0"),
+    ("space.beta", -0.1, "space.beta: -0.1 must be >= 0"),
+    ("space.optimizer", "sgd", "space.optimizer: unknown key"),
+    ("space.mlp.width", {"choice": [0, 128]}, "space.mlp.width.choice[0]: 0 must be >= 1"),
+    ("space.mlp.layers", 1.5, "space.mlp.layers: 1.5 is not an integer"),
+    ("space.lr", float("nan"), "space.lr: nan is not finite"),
+    ("search.resources.gpu", 1.5, "search.resources.gpu: 1.5 is fractional and > 1"),
+    ("search.resources.gpu", -1, "search.resources.gpu: -1 must be >= 0"),
+    ("search.resources.cpu", 0, "search.resources.cpu: 0 must be > 0"),
+    ("search.resources.tpu", 1, "search.resources.tpu: unknown key"),
+    ("search.num_samples", 0, "search.num_samples: 0 must be >= 1"),
+    ("search.num_samples", "many", "search.num_samples: 'many' is not a number"),
+    ("search.asha.grace_period", 20, "search.asha.grace_period: 20 must be <= max_t=10"),
+    ("search.asha.reduction_factor", 1, "search.asha.reduction_factor: 1 must be >= 2"),
+    ("search.asha.brackets", 2, "search.asha.brackets: unknown key"),
+    ("search.patience", 0, "search.patience: 0 must be >= 1"),
+    ("search.train_on", "test", "search.train_on: 'test' is not one of"),
+    ("search.sampler", [1], "search.sampler: must be a mapping"),
+    ("serach", {}, "serach: unknown top-level key"),
+    ("name", "a/b", "name: 'a/b' must be"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", MALFORMED, ids=[m[2][:40] for m in MALFORMED])
+def test_malformed_space_names_file_key_and_problem(tmp_path, path, value, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(with_change(path, value)))
+    with pytest.raises(SpaceError) as err:
+        load_space(f)
+    assert str(err.value).startswith(f"{f}: ")
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("space.conv", "space.conv: missing (family can be 'cnn')"),
+        ("space.h", "space.h: missing"),
+        ("space.latent", "space.latent: missing"),
+        ("space.family", "space.family: missing"),
+        ("space.conv.stride", "space.conv.stride: missing"),
+        ("space", "space: missing"),
+    ],
+)
+def test_missing_keys_are_named(path, message):
+    with pytest.raises(SpaceError, match=re.escape(message)):
+        parse_space(with_change(path, None, delete=True))
+
+
+def test_branch_for_a_family_that_is_never_sampled_is_rejected():
+    raw = with_change("space.family", "mlp")
+    with pytest.raises(SpaceError, match=re.escape("space.conv: given, but family is never 'cnn'")):
+        parse_space(raw)
+
+
+def test_presets_space_rules():
+    ok = {"space": {"presets": ["cnn-arch3-M3"], "lr": 1e-4}}
+    assert parse_space(ok).space.presets == ("cnn-arch3-M3",)
+    with pytest.raises(SpaceError, match=re.escape("space.presets[1]: unknown preset 'cnn-arch9-M1'")):
+        parse_space({"space": {"presets": ["cnn-arch3-M3", "cnn-arch9-M1"]}})
+    with pytest.raises(SpaceError, match=re.escape("space.latent: not allowed beside presets")):
+        parse_space({"space": {"presets": ["mlp-M1"], "latent": 8}})
+    with pytest.raises(SpaceError, match=re.escape("space.lr: must be a fixed value beside presets")):
+        parse_space({"space": {"presets": ["mlp-M1"], "lr": {"choice": [1e-4, 1e-3]}}})
+    with pytest.raises(SpaceError, match=re.escape("search.num_samples: not used with space.presets")):
+        parse_space({"space": {"presets": ["mlp-M1"]}, "search": {"num_samples": 3}})
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(SpaceError, match="nope.yaml: file not found"):
+        load_space(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("space: {family: [")
+    with pytest.raises(SpaceError, match="bad.yaml: not valid YAML"):
+        load_space(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(SpaceError, match="bad.yaml: top level: must be a mapping"):
+        load_space(bad)
