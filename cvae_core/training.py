@@ -234,6 +234,7 @@ def train(
             "epochs_since_best": since_best,
             "train_seconds": train_seconds,  # the optimisation steps alone
             "epoch_seconds": time.perf_counter() - t0,  # plus validation
+            "time": time.time(),  # wall clock at the epoch's end, for throughput across processes
         }
         if model.log_sigma is not None:
             metrics["sigma"] = model.log_sigma.detach().exp().item()

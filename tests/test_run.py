@@ -197,3 +197,21 @@ def test_sigterm_saves_state_like_ctrl_c(tmp_path, slower_data_dir):
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     df = trials(run_dir)
     assert len(df) == 2 and set(df["epochs"]) == {8}
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, data_dir):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        space = tiny_space(tmp_path, num_samples=4, max_concurrent=2,
+                           asha={"max_t": 6, "grace_period": 6, "reduction_factor": 2})
+        proc = run(command(space, data_dir, tmp_path / "runs", "--address", cluster.address))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        df = trials(tmp_path / "runs" / "t")
+        assert len(df) == 4 and set(df["status"]) == {"TERMINATED"}
+        assert set(df["node_id"]) == {cluster.head_node.node_id, worker.node_id}
+    finally:
+        cluster.shutdown()

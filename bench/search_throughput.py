@@ -1,0 +1,95 @@
+"""Aggregate trial-epochs per second through Ray Tune with 1, 2, 4, 8 trials per GPU.
+
+Each setting runs k copies of the real trainable (search.trainable.run_trial) on one preset
+at the same time, sharing the device (gpu = 1/k each), and counts epochs finished per second
+across all of them in steady state (each trial's first epoch is warm-up). The baseline is
+one DataLoader trial (bench/train_throughput.py (a)), timed in the same run.
+
+    python bench/search_throughput.py --data ../shared/data/cifar10-jpeg.zip            # GPU
+    python bench/search_throughput.py --device cpu --preset cnn-arch1-M1 --n-train 1024 --per-device 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import dataloader_baseline  # noqa: E402
+
+from cvae_core import preset_config  # noqa: E402
+from cvae_core.data import load_data  # noqa: E402
+from cvae_core.training import read_metrics, resolve_device  # noqa: E402
+from search.trainable import run_trial  # noqa: E402
+
+
+def trial_epochs_per_second(run_dir: Path) -> float:
+    """Epochs after each trial's first, over the span from the first warm-up end to the last end."""
+    runs = [read_metrics(f) for f in run_dir.glob("*/metrics.jsonl")]
+    runs = [r for r in runs if len(r) >= 2]
+    start = min(r[0]["time"] for r in runs)
+    end = max(r[-1]["time"] for r in runs)
+    return sum(len(r) - 1 for r in runs) / (end - start)
+
+
+def through_ray(preset: str, k: int, data, epochs: int, batch_size: int, gpu: bool, storage: Path) -> float:
+    run_dir = storage / f"k{k}"
+    cpus = max(1.0, (ray.cluster_resources().get("CPU", 1) // k))
+    trainable = tune.with_parameters(
+        run_trial, data=data, run_dir=str(run_dir), max_t=epochs, patience=epochs + 1,
+        checkpoint_every=epochs, gpu_share=1 / k if gpu else 0.0, cpus=cpus,
+    )
+    resources = {"cpu": cpus, "gpu": 1 / k if gpu else 0}
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space={"preset": preset, "lr": 1e-4, "batch_size": batch_size},
+        tune_config=tune.TuneConfig(num_samples=k, max_concurrent_trials=k),
+        run_config=tune.RunConfig(name=run_dir.name, storage_path=str(storage), verbose=0),
+    )
+    tuner.fit()
+    return trial_epochs_per_second(run_dir)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="cnn-arch3-M3")
+    p.add_argument("--data", default=None)
+    p.add_argument("--device", default=None, help="cpu to run without a GPU (default: cuda when present)")
+    p.add_argument("--epochs", type=int, default=6, help="epochs per trial (the first is warm-up)")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--n-train", type=int, default=50000)
+    p.add_argument("--per-device", type=int, nargs="+", default=[1, 2, 4, 8], help="trials sharing the device")
+    args = p.parse_args()
+
+    dev = resolve_device(args.device)
+    gpu = dev.type == "cuda"
+    data = load_data(args.data)
+    x, y = data.train_x[: args.n_train], data.train_y[: args.n_train]
+    vx, vy = data.test_x[:1024], data.test_y[:1024]
+    name = torch.cuda.get_device_name(dev) if gpu else "cpu"
+    print(f"{args.preset}, {len(x)} images, batch {args.batch_size}, {args.epochs} epochs per trial, device {name}")
+    print(f"  (Ray trials also validate on {len(vx)} images every epoch and report to Tune)")
+
+    base = dataloader_baseline(preset_config(args.preset), x, y, dev, 3, args.batch_size, 1e-4)
+    base_rate = 1 / statistics.median(base[1:])
+    print(f"  {'baseline: 1 DataLoader trial':<32} {base_rate:8.2f} trial-epochs/s   (training only)")
+
+    ray.init(num_gpus=torch.cuda.device_count() if gpu else 0, include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as storage:
+        for k in args.per_device:
+            rate = through_ray(args.preset, k, (x, y, vx, vy), args.epochs, args.batch_size, gpu, Path(storage))
+            print(f"  {f'{k} trial(s) per device via Ray':<32} {rate:8.2f} trial-epochs/s   "
+                  f"({rate / base_rate:.1f}x baseline)")
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
