@@ -13,14 +13,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import atomic_torch_save
 from .config import IMAGE_CHANNELS, IMAGE_SIZE, NUM_CLASSES
 
 CACHE_VERSION = 1
@@ -42,6 +43,7 @@ class ImageData:
     test_y: torch.Tensor
     classes: tuple[str, ...]
     source: str
+    key: str  # names this exact version of the source (path, size, mtime): a cache key for derived data
 
 
 def default_cache_dir() -> Path:
@@ -50,19 +52,6 @@ def default_cache_dir() -> Path:
 
 def default_source() -> str:
     return os.environ.get("CVAE_DATA", "cifar10")
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write via a temp file in the same folder and os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------- sources
@@ -225,7 +214,7 @@ def load_data(
     cache_file = _cache_file(kind, path, cache)
     if cache_file is not None and cache_file.exists():
         blob = torch.load(cache_file, weights_only=True)
-        return ImageData(**blob["tensors"], classes=tuple(blob["classes"]), source=source)
+        return ImageData(**blob["tensors"], classes=tuple(blob["classes"]), source=source, key=cache_file.stem)
 
     if kind == "zip":
         tensors, classes = _read_zip(path)
@@ -238,7 +227,7 @@ def load_data(
     # torchvision may only now have downloaded the files the key is made of.
     cache_file = cache_file or _cache_file(kind, path, cache)
     atomic_torch_save({"tensors": tensors, "classes": classes}, cache_file)
-    return ImageData(**tensors, classes=tuple(classes), source=source)
+    return ImageData(**tensors, classes=tuple(classes), source=source, key=cache_file.stem)
 
 
 def split(data: ImageData, train_on: str = "train"):

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from .config import ModelConfig
-from .data import atomic_torch_save
+from .atomic import atomic_torch_save
 from .losses import REDUCTIONS, neg_elbo
 from .models import CVAE, build_model
 from .sampling import first_of_each_class, save_training_grids

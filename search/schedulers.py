@@ -8,19 +8,12 @@ rungs to a JSON file in the run folder whenever they change and reads them back 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from ray.tune import Stopper
 from ray.tune.schedulers import ASHAScheduler
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+from cvae_core.atomic import atomic_write_text
 
 
 class PersistentASHA(ASHAScheduler):

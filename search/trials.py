@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
 from ray.tune import ExperimentAnalysis
 
+from cvae_core.atomic import atomic_write
 from cvae_core.models import build_model, count_params
 from cvae_core.training import read_metrics
 
@@ -18,17 +17,6 @@ from .space import model_config
 from .trainable import FAILURE_FILE, trial_dir_name
 
 TRIALS_FILE = "trials.parquet"
-
-
-def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _error_text(trial, trial_dir: Path) -> str | None:
@@ -89,5 +77,5 @@ def trials_table(run_dir: str | Path, patience: int, max_t: int) -> pd.DataFrame
 
 def write_trials_table(run_dir: str | Path, patience: int, max_t: int) -> pd.DataFrame:
     df = trials_table(run_dir, patience, max_t)
-    atomic_write_parquet(df, Path(run_dir) / TRIALS_FILE)
+    atomic_write(Path(run_dir) / TRIALS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
     return df
