@@ -1,0 +1,77 @@
+"""RUN_DIR/leaderboard.parquet: one row per (config, seed, sampler), sorted by FID.
+
+Built from the final stage's row files (RUN_DIR/final/*/rows/*.json), merged with the rows an
+earlier leaderboard already holds (a row file wins over an older row with the same key), and
+written atomically. The schema is fixed: see SCHEMA and the README.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cvae_core.atomic import atomic_write
+
+LEADERBOARD_FILE = "leaderboard.parquet"
+KEY = ["run", "trial_id", "seed", "sampler"]
+
+SCHEMA = pa.schema([
+    ("run", pa.string()),
+    ("trial_id", pa.string()),
+    ("seed", pa.int64()),
+    ("sampler", pa.string()),  # prior | gmm
+    ("fid", pa.float64()),
+    ("is_mean", pa.float64()),  # null when the feature extractor has no logits
+    ("is_std", pa.float64()),
+    ("is_missing_reason", pa.string()),
+    ("family", pa.string()),
+    ("preset", pa.string()),
+    ("latent", pa.int64()),
+    ("hidden", pa.list_(pa.int64())),
+    ("conv", pa.list_(pa.list_(pa.int64()))),  # [out_channels, kernel, stride, padding] per layer
+    ("h", pa.int64()),
+    ("norm", pa.string()),
+    ("activation", pa.string()),
+    ("likelihood", pa.string()),
+    ("sigma", pa.float64()),
+    ("beta", pa.float64()),
+    ("lr", pa.float64()),
+    ("batch_size", pa.int64()),
+    ("params", pa.int64()),
+    ("epochs_trained", pa.int64()),
+    ("best_epoch", pa.int64()),
+    ("best_val_loss", pa.float64()),
+    ("n_samples", pa.int64()),
+    ("reference", pa.string()),
+    ("feature_extractor", pa.string()),
+    ("checkpoint", pa.string()),
+    ("sample_grid", pa.string()),
+    ("train_seconds", pa.float64()),
+    ("device", pa.string()),
+    ("created_at", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
+])
+
+
+def read_rows(run_dir: str | Path) -> pd.DataFrame:
+    rows = [json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("final/*/rows/*.json"))]
+    df = pd.DataFrame(rows, columns=SCHEMA.names)
+    df["created_at"] = pd.to_datetime(df["created_at"], unit="s", utc=True)
+    return df
+
+
+def write_leaderboard(run_dir: str | Path) -> pd.DataFrame:
+    path = Path(run_dir) / LEADERBOARD_FILE
+    df = read_rows(run_dir)
+    if path.exists():
+        df = pd.concat([pd.read_parquet(path), df], ignore_index=True)
+        df = df.drop_duplicates(KEY, keep="last")
+    df = df.sort_values(["fid", *KEY], na_position="last").reset_index(drop=True)
+    # Row files hold float epoch seconds; the schema keeps milliseconds.
+    df["created_at"] = pd.to_datetime(df["created_at"], utc=True).dt.floor("ms")
+    table = pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    return pd.read_parquet(path)

@@ -1,0 +1,60 @@
+import json
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from results.leaderboard import LEADERBOARD_FILE, SCHEMA, write_leaderboard
+
+
+def row(trial: str, sampler: str, fid: float, seed: int = 0, **extra) -> dict:
+    return {
+        "run": "r", "trial_id": trial, "seed": seed, "sampler": sampler, "fid": fid,
+        "is_mean": None, "is_std": None, "is_missing_reason": "no logits",
+        "family": "cnn", "preset": None, "latent": 8, "hidden": [], "conv": [[8, 4, 2, 1], [16, 4, 2, 1]],
+        "h": 32, "norm": "none", "activation": "relu", "likelihood": "bernoulli", "sigma": 0.1, "beta": 1.0,
+        "lr": 1e-3, "batch_size": 64, "params": 1234, "epochs_trained": 7, "best_epoch": 5,
+        "best_val_loss": 1900.5, "n_samples": 200, "reference": "x:train[300]", "feature_extractor": "tiny-random",
+        "checkpoint": "/c/best.pt", "sample_grid": "/c/s.png", "train_seconds": 12.5, "device": "cpu",
+        "created_at": time.time(), **extra,
+    }
+
+
+def put(run_dir, r: dict) -> None:
+    d = run_dir / "final" / f"cnn_{r['trial_id']}_s{r['seed']}" / "rows"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{r['sampler']}.json").write_text(json.dumps(r))
+
+
+def test_leaderboard_has_the_documented_schema_and_is_sorted_by_fid(tmp_path):
+    put(tmp_path, row("a", "prior", 300.0))
+    put(tmp_path, row("a", "gmm", 250.0, is_mean=2.5, is_std=0.1, is_missing_reason=None))
+    put(tmp_path, row("b", "prior", 280.0, family="mlp", hidden=[64, 32], conv=[]))
+    board = write_leaderboard(tmp_path)
+    assert pq.read_schema(tmp_path / LEADERBOARD_FILE).remove_metadata() == SCHEMA
+    assert board["fid"].tolist() == [250.0, 280.0, 300.0]
+    assert board.loc[0, "is_mean"] == 2.5 and pd.isna(board.loc[1, "is_mean"])
+    assert list(board.loc[1, "hidden"]) == [64, 32] and [list(c) for c in board.loc[0, "conv"]][1] == [16, 4, 2, 1]
+    assert board["created_at"].dt.tz is not None
+
+
+def test_a_rerun_merges_instead_of_clobbering(tmp_path):
+    put(tmp_path, row("a", "prior", 300.0))
+    write_leaderboard(tmp_path)
+    # The row files of trial a are gone (e.g. another machine's folder); a new row arrives.
+    import shutil
+
+    shutil.rmtree(tmp_path / "final")
+    put(tmp_path, row("b", "prior", 200.0))
+    board = write_leaderboard(tmp_path)
+    assert board["trial_id"].tolist() == ["b", "a"]
+    # A row file wins over the leaderboard's older row with the same key.
+    put(tmp_path, row("b", "prior", 100.0))
+    board = write_leaderboard(tmp_path)
+    assert board["fid"].tolist() == [100.0, 300.0]
+
+
+def test_no_temp_files_are_left_behind(tmp_path):
+    put(tmp_path, row("a", "prior", 1.0))
+    write_leaderboard(tmp_path)
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == [LEADERBOARD_FILE]
