@@ -22,8 +22,10 @@ from ray.tune.search.optuna import OptunaSearch
 
 from cvae_core.data import DataError, default_source, load_data, split
 
+from .final import run_and_report
+from .record import absolute_source, check_and_record
 from .schedulers import PatienceStopper, PersistentASHA
-from .space import SpaceError, SpaceFile, load_space, parse_space
+from .space import SpaceError, SpaceFile, load_space, parse_space, with_inception_weights
 from .trainable import run_trial, trial_dir_name
 from .trials import write_trials_table
 
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
     p.add_argument("--fresh", action="store_true", help="delete an existing run folder and start over")
+    p.add_argument("--inception-weights", default=None, help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
     args = p.parse_args(argv)
 
     try:
@@ -109,9 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.num_samples is not None:
             search = {**(spec.raw.get("search") or {}), "num_samples": args.num_samples}
             spec = parse_space({**spec.raw, "search": search}, str(args.space), default_name=spec.name)
+        spec = with_inception_weights(spec, args.inception_weights)
         run_dir = (args.storage / (args.name or spec.name)).resolve()
+        source = absolute_source(args.data)
         resuming = _prepare_run_dir(spec, run_dir, args.fresh)
-        data = load_data(args.data)
+        check_and_record(run_dir, source)
+        data = load_data(source)
     except (SpaceError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if results.num_terminated + results.num_errors < spec.search.num_samples:
         print(f"interrupted: run the same command to resume {run_dir}")
         return 130
-    return 0
+    return run_and_report(run_dir, spec, data)
 
 
 if __name__ == "__main__":

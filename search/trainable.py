@@ -12,7 +12,7 @@ import torch
 from ray import tune
 
 from cvae_core.models import build_model, count_params
-from cvae_core.training import TrainingDiverged, train
+from cvae_core.training import TrainingDiverged, resolve_device, train
 
 from .space import model_config
 
@@ -31,6 +31,16 @@ def _record_failure(trial_dir: Path, kind: str, error: BaseException) -> None:
 def trial_dir_name(config: dict, trial_id: str) -> str:
     kind = config.get("preset") or config.get("family", "trial")
     return f"{kind}_{trial_id}"
+
+
+def claim_device(gpu_share: float, cpus: float) -> torch.device:
+    """The device of a Ray worker given `gpu_share` of a GPU and `cpus` CPUs, held to its share."""
+    torch.set_num_threads(max(1, int(cpus)))
+    device = resolve_device()
+    if device.type == "cuda" and 0 < gpu_share < 1:
+        # Several trials share a GPU: cap this one so it cannot starve the others.
+        torch.cuda.set_per_process_memory_fraction(gpu_share, device)
+    return device
 
 
 def run_trial(
@@ -59,12 +69,7 @@ def run_trial(
         # A restored search retries errored trials; a divergence would only happen again.
         raise TrialFailed(json.loads(failure.read_text())["reason"])
 
-    torch.set_num_threads(max(1, int(cpus)))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and 0 < gpu_share < 1:
-        # Several trials share a GPU: cap this one so it cannot starve the others.
-        torch.cuda.set_per_process_memory_fraction(gpu_share, device)
-
+    device = claim_device(gpu_share, cpus)
     cfg = model_config(config)
     with torch.device("meta"):
         params = count_params(build_model(cfg))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -59,6 +60,39 @@ def real_data(tmp_path_factory):
     """The real CIFAR-10 (decoded once per test session), or a skip saying why."""
     if not REAL_ZIP.exists():
         pytest.skip(f"real CIFAR-10 zip not found at {REAL_ZIP} (set CVAE_TEST_ZIP)")
+    import torch
+
     from cvae_core.data import load_data
 
     return load_data(REAL_ZIP, cache_dir=tmp_path_factory.getbasetemp() / "cache")
+
+
+@pytest.fixture
+def scored_run(tmp_path):
+    """A run folder as the final stage leaves it (2 finalists, both samplers), built in-process:
+    the same finalist_job Ray runs, with the tiny extractor and no Ray."""
+    import torch
+    from cli import tiny_space
+
+    from cvae_core.data import load_data
+    from results.leaderboard import write_leaderboard
+    from search.final import finalist_job
+    from search.record import check_and_record
+    from search.space import load_space
+
+    source = make_tree(tmp_path / "tree", per_class=4)
+    run_dir = tmp_path / "runs" / "t"
+    run_dir.mkdir(parents=True)
+    spec = load_space(tiny_space(tmp_path, final={"top_k": 2}))
+    (run_dir / "space.yaml").write_text((tmp_path / "space.yaml").read_text())
+    check_and_record(run_dir, str(source))
+    data = load_data(source)
+    for trial_id, lr in (("aaaa0001", 3e-3), ("aaaa0002", 1e-2)):
+        trial_dir = run_dir / f"mlp_{trial_id}"
+        trial_dir.mkdir()
+        config = {"batch_size": 40, "family": "mlp", "latent": 4, "lr": lr, "mlp_layers": 1, "mlp_width": 32}
+        (trial_dir / "params.json").write_text(json.dumps(config))
+        finalist_job({"trial_id": trial_id, "trial_dir": str(trial_dir)}, 0, data, "train", spec.final,
+                     str(run_dir), "t", cpus=torch.get_num_threads())
+    write_leaderboard(run_dir)
+    return run_dir

@@ -5,49 +5,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from cli import command, epochs_done, run, start, tiny_space, wait_for
 from conftest import make_tree
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_space(tmp_path: Path, **search) -> Path:
-    raw = {
-        "name": "t",
-        "space": {"family": "mlp", "mlp": {"layers": 1, "width": 32}, "latent": 4,
-                  "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 40},
-        "search": {"num_samples": 3, "max_concurrent": 1, "sampler": {"n_startup_trials": 3},
-                   "asha": {"max_t": 4, "grace_period": 4, "reduction_factor": 2},
-                   "patience": 10, "checkpoint_every": 1, "resources": {"cpu": 1}, **search},
-    }
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("data") / "tree", per_class=8)
-
-
-def command(space: Path, data: Path, storage: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "search.run", "--space", str(space), "--data", str(data),
-            "--storage", str(storage), *extra]
-
-
-def run(cmd, timeout=300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-    return proc
 
 
 def trials(run_dir: Path) -> pd.DataFrame:
@@ -70,11 +42,18 @@ def test_search_runs_and_writes_the_run_folder(tmp_path, data_dir):
         assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
         assert list(Path(d).glob("checkpoint_*")), "checkpoints reach the run folder"
         assert list((Path(d) / "grids").glob("*.png"))
+    # ... and the final stage ran on the best trial (its own tests are in test_final.py)
+    board = pd.read_parquet(run_dir / "leaderboard.parquet")
+    assert set(board["trial_id"]) == {df["trial_id"].iloc[0]} and len(board) == 2
 
     # The same command again does not start a second experiment: it finds nothing left to do.
     again = run(command(space, data_dir, tmp_path / "runs"))
     assert again.returncode == 0 and "resuming" in again.stdout
     assert len(trials(run_dir)) == 3
+
+    # ... nor resumes it on other data.
+    other = run(command(space, make_tree(tmp_path / "other", per_class=8), tmp_path / "runs"))
+    assert other.returncode == 2 and "this run started with" in other.stderr
 
     # A changed space file is refused instead of mixing two searches in one folder.
     space.write_text(space.read_text().replace("latent: 4", "latent: 5"))
@@ -109,32 +88,14 @@ def test_diverging_trials_fail_with_their_reason_and_the_search_finishes(tmp_pat
     assert {d: (Path(d) / "metrics.jsonl").read_text() for d in bad["trial_dir"]} == before
 
 
-def _wait_for(predicate, proc, timeout=240):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"search ended before the kill point:\n{proc.stdout.read()[-3000:]}")
-        time.sleep(0.05)
-    raise AssertionError("kill point never reached")
-
-
-def _epochs_done(run_dir: Path) -> dict[str, list[int]]:
-    out = {}
-    for f in run_dir.glob("*/metrics.jsonl"):
-        out[f.parent.name] = [json.loads(line)["epoch"] for line in f.read_text().splitlines() if line]
-    return out
-
-
 KILL_POINTS = {
     # right after Ray starts, before any trial reported
     "startup": lambda run_dir: (run_dir / "space.yaml").exists() and any(run_dir.glob("experiment_state*")),
     # one trial finished, the next one in the middle of its epochs
-    "mid_second_trial": lambda run_dir: any(len(v) == 6 for v in _epochs_done(run_dir).values())
-    and any(3 <= len(v) < 6 for v in _epochs_done(run_dir).values()),
+    "mid_second_trial": lambda run_dir: any(len(v) == 6 for v in epochs_done(run_dir).values())
+    and any(3 <= len(v) < 6 for v in epochs_done(run_dir).values()),
     # in the middle of the first trial, after its first checkpoint
-    "mid_first_trial": lambda run_dir: any(len(v) >= 3 for v in _epochs_done(run_dir).values()),
+    "mid_first_trial": lambda run_dir: any(len(v) >= 3 for v in epochs_done(run_dir).values()),
 }
 
 
@@ -154,11 +115,10 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, slower_data_dir, moment):
     space.write_text(yaml.safe_dump(raw))
     storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "t"
     cmd = command(space, data_dir, storage)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = start(cmd)
     try:
-        _wait_for(lambda: KILL_POINTS[moment](run_dir), proc)
-        finished_before = {k: v for k, v in _epochs_done(run_dir).items() if len(v) == 6}
+        wait_for(lambda: KILL_POINTS[moment](run_dir), proc)
+        finished_before = {k: v for k, v in epochs_done(run_dir).items() if len(v) == 6}
         results_before = {k: (run_dir / k / "metrics.jsonl").read_text() for k in finished_before}
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
         proc.wait()
@@ -170,7 +130,7 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, slower_data_dir, moment):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     df = trials(run_dir)
     assert len(df) == 3 and set(df["status"]) == {"TERMINATED"}, df[["trial_id", "status", "error"]]
-    done = _epochs_done(run_dir)
+    done = epochs_done(run_dir)
     for name, text in results_before.items():  # finished trials are not touched again
         assert (run_dir / name / "metrics.jsonl").read_text() == text
     for name, epochs in done.items():  # unfinished ones continued from a checkpoint, not from zero
@@ -182,10 +142,9 @@ def test_sigterm_saves_state_like_ctrl_c(tmp_path, slower_data_dir):
     space = tiny_space(tmp_path, num_samples=2, asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
     run_dir = tmp_path / "runs" / "t"
     cmd = command(space, slower_data_dir, tmp_path / "runs")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = start(cmd)
     try:
-        _wait_for(lambda: any(len(v) >= 2 for v in _epochs_done(run_dir).values()), proc)
+        wait_for(lambda: any(len(v) >= 2 for v in epochs_done(run_dir).values()), proc)
         proc.send_signal(signal.SIGTERM)  # to the driver only, as a preempting scheduler would
         out, _ = proc.communicate(timeout=120)
     finally:

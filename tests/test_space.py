@@ -26,6 +26,7 @@ BASE = {
     },
     "search": {"num_samples": 4, "asha": {"max_t": 10, "grace_period": 2, "reduction_factor": 2},
                "resources": {"cpu": 1, "gpu": 0.25}},
+    "final": {"top_k": 2, "samplers": ["prior", "gmm"], "reference": {"split": "train", "n": 500}},
 }
 
 
@@ -53,6 +54,23 @@ def test_seed_space_is_the_reports_16_presets():
     assert sorted(spec.space.presets) == sorted(PRESETS)
     assert spec.search.num_samples == 16
     assert spec.space.top["lr"] == Fixed(1e-4) and spec.space.top["batch_size"] == Fixed(512)
+
+
+def test_final_defaults_are_the_issues_and_the_reports():
+    final = parse_space(with_change("final", None, delete=True)).final
+    assert (final.top_k, final.seeds, final.patience, final.samples_per_class) == (3, 1, 20, 1000)
+    assert final.samplers == ("prior", "gmm") and final.reference_split == "train" and final.reference_n is None
+    assert load_space(SPACES / "seed.yaml").final.top_k == 16  # every preset is scored
+    smoke = load_space(SPACES / "smoke.yaml").final
+    assert smoke.reference_n is not None and smoke.samples_per_class <= 50
+
+
+def test_offline_inception_without_the_extra_is_refused_before_any_work(monkeypatch):
+    import search.space
+
+    monkeypatch.setattr(search.space, "nvidia_torchscript_path", lambda: None)
+    with pytest.raises(SpaceError, match=re.escape("final.feature_extractor: inception-v3-nvidia-offline needs")):
+        parse_space(with_change("final.feature_extractor", "inception-v3-nvidia-offline"))
 
 
 def test_distributions_are_parsed():
@@ -127,6 +145,18 @@ MALFORMED = [
     ("search.patience", 0, "search.patience: 0 must be >= 1"),
     ("search.train_on", "test", "search.train_on: 'test' is not one of"),
     ("search.sampler", [1], "search.sampler: must be a mapping"),
+    ("final.top_k", 0, "final.top_k: 0 must be >= 1"),
+    ("final.seeds", 1.5, "final.seeds: 1.5 is not an integer"),
+    ("final.samples_per_class", 0, "final.samples_per_class: 0 must be >= 1"),
+    ("final.samplers", [], "final.samplers: must be a non-empty list"),
+    ("final.samplers", ["prior", "flow"], "final.samplers[1]: 'flow' is not one of"),
+    ("final.samplers", ["gmm", "gmm"], "final.samplers[1]: 'gmm' is listed twice"),
+    ("final.reference", {"split": "val"}, "final.reference.split: 'val' is not one of"),
+    ("final.reference", {"n": 1}, "final.reference.n: 1 must be >= 2"),
+    ("final.reference", {"subset": 5}, "final.reference.subset: unknown key"),
+    ("final.feature_extractor", "clip", "final.feature_extractor: 'clip' is not one of"),
+    ("final.inception_weights", "/no/such/weights.pth", "final.inception_weights: /no/such/weights.pth is not a file"),
+    ("final.topk", 3, "final.topk: unknown key"),
     ("serach", {}, "serach: unknown top-level key"),
     ("name", "a/b", "name: 'a/b' must be"),
 ]
@@ -187,3 +217,15 @@ def test_file_level_errors(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(SpaceError, match="bad.yaml: top level: must be a mapping"):
         load_space(bad)
+
+
+def test_inception_weights_from_the_command_line_must_be_a_file(tmp_path):
+    from search.space import with_inception_weights
+
+    spec = parse_space(BASE)
+    assert with_inception_weights(spec, None) is spec
+    with pytest.raises(SpaceError, match=re.escape("--inception-weights /no/such.pth: not a file")):
+        with_inception_weights(spec, "/no/such.pth")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    assert with_inception_weights(spec, str(weights)).final.inception_weights == str(weights)

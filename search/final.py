@@ -1,0 +1,186 @@
+"""The final stage: retrain the best trials to convergence, sample, score, write the leaderboard.
+
+    python -m search.final RUN_DIR [--data PATH] [--address auto]
+
+Runs at the end of `python -m search.run` too. Each (trial, seed) is one Ray task with the
+search's resources, so finalists train in parallel on the cluster's GPUs. Everything a task
+finishes is on disk: RUN_DIR/final/<trial>_s<seed>/ holds checkpoint.pt (training resumes from
+it), best.pt, train.json once training is done, and rows/<sampler>.json once scored; a rerun
+skips whatever is there. RUN_DIR/leaderboard.parquet is rebuilt from the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import ray
+import torch
+
+from cvae_core.atomic import atomic_write_text
+from cvae_core.data import DataError, ImageData, load_data, split
+from cvae_core.models import count_params
+from cvae_core.training import load_model, train
+from results.leaderboard import write_leaderboard
+from results.metrics import Reference, reference_statistics, score
+from results.samplers import generate, save_sample_grid
+
+from .record import recorded_source
+from .space import FinalSettings, SpaceError, SpaceFile, load_space, model_config, with_inception_weights
+from .trainable import claim_device, trial_dir_name
+from .trials import TRIALS_FILE
+
+FINAL_DIR = "final"
+
+
+def finalists(trials: pd.DataFrame, top_k: int) -> pd.DataFrame:
+    """The top-k finished trials by best_val_loss."""
+    ok = trials[(trials["status"] == "TERMINATED") & trials["best_val_loss"].notna()]
+    return ok.sort_values("best_val_loss").head(top_k)
+
+
+def _config_of(trial_dir: Path) -> dict:
+    return json.loads((trial_dir / "params.json").read_text())
+
+
+def finalist_job(
+    trial: dict,
+    seed: int,
+    data: ImageData,
+    train_on: str,
+    final: FinalSettings,
+    run_dir: str,
+    run_name: str,
+    gpu_share: float = 0.0,
+    cpus: float = 1.0,
+) -> list[dict]:
+    """Train one finalist with one seed (resuming), then score each sampler not yet scored."""
+    config = _config_of(Path(trial["trial_dir"]))
+    cfg = model_config(config)
+    out = Path(run_dir) / FINAL_DIR / f"{trial_dir_name(config, trial['trial_id'])}_s{seed}"
+    rows_dir = out / "rows"
+    todo = [s for s in final.samplers if not (rows_dir / f"{s}.json").exists()]
+    if not todo:
+        return [json.loads((rows_dir / f"{s}.json").read_text()) for s in final.samplers]
+
+    device = claim_device(gpu_share, cpus)
+    train_x, train_y, val_x, val_y = split(data, train_on)
+    summary_file = out / "train.json"
+    if summary_file.exists():
+        model = load_model(out / "best.pt", device)
+        summary = json.loads(summary_file.read_text())
+    else:
+        ckpt = out / "checkpoint.pt"
+        resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
+        result = train(
+            cfg, train_x, train_y, val_x, val_y,
+            epochs=final.max_epochs, batch_size=config["batch_size"], lr=config["lr"],
+            patience=final.patience, seed=seed, device=device, out_dir=out,
+            grid_every=final.checkpoint_every, checkpoint_every=final.checkpoint_every, resume=resume,
+        )
+        model = result.model
+        summary = {
+            "epochs_trained": result.epochs_run, "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss, "stop_reason": result.stop_reason,
+            # a resumed run counts only its own part; the metrics file holds every epoch
+            "train_seconds": result.seconds,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        }
+        atomic_write_text(summary_file, json.dumps(summary))
+
+    reference = Reference(data, final.reference_split, final.reference_n)
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    for sampler in todo:
+        images = generate(model, sampler, final.samples_per_class, train_x, train_y,
+                          components=final.gmm_components, seed=seed)
+        grid = out / f"samples_{sampler}.png"
+        save_sample_grid(images, final.samples_per_class, grid)
+        s = score(images, reference, extractor=final.feature_extractor,
+                  inception_weights=final.inception_weights, device=device)
+        row = {
+            "run": run_name, "trial_id": trial["trial_id"], "seed": seed, "sampler": sampler,
+            "preset": config.get("preset"), "lr": float(config["lr"]), "batch_size": int(config["batch_size"]),
+            **cfg.to_dict(), "params": count_params(model),
+            **{k: summary[k] for k in ("epochs_trained", "best_epoch", "best_val_loss", "train_seconds", "device")},
+            "fid": s.fid, "is_mean": s.is_mean, "is_std": s.is_std, "is_missing_reason": s.is_missing_reason,
+            "n_samples": s.n_samples, "reference": s.reference, "feature_extractor": s.feature_extractor,
+            "checkpoint": str(out / "best.pt"), "sample_grid": str(grid), "created_at": time.time(),
+        }
+        atomic_write_text(rows_dir / f"{sampler}.json", json.dumps(row))
+    return [json.loads((rows_dir / f"{s}.json").read_text()) for s in final.samplers]
+
+
+def _prime_reference(data: ImageData, final: FinalSettings) -> None:
+    """Compute the reference statistics once, before the finalists race to need them."""
+    reference_statistics(Reference(data, final.reference_split, final.reference_n),
+                         extractor=final.feature_extractor, inception_weights=final.inception_weights)
+
+
+def run_final(run_dir: Path, spec: SpaceFile, data: ImageData) -> tuple[pd.DataFrame, list[str]]:
+    """Needs Ray initialised. Returns the leaderboard (also written to RUN_DIR/leaderboard.parquet)
+    and one line per finalist that failed."""
+    final, res = spec.final, spec.search.resources
+    trials = pd.read_parquet(run_dir / TRIALS_FILE)
+    chosen = finalists(trials, final.top_k)
+    if chosen.empty:
+        raise SpaceError(f"{run_dir / TRIALS_FILE}: no finished trial to retrain")
+    remote = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu)
+    data_ref = ray.put(data)
+    ray.get(remote(_prime_reference).remote(data_ref, final))
+    job = remote(finalist_job)
+    futures = {
+        job.remote(row, seed, data_ref, spec.search.train_on, final, str(run_dir), run_dir.name, res.gpu, res.cpu):
+        (row["trial_id"], seed)
+        for row in chosen.to_dict("records") for seed in range(final.seeds)
+    }
+    failures = []
+    for future, (trial_id, seed) in futures.items():
+        try:
+            ray.get(future)
+        except Exception as e:  # one failed finalist must not lose the others' rows
+            failures.append(f"{trial_id} seed {seed}: {e}")
+    return write_leaderboard(run_dir), failures
+
+
+def run_and_report(run_dir: Path, spec: SpaceFile, data: ImageData) -> int:
+    """run_final, then print the leaderboard and any failures; the exit status for the CLIs."""
+    try:
+        board, failures = run_final(run_dir, spec, data)
+    except (SpaceError, ray.exceptions.RayTaskError) as e:  # nothing to retrain; reference failed
+        print(f"error: final stage: {e}", file=sys.stderr)
+        return 1
+    print(board[["trial_id", "seed", "sampler", "family", "params", "fid", "is_mean"]].to_string(index=False))
+    print(f"leaderboard: {run_dir / 'leaderboard.parquet'}")
+    for f in failures:
+        print(f"final stage: failed {f}", file=sys.stderr)
+    if failures:
+        print(f"rerun python -m search.final {run_dir} to retry the failed finalists", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m search.final", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path, help="a search's run folder (holding space.yaml and trials.parquet)")
+    p.add_argument("--data", default=None, help="the data to use (default: what the search recorded in data.json)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
+    p.add_argument("--inception-weights", default=None, help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
+    args = p.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    try:
+        if not (run_dir / TRIALS_FILE).exists():
+            raise SpaceError(f"{run_dir}: no {TRIALS_FILE}; run python -m search.run first")
+        spec = with_inception_weights(load_space(run_dir / "space.yaml"), args.inception_weights)
+        data = load_data(recorded_source(run_dir, args.data))
+    except (SpaceError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ray.init(address=args.address, include_dashboard=False)
+    return run_and_report(run_dir, spec, data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Helpers for tests that run the commands in subprocesses, as a user does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The cheapest final stage that still trains, samples with both samplers and scores.
+TINY_FINAL = {"top_k": 1, "max_epochs": 2, "patience": 2, "checkpoint_every": 1, "samples_per_class": 3,
+              "samplers": ["prior", "gmm"], "gmm_components": 2, "feature_extractor": "tiny-random"}
+
+
+def tiny_space(tmp_path: Path, final: dict | None = None, **search) -> Path:
+    raw = {
+        "name": "t",
+        "space": {"family": "mlp", "mlp": {"layers": 1, "width": 32}, "latent": 4,
+                  "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 40},
+        "search": {"num_samples": 3, "max_concurrent": 1, "sampler": {"n_startup_trials": 3},
+                   "asha": {"max_t": 4, "grace_period": 4, "reduction_factor": 2},
+                   "patience": 10, "checkpoint_every": 1, "resources": {"cpu": 1}, **search},
+        "final": {**TINY_FINAL, **(final or {})},
+    }
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def command(space: Path, data: Path, storage: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "search.run", "--space", str(space), "--data", str(data),
+            "--storage", str(storage), *extra]
+
+
+def final_command(run_dir: Path, data: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "search.final", str(run_dir), "--data", str(data), *extra]
+
+
+def run(cmd, timeout=300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def start(cmd) -> subprocess.Popen:
+    """In its own process group, so a test can SIGKILL it with every Ray process it started."""
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def wait_for(predicate, proc, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"command ended before the kill point:\n{proc.stdout.read()[-3000:]}")
+        time.sleep(0.05)
+    raise AssertionError("kill point never reached")
+
+
+def epochs_done(folder: Path, pattern: str = "*/metrics.jsonl") -> dict[str, list[int]]:
+    out = {}
+    for f in folder.glob(pattern):
+        out[f.parent.name] = [json.loads(line)["epoch"] for line in f.read_text().splitlines() if line]
+    return out

@@ -1,0 +1,149 @@
+"""The final stage: `python -m search.final RUN_DIR` and its part at the end of `search.run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cli import command, epochs_done, final_command, run, start, tiny_space, wait_for
+from conftest import make_tree
+from search.final import finalists
+
+
+def test_finalists_are_the_best_finished_trials():
+    trials = pd.DataFrame({
+        "trial_id": ["a", "b", "c", "d", "e"],
+        "status": ["TERMINATED", "ERROR", "TERMINATED", "TERMINATED", "TERMINATED"],
+        "best_val_loss": [3.0, 1.0, 2.0, None, 4.0],
+    })
+    assert finalists(trials, 2)["trial_id"].tolist() == ["c", "a"]
+    assert finalists(trials, 10)["trial_id"].tolist() == ["c", "a", "e"]
+
+
+def test_final_alone_needs_a_search_run(tmp_path):
+    proc = run(final_command(tmp_path, tmp_path))
+    assert proc.returncode == 2 and "no trials.parquet; run python -m search.run first" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_tree(tmp_path_factory.mktemp("data") / "tree", per_class=30)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, data_dir):
+    """A finished search whose final stage retrains 2 finalists x 2 seeds, scored with 2 samplers."""
+    tmp = tmp_path_factory.mktemp("searched")
+    space = tiny_space(tmp, final={"top_k": 2, "seeds": 2, "max_epochs": 3})
+    proc = run(command(space, data_dir, tmp / "runs"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp / "runs" / "t"
+
+
+@pytest.mark.slow
+def test_leaderboard_scores_the_top_trials_with_every_seed_and_sampler(searched):
+    trials = pd.read_parquet(searched / "trials.parquet")
+    board = pd.read_parquet(searched / "leaderboard.parquet")
+    assert len(board) == 2 * 2 * 2
+    assert set(board["trial_id"]) == set(trials["trial_id"].iloc[:2])
+    assert set(zip(board["seed"], board["sampler"])) == {(s, m) for s in (0, 1) for m in ("prior", "gmm")}
+    assert board["fid"].is_monotonic_increasing and board["fid"].notna().all()
+    assert board["is_mean"].notna().all() and board["is_missing_reason"].isna().all()  # tiny-random has logits
+    assert set(board["n_samples"]) == {30} and set(board["feature_extractor"]) == {"tiny-random"}
+    assert set(board["reference"]) == {"tree:train"}
+    assert (board["epochs_trained"] <= 3).all() and (board["best_epoch"] <= board["epochs_trained"]).all()
+    for r in board.itertuples():
+        assert Path(r.checkpoint).is_file() and Path(r.sample_grid).is_file()
+        assert r.params > 0 and r.run == "t" and r.family == "mlp" and list(r.hidden) == [32]
+    # trial config columns agree with the search's table
+    merged = board.merge(trials, on="trial_id", suffixes=("", "_search"))
+    assert (merged["lr"] == merged["lr_search"]).all()
+    # seeds really are separate trainings
+    a = board[(board["trial_id"] == board["trial_id"].iloc[0]) & (board["sampler"] == "prior")]
+    assert a["best_val_loss"].nunique() == 2
+
+
+@pytest.mark.slow
+def test_a_rerun_redoes_only_what_is_missing(searched, data_dir):
+    rows = sorted(searched.glob("final/*/rows/*.json"))
+    gone = rows[0]
+    kept = {p: p.read_text() for p in rows[1:]}
+    trained = {p: p.stat().st_mtime_ns for p in searched.glob("final/*/train.json")}
+    gone.unlink()
+    proc = run(final_command(searched, data_dir))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert gone.exists()
+    assert {p: p.read_text() for p in rows[1:]} == kept
+    assert {p: p.stat().st_mtime_ns for p in searched.glob("final/*/train.json")} == trained  # no retraining
+    assert len(pd.read_parquet(searched / "leaderboard.parquet")) == 8
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_final_stage_loses_no_finished_row(tmp_path):
+    data_dir = make_tree(tmp_path / "tree", per_class=60)
+    space = tiny_space(tmp_path, num_samples=2, final={"top_k": 2, "max_epochs": 8, "patience": 8})
+    assert run(command(space, data_dir, tmp_path / "runs")).returncode == 0
+    run_dir = tmp_path / "runs" / "t"
+    board = pd.read_parquet(run_dir / "leaderboard.parquet")
+    shutil.rmtree(run_dir / "final")
+    (run_dir / "leaderboard.parquet").unlink()
+
+    # Kill once mid-training (after a checkpoint), then again once some row is written.
+    proc = start(final_command(run_dir, data_dir))
+    try:
+        wait_for(lambda: any(len(v) >= 3 for v in epochs_done(run_dir / "final").values()), proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc = start(final_command(run_dir, data_dir))
+    try:
+        wait_for(lambda: any(run_dir.glob("final/*/rows/*.json")), proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    written = {p: p.read_text() for p in run_dir.glob("final/*/rows/*.json")}
+
+    done = run(final_command(run_dir, data_dir))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert all(p.read_text() == text for p, text in written.items())
+    again = pd.read_parquet(run_dir / "leaderboard.parquet")
+    assert len(again) == len(board) == 4
+    for name, epochs in epochs_done(run_dir / "final").items():  # training resumed, not restarted
+        assert sorted(set(epochs)) == list(range(1, 9)), (name, epochs)
+        assert epochs.count(1) == 1, (name, epochs)
+    # the same trainings give the same models: a kill changes nothing in the results
+    key = ["trial_id", "seed", "sampler"]
+    cols = [*key, "best_val_loss", "fid"]
+    pd.testing.assert_frame_equal(again[cols].sort_values(key).reset_index(drop=True),
+                                  board[cols].sort_values(key).reset_index(drop=True))
+
+
+def test_finalist_job_scores_what_is_missing_without_retraining(scored_run):
+    import torch
+
+    from cvae_core.data import load_data
+    from search.final import finalist_job
+    from search.record import recorded_source
+    from search.space import load_space
+
+    folder = next((scored_run / "final").iterdir())
+    gmm, prior = folder / "rows" / "gmm.json", folder / "rows" / "prior.json"
+    kept, best = prior.read_text(), (folder / "best.pt").stat().st_mtime_ns
+    gmm.unlink()
+    trial_id = folder.name.split("_")[1]
+    data = load_data(recorded_source(scored_run, None))
+    trial = {"trial_id": trial_id, "trial_dir": str(scored_run / f"mlp_{trial_id}")}
+    final = load_space(scored_run / "space.yaml").final
+    rows = finalist_job(trial, 0, data, "train", final, str(scored_run), "t", cpus=torch.get_num_threads())
+    assert [r["sampler"] for r in rows] == ["prior", "gmm"] and gmm.exists()
+    assert prior.read_text() == kept and (folder / "best.pt").stat().st_mtime_ns == best
