@@ -1,0 +1,86 @@
+"""Regenerate images from a leaderboard row.
+
+    python -m results.sample RUN_DIR --row 0 [--class cat] [--n 64] [--sampler gmm] [--seed 0] --out grid.png
+
+--row is the position in the leaderboard (0 = lowest FID). Without --class the grid has one
+row per class. The row's own sampler is used unless --sampler says otherwise; "gmm" refits
+its mixtures on the training images of the data the run recorded (or --data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torchvision.utils import save_image
+
+from cvae_core.data import load_data, split
+from cvae_core.training import load_model, resolve_device
+from search.record import recorded_source
+from search.space import load_space
+
+from .leaderboard import LEADERBOARD_FILE
+from .samplers import SAMPLERS, generate
+
+
+def class_index(name: str, classes: tuple[str, ...]) -> int:
+    if name in classes:
+        return classes.index(name)
+    if name.isdigit() and int(name) < len(classes):
+        return int(name)
+    raise ValueError(f"--class {name!r} is not one of {list(classes)} or an index below {len(classes)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m results.sample", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--row", type=int, default=0, help="leaderboard position, 0 = best FID")
+    p.add_argument("--class", dest="cls", default=None, help="class name or index (default: every class)")
+    p.add_argument("--n", type=int, default=10, help="images (per class without --class)")
+    p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the row's sampler")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="default: the data the run recorded")
+    p.add_argument("--device", default=None, help="default: cuda when present")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    args = p.parse_args(argv)
+    try:
+        board_file = args.run_dir / LEADERBOARD_FILE
+        if not board_file.exists():
+            raise ValueError(f"{board_file}: no leaderboard; run python -m search.final {args.run_dir}")
+        board = pd.read_parquet(board_file)
+        if not 0 <= args.row < len(board):
+            raise ValueError(f"--row {args.row}: the leaderboard has rows 0..{len(board) - 1}")
+        if args.n < 1:
+            raise ValueError(f"--n {args.n} must be >= 1")
+        row = board.iloc[args.row]
+        if not Path(row["checkpoint"]).exists():
+            raise ValueError(f"{row['checkpoint']}: checkpoint of row {args.row} not found")
+        train_on = load_space(args.run_dir / "space.yaml").search.train_on
+        data = load_data(recorded_source(args.run_dir, args.data))
+        cls = class_index(args.cls, data.classes) if args.cls is not None else None
+    except ValueError as e:  # DataError and SpaceError included
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    sampler = args.sampler or row["sampler"]
+    train_x, train_y, _, _ = split(data, train_on)
+    model = load_model(row["checkpoint"], resolve_device(args.device))
+    images = generate(model, sampler, args.n, train_x, train_y, seed=args.seed)
+    if cls is not None:
+        images = images[cls * args.n : (cls + 1) * args.n]
+        nrow = math.ceil(math.sqrt(args.n))
+    else:
+        nrow = args.n
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.float() / 255, args.out, nrow=nrow)
+    what = data.classes[cls] if cls is not None else "every class"
+    print(f"{args.out}: {len(images)} images of {what} from row {args.row} ({row['trial_id']} seed {row['seed']}, {sampler})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

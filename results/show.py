@@ -1,0 +1,125 @@
+"""Print a run's leaderboard and write a small report beside it.
+
+    python -m results.show RUN_DIR [--top 5]
+
+RUN_DIR/report/ gets report.md (the top rows, linking the figures), samples.png (the
+per-class sample grids of the top rows), fid_vs_params.png and val_loss.png (validation-loss
+curves of every finalist training). Everything is read from files the run already holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a GPU node
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from cvae_core.training import read_metrics  # noqa: E402
+
+from .leaderboard import LEADERBOARD_FILE  # noqa: E402
+
+REPORT_DIR = "report"
+SHOWN = ["trial_id", "seed", "sampler", "family", "params", "epochs_trained", "best_val_loss", "fid", "is_mean"]
+
+
+def label(row) -> str:
+    return f"{row.trial_id} s{row.seed} {row.sampler}"
+
+
+def plot_samples(top: pd.DataFrame, path: Path) -> None:
+    fig, axes = plt.subplots(1, len(top), figsize=(4 * len(top), 4.8), squeeze=False)
+    for ax, row in zip(axes[0], top.itertuples()):
+        if Path(row.sample_grid).exists():
+            ax.imshow(Image.open(row.sample_grid))
+        ax.set_title(f"{label(row)}\nFID {row.fid:.1f}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_fid_vs_params(board: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for sampler, group in board.groupby("sampler"):
+        ax.scatter(group["params"], group["fid"], label=sampler, alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("FID (lower is better)")
+    ax.legend(title="sampler")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_val_loss(board: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    # one curve per training: both samplers of a (trial, seed) share it
+    for row in board.drop_duplicates(["trial_id", "seed"]).itertuples():
+        records = read_metrics(Path(row.checkpoint).parent / "metrics.jsonl")
+        if records:
+            ax.plot([r["epoch"] for r in records], [r["val_loss"] for r in records],
+                    label=f"{row.trial_id} s{row.seed}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss (neg. ELBO per image)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, top_n: int = 5) -> Path:
+    """Write RUN_DIR/report/ and return the path of its report.md."""
+    board = pd.read_parquet(run_dir / LEADERBOARD_FILE)
+    out = run_dir / REPORT_DIR
+    out.mkdir(exist_ok=True)
+    top = board.head(top_n)
+    plot_samples(top, out / "samples.png")
+    plot_fid_vs_params(board, out / "fid_vs_params.png")
+    plot_val_loss(board, out / "val_loss.png")
+    md = [
+        f"# {run_dir.name}: leaderboard",
+        "",
+        f"{len(board)} rows; reference `{', '.join(board['reference'].unique())}`, "
+        f"feature extractor `{', '.join(board['feature_extractor'].unique())}`.",
+        "",
+        "```",
+        top[SHOWN].to_string(index=False),
+        "```",
+        "",
+        "![samples of the top rows](samples.png)",
+        "![FID vs parameters](fid_vs_params.png)",
+        "![validation loss of the finalists](val_loss.png)",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(md))
+    return out / "report.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m results.show", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--top", type=int, default=5, help="rows to print and show samples of")
+    args = p.parse_args(argv)
+    if args.top < 1:
+        p.error(f"--top {args.top} must be >= 1")
+    board_file = args.run_dir / LEADERBOARD_FILE
+    if not board_file.exists():
+        print(f"error: {board_file}: no leaderboard yet; run python -m search.final {args.run_dir}", file=sys.stderr)
+        return 2
+    board = pd.read_parquet(board_file)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(board.head(args.top)[SHOWN].to_string(index=False))
+    print(f"report: {write_report(args.run_dir, args.top)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
