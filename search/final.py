@@ -24,7 +24,7 @@ import torch
 from cvae_core.atomic import atomic_write_text
 from cvae_core.data import DataError, ImageData, load_data, split
 from cvae_core.models import count_params
-from cvae_core.training import load_model, train
+from cvae_core.training import load_model, read_metrics, train
 from results.leaderboard import write_leaderboard
 from results.metrics import Reference, reference_statistics, score
 from results.samplers import generate, save_sample_grid
@@ -86,8 +86,8 @@ def finalist_job(
         summary = {
             "epochs_trained": result.epochs_run, "best_epoch": result.best_epoch,
             "best_val_loss": result.best_val_loss, "stop_reason": result.stop_reason,
-            # a resumed run counts only its own part; the metrics file holds every epoch
-            "train_seconds": result.seconds,
+            # every epoch's time, also those run before a kill and resume
+            "train_seconds": sum(r["epoch_seconds"] for r in read_metrics(out / "metrics.jsonl")),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         }
         atomic_write_text(summary_file, json.dumps(summary))

@@ -61,6 +61,9 @@ def test_leaderboard_scores_the_top_trials_with_every_seed_and_sampler(searched)
     for r in board.itertuples():
         assert Path(r.checkpoint).is_file() and Path(r.sample_grid).is_file()
         assert r.params > 0 and r.run == "t" and r.family == "mlp" and list(r.hidden) == [32]
+        epochs = [json.loads(x) for x in (Path(r.checkpoint).parent / "metrics.jsonl").read_text().splitlines()]
+        assert len(epochs) == r.epochs_trained and r.train_seconds == pytest.approx(
+            sum(e["epoch_seconds"] for e in epochs))
     # trial config columns agree with the search's table
     merged = board.merge(trials, on="trial_id", suffixes=("", "_search"))
     assert (merged["lr"] == merged["lr_search"]).all()
@@ -147,3 +150,28 @@ def test_finalist_job_scores_what_is_missing_without_retraining(scored_run):
     rows = finalist_job(trial, 0, data, "train", final, str(scored_run), "t", cpus=torch.get_num_threads())
     assert [r["sampler"] for r in rows] == ["prior", "gmm"] and gmm.exists()
     assert prior.read_text() == kept and (folder / "best.pt").stat().st_mtime_ns == best
+
+
+@pytest.mark.slow
+def test_a_tiny_seed_space_scores_the_named_presets(tmp_path, data_dir):
+    """spaces/seed.yaml on CPU: the same path with two of the report's presets and tiny counts."""
+    import yaml
+
+    from cvae_core import PRESETS, preset
+    from cvae_core.models import count_params
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "spaces" / "seed.yaml").read_text())
+    raw["space"]["presets"] = ["mlp-M1", "cnn-arch1-M1"]
+    raw["search"] = {**raw["search"], "asha": {"max_t": 2, "grace_period": 2, "reduction_factor": 2},
+                     "resources": {"cpu": 1}}
+    raw["final"] = {**raw["final"], "top_k": 16, "max_epochs": 2, "samples_per_class": 3,
+                    "feature_extractor": "tiny-random"}
+    space = tmp_path / "seed.yaml"
+    space.write_text(yaml.safe_dump(raw))
+    proc = run(command(space, data_dir, tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    board = pd.read_parquet(tmp_path / "runs" / "seed" / "leaderboard.parquet")
+    assert len(board) == 2 * 2 and set(board["preset"]) == {"mlp-M1", "cnn-arch1-M1"}
+    for r in board.itertuples():
+        assert r.preset in PRESETS and r.params == count_params(preset(r.preset))
+        assert r.lr == 1e-4 and r.batch_size == 512
