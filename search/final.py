@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path, help="a search's run folder (holding space.yaml and trials.parquet)")
     p.add_argument("--data", default=None, help="the data to use (default: what the search recorded in data.json)")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
-    p.add_argument("--inception-weights", default=None, help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
+    p.add_argument("--inception-weights", default=None,
+                   help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
     args = p.parse_args(argv)
     run_dir = args.run_dir.resolve()
     try:

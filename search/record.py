@@ -19,16 +19,17 @@ def absolute_source(source: str | None) -> str:
     return str(Path(source).expanduser().resolve())
 
 
-def check_and_record(run_dir: Path, source: str) -> None:
-    """Record the data of a new run; refuse to resume a run on other data."""
+def check_recorded(run_dir: Path, source: str) -> None:
+    """Refuse to resume a run on other data than it started with."""
     f = run_dir / DATA_FILE
-    if f.exists():
-        recorded = json.loads(f.read_text())["source"]
-        if recorded != source:
-            raise DataError(f"--data {source}: this run started with {recorded} (in {f}); "
-                            "pass that, or --fresh to start over")
-        return
-    atomic_write_text(f, json.dumps({"source": source}))
+    if f.exists() and (recorded := json.loads(f.read_text())["source"]) != source:
+        raise DataError(f"--data {source}: this run started with {recorded} (in {f}); "
+                        "pass that, or --fresh to start over")
+
+
+def record(run_dir: Path, source: str) -> None:
+    if not (run_dir / DATA_FILE).exists():
+        atomic_write_text(run_dir / DATA_FILE, json.dumps({"source": source}))
 
 
 def recorded_source(run_dir: Path, given: str | None) -> str:

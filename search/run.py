@@ -23,7 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 from cvae_core.data import DataError, default_source, load_data, split
 
 from .final import run_and_report
-from .record import absolute_source, check_and_record
+from .record import absolute_source, check_recorded, record
 from .schedulers import PatienceStopper, PersistentASHA
 from .space import SpaceError, SpaceFile, load_space, parse_space, with_inception_weights
 from .trainable import run_trial, trial_dir_name
@@ -75,24 +75,35 @@ def _build_tuner(spec: SpaceFile, run_dir: Path, trainable, resources: dict[str,
     )
 
 
-def _prepare_run_dir(spec: SpaceFile, run_dir: Path, fresh: bool) -> bool:
-    """Create or check the run folder; True when an earlier search is to be resumed."""
+def _check_run_dir(spec: SpaceFile, run_dir: Path, fresh: bool, source: str) -> bool:
+    """Check an existing run folder against this command, changing nothing; True to resume."""
+    if fresh or not run_dir.exists() or not any(run_dir.iterdir()):
+        return False
     copy = run_dir / SPACE_COPY
+    if not copy.exists():
+        raise SpaceError(f"{run_dir}: exists and is not a search run; pass --fresh or another --name")
+    if yaml.safe_load(copy.read_text()) != spec.raw:
+        raise SpaceError(
+            f"{spec.path}: differs from {copy}, which this run started with; "
+            "pass --fresh to start over or --name for a new run"
+        )
+    check_recorded(run_dir, source)
+    return tune.Tuner.can_restore(str(run_dir))
+
+
+def _check_batch_size(spec: SpaceFile, n_train: int) -> None:
+    largest = max(spec.space.top["batch_size"].values())
+    if largest > n_train:
+        raise SpaceError(f"{spec.path}: space.batch_size: {largest} is more than the {n_train} training images")
+
+
+def _create_run_dir(spec: SpaceFile, run_dir: Path, fresh: bool, resuming: bool, source: str) -> None:
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not copy.exists():
-            raise SpaceError(f"{run_dir}: exists and is not a search run; pass --fresh or another --name")
-        if yaml.safe_load(copy.read_text()) != spec.raw:
-            raise SpaceError(
-                f"{spec.path}: differs from {copy}, which this run started with; "
-                "pass --fresh to start over or --name for a new run"
-            )
-        if tune.Tuner.can_restore(str(run_dir)):
-            return True
-    run_dir.mkdir(parents=True, exist_ok=True)
-    copy.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
-    return False
+    if not resuming:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / SPACE_COPY).write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+    record(run_dir, source)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
     p.add_argument("--fresh", action="store_true", help="delete an existing run folder and start over")
-    p.add_argument("--inception-weights", default=None, help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
+    p.add_argument("--inception-weights", default=None,
+                   help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
     args = p.parse_args(argv)
 
     try:
@@ -115,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = with_inception_weights(spec, args.inception_weights)
         run_dir = (args.storage / (args.name or spec.name)).resolve()
         source = absolute_source(args.data)
-        resuming = _prepare_run_dir(spec, run_dir, args.fresh)
-        check_and_record(run_dir, source)
+        resuming = _check_run_dir(spec, run_dir, args.fresh, source)
         data = load_data(source)
+        train_x, train_y, val_x, val_y = split(data, spec.search.train_on)
+        _check_batch_size(spec, len(train_x))
     except (SpaceError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -128,13 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {spec.path}: search.resources.gpu={res.gpu} but the Ray cluster has no GPU",
               file=sys.stderr)
         return 2
+    _create_run_dir(spec, run_dir, args.fresh, resuming, source)
     # Tune saves its experiment state at most every 10 s by default; a kill inside that window
     # would forget trials started meanwhile. Once a second keeps the loss to under a second.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     # A preempted node sends SIGTERM: let Tune save its state as it does for Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
-    train_x, train_y, val_x, val_y = split(data, spec.search.train_on)
     trainable = tune.with_parameters(
         run_trial, data=(train_x, train_y, val_x, val_y), run_dir=str(run_dir), max_t=spec.search.max_t,
         patience=spec.search.patience, checkpoint_every=spec.search.checkpoint_every,

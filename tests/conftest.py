@@ -77,7 +77,7 @@ def scored_run(tmp_path):
     from cvae_core.data import load_data
     from results.leaderboard import write_leaderboard
     from search.final import finalist_job
-    from search.record import check_and_record
+    from search.record import record
     from search.space import load_space
 
     source = make_tree(tmp_path / "tree", per_class=4)
@@ -85,7 +85,7 @@ def scored_run(tmp_path):
     run_dir.mkdir(parents=True)
     spec = load_space(tiny_space(tmp_path, final={"top_k": 2}))
     (run_dir / "space.yaml").write_text((tmp_path / "space.yaml").read_text())
-    check_and_record(run_dir, str(source))
+    record(run_dir, str(source))
     data = load_data(source)
     for trial_id, lr in (("aaaa0001", 3e-3), ("aaaa0002", 1e-2)):
         trial_dir = run_dir / f"mlp_{trial_id}"

@@ -1,4 +1,5 @@
-"""`python -m search.run` end to end, in subprocesses as a user runs it (real Ray, real Optuna)."""
+"""`python -m search.run`: its checks in-process, then end to end in subprocesses as a user runs it
+(real Ray, real Optuna)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from search.record import record
+from search.run import main
+
 from cli import command, epochs_done, run, start, tiny_space, wait_for
 from conftest import make_tree
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +29,25 @@ def trials(run_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(run_dir / "trials.parquet")
 
 
+def test_a_batch_larger_than_the_training_set_is_refused_before_anything_starts(tmp_path, data_dir, capsys):
+    space = tiny_space(tmp_path)
+    space.write_text(space.read_text().replace("batch_size: 40", "batch_size: {choice: [40, 100]}"))
+    assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 2
+    assert "space.batch_size: 100 is more than the 80 training images" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_is_not_resumed_on_other_data(tmp_path, data_dir, capsys):
+    space = tiny_space(tmp_path)
+    run_dir = tmp_path / "runs" / "t"
+    run_dir.mkdir(parents=True)
+    (run_dir / "space.yaml").write_text(space.read_text())
+    record(run_dir, "/somewhere/else.zip")
+    assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 2
+    assert f"--data {data_dir}: this run started with /somewhere/else.zip" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_search_runs_and_writes_the_run_folder(tmp_path, data_dir):
     space = tiny_space(tmp_path)
     proc = run(command(space, data_dir, tmp_path / "runs"))
@@ -62,6 +84,7 @@ def test_search_runs_and_writes_the_run_folder(tmp_path, data_dir):
     assert run(command(space, data_dir, tmp_path / "runs", "--fresh")).returncode == 0
 
 
+@pytest.mark.slow
 def test_diverging_trials_fail_with_their_reason_and_the_search_finishes(tmp_path, data_dir):
     space = tiny_space(tmp_path, num_samples=4, seed=0, sampler={"n_startup_trials": 4})
     raw = yaml.safe_load(space.read_text())
@@ -105,6 +128,7 @@ def slower_data_dir(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("data") / "tree", per_class=60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", list(KILL_POINTS))
 def test_sigkill_then_resume_loses_nothing(tmp_path, slower_data_dir, moment):
     data_dir = slower_data_dir
@@ -138,6 +162,7 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, slower_data_dir, moment):
         assert epochs.count(1) == 1 or moment == "startup", (name, epochs)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_state_like_ctrl_c(tmp_path, slower_data_dir):
     space = tiny_space(tmp_path, num_samples=2, asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
     run_dir = tmp_path / "runs" / "t"
@@ -158,6 +183,7 @@ def test_sigterm_saves_state_like_ctrl_c(tmp_path, slower_data_dir):
     assert len(df) == 2 and set(df["epochs"]) == {8}
 
 
+@pytest.mark.slow
 def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, data_dir):
     from ray.cluster_utils import Cluster
 
