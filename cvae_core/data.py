@@ -54,6 +54,11 @@ def default_source() -> str:
     return os.environ.get("CVAE_DATA", "cifar10")
 
 
+def is_torchvision(source: str) -> bool:
+    """True for "cifar10" / "cifar10:ROOT" (torchvision), False for a path."""
+    return source == "cifar10" or source.startswith("cifar10:")
+
+
 # ---------------------------------------------------------------------------- sources
 
 
@@ -201,7 +206,7 @@ def load_data(
 ) -> ImageData:
     """Decode `source` once, cache the tensors on disk, and return them (see module doc)."""
     source = str(source if source is not None else default_source())
-    if source == "cifar10" or source.startswith("cifar10:"):
+    if is_torchvision(source):
         root = Path(source.partition(":")[2] or default_cache_dir() / "torchvision").expanduser()
         kind, path = "torchvision", root
     else:

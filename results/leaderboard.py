@@ -59,7 +59,8 @@ SCHEMA = pa.schema([
 def read_rows(run_dir: str | Path) -> pd.DataFrame:
     rows = [json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("final/*/rows/*.json"))]
     df = pd.DataFrame(rows, columns=SCHEMA.names)
-    df["created_at"] = pd.to_datetime(df["created_at"], unit="s", utc=True)
+    # Row files hold float epoch seconds; the schema keeps milliseconds.
+    df["created_at"] = pd.to_datetime(df["created_at"], unit="s", utc=True).dt.floor("ms")
     return df
 
 
@@ -70,8 +71,6 @@ def write_leaderboard(run_dir: str | Path) -> pd.DataFrame:
         df = pd.concat([pd.read_parquet(path), df], ignore_index=True)
         df = df.drop_duplicates(KEY, keep="last")
     df = df.sort_values(["fid", *KEY], na_position="last").reset_index(drop=True)
-    # Row files hold float epoch seconds; the schema keeps milliseconds.
-    df["created_at"] = pd.to_datetime(df["created_at"], utc=True).dt.floor("ms")
     table = pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return pd.read_parquet(path)

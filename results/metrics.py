@@ -21,7 +21,7 @@ from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_input_id_to_statistics
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 from torch_fidelity.utils import create_feature_extractor, resolve_feature_layer_for_metric
 
-from cvae_core.data import ImageData, default_cache_dir
+from cvae_core.data import ImageData, default_cache_dir, is_torchvision, split
 
 from .extractors import COMPAT, has_logits, register_extractors, resolve_extractor
 
@@ -72,10 +72,7 @@ class Reference:
             raise ValueError(f"n={self.n!r} must be an integer >= 2 or None")
 
     def images(self) -> torch.Tensor:
-        d = self.data
-        x = {"train": d.train_x, "test": d.test_x, "all": None}[self.split]
-        if x is None:
-            x = torch.cat([d.train_x, d.test_x])
+        x = self.data.test_x if self.split == "test" else split(self.data, self.split)[0]
         if self.n is not None and self.n < len(x):
             x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[: self.n]]
         return x
@@ -83,7 +80,7 @@ class Reference:
     @property
     def label(self) -> str:
         """How the leaderboard names it, e.g. 'cifar10-jpeg:train[500]'."""
-        source = Path(self.data.source).stem if "/" in self.data.source else self.data.source
+        source = "cifar10" if is_torchvision(self.data.source) else Path(self.data.source).stem
         return f"{source}:{self.split}" + (f"[{self.n}]" if self.n is not None else "")
 
     @property
@@ -102,7 +99,10 @@ class Score:
     n_samples: int
 
 
-def _fidelity_kwargs(reference: Reference, name: str, inception_weights, device, batch_size, cache_dir) -> dict:
+def _setup(reference: Reference, extractor, inception_weights, device, batch_size, cache_dir) -> tuple[str, dict]:
+    """The resolved extractor name and torch-fidelity's keyword arguments for this reference."""
+    register_extractors()
+    name = resolve_extractor(extractor, inception_weights)
     cuda = (torch.device(device).type == "cuda") if device is not None else torch.cuda.is_available()
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "fidelity"
     cache_root.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def _fidelity_kwargs(reference: Reference, name: str, inception_weights, device,
     )
     if inception_weights and name == COMPAT:
         kwargs["feature_extractor_weights_path"] = str(inception_weights)
-    return kwargs
+    return name, kwargs
 
 
 def reference_statistics(
@@ -132,9 +132,7 @@ def reference_statistics(
     cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
     """The reference's FID statistics {"mu", "sigma"}: computed once, then read from the cache."""
-    register_extractors()
-    name = resolve_extractor(extractor, inception_weights)
-    kwargs = _fidelity_kwargs(reference, name, inception_weights, device, batch_size, cache_dir)
+    name, kwargs = _setup(reference, extractor, inception_weights, device, batch_size, cache_dir)
     layer = resolve_feature_layer_for_metric("fid", **kwargs)
     feat = create_feature_extractor(name, [layer], **kwargs)
     return fid_input_id_to_statistics_cached(2, feat, layer, **kwargs)
@@ -151,10 +149,8 @@ def score(
     cache_dir: str | os.PathLike | None = None,
 ) -> Score:
     """FID (and IS when the extractor has logits) of uint8 `images` against `reference`."""
-    register_extractors()
-    name = resolve_extractor(extractor, inception_weights)
+    name, kwargs = _setup(reference, extractor, inception_weights, device, batch_size, cache_dir)
     with_is = has_logits(name)
-    kwargs = _fidelity_kwargs(reference, name, inception_weights, device, batch_size, cache_dir)
     out = torch_fidelity.calculate_metrics(input1=UInt8Images(images), fid=True, isc=with_is, **kwargs)
     return Score(
         fid=float(out[KEY_METRIC_FID]),

@@ -47,6 +47,10 @@ def _config_of(trial_dir: Path) -> dict:
     return json.loads((trial_dir / "params.json").read_text())
 
 
+def _rows(rows_dir: Path, samplers: tuple[str, ...]) -> list[dict]:
+    return [json.loads((rows_dir / f"{s}.json").read_text()) for s in samplers]
+
+
 def finalist_job(
     trial: dict,
     seed: int,
@@ -65,7 +69,7 @@ def finalist_job(
     rows_dir = out / "rows"
     todo = [s for s in final.samplers if not (rows_dir / f"{s}.json").exists()]
     if not todo:
-        return [json.loads((rows_dir / f"{s}.json").read_text()) for s in final.samplers]
+        return _rows(rows_dir, final.samplers)
 
     device = claim_device(gpu_share, cpus)
     train_x, train_y, val_x, val_y = split(data, train_on)
@@ -111,7 +115,7 @@ def finalist_job(
             "checkpoint": str(out / "best.pt"), "sample_grid": str(grid), "created_at": time.time(),
         }
         atomic_write_text(rows_dir / f"{sampler}.json", json.dumps(row))
-    return [json.loads((rows_dir / f"{s}.json").read_text()) for s in final.samplers]
+    return _rows(rows_dir, final.samplers)
 
 
 def _prime_reference(data: ImageData, final: FinalSettings) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from cvae_core.atomic import atomic_write_text
-from cvae_core.data import DataError, default_source
+from cvae_core.data import DataError, default_source, is_torchvision
 
 DATA_FILE = "data.json"
 
@@ -14,7 +14,7 @@ DATA_FILE = "data.json"
 def absolute_source(source: str | None) -> str:
     """A path made absolute (trials and later commands run elsewhere); 'cifar10[:ROOT]' as is."""
     source = source if source is not None else default_source()
-    if source == "cifar10" or source.startswith("cifar10:"):
+    if is_torchvision(source):
         return source
     return str(Path(source).expanduser().resolve())
 

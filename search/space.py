@@ -27,6 +27,7 @@ from cvae_core.config import ACTIVATIONS, FAMILIES, LIKELIHOODS, NORMS, ConfigEr
 from cvae_core.data import TRAIN_ON
 from cvae_core.presets import PRESETS, preset_config
 from results.extractors import EXTRACTORS, NVIDIA_OFFLINE, nvidia_torchscript_path
+from results.metrics import REFERENCE_SPLITS
 from results.samplers import SAMPLERS
 
 
@@ -379,7 +380,7 @@ _FINAL_KEYS = {
     "samples_per_class": Param("int", 1), "gmm_components": Param("int", 1),
     "feature_extractor": Param("str", names=EXTRACTORS),
 }
-_REFERENCE_KEYS = {"split": Param("str", names=("train", "test", "all")), "n": Param("int", 2)}
+_REFERENCE_KEYS = {"split": Param("str", names=REFERENCE_SPLITS), "n": Param("int", 2)}
 
 
 def _parse_final(raw: Any, where: str) -> FinalSettings:
