@@ -246,6 +246,8 @@ def _parse_space(raw: Any, where: str) -> Space:
         for k, d in top.items():
             if not isinstance(d, Fixed):
                 raise SpaceError(f"{where}.{k}: must be a fixed value beside presets (they run as a grid)")
+        for k in ("lr", "batch_size"):
+            top.setdefault(k, Fixed(DEFAULTS[k]))
         return Space(top=top, presets=tuple(names))
 
     body = {k: v for k, v in raw.items() if k not in ("conv", "mlp")}

@@ -194,6 +194,11 @@ def test_branch_for_a_family_that_is_never_sampled_is_rejected():
         parse_space(raw)
 
 
+def test_presets_alone_train_with_the_reports_optimiser_settings():
+    top = parse_space({"space": {"presets": ["mlp-M1"]}}).space.top
+    assert top == {"lr": Fixed(1e-4), "batch_size": Fixed(512)}
+
+
 def test_presets_space_rules():
     ok = {"space": {"presets": ["cnn-arch3-M3"], "lr": 1e-4}}
     assert parse_space(ok).space.presets == ("cnn-arch3-M3",)
