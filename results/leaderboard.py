@@ -70,6 +70,10 @@ def write_leaderboard(run_dir: str | Path) -> pd.DataFrame:
     if path.exists():
         df = pd.concat([pd.read_parquet(path), df], ignore_index=True)
         df = df.drop_duplicates(KEY, keep="last")
+    extractors = sorted(df["feature_extractor"].dropna().unique())
+    if len(extractors) > 1:
+        raise ValueError(f"{path}: rows scored with {extractors} cannot share a leaderboard: FIDs from different "
+                         "feature extractors do not compare; score this run again with one of them in a new run")
     df = df.sort_values(["fid", *KEY], na_position="last").reset_index(drop=True)
     table = pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))

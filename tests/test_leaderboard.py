@@ -1,8 +1,11 @@
 import json
+import os
+import stat
 import time
 
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from results.leaderboard import LEADERBOARD_FILE, SCHEMA, write_leaderboard
 
@@ -58,3 +61,24 @@ def test_no_temp_files_are_left_behind(tmp_path):
     put(tmp_path, row("a", "prior", 1.0))
     write_leaderboard(tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.is_file()] == [LEADERBOARD_FILE]
+
+
+def test_rows_from_another_feature_extractor_are_refused(tmp_path):
+    put(tmp_path, row("a", "prior", 300.0))
+    write_leaderboard(tmp_path)
+    put(tmp_path, row("b", "prior", 20.0, feature_extractor="inception-v3-compat"))
+    with pytest.raises(ValueError, match=r"rows scored with \['inception-v3-compat', 'tiny-random'\] cannot share"):
+        write_leaderboard(tmp_path)
+    assert pd.read_parquet(tmp_path / LEADERBOARD_FILE)["trial_id"].tolist() == ["a"]  # unchanged
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_the_leaderboard_gets_the_permissions_of_a_plain_write(tmp_path, umask, mode):
+    """Colleagues on a shared run folder read it as they read any file the user writes."""
+    put(tmp_path, row("a", "prior", 1.0))
+    old = os.umask(umask)
+    try:
+        write_leaderboard(tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / LEADERBOARD_FILE).stat().st_mode) == mode
