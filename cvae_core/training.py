@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import torch
 
-from .config import ModelConfig
 from .atomic import atomic_torch_save
+from .config import ModelConfig
 from .losses import REDUCTIONS, neg_elbo
 from .models import CVAE, build_model
 from .sampling import first_of_each_class, save_training_grids
@@ -29,8 +29,12 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; training stopped instead of hiding it."""
 
     def __init__(self, epoch: int, train_loss: float, val_loss: float):
-        self.epoch = epoch
+        self.epoch, self.train_loss, self.val_loss = epoch, train_loss, val_loss
         super().__init__(f"loss diverged at epoch {epoch} (train_loss={train_loss}, val_loss={val_loss})")
+
+    def __reduce__(self):
+        # Ray pickles a trial's exception to record it; the default reduce passes only the message.
+        return type(self), (self.epoch, self.train_loss, self.val_loss)
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,12 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def epoch_line(metrics: dict[str, Any]) -> str:
+    """One epoch's record as a progress line."""
+    return (f"epoch {metrics['epoch']:4d}  train {metrics['train_loss']:.2f}  val {metrics['val_loss']:.2f}  "
+            f"best {metrics['best_val_loss']:.2f} (epoch {metrics['best_epoch']})")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

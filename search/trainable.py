@@ -28,6 +28,17 @@ def _record_failure(trial_dir: Path, kind: str, error: BaseException) -> None:
     (trial_dir / FAILURE_FILE).write_text(json.dumps({"kind": kind, "reason": str(error)}))
 
 
+def check_earlier_failure(trial_dir: Path) -> None:
+    """Before a retry: a divergence would only happen again (TrialFailed); any other recorded
+    failure is cleared, since this attempt may finish or fail otherwise."""
+    failure = trial_dir / FAILURE_FILE
+    if failure.exists():
+        recorded = json.loads(failure.read_text())
+        if recorded["kind"] == "diverged":
+            raise TrialFailed(recorded["reason"])
+        failure.unlink()
+
+
 def trial_dir_name(config: dict, trial_id: str) -> str:
     kind = config.get("preset") or config.get("family", "trial")
     return f"{kind}_{trial_id}"
@@ -64,10 +75,7 @@ def run_trial(
     ctx = tune.get_context()
     trial_dir = Path(run_dir) / trial_dir_name(config, ctx.get_trial_id())
     trial_dir.mkdir(parents=True, exist_ok=True)
-    failure = trial_dir / FAILURE_FILE
-    if failure.exists() and json.loads(failure.read_text())["kind"] == "diverged":
-        # A restored search retries errored trials; a divergence would only happen again.
-        raise TrialFailed(json.loads(failure.read_text())["reason"])
+    check_earlier_failure(trial_dir)
 
     device = claim_device(gpu_share, cpus)
     cfg = model_config(config)
