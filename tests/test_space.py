@@ -234,3 +234,65 @@ def test_inception_weights_from_the_command_line_must_be_a_file(tmp_path):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"x")
     assert with_inception_weights(spec, str(weights)).final.inception_weights == str(weights)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("..", "name: '..' must be a plain folder name"),
+    (".", "name: '.' must be a plain folder name"),
+    ("a\\b", "must be a plain folder name"),
+    ("", "name: '' must be a non-empty string"),
+])
+def test_the_run_name_is_a_plain_folder_name(name, message):
+    with pytest.raises(SpaceError, match=re.escape(message)):
+        parse_space(with_change("name", name))
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    f = tmp_path / "dup.yaml"
+    f.write_text(yaml.safe_dump(BASE, sort_keys=False).replace("  lr:", "  lr: 5.0\n  lr:", 1))
+    lines = f.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines, 1) if line.startswith("  lr:"))
+    with pytest.raises(SpaceError, match=re.escape(f"{f}: space.lr: given twice (lines {first} and {first + 1})")):
+        load_space(f)
+
+
+def test_a_number_yaml_reads_as_text_gets_a_hint(tmp_path):
+    f = tmp_path / "text.yaml"
+    f.write_text(yaml.safe_dump(BASE).replace("- 0.0001", "- 1e-4"))
+    with pytest.raises(SpaceError) as err:
+        load_space(f)
+    assert "space.lr.loguniform[0]: '1e-4' is text to YAML, not a number: write 0.0001" in str(err.value)
+    f.write_text(yaml.safe_dump(BASE).replace("- 0.0001", "- 1e-5"))
+    with pytest.raises(SpaceError, match=re.escape("write 1.0e-05")):
+        load_space(f)
+    assert yaml.safe_load("1.0e-05") == 1e-5  # the hint is what YAML reads as a number
+
+
+@pytest.mark.parametrize("section", ["search", "final"])
+def test_an_empty_section_means_its_defaults(tmp_path, section):
+    f = tmp_path / "empty.yaml"
+    raw = {k: v for k, v in BASE.items() if k != section}
+    f.write_text(yaml.safe_dump(raw) + f"{section}:\n")
+    spec = load_space(f)
+    assert getattr(spec, section) == getattr(parse_space(raw), section)
+
+
+def test_a_folder_or_a_binary_file_is_not_a_space_file(tmp_path):
+    with pytest.raises(SpaceError, match=re.escape(f"{tmp_path}: is a folder, not a space file")):
+        load_space(tmp_path)
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(SpaceError, match=re.escape(f"{binary}: not a text file")):
+        load_space(binary)
+
+
+def test_relative_inception_weights_are_found_beside_the_space_file(tmp_path, monkeypatch):
+    (tmp_path / "spaces").mkdir()
+    weights = tmp_path / "spaces" / "w.pth"
+    weights.write_bytes(b"x")
+    f = tmp_path / "spaces" / "s.yaml"
+    f.write_text(yaml.safe_dump(with_change("final.inception_weights", "w.pth")))
+    monkeypatch.chdir(tmp_path)  # not the space file's folder
+    spec = load_space(f)
+    assert spec.final.inception_weights == str(weights)
+    assert spec.raw["final"]["inception_weights"] == str(weights)  # the run folder's copy works from anywhere
