@@ -6,21 +6,21 @@ DIR/checkpoint.pt (for --resume) and DIR/best.pt (the best weights).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import torch
 
+from .cli import ArgumentParser
 from .data import TRAIN_ON, default_source, load_data, split
 from .losses import REDUCTIONS
 from .presets import PRESETS, preset_config
-from .training import TrainingDiverged, train
+from .training import TrainingDiverged, epoch_line, train
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cvae_core.train", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m cvae_core.train", description=__doc__.splitlines()[0])
     p.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
                    help=f"one of the report's models: {', '.join(sorted(PRESETS))}")
     p.add_argument("--data", default=None, help=f"zip, image folder or cifar10[:ROOT] (default: {default_source()})")
@@ -54,12 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if args.resume else None
 
     def show(metrics, _make_checkpoint):
-        print(
-            f"epoch {metrics['epoch']:4d}  train {metrics['train_loss']:.2f}  val {metrics['val_loss']:.2f}  "
-            f"best {metrics['best_val_loss']:.2f} (epoch {metrics['best_epoch']})  "
-            f"{metrics['epoch_seconds']:.2f}s",
-            flush=True,
-        )
+        print(f"{epoch_line(metrics)}  {metrics['epoch_seconds']:.2f}s", flush=True)
 
     try:
         result = train(

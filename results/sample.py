@@ -9,22 +9,21 @@ its mixtures on the training images of the data the run recorded (or --data).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 from torchvision.utils import save_image
 
+from cvae_core.cli import ArgumentParser
 from cvae_core.data import load_data, split
 from cvae_core.training import load_model, resolve_device
 from search.record import recorded_source
 from search.space import load_space
 
 from .leaderboard import LEADERBOARD_FILE
-from .samplers import SAMPLERS, generate
+from .samplers import SAMPLERS, generate, save_sample_grid
 
 
 def class_index(name: str, classes: tuple[str, ...]) -> int:
@@ -36,7 +35,7 @@ def class_index(name: str, classes: tuple[str, ...]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m results.sample", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m results.sample", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--row", type=int, default=0, help="leaderboard position, 0 = best FID")
     p.add_argument("--class", dest="cls", default=None, help="class name or index (default: every class)")
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         row = board.iloc[args.row]
         if not Path(row["checkpoint"]).exists():
             raise ValueError(f"{row['checkpoint']}: checkpoint of row {args.row} not found")
-        train_on = load_space(args.run_dir / "space.yaml").search.train_on
+        spec = load_space(args.run_dir / "space.yaml")
         data = load_data(recorded_source(args.run_dir, args.data))
         cls = class_index(args.cls, data.classes) if args.cls is not None else None
     except ValueError as e:  # DataError and SpaceError included
@@ -67,18 +66,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     sampler = args.sampler or row["sampler"]
-    train_x, train_y, _, _ = split(data, train_on)
+    train_x, train_y, _, _ = split(data, spec.search.train_on)
     model = load_model(row["checkpoint"], resolve_device(args.device))
-    images = generate(model, sampler, args.n, train_x, train_y, seed=args.seed)
+    images = generate(model, sampler, args.n, train_x, train_y, components=spec.final.gmm_components,
+                      seed=args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if cls is not None:
         images = images[cls * args.n : (cls + 1) * args.n]
-        nrow = math.ceil(math.sqrt(args.n))
+        save_image(images.float() / 255, args.out, nrow=math.ceil(math.sqrt(args.n)))
     else:
-        nrow = args.n
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.float() / 255, args.out, nrow=nrow)
+        save_sample_grid(images, args.n, args.out, data.classes, columns=args.n)
     what = data.classes[cls] if cls is not None else "every class"
-    print(f"{args.out}: {len(images)} images of {what} from row {args.row} ({row['trial_id']} seed {row['seed']}, {sampler})")
+    print(f"{args.out}: {len(images)} images of {what} from row {args.row} "
+          f"({row['trial_id']} seed {row['seed']}, {sampler})")
     return 0
 
 

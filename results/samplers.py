@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from sklearn.mixture import GaussianMixture
-from torchvision.utils import save_image
+from torchvision.utils import make_grid
 
 from cvae_core.config import NUM_CLASSES
 from cvae_core.models import CVAE
@@ -20,6 +22,7 @@ from cvae_core.sampling import grid_labels
 
 SAMPLERS = ("prior", "gmm")
 BATCH = 1000
+GRID_PADDING = 2  # pixels between images, as torchvision's grids
 
 
 @torch.no_grad()
@@ -83,9 +86,20 @@ def generate(
     return torch.cat(out)
 
 
-def save_sample_grid(images_u8: torch.Tensor, per_class: int, path: str | Path, columns: int = 10) -> None:
-    """A grid with one row per class: the first `columns` images of each class."""
+def save_sample_grid(
+    images_u8: torch.Tensor, per_class: int, path: str | Path, classes: Sequence[str], columns: int = 10
+) -> None:
+    """A PNG with one row per class, the first `columns` images of each, the class named on the left."""
+    columns = min(columns, per_class)
     idx = torch.cat([torch.arange(columns) + c * per_class for c in range(NUM_CLASSES)])
-    idx = idx[idx < len(images_u8)] if per_class >= columns else torch.arange(len(images_u8))
-    nrow = columns if per_class >= columns else per_class
-    save_image(images_u8[idx].float() / 255, Path(path), nrow=nrow)
+    grid = make_grid(images_u8[idx], nrow=columns, padding=GRID_PADDING)
+    font = ImageFont.load_default(size=12)
+    label_width = max(int(font.getlength(name)) for name in classes) + 2 * GRID_PADDING + 4
+    canvas = Image.new("RGB", (label_width + grid.shape[2], grid.shape[1]))
+    canvas.paste(Image.fromarray(grid.permute(1, 2, 0).numpy()), (label_width, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_height = images_u8.shape[2] + GRID_PADDING
+    for c, name in enumerate(classes):
+        draw.text((GRID_PADDING + 2, GRID_PADDING + c * row_height + row_height // 2), name,
+                  fill="white", font=font, anchor="lm")
+    canvas.save(Path(path))

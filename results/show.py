@@ -9,7 +9,6 @@ curves of every finalist training). Everything is read from files the run alread
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,8 +17,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a GPU node
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from cvae_core.cli import ArgumentParser  # noqa: E402
 from cvae_core.training import read_metrics  # noqa: E402
 
 from .leaderboard import LEADERBOARD_FILE  # noqa: E402
@@ -44,16 +45,27 @@ def plot_samples(top: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_fid_vs_params(board: pd.DataFrame, path: Path) -> None:
+def fid_vs_params_figure(board: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(6, 4))
     for sampler, group in board.groupby("sampler"):
         ax.scatter(group["params"], group["fid"], label=sampler, alpha=0.8)
-    ax.set_xscale("log")
+    # Within a decade a log axis labels its minor ticks and they collide: stay linear there.
+    if board["params"].max() >= 10 * board["params"].min():
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.xaxis.set_major_formatter(EngFormatter())
     ax.set_xlabel("parameters")
     ax.set_ylabel("FID (lower is better)")
     ax.legend(title="sampler")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_fid_vs_params(board: pd.DataFrame, path: Path) -> None:
+    fig = fid_vs_params_figure(board)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -104,7 +116,7 @@ def write_report(run_dir: Path, top_n: int = 5) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m results.show", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m results.show", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--top", type=int, default=5, help="rows to print and show samples of")
     args = p.parse_args(argv)

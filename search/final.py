@@ -11,10 +11,11 @@ skips whatever is there. RUN_DIR/leaderboard.parquet is rebuilt from the rows.
 
 from __future__ import annotations
 
-import argparse
 import json
+import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -22,19 +23,22 @@ import ray
 import torch
 
 from cvae_core.atomic import atomic_write_text
+from cvae_core.cli import ArgumentParser
 from cvae_core.data import DataError, ImageData, load_data, split
 from cvae_core.models import count_params
-from cvae_core.training import load_model, read_metrics, train
+from cvae_core.training import epoch_line, load_model, read_metrics, train
 from results.leaderboard import write_leaderboard
 from results.metrics import Reference, reference_statistics, score
 from results.samplers import generate, save_sample_grid
 
-from .record import recorded_source
+from .cluster import ClusterError, check_capacity, connect, parse_address
+from .record import recorded_extractor, recorded_source
 from .space import FinalSettings, SpaceError, SpaceFile, load_space, model_config, with_inception_weights
 from .trainable import claim_device, trial_dir_name
 from .trials import TRIALS_FILE
 
 FINAL_DIR = "final"
+PROGRESS_EVERY_S = 30.0  # seconds between a finalist's epoch lines
 
 
 def finalists(trials: pd.DataFrame, top_k: int) -> pd.DataFrame:
@@ -80,11 +84,14 @@ def finalist_job(
     else:
         ckpt = out / "checkpoint.pt"
         resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
+        print(f"{out.name}: {'resuming at epoch ' + str(resume['epoch']) if resume else 'training'} on {device}",
+              flush=True)
         result = train(
             cfg, train_x, train_y, val_x, val_y,
             epochs=final.max_epochs, batch_size=config["batch_size"], lr=config["lr"],
             patience=final.patience, seed=seed, device=device, out_dir=out,
             grid_every=final.checkpoint_every, checkpoint_every=final.checkpoint_every, resume=resume,
+            callback=_progress(out.name),
         )
         model = result.model
         summary = {
@@ -95,16 +102,24 @@ def finalist_job(
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         }
         atomic_write_text(summary_file, json.dumps(summary))
+        print(f"{out.name}: trained {result.epochs_run} epochs ({result.stop_reason}), best val "
+              f"{result.best_val_loss:.2f} at epoch {result.best_epoch}, {summary['train_seconds']:.0f} s", flush=True)
 
     reference = Reference(data, final.reference_split, final.reference_n)
     rows_dir.mkdir(parents=True, exist_ok=True)
     for sampler in todo:
+        t0 = time.perf_counter()
+        print(f"{out.name}: {sampler} sampler: scoring {10 * final.samples_per_class} images with "
+              f"{final.feature_extractor}", flush=True)
         images = generate(model, sampler, final.samples_per_class, train_x, train_y,
                           components=final.gmm_components, seed=seed)
         grid = out / f"samples_{sampler}.png"
-        save_sample_grid(images, final.samples_per_class, grid)
+        save_sample_grid(images, final.samples_per_class, grid, data.classes)
         s = score(images, reference, extractor=final.feature_extractor,
                   inception_weights=final.inception_weights, device=device)
+        is_text = f"IS {s.is_mean:.2f}" if s.is_mean is not None else "IS n/a"
+        print(f"{out.name}: {sampler} sampler: FID {s.fid:.2f}, {is_text} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
         row = {
             "run": run_name, "trial_id": trial["trial_id"], "seed": seed, "sampler": sampler,
             "preset": config.get("preset"), "lr": float(config["lr"]), "batch_size": int(config["batch_size"]),
@@ -127,13 +142,18 @@ def _prime_reference(data: ImageData, final: FinalSettings) -> None:
 def run_final(run_dir: Path, spec: SpaceFile, data: ImageData) -> tuple[pd.DataFrame, list[str]]:
     """Needs Ray initialised. Returns the leaderboard (also written to RUN_DIR/leaderboard.parquet)
     and one line per finalist that failed."""
-    final, res = spec.final, spec.search.resources
+    res = spec.search.resources
     trials = pd.read_parquet(run_dir / TRIALS_FILE)
-    chosen = finalists(trials, final.top_k)
+    chosen = finalists(trials, spec.final.top_k)
     if chosen.empty:
         raise SpaceError(f"{run_dir / TRIALS_FILE}: no finished trial to retrain")
+    # Resolved here, once: tasks on nodes that differ would otherwise pick different networks.
+    extractor = recorded_extractor(run_dir, "final", spec.final.feature_extractor, spec.final.inception_weights)
+    final = replace(spec.final, feature_extractor=extractor)
     remote = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu)
     data_ref = ray.put(data)
+    print(f"final stage: retraining {len(chosen)} trial(s) x {final.seeds} seed(s), scoring with {extractor}",
+          flush=True)
     ray.get(remote(_prime_reference).remote(data_ref, final))
     job = remote(finalist_job)
     futures = {
@@ -141,20 +161,38 @@ def run_final(run_dir: Path, spec: SpaceFile, data: ImageData) -> tuple[pd.DataF
         (row["trial_id"], seed)
         for row in chosen.to_dict("records") for seed in range(final.seeds)
     }
-    failures = []
-    for future, (trial_id, seed) in futures.items():
+    failures, pending = [], list(futures)
+    while pending:
+        [future], pending = ray.wait(pending, num_returns=1)
+        trial_id, seed = futures[future]
         try:
             ray.get(future)
+            print(f"final stage: {trial_id} seed {seed} scored ({len(futures) - len(pending)}/{len(futures)})",
+                  flush=True)
         except Exception as e:  # one failed finalist must not lose the others' rows
             failures.append(f"{trial_id} seed {seed}: {e}")
     return write_leaderboard(run_dir), failures
+
+
+def _progress(name: str, every_s: float = PROGRESS_EVERY_S):
+    """train()'s callback: the first epoch, then one line at most every `every_s` seconds."""
+    start, last = time.monotonic(), -math.inf
+
+    def show(metrics, _make_checkpoint):
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            print(f"{name}: {epoch_line(metrics)}  {now - start:.0f} s", flush=True)
+
+    return show
 
 
 def run_and_report(run_dir: Path, spec: SpaceFile, data: ImageData) -> int:
     """run_final, then print the leaderboard and any failures; the exit status for the CLIs."""
     try:
         board, failures = run_final(run_dir, spec, data)
-    except (SpaceError, ray.exceptions.RayTaskError) as e:  # nothing to retrain; reference failed
+    except (ValueError, ray.exceptions.RayTaskError) as e:  # nothing to retrain, extractor, reference failed
         print(f"error: final stage: {e}", file=sys.stderr)
         return 1
     print(board[["trial_id", "seed", "sampler", "family", "params", "fid", "is_mean"]].to_string(index=False))
@@ -167,7 +205,7 @@ def run_and_report(run_dir: Path, spec: SpaceFile, data: ImageData) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.final", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m search.final", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="a search's run folder (holding space.yaml and trials.parquet)")
     p.add_argument("--data", default=None, help="the data to use (default: what the search recorded in data.json)")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
@@ -176,14 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     run_dir = args.run_dir.resolve()
     try:
+        parse_address(args.address)
         if not (run_dir / TRIALS_FILE).exists():
             raise SpaceError(f"{run_dir}: no {TRIALS_FILE}; run python -m search.run first")
         spec = with_inception_weights(load_space(run_dir / "space.yaml"), args.inception_weights)
         data = load_data(recorded_source(run_dir, args.data))
-    except (SpaceError, DataError) as e:
+        res = spec.search.resources
+        connect(args.address)
+        check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")
+    except (SpaceError, DataError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ray.init(address=args.address, include_dashboard=False)
     return run_and_report(run_dir, spec, data)
 
 

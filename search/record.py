@@ -1,4 +1,9 @@
-"""Which data a run used, kept in RUN_DIR/data.json so later commands need not be told again."""
+"""What a run fixed at its start, kept in its folder so later commands agree with it.
+
+RUN_DIR/data.json: the data source, so later commands need not be told again.
+RUN_DIR/feature_extractor.json: the feature network each scoring stage resolved `auto` to, once,
+on the driver: scores from different networks are not comparable, so a run keeps one.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from cvae_core.atomic import atomic_write_text
 from cvae_core.data import DataError, default_source, is_torchvision
 
 DATA_FILE = "data.json"
+EXTRACTOR_FILE = "feature_extractor.json"
 
 
 def absolute_source(source: str | None) -> str:
@@ -38,3 +44,20 @@ def recorded_source(run_dir: Path, given: str | None) -> str:
         return absolute_source(given)
     f = run_dir / DATA_FILE
     return json.loads(f.read_text())["source"] if f.exists() else absolute_source(None)
+
+
+def recorded_extractor(run_dir: Path, stage: str, requested: str, inception_weights: str | None) -> str:
+    """The feature extractor `stage` scores with: the one the run recorded, else `requested`
+    resolved on this machine and recorded. Raises ValueError for an explicit other one."""
+    from results.extractors import resolve_extractor
+
+    f = run_dir / EXTRACTOR_FILE
+    recorded = json.loads(f.read_text()) if f.exists() else {}
+    if stage in recorded:
+        if requested not in ("auto", recorded[stage]):
+            raise ValueError(f"{stage}.feature_extractor: {requested} differs from {recorded[stage]}, which this "
+                             f"run's {stage} scores were computed with (in {f}); scores of two networks do not compare")
+        return recorded[stage]
+    name = resolve_extractor(requested, inception_weights)
+    atomic_write_text(f, json.dumps({**recorded, stage: name}))
+    return name

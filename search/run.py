@@ -7,25 +7,25 @@ Running the same command again resumes an interrupted search; --fresh starts ove
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
 import sys
 from pathlib import Path
 
-import ray
 import yaml
 from optuna.samplers import TPESampler
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from cvae_core.cli import ArgumentParser
 from cvae_core.data import DataError, default_source, load_data, split
 
+from .cluster import ClusterError, check_capacity, connect, parse_address
 from .final import run_and_report
 from .record import absolute_source, check_recorded, record
 from .schedulers import PatienceStopper, PersistentASHA
-from .space import SpaceError, SpaceFile, load_space, parse_space, with_inception_weights
+from .space import SpaceError, SpaceFile, load_space, parse_space, run_name_problem, with_inception_weights
 from .trainable import run_trial, trial_dir_name
 from .trials import write_trials_table
 
@@ -75,13 +75,34 @@ def _build_tuner(spec: SpaceFile, run_dir: Path, trainable, resources: dict[str,
     )
 
 
+def _check_storage(storage: Path) -> None:
+    """The parent of the run folders is a folder, or can be made one, before anything starts."""
+    if storage.exists():
+        if not storage.is_dir():
+            raise SpaceError(f"--storage {storage}: is a file, not a folder")
+        if not os.access(storage, os.W_OK | os.X_OK):
+            raise SpaceError(f"--storage {storage}: this user cannot write in it")
+        return
+    ancestor = next(p for p in storage.parents if p.exists())
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise SpaceError(f"--storage {storage}: cannot be created ({ancestor} is not a folder this user can write in)")
+
+
 def _check_run_dir(spec: SpaceFile, run_dir: Path, fresh: bool, source: str) -> bool:
     """Check an existing run folder against this command, changing nothing; True to resume."""
-    if fresh or not run_dir.exists() or not any(run_dir.iterdir()):
+    if not run_dir.exists():
+        return False
+    if not run_dir.is_dir():
+        raise SpaceError(f"{run_dir}: exists and is not a folder; pass another --name")
+    if not any(run_dir.iterdir()):
         return False
     copy = run_dir / SPACE_COPY
     if not copy.exists():
-        raise SpaceError(f"{run_dir}: exists and is not a search run; pass --fresh or another --name")
+        # --fresh deletes a run folder, never a folder of the user's that happens to have the name
+        raise SpaceError(f"{run_dir}: exists and is not a search run (no {SPACE_COPY}); "
+                         f"nothing was deleted; pass another --name or --storage")
+    if fresh:
+        return False
     if yaml.safe_load(copy.read_text()) != spec.raw:
         raise SpaceError(
             f"{spec.path}: differs from {copy}, which this run started with; "
@@ -97,9 +118,21 @@ def _check_batch_size(spec: SpaceFile, n_train: int) -> None:
         raise SpaceError(f"{spec.path}: space.batch_size: {largest} is more than the {n_train} training images")
 
 
+def _with_num_samples(spec: SpaceFile, n: int | None) -> SpaceFile:
+    """The spec with --num-samples applied; it becomes part of the space as run."""
+    if n is None:
+        return spec
+    if n < 1:
+        raise SpaceError(f"--num-samples {n}: must be >= 1")
+    if spec.space.presets:
+        raise SpaceError(f"--num-samples {n}: not used with space.presets in {spec.path} (each preset runs once)")
+    search = {**(spec.raw.get("search") or {}), "num_samples": n}
+    return parse_space({**spec.raw, "search": search}, str(spec.path), default_name=spec.name)
+
+
 def _create_run_dir(spec: SpaceFile, run_dir: Path, fresh: bool, resuming: bool, source: str) -> None:
     if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
+        shutil.rmtree(run_dir)  # _check_run_dir made sure it is a run folder
     if not resuming:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SPACE_COPY).write_text(yaml.safe_dump(spec.raw, sort_keys=False))
@@ -107,7 +140,7 @@ def _create_run_dir(spec: SpaceFile, run_dir: Path, fresh: bool, resuming: bool,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
     p.add_argument("--space", required=True, type=Path, help="search space YAML (spaces/*.yaml)")
     p.add_argument("--data", default=None, help=f"zip, image folder or cifar10[:ROOT] (default: {default_source()})")
     p.add_argument("--storage", type=Path, default=Path("runs"), help="parent folder of run folders")
@@ -120,27 +153,26 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     try:
-        spec = load_space(args.space)
-        if args.num_samples is not None:
-            search = {**(spec.raw.get("search") or {}), "num_samples": args.num_samples}
-            spec = parse_space({**spec.raw, "search": search}, str(args.space), default_name=spec.name)
+        if args.name is not None and (problem := run_name_problem(args.name)):
+            raise SpaceError(f"--name: {problem}")
+        parse_address(args.address)
+        spec = _with_num_samples(load_space(args.space), args.num_samples)
         spec = with_inception_weights(spec, args.inception_weights)
-        run_dir = (args.storage / (args.name or spec.name)).resolve()
+        storage = args.storage.expanduser().resolve()
+        _check_storage(storage)
+        run_dir = storage / (args.name or spec.name)
         source = absolute_source(args.data)
         resuming = _check_run_dir(spec, run_dir, args.fresh, source)
         data = load_data(source)
         train_x, train_y, val_x, val_y = split(data, spec.search.train_on)
         _check_batch_size(spec, len(train_x))
-    except (SpaceError, DataError) as e:
+        res = spec.search.resources
+        connect(args.address)
+        check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")
+    except (SpaceError, DataError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    res = spec.search.resources
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=True)
-    if res.gpu > 0 and ray.cluster_resources().get("GPU", 0) == 0:
-        print(f"error: {spec.path}: search.resources.gpu={res.gpu} but the Ray cluster has no GPU",
-              file=sys.stderr)
-        return 2
     _create_run_dir(spec, run_dir, args.fresh, resuming, source)
     # Tune saves its experiment state at most every 10 s by default; a kill inside that window
     # would forget trials started meanwhile. Once a second keeps the loss to under a second.

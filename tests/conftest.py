@@ -60,8 +60,6 @@ def real_data(tmp_path_factory):
     """The real CIFAR-10 (decoded once per test session), or a skip saying why."""
     if not REAL_ZIP.exists():
         pytest.skip(f"real CIFAR-10 zip not found at {REAL_ZIP} (set CVAE_TEST_ZIP)")
-    import torch
-
     from cvae_core.data import load_data
 
     return load_data(REAL_ZIP, cache_dir=tmp_path_factory.getbasetemp() / "cache")

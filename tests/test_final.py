@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from cli import command, epochs_done, final_command, run, start, tiny_space, wait_for
 from conftest import make_tree
+
 from search.final import finalists
 
 
@@ -175,3 +178,44 @@ def test_a_tiny_seed_space_scores_the_named_presets(tmp_path, data_dir):
     for r in board.itertuples():
         assert r.preset in PRESETS and r.params == count_params(preset(r.preset))
         assert r.lr == 1e-4 and r.batch_size == 512
+
+
+def test_a_finalist_shows_its_training_and_each_score_as_it_goes(scored_run, capsys):
+    import torch
+
+    from cvae_core.data import load_data
+    from search.final import finalist_job
+    from search.record import recorded_source
+    from search.space import load_space
+
+    folder = next((scored_run / "final").iterdir())
+    shutil.rmtree(folder)
+    trial_id = folder.name.split("_")[1]
+    trial = {"trial_id": trial_id, "trial_dir": str(scored_run / f"mlp_{trial_id}")}
+    data = load_data(recorded_source(scored_run, None))
+    finalist_job(trial, 0, data, "train", load_space(scored_run / "space.yaml").final, str(scored_run), "t",
+                 cpus=torch.get_num_threads())
+    out = capsys.readouterr().out
+    name = folder.name
+    for expected in (f"{name}: training on cpu", f"{name}: epoch    1  train ",
+                     f"{name}: trained 2 epochs (max_epochs), best val ",
+                     f"{name}: prior sampler: scoring 30 images with tiny-random",
+                     f"{name}: gmm sampler: scoring 30 images with tiny-random"):
+        assert expected in out, out
+    assert len(re.findall(rf"^{name}: (prior|gmm) sampler: FID \d+\.\d\d, IS \d+\.\d\d \(\d+ s\)$", out, re.M)) == 2
+
+
+def test_epoch_lines_come_at_most_once_per_period():
+    from search.final import _progress
+
+    def lines(every_s):
+        buf = io.StringIO()
+        show = _progress("mlp_x_s0", every_s)
+        with contextlib.redirect_stdout(buf):
+            for epoch in range(1, 6):
+                show({"epoch": epoch, "train_loss": 1.0, "val_loss": 2.0, "best_val_loss": 2.0, "best_epoch": epoch},
+                     None)
+        return buf.getvalue().splitlines()
+
+    assert [line.split()[2] for line in lines(3600)] == ["1"]  # the first epoch, then quiet
+    assert len(lines(0)) == 5

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import socket
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from cli import ROOT, command, epochs_done, run, start, tiny_space, wait_for
+from conftest import make_tree
 
 from search.record import record
 from search.run import main
-
-from cli import command, epochs_done, run, start, tiny_space, wait_for
-from conftest import make_tree
-
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +51,116 @@ def test_a_run_is_not_resumed_on_other_data(tmp_path, data_dir, capsys):
     assert f"--data {data_dir}: this run started with /somewhere/else.zip" in capsys.readouterr().err
 
 
+def test_fresh_deletes_only_a_run_folder(tmp_path, data_dir, capsys):
+    precious = tmp_path / "runs" / "precious"
+    precious.mkdir(parents=True)
+    (precious / "thesis.tex").write_text("years of work")
+    args = command(tiny_space(tmp_path), data_dir, tmp_path / "runs", "--name", "precious", "--fresh")[3:]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{precious}: exists and is not a search run (no space.yaml); nothing was deleted" in err
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", ""])
+def test_name_must_be_a_plain_folder_name(tmp_path, data_dir, capsys, name):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "keep.txt").write_text("x")
+    assert main(command(tiny_space(tmp_path), data_dir, tmp_path / "runs", "--name", name, "--fresh")[3:]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --name: {name!r} must be")
+    assert (tmp_path / "keep.txt").exists() and not any((tmp_path / "runs").iterdir())
+
+
+def test_storage_that_is_a_file_or_under_a_file_is_refused_before_ray(tmp_path, data_dir, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    space = tiny_space(tmp_path)
+    assert main(command(space, data_dir, afile)[3:]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --storage {afile}: is a file, not a folder"
+    assert main(command(space, data_dir, afile / "runs")[3:]) == 2
+    assert f"error: --storage {afile / 'runs'}: cannot be created ({afile} is not a folder" in capsys.readouterr().err
+
+
+def test_a_flag_that_is_wrong_is_named(tmp_path, data_dir, capsys):
+    space = tiny_space(tmp_path)
+    assert main(command(space, data_dir, tmp_path / "runs", "--num-samples", "0")[3:]) == 2
+    assert capsys.readouterr().err.strip() == "error: --num-samples 0: must be >= 1"
+    with pytest.raises(SystemExit) as exit_:
+        main(command(space, data_dir, tmp_path / "runs", "--num-samples", "many")[3:])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: argument --num-samples: invalid int value: 'many'"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("address, message", [
+    ("not-a-host", "--address not-a-host: expected 'auto' or HOST:PORT"),
+    ("127.0.0.1:1", "--address 127.0.0.1:1: cannot reach 127.0.0.1:1 (Connection refused)"),
+    ("no-such-host.invalid:6379", "--address no-such-host.invalid:6379: unknown host 'no-such-host.invalid'"),
+])
+def test_an_unreachable_cluster_is_one_line_at_once(tmp_path, data_dir, capsys, address, message):
+    t0 = time.monotonic()
+    assert main(command(tiny_space(tmp_path), data_dir, tmp_path / "runs", "--address", address)[3:]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert time.monotonic() - t0 < 30 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_trial_larger_than_every_node_is_refused_with_nothing_written(tmp_path, data_dir):
+    space = tiny_space(tmp_path, resources={"cpu": 64})
+    proc = run(command(space, data_dir, tmp_path / "runs"))
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"error: {space}: search.resources: a trial needs 64 CPU + 0 GPU and no node" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_an_address_that_answers_but_not_as_ray_ends_in_one_line(tmp_path, data_dir):
+    with socket.socket() as listener:  # accepts connections, says nothing
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        t0 = time.monotonic()
+        proc = run(command(tiny_space(tmp_path), data_dir, tmp_path / "runs", "--address", address), timeout=120)
+        waited = time.monotonic() - t0
+    assert proc.returncode == 2 and waited < 45, (waited, proc.stderr[-2000:])
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --address {address}: no Ray cluster answered within 20 s; check that it is the head node's GCS "
+        "port and, for a cluster with token authentication, RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN "
+        "(README: More nodes)"]
+
+
+@pytest.mark.slow
+def test_a_cluster_that_refuses_the_token_ends_in_one_line_naming_the_settings(tmp_path, data_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "a" * 32}
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                             "--block", f"--temp-dir={ray_tmp}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        cmd = command(tiny_space(tmp_path), data_dir, tmp_path / "runs", "--address", f"127.0.0.1:{port}")
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              env={**env, "RAY_AUTH_TOKEN": "b" * 32})
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --address 127.0.0.1:{port}: the cluster refused this driver's authentication token; "
+        "set RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (README: More nodes)")
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_search_runs_and_writes_the_run_folder(tmp_path, data_dir):
     space = tiny_space(tmp_path)
@@ -64,9 +178,12 @@ def test_search_runs_and_writes_the_run_folder(tmp_path, data_dir):
         assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
         assert list(Path(d).glob("checkpoint_*")), "checkpoints reach the run folder"
         assert list((Path(d) / "grids").glob("*.png"))
-    # ... and the final stage ran on the best trial (its own tests are in test_final.py)
+    # ... and the final stage ran on the best trial (its own tests are in test_final.py), saying so
     board = pd.read_parquet(run_dir / "leaderboard.parquet")
     assert set(board["trial_id"]) == {df["trial_id"].iloc[0]} and len(board) == 2
+    assert "final stage: retraining 1 trial(s) x 1 seed(s), scoring with tiny-random" in proc.stdout
+    assert re.search(r"mlp_\w+_s0: epoch +1 +train ", proc.stdout) and "gmm sampler: FID " in proc.stdout
+    assert json.loads((run_dir / "feature_extractor.json").read_text()) == {"final": "tiny-random"}
 
     # The same command again does not start a second experiment: it finds nothing left to do.
     again = run(command(space, data_dir, tmp_path / "runs"))
@@ -99,6 +216,8 @@ def test_diverging_trials_fail_with_their_reason_and_the_search_finishes(tmp_pat
     assert len(bad) and len(good), "seed 0 samples both learning rates"
     assert set(bad["status"]) == {"ERROR"} and set(bad["stop_reason"]) == {"diverged"}
     assert all("diverged at epoch" in e for e in bad["error"])
+    for d in bad["trial_dir"]:  # Ray's own record of the error is the divergence too, not a pickling error
+        assert "loss diverged at epoch" in (Path(d) / "error.txt").read_text()
     assert set(good["status"]) == {"TERMINATED"}
     assert good["best_val_loss"].notna().all() and (bad["epochs"] >= 1).all()
 

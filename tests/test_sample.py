@@ -1,7 +1,14 @@
+import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
+from cvae_core.data import load_data
+from cvae_core.training import load_model
 from results.sample import main
+from results.samplers import generate, save_sample_grid
+from search.record import recorded_source
+from search.space import load_space
 
 
 def test_sample_regenerates_one_class_from_a_row(scored_run, tmp_path, capsys):
@@ -15,7 +22,28 @@ def test_sample_regenerates_one_class_from_a_row(scored_run, tmp_path, capsys):
 def test_sample_every_class_with_either_sampler(scored_run, tmp_path, sampler):
     out = tmp_path / "all.png"
     assert main([str(scored_run), "--row", "1", "--n", "4", "--sampler", sampler, "--out", str(out)]) == 0
-    assert Image.open(out).size == (2 + 4 * 34, 2 + 10 * 34)  # one row per class
+    width, height = Image.open(out).size
+    assert height == 2 + 10 * 34 and width > 2 + 4 * 34  # one row per class, named on the left
+
+
+def test_gmm_samples_come_from_the_mixture_the_run_scored(scored_run, tmp_path):
+    """results.sample refits the GMM with the run's final.gmm_components, not a default."""
+    board = pd.read_parquet(scored_run / "leaderboard.parquet")
+    spec = load_space(scored_run / "space.yaml")
+    data = load_data(recorded_source(scored_run, None))
+    model = load_model(board["checkpoint"].iloc[0])
+    x, y = data.train_x, data.train_y
+
+    def expected(components):
+        path = tmp_path / f"expected{components}.png"
+        save_sample_grid(generate(model, "gmm", 4, x, y, components=components), 4, path, data.classes)
+        return np.asarray(Image.open(path))
+
+    out = tmp_path / "gmm.png"
+    assert main([str(scored_run), "--row", "0", "--n", "4", "--sampler", "gmm", "--out", str(out)]) == 0
+    got = np.asarray(Image.open(out))
+    assert spec.final.gmm_components == 2
+    assert np.array_equal(got, expected(2)) and not np.array_equal(got, expected(10))
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
+import numpy as np
 import pytest
 import torch
+from conftest import CLASSES
 from PIL import Image
 
 from cvae_core import ModelConfig
@@ -61,9 +63,18 @@ def test_unknown_sampler_is_named(model):
         latents(model, "flow", 2)
 
 
-def test_sample_grid_has_one_row_per_class(model, tmp_path):
+def test_sample_grid_has_one_row_per_class_named_on_the_left(model, tmp_path):
     images = generate(model, "prior", 12)
-    save_sample_grid(images, 12, tmp_path / "g.png")
-    assert Image.open(tmp_path / "g.png").size == (2 + 10 * 34, 2 + 10 * 34)  # 10 columns, 10 rows
-    save_sample_grid(generate(model, "prior", 4), 4, tmp_path / "s.png")
-    assert Image.open(tmp_path / "s.png").size == (2 + 4 * 34, 2 + 10 * 34)
+    save_sample_grid(images, 12, tmp_path / "g.png", CLASSES)
+    grid = np.asarray(Image.open(tmp_path / "g.png"))
+    label_width = grid.shape[1] - (2 + 10 * 34)  # 10 columns of 32 + 2 pixels
+    assert grid.shape[0] == 2 + 10 * 34 and label_width > 20
+    for c in range(10):
+        for j in (0, 9):
+            y, x = 2 + c * 34, label_width + 2 + j * 34
+            assert np.array_equal(grid[y : y + 32, x : x + 32], images[c * 12 + j].permute(1, 2, 0).numpy())
+    names = [grid[2 + c * 34 : 34 + c * 34, :label_width] for c in range(10)]
+    assert all((n > 128).any() for n in names) and len({n.tobytes() for n in names}) == 10
+
+    save_sample_grid(generate(model, "prior", 4), 4, tmp_path / "s.png", CLASSES)
+    assert Image.open(tmp_path / "s.png").size == (label_width + 2 + 4 * 34, 2 + 10 * 34)

@@ -1,0 +1,119 @@
+"""Joining the Ray cluster (or starting a local one) and checking that it can run a trial.
+
+Ray's own connect retries for many minutes against an address that does not answer, and prints
+a traceback for one it cannot parse. Here every failure ends within about half a minute in one
+`ClusterError` line naming --address, what failed and what to check.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+import threading
+
+CONNECT_TIMEOUT_S = 20  # Ray itself retries for minutes; a refused token for ~20 s
+PROBE_TIMEOUT_S = 3
+TOKEN_SETTINGS = "RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (README: More nodes)"
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be joined, or cannot hold a trial."""
+
+
+def parse_address(address: str | None) -> tuple[str, int] | None:
+    """(host, port) of HOST:PORT; None for a local cluster (no address) or 'auto'."""
+    if address is None or address == "auto":
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(f"--address {address}: expected 'auto' or HOST:PORT (the head node's `ray start --port`)")
+    return host, int(port)
+
+
+def _probe(address: str, host: str, port: int) -> None:
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except socket.gaierror:
+        raise ClusterError(f"--address {address}: unknown host {host!r}; check the head node's name or IP") from None
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise ClusterError(f"--address {address}: cannot reach {host}:{port} ({why}); check that the head node "
+                           f"runs `ray start --head --port={port}` and that this machine can reach it") from None
+
+
+class _HeldStderr:
+    """Ray's C++ core prints a warning per retry straight to fd 2: hold them back, to diagnose."""
+
+    def __init__(self):
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        self._lock = threading.Lock()
+
+    def release(self) -> str:
+        """Give fd 2 back (once; from either thread) and return what was printed meanwhile."""
+        with self._lock:
+            if self._saved is not None:
+                sys.stderr.flush()
+                os.dup2(self._saved, 2)
+                os.close(self._saved)
+                self._saved = None
+            self._file.seek(0)
+            return self._file.read().decode(errors="replace")
+
+
+def _diagnosis(address: str, printed: str, fallback: str) -> str:
+    if "InvalidAuthToken" in printed or "Unauthenticated" in printed:
+        return f"--address {address}: the cluster refused this driver's authentication token; set {TOKEN_SETTINGS}"
+    if "Could not find any running Ray instance" in fallback:
+        return (f"--address {address}: no running Ray cluster found from this machine; "
+                "start one (`ray start --head`) or give HOST:PORT")
+    return fallback
+
+
+def connect(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """ray.init: a local cluster without an address, else join `address` or raise ClusterError."""
+    import ray
+
+    if address is None:
+        ray.init(include_dashboard=False, log_to_driver=True)
+        return
+    hostport = parse_address(address)
+    if hostport is not None:
+        _probe(address, *hostport)
+    held = _HeldStderr()
+
+    def give_up():
+        line = _diagnosis(address, held.release(), f"--address {address}: no Ray cluster answered within "
+                          f"{timeout_s:g} s; check that it is the head node's GCS port and, for a cluster with "
+                          f"token authentication, {TOKEN_SETTINGS}")
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        os._exit(2)  # ray.init cannot be interrupted; nothing has been written yet
+
+    timer = threading.Timer(timeout_s, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    except Exception as e:  # ConnectionError, a version mismatch, ...: one line, not a traceback
+        timer.cancel()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        fallback = f"--address {address}: cannot join the cluster ({first})"
+        raise ClusterError(_diagnosis(address, held.release(), fallback)) from None
+    timer.cancel()
+    sys.stderr.write(held.release())  # what joining printed, as Ray would have shown it
+
+
+def check_capacity(cpu: float, gpu: float, where: str) -> None:
+    """Refuse a trial that no node of the cluster could ever hold: Tune would wait for it forever."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(r.get("CPU", 0) >= cpu and r.get("GPU", 0) >= gpu for r in nodes):
+        return
+    have = ", ".join(sorted({f"{r.get('CPU', 0):g} CPU + {r.get('GPU', 0):g} GPU" for r in nodes})) or "none"
+    raise ClusterError(f"{where}: a trial needs {cpu:g} CPU + {gpu:g} GPU and no node of the Ray cluster has that "
+                       f"much (nodes: {have}); lower it or add a larger node")
