@@ -229,4 +229,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Ray must pickle the tasks by reference to this module, not by value from __main__
+    # (by value, cloudpickle drags in whatever sys.modules holds under torch.*, e.g. torch.classes).
+    from search.final import main as importable_main
+
+    sys.exit(importable_main())
