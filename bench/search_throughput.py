@@ -1,6 +1,7 @@
 """Aggregate trial-epochs per second through Ray Tune with 1, 2, 4, 8 trials per GPU.
 
-Each setting runs k copies of the real trainable (search.trainable.run_trial) on one preset
+Each setting runs k copies of the real trainable (search.trainable.run_trial, ranked by the
+validation loss: bench/objective_cost.py measures scoring) on one preset
 at the same time, sharing the device (gpu = 1/k each), and counts epochs finished per second
 across all of them in steady state (each trial's first epoch is warm-up). The baseline is
 one DataLoader trial (bench/train_throughput.py (a)), timed in the same run.
@@ -12,10 +13,10 @@ one DataLoader trial (bench/train_throughput.py (a)), timed in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -72,8 +73,9 @@ def main() -> None:
     dev = resolve_device(args.device)
     gpu = dev.type == "cuda"
     data = load_data(args.data)
-    x, y = data.train_x[: args.n_train], data.train_y[: args.n_train]
-    vx, vy = data.test_x[:1024], data.test_y[:1024]
+    data = replace(data, train_x=data.train_x[: args.n_train], train_y=data.train_y[: args.n_train],
+                   test_x=data.test_x[:1024], test_y=data.test_y[:1024])
+    x, y, vx = data.train_x, data.train_y, data.test_x
     name = torch.cuda.get_device_name(dev) if gpu else "cpu"
     print(f"{args.preset}, {len(x)} images, batch {args.batch_size}, {args.epochs} epochs per trial, device {name}")
     print(f"  (Ray trials also validate on {len(vx)} images every epoch and report to Tune)")
@@ -85,7 +87,7 @@ def main() -> None:
     ray.init(num_gpus=torch.cuda.device_count() if gpu else 0, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as storage:
         for k in args.per_device:
-            rate = through_ray(args.preset, k, (x, y, vx, vy), args.epochs, args.batch_size, gpu, Path(storage))
+            rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu, Path(storage))
             print(f"  {f'{k} trial(s) per device via Ray':<32} {rate:8.2f} trial-epochs/s   "
                   f"({rate / base_rate:.1f}x baseline)")
     ray.shutdown()

@@ -24,7 +24,19 @@ SCHEMA = pa.schema([
     ("trial_id", pa.string()),
     ("seed", pa.int64()),
     ("sampler", pa.string()),  # prior | gmm
+    ("search_objective", pa.string()),  # fid | kid | val_loss: what the search ranked the trial by
+    ("search_score", pa.float64()),  # the trial's score in the search (a smaller sample: not this row's fid)
     ("fid", pa.float64()),
+    ("intra_fid", pa.float64()),  # mean of fid_per_class
+    ("fid_per_class", pa.list_(pa.float64())),  # class order; each class's samples vs its real images
+    ("class_accuracy", pa.float64()),  # mean of class_accuracy_per_class
+    ("class_accuracy_per_class", pa.list_(pa.float64())),  # share of class-c samples the probe calls c
+    ("classes", pa.list_(pa.string())),  # the class names, in the order of the per-class lists
+    ("probe_accuracy_real", pa.float64()),  # the probe on real test images: the ceiling
+    ("kid_mean", pa.float64()),
+    ("kid_std", pa.float64()),
+    ("precision", pa.float64()),
+    ("recall", pa.float64()),
     ("is_mean", pa.float64()),  # null when the feature extractor has no logits
     ("is_std", pa.float64()),
     ("is_missing_reason", pa.string()),
@@ -51,6 +63,7 @@ SCHEMA = pa.schema([
     ("checkpoint", pa.string()),
     ("sample_grid", pa.string()),
     ("train_seconds", pa.float64()),
+    ("score_seconds", pa.float64()),  # features and every measure of this row, generating excluded
     ("device", pa.string()),
     ("created_at", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
 ])

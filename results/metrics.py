@@ -1,163 +1,210 @@
-"""FID and Inception Score of generated images, computed by torch-fidelity.
+"""How close generated images are to real ones, every measure from one pass of features.
 
-The math is torch-fidelity's (float64 Frechet distance, split-wise IS); this module feeds it
-uint8 images, resolves the feature extractor and caches reference statistics on disk under a
-key naming the dataset version, the split, the subset and the extractor (torch-fidelity
-appends the extractor and layer to our cache name and writes via a temp file + rename, so
-concurrent scorers never read half a file).
+The math follows torch-fidelity (the Frechet distance, KID's unbiased polynomial-kernel MMD over
+random subsets, split-wise IS) and is tested against it; FID and KID run in float64 on the
+scoring device, so a trial on a GPU does not wait for the CPU. The real side comes from
+`results.features`, cached per dataset version, split, subset and extractor.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch_fidelity
-from torch.utils.data import Dataset
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_input_id_to_statistics_cached, fid_statistics_to_metric
-from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
-from torch_fidelity.utils import create_feature_extractor, resolve_feature_layer_for_metric
 
-from cvae_core.data import ImageData, default_cache_dir, is_torchvision, split
+from .features import (
+    Features,
+    Probe,
+    Reference,
+    Statistics,
+    class_statistics,
+    extract,
+    load_extractor,
+    probe,
+    real_features,
+    reference_statistics,
+)
 
-from .extractors import COMPAT, has_logits, register_extractors, resolve_extractor
-
-REFERENCE_SPLITS = ("train", "test", "all")
+KID_SUBSETS = 100  # torch-fidelity's defaults (Binkowski et al. 2018)
+KID_SUBSET_SIZE = 1000
+KID_SEED = 2020
+PRC_NEIGHBOURS = 3  # k of the k-NN balls (Kynkaanniemi et al. 2019)
+PRC_REFERENCE = 10_000  # real images precision/recall compare with: a fixed subset of the reference
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), in float64."""
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), in float64: torch-fidelity's formula."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
     as64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
     stats1 = {"mu": as64(mu1), "sigma": as64(sigma1)}
     stats2 = {"mu": as64(mu2), "sigma": as64(sigma2)}
     return fid_statistics_to_metric(stats1, stats2, verbose=False)[KEY_METRIC_FID]
 
 
+def fid(pool: torch.Tensor, reference: Statistics, device: str | torch.device = "cpu") -> float:
+    """FID of features (n, d) against reference statistics: the same value as `frechet_distance`
+    of their moments, via the eigenvalues of Z Z^T / (n - 1), Z = (X - mean) S_r^1/2, an n x n
+    problem when n < d (S_g has rank < n) instead of a d x d non-symmetric one."""
+    device = torch.device(device)
+    x = pool.to(device, torch.float64)
+    n, d = x.shape
+    if n < 2:
+        raise ValueError(f"FID needs at least 2 images, got {n}")
+    mu = x.mean(0)
+    centred = x - mu
+    z = centred @ reference.root.to(device)
+    gram = z @ z.T if n <= d else z.T @ z
+    tr_covmean = torch.linalg.eigvalsh(gram / (n - 1)).clamp_min(0).sqrt().sum()
+    mu_r, sigma_r = reference.mu.to(device), reference.sigma.to(device)
+    value = ((mu - mu_r) ** 2).sum() + torch.trace(sigma_r) + (centred**2).sum() / (n - 1) - 2 * tr_covmean
+    return float(value)
+
+
+def kid(gen: torch.Tensor, real: torch.Tensor, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
+        seed: int = KID_SEED, device: str | torch.device = "cpu") -> tuple[float, float]:
+    """Kernel Inception Distance (mean, std over subsets): torch-fidelity's estimator and subsets
+    (the unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3), computed in float64 on `device`.
+    The subset size is capped by the smaller set."""
+    m = min(subset_size, len(gen), len(real))
+    if m < 2:
+        raise ValueError(f"KID needs at least 2 images on each side, got {len(gen)} and {len(real)}")
+    device = torch.device(device)
+    rng = np.random.RandomState(seed)
+    picks = [(rng.choice(len(gen), m, replace=False), rng.choice(len(real), m, replace=False)) for _ in range(subsets)]
+    gen, real = gen.to(device, torch.float64), real.to(device, torch.float64)
+    gamma = 1.0 / gen.shape[1]
+    mmds = []
+    chunk = max(1, 2_000_000 // (m * m))  # subsets per batched step: bounded memory
+    for i in range(0, subsets, chunk):
+        idx_x = torch.as_tensor(np.stack([p[0] for p in picks[i : i + chunk]]), device=device)
+        idx_y = torch.as_tensor(np.stack([p[1] for p in picks[i : i + chunk]]), device=device)
+        x, y = gen[idx_x], real[idx_y]
+        k_xx = (x @ x.transpose(1, 2) * gamma + 1) ** 3
+        k_yy = (y @ y.transpose(1, 2) * gamma + 1) ** 3
+        k_xy = (x @ y.transpose(1, 2) * gamma + 1) ** 3
+        off_xx = k_xx.sum((1, 2)) - k_xx.diagonal(dim1=1, dim2=2).sum(1)
+        off_yy = k_yy.sum((1, 2)) - k_yy.diagonal(dim1=1, dim2=2).sum(1)
+        mmds.append((off_xx + off_yy) / (m * (m - 1)) - 2 * k_xy.sum((1, 2)) / (m * m))
+    mmd = torch.cat(mmds).cpu().numpy()
+    return float(np.mean(mmd)), float(np.std(mmd))
+
+
 def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, float]:
     """exp(E_x KL(p(y|x) || p(y))) per split of the (shuffled) samples: (mean, std)."""
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+
     out = isc_features_to_metric(logits, splits=splits)
     return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
 
 
-class UInt8Images(Dataset):
-    """What torch-fidelity reads: one uint8 [3, H, W] tensor per item."""
-
-    def __init__(self, images: torch.Tensor):
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-        self.images = images.cpu()
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i]
+# ---------------------------------------------------------------------------- scoring
 
 
 @dataclass(frozen=True)
-class Reference:
-    """The real images generated samples are compared with: a split, optionally a fixed subset."""
+class SearchScore:
+    """What a trial is ranked by: FID and KID of its samples, from one pass of features."""
 
-    data: ImageData
-    split: str = "train"
-    n: int | None = None  # None: the whole split; else a fixed random subset of n images
+    fid: float
+    kid: float
+    seconds: float  # generating excluded: features and both measures
 
-    def __post_init__(self):
-        if self.split not in REFERENCE_SPLITS:
-            raise ValueError(f"split={self.split!r} must be one of {list(REFERENCE_SPLITS)}")
-        if self.n is not None and not (isinstance(self.n, int) and self.n >= 2):
-            raise ValueError(f"n={self.n!r} must be an integer >= 2 or None")
 
-    def images(self) -> torch.Tensor:
-        x = self.data.test_x if self.split == "test" else split(self.data, self.split)[0]
-        if self.n is not None and self.n < len(x):
-            x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[: self.n]]
-        return x
+def search_score(images: torch.Tensor, labels: torch.Tensor, reference: Reference, *, extractor: str,
+                 inception_weights: str | None = None, device: str | torch.device = "cpu",
+                 cache_dir: str | os.PathLike | None = None) -> SearchScore:
+    """FID and KID of uint8 `images` against the cached reference (which must exist or is computed)."""
+    t0 = time.perf_counter()
+    dev = str(device)
+    features = extract(images, labels, load_extractor(extractor, inception_weights, dev), dev)
+    stats = reference_statistics(reference, extractor, inception_weights, dev, cache_dir)
+    real = real_features(reference, extractor, inception_weights, dev, cache_dir)
+    fid_value = fid(features.pool, stats, dev)
+    kid_value, _ = kid(features.pool, real.pool, device=dev)
+    if not (math.isfinite(fid_value) and math.isfinite(kid_value)):
+        raise ValueError(f"non-finite score: FID {fid_value}, KID {kid_value}")
+    return SearchScore(fid=fid_value, kid=kid_value, seconds=time.perf_counter() - t0)
 
-    @property
-    def label(self) -> str:
-        """How the leaderboard names it, e.g. 'cifar10-jpeg:train[500]'."""
-        source = "cifar10" if is_torchvision(self.data.source) else Path(self.data.source).stem
-        return f"{source}:{self.split}" + (f"[{self.n}]" if self.n is not None else "")
 
-    @property
-    def cache_name(self) -> str:
-        return f"cvae-ref-{self.data.key}-{self.split}-{self.n if self.n is not None else 'all'}"
+def precision_recall(gen: torch.Tensor, real: torch.Tensor, k: int = PRC_NEIGHBOURS,
+                     device: str | torch.device = "cpu") -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019), torch-fidelity's: the share of
+    generated samples inside the real samples' k-NN balls, and of real ones inside the generated'."""
+    from torch_fidelity.metric_prc import calculate_precision_recall_part
+
+    return calculate_precision_recall_part(gen.to(device, torch.float64), real.to(device, torch.float64), k)
+
+
+def per_class(gen: Features, class_stats: list[Statistics], classifier: Probe,
+              device: str | torch.device = "cpu") -> tuple[list[float], list[float]]:
+    """For each class c: FID of the samples asked to be c against the real images of c, and the
+    share of them the probe assigns to c."""
+    fids, accuracies = [], []
+    predicted = classifier.predict(gen.pool)
+    for c, stats in enumerate(class_stats):
+        mine = gen.labels == c
+        fids.append(fid(gen.pool[mine], stats, device) if mine.sum() >= 2 else math.nan)
+        accuracies.append(float((predicted[mine] == c).double().mean()))
+    return fids, accuracies
 
 
 @dataclass(frozen=True)
 class Score:
+    """A leaderboard row's measures of its samples (see the README's leaderboard columns)."""
+
     fid: float
+    fid_per_class: list[float]
+    intra_fid: float
+    class_accuracy: float
+    class_accuracy_per_class: list[float]
+    probe_accuracy_real: float
+    kid_mean: float
+    kid_std: float
+    precision: float
+    recall: float
     is_mean: float | None
     is_std: float | None
     is_missing_reason: str | None
     feature_extractor: str
     reference: str
     n_samples: int
+    score_seconds: float  # features and every measure, generating excluded
 
 
-def _setup(reference: Reference, extractor, inception_weights, device, batch_size, cache_dir) -> tuple[str, dict]:
-    """The resolved extractor name and torch-fidelity's keyword arguments for this reference."""
-    register_extractors()
-    name = resolve_extractor(extractor, inception_weights)
-    cuda = (torch.device(device).type == "cuda") if device is not None else torch.cuda.is_available()
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "fidelity"
-    cache_root.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(
-        input2=UInt8Images(reference.images()),
-        input2_cache_name=reference.cache_name,
-        cache_root=str(cache_root),
-        cache=True,
-        feature_extractor=name,
-        cuda=cuda,
-        batch_size=batch_size,
-        save_cpu_ram=True,  # no DataLoader workers: the images are already in memory
-        verbose=False,
-    )
-    if inception_weights and name == COMPAT:
-        kwargs["feature_extractor_weights_path"] = str(inception_weights)
-    return name, kwargs
-
-
-def reference_statistics(
-    reference: Reference,
-    *,
-    extractor: str = "auto",
-    inception_weights: str | None = None,
-    device: str | torch.device | None = None,
-    batch_size: int = 200,
-    cache_dir: str | os.PathLike | None = None,
-) -> dict[str, np.ndarray]:
-    """The reference's FID statistics {"mu", "sigma"}: computed once, then read from the cache."""
-    name, kwargs = _setup(reference, extractor, inception_weights, device, batch_size, cache_dir)
-    layer = resolve_feature_layer_for_metric("fid", **kwargs)
-    feat = create_feature_extractor(name, [layer], **kwargs)
-    return fid_input_id_to_statistics_cached(2, feat, layer, **kwargs)
-
-
-def score(
-    images: torch.Tensor,
-    reference: Reference,
-    *,
-    extractor: str = "auto",
-    inception_weights: str | None = None,
-    device: str | torch.device | None = None,
-    batch_size: int = 200,
-    cache_dir: str | os.PathLike | None = None,
-) -> Score:
-    """FID (and IS when the extractor has logits) of uint8 `images` against `reference`."""
-    name, kwargs = _setup(reference, extractor, inception_weights, device, batch_size, cache_dir)
-    with_is = has_logits(name)
-    out = torch_fidelity.calculate_metrics(input1=UInt8Images(images), fid=True, isc=with_is, **kwargs)
+def score(images: torch.Tensor, labels: torch.Tensor, reference: Reference, *, extractor: str,
+          inception_weights: str | None = None, device: str | torch.device = "cpu",
+          cache_dir: str | os.PathLike | None = None) -> Score:
+    """Every measure of uint8 `images` (asked to be of classes `labels`) from one pass of `extractor`."""
+    t0 = time.perf_counter()
+    dev = str(device)
+    real_side = dict(extractor=extractor, inception_weights=inception_weights, device=dev, cache_dir=cache_dir)
+    gen = extract(images, labels, load_extractor(extractor, inception_weights, dev), dev)
+    real = real_features(reference, **real_side)
+    kid_mean, kid_std = kid(gen.pool, real.pool, device=dev)
+    prc_real = real.pool[torch.randperm(len(real.pool), generator=torch.Generator().manual_seed(0))[:PRC_REFERENCE]]
+    precision, recall = precision_recall(gen.pool, prc_real, device=dev)
+    classifier = probe(reference, **real_side)
+    fids, accuracies = per_class(gen, class_statistics(reference, **real_side), classifier, dev)
+    with_is = gen.logits is not None
+    is_mean, is_std = inception_score(gen.logits) if with_is else (None, None)
     return Score(
-        fid=float(out[KEY_METRIC_FID]),
-        is_mean=float(out[KEY_METRIC_ISC_MEAN]) if with_is else None,
-        is_std=float(out[KEY_METRIC_ISC_STD]) if with_is else None,
-        is_missing_reason=None if with_is else f"{name} has no classifier logits (pool features only)",
-        feature_extractor=name,
-        reference=reference.label,
-        n_samples=len(images),
+        fid=fid(gen.pool, reference_statistics(reference, **real_side), dev),
+        fid_per_class=fids, intra_fid=float(np.mean(fids)),
+        class_accuracy=float(np.mean(accuracies)), class_accuracy_per_class=accuracies,
+        probe_accuracy_real=classifier.accuracy_real,
+        kid_mean=kid_mean, kid_std=kid_std, precision=precision, recall=recall,
+        is_mean=is_mean, is_std=is_std,
+        is_missing_reason=None if with_is else f"{extractor} has no classifier logits (pool features only)",
+        feature_extractor=extractor, reference=reference.label, n_samples=len(images),
+        score_seconds=time.perf_counter() - t0,
     )
+
+
+def prime_reference(reference: Reference, extractor: str, inception_weights: str | None = None,
+                    device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None) -> None:
+    """Compute and cache the reference's features and statistics (a no-op when cached)."""
+    reference_statistics(reference, extractor, inception_weights, str(device), cache_dir)

@@ -82,6 +82,8 @@ def generate(
     out = []
     for i in range(0, len(z), BATCH):
         images = model.decode(z[i : i + BATCH].to(device), labels[i : i + BATCH].to(device))
+        if not torch.isfinite(images).all():  # uint8 would hide it
+            raise ValueError("the decoder produced non-finite pixels")
         out.append(images.mul(255).round().clamp(0, 255).to(torch.uint8).cpu())
     return torch.cat(out)
 

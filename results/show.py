@@ -3,8 +3,9 @@
     python -m results.show RUN_DIR [--top 5]
 
 RUN_DIR/report/ gets report.md (the top rows, linking the figures), samples.png (the
-per-class sample grids of the top rows), fid_vs_params.png and val_loss.png (validation-loss
-curves of every finalist training). Everything is read from files the run already holds.
+per-class sample grids of the top rows), per_class.png (their FID and class accuracy per class),
+precision_recall.png (every row), fid_vs_params.png and val_loss.png (validation-loss curves of
+every finalist training). Everything is read from files the run already holds.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from cvae_core.training import read_metrics  # noqa: E402
 from .leaderboard import LEADERBOARD_FILE  # noqa: E402
 
 REPORT_DIR = "report"
-SHOWN = ["trial_id", "seed", "sampler", "family", "params", "epochs_trained", "best_val_loss", "fid", "is_mean"]
+SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision",
+         "recall"]
 
 
 def label(row) -> str:
@@ -40,6 +42,45 @@ def plot_samples(top: pd.DataFrame, path: Path) -> None:
             ax.imshow(Image.open(row.sample_grid))
         ax.set_title(f"{label(row)}\nFID {row.fid:.1f}", fontsize=9)
         ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_per_class(top: pd.DataFrame, path: Path) -> None:
+    """Per top row: each class's FID against its real images, and how often the probe recognises it."""
+    fig, axes = plt.subplots(len(top), 2, figsize=(11, 2.6 * len(top)), squeeze=False)
+    for (ax_fid, ax_acc), row in zip(axes, top.itertuples()):
+        if row.fid_per_class is None:  # scored before per-class measures existed
+            for ax in (ax_fid, ax_acc):
+                ax.text(0.5, 0.5, "not scored per class (rescore: search.final --rescore)", ha="center")
+                ax.axis("off")
+            continue
+        names = list(row.classes) if row.classes is not None else [str(c) for c in range(len(row.fid_per_class))]
+        ax_fid.bar(names, row.fid_per_class, color="tab:red")
+        ax_fid.set_title(f"{label(row)}: FID per class (intra-FID {row.intra_fid:.1f})", fontsize=9)
+        ax_acc.bar(names, row.class_accuracy_per_class, color="tab:blue")
+        ax_acc.axhline(row.probe_accuracy_real, color="k", ls="--", lw=1, label="real test images")
+        ax_acc.set_ylim(0, 1)
+        ax_acc.set_title(f"{label(row)}: recognised as its class ({row.class_accuracy:.2f})", fontsize=9)
+        ax_acc.legend(fontsize=7, loc="upper right")
+        for ax in (ax_fid, ax_acc):
+            ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_precision_recall(board: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for sampler, group in board.dropna(subset=["precision", "recall"]).groupby("sampler"):
+        ax.scatter(group["recall"], group["precision"], label=sampler, alpha=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("recall (real images covered)")
+    ax.set_ylabel("precision (samples that look real)")
+    ax.legend(title="sampler")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -94,6 +135,8 @@ def write_report(run_dir: Path, top_n: int = 5) -> Path:
     out.mkdir(exist_ok=True)
     top = board.head(top_n)
     plot_samples(top, out / "samples.png")
+    plot_per_class(top, out / "per_class.png")
+    plot_precision_recall(board, out / "precision_recall.png")
     plot_fid_vs_params(board, out / "fid_vs_params.png")
     plot_val_loss(board, out / "val_loss.png")
     md = [
@@ -107,6 +150,8 @@ def write_report(run_dir: Path, top_n: int = 5) -> Path:
         "```",
         "",
         "![samples of the top rows](samples.png)",
+        "![per-class FID and class accuracy of the top rows](per_class.png)",
+        "![precision and recall of every row](precision_recall.png)",
         "![FID vs parameters](fid_vs_params.png)",
         "![validation loss of the finalists](val_loss.png)",
         "",

@@ -15,7 +15,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -26,15 +26,17 @@ from cvae_core.atomic import atomic_write_text
 from cvae_core.cli import ArgumentParser
 from cvae_core.data import DataError, ImageData, load_data, split
 from cvae_core.models import count_params
+from cvae_core.sampling import grid_labels
 from cvae_core.training import epoch_line, load_model, read_metrics, train
+from results.features import Reference
 from results.leaderboard import write_leaderboard
-from results.metrics import Reference, reference_statistics, score
+from results.metrics import Score, score
 from results.samplers import generate, save_sample_grid
 
 from .cluster import ClusterError, check_capacity, connect, parse_address
 from .record import recorded_extractor, recorded_source
 from .space import FinalSettings, SpaceError, SpaceFile, load_space, model_config, with_inception_weights
-from .trainable import claim_device, trial_dir_name
+from .trainable import claim_device, prime_on_worker, trial_dir_name
 from .trials import TRIALS_FILE
 
 FINAL_DIR = "final"
@@ -42,9 +44,9 @@ PROGRESS_EVERY_S = 30.0  # seconds between a finalist's epoch lines
 
 
 def finalists(trials: pd.DataFrame, top_k: int) -> pd.DataFrame:
-    """The top-k finished trials by best_val_loss."""
-    ok = trials[(trials["status"] == "TERMINATED") & trials["best_val_loss"].notna()]
-    return ok.sort_values("best_val_loss").head(top_k)
+    """The top-k finished trials by their search score (lower is better for every objective)."""
+    ok = trials[(trials["status"] == "TERMINATED") & trials["score"].notna()]
+    return ok.sort_values("score").head(top_k)
 
 
 def _config_of(trial_dir: Path) -> dict:
@@ -53,6 +55,13 @@ def _config_of(trial_dir: Path) -> dict:
 
 def _rows(rows_dir: Path, samplers: tuple[str, ...]) -> list[dict]:
     return [json.loads((rows_dir / f"{s}.json").read_text()) for s in samplers]
+
+
+def _needs_scoring(row_file: Path, rescore: bool) -> bool:
+    if not row_file.exists():
+        return True
+    return rescore and any(json.loads(row_file.read_text()).get(f.name) is None
+                           for f in fields(Score) if f.name not in ("is_mean", "is_std", "is_missing_reason"))
 
 
 def finalist_job(
@@ -65,13 +74,15 @@ def finalist_job(
     run_name: str,
     gpu_share: float = 0.0,
     cpus: float = 1.0,
+    rescore: bool = False,
 ) -> list[dict]:
-    """Train one finalist with one seed (resuming), then score each sampler not yet scored."""
+    """Train one finalist with one seed (resuming), then score each sampler not yet scored (with
+    `rescore`, also those scored before a measure of this version existed)."""
     config = _config_of(Path(trial["trial_dir"]))
     cfg = model_config(config)
     out = Path(run_dir) / FINAL_DIR / f"{trial_dir_name(config, trial['trial_id'])}_s{seed}"
     rows_dir = out / "rows"
-    todo = [s for s in final.samplers if not (rows_dir / f"{s}.json").exists()]
+    todo = [s for s in final.samplers if _needs_scoring(rows_dir / f"{s}.json", rescore)]
     if not todo:
         return _rows(rows_dir, final.samplers)
 
@@ -115,31 +126,26 @@ def finalist_job(
                           components=final.gmm_components, seed=seed)
         grid = out / f"samples_{sampler}.png"
         save_sample_grid(images, final.samples_per_class, grid, data.classes)
-        s = score(images, reference, extractor=final.feature_extractor,
+        s = score(images, grid_labels(final.samples_per_class), reference, extractor=final.feature_extractor,
                   inception_weights=final.inception_weights, device=device)
         is_text = f"IS {s.is_mean:.2f}" if s.is_mean is not None else "IS n/a"
-        print(f"{out.name}: {sampler} sampler: FID {s.fid:.2f}, {is_text} ({time.perf_counter() - t0:.0f} s)",
-              flush=True)
+        print(f"{out.name}: {sampler} sampler: FID {s.fid:.2f}, intra-FID {s.intra_fid:.2f}, class accuracy "
+              f"{s.class_accuracy:.2f} (real {s.probe_accuracy_real:.2f}), precision {s.precision:.2f}, recall "
+              f"{s.recall:.2f}, {is_text} ({time.perf_counter() - t0:.0f} s)", flush=True)
         row = {
             "run": run_name, "trial_id": trial["trial_id"], "seed": seed, "sampler": sampler,
+            "search_objective": trial["objective"], "search_score": trial["score"],
             "preset": config.get("preset"), "lr": float(config["lr"]), "batch_size": int(config["batch_size"]),
             **cfg.to_dict(), "params": count_params(model),
             **{k: summary[k] for k in ("epochs_trained", "best_epoch", "best_val_loss", "train_seconds", "device")},
-            "fid": s.fid, "is_mean": s.is_mean, "is_std": s.is_std, "is_missing_reason": s.is_missing_reason,
-            "n_samples": s.n_samples, "reference": s.reference, "feature_extractor": s.feature_extractor,
-            "checkpoint": str(out / "best.pt"), "sample_grid": str(grid), "created_at": time.time(),
+            **asdict(s), "classes": list(data.classes), "checkpoint": str(out / "best.pt"), "sample_grid": str(grid),
+            "created_at": time.time(),
         }
         atomic_write_text(rows_dir / f"{sampler}.json", json.dumps(row))
     return _rows(rows_dir, final.samplers)
 
 
-def _prime_reference(data: ImageData, final: FinalSettings) -> None:
-    """Compute the reference statistics once, before the finalists race to need them."""
-    reference_statistics(Reference(data, final.reference_split, final.reference_n),
-                         extractor=final.feature_extractor, inception_weights=final.inception_weights)
-
-
-def run_final(run_dir: Path, spec: SpaceFile, data: ImageData) -> tuple[pd.DataFrame, list[str]]:
+def run_final(run_dir: Path, spec: SpaceFile, data: ImageData, rescore: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Needs Ray initialised. Returns the leaderboard (also written to RUN_DIR/leaderboard.parquet)
     and one line per finalist that failed."""
     res = spec.search.resources
@@ -154,10 +160,12 @@ def run_final(run_dir: Path, spec: SpaceFile, data: ImageData) -> tuple[pd.DataF
     data_ref = ray.put(data)
     print(f"final stage: retraining {len(chosen)} trial(s) x {final.seeds} seed(s), scoring with {extractor}",
           flush=True)
-    ray.get(remote(_prime_reference).remote(data_ref, final))
+    prime_on_worker(Reference(data, final.reference_split, final.reference_n), extractor, final.inception_weights,
+                    res.cpu, res.gpu)
     job = remote(finalist_job)
     futures = {
-        job.remote(row, seed, data_ref, spec.search.train_on, final, str(run_dir), run_dir.name, res.gpu, res.cpu):
+        job.remote(row, seed, data_ref, spec.search.train_on, final, str(run_dir), run_dir.name, res.gpu, res.cpu,
+                   rescore):
         (row["trial_id"], seed)
         for row in chosen.to_dict("records") for seed in range(final.seeds)
     }
@@ -188,14 +196,16 @@ def _progress(name: str, every_s: float = PROGRESS_EVERY_S):
     return show
 
 
-def run_and_report(run_dir: Path, spec: SpaceFile, data: ImageData) -> int:
+def run_and_report(run_dir: Path, spec: SpaceFile, data: ImageData, rescore: bool = False) -> int:
     """run_final, then print the leaderboard and any failures; the exit status for the CLIs."""
     try:
-        board, failures = run_final(run_dir, spec, data)
+        board, failures = run_final(run_dir, spec, data, rescore)
     except (ValueError, ray.exceptions.RayTaskError) as e:  # nothing to retrain, extractor, reference failed
         print(f"error: final stage: {e}", file=sys.stderr)
         return 1
-    print(board[["trial_id", "seed", "sampler", "family", "params", "fid", "is_mean"]].to_string(index=False))
+    shown = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision",
+             "recall"]
+    print(board[shown].to_string(index=False))
     print(f"leaderboard: {run_dir / 'leaderboard.parquet'}")
     for f in failures:
         print(f"final stage: failed {f}", file=sys.stderr)
@@ -209,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path, help="a search's run folder (holding space.yaml and trials.parquet)")
     p.add_argument("--data", default=None, help="the data to use (default: what the search recorded in data.json)")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
+    p.add_argument("--rescore", action="store_true",
+                   help="score again the rows scored before a measure of this version existed (keeps the training)")
     p.add_argument("--inception-weights", default=None,
                    help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
     args = p.parse_args(argv)
@@ -225,12 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, DataError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return run_and_report(run_dir, spec, data)
+    return run_and_report(run_dir, spec, data, args.rescore)
 
 
 if __name__ == "__main__":
-    # Ray must pickle the tasks by reference to this module, not by value from __main__
-    # (by value, cloudpickle drags in whatever sys.modules holds under torch.*, e.g. torch.classes).
+    # Ray pickles the tasks by reference to this module, not by value from __main__ (by value,
+    # cloudpickle drags in whatever sys.modules holds under torch.*, e.g. torch.classes).
     from search.final import main as importable_main
 
     sys.exit(importable_main())

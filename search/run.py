@@ -11,25 +11,26 @@ import os
 import shutil
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 from optuna.samplers import TPESampler
 from ray import tune
-from ray.tune.search.optuna import OptunaSearch
 
 from cvae_core.cli import ArgumentParser
-from cvae_core.data import DataError, default_source, load_data, split
+from cvae_core.data import DataError, ImageData, default_source, load_data, split
+from results.features import Reference
 
 from .cluster import ClusterError, check_capacity, connect, parse_address
 from .final import run_and_report
-from .record import absolute_source, check_recorded, record
-from .schedulers import PatienceStopper, PersistentASHA
-from .space import SpaceError, SpaceFile, load_space, parse_space, run_name_problem, with_inception_weights
-from .trainable import run_trial, trial_dir_name
+from .objective import METRIC, MODE, milestones
+from .record import absolute_source, check_recorded, record, recorded_extractor
+from .schedulers import PatienceStopper, PersistentASHA, ScoreOptunaSearch
+from .space import Objective, SpaceError, SpaceFile, load_space, parse_space, run_name_problem, with_inception_weights
+from .trainable import prime_on_worker, run_trial, trial_dir_name
 from .trials import write_trials_table
 
-METRIC, MODE = "best_val_loss", "min"
 SPACE_COPY = "space.yaml"
 ASHA_STATE = "asha_state.json"
 
@@ -54,7 +55,7 @@ def _build_tuner(spec: SpaceFile, run_dir: Path, trainable, resources: dict[str,
         sampler = TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
         # A define-by-run space takes metric/mode here (OptunaSearch ignores TuneConfig's),
         # so they are given to the searcher and scheduler and not to TuneConfig.
-        search_alg = OptunaSearch(space=spec.space, metric=METRIC, mode=MODE, sampler=sampler, seed=s.seed)
+        search_alg = ScoreOptunaSearch(space=spec.space, metric=METRIC, mode=MODE, sampler=sampler, seed=s.seed)
         param_space, num_samples = None, s.num_samples
     return tune.Tuner(
         tune.with_resources(trainable, resources),
@@ -73,6 +74,19 @@ def _build_tuner(spec: SpaceFile, run_dir: Path, trainable, resources: dict[str,
             verbose=1,
         ),
     )
+
+
+def _prepare_objective(run_dir: Path, spec: SpaceFile, data: ImageData) -> Objective:
+    """Resolve the objective's feature extractor once, here, and cache the reference's features
+    and statistics before any trial needs them (on a GPU node when trials use GPUs)."""
+    objective, res = spec.search.objective, spec.search.resources
+    weights = spec.final.inception_weights
+    extractor = recorded_extractor(run_dir, "search", objective.feature_extractor, weights)
+    reference = Reference(data, objective.reference_split, objective.reference_n)
+    print(f"search objective: {objective.metric} of {10 * objective.samples_per_class} samples against "
+          f"{reference.label}, features from {extractor}", flush=True)
+    prime_on_worker(reference, extractor, weights, res.cpu, res.gpu)
+    return replace(objective, feature_extractor=extractor)
 
 
 def _check_storage(storage: Path) -> None:
@@ -164,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         source = absolute_source(args.data)
         resuming = _check_run_dir(spec, run_dir, args.fresh, source)
         data = load_data(source)
-        train_x, train_y, val_x, val_y = split(data, spec.search.train_on)
-        _check_batch_size(spec, len(train_x))
+        _check_batch_size(spec, len(split(data, spec.search.train_on)[0]))
         res = spec.search.resources
         connect(args.address)
         check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")
@@ -177,13 +190,24 @@ def main(argv: list[str] | None = None) -> int:
     # Tune saves its experiment state at most every 10 s by default; a kill inside that window
     # would forget trials started meanwhile. Once a second keeps the loss to under a second.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # A trial's score exists from its first ASHA milestone on; Tune would refuse earlier results.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # A preempted node sends SIGTERM: let Tune save its state as it does for Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
+    s = spec.search
+    objective = s.objective
+    if objective.metric != "val_loss":
+        try:
+            objective = _prepare_objective(run_dir, spec, data)
+        except Exception as e:  # the extractor cannot load, the reference cannot be computed
+            print(f"error: search.objective: {e}", file=sys.stderr)
+            return 1
     trainable = tune.with_parameters(
-        run_trial, data=(train_x, train_y, val_x, val_y), run_dir=str(run_dir), max_t=spec.search.max_t,
-        patience=spec.search.patience, checkpoint_every=spec.search.checkpoint_every,
-        gpu_share=res.gpu, cpus=res.cpu,
+        run_trial, data=data, run_dir=str(run_dir), train_on=s.train_on, max_t=s.max_t, patience=s.patience,
+        checkpoint_every=s.checkpoint_every, gpu_share=res.gpu, cpus=res.cpu, objective=objective,
+        inception_weights=spec.final.inception_weights,
+        score_at=milestones(s.grace_period, s.reduction_factor, s.max_t),
     )
     resources = {"cpu": res.cpu, "gpu": res.gpu}
     if resuming:
@@ -204,4 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Ray and Tune pickle what this module hands them by reference to it, not by value from __main__.
+    from search.run import main as importable_main
+
+    sys.exit(importable_main())

@@ -1,4 +1,4 @@
-"""ASHA whose rung records survive a restart, and the patience stopper.
+"""ASHA whose rung records survive a restart, the searcher and the patience stopper.
 
 Ray rebuilds ASHA's rungs empty when a Tuner is restored (ray-project/ray#30838), so a resumed
 search would compare new results against nothing and stop nobody. `PersistentASHA` writes its
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ray.tune import Stopper
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
 
 from cvae_core.atomic import atomic_write_text
 
@@ -62,6 +63,15 @@ class PersistentASHA(ASHAScheduler):
     def on_trial_complete(self, tune_controller, trial, result):
         super().on_trial_complete(tune_controller, trial, result)
         self._save_if_changed()
+
+
+class ScoreOptunaSearch(OptunaSearch):
+    """OptunaSearch told only of results that carry the metric: a trial is scored from its first
+    ASHA milestone on, and OptunaSearch reads the metric of every result it is given."""
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if self.metric in result:
+            super().on_trial_result(trial_id, result)
 
 
 class PatienceStopper(Stopper):

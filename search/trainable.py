@@ -11,10 +11,14 @@ import ray
 import torch
 from ray import tune
 
+from cvae_core.data import ImageData, split
 from cvae_core.models import build_model, count_params
 from cvae_core.training import TrainingDiverged, resolve_device, train
+from results.features import Reference
+from results.metrics import prime_reference
 
-from .space import model_config
+from .objective import TrialScorer
+from .space import Objective, model_config
 
 STATE_FILE = "state.pt"
 FAILURE_FILE = "failure.json"
@@ -54,20 +58,37 @@ def claim_device(gpu_share: float, cpus: float) -> torch.device:
     return device
 
 
+def _prime(reference: Reference, extractor: str, inception_weights: str | None, gpu_share: float, cpus: float):
+    prime_reference(reference, extractor, inception_weights, claim_device(gpu_share, cpus))
+
+
+def prime_on_worker(reference: Reference, extractor: str, inception_weights: str | None, cpus: float,
+                    gpu_share: float) -> None:
+    """Cache the reference's features and statistics in a Ray task with a trial's resources (a GPU
+    when trials get one), before the trials or finalists that read them start."""
+    task = ray.remote(num_cpus=cpus, num_gpus=gpu_share)(_prime)
+    ray.get(task.remote(reference, extractor, inception_weights, gpu_share, cpus))
+
+
 def run_trial(
     config: dict,
-    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    data: ImageData,
     run_dir: str,
+    train_on: str = "train",
     max_t: int = 200,
     patience: int = 20,
     checkpoint_every: int = 5,
     gpu_share: float = 0.0,
     cpus: float = 1.0,
+    objective: Objective = Objective(metric="val_loss"),
+    inception_weights: str | None = None,
+    score_at: frozenset[int] = frozenset(),
 ) -> None:
     """Train until max_t epochs or `patience` epochs without improvement, reporting every epoch.
 
-    `data` (train_x, train_y, val_x, val_y as uint8/int64) comes from the object store; the
-    training function moves it to this trial's device once.
+    `data` comes from the object store; the training function moves it to this trial's device
+    once. With a fid/kid `objective` (its extractor already resolved) the kept weights are scored
+    at the epochs in `score_at` and at the last epoch; every later result carries that score.
     Metrics, grids and the failure record go straight to the trial's folder in the run folder
     (`run_dir`, an absolute path every node sees): Ray's per-session working directory starts
     empty after a restore and would overwrite the earlier epochs' files when synced.
@@ -81,25 +102,41 @@ def run_trial(
     cfg = model_config(config)
     with torch.device("meta"):
         params = count_params(build_model(cfg))
-    resume = None
+    resume, last_score = None, None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+        resume, last_score = state["train"], state["score"]
 
+    scorer = None
+    if objective.metric != "val_loss":
+        reference = Reference(data, objective.reference_split, objective.reference_n)
+        scorer = TrialScorer(cfg, objective.metric, objective.samples_per_class, reference,
+                             objective.feature_extractor, inception_weights, device)
     node_id = ray.get_runtime_context().get_node_id()
 
     def report(metrics, make_checkpoint):
-        metrics = {**metrics, "params": params, "node_id": node_id}
+        nonlocal last_score
         last = metrics["epochs_since_best"] >= patience or metrics["epoch"] >= max_t
+        if scorer is None:
+            last_score = {"score": metrics["best_val_loss"]}
+        elif metrics["epoch"] in score_at or last:
+            try:
+                last_score = scorer(make_checkpoint()["best_state"], metrics["epoch"])
+            except Exception as e:  # the extractor cannot load, the samples are not finite, ...
+                _record_failure(trial_dir, "scoring_failed", e)
+                raise
+        metrics = {**metrics, **(last_score or {}), "objective": objective.metric, "params": params,
+                   "node_id": node_id}
         if metrics["epoch"] % checkpoint_every and not last:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as d:
-            torch.save(make_checkpoint(), Path(d) / STATE_FILE)
+            torch.save({"train": make_checkpoint(), "score": last_score}, Path(d) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-    x, y, vx, vy = data
+    x, y, vx, vy = split(data, train_on)
     try:
         train(
             cfg, x, y, vx, vy,

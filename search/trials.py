@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from math import nan
 from pathlib import Path
 
 import pandas as pd
@@ -43,13 +44,14 @@ def _stop_reason(status: str, last: dict, patience: int, max_t: int, trial_dir: 
 
 
 def trials_table(run_dir: str | Path, patience: int, max_t: int) -> pd.DataFrame:
-    """One row per trial: status, stop reason, epochs, best_val_loss, params and the config."""
+    """One row per trial, best score first: status, stop reason, epochs, score, params and the config."""
     run_dir = Path(run_dir)
     rows = []
     for trial in ExperimentAnalysis(str(run_dir)).trials:
         trial_dir = run_dir / trial_dir_name(trial.config, trial.trial_id)
         metrics = read_metrics(trial_dir / "metrics.jsonl")
         last = metrics[-1] if metrics else {}
+        result = trial.last_result or {}
         cfg = model_config(trial.config)
         with torch.device("meta"):
             params = count_params(build_model(cfg))
@@ -60,10 +62,15 @@ def trials_table(run_dir: str | Path, patience: int, max_t: int) -> pd.DataFrame
             "stop_reason": _stop_reason(trial.status, last, patience, max_t, trial_dir),
             "error": _error_text(trial, trial_dir),
             "epochs": int(last.get("epoch", 0)),
-            "best_val_loss": float(last.get("best_val_loss", float("nan"))),
+            "objective": result.get("objective"),
+            "score": float(result.get("score", nan)),
+            "fid": float(result.get("fid", nan)),
+            "kid": float(result.get("kid", nan)),
+            "score_epoch": int(result.get("score_epoch", 0)),
+            "best_val_loss": float(last.get("best_val_loss", nan)),
             "best_epoch": int(last.get("best_epoch", 0)),
             "params": params,
-            "node_id": trial.last_result.get("node_id"),
+            "node_id": result.get("node_id"),
             "preset": trial.config.get("preset"),
             "lr": float(trial.config["lr"]),
             "batch_size": int(trial.config["batch_size"]),
@@ -71,7 +78,7 @@ def trials_table(run_dir: str | Path, patience: int, max_t: int) -> pd.DataFrame
         })
     df = pd.DataFrame(rows)
     if len(df):
-        df = df.sort_values("best_val_loss", na_position="last").reset_index(drop=True)
+        df = df.sort_values(["score", "best_val_loss"], na_position="last").reset_index(drop=True)
     return df
 
 

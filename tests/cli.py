@@ -18,6 +18,10 @@ TINY_FINAL = {"top_k": 1, "max_epochs": 2, "patience": 2, "checkpoint_every": 1,
               "samplers": ["prior", "gmm"], "gmm_components": 2, "feature_extractor": "tiny-random"}
 
 
+# Trials ranked by FID/KID of 30 samples against the whole (tiny) train split, with the tiny extractor.
+TINY_OBJECTIVE = {"metric": "fid", "samples_per_class": 3, "reference": {"n": None}, "feature_extractor": "tiny-random"}
+
+
 def tiny_space(tmp_path: Path, final: dict | None = None, **search) -> Path:
     raw = {
         "name": "t",
@@ -25,7 +29,8 @@ def tiny_space(tmp_path: Path, final: dict | None = None, **search) -> Path:
                   "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 40},
         "search": {"num_samples": 3, "max_concurrent": 1, "sampler": {"n_startup_trials": 3},
                    "asha": {"max_t": 4, "grace_period": 4, "reduction_factor": 2},
-                   "patience": 10, "checkpoint_every": 1, "resources": {"cpu": 1}, **search},
+                   "patience": 10, "checkpoint_every": 1, "resources": {"cpu": 1},
+                   "objective": TINY_OBJECTIVE, **search},
         "final": {**TINY_FINAL, **(final or {})},
     }
     path = tmp_path / "space.yaml"

@@ -90,7 +90,8 @@ def scored_run(tmp_path):
         trial_dir.mkdir()
         config = {"batch_size": 40, "family": "mlp", "latent": 4, "lr": lr, "mlp_layers": 1, "mlp_width": 32}
         (trial_dir / "params.json").write_text(json.dumps(config))
-        finalist_job({"trial_id": trial_id, "trial_dir": str(trial_dir)}, 0, data, "train", spec.final,
+        trial = {"trial_id": trial_id, "trial_dir": str(trial_dir), "objective": "fid", "score": 100.0}
+        finalist_job(trial, 0, data, "train", spec.final,
                      str(run_dir), "t", cpus=torch.get_num_threads())
     write_leaderboard(run_dir)
     return run_dir

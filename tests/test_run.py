@@ -170,7 +170,9 @@ def test_search_runs_and_writes_the_run_folder(tmp_path, data_dir):
     df = trials(run_dir)
     assert len(df) == 3 and set(df["status"]) == {"TERMINATED"}
     assert set(df["stop_reason"]) == {"max_t"} and set(df["epochs"]) == {4}
-    assert df["best_val_loss"].is_monotonic_increasing  # sorted best first
+    assert df["score"].is_monotonic_increasing and df["score"].notna().all()  # sorted best first
+    assert set(df["objective"]) == {"fid"} and (df["score"] == df["fid"]).all() and df["kid"].notna().all()
+    assert set(df["score_epoch"]) == {4}  # the one milestone, also the last epoch
     assert yaml.safe_load((run_dir / "space.yaml").read_text()) == yaml.safe_load(space.read_text())
     for d in df["trial_dir"]:
         assert d.startswith(str(run_dir / "mlp_"))
@@ -181,6 +183,7 @@ def test_search_runs_and_writes_the_run_folder(tmp_path, data_dir):
     # ... and the final stage ran on the best trial (its own tests are in test_final.py), saying so
     board = pd.read_parquet(run_dir / "leaderboard.parquet")
     assert set(board["trial_id"]) == {df["trial_id"].iloc[0]} and len(board) == 2
+    assert set(board["search_score"]) == {df["score"].iloc[0]} and set(board["search_objective"]) == {"fid"}
     assert "final stage: retraining 1 trial(s) x 1 seed(s), scoring with tiny-random" in proc.stdout
     assert re.search(r"mlp_\w+_s0: epoch +1 +train ", proc.stdout) and "gmm sampler: FID " in proc.stdout
     assert json.loads((run_dir / "feature_extractor.json").read_text()) == {"final": "tiny-random"}
@@ -199,6 +202,52 @@ def test_search_runs_and_writes_the_run_folder(tmp_path, data_dir):
     changed = run(command(space, data_dir, tmp_path / "runs"))
     assert changed.returncode == 2 and "differs from" in changed.stderr
     assert run(command(space, data_dir, tmp_path / "runs", "--fresh")).returncode == 0
+
+
+def results_of(trial_dir) -> list[dict]:
+    """Every result Tune recorded for a trial, in order."""
+    return [json.loads(line) for line in (Path(trial_dir) / "result.json").read_text().splitlines() if line]
+
+
+@pytest.mark.slow
+def test_trials_are_ranked_by_the_score_of_their_samples_not_their_validation_loss(tmp_path, data_dir):
+    space = tiny_space(tmp_path, num_samples=4, seed=0, sampler={"n_startup_trials": 4}, patience=3,
+                       asha={"max_t": 8, "grace_period": 2, "reduction_factor": 2})
+    raw = yaml.safe_load(space.read_text())
+    raw["space"]["likelihood"] = {"choice": ["bernoulli", "gaussian_learned"]}
+    space.write_text(yaml.safe_dump(raw))
+    proc = run(command(space, data_dir, tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "t"
+    df = trials(run_dir)
+    done = df[df["status"] == "TERMINATED"]
+    assert len(done) == 4 and set(done["likelihood"]) == {"bernoulli", "gaussian_learned"}
+    assert done["score"].notna().all() and df["score"].is_monotonic_increasing
+    # The two orders disagree here (a Gaussian density's nats are not a Bernoulli's): the score decides.
+    assert done.sort_values("best_val_loss")["trial_id"].tolist() != done["trial_id"].tolist()
+
+    milestones = {2, 4, 8}
+    asha = json.loads((run_dir / "asha_state.json").read_text())
+    rungs = dict(zip(asha["milestones"][0], asha["rungs"][0]))
+    for row in done.itertuples():
+        results = results_of(row.trial_dir)
+        last = results[-1]["epoch"]
+        # scored at the milestones it reached and at its last epoch, nowhere else, each score once
+        assert {r["score_epoch"] for r in results if "score" in r} == {m for m in milestones if m <= last} | {last}
+        assert all("score" not in r for r in results if r["epoch"] < 2)
+        for r in results:
+            if "score" in r:
+                assert r["score"] == r["fid"] and r["objective"] == "fid"
+        # ASHA compared the scores at its milestones, not the validation loss
+        by_epoch = {r["epoch"]: r for r in results}
+        for milestone, recorded in rungs.items():
+            if row.trial_id in recorded:
+                assert recorded[row.trial_id] == pytest.approx(-by_epoch[int(milestone)]["score"])
+        assert row.score == results[-1]["score"] and row.score_epoch == last
+    assert any(rungs.values()), "ASHA recorded something"
+
+    board = pd.read_parquet(run_dir / "leaderboard.parquet")
+    assert set(board["trial_id"]) == {df["trial_id"].iloc[0]}  # the finalist is the best score
 
 
 @pytest.mark.slow
@@ -263,6 +312,8 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, slower_data_dir, moment):
         wait_for(lambda: KILL_POINTS[moment](run_dir), proc)
         finished_before = {k: v for k, v in epochs_done(run_dir).items() if len(v) == 6}
         results_before = {k: (run_dir / k / "metrics.jsonl").read_text() for k in finished_before}
+        scored_before = {p.parent.name: results_of(p.parent)[-1]["score"] for p in run_dir.glob("*/result.json")
+                         if any(r.get("score_epoch") == 6 for r in results_of(p.parent))}
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
         proc.wait()
     finally:
@@ -276,6 +327,9 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, slower_data_dir, moment):
     done = epochs_done(run_dir)
     for name, text in results_before.items():  # finished trials are not touched again
         assert (run_dir / name / "metrics.jsonl").read_text() == text
+    for name, score in scored_before.items():  # ... nor rescored
+        assert df.set_index("trial_dir").loc[str(run_dir / name), "score"] == score
+    assert df["score"].notna().all() and set(df["score_epoch"]) == {6}
     for name, epochs in done.items():  # unfinished ones continued from a checkpoint, not from zero
         assert sorted(set(epochs)) == [1, 2, 3, 4, 5, 6], (name, epochs)
         assert epochs.count(1) == 1 or moment == "startup", (name, epochs)

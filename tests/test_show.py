@@ -16,7 +16,7 @@ def test_show_prints_the_top_rows_and_writes_the_report(scored_run, capsys):
     report = scored_run / "report"
     md = (report / "report.md").read_text()
     assert board["trial_id"].iloc[0] in md
-    for name in ("samples.png", "fid_vs_params.png", "val_loss.png"):
+    for name in ("samples.png", "per_class.png", "precision_recall.png", "fid_vs_params.png", "val_loss.png"):
         assert f"]({name})" in md
         assert Image.open(report / name).size[0] > 100
 

@@ -25,7 +25,7 @@ BASE = {
         "beta": {"uniform": [0.5, 1.0]},
     },
     "search": {"num_samples": 4, "asha": {"max_t": 10, "grace_period": 2, "reduction_factor": 2},
-               "resources": {"cpu": 1, "gpu": 0.25}},
+               "resources": {"cpu": 1, "gpu": 0.25}, "objective": {}},
     "final": {"top_k": 2, "samplers": ["prior", "gmm"], "reference": {"split": "train", "n": 500}},
 }
 
@@ -145,6 +145,13 @@ MALFORMED = [
     ("search.patience", 0, "search.patience: 0 must be >= 1"),
     ("search.train_on", "test", "search.train_on: 'test' is not one of"),
     ("search.sampler", [1], "search.sampler: must be a mapping"),
+    ("search.objective.metric", "psnr", "search.objective.metric: 'psnr' is not one of ['fid', 'kid', 'val_loss']"),
+    ("search.objective.samples_per_class", 0, "search.objective.samples_per_class: 0 must be >= 1"),
+    ("search.objective.reference", {"split": "val"}, "search.objective.reference.split: 'val' is not one of"),
+    ("search.objective.reference", {"n": 1}, "search.objective.reference.n: 1 must be >= 2"),
+    ("search.objective.reference", [1], "search.objective.reference: must be a mapping"),
+    ("search.objective.feature_extractor", "clip", "search.objective.feature_extractor: 'clip' is not one of"),
+    ("search.objective.every", 5, "search.objective.every: unknown key"),
     ("final.top_k", 0, "final.top_k: 0 must be >= 1"),
     ("final.seeds", 1.5, "final.seeds: 1.5 is not an integer"),
     ("final.samples_per_class", 0, "final.samples_per_class: 0 must be >= 1"),
@@ -296,3 +303,25 @@ def test_relative_inception_weights_are_found_beside_the_space_file(tmp_path, mo
     spec = load_space(f)
     assert spec.final.inception_weights == str(weights)
     assert spec.raw["final"]["inception_weights"] == str(weights)  # the run folder's copy works from anywhere
+
+
+def test_the_objective_defaults_to_fid_of_1000_samples_and_to_val_loss_for_presets():
+    objective = parse_space(BASE).search.objective
+    assert (objective.metric, objective.samples_per_class) == ("fid", 100)
+    assert (objective.reference_split, objective.reference_n, objective.feature_extractor) == ("train", 10_000, "auto")
+    assert parse_space(with_change("search.objective", {"reference": {"n": None}})).search.objective.reference_n is None
+    assert load_space(SPACES / "seed.yaml").search.objective.metric == "val_loss"
+
+
+def test_val_loss_cannot_rank_trials_of_different_likelihood_families():
+    raw = with_change("space.likelihood", {"choice": ["bernoulli", "gaussian_learned"]})
+    raw["search"]["objective"] = {"metric": "val_loss"}
+    with pytest.raises(SpaceError, match=re.escape(
+            "search.objective.metric: val_loss cannot rank trials whose likelihoods differ "
+            "(['bernoulli', 'gaussian_learned'])")):
+        parse_space(raw)
+    raw["search"]["objective"] = {"metric": "kid"}
+    assert parse_space(raw).search.objective.metric == "kid"
+    one_family = with_change("space.likelihood", {"choice": ["gaussian", "gaussian_learned"]})
+    one_family["search"]["objective"] = {"metric": "val_loss"}
+    assert parse_space(one_family).search.objective.metric == "val_loss"

@@ -1,0 +1,50 @@
+"""What a search ranks its trials by.
+
+With `search.objective.metric: fid | kid` a trial scores samples from the weights it keeps (its
+best so far by validation loss) at every ASHA milestone and at its last epoch; each result then
+carries the latest `score`, so ASHA, TPE and the final stage's top-k compare sample quality.
+With `val_loss` the score is the best validation loss of every epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from cvae_core.config import ModelConfig
+from cvae_core.models import build_model
+from cvae_core.sampling import grid_labels
+from results.features import Reference
+from results.metrics import search_score
+from results.samplers import generate
+
+METRIC, MODE = "score", "min"  # what Tune's scheduler and searcher see, for every objective
+SAMPLE_SEED = 0  # the same latents at every score: scores differ by the weights alone
+
+
+def milestones(grace_period: int, reduction_factor: int, max_t: int) -> frozenset[int]:
+    """The epochs at which ASHA compares trials: grace_period * reduction_factor^k <= max_t."""
+    out, t = set(), grace_period
+    while t <= max_t:
+        out.add(t)
+        t *= reduction_factor
+    return frozenset(out)
+
+
+class TrialScorer:
+    """Scores a trial's kept weights: FID and KID of `samples_per_class` prior samples per class."""
+
+    def __init__(self, cfg: ModelConfig, metric: str, samples_per_class: int, reference: Reference,
+                 extractor: str, inception_weights: str | None, device: torch.device):
+        self.cfg, self.metric, self.samples_per_class = cfg, metric, samples_per_class
+        self.reference, self.extractor, self.weights, self.device = reference, extractor, inception_weights, device
+
+    def __call__(self, best_state: dict[str, torch.Tensor], epoch: int) -> dict[str, Any]:
+        model = build_model(self.cfg).to(self.device)
+        model.load_state_dict(best_state)
+        images = generate(model, "prior", self.samples_per_class, seed=SAMPLE_SEED)
+        s = search_score(images, grid_labels(self.samples_per_class), self.reference, extractor=self.extractor,
+                         inception_weights=self.weights, device=self.device)
+        return {"score": s.fid if self.metric == "fid" else s.kid, "fid": s.fid, "kid": s.kid,
+                "score_epoch": epoch, "score_seconds": s.seconds}
