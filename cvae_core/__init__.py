@@ -1,19 +1,21 @@
-"""cVAE models, data loading and training for cvae-search."""
+"""cVAE models, data loading and training for cvae-search.
 
-from .config import ConfigError, ConvLayer, ModelConfig
-from .models import CNNCVAE, CVAE, MLPCVAE, build_model, count_params
-from .presets import PRESETS, preset, preset_config
+Names are imported on first use, so that code needing only the configuration (a CLI checking
+its input, the space file's validation) does not pay for importing torch.
+"""
 
-__all__ = [
-    "CNNCVAE",
-    "CVAE",
-    "ConfigError",
-    "ConvLayer",
-    "MLPCVAE",
-    "ModelConfig",
-    "PRESETS",
-    "build_model",
-    "count_params",
-    "preset",
-    "preset_config",
-]
+import importlib
+
+_HOMES = {
+    "ConfigError": "config", "ConvLayer": "config", "ModelConfig": "config", "REPORT": "config",
+    "CNNCVAE": "models", "CVAE": "models", "MLPCVAE": "models", "build_model": "models", "count_params": "models",
+    "PRESETS": "presets", "preset": "presets", "preset_config": "presets",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,20 @@ ACTIVATIONS = ("relu", "leaky_relu")
 # bernoulli: the report's BCE; gaussian: fixed sigma; gaussian_learned: one shared,
 # learned sigma (sigma-VAE, Rybkin et al. 2021).
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
+# sum: the report's BCE + KL summed over pixels, latents and the batch; mean: its failure mode
+REDUCTIONS = ("sum", "mean")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The report's training recipe, the default of every command and settings file."""
+
+    lr: float = 1e-4  # Adam
+    batch_size: int = 512
+    patience: int = 20  # epochs without a better validation loss before training stops
+
+
+REPORT = Recipe()
 
 
 class ConfigError(ValueError):
@@ -159,6 +173,7 @@ class ModelConfig:
 
 
 __all__ = [
+    "REPORT",
     "ConfigError",
     "ConvLayer",
     "ModelConfig",

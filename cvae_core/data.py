@@ -23,14 +23,9 @@ from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_torch_save
 from .config import IMAGE_CHANNELS, IMAGE_SIZE, NUM_CLASSES
+from .sources import SPLITS, TRAIN_ON, DataError, default_cache_dir, default_source, is_torchvision
 
 CACHE_VERSION = 1
-SPLITS = ("train", "test")
-TRAIN_ON = ("train", "all")
-
-
-class DataError(ValueError):
-    """The data source is unusable; the message names the file or folder."""
 
 
 @dataclass(frozen=True)
@@ -44,19 +39,6 @@ class ImageData:
     classes: tuple[str, ...]
     source: str
     key: str  # names this exact version of the source (path, size, mtime): a cache key for derived data
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CVAE_CACHE", Path.home() / ".cache" / "cvae_search"))
-
-
-def default_source() -> str:
-    return os.environ.get("CVAE_DATA", "cifar10")
-
-
-def is_torchvision(source: str) -> bool:
-    """True for "cifar10" / "cifar10:ROOT" (torchvision), False for a path."""
-    return source == "cifar10" or source.startswith("cifar10:")
 
 
 # ---------------------------------------------------------------------------- sources

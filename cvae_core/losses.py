@@ -7,14 +7,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-REDUCTIONS = ("sum", "mean")
+from .config import REDUCTIONS, ModelConfig
 
 
 def reconstruction_nll(
     logits: torch.Tensor,
     x: torch.Tensor,
     likelihood: str,
-    sigma: float = 0.1,
+    sigma: float = ModelConfig.sigma,
     log_sigma: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-element negative log-likelihood of x in [0, 1] under the decoder (same shape as x)."""
@@ -44,7 +44,7 @@ def neg_elbo(
     logvar: torch.Tensor,
     *,
     likelihood: str = "bernoulli",
-    sigma: float = 0.1,
+    sigma: float = ModelConfig.sigma,
     log_sigma: torch.Tensor | None = None,
     beta: float = 1.0,
     reduction: str = "sum",

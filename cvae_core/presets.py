@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .config import ConvLayer, ModelConfig
-from .models import CVAE, build_model
 
 _LATENTS = {"M1": 64, "M2": 128, "M3": 196, "M4": 256}
 
@@ -36,6 +35,8 @@ def preset_config(name: str) -> ModelConfig:
     return PRESETS[name]
 
 
-def preset(name: str) -> CVAE:
+def preset(name: str):
     """The report's model `name` (e.g. "cnn-arch3-M3"), freshly initialised."""
+    from .models import build_model
+
     return build_model(preset_config(name))

@@ -1,7 +1,7 @@
 """Train one cVAE: `python -m cvae_core.train --preset cnn-arch3-M3 --data PATH --epochs N --out DIR`.
 
-Writes DIR/config.json (the resolved settings), DIR/metrics.jsonl, DIR/grids/*.png,
-DIR/checkpoint.pt (for --resume) and DIR/best.pt (the best weights).
+Writes DIR/config.json (the resolved settings) and a training folder (cvae_core.layout):
+metrics.jsonl, grids/*.png, checkpoint.pt (for --resume) and best.pt (the best weights).
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from .cli import ArgumentParser
-from .data import TRAIN_ON, default_source, load_data, split
-from .losses import REDUCTIONS
+from .config import REDUCTIONS, REPORT
+from .layout import BEST_FILE, CHECKPOINT_FILE
 from .presets import PRESETS, preset_config
-from .training import TrainingDiverged, epoch_line, train
+from .sources import TRAIN_ON, DataError, default_source
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,9 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help=f"zip, image folder or cifar10[:ROOT] (default: {default_source()})")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--epochs", type=int, default=800)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--patience", type=int, default=20, help="epochs without a better val loss before stopping")
+    p.add_argument("--batch-size", type=int, default=REPORT.batch_size)
+    p.add_argument("--lr", type=float, default=REPORT.lr)
+    p.add_argument("--patience", type=int, default=REPORT.patience,
+                   help="epochs without a better val loss before stopping")
     p.add_argument("--reduction", choices=REDUCTIONS, default="sum")
     p.add_argument("--train-on", choices=TRAIN_ON, default="train",
                    help="'all' adds the test split to training, as the report did")
@@ -39,14 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     args = p.parse_args(argv)
 
-    ckpt_path = args.out / "checkpoint.pt"
+    ckpt_path = args.out / CHECKPOINT_FILE
     if ckpt_path.exists() and not args.resume:
         p.error(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
     if args.resume and not ckpt_path.exists():
         p.error(f"--resume: {ckpt_path} does not exist")
 
+    import torch  # only now: --help and input errors answer at once
+
+    from .data import load_data, split
+    from .training import TrainingDiverged, epoch_line, train
+
     cfg = preset_config(args.preset)
-    data = load_data(args.data)
+    try:
+        data = load_data(args.data)
+    except DataError as e:
+        print(f"error: --data: {e}", file=sys.stderr)
+        return 2
     train_x, train_y, val_x, val_y = split(data, args.train_on)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"stopped ({result.stop_reason}) after {result.epochs_run} epochs; best val loss "
-        f"{result.best_val_loss:.2f} at epoch {result.best_epoch}; weights in {args.out / 'best.pt'}"
+        f"{result.best_val_loss:.2f} at epoch {result.best_epoch}; weights in {args.out / BEST_FILE}"
     )
     return 0
 

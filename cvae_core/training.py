@@ -16,13 +16,15 @@ from typing import Any, Callable
 import torch
 
 from .atomic import atomic_torch_save
-from .config import ModelConfig
-from .losses import REDUCTIONS, neg_elbo
+from .config import REDUCTIONS, REPORT, ModelConfig
+from .grids import first_of_each_class, save_training_grids
+from .layout import BEST_FILE, CHECKPOINT_FILE, GRIDS_DIR, METRICS_FILE
+from .losses import neg_elbo
 from .models import CVAE, build_model
-from .sampling import first_of_each_class, save_training_grids
 
 VAL_BATCH = 2048
 VAL_SEED = 1234  # the same validation noise every epoch, so epochs compare without sampling noise
+STOP_REASONS = ("patience", "max_epochs")
 
 
 class TrainingDiverged(RuntimeError):
@@ -42,7 +44,7 @@ class TrainResult:
     best_val_loss: float  # negative ELBO per validation image, nats
     best_epoch: int
     epochs_run: int
-    stop_reason: str  # "patience" | "max_epochs"
+    stop_reason: str  # one of STOP_REASONS
     seconds: float
     model: CVAE  # holding the best weights
 
@@ -121,18 +123,6 @@ def epoch_line(metrics: dict[str, Any]) -> str:
             f"best {metrics['best_val_loss']:.2f} (epoch {metrics['best_epoch']})")
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Epoch records of a metrics.jsonl; a resumed run may repeat an epoch, the last one wins."""
-    by_epoch: dict[int, dict[str, Any]] = {}
-    p = Path(path)
-    if p.exists():
-        for line in p.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                by_epoch[rec["epoch"]] = rec
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 def train(
     model_cfg: ModelConfig,
     train_x: torch.Tensor,
@@ -141,9 +131,9 @@ def train(
     val_y: torch.Tensor,
     *,
     epochs: int = 800,
-    batch_size: int = 512,
-    lr: float = 1e-4,
-    patience: int = 20,
+    batch_size: int = REPORT.batch_size,
+    lr: float = REPORT.lr,
+    patience: int = REPORT.patience,
     reduction: str = "sum",
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -159,8 +149,9 @@ def train(
     Images are uint8 (N, 3, 32, 32), labels int64; they are moved to `device` once. Every
     epoch trains on floor(N / batch_size) full batches of a fresh permutation.
 
-    out_dir: if given, receives metrics.jsonl (one record per epoch), grids/ every
-    `grid_every` epochs, checkpoint.pt every `checkpoint_every` epochs and best.pt at the end.
+    out_dir: if given, receives METRICS_FILE (one record per epoch), GRIDS_DIR every
+    `grid_every` epochs, CHECKPOINT_FILE every `checkpoint_every` epochs and BEST_FILE at the end.
+    Each epoch's record says whether training stops after it (`stop`: a STOP_REASONS entry or None).
     resume: a checkpoint dict (see `make_checkpoint`) to continue from, bit for bit.
     callback(metrics, make_checkpoint) is called after every epoch; make_checkpoint() builds
     the checkpoint dict only when the caller wants one.
@@ -208,11 +199,14 @@ def train(
             "test": (val_x[first_of_each_class(val_y)], val_y[first_of_each_class(val_y)]),
         }
 
+    def stop_reason() -> str | None:
+        return "patience" if since_best >= patience else "max_epochs" if epoch >= epochs else None
+
     n, steps = len(train_x), len(train_x) // batch_size
-    stop_reason = "max_epochs"
+    stop = stop_reason()  # a resumed run may already be done
     t_start = time.perf_counter()
     model.train()
-    while epoch < epochs and since_best < patience:
+    while stop is None:
         epoch += 1
         t0 = time.perf_counter()
         perm = torch.randperm(n, device=dev)
@@ -235,6 +229,7 @@ def train(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             since_best += 1
+        stop = stop_reason()
         metrics = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -242,6 +237,7 @@ def train(
             "best_val_loss": best_val,
             "best_epoch": best_epoch,
             "epochs_since_best": since_best,
+            "stop": stop,
             "train_seconds": train_seconds,  # the optimisation steps alone
             "epoch_seconds": time.perf_counter() - t0,  # plus validation
             "time": time.time(),  # wall clock at the epoch's end, for throughput across processes
@@ -250,37 +246,35 @@ def train(
             metrics["sigma"] = model.log_sigma.detach().exp().item()
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            with open(out / "metrics.jsonl", "a") as f:
+            with open(out / METRICS_FILE, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
         if not finite:
             raise TrainingDiverged(epoch, train_loss, val_loss)
         if out is not None and grid_every and epoch % grid_every == 0:
-            save_training_grids(model, out / "grids", epoch, fixed)
+            save_training_grids(model, out / GRIDS_DIR, epoch, fixed)
         if out is not None and checkpoint_every and epoch % checkpoint_every == 0:
-            atomic_torch_save(make_checkpoint(), out / "checkpoint.pt")
+            atomic_torch_save(make_checkpoint(), out / CHECKPOINT_FILE)
         if callback is not None:
             callback(metrics, make_checkpoint)
-    if since_best >= patience:
-        stop_reason = "patience"
 
     model.load_state_dict(best_state)
     if out is not None:
         atomic_torch_save(
             {"model": model.state_dict(), "model_config": model_cfg.to_dict(), "epoch": best_epoch},
-            out / "best.pt",
+            out / BEST_FILE,
         )
     return TrainResult(
         best_val_loss=best_val,
         best_epoch=best_epoch,
         epochs_run=epoch,
-        stop_reason=stop_reason,
+        stop_reason=stop,
         seconds=time.perf_counter() - t_start,
         model=model,
     )
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> CVAE:
-    """A model saved as best.pt (or any dict with "model" and "model_config")."""
+    """A model saved as BEST_FILE (or any dict with "model" and "model_config")."""
     blob = torch.load(path, map_location=device, weights_only=True)
     model = build_model(ModelConfig.from_dict(blob["model_config"])).to(device)
     model.load_state_dict(blob["model"])

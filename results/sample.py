@@ -3,8 +3,9 @@
     python -m results.sample RUN_DIR --row 0 [--class cat] [--n 64] [--sampler gmm] [--seed 0] --out grid.png
 
 --row is the position in the leaderboard (0 = lowest FID). Without --class the grid has one
-row per class. The row's own sampler is used unless --sampler says otherwise; "gmm" refits
-its mixtures on the training images of the data the run recorded (or --data).
+row per class. Everything comes from the row: its weights, its sampler (unless --sampler says
+otherwise) and that sampler's settings, and the data it was trained on ("gmm" refits its
+mixtures on those training images; --data points elsewhere).
 """
 
 from __future__ import annotations
@@ -14,19 +15,15 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from torchvision.utils import save_image
 
 from cvae_core.cli import ArgumentParser
-from cvae_core.data import load_data, split
-from cvae_core.training import load_model, resolve_device
-from search.record import recorded_source
-from search.space import load_space
+from cvae_core.sources import absolute_source
 
-from .leaderboard import LEADERBOARD_FILE
-from .samplers import SAMPLERS, generate, save_sample_grid
+from .names import SAMPLERS
+from .run_folder import RunFolder
 
 
-def class_index(name: str, classes: tuple[str, ...]) -> int:
+def class_index(name: str, classes: list[str]) -> int:
     if name in classes:
         return classes.index(name)
     if name.isdigit() and int(name) < len(classes):
@@ -42,15 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=10, help="images (per class without --class)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the row's sampler")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None, help="default: the data the run recorded")
+    p.add_argument("--data", default=None, help="default: the data the row was trained on")
     p.add_argument("--device", default=None, help="default: cuda when present")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = p.parse_args(argv)
+    run = RunFolder(args.run_dir)
     try:
-        board_file = args.run_dir / LEADERBOARD_FILE
-        if not board_file.exists():
-            raise ValueError(f"{board_file}: no leaderboard; run python -m search.final {args.run_dir}")
-        board = pd.read_parquet(board_file)
+        if not run.leaderboard.exists():
+            raise ValueError(f"{run.leaderboard}: no leaderboard; run python -m search.final {args.run_dir}")
+        board = pd.read_parquet(run.leaderboard)
         if not 0 <= args.row < len(board):
             raise ValueError(f"--row {args.row}: the leaderboard has rows 0..{len(board) - 1}")
         if args.n < 1:
@@ -58,17 +55,28 @@ def main(argv: list[str] | None = None) -> int:
         row = board.iloc[args.row]
         if not Path(row["checkpoint"]).exists():
             raise ValueError(f"{row['checkpoint']}: checkpoint of row {args.row} not found")
-        spec = load_space(args.run_dir / "space.yaml")
-        data = load_data(recorded_source(args.run_dir, args.data))
-        cls = class_index(args.cls, data.classes) if args.cls is not None else None
-    except ValueError as e:  # DataError and SpaceError included
+        if any(pd.isna(row[c]) for c in ("train_on", "gmm_components", "data_source")):
+            raise ValueError(f"row {args.row} was written before rows named their data and sampler settings; "
+                             f"fill them in with python -m search.final {args.run_dir} --rescore")
+
+        from cvae_core.data import load_data, split  # the heavy part starts here
+
+        data = load_data(absolute_source(args.data) if args.data is not None else row["data_source"])
+        cls = class_index(args.cls, list(data.classes)) if args.cls is not None else None
+    except ValueError as e:  # DataError included
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from torchvision.utils import save_image
+
+    from cvae_core.training import load_model, resolve_device
+
+    from .samplers import generate, save_sample_grid
+
     sampler = args.sampler or row["sampler"]
-    train_x, train_y, _, _ = split(data, spec.search.train_on)
+    train_x, train_y, _, _ = split(data, row["train_on"])
     model = load_model(row["checkpoint"], resolve_device(args.device))
-    images = generate(model, sampler, args.n, train_x, train_y, components=spec.final.gmm_components,
+    images = generate(model, sampler, args.n, train_x, train_y, components=int(row["gmm_components"]),
                       seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if cls is not None:

@@ -17,10 +17,11 @@ from sklearn.mixture import GaussianMixture
 from torchvision.utils import make_grid
 
 from cvae_core.config import NUM_CLASSES
+from cvae_core.grids import grid_labels
 from cvae_core.models import CVAE
-from cvae_core.sampling import grid_labels
 
-SAMPLERS = ("prior", "gmm")
+from .names import SAMPLERS
+
 BATCH = 1000
 GRID_PADDING = 2  # pixels between images, as torchvision's grids
 

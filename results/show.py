@@ -22,11 +22,10 @@ from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter  # noqa: 
 from PIL import Image  # noqa: E402
 
 from cvae_core.cli import ArgumentParser  # noqa: E402
-from cvae_core.training import read_metrics  # noqa: E402
+from cvae_core.layout import read_metrics  # noqa: E402
 
-from .leaderboard import LEADERBOARD_FILE  # noqa: E402
+from .run_folder import RunFolder  # noqa: E402
 
-REPORT_DIR = "report"
 SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision",
          "recall"]
 
@@ -115,7 +114,7 @@ def plot_val_loss(board: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     # one curve per training: both samplers of a (trial, seed) share it
     for row in board.drop_duplicates(["trial_id", "seed"]).itertuples():
-        records = read_metrics(Path(row.checkpoint).parent / "metrics.jsonl")
+        records = read_metrics(Path(row.checkpoint).parent)
         if records:
             ax.plot([r["epoch"] for r in records], [r["val_loss"] for r in records],
                     label=f"{row.trial_id} s{row.seed}")
@@ -130,8 +129,9 @@ def plot_val_loss(board: pd.DataFrame, path: Path) -> None:
 
 def write_report(run_dir: Path, top_n: int = 5) -> Path:
     """Write RUN_DIR/report/ and return the path of its report.md."""
-    board = pd.read_parquet(run_dir / LEADERBOARD_FILE)
-    out = run_dir / REPORT_DIR
+    run = RunFolder(run_dir)
+    board = pd.read_parquet(run.leaderboard)
+    out = run.report_dir
     out.mkdir(exist_ok=True)
     top = board.head(top_n)
     plot_samples(top, out / "samples.png")
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.top < 1:
         p.error(f"--top {args.top} must be >= 1")
-    board_file = args.run_dir / LEADERBOARD_FILE
+    board_file = RunFolder(args.run_dir).leaderboard
     if not board_file.exists():
         print(f"error: {board_file}: no leaderboard yet; run python -m search.final {args.run_dir}", file=sys.stderr)
         return 2

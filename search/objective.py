@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from cvae_core.config import ModelConfig
+from cvae_core.grids import grid_labels
 from cvae_core.models import build_model
-from cvae_core.sampling import grid_labels
 from results.features import Reference
 from results.metrics import search_score
 from results.samplers import generate

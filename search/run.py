@@ -1,8 +1,9 @@
 """Run a search: `python -m search.run --space spaces/cnn.yaml [--data PATH] [--storage DIR] ...`.
 
-The run folder STORAGE/NAME holds the resolved space file (space.yaml), Tune's experiment
-state, one folder per trial (metrics.jsonl, grids/, checkpoints) and trials.parquet.
-Running the same command again resumes an interrupted search; --fresh starts over.
+The run folder STORAGE/NAME (results.run_folder) holds the space file as run, Tune's experiment
+state, one folder per trial and trials.parquet, then the final stage's leaderboard. Running the
+same command again resumes an interrupted search; --fresh starts over. Every input is checked
+before anything is written; the command line and the space file before torch or Ray is imported.
 """
 
 from __future__ import annotations
@@ -11,82 +12,17 @@ import os
 import shutil
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
-from optuna.samplers import TPESampler
-from ray import tune
 
 from cvae_core.cli import ArgumentParser
-from cvae_core.data import DataError, ImageData, default_source, load_data, split
-from results.features import Reference
+from cvae_core.sources import DataError, absolute_source, default_source
+from results.run_folder import RunFolder
 
-from .cluster import ClusterError, check_capacity, connect, parse_address
-from .final import run_and_report
-from .objective import METRIC, MODE, milestones
-from .record import absolute_source, check_recorded, record, recorded_extractor
-from .schedulers import PatienceStopper, PersistentASHA, ScoreOptunaSearch
-from .space import Objective, SpaceError, SpaceFile, load_space, parse_space, run_name_problem, with_inception_weights
-from .trainable import prime_on_worker, run_trial, trial_dir_name
-from .trials import write_trials_table
-
-SPACE_COPY = "space.yaml"
-ASHA_STATE = "asha_state.json"
-
-
-def trial_dirname(trial) -> str:
-    """Short, readable trial folder names: cnn_1a2b3c4d, cnn-arch3-M3_5e6f7a8b."""
-    return trial_dir_name(trial.config, trial.trial_id)
-
-
-def _build_tuner(spec: SpaceFile, run_dir: Path, trainable, resources: dict[str, float]):
-    s = spec.search
-    scheduler = PersistentASHA(
-        run_dir / ASHA_STATE, time_attr="epoch", max_t=s.max_t,
-        grace_period=s.grace_period, reduction_factor=s.reduction_factor, metric=METRIC, mode=MODE,
-    )
-    if spec.space.presets:
-        search_alg = None
-        param_space = {"preset": tune.grid_search(list(spec.space.presets)),
-                       **{k: d.value for k, d in spec.space.top.items()}}
-        num_samples = 1
-    else:
-        sampler = TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
-        # A define-by-run space takes metric/mode here (OptunaSearch ignores TuneConfig's),
-        # so they are given to the searcher and scheduler and not to TuneConfig.
-        search_alg = ScoreOptunaSearch(space=spec.space, metric=METRIC, mode=MODE, sampler=sampler, seed=s.seed)
-        param_space, num_samples = None, s.num_samples
-    return tune.Tuner(
-        tune.with_resources(trainable, resources),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            search_alg=search_alg, scheduler=scheduler,
-            num_samples=num_samples, trial_dirname_creator=trial_dirname,
-            max_concurrent_trials=s.max_concurrent or None,
-        ),
-        run_config=tune.RunConfig(
-            name=run_dir.name,
-            storage_path=str(run_dir.parent),
-            stop=PatienceStopper(s.patience),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # by recency: see README
-            failure_config=tune.FailureConfig(max_failures=0),
-            verbose=1,
-        ),
-    )
-
-
-def _prepare_objective(run_dir: Path, spec: SpaceFile, data: ImageData) -> Objective:
-    """Resolve the objective's feature extractor once, here, and cache the reference's features
-    and statistics before any trial needs them (on a GPU node when trials use GPUs)."""
-    objective, res = spec.search.objective, spec.search.resources
-    weights = spec.final.inception_weights
-    extractor = recorded_extractor(run_dir, "search", objective.feature_extractor, weights)
-    reference = Reference(data, objective.reference_split, objective.reference_n)
-    print(f"search objective: {objective.metric} of {10 * objective.samples_per_class} samples against "
-          f"{reference.label}, features from {extractor}", flush=True)
-    prime_on_worker(reference, extractor, weights, res.cpu, res.gpu)
-    return replace(objective, feature_extractor=extractor)
+from .cluster import ClusterError, parse_address
+from .settings import Spec, load_spec, run_name_problem, with_overrides
+from .space import SpaceError
 
 
 def _check_storage(storage: Path) -> None:
@@ -102,55 +38,41 @@ def _check_storage(storage: Path) -> None:
         raise SpaceError(f"--storage {storage}: cannot be created ({ancestor} is not a folder this user can write in)")
 
 
-def _check_run_dir(spec: SpaceFile, run_dir: Path, fresh: bool, source: str) -> bool:
-    """Check an existing run folder against this command, changing nothing; True to resume."""
-    if not run_dir.exists():
+def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> bool:
+    """Check an existing run folder against this command, changing nothing; True if it holds a run
+    to continue."""
+    if not run.path.exists():
         return False
-    if not run_dir.is_dir():
-        raise SpaceError(f"{run_dir}: exists and is not a folder; pass another --name")
-    if not any(run_dir.iterdir()):
+    if not run.path.is_dir():
+        raise SpaceError(f"{run.path}: exists and is not a folder; pass another --name")
+    if not any(run.path.iterdir()):
         return False
-    copy = run_dir / SPACE_COPY
-    if not copy.exists():
+    if not run.is_run():
         # --fresh deletes a run folder, never a folder of the user's that happens to have the name
-        raise SpaceError(f"{run_dir}: exists and is not a search run (no {SPACE_COPY}); "
+        raise SpaceError(f"{run.path}: exists and is not a search run (no {run.space_file.name}); "
                          f"nothing was deleted; pass another --name or --storage")
     if fresh:
         return False
-    if yaml.safe_load(copy.read_text()) != spec.raw:
-        raise SpaceError(
-            f"{spec.path}: differs from {copy}, which this run started with; "
-            "pass --fresh to start over or --name for a new run"
-        )
-    check_recorded(run_dir, source)
-    return tune.Tuner.can_restore(str(run_dir))
+    if yaml.safe_load(run.space_file.read_text()) != spec.raw:
+        raise SpaceError(f"{spec.path}: differs from {run.space_file}, which this run started with; "
+                         "pass --fresh to start over or --name for a new run")
+    run.check_source(source)
+    return True
 
 
-def _check_batch_size(spec: SpaceFile, n_train: int) -> None:
+def _check_batch_size(spec: Spec, n_train: int) -> None:
     largest = max(spec.space.top["batch_size"].values())
     if largest > n_train:
         raise SpaceError(f"{spec.path}: space.batch_size: {largest} is more than the {n_train} training images")
 
 
-def _with_num_samples(spec: SpaceFile, n: int | None) -> SpaceFile:
-    """The spec with --num-samples applied; it becomes part of the space as run."""
-    if n is None:
-        return spec
-    if n < 1:
-        raise SpaceError(f"--num-samples {n}: must be >= 1")
-    if spec.space.presets:
-        raise SpaceError(f"--num-samples {n}: not used with space.presets in {spec.path} (each preset runs once)")
-    search = {**(spec.raw.get("search") or {}), "num_samples": n}
-    return parse_space({**spec.raw, "search": search}, str(spec.path), default_name=spec.name)
-
-
-def _create_run_dir(spec: SpaceFile, run_dir: Path, fresh: bool, resuming: bool, source: str) -> None:
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)  # _check_run_dir made sure it is a run folder
+def _create_run_folder(spec: Spec, run: RunFolder, fresh: bool, resuming: bool, source: str) -> None:
+    if fresh and run.path.exists():
+        shutil.rmtree(run.path)  # _check_run_folder made sure it is a run folder
     if not resuming:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / SPACE_COPY).write_text(yaml.safe_dump(spec.raw, sort_keys=False))
-    record(run_dir, source)
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.space_file.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+    run.record_source(source)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,13 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.name is not None and (problem := run_name_problem(args.name)):
             raise SpaceError(f"--name: {problem}")
         parse_address(args.address)
-        spec = _with_num_samples(load_space(args.space), args.num_samples)
-        spec = with_inception_weights(spec, args.inception_weights)
+        spec = with_overrides(load_spec(args.space), args.num_samples, args.inception_weights)
         storage = args.storage.expanduser().resolve()
         _check_storage(storage)
-        run_dir = storage / (args.name or spec.name)
+        run = RunFolder(storage / (args.name or spec.name))
         source = absolute_source(args.data)
-        resuming = _check_run_dir(spec, run_dir, args.fresh, source)
+        resuming = _check_run_folder(spec, run, args.fresh, source)
+
+        from cvae_core.data import load_data, split  # the heavy part starts here
+
+        from .cluster import check_capacity, connect
+
         data = load_data(source)
         _check_batch_size(spec, len(split(data, spec.search.train_on)[0]))
         res = spec.search.resources
@@ -186,49 +112,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    _create_run_dir(spec, run_dir, args.fresh, resuming, source)
-    # Tune saves its experiment state at most every 10 s by default; a kill inside that window
-    # would forget trials started meanwhile. Once a second keeps the loss to under a second.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    # A trial's score exists from its first ASHA milestone on; Tune would refuse earlier results.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    from .finalists import run_and_report
+    from .tuning import run_search
+
+    _create_run_folder(spec, run, args.fresh, resuming, source)
     # A preempted node sends SIGTERM: let Tune save its state as it does for Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-
-    s = spec.search
-    objective = s.objective
-    if objective.metric != "val_loss":
-        try:
-            objective = _prepare_objective(run_dir, spec, data)
-        except Exception as e:  # the extractor cannot load, the reference cannot be computed
-            print(f"error: search.objective: {e}", file=sys.stderr)
-            return 1
-    trainable = tune.with_parameters(
-        run_trial, data=data, run_dir=str(run_dir), train_on=s.train_on, max_t=s.max_t, patience=s.patience,
-        checkpoint_every=s.checkpoint_every, gpu_share=res.gpu, cpus=res.cpu, objective=objective,
-        inception_weights=spec.final.inception_weights,
-        score_at=milestones(s.grace_period, s.reduction_factor, s.max_t),
-    )
-    resources = {"cpu": res.cpu, "gpu": res.gpu}
-    if resuming:
-        print(f"resuming {run_dir}")
-        tuner = tune.Tuner.restore(str(run_dir), tune.with_resources(trainable, resources), resume_errored=True)
-    else:
-        print(f"starting {run_dir}")
-        tuner = _build_tuner(spec, run_dir, trainable, resources)
-    results = tuner.fit()
-    table = write_trials_table(run_dir, patience=spec.search.patience, max_t=spec.search.max_t)
-    done = int(table["status"].isin(["TERMINATED", "ERROR"]).sum())
-    print(f"{done}/{len(table)} trials finished, {int((table['status'] == 'ERROR').sum())} failed; "
-          f"table in {run_dir / 'trials.parquet'}")
-    if results.num_terminated + results.num_errors < spec.search.num_samples:
-        print(f"interrupted: run the same command to resume {run_dir}")
+    finished = run_search(spec, run, data, resuming)
+    if finished is None:
+        return 1
+    if not finished:
+        print(f"interrupted: run the same command to resume {run.path}")
         return 130
-    return run_and_report(run_dir, spec, data)
+    return run_and_report(run, spec, data)
 
 
 if __name__ == "__main__":
-    # Ray and Tune pickle what this module hands them by reference to it, not by value from __main__.
-    from search.run import main as importable_main
-
-    sys.exit(importable_main())
+    sys.exit(main())

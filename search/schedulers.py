@@ -1,4 +1,4 @@
-"""ASHA whose rung records survive a restart, the searcher and the patience stopper.
+"""ASHA whose rung records survive a restart, and the searcher told only of scored results.
 
 Ray rebuilds ASHA's rungs empty when a Tuner is restored (ray-project/ray#30838), so a resumed
 search would compare new results against nothing and stop nobody. `PersistentASHA` writes its
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ray.tune import Stopper
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -72,18 +71,3 @@ class ScoreOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict):
         if self.metric in result:
             super().on_trial_result(trial_id, result)
-
-
-class PatienceStopper(Stopper):
-    """Stops a trial once it reports `epochs_since_best` >= patience."""
-
-    def __init__(self, patience: int):
-        if not (isinstance(patience, int) and patience >= 1):
-            raise ValueError(f"{patience=} must be an integer >= 1")
-        self.patience = patience
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return result.get("epochs_since_best", 0) >= self.patience
-
-    def stop_all(self) -> bool:
-        return False

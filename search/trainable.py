@@ -1,4 +1,9 @@
-"""The Ray Tune trainable: one trial = `cvae_core.training.train` on one sampled config."""
+"""The Ray Tune trainable: one trial = `cvae_core.training.train` on one sampled config.
+
+A trial reports everything its record holds (search.trials reads it back): every epoch's
+metrics, whether training stops after it and why (the training loop decides), its parameter
+count and its latest score. A failure that ends it is also written to its failure file.
+"""
 
 from __future__ import annotations
 
@@ -16,36 +21,44 @@ from cvae_core.models import build_model, count_params
 from cvae_core.training import TrainingDiverged, resolve_device, train
 from results.features import Reference
 from results.metrics import prime_reference
+from results.run_folder import RunFolder
 
 from .objective import TrialScorer
-from .space import Objective, model_config
+from .settings import Objective
+from .space import model_config
 
-STATE_FILE = "state.pt"
-FAILURE_FILE = "failure.json"
+STATE_FILE = "state.pt"  # inside a Tune checkpoint
 
 
 class TrialFailed(RuntimeError):
     """A trial failed for a reason that would recur on a retry (e.g. divergence)."""
 
 
-def _record_failure(trial_dir: Path, kind: str, error: BaseException) -> None:
-    (trial_dir / FAILURE_FILE).write_text(json.dumps({"kind": kind, "reason": str(error)}))
-
-
-def check_earlier_failure(trial_dir: Path) -> None:
-    """Before a retry: a divergence would only happen again (TrialFailed); any other recorded
-    failure is cleared, since this attempt may finish or fail otherwise."""
-    failure = trial_dir / FAILURE_FILE
-    if failure.exists():
-        recorded = json.loads(failure.read_text())
-        if recorded["kind"] == "diverged":
-            raise TrialFailed(recorded["reason"])
-        failure.unlink()
-
-
-def trial_dir_name(config: dict, trial_id: str) -> str:
+def trial_name(config: dict, trial_id: str) -> str:
+    """Short, readable trial folder names: cnn_1a2b3c4d, cnn-arch3-M3_5e6f7a8b."""
     kind = config.get("preset") or config.get("family", "trial")
     return f"{kind}_{trial_id}"
+
+
+def tune_trial_dirname(trial) -> str:
+    """trial_name, in the form Tune's `trial_dirname_creator` asks for."""
+    return trial_name(trial.config, trial.trial_id)
+
+
+def record_failure(failure_file: Path, kind: str, error: BaseException) -> None:
+    """The trial's failure record; a divergence names its epoch (never reported to Tune)."""
+    epoch = {"epoch": error.epoch} if isinstance(error, TrainingDiverged) else {}
+    failure_file.write_text(json.dumps({"kind": kind, "reason": str(error), **epoch}))
+
+
+def check_earlier_failure(failure_file: Path) -> None:
+    """Before a retry: a divergence would only happen again (TrialFailed); any other recorded
+    failure is cleared, since this attempt may finish or fail otherwise."""
+    if failure_file.exists():
+        recorded = json.loads(failure_file.read_text())
+        if recorded["kind"] == "diverged":
+            raise TrialFailed(recorded["reason"])
+        failure_file.unlink()
 
 
 def claim_device(gpu_share: float, cpus: float) -> torch.device:
@@ -78,6 +91,7 @@ def run_trial(
     max_t: int = 200,
     patience: int = 20,
     checkpoint_every: int = 5,
+    grid_every: int = 5,
     gpu_share: float = 0.0,
     cpus: float = 1.0,
     objective: Objective = Objective(metric="val_loss"),
@@ -94,9 +108,10 @@ def run_trial(
     empty after a restore and would overwrite the earlier epochs' files when synced.
     """
     ctx = tune.get_context()
-    trial_dir = Path(run_dir) / trial_dir_name(config, ctx.get_trial_id())
+    run, name = RunFolder(run_dir), trial_name(config, ctx.get_trial_id())
+    trial_dir, failure_file = run.trial(name), run.failure_file(name)
     trial_dir.mkdir(parents=True, exist_ok=True)
-    check_earlier_failure(trial_dir)
+    check_earlier_failure(failure_file)
 
     device = claim_device(gpu_share, cpus)
     cfg = model_config(config)
@@ -111,21 +126,21 @@ def run_trial(
 
     scorer = None
     if objective.metric != "val_loss":
-        reference = Reference(data, objective.reference_split, objective.reference_n)
+        reference = Reference(data, objective.reference.split, objective.reference.n)
         scorer = TrialScorer(cfg, objective.metric, objective.samples_per_class, reference,
                              objective.feature_extractor, inception_weights, device)
     node_id = ray.get_runtime_context().get_node_id()
 
     def report(metrics, make_checkpoint):
         nonlocal last_score
-        last = metrics["epochs_since_best"] >= patience or metrics["epoch"] >= max_t
+        last = metrics["stop"] is not None
         if scorer is None:
             last_score = {"score": metrics["best_val_loss"]}
         elif metrics["epoch"] in score_at or last:
             try:
                 last_score = scorer(make_checkpoint()["best_state"], metrics["epoch"])
             except Exception as e:  # the extractor cannot load, the samples are not finite, ...
-                _record_failure(trial_dir, "scoring_failed", e)
+                record_failure(failure_file, "scoring_failed", e)
                 raise
         metrics = {**metrics, **(last_score or {}), "objective": objective.metric, "params": params,
                    "node_id": node_id}
@@ -142,11 +157,11 @@ def run_trial(
             cfg, x, y, vx, vy,
             epochs=max_t, batch_size=config["batch_size"], lr=config["lr"], patience=patience,
             seed=zlib.crc32(ctx.get_trial_id().encode()), device=device, out_dir=trial_dir,
-            grid_every=checkpoint_every, checkpoint_every=0, resume=resume, callback=report,
+            grid_every=grid_every, checkpoint_every=0, resume=resume, callback=report,
         )
     except TrainingDiverged as e:
-        _record_failure(trial_dir, "diverged", e)
+        record_failure(failure_file, "diverged", e)
         raise
     except torch.OutOfMemoryError as e:
-        _record_failure(trial_dir, "out_of_memory", e)
+        record_failure(failure_file, "out_of_memory", e)
         raise

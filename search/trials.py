@@ -1,4 +1,5 @@
-"""trials.parquet: one row per trial, built from Tune's experiment state and the trial folders."""
+"""RUN/trials.parquet: one row per trial, read from what each trial reported to Tune (its last
+result) and, for a trial that failed, its failure file."""
 
 from __future__ import annotations
 
@@ -7,74 +8,59 @@ from math import nan
 from pathlib import Path
 
 import pandas as pd
-import torch
 from ray.tune import ExperimentAnalysis
 
 from cvae_core.atomic import atomic_write
-from cvae_core.models import build_model, count_params
-from cvae_core.training import read_metrics
+from results.run_folder import RunFolder
 
 from .space import model_config
-from .trainable import FAILURE_FILE, trial_dir_name
-
-TRIALS_FILE = "trials.parquet"
+from .trainable import trial_name
 
 
-def _error_text(trial, trial_dir: Path) -> str | None:
-    failure = trial_dir / FAILURE_FILE
-    if failure.exists():
-        return json.loads(failure.read_text())["reason"]
+def _stop_reason(status: str, last: dict, failure: dict | None) -> str:
+    if status == "ERROR":
+        return failure["kind"] if failure else "error"
+    if status != "TERMINATED":
+        return "unfinished"
+    return last.get("stop") or "asha"  # the training loop says why it stopped; else ASHA stopped it
+
+
+def _tune_error(trial) -> str | None:
     if trial.error_file and Path(trial.error_file).exists():
         lines = Path(trial.error_file).read_text().strip().splitlines()
         return lines[-1] if lines else "error"
     return None
 
 
-def _stop_reason(status: str, last: dict, patience: int, max_t: int, trial_dir: Path) -> str:
-    if status == "ERROR":
-        failure = trial_dir / FAILURE_FILE
-        return json.loads(failure.read_text())["kind"] if failure.exists() else "error"
-    if status != "TERMINATED":
-        return "unfinished"
-    if last.get("epochs_since_best", 0) >= patience:
-        return "patience"
-    if last.get("epoch", 0) >= max_t:
-        return "max_t"
-    return "asha"
-
-
-def trials_table(run_dir: str | Path, patience: int, max_t: int) -> pd.DataFrame:
+def trials_table(run: RunFolder) -> pd.DataFrame:
     """One row per trial, best score first: status, stop reason, epochs, score, params and the config."""
-    run_dir = Path(run_dir)
     rows = []
-    for trial in ExperimentAnalysis(str(run_dir)).trials:
-        trial_dir = run_dir / trial_dir_name(trial.config, trial.trial_id)
-        metrics = read_metrics(trial_dir / "metrics.jsonl")
-        last = metrics[-1] if metrics else {}
-        result = trial.last_result or {}
-        cfg = model_config(trial.config)
-        with torch.device("meta"):
-            params = count_params(build_model(cfg))
+    for trial in ExperimentAnalysis(str(run.path)).trials:
+        name = trial_name(trial.config, trial.trial_id)
+        last = trial.last_result or {}
+        failure_file = run.failure_file(name)
+        failure = json.loads(failure_file.read_text()) if failure_file.exists() else None
         rows.append({
             "trial_id": trial.trial_id,
-            "trial_dir": str(trial_dir),
+            "trial_dir": str(run.trial(name)),
             "status": trial.status,
-            "stop_reason": _stop_reason(trial.status, last, patience, max_t, trial_dir),
-            "error": _error_text(trial, trial_dir),
-            "epochs": int(last.get("epoch", 0)),
-            "objective": result.get("objective"),
-            "score": float(result.get("score", nan)),
-            "fid": float(result.get("fid", nan)),
-            "kid": float(result.get("kid", nan)),
-            "score_epoch": int(result.get("score_epoch", 0)),
+            "stop_reason": _stop_reason(trial.status, last, failure),
+            "error": failure["reason"] if failure else _tune_error(trial),
+            "epochs": max(int(last.get("epoch", 0)), (failure or {}).get("epoch", 0)),
+            "objective": last.get("objective"),
+            "score": float(last.get("score", nan)),
+            "fid": float(last.get("fid", nan)),
+            "kid": float(last.get("kid", nan)),
+            "score_epoch": int(last.get("score_epoch", 0)),
             "best_val_loss": float(last.get("best_val_loss", nan)),
             "best_epoch": int(last.get("best_epoch", 0)),
-            "params": params,
-            "node_id": result.get("node_id"),
+            "params": last.get("params"),
+            "node_id": last.get("node_id"),
+            "config": json.dumps(trial.config),  # what the final stage retrains
             "preset": trial.config.get("preset"),
             "lr": float(trial.config["lr"]),
             "batch_size": int(trial.config["batch_size"]),
-            **cfg.to_dict(),
+            **model_config(trial.config).to_dict(),
         })
     df = pd.DataFrame(rows)
     if len(df):
@@ -82,7 +68,7 @@ def trials_table(run_dir: str | Path, patience: int, max_t: int) -> pd.DataFrame
     return df
 
 
-def write_trials_table(run_dir: str | Path, patience: int, max_t: int) -> pd.DataFrame:
-    df = trials_table(run_dir, patience, max_t)
-    atomic_write(Path(run_dir) / TRIALS_FILE, lambda tmp: df.to_parquet(tmp, index=False))
+def write_trials_table(run: RunFolder) -> pd.DataFrame:
+    df = trials_table(run)
+    atomic_write(run.trials_table, lambda tmp: df.to_parquet(tmp, index=False))
     return df

@@ -29,7 +29,7 @@ def tiny_space(tmp_path: Path, final: dict | None = None, **search) -> Path:
                   "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 40},
         "search": {"num_samples": 3, "max_concurrent": 1, "sampler": {"n_startup_trials": 3},
                    "asha": {"max_t": 4, "grace_period": 4, "reduction_factor": 2},
-                   "patience": 10, "checkpoint_every": 1, "resources": {"cpu": 1},
+                   "patience": 10, "checkpoint_every": 1, "grid_every": 2, "resources": {"cpu": 1},
                    "objective": TINY_OBJECTIVE, **search},
         "final": {**TINY_FINAL, **(final or {})},
     }

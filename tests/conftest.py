@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -44,10 +45,16 @@ def zip_tree(root: Path, zip_path: Path) -> Path:
     return zip_path
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    """Tests never touch the user's cache."""
-    monkeypatch.setenv("CVAE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_machine(tmp_path_factory):
+    """Tests never touch the user's cache, and torch uses one thread: a loaded machine does not
+    turn a fast suite slow."""
+    import torch
+
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CVAE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 @pytest.fixture
@@ -65,33 +72,47 @@ def real_data(tmp_path_factory):
     return load_data(REAL_ZIP, cache_dir=tmp_path_factory.getbasetemp() / "cache")
 
 
-@pytest.fixture
-def scored_run(tmp_path):
-    """A run folder as the final stage leaves it (2 finalists, both samplers), built in-process:
-    the same finalist_job Ray runs, with the tiny extractor and no Ray."""
-    import torch
+def trial_row(trial_id: str, config: dict, score: float = 100.0) -> dict:
+    """A row of trials.parquet, as much of it as the final stage reads."""
+    return {"trial_id": trial_id, "config": json.dumps(config), "objective": "fid", "score": score}
+
+
+MLP_TRIAL = {"batch_size": 40, "family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 32}
+
+
+@pytest.fixture(scope="session")
+def _scored_run(tmp_path_factory, _quiet_machine):
+    """A run folder as the final stage leaves it (2 finalists, both samplers), built in-process
+    once: the same finalist_job Ray runs, with the tiny extractor and no Ray."""
     from cli import tiny_space
 
     from cvae_core.data import load_data
     from results.leaderboard import write_leaderboard
-    from search.final import finalist_job
-    from search.record import record
-    from search.space import load_space
+    from results.run_folder import RunFolder
+    from search.finalists import finalist_job
+    from search.settings import load_spec
 
-    source = make_tree(tmp_path / "tree", per_class=4)
-    run_dir = tmp_path / "runs" / "t"
-    run_dir.mkdir(parents=True)
-    spec = load_space(tiny_space(tmp_path, final={"top_k": 2}))
-    (run_dir / "space.yaml").write_text((tmp_path / "space.yaml").read_text())
-    record(run_dir, str(source))
+    tmp = tmp_path_factory.mktemp("scored")
+    source = make_tree(tmp / "tree", per_class=4)
+    run = RunFolder(tmp / "runs" / "t")
+    run.path.mkdir(parents=True)
+    spec = load_spec(tiny_space(tmp, final={"top_k": 2}))
+    run.space_file.write_text((tmp / "space.yaml").read_text())
+    run.record_source(str(source))
     data = load_data(source)
     for trial_id, lr in (("aaaa0001", 3e-3), ("aaaa0002", 1e-2)):
-        trial_dir = run_dir / f"mlp_{trial_id}"
-        trial_dir.mkdir()
-        config = {"batch_size": 40, "family": "mlp", "latent": 4, "lr": lr, "mlp_layers": 1, "mlp_width": 32}
-        (trial_dir / "params.json").write_text(json.dumps(config))
-        trial = {"trial_id": trial_id, "trial_dir": str(trial_dir), "objective": "fid", "score": 100.0}
-        finalist_job(trial, 0, data, "train", spec.final,
-                     str(run_dir), "t", cpus=torch.get_num_threads())
-    write_leaderboard(run_dir)
-    return run_dir
+        finalist_job(trial_row(trial_id, {**MLP_TRIAL, "lr": lr}), 0, data, "train", spec.final, str(run.path))
+    write_leaderboard(run.path)
+    return run.path
+
+
+@pytest.fixture
+def scored_run(_scored_run):
+    """The scored run folder, for tests that only read it."""
+    return _scored_run
+
+
+@pytest.fixture
+def scored_run_copy(_scored_run, tmp_path):
+    """A copy of the scored run folder, for tests that change it."""
+    return Path(shutil.copytree(_scored_run, tmp_path / "runs" / "t"))

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from cli import command, epochs_done, final_command, run, start, tiny_space, wait_for
-from conftest import make_tree
+from conftest import MLP_TRIAL, make_tree, trial_row
 
-from search.final import finalists
+from search.finalists import finalists
 
 
 def test_finalists_are_the_best_finished_trials_by_score():
@@ -30,9 +30,11 @@ def test_finalists_are_the_best_finished_trials_by_score():
     assert finalists(trials, 10)["trial_id"].tolist() == ["c", "a", "e"]
 
 
-def test_final_alone_needs_a_search_run(tmp_path):
-    proc = run(final_command(tmp_path, tmp_path))
-    assert proc.returncode == 2 and "no trials.parquet; run python -m search.run first" in proc.stderr
+def test_final_alone_needs_a_search_run(tmp_path, capsys):
+    from search.final import main
+
+    assert main([str(tmp_path)]) == 2
+    assert "no trials.parquet; run python -m search.run first" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -135,23 +137,12 @@ def test_sigkill_during_the_final_stage_loses_no_finished_row(tmp_path):
                                   board[cols].sort_values(key).reset_index(drop=True))
 
 
-def test_finalist_job_scores_what_is_missing_without_retraining(scored_run):
-    import torch
-
-    from cvae_core.data import load_data
-    from search.final import finalist_job
-    from search.record import recorded_source
-    from search.space import load_space
-
-    folder = next((scored_run / "final").iterdir())
+def test_finalist_job_scores_what_is_missing_without_retraining(scored_run_copy):
+    folder = next((scored_run_copy / "final").iterdir())
     gmm, prior = folder / "rows" / "gmm.json", folder / "rows" / "prior.json"
     kept, best = prior.read_text(), (folder / "best.pt").stat().st_mtime_ns
     gmm.unlink()
-    trial_id = folder.name.split("_")[1]
-    data = load_data(recorded_source(scored_run, None))
-    trial = {"trial_id": trial_id, "trial_dir": str(scored_run / f"mlp_{trial_id}"), "objective": "fid", "score": 1.0}
-    final = load_space(scored_run / "space.yaml").final
-    rows = finalist_job(trial, 0, data, "train", final, str(scored_run), "t", cpus=torch.get_num_threads())
+    rows = rerun_finalist(scored_run_copy, folder)
     assert [r["sampler"] for r in rows] == ["prior", "gmm"] and gmm.exists()
     assert prior.read_text() == kept and (folder / "best.pt").stat().st_mtime_ns == best
 
@@ -181,21 +172,10 @@ def test_a_tiny_seed_space_scores_the_named_presets(tmp_path, data_dir):
         assert r.lr == 1e-4 and r.batch_size == 512
 
 
-def test_a_finalist_shows_its_training_and_each_score_as_it_goes(scored_run, capsys):
-    import torch
-
-    from cvae_core.data import load_data
-    from search.final import finalist_job
-    from search.record import recorded_source
-    from search.space import load_space
-
-    folder = next((scored_run / "final").iterdir())
+def test_a_finalist_shows_its_training_and_each_score_as_it_goes(scored_run_copy, capsys):
+    folder = next((scored_run_copy / "final").iterdir())
     shutil.rmtree(folder)
-    trial_id = folder.name.split("_")[1]
-    trial = {"trial_id": trial_id, "trial_dir": str(scored_run / f"mlp_{trial_id}"), "objective": "fid", "score": 1.0}
-    data = load_data(recorded_source(scored_run, None))
-    finalist_job(trial, 0, data, "train", load_space(scored_run / "space.yaml").final, str(scored_run), "t",
-                 cpus=torch.get_num_threads())
+    rerun_finalist(scored_run_copy, folder)
     out = capsys.readouterr().out
     name = folder.name
     for expected in (f"{name}: training on cpu", f"{name}: epoch    1  train ",
@@ -209,7 +189,7 @@ def test_a_finalist_shows_its_training_and_each_score_as_it_goes(scored_run, cap
 
 
 def test_epoch_lines_come_at_most_once_per_period():
-    from search.final import _progress
+    from search.finalists import _progress
 
     def lines(every_s):
         buf = io.StringIO()
@@ -224,26 +204,29 @@ def test_epoch_lines_come_at_most_once_per_period():
     assert len(lines(0)) == 5
 
 
-def test_rescore_fills_in_the_measures_of_rows_scored_before_they_existed(scored_run):
-    import torch
-
-    from cvae_core.data import load_data
-    from search.final import finalist_job
-    from search.record import recorded_source
-    from search.space import load_space
-
-    folder = next((scored_run / "final").iterdir())
+def test_rescore_fills_in_the_columns_of_rows_written_before_they_existed(scored_run_copy):
+    folder = next((scored_run_copy / "final").iterdir())
     prior, gmm = folder / "rows" / "prior.json", folder / "rows" / "gmm.json"
-    old = {k: v for k, v in json.loads(prior.read_text()).items() if k not in ("intra_fid", "fid_per_class")}
+    old = {k: v for k, v in json.loads(prior.read_text()).items() if k not in ("intra_fid", "data_source")}
     prior.write_text(json.dumps(old))  # as an earlier version wrote it
     kept, best = gmm.read_text(), (folder / "best.pt").stat().st_mtime_ns
-    trial_id = folder.name.split("_")[1]
-    trial = {"trial_id": trial_id, "trial_dir": str(scored_run / f"mlp_{trial_id}"), "objective": "fid", "score": 1.0}
-    args = (trial, 0, load_data(recorded_source(scored_run, None)), "train",
-            load_space(scored_run / "space.yaml").final, str(scored_run), "t")
-    finalist_job(*args, cpus=torch.get_num_threads())
+    rerun_finalist(scored_run_copy, folder)
     assert json.loads(prior.read_text()) == old  # without --rescore a scored row stays
-    finalist_job(*args, cpus=torch.get_num_threads(), rescore=True)
+    rerun_finalist(scored_run_copy, folder, rescore=True)
     new = json.loads(prior.read_text())
-    assert len(new["fid_per_class"]) == 10 and new["intra_fid"] > 0 and new["fid"] == pytest.approx(old["fid"])
+    assert new["intra_fid"] > 0 and new["data_source"] and new["fid"] == pytest.approx(old["fid"])
     assert gmm.read_text() == kept and (folder / "best.pt").stat().st_mtime_ns == best  # nothing else redone
+
+
+def rerun_finalist(run_dir, folder, **kw):
+    """finalist_job again for the finalist in `folder` of a scored run, as the final stage calls it."""
+    from cvae_core.data import load_data
+    from results.run_folder import RunFolder
+    from search.finalists import finalist_job
+    from search.settings import load_spec
+
+    run = RunFolder(run_dir)
+    trial_id = folder.name.split("_")[1]
+    lr = {"aaaa0001": 3e-3, "aaaa0002": 1e-2}[trial_id]
+    return finalist_job(trial_row(trial_id, {**MLP_TRIAL, "lr": lr}), 0, load_data(run.source()), "train",
+                        load_spec(run.space_file).final, str(run.path), **kw)

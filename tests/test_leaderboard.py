@@ -1,36 +1,46 @@
 import json
 import os
 import stat
-import time
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from results.leaderboard import LEADERBOARD_FILE, SCHEMA, write_leaderboard
+from cvae_core import ModelConfig
+from results.leaderboard import SCHEMA, make_row, missing_columns, write_leaderboard
+from results.metrics import Score
+from results.run_folder import LEADERBOARD_FILE
 
 
 def row(trial: str, sampler: str, fid: float, seed: int = 0, **extra) -> dict:
-    return {
-        "run": "r", "trial_id": trial, "seed": seed, "sampler": sampler, "fid": fid,
-        "search_objective": "fid", "search_score": fid + 20,
-        "intra_fid": fid + 50, "fid_per_class": [fid + 50] * 10, "class_accuracy": 0.5,
-        "class_accuracy_per_class": [0.5] * 10, "probe_accuracy_real": 0.9, "kid_mean": 0.1, "kid_std": 0.01,
-        "precision": 0.3, "recall": 0.6, "score_seconds": 4.0, "classes": [f"c{i}" for i in range(10)],
-        "is_mean": None, "is_std": None, "is_missing_reason": "no logits",
-        "family": "cnn", "preset": None, "latent": 8, "hidden": [], "conv": [[8, 4, 2, 1], [16, 4, 2, 1]],
-        "h": 32, "norm": "none", "activation": "relu", "likelihood": "bernoulli", "sigma": 0.1, "beta": 1.0,
-        "lr": 1e-3, "batch_size": 64, "params": 1234, "epochs_trained": 7, "best_epoch": 5,
-        "best_val_loss": 1900.5, "n_samples": 200, "reference": "x:train[300]", "feature_extractor": "tiny-random",
-        "checkpoint": "/c/best.pt", "sample_grid": "/c/s.png", "train_seconds": 12.5, "device": "cpu",
-        "created_at": time.time(), **extra,
-    }
+    """A row as the final stage makes it (make_row), with `extra` columns changed."""
+    score = Score(fid=fid, fid_per_class=[fid + 50] * 10, intra_fid=fid + 50, class_accuracy=0.5,
+                  class_accuracy_per_class=[0.5] * 10, probe_accuracy_real=0.9, kid_mean=0.1, kid_std=0.01,
+                  precision=0.3, recall=0.6, is_mean=None, is_std=None, is_missing_reason="no logits",
+                  feature_extractor="tiny-random", reference="x:train[300]", n_samples=200, score_seconds=4.0)
+    made = make_row(
+        run="r", trial_id=trial, seed=seed, sampler=sampler, search_objective="fid", search_score=fid + 20,
+        preset=None, model=ModelConfig(family="cnn", latent=8, conv=((8, 4, 2, 1), (16, 4, 2, 1)), h=32),
+        lr=1e-3, batch_size=64, params=1234,
+        training={"epochs_trained": 7, "best_epoch": 5, "best_val_loss": 1900.5, "train_seconds": 12.5,
+                  "device": "cpu"},
+        score=score, classes=tuple(f"c{i}" for i in range(10)), checkpoint=Path("/c/best.pt"),
+        sample_grid=Path("/c/s.png"), data_source="/d/x.zip", train_on="train", gmm_components=10)
+    return {**made, **extra}
 
 
 def put(run_dir, r: dict) -> None:
     d = run_dir / "final" / f"cnn_{r['trial_id']}_s{r['seed']}" / "rows"
     d.mkdir(parents=True, exist_ok=True)
     (d / f"{r['sampler']}.json").write_text(json.dumps(r))
+
+
+def test_a_row_is_made_with_exactly_the_schemas_columns():
+    assert list(row("a", "prior", 1.0)) != [] and set(row("a", "prior", 1.0)) == set(SCHEMA.names)
+    assert missing_columns(row("a", "prior", 1.0)) == []
+    old = {k: v for k, v in row("a", "prior", 1.0).items() if k != "precision"}
+    assert missing_columns(old) == ["precision"]
 
 
 def test_leaderboard_has_the_documented_schema_and_is_sorted_by_fid(tmp_path):

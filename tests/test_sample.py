@@ -5,10 +5,10 @@ from PIL import Image
 
 from cvae_core.data import load_data
 from cvae_core.training import load_model
+from results.run_folder import RunFolder
 from results.sample import main
 from results.samplers import generate, save_sample_grid
-from search.record import recorded_source
-from search.space import load_space
+from search.settings import load_spec
 
 
 def test_sample_regenerates_one_class_from_a_row(scored_run, tmp_path, capsys):
@@ -29,8 +29,8 @@ def test_sample_every_class_with_either_sampler(scored_run, tmp_path, sampler):
 def test_gmm_samples_come_from_the_mixture_the_run_scored(scored_run, tmp_path):
     """results.sample refits the GMM with the run's final.gmm_components, not a default."""
     board = pd.read_parquet(scored_run / "leaderboard.parquet")
-    spec = load_space(scored_run / "space.yaml")
-    data = load_data(recorded_source(scored_run, None))
+    spec = load_spec(RunFolder(scored_run).space_file)
+    data = load_data(RunFolder(scored_run).source())
     model = load_model(board["checkpoint"].iloc[0])
     x, y = data.train_x, data.train_y
 

@@ -5,8 +5,8 @@ from conftest import CLASSES
 from PIL import Image
 
 from cvae_core import ModelConfig
+from cvae_core.grids import grid_labels
 from cvae_core.models import build_model
-from cvae_core.sampling import grid_labels
 from results.samplers import encoder_means, generate, latents, save_sample_grid
 
 CFG = ModelConfig(family="mlp", latent=4, hidden=(32,))

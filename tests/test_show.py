@@ -6,7 +6,8 @@ from PIL import Image
 from results.show import fid_vs_params_figure, main
 
 
-def test_show_prints_the_top_rows_and_writes_the_report(scored_run, capsys):
+def test_show_prints_the_top_rows_and_writes_the_report(scored_run_copy, capsys):
+    scored_run = scored_run_copy
     assert main([str(scored_run), "--top", "2"]) == 0
     out = capsys.readouterr().out
     board = pd.read_parquet(scored_run / "leaderboard.parquet")

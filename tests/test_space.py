@@ -1,95 +1,43 @@
-import copy
-import re
-from pathlib import Path
+"""The `space:` section's distribution language, its Optuna adapter and the trial -> model mapping.
+(Errors in a whole space file, this section's included, are in test_settings.py.)"""
 
 import optuna
 import pytest
-import yaml
 
-from cvae_core import PRESETS, ModelConfig
-from search.space import Choice, Fixed, IntRange, SpaceError, Uniform, load_space, model_config, parse_space
+from cvae_core import REPORT, ModelConfig
+from search.space import Choice, Fixed, IntRange, SpaceError, Uniform, model_config, parse_space_section
 
-SPACES = Path(__file__).resolve().parents[1] / "spaces"
-
-BASE = {
-    "name": "t",
-    "space": {
-        "family": {"choice": ["mlp", "cnn"]},
-        "conv": {"layers": {"int": [2, 3]}, "channels": {"choice": [8, 16]},
-                 "kernel_size": {"choice": [3, 4, 5]}, "stride": 2, "padding": 1},
-        "h": 64,
-        "mlp": {"layers": 2, "width": 128},
-        "latent": {"int": [4, 16]},
-        "lr": {"loguniform": [1e-4, 1e-2]},
-        "batch_size": {"choice": [64, 128]},
-        "beta": {"uniform": [0.5, 1.0]},
-    },
-    "search": {"num_samples": 4, "asha": {"max_t": 10, "grace_period": 2, "reduction_factor": 2},
-               "resources": {"cpu": 1, "gpu": 0.25}, "objective": {}},
-    "final": {"top_k": 2, "samplers": ["prior", "gmm"], "reference": {"split": "train", "n": 500}},
+SPACE = {
+    "family": {"choice": ["mlp", "cnn"]},
+    "conv": {"layers": {"int": [2, 3]}, "channels": {"choice": [8, 16]},
+             "kernel_size": {"choice": [3, 4, 5]}, "stride": 2, "padding": 1},
+    "h": 64,
+    "mlp": {"layers": 2, "width": 128},
+    "latent": {"int": [4, 16]},
+    "lr": {"loguniform": [1e-4, 1e-2]},
+    "batch_size": {"choice": [64, 128]},
+    "beta": {"uniform": [0.5, 1.0]},
 }
 
 
-def with_change(path: str, value, delete=False):
-    raw = copy.deepcopy(BASE)
-    *parents, last = path.split(".")
-    node = raw
-    for key in parents:
-        node = node[key]
-    if delete:
-        del node[last]
-    else:
-        node[last] = value
-    return raw
-
-
-@pytest.mark.parametrize("name", ["cnn", "mlp", "all", "seed", "smoke"])
-def test_shipped_spaces_are_valid(name):
-    spec = load_space(SPACES / f"{name}.yaml")
-    assert spec.name == name
-
-
-def test_seed_space_is_the_reports_16_presets():
-    spec = load_space(SPACES / "seed.yaml")
-    assert sorted(spec.space.presets) == sorted(PRESETS)
-    assert spec.search.num_samples == 16
-    assert spec.space.top["lr"] == Fixed(1e-4) and spec.space.top["batch_size"] == Fixed(512)
-
-
-def test_final_defaults_are_the_issues_and_the_reports():
-    final = parse_space(with_change("final", None, delete=True)).final
-    assert (final.top_k, final.seeds, final.patience, final.samples_per_class) == (3, 1, 20, 1000)
-    assert final.samplers == ("prior", "gmm") and final.reference_split == "train" and final.reference_n is None
-    assert load_space(SPACES / "seed.yaml").final.top_k == 16  # every preset is scored
-    smoke = load_space(SPACES / "smoke.yaml").final
-    assert smoke.reference_n is not None and smoke.samples_per_class <= 50
-
-
-def test_offline_inception_without_the_extra_is_refused_before_any_work(monkeypatch):
-    import search.space
-
-    monkeypatch.setattr(search.space, "nvidia_torchscript_path", lambda: None)
-    with pytest.raises(SpaceError, match=re.escape("final.feature_extractor: inception-v3-nvidia-offline needs")):
-        parse_space(with_change("final.feature_extractor", "inception-v3-nvidia-offline"))
-
-
-def test_distributions_are_parsed():
-    spec = parse_space(BASE)
-    assert spec.space.top["family"] == Choice(("mlp", "cnn"))
-    assert spec.space.top["latent"] == IntRange(4, 16)
-    assert spec.space.top["lr"] == Uniform(1e-4, 1e-2, log=True)
-    assert spec.space.top["beta"] == Uniform(0.5, 1.0)
-    assert spec.space.conv["stride"] == Fixed(2)
-    assert spec.space.top["norm"] == Fixed("none")  # report default for what a space leaves out
-    assert spec.search.resources.gpu == 0.25 and spec.search.max_t == 10
+def test_distributions_are_parsed_and_what_is_left_out_is_the_reports():
+    space = parse_space_section(SPACE)
+    assert space.top["family"] == Choice(("mlp", "cnn"))
+    assert space.top["latent"] == IntRange(4, 16)
+    assert space.top["lr"] == Uniform(1e-4, 1e-2, log=True)
+    assert space.top["beta"] == Uniform(0.5, 1.0)
+    assert space.conv["stride"] == Fixed(2)
+    assert space.top["norm"] == Fixed(ModelConfig.norm) and space.top["sigma"] == Fixed(ModelConfig.sigma)
+    presets = parse_space_section({"presets": ["mlp-M1"]})
+    assert presets.top == {"lr": Fixed(REPORT.lr), "batch_size": Fixed(REPORT.batch_size)}
 
 
 def test_conditional_space_samples_only_the_chosen_family():
-    spec = parse_space(BASE)
+    space = parse_space_section(SPACE)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
     for _ in range(20):
-        config = spec.space(study.ask())
+        config = space(study.ask())
         cfg = model_config(config)
         assert isinstance(cfg, ModelConfig)
         seen.add(cfg.family)
@@ -101,227 +49,7 @@ def test_conditional_space_samples_only_the_chosen_family():
     assert seen == {"mlp", "cnn"}
 
 
-MALFORMED = [
-    # (change, value, expected key path in the message)
-    ("space.conv.kernel_size", {"choice": [3, 4, "five"]}, "space.conv.kernel_size.choice[2]"),
-    ("space.conv.kernel_size", {"choice": []}, "space.conv.kernel_size.choice: must be a non-empty list"),
-    ("space.conv.kernel_size", {"choice": [3, 3]}, "space.conv.kernel_size.choice: has repeated"),
-    ("space.conv.kernel_size", {"uniform": [3, 5]}, "space.conv.kernel_size.uniform"),
-    ("space.conv.layers", {"int": [2, 9]}, "space.conv: layers=5"),  # stride-2 stack can't fit
-    ("space.conv.padding", -1, "space.conv.padding: -1 must be >= 0"),
-    ("space.conv.stride", 0, "space.conv.stride: 0 must be >= 1"),
-    ("space.conv.dilation", 2, "space.conv.dilation: unknown key"),
-    ("space.conv.channels", None, "space.conv.channels: None is not a number"),
-    ("space.lr", {"loguniform": [0.0, 1e-2]}, "space.lr.loguniform[0]: 0.0 must be > 0"),
-    ("space.lr", -1e-3, "space.lr: -0.001 must be > 0"),
-    ("space.lr", {"loguniform": [1e-2, 1e-4]}, "space.lr.loguniform: low=0.01 must be < high=0.0001"),
-    ("space.lr", {"loguniform": [1e-4]}, "space.lr.loguniform: must be [low, high]"),
-    ("space.lr", {"normal": [0, 1]}, "space.lr: unknown distribution 'normal'"),
-    ("space.lr", {"uniform": [1e-4, 1e-3], "log": True}, "space.lr: a distribution has exactly one key"),
-    ("space.lr", {"int": [1, 3]}, "space.lr.int: this key is not an integer"),
-    ("space.lr", "fast", "space.lr: 'fast' is not a number"),
-    ("space.latent", {"choice": [8, 2.5]}, "space.latent.choice[1]: 2.5 is not an integer"),
-    ("space.latent", 0, "space.latent: 0 must be >= 1"),
-    ("space.latent", None, "space.latent: None is not a number"),
-    ("space.batch_size", [64, 128], "space.batch_size: a list is not a value"),
-    ("space.family", "rnn", "space.family: 'rnn' is not one of"),
-    ("space.norm", {"choice": ["batch", "group"]}, "space.norm.choice[1]: 'group' is not one of"),
-    ("space.likelihood", {"uniform": [0, 1]}, "space.likelihood.uniform: this key takes a fixed value"),
-    ("space.sigma", 0, "space.sigma: 0 must be > 0"),
-    ("space.beta", -0.1, "space.beta: -0.1 must be >= 0"),
-    ("space.optimizer", "sgd", "space.optimizer: unknown key"),
-    ("space.mlp.width", {"choice": [0, 128]}, "space.mlp.width.choice[0]: 0 must be >= 1"),
-    ("space.mlp.layers", 1.5, "space.mlp.layers: 1.5 is not an integer"),
-    ("space.lr", float("nan"), "space.lr: nan is not finite"),
-    ("search.resources.gpu", 1.5, "search.resources.gpu: 1.5 is fractional and > 1"),
-    ("search.resources.gpu", -1, "search.resources.gpu: -1 must be >= 0"),
-    ("search.resources.cpu", 0, "search.resources.cpu: 0 must be > 0"),
-    ("search.resources.tpu", 1, "search.resources.tpu: unknown key"),
-    ("search.num_samples", 0, "search.num_samples: 0 must be >= 1"),
-    ("search.num_samples", "many", "search.num_samples: 'many' is not a number"),
-    ("search.asha.grace_period", 20, "search.asha.grace_period: 20 must be <= max_t=10"),
-    ("search.asha.reduction_factor", 1, "search.asha.reduction_factor: 1 must be >= 2"),
-    ("search.asha.brackets", 2, "search.asha.brackets: unknown key"),
-    ("search.patience", 0, "search.patience: 0 must be >= 1"),
-    ("search.train_on", "test", "search.train_on: 'test' is not one of"),
-    ("search.sampler", [1], "search.sampler: must be a mapping"),
-    ("search.objective.metric", "psnr", "search.objective.metric: 'psnr' is not one of ['fid', 'kid', 'val_loss']"),
-    ("search.objective.samples_per_class", 0, "search.objective.samples_per_class: 0 must be >= 1"),
-    ("search.objective.reference", {"split": "val"}, "search.objective.reference.split: 'val' is not one of"),
-    ("search.objective.reference", {"n": 1}, "search.objective.reference.n: 1 must be >= 2"),
-    ("search.objective.reference", [1], "search.objective.reference: must be a mapping"),
-    ("search.objective.feature_extractor", "clip", "search.objective.feature_extractor: 'clip' is not one of"),
-    ("search.objective.every", 5, "search.objective.every: unknown key"),
-    ("final.top_k", 0, "final.top_k: 0 must be >= 1"),
-    ("final.seeds", 1.5, "final.seeds: 1.5 is not an integer"),
-    ("final.samples_per_class", 0, "final.samples_per_class: 0 must be >= 1"),
-    ("final.samplers", [], "final.samplers: must be a non-empty list"),
-    ("final.samplers", ["prior", "flow"], "final.samplers[1]: 'flow' is not one of"),
-    ("final.samplers", ["gmm", "gmm"], "final.samplers[1]: 'gmm' is listed twice"),
-    ("final.reference", {"split": "val"}, "final.reference.split: 'val' is not one of"),
-    ("final.reference", {"n": 1}, "final.reference.n: 1 must be >= 2"),
-    ("final.reference", {"subset": 5}, "final.reference.subset: unknown key"),
-    ("final.feature_extractor", "clip", "final.feature_extractor: 'clip' is not one of"),
-    ("final.inception_weights", "/no/such/weights.pth", "final.inception_weights: /no/such/weights.pth is not a file"),
-    ("final.topk", 3, "final.topk: unknown key"),
-    ("serach", {}, "serach: unknown top-level key"),
-    ("name", "a/b", "name: 'a/b' must be"),
-]
-
-
-@pytest.mark.parametrize("path, value, message", MALFORMED, ids=[m[2][:40] for m in MALFORMED])
-def test_malformed_space_names_file_key_and_problem(tmp_path, path, value, message):
-    f = tmp_path / "bad.yaml"
-    f.write_text(yaml.safe_dump(with_change(path, value)))
-    with pytest.raises(SpaceError) as err:
-        load_space(f)
-    assert str(err.value).startswith(f"{f}: ")
-    assert message in str(err.value)
-
-
-@pytest.mark.parametrize(
-    "path, message",
-    [
-        ("space.conv", "space.conv: missing (family can be 'cnn')"),
-        ("space.h", "space.h: missing"),
-        ("space.latent", "space.latent: missing"),
-        ("space.family", "space.family: missing"),
-        ("space.conv.stride", "space.conv.stride: missing"),
-        ("space", "space: missing"),
-    ],
-)
-def test_missing_keys_are_named(path, message):
-    with pytest.raises(SpaceError, match=re.escape(message)):
-        parse_space(with_change(path, None, delete=True))
-
-
-def test_branch_for_a_family_that_is_never_sampled_is_rejected():
-    raw = with_change("space.family", "mlp")
-    with pytest.raises(SpaceError, match=re.escape("space.conv: given, but family is never 'cnn'")):
-        parse_space(raw)
-
-
-def test_presets_alone_train_with_the_reports_optimiser_settings():
-    top = parse_space({"space": {"presets": ["mlp-M1"]}}).space.top
-    assert top == {"lr": Fixed(1e-4), "batch_size": Fixed(512)}
-
-
-def test_presets_space_rules():
-    ok = {"space": {"presets": ["cnn-arch3-M3"], "lr": 1e-4}}
-    assert parse_space(ok).space.presets == ("cnn-arch3-M3",)
-    with pytest.raises(SpaceError, match=re.escape("space.presets[1]: unknown preset 'cnn-arch9-M1'")):
-        parse_space({"space": {"presets": ["cnn-arch3-M3", "cnn-arch9-M1"]}})
-    with pytest.raises(SpaceError, match=re.escape("space.latent: not allowed beside presets")):
-        parse_space({"space": {"presets": ["mlp-M1"], "latent": 8}})
-    with pytest.raises(SpaceError, match=re.escape("space.lr: must be a fixed value beside presets")):
-        parse_space({"space": {"presets": ["mlp-M1"], "lr": {"choice": [1e-4, 1e-3]}}})
-    with pytest.raises(SpaceError, match=re.escape("search.num_samples: not used with space.presets")):
-        parse_space({"space": {"presets": ["mlp-M1"]}, "search": {"num_samples": 3}})
-
-
-def test_file_level_errors(tmp_path):
-    with pytest.raises(SpaceError, match="nope.yaml: file not found"):
-        load_space(tmp_path / "nope.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("space: {family: [")
-    with pytest.raises(SpaceError, match="bad.yaml: not valid YAML"):
-        load_space(bad)
-    bad.write_text("- just\n- a list\n")
-    with pytest.raises(SpaceError, match="bad.yaml: top level: must be a mapping"):
-        load_space(bad)
-
-
-def test_inception_weights_from_the_command_line_must_be_a_file(tmp_path):
-    from search.space import with_inception_weights
-
-    spec = parse_space(BASE)
-    assert with_inception_weights(spec, None) is spec
-    with pytest.raises(SpaceError, match=re.escape("--inception-weights /no/such.pth: not a file")):
-        with_inception_weights(spec, "/no/such.pth")
-    weights = tmp_path / "w.pth"
-    weights.write_bytes(b"x")
-    assert with_inception_weights(spec, str(weights)).final.inception_weights == str(weights)
-
-
-@pytest.mark.parametrize("name, message", [
-    ("..", "name: '..' must be a plain folder name"),
-    (".", "name: '.' must be a plain folder name"),
-    ("a\\b", "must be a plain folder name"),
-    ("", "name: '' must be a non-empty string"),
-])
-def test_the_run_name_is_a_plain_folder_name(name, message):
-    with pytest.raises(SpaceError, match=re.escape(message)):
-        parse_space(with_change("name", name))
-
-
-def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
-    f = tmp_path / "dup.yaml"
-    f.write_text(yaml.safe_dump(BASE, sort_keys=False).replace("  lr:", "  lr: 5.0\n  lr:", 1))
-    lines = f.read_text().splitlines()
-    first = next(i for i, line in enumerate(lines, 1) if line.startswith("  lr:"))
-    with pytest.raises(SpaceError, match=re.escape(f"{f}: space.lr: given twice (lines {first} and {first + 1})")):
-        load_space(f)
-
-
-def test_a_number_yaml_reads_as_text_gets_a_hint(tmp_path):
-    f = tmp_path / "text.yaml"
-    f.write_text(yaml.safe_dump(BASE).replace("- 0.0001", "- 1e-4"))
-    with pytest.raises(SpaceError) as err:
-        load_space(f)
-    assert "space.lr.loguniform[0]: '1e-4' is text to YAML, not a number: write 0.0001" in str(err.value)
-    f.write_text(yaml.safe_dump(BASE).replace("- 0.0001", "- 1e-5"))
-    with pytest.raises(SpaceError, match=re.escape("write 1.0e-05")):
-        load_space(f)
-    assert yaml.safe_load("1.0e-05") == 1e-5  # the hint is what YAML reads as a number
-
-
-@pytest.mark.parametrize("section", ["search", "final"])
-def test_an_empty_section_means_its_defaults(tmp_path, section):
-    f = tmp_path / "empty.yaml"
-    raw = {k: v for k, v in BASE.items() if k != section}
-    f.write_text(yaml.safe_dump(raw) + f"{section}:\n")
-    spec = load_space(f)
-    assert getattr(spec, section) == getattr(parse_space(raw), section)
-
-
-def test_a_folder_or_a_binary_file_is_not_a_space_file(tmp_path):
-    with pytest.raises(SpaceError, match=re.escape(f"{tmp_path}: is a folder, not a space file")):
-        load_space(tmp_path)
-    binary = tmp_path / "model.pt"
-    binary.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(SpaceError, match=re.escape(f"{binary}: not a text file")):
-        load_space(binary)
-
-
-def test_relative_inception_weights_are_found_beside_the_space_file(tmp_path, monkeypatch):
-    (tmp_path / "spaces").mkdir()
-    weights = tmp_path / "spaces" / "w.pth"
-    weights.write_bytes(b"x")
-    f = tmp_path / "spaces" / "s.yaml"
-    f.write_text(yaml.safe_dump(with_change("final.inception_weights", "w.pth")))
-    monkeypatch.chdir(tmp_path)  # not the space file's folder
-    spec = load_space(f)
-    assert spec.final.inception_weights == str(weights)
-    assert spec.raw["final"]["inception_weights"] == str(weights)  # the run folder's copy works from anywhere
-
-
-def test_the_objective_defaults_to_fid_of_1000_samples_and_to_val_loss_for_presets():
-    objective = parse_space(BASE).search.objective
-    assert (objective.metric, objective.samples_per_class) == ("fid", 100)
-    assert (objective.reference_split, objective.reference_n, objective.feature_extractor) == ("train", 10_000, "auto")
-    assert parse_space(with_change("search.objective", {"reference": {"n": None}})).search.objective.reference_n is None
-    assert load_space(SPACES / "seed.yaml").search.objective.metric == "val_loss"
-
-
-def test_val_loss_cannot_rank_trials_of_different_likelihood_families():
-    raw = with_change("space.likelihood", {"choice": ["bernoulli", "gaussian_learned"]})
-    raw["search"]["objective"] = {"metric": "val_loss"}
-    with pytest.raises(SpaceError, match=re.escape(
-            "search.objective.metric: val_loss cannot rank trials whose likelihoods differ "
-            "(['bernoulli', 'gaussian_learned'])")):
-        parse_space(raw)
-    raw["search"]["objective"] = {"metric": "kid"}
-    assert parse_space(raw).search.objective.metric == "kid"
-    one_family = with_change("space.likelihood", {"choice": ["gaussian", "gaussian_learned"]})
-    one_family["search"]["objective"] = {"metric": "val_loss"}
-    assert parse_space(one_family).search.objective.metric == "val_loss"
+def test_every_conv_stack_a_space_can_sample_must_fit_the_image():
+    expected = r"space\.conv: layers=5, kernel_size=5, stride=2, padding=1 does not fit 32x32"
+    with pytest.raises(SpaceError, match=expected):
+        parse_space_section({**SPACE, "conv": {**SPACE["conv"], "layers": {"int": [2, 9]}}})

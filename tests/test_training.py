@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from cvae_core import ModelConfig, preset_config
-from cvae_core.training import TrainingDiverged, load_model, read_metrics, train
+from cvae_core.layout import read_metrics
+from cvae_core.training import TrainingDiverged, load_model, train
 
 SMALL = ModelConfig(family="cnn", latent=8, h=32, conv=[(8, 4, 2, 1), (16, 4, 2, 1)])
 
@@ -16,6 +17,7 @@ def _tiny(n=256, seed=0):
     return x, y
 
 
+@pytest.mark.slow  # decoding the real CIFAR-10 zip
 def test_a_few_epochs_on_real_images_reduce_the_loss(real_data):
     tx, ty = real_data.train_x[:512], real_data.train_y[:512]
     vx, vy = real_data.test_x[:256], real_data.test_y[:256]
@@ -69,7 +71,7 @@ def test_divergence_raises_with_the_epoch_and_is_logged(tmp_path):
     with pytest.raises(TrainingDiverged) as err:
         train(cfg, x, y, x, y, epochs=50, batch_size=16, lr=1e6, device="cpu", out_dir=tmp_path, grid_every=0)
     assert err.value.epoch >= 1 and f"epoch {err.value.epoch}" in str(err.value)
-    last = read_metrics(tmp_path / "metrics.jsonl")[-1]
+    last = read_metrics(tmp_path)[-1]
     assert last["epoch"] == err.value.epoch
     assert not (math.isfinite(last["train_loss"]) and math.isfinite(last["val_loss"]))
 
@@ -77,7 +79,7 @@ def test_divergence_raises_with_the_epoch_and_is_logged(tmp_path):
 def test_out_dir_gets_metrics_grids_and_checkpoints(tmp_path):
     x, y = _tiny(64)
     train(SMALL, x, y, x, y, epochs=2, batch_size=32, device="cpu", out_dir=tmp_path, grid_every=1)
-    assert [m["epoch"] for m in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert [m["epoch"] for m in read_metrics(tmp_path)] == [1, 2]
     names = sorted(p.name for p in (tmp_path / "grids").iterdir())
     assert "epoch0002_samples.png" in names and "epoch0002_recon_test.png" in names
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 2

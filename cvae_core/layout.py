@@ -1,0 +1,30 @@
+"""A training folder: the files `cvae_core.training.train` writes into its `out_dir`.
+
+    metrics.jsonl    one JSON record per epoch (a resumed run may repeat an epoch: the last wins)
+    checkpoint.pt    everything needed to continue bit for bit
+    best.pt          the kept weights and their ModelConfig
+    grids/           reconstructions and prior samples, now and then
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
+BEST_FILE = "best.pt"
+GRIDS_DIR = "grids"
+
+
+def read_metrics(folder: str | Path) -> list[dict[str, Any]]:
+    """The epoch records of a training folder, one per epoch, in order."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    p = Path(folder) / METRICS_FILE
+    if p.exists():
+        for line in p.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                by_epoch[rec["epoch"]] = rec
+    return [by_epoch[e] for e in sorted(by_epoch)]

@@ -1,0 +1,137 @@
+"""A search's run folder: every file in it named once, and the run-level records read and written here.
+
+    RUN/space.yaml                    the space file as run (compared on resume)
+    RUN/data.json                     the data source, so later commands need no --data
+    RUN/feature_extractor.json        the network each scoring stage resolved `auto` to, once
+    RUN/asha_state.json               ASHA's rung records
+    RUN/<trial>/                      a trial: a training folder (cvae_core.layout) + failure.json
+    RUN/trials.parquet                one row per trial
+    RUN/final/<trial>_s<seed>/        a finalist: a training folder + train.json, samples_<sampler>.png,
+                                      rows/<sampler>.json
+    RUN/leaderboard.parquet           one row per (trial, seed, sampler)
+    RUN/report/                       what results.show writes
+
+Tune writes its own experiment state beside these (experiment_state-*.json, searcher state).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvae_core.atomic import atomic_write_text
+from cvae_core.sources import DataError, absolute_source
+
+SPACE_FILE = "space.yaml"
+LEADERBOARD_FILE = "leaderboard.parquet"
+
+
+@dataclass(frozen=True)
+class Finalist:
+    """RUN/final/<trial>_s<seed>/: one retraining of a finalist, and its scored rows."""
+
+    path: Path
+
+    @property
+    def summary(self) -> Path:  # written once training is done
+        return self.path / "train.json"
+
+    def row(self, sampler: str) -> Path:
+        return self.path / "rows" / f"{sampler}.json"
+
+    def sample_grid(self, sampler: str) -> Path:
+        return self.path / f"samples_{sampler}.png"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path).resolve())
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def space_file(self) -> Path:
+        return self.path / SPACE_FILE
+
+    @property
+    def asha_state(self) -> Path:
+        return self.path / "asha_state.json"
+
+    @property
+    def trials_table(self) -> Path:
+        return self.path / "trials.parquet"
+
+    @property
+    def leaderboard(self) -> Path:
+        return self.path / LEADERBOARD_FILE
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / "report"
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a run (so --fresh may delete it)."""
+        return self.space_file.exists()
+
+    def trial(self, name: str) -> Path:
+        return self.path / name
+
+    def failure_file(self, trial_name: str) -> Path:
+        return self.trial(trial_name) / "failure.json"
+
+    def finalist(self, trial_name: str, seed: int) -> Finalist:
+        return Finalist(self.path / "final" / f"{trial_name}_s{seed}")
+
+    def row_files(self) -> list[Path]:
+        return sorted(self.path.glob("final/*/rows/*.json"))
+
+    # ------------------------------------------------------------------ run-level records
+
+    @property
+    def _data_file(self) -> Path:
+        return self.path / "data.json"
+
+    @property
+    def _extractor_file(self) -> Path:
+        return self.path / "feature_extractor.json"
+
+    def record_source(self, source: str) -> None:
+        if not self._data_file.exists():
+            atomic_write_text(self._data_file, json.dumps({"source": source}))
+
+    def check_source(self, source: str) -> None:
+        """Refuse to resume a run on other data than it started with."""
+        if self._data_file.exists() and (recorded := json.loads(self._data_file.read_text())["source"]) != source:
+            raise DataError(f"--data {source}: this run started with {recorded} (in {self._data_file}); "
+                            "pass that, or --fresh to start over")
+
+    def source(self, given: str | None = None) -> str:
+        """--data when given, else the data the run recorded, else the default."""
+        if given is not None:
+            return absolute_source(given)
+        if self._data_file.exists():
+            return json.loads(self._data_file.read_text())["source"]
+        return absolute_source(None)
+
+    def extractor(self, stage: str, requested: str, inception_weights: str | None) -> str:
+        """The feature extractor `stage` scores with: the one the run recorded, else `requested`
+        resolved on this machine and recorded (scores of two networks do not compare, so a run
+        keeps one). Raises ValueError for an explicit other one."""
+        from .extractors import resolve_extractor
+
+        recorded = json.loads(self._extractor_file.read_text()) if self._extractor_file.exists() else {}
+        if stage in recorded:
+            if requested not in ("auto", recorded[stage]):
+                raise ValueError(f"{stage}.feature_extractor: {requested} differs from {recorded[stage]}, which "
+                                 f"this run's {stage} scores were computed with (in {self._extractor_file}); "
+                                 "scores of two networks do not compare")
+            return recorded[stage]
+        name = resolve_extractor(requested, inception_weights)
+        atomic_write_text(self._extractor_file, json.dumps({**recorded, stage: name}))
+        return name

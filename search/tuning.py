@@ -1,0 +1,102 @@
+"""The search itself: Ray Tune runs the trials, Optuna's TPE picks them, ASHA stops the weak ones,
+and every trial is ranked by its score (search.objective)."""
+
+from __future__ import annotations
+
+import os
+
+from optuna.samplers import TPESampler
+from ray import tune
+
+from cvae_core.data import ImageData
+from results.features import Reference
+from results.run_folder import RunFolder
+
+from .objective import METRIC, MODE, milestones
+from .schedulers import PersistentASHA, ScoreOptunaSearch
+from .settings import Objective, Spec
+from .trainable import prime_on_worker, run_trial, tune_trial_dirname
+from .trials import write_trials_table
+
+
+def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective:
+    """Resolve the objective's feature extractor once, here, and cache the reference's features
+    and statistics before any trial needs them (on a GPU node when trials use GPUs)."""
+    objective, res = spec.search.objective, spec.search.resources
+    weights = spec.final.inception_weights
+    extractor = run.extractor("search", objective.feature_extractor, weights)
+    reference = Reference(data, objective.reference.split, objective.reference.n)
+    print(f"search objective: {objective.metric} of {10 * objective.samples_per_class} samples against "
+          f"{reference.label}, features from {extractor}", flush=True)
+    prime_on_worker(reference, extractor, weights, res.cpu, res.gpu)
+    return objective.model_copy(update={"feature_extractor": extractor})
+
+
+def _new_tuner(spec: Spec, run: RunFolder, trainable):
+    s = spec.search
+    scheduler = PersistentASHA(run.asha_state, time_attr="epoch", max_t=s.asha.max_t, grace_period=s.asha.grace_period,
+                               reduction_factor=s.asha.reduction_factor, metric=METRIC, mode=MODE)
+    if spec.space.presets:
+        search_alg = None
+        param_space = {"preset": tune.grid_search(list(spec.space.presets)),
+                       **{k: d.value for k, d in spec.space.top.items()}}
+        num_samples = 1
+    else:
+        sampler = TPESampler(seed=s.seed, n_startup_trials=s.sampler.n_startup_trials)
+        # A define-by-run space takes metric/mode here (OptunaSearch ignores TuneConfig's),
+        # so they are given to the searcher and scheduler and not to TuneConfig.
+        search_alg = ScoreOptunaSearch(space=spec.space, metric=METRIC, mode=MODE, sampler=sampler, seed=s.seed)
+        param_space, num_samples = None, s.num_samples
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+            trial_dirname_creator=tune_trial_dirname, max_concurrent_trials=s.max_concurrent or None,
+        ),
+        run_config=tune.RunConfig(
+            name=run.name,
+            storage_path=str(run.path.parent),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # by recency: see README
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=1,
+        ),
+    )
+
+
+def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> bool | None:
+    """Needs Ray initialised and the run folder created. Runs (or resumes) the search and writes
+    trials.parquet; True when every trial has finished, False when interrupted, None when the
+    objective could not be prepared (the reason is printed)."""
+    # Tune saves its experiment state at most every 10 s by default; a kill inside that window
+    # would forget trials started meanwhile. Once a second keeps the loss to under a second.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # A trial's score exists from its first ASHA milestone on; Tune would refuse earlier results.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+
+    s, res = spec.search, spec.search.resources
+    objective = s.objective
+    if objective.metric != "val_loss":
+        try:
+            objective = _prepare_objective(run, spec, data)
+        except Exception as e:  # the extractor cannot load, the reference cannot be computed
+            print(f"error: search.objective: {e}", flush=True)
+            return None
+    trainable = tune.with_resources(tune.with_parameters(
+        run_trial, data=data, run_dir=str(run.path), train_on=s.train_on, max_t=s.asha.max_t, patience=s.patience,
+        checkpoint_every=s.checkpoint_every, grid_every=s.grid_every, gpu_share=res.gpu, cpus=res.cpu,
+        objective=objective, inception_weights=spec.final.inception_weights,
+        score_at=milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t),
+    ), {"cpu": res.cpu, "gpu": res.gpu})
+    if resuming and tune.Tuner.can_restore(str(run.path)):
+        print(f"resuming {run.path}")
+        tuner = tune.Tuner.restore(str(run.path), trainable, resume_errored=True)
+    else:
+        print(f"starting {run.path}")
+        tuner = _new_tuner(spec, run, trainable)
+    results = tuner.fit()
+    table = write_trials_table(run)
+    done = int(table["status"].isin(["TERMINATED", "ERROR"]).sum())
+    print(f"{done}/{len(table)} trials finished, {int((table['status'] == 'ERROR').sum())} failed; "
+          f"table in {run.trials_table}")
+    return results.num_terminated + results.num_errors >= s.num_samples

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+import results.extractors
+from cvae_core.sources import DataError
+from results.run_folder import RunFolder
+
+
+def test_auto_is_resolved_once_and_the_run_keeps_that_extractor(tmp_path, monkeypatch):
+    def resolving_auto_to(network):
+        return lambda name, weights: network if name == "auto" else name
+
+    run = RunFolder(tmp_path)
+    monkeypatch.setattr(results.extractors, "resolve_extractor", resolving_auto_to("inception-v3-nvidia-offline"))
+    assert run.extractor("final", "auto", None) == "inception-v3-nvidia-offline"
+    assert json.loads((tmp_path / "feature_extractor.json").read_text()) == {"final": "inception-v3-nvidia-offline"}
+
+    # Later, on a node where auto would pick another network, the run still scores with the first.
+    monkeypatch.setattr(results.extractors, "resolve_extractor", resolving_auto_to("inception-v3-compat"))
+    assert run.extractor("final", "auto", "/w.pth") == "inception-v3-nvidia-offline"
+    # An explicitly different one is refused, naming both.
+    with pytest.raises(ValueError, match="final.feature_extractor: tiny-random differs from inception-v3-nvidia-off"):
+        run.extractor("final", "tiny-random", None)
+    # Each stage keeps its own.
+    assert run.extractor("search", "tiny-random", None) == "tiny-random"
+    assert json.loads((tmp_path / "feature_extractor.json").read_text()) == {
+        "final": "inception-v3-nvidia-offline", "search": "tiny-random"}
+
+
+def test_the_data_source_is_recorded_once_and_resuming_on_other_data_is_refused(tmp_path, monkeypatch):
+    run = RunFolder(tmp_path / "r")
+    monkeypatch.setenv("CVAE_DATA", "cifar10:/somewhere")
+    assert run.source() == "cifar10:/somewhere"  # nothing recorded: the default
+    run.record_source("/data/a.zip")
+    run.record_source("/data/b.zip")  # the first record stays
+    assert run.source() == "/data/a.zip" and run.source("rel.zip") == str((tmp_path.cwd() / "rel.zip").resolve())
+    run.check_source("/data/a.zip")
+    with pytest.raises(DataError, match="--data /data/b.zip: this run started with /data/a.zip"):
+        run.check_source("/data/b.zip")
+
+
+def test_a_folder_is_a_run_once_it_holds_its_space_file(tmp_path):
+    run = RunFolder(tmp_path / "r")
+    assert not run.is_run()
+    run.path.mkdir()
+    (run.path / "thesis.tex").write_text("x")
+    assert not run.is_run()
+    run.space_file.write_text("space: {}")
+    assert run.is_run()
+    finalist = run.finalist("mlp_ab12", 1)
+    assert finalist.path == run.path / "final" / "mlp_ab12_s1" and finalist.row("gmm").name == "gmm.json"

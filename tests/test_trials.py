@@ -1,0 +1,53 @@
+"""trials.parquet is read from what each trial reported (its last result) and its failure file."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+import search.trials
+from results.run_folder import RunFolder
+from search.trials import trials_table
+
+CONFIG = {"family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 8, "lr": 1e-3, "batch_size": 16}
+
+
+def tune_trial(trial_id, status, last=None):
+    return SimpleNamespace(trial_id=trial_id, status=status, config=CONFIG, last_result=last or {}, error_file=None)
+
+
+def result(epoch, score, stop=None, **extra):
+    return {"epoch": epoch, "score": score, "fid": score, "kid": 0.1, "score_epoch": epoch, "objective": "fid",
+            "best_val_loss": 2000.0 - epoch, "best_epoch": epoch, "params": 1234, "node_id": "n1", "stop": stop,
+            **extra}
+
+
+@pytest.fixture
+def table(tmp_path, monkeypatch):
+    run = RunFolder(tmp_path / "r")
+    trials = [
+        tune_trial("a", "TERMINATED", result(20, 150.0, stop="patience")),
+        tune_trial("b", "TERMINATED", result(4, 140.0, stop="max_epochs")),
+        tune_trial("c", "TERMINATED", result(2, 300.0)),  # ASHA stopped it: the loop never said stop
+        tune_trial("d", "ERROR", result(3, 200.0)),
+        tune_trial("e", "ERROR"),
+        tune_trial("f", "RUNNING", result(1, 400.0)),
+    ]
+    for trial_id, failure in {"d": {"kind": "out_of_memory", "reason": "CUDA out of memory"},
+                              "e": {"kind": "diverged", "reason": "loss diverged at epoch 1", "epoch": 1}}.items():
+        run.failure_file(f"mlp_{trial_id}").parent.mkdir(parents=True)
+        run.failure_file(f"mlp_{trial_id}").write_text(json.dumps(failure))
+    monkeypatch.setattr(search.trials, "ExperimentAnalysis", lambda path: SimpleNamespace(trials=trials))
+    return trials_table(run).set_index("trial_id")
+
+
+def test_every_stop_reason_comes_from_the_trials_own_record(table):
+    assert table["stop_reason"].to_dict() == {"a": "patience", "b": "max_epochs", "c": "asha",
+                                              "d": "out_of_memory", "e": "diverged", "f": "unfinished"}
+    assert table.loc["d", "error"] == "CUDA out of memory" and table.loc["e", "epochs"] == 1
+
+
+def test_rows_are_ranked_by_score_and_carry_what_the_trial_reported(table):
+    assert list(table.index[:4]) == ["b", "a", "d", "c"]  # by score; trials without one last
+    assert table.loc["a", "params"] == 1234 and table.loc["a", "best_epoch"] == 20
+    assert json.loads(table.loc["a", "config"]) == CONFIG and list(table.loc["a", "hidden"]) == [8]
