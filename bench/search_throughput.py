@@ -26,15 +26,16 @@ from ray import tune
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import dataloader_baseline  # noqa: E402
 
-from cvae_core import preset_config  # noqa: E402
+from cvae_core import REPORT, preset_config  # noqa: E402
 from cvae_core.data import load_data  # noqa: E402
-from cvae_core.training import read_metrics, resolve_device  # noqa: E402
+from cvae_core.layout import read_metrics  # noqa: E402
+from cvae_core.training import resolve_device  # noqa: E402
 from search.trainable import run_trial  # noqa: E402
 
 
 def trial_epochs_per_second(run_dir: Path) -> float:
     """Epochs after each trial's first, over the span from the first warm-up end to the last end."""
-    runs = [read_metrics(f) for f in run_dir.glob("*/metrics.jsonl")]
+    runs = [read_metrics(f.parent) for f in run_dir.glob("*/metrics.jsonl")]
     runs = [r for r in runs if len(r) >= 2]
     start = min(r[0]["time"] for r in runs)
     end = max(r[-1]["time"] for r in runs)
@@ -51,7 +52,7 @@ def through_ray(preset: str, k: int, data, epochs: int, batch_size: int, gpu: bo
     resources = {"cpu": cpus, "gpu": 1 / k if gpu else 0}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
-        param_space={"preset": preset, "lr": 1e-4, "batch_size": batch_size},
+        param_space={"preset": preset, "lr": REPORT.lr, "batch_size": batch_size},
         tune_config=tune.TuneConfig(num_samples=k, max_concurrent_trials=k),
         run_config=tune.RunConfig(name=run_dir.name, storage_path=str(storage), verbose=0),
     )
@@ -80,7 +81,7 @@ def main() -> None:
     print(f"{args.preset}, {len(x)} images, batch {args.batch_size}, {args.epochs} epochs per trial, device {name}")
     print(f"  (Ray trials also validate on {len(vx)} images every epoch and report to Tune)")
 
-    base = dataloader_baseline(preset_config(args.preset), x, y, dev, 3, args.batch_size, 1e-4)
+    base = dataloader_baseline(preset_config(args.preset), x, y, dev, 3, args.batch_size, REPORT.lr)
     base_rate = 1 / statistics.median(base[1:])
     print(f"  {'baseline: 1 DataLoader trial':<32} {base_rate:8.2f} trial-epochs/s   (training only)")
 

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import ToTensor
 
-from cvae_core import build_model, preset_config
+from cvae_core import REPORT, build_model, preset_config
 from cvae_core.data import load_data
 from cvae_core.losses import neg_elbo
 from cvae_core.training import resolve_device, train
@@ -97,11 +97,14 @@ def main() -> None:
         return statistics.median(timed)
 
     epochs = args.epochs + 1
-    base = report("(a) DataLoader + ToTensor, 2 workers", dataloader_baseline(cfg, x, y, dev, epochs, args.batch_size, 1e-4))
-    ours = report("(b) cvae_core.training.train", project_loop(cfg, x, y, vx, vy, dev, epochs, args.batch_size, 1e-4, False))
+    base = report("(a) DataLoader + ToTensor, 2 workers",
+                  dataloader_baseline(cfg, x, y, dev, epochs, args.batch_size, REPORT.lr))
+    ours = report("(b) cvae_core.training.train",
+                  project_loop(cfg, x, y, vx, vy, dev, epochs, args.batch_size, REPORT.lr, False))
     print(f"  speed-up (a)/(b): {base / ours:.2f}x")
     if args.compile:
-        comp = report("(b) + torch.compile", project_loop(cfg, x, y, vx, vy, dev, epochs, args.batch_size, 1e-4, True))
+        comp = report("(b) + torch.compile",
+                      project_loop(cfg, x, y, vx, vy, dev, epochs, args.batch_size, REPORT.lr, True))
         print(f"  speed-up (a)/(b+compile): {base / comp:.2f}x")
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
+from PIL import Image
 
 from .config import NUM_CLASSES
 from .models import CVAE
@@ -20,6 +21,24 @@ def sample_prior(
         len(labels), model.cfg.latent, generator=generator, device=labels.device
     )
     return model.decode(z, labels)
+
+
+GRID_PADDING = 2  # black pixels between images, as in torchvision's grids
+
+
+def image_grid(images: torch.Tensor, nrow: int, padding: int = GRID_PADDING) -> Image.Image:
+    """Images (N, 3, H, W), uint8 or floats in [0, 1], `nrow` to a row, laid out as torchvision's
+    make_grid lays them out (importing torchvision for it would cost every process seconds)."""
+    if images.dtype != torch.uint8:
+        images = images.detach().mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+    n, c, h, w = images.shape
+    columns, rows = min(nrow, n), math.ceil(n / min(nrow, n))
+    grid = torch.zeros(c, rows * (h + padding) + padding, columns * (w + padding) + padding, dtype=torch.uint8)
+    for i, image in enumerate(images.cpu()):
+        r, col = divmod(i, columns)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[:, top : top + h, left : left + w] = image
+    return Image.fromarray(grid.permute(1, 2, 0).numpy())
 
 
 def grid_labels(per_class: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -52,8 +71,8 @@ def save_training_grids(
         y = y.to(device)
         mu, _ = model.encode(x, y)
         rec = model.decode(mu, y)
-        save_image(torch.cat([x, rec]), out_dir / f"epoch{epoch:04d}_recon_{split}.png", nrow=len(x))
+        image_grid(torch.cat([x, rec]), nrow=len(x)).save(out_dir / f"epoch{epoch:04d}_recon_{split}.png")
     gen = torch.Generator(device=device).manual_seed(seed)
     labels = grid_labels(10, device)
-    save_image(sample_prior(model, labels, gen), out_dir / f"epoch{epoch:04d}_samples.png", nrow=10)
+    image_grid(sample_prior(model, labels, gen), nrow=10).save(out_dir / f"epoch{epoch:04d}_samples.png")
     model.train(was_training)

@@ -150,7 +150,8 @@ def train(
     epoch trains on floor(N / batch_size) full batches of a fresh permutation.
 
     out_dir: if given, receives METRICS_FILE (one record per epoch), GRIDS_DIR every
-    `grid_every` epochs, CHECKPOINT_FILE every `checkpoint_every` epochs and BEST_FILE at the end.
+    `grid_every` epochs, CHECKPOINT_FILE every `checkpoint_every` epochs and at the last, and
+    BEST_FILE at the end.
     Each epoch's record says whether training stops after it (`stop`: a STOP_REASONS entry or None).
     resume: a checkpoint dict (see `make_checkpoint`) to continue from, bit for bit.
     callback(metrics, make_checkpoint) is called after every epoch; make_checkpoint() builds
@@ -252,7 +253,8 @@ def train(
             raise TrainingDiverged(epoch, train_loss, val_loss)
         if out is not None and grid_every and epoch % grid_every == 0:
             save_training_grids(model, out / GRIDS_DIR, epoch, fixed)
-        if out is not None and checkpoint_every and epoch % checkpoint_every == 0:
+        # At the last epoch too: a run resumed after it was done knows it, and trains no more.
+        if out is not None and checkpoint_every and (epoch % checkpoint_every == 0 or stop is not None):
             atomic_torch_save(make_checkpoint(), out / CHECKPOINT_FILE)
         if callback is not None:
             callback(metrics, make_checkpoint)

@@ -23,7 +23,6 @@ from cvae_core.config import NUM_CLASSES
 from cvae_core.data import ImageData, split
 from cvae_core.sources import default_cache_dir, is_torchvision
 
-from .extractors import has_logits, register_extractors
 from .names import COMPAT, REFERENCE_SPLITS
 
 EXTRACT_BATCH = 200  # images per extractor call
@@ -86,6 +85,8 @@ def load_extractor(name: str, inception_weights: str | None = None, device: str 
     """torch-fidelity's feature extractor `name` on `device`, built once per process."""
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
     from torch_fidelity.utils import create_feature_extractor
+
+    from .extractors import has_logits, register_extractors
 
     register_extractors()
     cls = FEATURE_EXTRACTORS_REGISTRY[name]

@@ -3,8 +3,9 @@
     RUN/space.yaml                    the space file as run (compared on resume)
     RUN/data.json                     the data source, so later commands need no --data
     RUN/feature_extractor.json        the network each scoring stage resolved `auto` to, once
-    RUN/asha_state.json               ASHA's rung records
-    RUN/<trial>/                      a trial: a training folder (cvae_core.layout) + failure.json
+    RUN/asha_state.jsonl              ASHA's rung records, appended as they are made
+    RUN/<trial>/                      a trial: a training folder (cvae_core.layout), scores.jsonl
+                                      (its scores, appended), failure.json, TensorBoard events
     RUN/trials.parquet                one row per trial
     RUN/final/<trial>_s<seed>/        a finalist: a training folder + train.json, samples_<sampler>.png,
                                       rows/<sampler>.json
@@ -12,6 +13,7 @@
     RUN/report/                       what results.show writes
 
 Tune writes its own experiment state beside these (experiment_state-*.json, searcher state).
+Every file a trial or the driver writes again and again is appended to, never rewritten whole.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class RunFolder:
 
     @property
     def asha_state(self) -> Path:
-        return self.path / "asha_state.json"
+        return self.path / "asha_state.jsonl"
 
     @property
     def trials_table(self) -> Path:
@@ -84,6 +86,9 @@ class RunFolder:
 
     def failure_file(self, trial_name: str) -> Path:
         return self.trial(trial_name) / "failure.json"
+
+    def scores_file(self, trial_name: str) -> Path:
+        return self.trial(trial_name) / "scores.jsonl"
 
     def finalist(self, trial_name: str, seed: int) -> Finalist:
         return Finalist(self.path / "final" / f"{trial_name}_s{seed}")

@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from torchvision.utils import save_image
-
+    from cvae_core.grids import image_grid
     from cvae_core.training import load_model, resolve_device
 
     from .samplers import generate, save_sample_grid
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if cls is not None:
         images = images[cls * args.n : (cls + 1) * args.n]
-        save_image(images.float() / 255, args.out, nrow=math.ceil(math.sqrt(args.n)))
+        image_grid(images, nrow=math.ceil(math.sqrt(args.n))).save(args.out)
     else:
         save_sample_grid(images, args.n, args.out, data.classes, columns=args.n)
     what = data.classes[cls] if cls is not None else "every class"

@@ -13,17 +13,14 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from sklearn.mixture import GaussianMixture
-from torchvision.utils import make_grid
 
 from cvae_core.config import NUM_CLASSES
-from cvae_core.grids import grid_labels
+from cvae_core.grids import GRID_PADDING, grid_labels, image_grid
 from cvae_core.models import CVAE
 
 from .names import SAMPLERS
 
 BATCH = 1000
-GRID_PADDING = 2  # pixels between images, as torchvision's grids
 
 
 @torch.no_grad()
@@ -51,6 +48,7 @@ def latents(
         return torch.randn(NUM_CLASSES * per_class, model.cfg.latent, generator=gen)
     if sampler != "gmm":
         raise ValueError(f"{sampler=} must be one of {list(SAMPLERS)}")
+    from sklearn.mixture import GaussianMixture  # only here: importing scikit-learn takes seconds
     model.eval()
     mu = encoder_means(model, train_x, train_y).double().numpy()
     z = []
@@ -95,11 +93,11 @@ def save_sample_grid(
     """A PNG with one row per class, the first `columns` images of each, the class named on the left."""
     columns = min(columns, per_class)
     idx = torch.cat([torch.arange(columns) + c * per_class for c in range(NUM_CLASSES)])
-    grid = make_grid(images_u8[idx], nrow=columns, padding=GRID_PADDING)
+    grid = image_grid(images_u8[idx], nrow=columns)
     font = ImageFont.load_default(size=12)
     label_width = max(int(font.getlength(name)) for name in classes) + 2 * GRID_PADDING + 4
-    canvas = Image.new("RGB", (label_width + grid.shape[2], grid.shape[1]))
-    canvas.paste(Image.fromarray(grid.permute(1, 2, 0).numpy()), (label_width, 0))
+    canvas = Image.new("RGB", (label_width + grid.width, grid.height))
+    canvas.paste(grid, (label_width, 0))
     draw = ImageDraw.Draw(canvas)
     row_height = images_u8.shape[2] + GRID_PADDING
     for c, name in enumerate(classes):

@@ -1,67 +1,133 @@
-"""ASHA whose rung records survive a restart, and the searcher told only of scored results.
+"""The search's scheduler and searcher, as Tune sees them.
 
-Ray rebuilds ASHA's rungs empty when a Tuner is restored (ray-project/ray#30838), so a resumed
-search would compare new results against nothing and stop nobody. `PersistentASHA` writes its
-rungs to a JSON file in the run folder whenever they change and reads them back on unpickling.
+- `PersistentASHA`: ASHA whose rung records survive a restart. Ray rebuilds ASHA's rungs empty
+  when a Tuner is restored (ray-project/ray#30838), so a resumed search would compare new results
+  against nothing and stop nobody. Each new rung record is appended to a file in the run folder
+  and read back on unpickling.
+- It also decides when Tune saves its experiment state (`SavesOnEvents`).
+- `ScoreOptunaSearch`: TPE told only of results that carry the score.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from cvae_core.atomic import atomic_write_text
+SAVE_BUDGET = 0.05  # the share of the driver's time that event-driven saves may take
+STATE_PERIOD_S = 300  # Tune's own periodic save, for whatever no event covers
 
 
-class PersistentASHA(ASHAScheduler):
+class SavesOnEvents:
+    """Save Tune's experiment state when a trial is added, finishes, fails or is removed.
+
+    Tune rewrites its whole state on every save. Saving once a second therefore costs time that
+    grows with the number of trials times the search's length, quadratically in all; saving on
+    the events a resume must not lose costs once per event. The save runs at the start of Tune's
+    next step, after Tune has recorded the new status; if saves have already taken SAVE_BUDGET of
+    the driver's time since the search started, it waits until it fits (a 2,000-trial search's
+    state takes a fraction of a second to save). Tune's own timer (STATE_PERIOD_S) saves the rest.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._reset_save_clock()
+
+    def _reset_save_clock(self) -> None:
+        self._save_wanted, self._save_clock, self._save_spent, self.saves = False, None, 0.0, 0
+
+    def _want_save(self) -> None:
+        self._save_wanted = True
+
+    def _maybe_save(self, tune_controller) -> None:
+        now = time.monotonic()
+        if self._save_clock is None:
+            self._save_clock = now
+        if not self._save_wanted or self._save_spent > SAVE_BUDGET * (now - self._save_clock):
+            return
+        # The scheduler API hands over Tune's controller wrapped; its checkpoint() is the one Tune's
+        # own timer calls, here forced.
+        getattr(tune_controller, "_tune_controller", tune_controller).checkpoint(force=True)
+        self._save_wanted = False
+        self._save_spent += time.monotonic() - now
+        self.saves += 1
+
+    def choose_trial_to_run(self, tune_controller):
+        self._maybe_save(tune_controller)  # Tune asks this at the start of every step
+        return super().choose_trial_to_run(tune_controller)
+
+    def on_trial_add(self, tune_controller, trial):
+        super().on_trial_add(tune_controller, trial)
+        self._want_save()
+
+    def on_trial_error(self, tune_controller, trial):
+        super().on_trial_error(tune_controller, trial)
+        self._want_save()
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        super().on_trial_complete(tune_controller, trial, result)
+        self._want_save()
+
+    def on_trial_remove(self, tune_controller, trial):
+        super().on_trial_remove(tune_controller, trial)
+        self._want_save()
+
+
+class PersistentASHA(SavesOnEvents, ASHAScheduler):
     def __init__(self, state_path: str | Path, **kwargs):
         super().__init__(**kwargs)
         self._state_path = str(Path(state_path).resolve())
-        self._saved_count = -1
+        self._written: set[tuple[int, int, str]] = set()  # (bracket, rung, trial) already in the file
         self._load()
 
     def __setstate__(self, state):
         # Tuner.restore unpickles the scheduler as it was first built: refill it from the file.
         self.__dict__.update(state)
+        self._reset_save_clock()
         self._load()
-
-    def _rung_records(self) -> list[list[dict[str, float]]]:
-        return [[recorded for _, recorded in bracket._rungs] for bracket in self._brackets]
 
     def _load(self) -> None:
         path = Path(self._state_path)
         if not path.exists():
             return
-        saved = json.loads(path.read_text())
-        for bracket, rungs in zip(self._brackets, saved["rungs"]):
-            for (_, recorded), loaded in zip(bracket._rungs, rungs):
-                recorded.clear()
-                recorded.update(loaded)
-        self._num_stopped = saved["num_stopped"]
-        self._saved_count = self._count()
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: its record is made again
+                continue
+            if "stopped" in record:
+                self._num_stopped = record["stopped"]
+                continue
+            b, r, trial_id = record["bracket"], record["rung"], record["trial"]
+            self._brackets[b]._rungs[r][1][trial_id] = record["value"]
+            self._written.add((b, r, trial_id))
 
-    def _count(self) -> int:
-        return sum(len(r) for rungs in self._rung_records() for r in rungs)
-
-    def _save_if_changed(self) -> None:
-        count = self._count()
-        if count != self._saved_count:
-            state = {"rungs": self._rung_records(), "num_stopped": self._num_stopped,
-                     "milestones": [[m for m, _ in b._rungs] for b in self._brackets]}
-            atomic_write_text(Path(self._state_path), json.dumps(state))
-            self._saved_count = count
+    def _append_new_records(self, trial_id: str, stopped: bool) -> None:
+        lines = []
+        for b, bracket in enumerate(self._brackets):
+            for r, (milestone, recorded) in enumerate(bracket._rungs):
+                if trial_id in recorded and (b, r, trial_id) not in self._written:
+                    lines.append({"bracket": b, "rung": r, "milestone": milestone, "trial": trial_id,
+                                  "value": recorded[trial_id]})
+                    self._written.add((b, r, trial_id))
+        if stopped:
+            lines.append({"stopped": self._num_stopped})
+        if lines:
+            with open(self._state_path, "a") as f:
+                f.write("".join(json.dumps(line) + "\n" for line in lines))
 
     def on_trial_result(self, tune_controller, trial, result):
+        before = self._num_stopped
         action = super().on_trial_result(tune_controller, trial, result)
-        self._save_if_changed()
+        self._append_new_records(trial.trial_id, self._num_stopped != before)
         return action
 
     def on_trial_complete(self, tune_controller, trial, result):
         super().on_trial_complete(tune_controller, trial, result)
-        self._save_if_changed()
+        self._append_new_records(trial.trial_id, stopped=False)
 
 
 class ScoreOptunaSearch(OptunaSearch):

@@ -8,15 +8,17 @@ count and its latest score. A failure that ends it is also written to its failur
 from __future__ import annotations
 
 import json
-import tempfile
 import zlib
 from pathlib import Path
 
 import ray
 import torch
 from ray import tune
+from tensorboardX import SummaryWriter
 
+from cvae_core.atomic import atomic_torch_save
 from cvae_core.data import ImageData, split
+from cvae_core.layout import CHECKPOINT_FILE, read_metrics
 from cvae_core.models import build_model, count_params
 from cvae_core.training import TrainingDiverged, resolve_device, train
 from results.features import Reference
@@ -26,8 +28,6 @@ from results.run_folder import RunFolder
 from .objective import TrialScorer
 from .settings import Objective
 from .space import model_config
-
-STATE_FILE = "state.pt"  # inside a Tune checkpoint
 
 
 class TrialFailed(RuntimeError):
@@ -83,6 +83,15 @@ def prime_on_worker(reference: Reference, extractor: str, inception_weights: str
     ray.get(task.remote(reference, extractor, inception_weights, gpu_share, cpus))
 
 
+def _scores(scores_file: Path, up_to_epoch: int) -> dict | None:
+    """The latest score a trial recorded at or before `up_to_epoch` (a killed trial may have
+    scored an epoch its checkpoint does not hold; it is scored again when reached)."""
+    if not scores_file.exists():
+        return None
+    records = [json.loads(line) for line in scores_file.read_text().splitlines() if line.strip()]
+    return next((r for r in reversed(records) if r["score_epoch"] <= up_to_epoch), None)
+
+
 def run_trial(
     config: dict,
     data: ImageData,
@@ -103,13 +112,14 @@ def run_trial(
     `data` comes from the object store; the training function moves it to this trial's device
     once. With a fid/kid `objective` (its extractor already resolved) the kept weights are scored
     at the epochs in `score_at` and at the last epoch; every later result carries that score.
-    Metrics, grids and the failure record go straight to the trial's folder in the run folder
-    (`run_dir`, an absolute path every node sees): Ray's per-session working directory starts
-    empty after a restore and would overwrite the earlier epochs' files when synced.
+    Everything the trial keeps is in its folder of the run folder (`run_dir`, a path every node
+    sees): its epoch records, checkpoint, scores, grids, failure record and TensorBoard events.
+    A restarted trial continues from its own checkpoint, so Tune keeps no checkpoints and the
+    driver's saved state holds no paths that a kill could leave dangling.
     """
     ctx = tune.get_context()
     run, name = RunFolder(run_dir), trial_name(config, ctx.get_trial_id())
-    trial_dir, failure_file = run.trial(name), run.failure_file(name)
+    trial_dir, failure_file, scores_file = run.trial(name), run.failure_file(name), run.scores_file(name)
     trial_dir.mkdir(parents=True, exist_ok=True)
     check_earlier_failure(failure_file)
 
@@ -117,12 +127,9 @@ def run_trial(
     cfg = model_config(config)
     with torch.device("meta"):
         params = count_params(build_model(cfg))
-    resume, last_score = None, None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-        resume, last_score = state["train"], state["score"]
+    checkpoint = trial_dir / CHECKPOINT_FILE
+    resume = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
+    last_score = _scores(scores_file, resume["epoch"]) if resume else None
 
     scorer = None
     if objective.metric != "val_loss":
@@ -130,26 +137,31 @@ def run_trial(
         scorer = TrialScorer(cfg, objective.metric, objective.samples_per_class, reference,
                              objective.feature_extractor, inception_weights, device)
     node_id = ray.get_runtime_context().get_node_id()
+    events = SummaryWriter(str(trial_dir), flush_secs=30)
+    reported = False
 
     def report(metrics, make_checkpoint):
-        nonlocal last_score
-        last = metrics["stop"] is not None
+        nonlocal last_score, reported
         if scorer is None:
             last_score = {"score": metrics["best_val_loss"]}
-        elif metrics["epoch"] in score_at or last:
+        elif metrics["epoch"] in score_at or metrics["stop"] is not None:
             try:
                 last_score = scorer(make_checkpoint()["best_state"], metrics["epoch"])
             except Exception as e:  # the extractor cannot load, the samples are not finite, ...
                 record_failure(failure_file, "scoring_failed", e)
                 raise
-        metrics = {**metrics, **(last_score or {}), "objective": objective.metric, "params": params,
-                   "node_id": node_id}
-        if metrics["epoch"] % checkpoint_every and not last:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as d:
-            torch.save({"train": make_checkpoint(), "score": last_score}, Path(d) / STATE_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            with open(scores_file, "a") as f:
+                f.write(json.dumps(last_score) + "\n")
+        for key in ("train_loss", "val_loss", "best_val_loss", "score"):
+            value = {**metrics, **(last_score or {})}.get(key)
+            if value is not None:
+                events.add_scalar(key, value, metrics["epoch"])
+        if metrics["epoch"] % checkpoint_every == 0 or metrics["stop"] is not None:
+            # Before reporting: Tune may stop the trial on this report (ASHA) and never return.
+            atomic_torch_save(make_checkpoint(), checkpoint)
+        tune.report({**metrics, **(last_score or {}), "objective": objective.metric, "params": params,
+                     "node_id": node_id})
+        reported = True
 
     x, y, vx, vy = split(data, train_on)
     try:
@@ -165,3 +177,8 @@ def run_trial(
     except torch.OutOfMemoryError as e:
         record_failure(failure_file, "out_of_memory", e)
         raise
+    finally:
+        events.close()
+    if not reported:  # restarted after it had finished (a kill before Tune saved that): say so again
+        tune.report({**read_metrics(trial_dir)[-1], **(last_score or {}), "objective": objective.metric,
+                     "params": params, "node_id": node_id})

@@ -3,6 +3,7 @@ and every trial is ranked by its score (search.objective)."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 from optuna.samplers import TPESampler
@@ -13,7 +14,7 @@ from results.features import Reference
 from results.run_folder import RunFolder
 
 from .objective import METRIC, MODE, milestones
-from .schedulers import PersistentASHA, ScoreOptunaSearch
+from .schedulers import STATE_PERIOD_S, PersistentASHA, ScoreOptunaSearch
 from .settings import Objective, Spec
 from .trainable import prime_on_worker, run_trial, tune_trial_dirname
 from .trials import write_trials_table
@@ -32,7 +33,9 @@ def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective
     return objective.model_copy(update={"feature_extractor": extractor})
 
 
-def _new_tuner(spec: Spec, run: RunFolder, trainable):
+def new_tuner(spec: Spec, run: RunFolder, trainable):
+    """The search's Tuner: the searcher, ASHA (which also decides when the state is saved) and
+    the run folder. Trials keep their own checkpoints, so Tune keeps none."""
     s = spec.search
     scheduler = PersistentASHA(run.asha_state, time_attr="epoch", max_t=s.asha.max_t, grace_period=s.asha.grace_period,
                                reduction_factor=s.asha.reduction_factor, metric=METRIC, mode=MODE)
@@ -53,26 +56,37 @@ def _new_tuner(spec: Spec, run: RunFolder, trainable):
         tune_config=tune.TuneConfig(
             search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
             trial_dirname_creator=tune_trial_dirname, max_concurrent_trials=s.max_concurrent or None,
+            # A trial's worker goes on to the next trial: no process start, and the feature
+            # extractor it built (once per process) is built once per worker instead of per trial.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=run.name,
             storage_path=str(run.path.parent),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # by recency: see README
             failure_config=tune.FailureConfig(max_failures=0),
             verbose=1,
         ),
     )
 
 
+def configure_tune() -> None:
+    """Tune's process-wide settings for a search (read when a Tuner starts)."""
+    # The state is saved when a trial is added, finishes or fails (SavesOnEvents), else rarely.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_PERIOD_S))
+    # Each trial writes its own records into the run folder. Tune's driver-side copies of them
+    # (result.json, progress.csv, events) would be copied to storage whole on every save.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # A trial's score exists from its first ASHA milestone on; Tune would refuse earlier results.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # ... and Tune, reading its experiment back, would warn about each missing per-trial log.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
 def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> bool | None:
     """Needs Ray initialised and the run folder created. Runs (or resumes) the search and writes
     trials.parquet; True when every trial has finished, False when interrupted, None when the
     objective could not be prepared (the reason is printed)."""
-    # Tune saves its experiment state at most every 10 s by default; a kill inside that window
-    # would forget trials started meanwhile. Once a second keeps the loss to under a second.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    # A trial's score exists from its first ASHA milestone on; Tune would refuse earlier results.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    configure_tune()
 
     s, res = spec.search, spec.search.resources
     objective = s.objective
@@ -93,7 +107,7 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
         tuner = tune.Tuner.restore(str(run.path), trainable, resume_errored=True)
     else:
         print(f"starting {run.path}")
-        tuner = _new_tuner(spec, run, trainable)
+        tuner = new_tuner(spec, run, trainable)
     results = tuner.fit()
     table = write_trials_table(run)
     done = int(table["status"].isin(["TERMINATED", "ERROR"]).sum())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,20 +55,43 @@ def run(cmd, timeout=300) -> subprocess.CompletedProcess:
 
 
 def start(cmd) -> subprocess.Popen:
-    """In its own process group, so a test can SIGKILL it with every Ray process it started."""
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    """In its own process group, so a test can SIGKILL it with every Ray process it started. Its
+    output goes to a file (a pipe nobody reads would fill up and stall it): `output(proc)`."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="cmd-", suffix=".log", delete=False)
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=env)
+    proc.log_path = log.name
+    return proc
 
 
-def wait_for(predicate, proc, timeout=240):
+def output(proc: subprocess.Popen) -> str:
+    return Path(proc.log_path).read_text()
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """The command and every process it started."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+    proc.wait()
+
+
+def wait_for(predicate, proc, timeout=240, what="the kill point"):
     t0 = time.time()
     while time.time() - t0 < timeout:
         if predicate():
             return
         if proc.poll() is not None:
-            raise AssertionError(f"command ended before the kill point:\n{proc.stdout.read()[-3000:]}")
+            raise AssertionError(f"command ended before {what}:\n{output(proc)[-3000:]}")
         time.sleep(0.05)
-    raise AssertionError("kill point never reached")
+    kill(proc)
+    raise AssertionError(f"{what} never reached:\n{output(proc)[-3000:]}")
+
+
+def records(trial_dir: Path, name: str = "metrics.jsonl") -> list[dict]:
+    """The JSON lines a trial appended to one of its files (metrics.jsonl, scores.jsonl)."""
+    f = Path(trial_dir) / name
+    return [json.loads(line) for line in f.read_text().splitlines() if line] if f.exists() else []
 
 
 def epochs_done(folder: Path, pattern: str = "*/metrics.jsonl") -> dict[str, list[int]]:

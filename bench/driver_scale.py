@@ -1,0 +1,183 @@
+"""What saving Tune's experiment state costs the driver over a whole search, as the trial count grows:
+the project's policy (save on trial events within a time budget, trials keep their own
+checkpoints, no driver-side trial logs) against the previous one (a save every second, Tune
+checkpoints kept 2 deep, Tune's per-trial logs), measured in the same run.
+
+Each (policy, trial count) runs in a fresh process: the project's real Tuner (search.tuning:
+new_tuner's TPE and persistent ASHA, configure_tune's settings) over a dummy trainable that
+sleeps instead of training but reports as a trial does (an epoch record, a score at ASHA's
+milestones, the stop at its last epoch) and checkpoints as the policy's trials do. Measured in
+the driver: its CPU seconds, the state saves (count, seconds), the bytes they wrote and the bytes
+copied from the driver's staging folder to the run folder.
+
+    python bench/driver_scale.py                      # 50, 200 and 800 trials, a few minutes on 2 cores
+    python bench/driver_scale.py --trials 50 200 --concurrent 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+POLICIES = ("events", "every_second")
+
+
+def _folder_bytes(path: str) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def _instrument() -> dict:
+    """Count and time Tune's state saves and measure what they write and copy."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    stats = {"saves": 0, "save_seconds": 0.0, "bytes_written": 0, "bytes_copied": 0}
+    original = _ExperimentCheckpointManager.sync_up_experiment_state
+
+    def sync_up(self, save_fn, force=False, wait=False):
+        saved = []
+
+        def counted_save():
+            save_fn()
+            saved.append(True)
+
+        t0 = time.perf_counter()
+        original(self, counted_save, force=force, wait=wait)
+        if saved:
+            staging = self._storage.experiment_driver_staging_path
+            stats["saves"] += 1
+            stats["save_seconds"] += time.perf_counter() - t0
+            stats["bytes_written"] += sum(f.stat().st_size for f in Path(staging).glob("*") if f.is_file())
+            stats["bytes_copied"] += _folder_bytes(staging)
+
+    _ExperimentCheckpointManager.sync_up_experiment_state = sync_up
+    return stats
+
+
+def dummy_trial(config, run_dir: str, epochs: int, epoch_s: float, score_at: frozenset, checkpoint_every: int,
+                tune_checkpoints: bool):
+    """Reports like search.trainable.run_trial, sleeping instead of training."""
+    import random
+
+    from ray import tune
+
+    from results.run_folder import RunFolder
+    from search.trainable import trial_name
+
+    trial_id = tune.get_context().get_trial_id()
+    folder = RunFolder(run_dir).trial(trial_name(config, trial_id))
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(trial_id)
+    quality, score = config["lr"] * 1e3 + rng.random(), None
+    for epoch in range(1, epochs + 1):
+        time.sleep(epoch_s)
+        stop = "max_epochs" if epoch == epochs else None
+        if epoch in score_at or stop:
+            score = {"score": quality * 100 / epoch, "fid": quality * 100 / epoch, "kid": 0.1, "score_epoch": epoch}
+        metrics = {"epoch": epoch, "best_val_loss": 2000.0 / epoch, "best_epoch": epoch, "stop": stop,
+                   "objective": "fid", "params": 1000, **(score or {})}
+        with open(folder / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if epoch % checkpoint_every and not stop:
+            tune.report(metrics)
+        elif tune_checkpoints:  # the previous policy: a Tune checkpoint, kept 2 deep
+            with tempfile.TemporaryDirectory() as d:
+                Path(d, "state.pt").write_bytes(b"x" * 4096)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        else:  # the trial's own checkpoint
+            (folder / "checkpoint.tmp").write_bytes(b"x" * 4096)
+            os.replace(folder / "checkpoint.tmp", folder / "checkpoint.pt")
+            tune.report(metrics)
+
+
+def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: float) -> dict:
+    """In this process: one search with `policy`; its measurements as a dict."""
+    if policy == "every_second":
+        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "1"
+    import ray
+    from ray import tune
+
+    from results.run_folder import RunFolder
+    from search import schedulers, tuning
+    from search.objective import milestones
+    from search.settings import parse_spec
+
+    tuning.configure_tune()
+    if policy == "every_second":
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
+        schedulers.SavesOnEvents._maybe_save = lambda self, controller: None
+    stats = _instrument()
+    spec = parse_spec({
+        "name": "scale",
+        "space": {"family": "mlp", "latent": 4, "mlp": {"layers": 1, "width": 8},
+                  "lr": {"loguniform": [1.0e-4, 1.0e-2]}, "batch_size": 16},
+        "search": {"num_samples": trials, "max_concurrent": concurrent, "sampler": {"n_startup_trials": 10},
+                   "asha": {"max_t": epochs, "grace_period": 2, "reduction_factor": 2}, "checkpoint_every": 2,
+                   "objective": {"metric": "fid"}, "resources": {"cpu": 2 / concurrent}},
+    })
+    storage = Path(tempfile.mkdtemp(prefix="driver-scale-"))
+    run = RunFolder(storage / f"{policy}-{trials}")
+    run.path.mkdir(parents=True)
+    s = spec.search
+    trainable = tune.with_resources(tune.with_parameters(
+        dummy_trial, run_dir=str(run.path), epochs=epochs, epoch_s=epoch_s,
+        score_at=milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t),
+        checkpoint_every=s.checkpoint_every, tune_checkpoints=policy == "every_second",
+    ), {"cpu": s.resources.cpu})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    tuner = tuning.new_tuner(spec, run, trainable)
+    if policy == "every_second":
+        tuner._local_tuner._run_config.checkpoint_config = tune.CheckpointConfig(num_to_keep=2)
+    wall, cpu = time.perf_counter(), time.process_time()
+    results = tuner.fit()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    ray.shutdown()
+    return {**stats, "policy": policy, "trials": trials, "finished": results.num_terminated,
+            "wall_seconds": wall, "driver_cpu_seconds": cpu}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, nargs="+", default=[50, 200, 800])
+    p.add_argument("--concurrent", type=int, default=40, help="trials at once (each a 2/concurrent CPU share)")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epoch-seconds", type=float, default=0.2)
+    p.add_argument("--one", nargs=2, metavar=("POLICY", "TRIALS"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one_run(args.one[0], int(args.one[1]), args.concurrent, args.epochs, args.epoch_seconds)))
+        return
+
+    print(f"dummy trials of {args.epochs} epochs x {args.epoch_seconds} s, {args.concurrent} at once, on the CPU")
+    print(f"{'policy':<14}{'trials':>7}{'wall s':>9}{'driver CPU s':>14}{'saves':>7}{'save s':>9}"
+          f"{'MB written':>12}{'MB copied':>11}")
+    rows = []
+    for trials in args.trials:
+        for policy in POLICIES:
+            cmd = [sys.executable, __file__, "--one", policy, str(trials), "--concurrent", str(args.concurrent),
+                   "--epochs", str(args.epochs), "--epoch-seconds", str(args.epoch_seconds)]
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            rows.append(r)
+            print(f"{policy:<14}{trials:>7}{r['wall_seconds']:>9.1f}{r['driver_cpu_seconds']:>14.1f}{r['saves']:>7}"
+                  f"{r['save_seconds']:>9.2f}{r['bytes_written'] / 1e6:>12.1f}{r['bytes_copied'] / 1e6:>11.1f}")
+    if len(args.trials) >= 2:
+        lo, hi = min(args.trials), max(args.trials)
+        for policy in POLICIES:
+            a = next(r for r in rows if r["policy"] == policy and r["trials"] == lo)
+            b = next(r for r in rows if r["policy"] == policy and r["trials"] == hi)
+            grow = {k: b[k] / max(a[k], 1e-9) for k in ("save_seconds", "bytes_copied", "driver_cpu_seconds")}
+            print(f"{policy}: {lo} -> {hi} trials ({hi / lo:.0f}x): save seconds x{grow['save_seconds']:.1f}, "
+                  f"bytes copied x{grow['bytes_copied']:.1f}, driver CPU x{grow['driver_cpu_seconds']:.1f}")
+
+
+if __name__ == "__main__":
+    main()

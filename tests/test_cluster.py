@@ -1,0 +1,73 @@
+"""Joining a Ray cluster ends in one line, within seconds, whatever goes wrong (search.cluster)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from cli import ROOT
+
+from search.cluster import ClusterError, parse_address
+
+
+@pytest.mark.parametrize("address", ["not-a-host", "host:", "host:port", "host:70000", ":6379"])
+def test_an_address_that_is_not_auto_or_host_port_is_named(address):
+    with pytest.raises(ClusterError, match=f"--address {address}: expected 'auto' or HOST:PORT"):
+        parse_address(address)
+    assert parse_address("auto") is None and parse_address("10.0.0.5:6379") == ("10.0.0.5", 6379)
+
+
+def connect_in_a_process(address: str, timeout_s: float, env=None) -> subprocess.CompletedProcess:
+    """search.cluster.connect as the CLIs call it, in its own process: on a timeout it exits."""
+    code = ("import sys; from search.cluster import ClusterError, connect\n"
+            f"try: connect({address!r}, timeout_s={timeout_s})\n"
+            "except ClusterError as e: print(f'error: {e}', file=sys.stderr); sys.exit(2)")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+@pytest.mark.slow
+def test_an_address_that_answers_but_not_as_ray_ends_in_one_line():
+    with socket.socket() as listener:  # accepts connections, says nothing
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        proc = connect_in_a_process(address, timeout_s=3)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --address {address}: no Ray cluster answered within 3 s; check that it is the head node's GCS "
+        "port and, for a cluster with token authentication, RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN "
+        "(README: More nodes)"]
+
+
+@pytest.mark.slow
+def test_a_cluster_that_refuses_the_token_ends_in_one_line_naming_the_settings():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "a" * 32}
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                             "--block", f"--temp-dir={ray_tmp}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        proc = connect_in_a_process(f"127.0.0.1:{port}", timeout_s=5, env={**env, "RAY_AUTH_TOKEN": "b" * 32})
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: --address 127.0.0.1:{port}: the cluster refused this driver's authentication token; "
+        "set RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (README: More nodes)")
