@@ -147,9 +147,9 @@ def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: flo
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, nargs="+", default=[50, 200, 800])
-    p.add_argument("--concurrent", type=int, default=40, help="trials at once (each a 2/concurrent CPU share)")
+    p.add_argument("--concurrent", type=int, default=8, help="trials at once (each a 2/concurrent CPU share)")
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--epoch-seconds", type=float, default=0.2)
+    p.add_argument("--epoch-seconds", type=float, default=0.1)
     p.add_argument("--one", nargs=2, metavar=("POLICY", "TRIALS"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
