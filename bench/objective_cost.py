@@ -31,7 +31,7 @@ from results.extractors import resolve_extractor  # noqa: E402
 from results.features import Reference  # noqa: E402
 from results.metrics import prime_reference  # noqa: E402
 from search.objective import TrialScorer, milestones  # noqa: E402
-from search.space import load_space  # noqa: E402
+from search.settings import load_spec  # noqa: E402
 
 
 def timed_trial(cfg, data, epochs: int, batch_size: int, device, scorer=None, score_at=()):
@@ -65,14 +65,14 @@ def main() -> None:
     p.add_argument("--extractor", default=None, help="default: the space's, resolved as the search resolves it")
     args = p.parse_args()
 
-    spec = load_space(args.space)
-    objective, s = spec.search.objective, spec.search
+    spec = load_spec(args.space)
+    objective, s = spec.search.objective, spec.search.asha
     dev = resolve_device(args.device)
     data = load_data(args.data)
     data = replace(data, train_x=data.train_x[: args.n_train], train_y=data.train_y[: args.n_train],
                    test_x=data.test_x[: args.n_val], test_y=data.test_y[: args.n_val])
     extractor = resolve_extractor(args.extractor or objective.feature_extractor, None)
-    reference = Reference(load_data(args.data), objective.reference_split, args.reference_n or objective.reference_n)
+    reference = Reference(load_data(args.data), objective.reference.split, args.reference_n or objective.reference.n)
     cfg, batch = preset_config(args.preset), 512
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"{args.preset}, {len(data.train_x)} training + {len(data.test_x)} validation images, batch {batch}, "

@@ -1,16 +1,21 @@
-"""Atomic file writes: a temp file in the target's folder, then os.replace.
+"""Writes a kill cannot leave half done.
 
-A reader (or a resumed run after a kill) sees the old file or the new one, never half of one.
-The temp file is created with mode 0o666 minus the umask, as a plain write would be, so
-colleagues sharing a run folder can read what was written (mkstemp would give 0o600).
+Whole files: a temp file in the target's folder, then os.replace; a reader (or a resumed run
+after a kill) sees the old file or the new one, never half of one. The temp file is created with
+mode 0o666 minus the umask, as a plain write would be, so colleagues sharing a run folder can
+read what was written (mkstemp would give 0o600).
+
+Records (epochs, scores, ASHA's rungs): JSON lines appended, read back without a line that a
+kill cut short.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -35,3 +40,28 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def append_records(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Append JSON lines in one write. A line a kill cut short is ended first, so it cannot
+    swallow the new records."""
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    with open(path, "a+b") as f:
+        if f.tell():
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                text = "\n" + text
+        f.write(text.encode())
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """The records of an append-only JSON-lines file (none if it is missing), without a line a
+    kill cut short: its record is made again by whoever resumes."""
+    records = []
+    if Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records

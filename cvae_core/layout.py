@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from .atomic import read_records
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -20,11 +21,5 @@ GRIDS_DIR = "grids"
 
 def read_metrics(folder: str | Path) -> list[dict[str, Any]]:
     """The epoch records of a training folder, one per epoch, in order."""
-    by_epoch: dict[int, dict[str, Any]] = {}
-    p = Path(folder) / METRICS_FILE
-    if p.exists():
-        for line in p.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                by_epoch[rec["epoch"]] = rec
+    by_epoch = {rec["epoch"]: rec for rec in read_records(Path(folder) / METRICS_FILE)}
     return [by_epoch[e] for e in sorted(by_epoch)]

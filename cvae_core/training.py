@@ -6,7 +6,6 @@ a random permutation and converts to float there (no DataLoader, no per-image Py
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from .atomic import atomic_torch_save
+from .atomic import append_records, atomic_torch_save
 from .config import REDUCTIONS, REPORT, ModelConfig
 from .grids import first_of_each_class, save_training_grids
 from .layout import BEST_FILE, CHECKPOINT_FILE, GRIDS_DIR, METRICS_FILE
@@ -247,8 +246,7 @@ def train(
             metrics["sigma"] = model.log_sigma.detach().exp().item()
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            with open(out / METRICS_FILE, "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            append_records(out / METRICS_FILE, [metrics])
         if not finite:
             raise TrainingDiverged(epoch, train_loss, val_loss)
         if out is not None and grid_every and epoch % grid_every == 0:

@@ -2,20 +2,22 @@
 
 - `PersistentASHA`: ASHA whose rung records survive a restart. Ray rebuilds ASHA's rungs empty
   when a Tuner is restored (ray-project/ray#30838), so a resumed search would compare new results
-  against nothing and stop nobody. Each new rung record is appended to a file in the run folder
-  and read back on unpickling.
+  against nothing and stop nobody. Each new rung record, and each stop, is appended to a file in
+  the run folder and read back on unpickling; a stopped trial that a restart brings back (the
+  kill came before Tune saved the stop) ends at once without training (`search.trainable`).
 - It also decides when Tune saves its experiment state (`SavesOnEvents`).
 - `ScoreOptunaSearch`: TPE told only of results that carry the score.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
+
+from cvae_core.atomic import append_records, read_records
 
 SAVE_BUDGET = 0.05  # the share of the driver's time that event-driven saves may take
 STATE_PERIOD_S = 300  # Tune's own periodic save, for whatever no event covers
@@ -76,6 +78,11 @@ class SavesOnEvents:
         self._want_save()
 
 
+def stopped_by_asha(state_path: str | Path) -> set[str]:
+    """The trials ASHA has stopped, as recorded in its state file."""
+    return {r["trial"] for r in read_records(state_path) if "trial" in r and "stopped" in r}
+
+
 class PersistentASHA(SavesOnEvents, ASHAScheduler):
     def __init__(self, state_path: str | Path, **kwargs):
         super().__init__(**kwargs)
@@ -90,14 +97,7 @@ class PersistentASHA(SavesOnEvents, ASHAScheduler):
         self._load()
 
     def _load(self) -> None:
-        path = Path(self._state_path)
-        if not path.exists():
-            return
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill: its record is made again
-                continue
+        for record in read_records(self._state_path):
             if "stopped" in record:
                 self._num_stopped = record["stopped"]
                 continue
@@ -114,10 +114,9 @@ class PersistentASHA(SavesOnEvents, ASHAScheduler):
                                   "value": recorded[trial_id]})
                     self._written.add((b, r, trial_id))
         if stopped:
-            lines.append({"stopped": self._num_stopped})
+            lines.append({"stopped": self._num_stopped, "trial": trial_id})
         if lines:
-            with open(self._state_path, "a") as f:
-                f.write("".join(json.dumps(line) + "\n" for line in lines))
+            append_records(self._state_path, lines)
 
     def on_trial_result(self, tune_controller, trial, result):
         before = self._num_stopped

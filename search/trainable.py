@@ -16,7 +16,7 @@ import torch
 from ray import tune
 from tensorboardX import SummaryWriter
 
-from cvae_core.atomic import atomic_torch_save
+from cvae_core.atomic import append_records, atomic_torch_save, read_records
 from cvae_core.data import ImageData, split
 from cvae_core.layout import CHECKPOINT_FILE, read_metrics
 from cvae_core.models import build_model, count_params
@@ -26,6 +26,7 @@ from results.metrics import prime_reference
 from results.run_folder import RunFolder
 
 from .objective import TrialScorer
+from .schedulers import stopped_by_asha
 from .settings import Objective
 from .space import model_config
 
@@ -86,10 +87,7 @@ def prime_on_worker(reference: Reference, extractor: str, inception_weights: str
 def _scores(scores_file: Path, up_to_epoch: int) -> dict | None:
     """The latest score a trial recorded at or before `up_to_epoch` (a killed trial may have
     scored an epoch its checkpoint does not hold; it is scored again when reached)."""
-    if not scores_file.exists():
-        return None
-    records = [json.loads(line) for line in scores_file.read_text().splitlines() if line.strip()]
-    return next((r for r in reversed(records) if r["score_epoch"] <= up_to_epoch), None)
+    return next((r for r in reversed(read_records(scores_file)) if r["score_epoch"] <= up_to_epoch), None)
 
 
 def run_trial(
@@ -131,12 +129,22 @@ def run_trial(
     resume = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
     last_score = _scores(scores_file, resume["epoch"]) if resume else None
 
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def report_last():
+        last = read_metrics(trial_dir)[-1]
+        tune.report({**last, **(_scores(scores_file, last["epoch"]) or {}), "objective": objective.metric,
+                     "params": params, "node_id": node_id})
+
+    if ctx.get_trial_id() in stopped_by_asha(run.asha_state):
+        report_last()  # ASHA stopped it, but the kill came before Tune saved that: it ends as it ended
+        return
+
     scorer = None
     if objective.metric != "val_loss":
         reference = Reference(data, objective.reference.split, objective.reference.n)
         scorer = TrialScorer(cfg, objective.metric, objective.samples_per_class, reference,
                              objective.feature_extractor, inception_weights, device)
-    node_id = ray.get_runtime_context().get_node_id()
     events = SummaryWriter(str(trial_dir), flush_secs=30)
     reported = False
 
@@ -150,8 +158,7 @@ def run_trial(
             except Exception as e:  # the extractor cannot load, the samples are not finite, ...
                 record_failure(failure_file, "scoring_failed", e)
                 raise
-            with open(scores_file, "a") as f:
-                f.write(json.dumps(last_score) + "\n")
+            append_records(scores_file, [last_score])
         for key in ("train_loss", "val_loss", "best_val_loss", "score"):
             value = {**metrics, **(last_score or {})}.get(key)
             if value is not None:
@@ -180,5 +187,4 @@ def run_trial(
     finally:
         events.close()
     if not reported:  # restarted after it had finished (a kill before Tune saved that): say so again
-        tune.report({**read_metrics(trial_dir)[-1], **(last_score or {}), "objective": objective.metric,
-                     "params": params, "node_id": node_id})
+        report_last()

@@ -1,6 +1,6 @@
 import pytest
 
-from cvae_core.atomic import atomic_write, atomic_write_text
+from cvae_core.atomic import append_records, atomic_write, atomic_write_text, read_records
 
 
 def test_a_reader_sees_the_old_file_or_the_new_one_and_no_temp_file_is_left(tmp_path):
@@ -17,3 +17,13 @@ def test_a_reader_sees_the_old_file_or_the_new_one_and_no_temp_file_is_left(tmp_
     assert path.read_text() == "old"  # the failed write changed nothing
     atomic_write_text(path, "new")
     assert path.read_text() == "new" and [p.name for p in path.parent.iterdir()] == ["record.json"]
+
+
+def test_a_record_cut_short_by_a_kill_is_skipped_and_cannot_swallow_the_next(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append_records(path, [{"epoch": 1}, {"epoch": 2}])
+    with open(path, "a") as f:
+        f.write('{"epoch": 3, "val_lo')  # the kill came mid-line
+    append_records(path, [{"epoch": 3}])  # the resumed run makes it again
+    assert read_records(path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
+    assert read_records(tmp_path / "missing.jsonl") == []

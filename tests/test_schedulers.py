@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import TrialScheduler
 
-from search.schedulers import PersistentASHA
+from search.schedulers import PersistentASHA, stopped_by_asha
 
 
 def _asha(path):
@@ -64,3 +64,13 @@ def test_asha_and_tpe_follow_the_score_where_the_validation_loss_disagrees(tmp_p
         searcher.on_trial_complete(trial_id, {**results[trial_id], "training_iteration": 2})
     study = searcher._ot_study
     assert study.best_trial.value == 150.0 and [t.value for t in study.trials] == [150.0, 300.0]
+
+
+def test_a_stop_is_recorded_with_its_trial(tmp_path):
+    state = tmp_path / "asha_state.jsonl"
+    sched = _asha(state)
+    for i, loss in enumerate([10.0, 9.0, 8.0, 7.0]):
+        _feed(sched, f"t{i}", 1, loss)
+    assert _feed(sched, "late", 1, 11.0) == TrialScheduler.STOP
+    assert stopped_by_asha(state) == {"late"}  # what a restarted "late" reads to end at once
+    assert pickle.loads(pickle.dumps(sched))._num_stopped == sched._num_stopped

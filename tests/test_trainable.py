@@ -1,7 +1,9 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 
+from search.settings import Objective
 from search.trainable import TrialFailed, check_earlier_failure
 
 
@@ -16,3 +18,32 @@ def test_a_retry_is_refused_after_a_divergence_and_clears_any_other_failure(tmp_
     with pytest.raises(TrialFailed, match="loss diverged at epoch 3"):
         check_earlier_failure(failure)
     assert failure.exists()
+
+
+def test_a_trial_asha_stopped_before_a_kill_ends_at_once_when_the_restart_brings_it_back(tree, tmp_path,
+                                                                                      monkeypatch):
+    # Tune saves its state a moment after ASHA stops a trial; a kill in between brings the trial
+    # back as unfinished. It must end as it ended, with its last epoch and score, not train on.
+    import search.trainable as trainable
+    from cvae_core.atomic import append_records
+    from cvae_core.data import load_data
+    from cvae_core.layout import METRICS_FILE
+    from results.run_folder import RunFolder
+
+    config = {"family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 8, "lr": 1e-3, "batch_size": 10}
+    run = RunFolder(tmp_path / "run")
+    folder = run.trial(trainable.trial_name(config, "abc"))
+    folder.mkdir(parents=True)
+    append_records(folder / METRICS_FILE, [{"epoch": e, "best_val_loss": 9.0 - e, "stop": None} for e in (1, 2, 3, 4)])
+    append_records(run.scores_file(folder.name), [{"score": 50.0, "fid": 50.0, "kid": 0.1, "score_epoch": 4}])
+    append_records(run.asha_state, [{"stopped": 1, "trial": "abc"}])
+    reports = []
+    monkeypatch.setattr(trainable.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "abc"))
+    monkeypatch.setattr(trainable.tune, "report", reports.append)
+    monkeypatch.setattr(trainable.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "n1"))
+    monkeypatch.setattr(trainable, "train", lambda *a, **k: pytest.fail("an ASHA-stopped trial trained again"))
+
+    trainable.run_trial(config, load_data(tree), str(run.path), max_t=8,
+                        objective=Objective(metric="fid", feature_extractor="tiny-random"), score_at=frozenset({4}))
+    assert len(reports) == 1
+    assert reports[0]["epoch"] == 4 and reports[0]["score"] == 50.0 and reports[0]["stop"] is None  # -> "asha"
