@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cvae_core.cli import ArgumentParser
+from cvae_core.cli import ArgumentParser, stop_on_sigterm
 from cvae_core.sources import DataError
 from results.run_folder import RunFolder
 
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .finalists import run_and_report
 
+    stop_on_sigterm()
     return run_and_report(run, spec, data, args.rescore)
 
 

@@ -184,6 +184,9 @@ def run_and_report(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = 
     except (ValueError, ray.exceptions.RayTaskError) as e:  # nothing to retrain, extractor, reference failed
         print(f"error: final stage: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what the finalists finished is on disk
+        print(f"interrupted: run the same command, or python -m search.final {run.path}, to go on", flush=True)
+        return 130
     print(board[SHOWN].to_string(index=False))
     print(f"leaderboard: {run.leaderboard}")
     for f in failures:

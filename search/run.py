@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 from pathlib import Path
 
 import yaml
 
-from cvae_core.cli import ArgumentParser
+from cvae_core.cli import ArgumentParser, stop_on_sigterm
 from cvae_core.sources import DataError, absolute_source, default_source
 from results.run_folder import RunFolder
 
@@ -116,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     from .tuning import run_search
 
     _create_run_folder(spec, run, args.fresh, resuming, source)
-    # A preempted node sends SIGTERM: let Tune save its state as it does for Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    finished = run_search(spec, run, data, resuming)
+    stop_on_sigterm()
+    try:
+        finished = run_search(spec, run, data, resuming)
+    except KeyboardInterrupt:  # before Tune took over Ctrl-C (preparing the objective): nothing is lost
+        finished = False
     if finished is None:
         return 1
     if not finished:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 from optuna.samplers import TPESampler
 from ray import tune
@@ -108,7 +109,13 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
     else:
         print(f"starting {run.path}")
         tuner = new_tuner(spec, run, trainable)
-    results = tuner.fit()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+    try:
+        results = tuner.fit()
+    finally:  # Tune leaves its Ctrl-C handler installed, which would swallow a Ctrl-C in the final stage
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
     table = write_trials_table(run)
     done = int(table["status"].isin(["TERMINATED", "ERROR"]).sum())
     print(f"{done}/{len(table)} trials finished, {int((table['status'] == 'ERROR').sum())} failed; "

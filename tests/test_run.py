@@ -252,12 +252,14 @@ def finished(run_dir: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slower_data_dir):
     """SIGKILL right after Ray starts, SIGTERM (a preempted node) mid-trial, SIGKILL mid-trial
-    after a checkpoint, and SIGKILL right after a trial finished (before any periodic save):
-    after each the same command resumes; in the end no trial is forgotten, rerun or restarted."""
+    after a checkpoint, SIGKILL right after a trial finished (before any periodic save) and SIGTERM
+    in the final stage: after each the same command resumes; in the end no trial or finalist is
+    forgotten, rerun or restarted."""
     space = tiny_space(tmp_path, num_samples=3, asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
     raw = yaml.safe_load(space.read_text())
     raw["space"] = {"family": "cnn", "conv": {"layers": 2, "channels": 16, "kernel_size": 4, "stride": 2,
                     "padding": 1}, "h": 64, "latent": 8, "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 20}
+    raw["final"].update(max_epochs=20, patience=20)  # long enough to be stopped in the middle
     space.write_text(yaml.safe_dump(raw))
     run_dir = tmp_path / "runs" / "t"
     cmd = command(space, slower_data_dir, tmp_path / "runs")
@@ -274,7 +276,7 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
             done_before_kill.update(finished(run_dir))
             if sig == signal.SIGTERM:
                 proc.send_signal(sig)  # the driver only, as a preempting scheduler would
-                assert proc.wait(timeout=120) == 130 and "run the same command to resume" in output(proc)
+                assert proc.wait(timeout=120) == 130 and "interrupted: run the same command" in output(proc)
         finally:
             kill(proc)
 
@@ -282,6 +284,9 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     interrupt("a trial done", lambda: finished(run_dir))  # at once after the first trial is done
     interrupt("preempted mid-trial", lambda: unfinished_at(2, 8), signal.SIGTERM)
     interrupt("mid-trial", lambda: unfinished_at(3, 7))  # after a checkpoint
+    # Tune's Ctrl-C handler outlives the search; it must not swallow this one.
+    interrupt("preempted in the final stage", lambda: any(len(e) >= 2 for e in epochs_done(run_dir / "final").values()),
+              signal.SIGTERM)
 
     resumed = run(cmd)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -295,6 +300,8 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
         assert sorted(set(epochs)) == list(range(1, 9)), (name, epochs)
         assert len(epochs) - len(set(epochs)) <= 3, (name, epochs)  # at most the epoch under way, per kill
     assert set(df["score_epoch"]) == {8} and df["score"].notna().all()
+    [finalist] = epochs_done(run_dir / "final").values()  # the finalist continued from its checkpoint
+    assert sorted(set(finalist)) == list(range(1, len(set(finalist)) + 1)) and finalist.count(1) == 1, finalist
 
 
 @pytest.mark.slow
