@@ -58,6 +58,7 @@ def main() -> None:
     p.add_argument("--space", default="spaces/cnn.yaml", help="whose objective settings and ASHA schedule to use")
     p.add_argument("--device", default=None, help="cpu to run without a GPU (default: cuda when present)")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=REPORT.batch_size)
     p.add_argument("--score-at", type=int, nargs="+", default=[2, 3], help="epochs of the scored run that score")
     p.add_argument("--n-train", type=int, default=50000)
     p.add_argument("--n-val", type=int, default=10000)
@@ -73,7 +74,7 @@ def main() -> None:
                    test_x=data.test_x[: args.n_val], test_y=data.test_y[: args.n_val])
     extractor = resolve_extractor(args.extractor or objective.feature_extractor, None)
     reference = Reference(load_data(args.data), objective.reference.split, args.reference_n or objective.reference.n)
-    cfg, batch = preset_config(args.preset), 512
+    cfg, batch = preset_config(args.preset), args.batch_size
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"{args.preset}, {len(data.train_x)} training + {len(data.test_x)} validation images, batch {batch}, "
           f"device {name}; scores of {10 * objective.samples_per_class} samples with {extractor} "

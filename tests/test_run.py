@@ -16,6 +16,7 @@ import yaml
 from cli import command, epochs_done, kill, output, records, run, start, tiny_space, wait_for
 from conftest import make_tree
 
+from cvae_core.atomic import read_records
 from results.run_folder import RunFolder
 from search.run import main
 
@@ -161,9 +162,8 @@ def test_asha_the_table_and_the_finalists_follow_each_trials_score(searched):
     assert df["score"].notna().all() and df["score"].is_monotonic_increasing
     assert set(df["objective"]) == {"fid"} and (df["score"] == df["fid"]).all() and df["kid"].notna().all()
     rungs = {}  # (milestone, trial) -> what ASHA recorded, from its append-only file
-    for line in (run_dir / "asha_state.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "trial" in record:
+    for record in read_records(run_dir / "asha_state.jsonl"):
+        if "milestone" in record:  # a rung record, not a stop
             rungs[record["milestone"], record["trial"]] = record["value"]
     assert rungs, "ASHA recorded something"
     for row in df.itertuples():

@@ -1,0 +1,34 @@
+"""Every benchmark runs end to end at its smallest settings: a refactor that breaks one fails here,
+not when someone needs its figures. Nothing is timed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from cli import ROOT
+from conftest import make_tree
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--device", "cpu", "--preset", "mlp-M1"]
+BENCHES = {
+    "train_throughput": [*TINY, "--n-train", "40", "--epochs", "2", "--batch-size", "20"],
+    "search_throughput": [*TINY, "--n-train", "40", "--epochs", "2", "--batch-size", "20", "--per-device", "1", "2"],
+    "objective_cost": [*TINY, "--n-train", "40", "--n-val", "40", "--epochs", "2", "--score-at", "2",
+                       "--batch-size", "20", "--space", "spaces/smoke.yaml", "--reference-n", "20",
+                       "--extractor", "tiny-random"],
+    "score_cost": ["--device", "cpu", "--n", "40", "--extractor", "tiny-random", "--repeats", "1"],
+    "driver_scale": ["--trials", "3", "--concurrent", "2", "--epochs", "2", "--epoch-seconds", "0.01"],
+}
+DATALESS = {"driver_scale"}
+
+
+@pytest.mark.parametrize("name", sorted(BENCHES))
+def test_benchmark_runs(name, tmp_path):
+    data = [] if name in DATALESS else ["--data", str(make_tree(tmp_path / "tree", per_class=4))]
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *BENCHES[name], *data],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip(), "a benchmark prints its figures"
