@@ -244,8 +244,13 @@ def read_yaml(path: Path) -> Any:
     try:
         _refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), "")
         return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:  # one line: where, and what PyYAML expected
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = f" ({e.context})" if e.context else ""
+        raise SpaceError(f"{path}: {where}not valid YAML: {e.problem}{context}") from None
     except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML: {e}") from None
+        raise SpaceError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def _refuse_duplicate_keys(node, where: str) -> None:

@@ -190,9 +190,10 @@ def test_file_level_errors(tmp_path):
     with pytest.raises(SpaceError, match="nope.yaml: file not found"):
         load_spec(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("space: {family: [")
-    with pytest.raises(SpaceError, match="bad.yaml: not valid YAML"):
+    bad.write_text("name: x\nspace: {family: mlp, latent: [4}\n")
+    with pytest.raises(SpaceError, match=r"bad.yaml: line 2, column 32: not valid YAML: expected ',' or ']'") as e:
         load_spec(bad)
+    assert "\n" not in str(e.value)  # one line, like every other input error
     bad.write_text("- just\n- a list\n")
     with pytest.raises(SpaceError, match="bad.yaml: top level: must be a mapping"):
         load_spec(bad)
