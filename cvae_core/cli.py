@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 
@@ -13,6 +14,26 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"error: {message}\n")
         sys.exit(2)
+
+
+def number(kind: type = int, at_least: float | None = None, above: float | None = None):
+    """An argparse type for a bounded number: `error: argument --epochs: 0 must be >= 1`, before
+    any data is loaded."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if at_least is not None and value < at_least:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {at_least}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"{value} must be > {above}")
+        return value
+
+    return parse
 
 
 def stop_on_sigterm() -> None:

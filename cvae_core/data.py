@@ -136,8 +136,9 @@ def _read_torchvision(root: Path, download: bool) -> tuple[dict[str, torch.Tenso
     for split in SPLITS:
         try:
             ds = CIFAR10(str(root), train=split == "train", download=download)
-        except RuntimeError as e:
-            raise DataError(f"{root}: torchvision CIFAR-10 unavailable ({e})") from None
+        except (RuntimeError, OSError) as e:  # not there and no download (no network: URLError)
+            raise DataError(f"{root}: torchvision CIFAR-10 unavailable ({e}); give a zip or image folder instead") \
+                from None
         out[f"{split}_x"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         out[f"{split}_y"] = torch.tensor(ds.targets, dtype=torch.int64)
         classes = list(ds.classes)

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import ArgumentParser
+from .cli import ArgumentParser, number
 from .config import REDUCTIONS, REPORT
 from .layout import BEST_FILE, CHECKPOINT_FILE
 from .presets import PRESETS, preset_config
@@ -23,10 +23,10 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"one of the report's models: {', '.join(sorted(PRESETS))}")
     p.add_argument("--data", default=None, help=f"zip, image folder or cifar10[:ROOT] (default: {default_source()})")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--epochs", type=int, default=800)
-    p.add_argument("--batch-size", type=int, default=REPORT.batch_size)
-    p.add_argument("--lr", type=float, default=REPORT.lr)
-    p.add_argument("--patience", type=int, default=REPORT.patience,
+    p.add_argument("--epochs", type=number(int, at_least=1), default=800)
+    p.add_argument("--batch-size", type=number(int, at_least=1), default=REPORT.batch_size)
+    p.add_argument("--lr", type=number(float, above=0), default=REPORT.lr)
+    p.add_argument("--patience", type=number(int, at_least=1), default=REPORT.patience,
                    help="epochs without a better val loss before stopping")
     p.add_argument("--reduction", choices=REDUCTIONS, default="sum")
     p.add_argument("--train-on", choices=TRAIN_ON, default="train",
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="default: cuda when present, else cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--grid-every", type=int, default=10, help="epochs between image grids (0 = never)")
+    p.add_argument("--grid-every", type=number(int, at_least=0), default=10,
+                   help="epochs between image grids (0 = never)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     args = p.parse_args(argv)
 
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --data: {e}", file=sys.stderr)
         return 2
     train_x, train_y, val_x, val_y = split(data, args.train_on)
+    if args.batch_size > len(train_x):
+        p.error(f"argument --batch-size: {args.batch_size} is more than the {len(train_x)} training images")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.json").write_text(json.dumps({"model": cfg.to_dict(), "args": settings}, indent=2))

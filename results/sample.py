@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cvae_core.cli import ArgumentParser
+from cvae_core.cli import ArgumentParser, number
 from cvae_core.sources import absolute_source
 
 from .names import SAMPLERS
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--row", type=int, default=0, help="leaderboard position, 0 = best FID")
     p.add_argument("--class", dest="cls", default=None, help="class name or index (default: every class)")
-    p.add_argument("--n", type=int, default=10, help="images (per class without --class)")
+    p.add_argument("--n", type=number(int, at_least=1), default=10, help="images (per class without --class)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the row's sampler")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="default: the data the row was trained on")
@@ -50,8 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         board = pd.read_parquet(run.leaderboard)
         if not 0 <= args.row < len(board):
             raise ValueError(f"--row {args.row}: the leaderboard has rows 0..{len(board) - 1}")
-        if args.n < 1:
-            raise ValueError(f"--n {args.n} must be >= 1")
         row = board.iloc[args.row]
         if not Path(row["checkpoint"]).exists():
             raise ValueError(f"{row['checkpoint']}: checkpoint of row {args.row} not found")

@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cvae_core.cli import ArgumentParser  # noqa: E402
+from cvae_core.cli import ArgumentParser, number  # noqa: E402
 from cvae_core.layout import read_metrics  # noqa: E402
 
 from .run_folder import RunFolder  # noqa: E402
@@ -163,10 +163,8 @@ def write_report(run_dir: Path, top_n: int = 5) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m results.show", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--top", type=int, default=5, help="rows to print and show samples of")
+    p.add_argument("--top", type=number(int, at_least=1), default=5, help="rows to print and show samples of")
     args = p.parse_args(argv)
-    if args.top < 1:
-        p.error(f"--top {args.top} must be >= 1")
     board_file = RunFolder(args.run_dir).leaderboard
     if not board_file.exists():
         print(f"error: {board_file}: no leaderboard yet; run python -m search.final {args.run_dir}", file=sys.stderr)
