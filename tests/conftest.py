@@ -88,6 +88,19 @@ def trial_row(trial_id: str, config: dict, score: float = 100.0) -> dict:
     return {"trial_id": trial_id, "config": json.dumps(config), "objective": "fid", "score": score}
 
 
+# A space section with every kind of distribution, MLP and CNN trials alike.
+MIXED_SPACE = {
+    "family": {"choice": ["mlp", "cnn"]},
+    "conv": {"layers": {"int": [2, 3]}, "channels": {"choice": [8, 16]},
+             "kernel_size": {"choice": [3, 4, 5]}, "stride": 2, "padding": 1},
+    "h": 64,
+    "mlp": {"layers": 2, "width": 128},
+    "latent": {"int": [4, 16]},
+    "lr": {"loguniform": [1e-4, 1e-2]},
+    "batch_size": {"choice": [64, 128]},
+    "beta": {"uniform": [0.5, 1.0]},
+}
+
 MLP_TRIAL = {"batch_size": 40, "family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 32}
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import MIXED_SPACE
 
 from cvae_core import PRESETS
 from search.settings import load_spec, parse_spec, with_overrides
@@ -13,17 +14,7 @@ SPACES = Path(__file__).resolve().parents[1] / "spaces"
 
 BASE = {
     "name": "t",
-    "space": {
-        "family": {"choice": ["mlp", "cnn"]},
-        "conv": {"layers": {"int": [2, 3]}, "channels": {"choice": [8, 16]},
-                 "kernel_size": {"choice": [3, 4, 5]}, "stride": 2, "padding": 1},
-        "h": 64,
-        "mlp": {"layers": 2, "width": 128},
-        "latent": {"int": [4, 16]},
-        "lr": {"loguniform": [1e-4, 1e-2]},
-        "batch_size": {"choice": [64, 128]},
-        "beta": {"uniform": [0.5, 1.0]},
-    },
+    "space": MIXED_SPACE,
     "search": {"num_samples": 4, "asha": {"max_t": 10, "grace_period": 2, "reduction_factor": 2},
                "resources": {"cpu": 1, "gpu": 0.25}, "objective": {}},
     "final": {"top_k": 2, "samplers": ["prior", "gmm"], "reference": {"split": "train", "n": 500}},

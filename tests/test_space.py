@@ -3,21 +3,10 @@
 
 import optuna
 import pytest
+from conftest import MIXED_SPACE as SPACE
 
 from cvae_core import REPORT, ModelConfig
 from search.space import Choice, Fixed, IntRange, SpaceError, Uniform, model_config, parse_space_section
-
-SPACE = {
-    "family": {"choice": ["mlp", "cnn"]},
-    "conv": {"layers": {"int": [2, 3]}, "channels": {"choice": [8, 16]},
-             "kernel_size": {"choice": [3, 4, 5]}, "stride": 2, "padding": 1},
-    "h": 64,
-    "mlp": {"layers": 2, "width": 128},
-    "latent": {"int": [4, 16]},
-    "lr": {"loguniform": [1e-4, 1e-2]},
-    "batch_size": {"choice": [64, 128]},
-    "beta": {"uniform": [0.5, 1.0]},
-}
 
 
 def test_distributions_are_parsed_and_what_is_left_out_is_the_reports():
