@@ -125,10 +125,6 @@ def run_trial(
     cfg = model_config(config)
     with torch.device("meta"):
         params = count_params(build_model(cfg))
-    checkpoint = trial_dir / CHECKPOINT_FILE
-    resume = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
-    last_score = _scores(scores_file, resume["epoch"]) if resume else None
-
     node_id = ray.get_runtime_context().get_node_id()
 
     def report_last():
@@ -139,6 +135,10 @@ def run_trial(
     if ctx.get_trial_id() in stopped_by_asha(run.asha_state):
         report_last()  # ASHA stopped it, but the kill came before Tune saved that: it ends as it ended
         return
+
+    checkpoint = trial_dir / CHECKPOINT_FILE
+    resume = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
+    last_score = _scores(scores_file, resume["epoch"]) if resume else None
 
     scorer = None
     if objective.metric != "val_loss":
