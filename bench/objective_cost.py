@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cvae_core import REPORT, preset_config  # noqa: E402
 from cvae_core.data import load_data  # noqa: E402
 from cvae_core.training import resolve_device, train  # noqa: E402
-from results.extractors import resolve_extractor  # noqa: E402
 from results.features import Reference  # noqa: E402
 from results.metrics import prime_reference  # noqa: E402
+from results.names import resolve_extractor  # noqa: E402
 from search.objective import TrialScorer, milestones  # noqa: E402
 from search.settings import load_spec  # noqa: E402
 

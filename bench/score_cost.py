@@ -25,7 +25,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cvae_core.data import load_data  # noqa: E402
 from cvae_core.training import resolve_device  # noqa: E402
-from results.extractors import resolve_extractor  # noqa: E402
 from results.features import (  # noqa: E402
     Reference,
     class_statistics,
@@ -36,6 +35,7 @@ from results.features import (  # noqa: E402
     reference_statistics,
 )
 from results.metrics import fid, inception_score, score  # noqa: E402
+from results.names import resolve_extractor  # noqa: E402
 
 
 def fid_alone(images, labels, reference, extractor, device) -> float:

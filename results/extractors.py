@@ -11,7 +11,6 @@ torch-fidelity's own "inception-v3-compat" gives FID and IS when its weights can
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +19,6 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from .names import COMPAT, NVIDIA_OFFLINE, TINY, nvidia_torchscript_path
-
-# torch-fidelity's default download location for its Inception weights
-COMPAT_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
 class NvidiaOfflineInception(FeatureExtractorBase):
@@ -112,14 +108,3 @@ def register_extractors() -> None:
 
 def has_logits(name: str) -> bool:
     return name in (COMPAT, TINY)
-
-
-def resolve_extractor(name: str, inception_weights: str | None) -> str:
-    """"auto": torch-fidelity's Inception when its weights are given or already downloaded,
-    else the offline NVIDIA port when installed, else torch-fidelity's (downloads its weights)."""
-    if name != "auto":
-        return name
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / COMPAT_WEIGHTS_FILE
-    if inception_weights or hub.exists():
-        return COMPAT
-    return NVIDIA_OFFLINE if nvidia_torchscript_path() is not None else COMPAT

@@ -10,11 +10,14 @@ SAMPLERS = ("prior", "gmm")  # results.samplers
 REFERENCE_SPLITS = ("train", "test", "all")  # results.features.Reference
 
 # Feature extractors (results.extractors): torch-fidelity's Inception, NVIDIA's offline port of
-# the same network, a tiny random network for tests, or `auto` (results.extractors.resolve_extractor).
+# the same network, a tiny random network for tests, or `auto` (resolve_extractor below).
 COMPAT = "inception-v3-compat"
 NVIDIA_OFFLINE = "inception-v3-nvidia-offline"
 TINY = "tiny-random"
 EXTRACTORS = ("auto", COMPAT, NVIDIA_OFFLINE, TINY)
+
+# torch-fidelity's default download location for its Inception weights
+COMPAT_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
 def nvidia_torchscript_path() -> Path | None:
@@ -24,3 +27,16 @@ def nvidia_torchscript_path() -> Path | None:
         return None
     path = Path(spec.origin).parent / "default_1.pt"
     return path if path.exists() else None
+
+
+def resolve_extractor(name: str, inception_weights: str | None) -> str:
+    """"auto": torch-fidelity's Inception when its weights are given or already downloaded,
+    else the offline NVIDIA port when installed, else torch-fidelity's (downloads its weights)."""
+    if name != "auto":
+        return name
+    import torch  # the hub folder; resolving a name needs neither torch-fidelity nor a network
+
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / COMPAT_WEIGHTS_FILE
+    if inception_weights or hub.exists():
+        return COMPAT
+    return NVIDIA_OFFLINE if nvidia_torchscript_path() is not None else COMPAT

@@ -25,6 +25,8 @@ from pathlib import Path
 from cvae_core.atomic import atomic_write_text
 from cvae_core.sources import DataError, absolute_source
 
+from .names import resolve_extractor
+
 SPACE_FILE = "space.yaml"
 LEADERBOARD_FILE = "leaderboard.parquet"
 
@@ -128,8 +130,6 @@ class RunFolder:
         """The feature extractor `stage` scores with: the one the run recorded, else `requested`
         resolved on this machine and recorded (scores of two networks do not compare, so a run
         keeps one). Raises ValueError for an explicit other one."""
-        from .extractors import resolve_extractor
-
         recorded = json.loads(self._extractor_file.read_text()) if self._extractor_file.exists() else {}
         if stage in recorded:
             if requested not in ("auto", recorded[stage]):

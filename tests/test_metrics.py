@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cvae_core.data import load_data
-from results.extractors import NVIDIA_OFFLINE, TINY, nvidia_torchscript_path, resolve_extractor
+from results.names import NVIDIA_OFFLINE, TINY, nvidia_torchscript_path, resolve_extractor
 from results.features import Features, Probe, Reference, Statistics, extract, load_extractor, moments
 from results.metrics import fid, inception_score, kid, per_class, score, search_score
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-import results.extractors
+import results.run_folder
 from cvae_core.sources import DataError
 from results.run_folder import RunFolder
 
@@ -12,12 +12,12 @@ def test_auto_is_resolved_once_and_the_run_keeps_that_extractor(tmp_path, monkey
         return lambda name, weights: network if name == "auto" else name
 
     run = RunFolder(tmp_path)
-    monkeypatch.setattr(results.extractors, "resolve_extractor", resolving_auto_to("inception-v3-nvidia-offline"))
+    monkeypatch.setattr(results.run_folder, "resolve_extractor", resolving_auto_to("inception-v3-nvidia-offline"))
     assert run.extractor("final", "auto", None) == "inception-v3-nvidia-offline"
     assert json.loads((tmp_path / "feature_extractor.json").read_text()) == {"final": "inception-v3-nvidia-offline"}
 
     # Later, on a node where auto would pick another network, the run still scores with the first.
-    monkeypatch.setattr(results.extractors, "resolve_extractor", resolving_auto_to("inception-v3-compat"))
+    monkeypatch.setattr(results.run_folder, "resolve_extractor", resolving_auto_to("inception-v3-compat"))
     assert run.extractor("final", "auto", "/w.pth") == "inception-v3-nvidia-offline"
     # An explicitly different one is refused, naming both.
     with pytest.raises(ValueError, match="final.feature_extractor: tiny-random differs from inception-v3-nvidia-off"):
