@@ -138,6 +138,12 @@ def _load(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def cache_path(reference: Reference, extractor: str, inception_weights: str | None, what: str,
+               cache_dir: str | os.PathLike | None = None) -> Path:
+    """The file caching `what` (features, stats, class-stats, probe) of the reference's images."""
+    return cache_root(cache_dir) / f"{reference.cache_name}-{extractor_tag(extractor, inception_weights)}-{what}.pt"
+
+
 def _cached(path: Path, compute: Callable[[], dict]) -> dict:
     """The dict in `path`, computed and written atomically on a miss; read once per process."""
     if not path.exists():
@@ -148,7 +154,7 @@ def _cached(path: Path, compute: Callable[[], dict]) -> dict:
 def real_features(reference: Reference, extractor: str, inception_weights: str | None = None,
                   device: str = "cpu", cache_dir: str | os.PathLike | None = None) -> Features:
     """Features of the reference's images, computed once and cached."""
-    path = cache_root(cache_dir) / f"{reference.cache_name}-{extractor_tag(extractor, inception_weights)}-features.pt"
+    path = cache_path(reference, extractor, inception_weights, "features", cache_dir)
 
     def compute() -> dict:
         x, y = reference.images()
@@ -175,8 +181,7 @@ def moments(x: torch.Tensor) -> dict[str, torch.Tensor]:
 def reference_statistics(reference: Reference, extractor: str, inception_weights: str | None = None,
                          device: str = "cpu", cache_dir: str | os.PathLike | None = None) -> Statistics:
     """Mean and covariance of the reference's features, computed once and cached."""
-    tag = extractor_tag(extractor, inception_weights)
-    path = cache_root(cache_dir) / f"{reference.cache_name}-{tag}-stats.pt"
+    path = cache_path(reference, extractor, inception_weights, "stats", cache_dir)
     return Statistics(**_cached(path, lambda: moments(
         real_features(reference, extractor, inception_weights, device, cache_dir).pool)))
 
@@ -184,8 +189,7 @@ def reference_statistics(reference: Reference, extractor: str, inception_weights
 def class_statistics(reference: Reference, extractor: str, inception_weights: str | None = None,
                      device: str = "cpu", cache_dir: str | os.PathLike | None = None) -> list[Statistics]:
     """Per class: mean and covariance of that class's reference features, computed once and cached."""
-    tag = extractor_tag(extractor, inception_weights)
-    path = cache_root(cache_dir) / f"{reference.cache_name}-{tag}-class-stats.pt"
+    path = cache_path(reference, extractor, inception_weights, "class-stats", cache_dir)
 
     def compute() -> dict:
         f = real_features(reference, extractor, inception_weights, device, cache_dir)
@@ -211,13 +215,17 @@ class Probe:
         return (z @ self.weight.T + self.bias).argmax(1)
 
 
+def probe_references(reference: Reference) -> tuple[Reference, Reference]:
+    """The class probe's training images (the train split, as many as the reference) and held-out ones."""
+    return Reference(reference.data, "train", reference.n), Reference(reference.data, "test", reference.n)
+
+
 def probe(reference: Reference, extractor: str, inception_weights: str | None = None, device: str = "cpu",
           cache_dir: str | os.PathLike | None = None) -> Probe:
     """A multinomial logistic regression (scikit-learn) on the features of the train split's
     images (the reference's subset size), scored on as many test images; fitted once, cached."""
-    fit_on = Reference(reference.data, "train", reference.n)
-    held_out = Reference(reference.data, "test", reference.n)
-    path = cache_root(cache_dir) / f"{fit_on.cache_name}-{extractor_tag(extractor, inception_weights)}-probe.pt"
+    fit_on, held_out = probe_references(reference)
+    path = cache_path(fit_on, extractor, inception_weights, "probe", cache_dir)
 
     def compute() -> dict:
         from sklearn.linear_model import LogisticRegression

@@ -21,10 +21,12 @@ from .features import (
     Probe,
     Reference,
     Statistics,
+    cache_path,
     class_statistics,
     extract,
     load_extractor,
     probe,
+    probe_references,
     real_features,
     reference_statistics,
 )
@@ -213,6 +215,20 @@ def score(images: torch.Tensor, labels: torch.Tensor, reference: Reference, *, e
 
 
 def prime_reference(reference: Reference, extractor: str, inception_weights: str | None = None,
-                    device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None) -> None:
-    """Compute and cache the reference's features and statistics (a no-op when cached)."""
+                    device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
+                    per_class: bool = False) -> None:
+    """Compute and cache the reference side of a score: its statistics, and with `per_class` the
+    class statistics and class probe (a no-op when cached)."""
     reference_statistics(reference, extractor, inception_weights, str(device), cache_dir)
+    if per_class:
+        class_statistics(reference, extractor, inception_weights, str(device), cache_dir)
+        probe(reference, extractor, inception_weights, str(device), cache_dir)
+
+
+def reference_cached(reference: Reference, extractor: str, inception_weights: str | None = None,
+                     cache_dir: str | os.PathLike | None = None, per_class: bool = False) -> bool:
+    """Whether prime_reference would find everything cached on this machine (nothing is loaded)."""
+    wanted = [(reference, "stats")]
+    if per_class:
+        wanted += [(reference, "class-stats"), (probe_references(reference)[0], "probe")]
+    return all(cache_path(ref, extractor, inception_weights, what, cache_dir).exists() for ref, what in wanted)

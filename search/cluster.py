@@ -107,6 +107,13 @@ def connect(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     sys.stderr.write(held.release())  # what joining printed, as Ray would have shown it
 
 
+def one_node() -> bool:
+    """Whether every task of this cluster runs on this machine (so this machine's caches are theirs)."""
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive")) == 1
+
+
 def check_capacity(cpu: float, gpu: float, where: str) -> None:
     """Refuse a trial that no node of the cluster could ever hold: Tune would wait for it forever."""
     import ray

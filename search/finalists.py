@@ -24,15 +24,15 @@ from cvae_core.grids import grid_labels
 from cvae_core.layout import BEST_FILE, CHECKPOINT_FILE, read_metrics
 from cvae_core.models import count_params
 from cvae_core.training import epoch_line, load_model, train
-from results.features import Reference, class_statistics, probe
+from results.features import Reference
 from results.leaderboard import make_row, missing_columns, write_leaderboard
-from results.metrics import prime_reference, score
+from results.metrics import score
 from results.run_folder import RunFolder
 from results.samplers import generate, save_sample_grid
 
 from .settings import Final, Spec
 from .space import SpaceError, model_config
-from .trainable import claim_device, trial_name
+from .trainable import claim_device, prime_on_worker, trial_name
 
 PROGRESS_EVERY_S = 30.0  # seconds between a finalist's epoch lines
 SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision", "recall"]
@@ -132,14 +132,6 @@ def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: 
     return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
 
 
-def _prime(reference: Reference, final: Final, gpu_share: float, cpus: float) -> None:
-    device = claim_device(gpu_share, cpus)
-    args = (reference, final.feature_extractor, final.inception_weights, str(device))
-    prime_reference(*args)
-    class_statistics(*args)
-    probe(*args)
-
-
 def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Needs Ray initialised. Returns the leaderboard (also written to the run folder) and one line
     per finalist that failed."""
@@ -157,7 +149,7 @@ def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False
           flush=True)
     # The reference side (features, statistics, class probe) once, before the finalists race to need it.
     reference = Reference(data, final.reference.split, final.reference.n)
-    ray.get(remote(_prime).remote(reference, final, res.gpu, res.cpu))
+    prime_on_worker(reference, final.feature_extractor, final.inception_weights, res.cpu, res.gpu, per_class=True)
     job = remote(finalist_job)
     futures = {
         job.remote(row, seed, data_ref, spec.search.train_on, final, str(run.path), res.gpu, res.cpu, rescore):

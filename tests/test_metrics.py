@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from cvae_core.data import load_data
-from results.names import NVIDIA_OFFLINE, TINY, nvidia_torchscript_path, resolve_extractor
 from results.features import Features, Probe, Reference, Statistics, extract, load_extractor, moments
 from results.metrics import fid, inception_score, kid, per_class, score, search_score
+from results.names import NVIDIA_OFFLINE, TINY, nvidia_torchscript_path, resolve_extractor
 
 
 def rotation(d: int, seed: int) -> np.ndarray:
@@ -257,3 +257,22 @@ def test_one_pass_of_the_extractor_per_scored_set(data, tmp_path, monkeypatch):
     images = data.train_x.repeat(3, 1, 1, 1)
     score(images, data.train_y.repeat(3), ref, extractor=TINY, cache_dir=cache)
     assert sum(calls) == len(images) and len(calls) == -(-len(images) // EXTRACT_BATCH)
+
+
+def test_a_primed_reference_is_known_cached_and_scoring_then_extracts_only_the_images(data, tmp_path, monkeypatch):
+    from results.extractors import TinyRandom
+    from results.metrics import prime_reference, reference_cached
+
+    cache, ref = tmp_path / "fidelity", Reference(data, "train")
+    assert not reference_cached(ref, TINY, cache_dir=cache)
+    prime_reference(ref, TINY, cache_dir=cache)
+    assert reference_cached(ref, TINY, cache_dir=cache)  # what a trial's score needs
+    assert not reference_cached(ref, TINY, cache_dir=cache, per_class=True)  # not yet what the final stage needs
+    prime_reference(ref, TINY, cache_dir=cache, per_class=True)
+    assert reference_cached(ref, TINY, cache_dir=cache, per_class=True)
+    assert not reference_cached(Reference(data, "test"), TINY, cache_dir=cache)
+    calls = []
+    original = TinyRandom.forward
+    monkeypatch.setattr(TinyRandom, "forward", lambda self, x: calls.append(len(x)) or original(self, x))
+    score(data.test_x, data.test_y, ref, extractor=TINY, cache_dir=cache)
+    assert sum(calls) == len(data.test_x)  # the reference side came from the cache
