@@ -265,9 +265,16 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     cmd = command(space, slower_data_dir, tmp_path / "runs")
     done_before_kill = {}
 
-    def unfinished_at(lo, hi):
-        done = finished(run_dir)
-        return any(lo <= len(v) < hi for name, v in epochs_done(run_dir).items() if name not in done)
+    def trains_at(lo, hi):
+        """The moment an unfinished trial has between lo and hi epochs, one of them trained by this
+        command (not left over from the last one, which would be a kill at startup)."""
+        before = epochs_done(run_dir)
+
+        def moment():
+            done = finished(run_dir)
+            return any(lo <= len(v) < hi and len(v) > len(before.get(name, [])) for name, v in
+                       epochs_done(run_dir).items() if name not in done)
+        return moment
 
     def interrupt(what, moment, sig=signal.SIGKILL):
         proc = start(cmd)
@@ -282,8 +289,8 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
 
     interrupt("startup", lambda: (run_dir / "space.yaml").exists() and any(run_dir.glob("experiment_state*")))
     interrupt("a trial done", lambda: finished(run_dir))  # at once after the first trial is done
-    interrupt("preempted mid-trial", lambda: unfinished_at(2, 8), signal.SIGTERM)
-    interrupt("mid-trial", lambda: unfinished_at(3, 7))  # after a checkpoint
+    interrupt("preempted mid-trial", trains_at(2, 8), signal.SIGTERM)
+    interrupt("mid-trial", trains_at(3, 7))  # after a checkpoint
     # Tune's Ctrl-C handler outlives the search; it must not swallow this one.
     interrupt("preempted in the final stage", lambda: any(len(e) >= 2 for e in epochs_done(run_dir / "final").values()),
               signal.SIGTERM)
