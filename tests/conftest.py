@@ -8,6 +8,7 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -140,3 +141,25 @@ def scored_run(_scored_run):
 def scored_run_copy(_scored_run, tmp_path):
     """A copy of the scored run folder, for tests that change it."""
     return Path(shutil.copytree(_scored_run, tmp_path / "runs" / "t"))
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory):
+    """One real search as a user runs it (python -m search.run in a subprocess: Ray, TPE, ASHA at
+    epochs 2, 4 and 8, ranked by FID with the tiny extractor) over two likelihood families, and its
+    final stage: the 2 best trials x 2 seeds, each scored with both samplers. Shared by test_run.py
+    and test_final.py: a test may redo what it then checks is unchanged, else it works on a copy."""
+    import yaml
+    from cli import command, run, tiny_space
+
+    tmp = tmp_path_factory.mktemp("searched")
+    data = make_tree(tmp / "tree", per_class=8)
+    space = tiny_space(tmp, final={"top_k": 2, "seeds": 2, "max_epochs": 3}, num_samples=4, seed=0,
+                       sampler={"n_startup_trials": 4}, patience=3,
+                       asha={"max_t": 8, "grace_period": 2, "reduction_factor": 2})
+    raw = yaml.safe_load(space.read_text())
+    raw["space"]["likelihood"] = {"choice": ["bernoulli", "gaussian_learned"]}
+    space.write_text(yaml.safe_dump(raw))
+    proc = run(command(space, data, tmp / "runs"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return SimpleNamespace(run_dir=tmp / "runs" / "t", space=space, proc=proc, storage=tmp / "runs", data=data)

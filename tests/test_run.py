@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -114,20 +114,6 @@ def test_a_trial_larger_than_every_node_is_refused_with_nothing_written(tmp_path
 MILESTONES = {2, 4, 8}
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory, data_dir):
-    """One search over two likelihood families, ranked by FID (tiny extractor), ASHA at 2, 4, 8."""
-    tmp = tmp_path_factory.mktemp("searched")
-    space = tiny_space(tmp, num_samples=4, seed=0, sampler={"n_startup_trials": 4}, patience=3,
-                       asha={"max_t": 8, "grace_period": 2, "reduction_factor": 2})
-    raw = yaml.safe_load(space.read_text())
-    raw["space"]["likelihood"] = {"choice": ["bernoulli", "gaussian_learned"]}
-    space.write_text(yaml.safe_dump(raw))
-    proc = run(command(space, data_dir, tmp / "runs"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return SimpleNamespace(run_dir=tmp / "runs" / "t", space=space, proc=proc, storage=tmp / "runs")
-
-
 @pytest.mark.slow
 def test_a_search_writes_each_trials_record_into_the_run_folder(searched):
     run_dir, df = searched.run_dir, trials(searched.run_dir)
@@ -143,12 +129,12 @@ def test_a_search_writes_each_trials_record_into_the_run_folder(searched):
         assert (Path(row.trial_dir) / "checkpoint.pt").exists() and list((Path(row.trial_dir) / "grids").glob("*"))
         assert list(Path(row.trial_dir).glob("events.out.tfevents.*"))  # TensorBoard
         assert row.params > 0 and json.loads(row.config)["likelihood"] == row.likelihood
-    # The final stage ran on the best trial (its own tests are in test_final.py), saying so.
+    # The final stage ran on the best trials (its own tests are in test_final.py), saying so.
     board = pd.read_parquet(run_dir / "leaderboard.parquet")
-    assert set(board["trial_id"]) == {df["trial_id"].iloc[0]} and len(board) == 2
-    assert set(board["search_score"]) == {df["score"].iloc[0]} and set(board["search_objective"]) == {"fid"}
+    assert set(board["trial_id"]) == set(df["trial_id"].iloc[:2]) and len(board) == 8
+    assert set(board["search_score"]) == set(df["score"].iloc[:2]) and set(board["search_objective"]) == {"fid"}
     out = searched.proc.stdout
-    assert "final stage: retraining 1 trial(s) x 1 seed(s), scoring with tiny-random" in out
+    assert "final stage: retraining 2 trial(s) x 2 seed(s), scoring with tiny-random" in out
     assert re.search(r"mlp_\w+_s0: epoch +1 +train ", out) and "gmm sampler: FID " in out
     extractors = json.loads((run_dir / "feature_extractor.json").read_text())
     assert extractors == {"search": "tiny-random", "final": "tiny-random"}
@@ -178,10 +164,10 @@ def test_asha_the_table_and_the_finalists_follow_each_trials_score(searched):
 
 
 @pytest.mark.slow
-def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, data_dir, tmp_path):
-    run_dir, space, storage = searched.run_dir, searched.space, searched.storage
+def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_path):
+    run_dir, space, storage, data = searched.run_dir, searched.space, searched.storage, searched.data
     before = {d: (Path(d) / "metrics.jsonl").read_text() for d in trials(run_dir)["trial_dir"]}
-    again = run(command(space, data_dir, storage))  # nothing left to do: no second experiment
+    again = run(command(space, data, storage))  # nothing left to do: no second experiment
     assert again.returncode == 0 and "resuming" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
     assert {d: (Path(d) / "metrics.jsonl").read_text() for d in trials(run_dir)["trial_dir"]} == before
 
@@ -189,16 +175,18 @@ def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, data_di
     assert other.returncode == 2 and "this run started with" in other.stderr
     changed = tmp_path / "changed.yaml"
     changed.write_text(space.read_text().replace("latent: 4", "latent: 5"))
-    refused = run(command(changed, data_dir, storage, "--name", "t"))
+    refused = run(command(changed, data, storage, "--name", "t"))
     assert refused.returncode == 2 and "differs from" in refused.stderr
 
-    # --fresh deletes the run and starts over (stopped here once the old trials are gone).
-    proc = start(command(changed, data_dir, storage, "--name", "t", "--fresh"))
+    # --fresh deletes the run and starts over (stopped here once the old trials are gone), on a copy.
+    copy = Path(shutil.copytree(run_dir, tmp_path / "runs" / "t"))
+    old = [copy / Path(d).name for d in before]
+    proc = start(command(changed, data, tmp_path / "runs", "--name", "t", "--fresh"))
     try:
-        wait_for(lambda: not any(Path(d).exists() for d in before) and (run_dir / "space.yaml").exists(), proc)
+        wait_for(lambda: not any(d.exists() for d in old) and (copy / "space.yaml").exists(), proc)
     finally:
         kill(proc)
-    assert yaml.safe_load((run_dir / "space.yaml").read_text())["space"]["latent"] == 5
+    assert yaml.safe_load((copy / "space.yaml").read_text())["space"]["latent"] == 5
 
 
 @pytest.mark.slow
