@@ -41,18 +41,9 @@ def data_dir(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("data") / "tree", per_class=30)
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory, data_dir):
-    """A finished search whose final stage retrains 2 finalists x 2 seeds, scored with 2 samplers."""
-    tmp = tmp_path_factory.mktemp("searched")
-    space = tiny_space(tmp, final={"top_k": 2, "seeds": 2, "max_epochs": 3})
-    proc = run(command(space, data_dir, tmp / "runs"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return tmp / "runs" / "t"
-
-
 @pytest.mark.slow
 def test_leaderboard_scores_the_top_trials_with_every_seed_and_sampler(searched):
+    searched = searched.run_dir
     trials = pd.read_parquet(searched / "trials.parquet")
     board = pd.read_parquet(searched / "leaderboard.parquet")
     assert len(board) == 2 * 2 * 2
@@ -78,7 +69,8 @@ def test_leaderboard_scores_the_top_trials_with_every_seed_and_sampler(searched)
 
 
 @pytest.mark.slow
-def test_a_rerun_redoes_only_what_is_missing(searched, data_dir):
+def test_a_rerun_redoes_only_what_is_missing(searched):
+    searched, data_dir = searched.run_dir, searched.data
     rows = sorted(searched.glob("final/*/rows/*.json"))
     gone = rows[0]
     kept = {p: p.read_text() for p in rows[1:]}
@@ -105,14 +97,28 @@ def finished_search(tmp_path: Path, data_dir: Path, final: dict) -> Path:
     return run.path
 
 
+def final_in_process(run_dir: Path, data_dir: Path) -> pd.DataFrame:
+    """The leaderboard the final stage's Ray tasks write, computed by the function they run, here
+    and without Ray."""
+    from cvae_core.data import load_data
+    from results.leaderboard import write_leaderboard
+    from search.finalists import finalist_job
+    from search.settings import load_spec
+
+    run, data = RunFolder(run_dir), load_data(data_dir)
+    spec = load_spec(run.space_file)
+    for row in finalists(pd.read_parquet(run.trials_table), spec.final.top_k).to_dict("records"):
+        for seed in range(spec.final.seeds):
+            finalist_job(row, seed, data, spec.search.train_on, spec.final, str(run_dir))
+    return write_leaderboard(run_dir)
+
+
 @pytest.mark.slow
 def test_sigkill_during_the_final_stage_loses_no_finished_row(tmp_path):
     data_dir = make_tree(tmp_path / "tree", per_class=60)
-    run_dir = finished_search(tmp_path, data_dir, final={"top_k": 2, "max_epochs": 8, "patience": 8})
-    assert run(final_command(run_dir, data_dir)).returncode == 0
-    board = pd.read_parquet(run_dir / "leaderboard.parquet")
-    shutil.rmtree(run_dir / "final")
-    (run_dir / "leaderboard.parquet").unlink()
+    final = {"top_k": 2, "max_epochs": 8, "patience": 8}
+    board = final_in_process(finished_search(tmp_path / "uninterrupted", data_dir, final), data_dir)
+    run_dir = finished_search(tmp_path, data_dir, final)
 
     # Kill once mid-training (after a checkpoint), then again once some row is written.
     for moment in (lambda: any(len(v) >= 3 for v in epochs_done(run_dir / "final").values()),
