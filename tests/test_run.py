@@ -182,11 +182,11 @@ def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_pat
     copy = Path(shutil.copytree(run_dir, tmp_path / "runs" / "t"))
     old = [copy / Path(d).name for d in before]
     proc = start(command(changed, data, tmp_path / "runs", "--name", "t", "--fresh"))
-    try:
-        wait_for(lambda: not any(d.exists() for d in old) and (copy / "space.yaml").exists(), proc)
+    try:  # the new space file is written once the old run is deleted
+        wait_for(lambda: (copy / "space.yaml").exists() and "latent: 5" in (copy / "space.yaml").read_text(), proc)
     finally:
         kill(proc)
-    assert yaml.safe_load((copy / "space.yaml").read_text())["space"]["latent"] == 5
+    assert not any(d.exists() for d in old)
 
 
 @pytest.mark.slow
