@@ -102,6 +102,8 @@ MIXED_SPACE = {
     "beta": {"uniform": [0.5, 1.0]},
 }
 
+DIVERGING_LR = 1e6  # the loss is NaN or astronomical after one epoch, whatever the likelihood
+
 MLP_TRIAL = {"batch_size": 40, "family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 32}
 
 
@@ -146,19 +148,22 @@ def scored_run_copy(_scored_run, tmp_path):
 @pytest.fixture(scope="session")
 def searched(tmp_path_factory):
     """One real search as a user runs it (python -m search.run in a subprocess: Ray, TPE, ASHA at
-    epochs 2, 4 and 8, ranked by FID with the tiny extractor) over two likelihood families, and its
-    final stage: the 2 best trials x 2 seeds, each scored with both samplers. Shared by test_run.py
-    and test_final.py: a test may redo what it then checks is unchanged, else it works on a copy."""
+    epochs 2, 4 and 8, ranked by FID with the tiny extractor) over two likelihood families and four
+    learning rates, one of which (1e6) diverges, and its final stage: the 2 best trials x 2 seeds,
+    each scored with both samplers. Seed 5 samples one diverging trial and both families among
+    the other three. Shared by test_run.py and test_final.py: a test may redo what it then checks
+    is unchanged, else it works on a copy."""
     import yaml
     from cli import command, run, tiny_space
 
     tmp = tmp_path_factory.mktemp("searched")
     data = make_tree(tmp / "tree", per_class=8)
-    space = tiny_space(tmp, final={"top_k": 2, "seeds": 2, "max_epochs": 3}, num_samples=4, seed=0,
+    space = tiny_space(tmp, final={"top_k": 2, "seeds": 2, "max_epochs": 3}, num_samples=4, seed=5,
                        sampler={"n_startup_trials": 4}, patience=3,
                        asha={"max_t": 8, "grace_period": 2, "reduction_factor": 2})
     raw = yaml.safe_load(space.read_text())
     raw["space"]["likelihood"] = {"choice": ["bernoulli", "gaussian_learned"]}
+    raw["space"]["lr"] = {"choice": [1e-3, 3e-3, 1e-2, DIVERGING_LR]}
     space.write_text(yaml.safe_dump(raw))
     proc = run(command(space, data, tmp / "runs"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 TINY = ["--device", "cpu", "--preset", "mlp-M1"]
 BENCHES = {
     "train_throughput": [*TINY, "--n-train", "40", "--epochs", "2", "--batch-size", "20"],
-    "search_throughput": [*TINY, "--n-train", "40", "--epochs", "2", "--batch-size", "20", "--per-device", "1", "2"],
+    "search_throughput": [*TINY, "--n-train", "40", "--epochs", "2", "--batch-size", "20", "--per-device", "2"],
     "objective_cost": [*TINY, "--n-train", "40", "--n-val", "40", "--epochs", "2", "--score-at", "2",
                        "--batch-size", "20", "--space", "spaces/smoke.yaml", "--reference-n", "20",
                        "--extractor", "tiny-random"],

@@ -68,22 +68,6 @@ def test_leaderboard_scores_the_top_trials_with_every_seed_and_sampler(searched)
     assert a["best_val_loss"].nunique() == 2
 
 
-@pytest.mark.slow
-def test_a_rerun_redoes_only_what_is_missing(searched):
-    searched, data_dir = searched.run_dir, searched.data
-    rows = sorted(searched.glob("final/*/rows/*.json"))
-    gone = rows[0]
-    kept = {p: p.read_text() for p in rows[1:]}
-    trained = {p: p.stat().st_mtime_ns for p in searched.glob("final/*/train.json")}
-    gone.unlink()
-    proc = run(final_command(searched, data_dir))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert gone.exists()
-    assert {p: p.read_text() for p in rows[1:]} == kept
-    assert {p: p.stat().st_mtime_ns for p in searched.glob("final/*/train.json")} == trained  # no retraining
-    assert len(pd.read_parquet(searched / "leaderboard.parquet")) == 8
-
-
 def finished_search(tmp_path: Path, data_dir: Path, final: dict) -> Path:
     """A run folder as a finished search leaves it for the final stage, written by hand: the
     space, the data source and trials.parquet (two finished trials), without running a search."""

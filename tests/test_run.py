@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from cli import command, epochs_done, kill, output, records, run, start, tiny_space, wait_for
-from conftest import make_tree
+from conftest import DIVERGING_LR, make_tree
 
 from cvae_core.atomic import read_records
 from results.run_folder import RunFolder
@@ -28,6 +28,11 @@ def data_dir(tmp_path_factory):
 
 def trials(run_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(run_dir / "trials.parquet")
+
+
+def converged(df: pd.DataFrame) -> pd.DataFrame:
+    """The trials that did not diverge."""
+    return df[df["lr"] != DIVERGING_LR]
 
 
 def test_a_batch_larger_than_the_training_set_is_refused_before_anything_starts(tmp_path, data_dir, capsys):
@@ -116,8 +121,8 @@ MILESTONES = {2, 4, 8}
 
 @pytest.mark.slow
 def test_a_search_writes_each_trials_record_into_the_run_folder(searched):
-    run_dir, df = searched.run_dir, trials(searched.run_dir)
-    assert len(df) == 4 and set(df["status"]) == {"TERMINATED"}
+    run_dir, df = searched.run_dir, converged(trials(searched.run_dir))
+    assert len(df) == 3 and set(df["status"]) == {"TERMINATED"}
     assert set(df["likelihood"]) == {"bernoulli", "gaussian_learned"}
     assert set(df["stop_reason"]) <= {"patience", "max_epochs", "asha"}
     assert yaml.safe_load((run_dir / "space.yaml").read_text()) == yaml.safe_load(searched.space.read_text())
@@ -144,7 +149,7 @@ def test_a_search_writes_each_trials_record_into_the_run_folder(searched):
 def test_asha_the_table_and_the_finalists_follow_each_trials_score(searched):
     """A real search hands them the score (that they follow it where the validation loss
     disagrees: test_schedulers.py, test_final.py)."""
-    run_dir, df = searched.run_dir, trials(searched.run_dir)
+    run_dir, df = searched.run_dir, converged(trials(searched.run_dir))
     assert df["score"].notna().all() and df["score"].is_monotonic_increasing
     assert set(df["objective"]) == {"fid"} and (df["score"] == df["fid"]).all() and df["kid"].notna().all()
     rungs = {}  # (milestone, trial) -> what ASHA recorded, from its append-only file
@@ -167,9 +172,19 @@ def test_asha_the_table_and_the_finalists_follow_each_trials_score(searched):
 def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_path):
     run_dir, space, storage, data = searched.run_dir, searched.space, searched.storage, searched.data
     before = {d: (Path(d) / "metrics.jsonl").read_text() for d in trials(run_dir)["trial_dir"]}
-    again = run(command(space, data, storage))  # nothing left to do: no second experiment
+    rows = sorted(run_dir.glob("final/*/rows/*.json"))
+    gone, kept = rows[0], {p: p.read_text() for p in rows[1:]}
+    trained = {p: p.stat().st_mtime_ns for p in run_dir.glob("final/*/train.json")}
+    gone.unlink()
+    again = run(command(space, data, storage))  # no second experiment: only the missing row is redone
     assert again.returncode == 0 and "resuming" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+    # A retried trial that diverged is not trained again (resume_errored retries errored trials).
     assert {d: (Path(d) / "metrics.jsonl").read_text() for d in trials(run_dir)["trial_dir"]} == before
+    df = trials(run_dir)
+    assert set(df[df["lr"] == DIVERGING_LR]["stop_reason"]) == {"diverged"}
+    assert gone.exists() and {p: p.read_text() for p in rows[1:]} == kept
+    assert {p: p.stat().st_mtime_ns for p in run_dir.glob("final/*/train.json")} == trained  # no retraining
+    assert len(pd.read_parquet(run_dir / "leaderboard.parquet")) == 8
 
     other = run(command(space, make_tree(tmp_path / "other", per_class=8), storage))
     assert other.returncode == 2 and "this run started with" in other.stderr
@@ -190,32 +205,16 @@ def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_pat
 
 
 @pytest.mark.slow
-def test_diverging_trials_fail_with_their_reason_and_the_search_finishes(tmp_path, data_dir):
-    space = tiny_space(tmp_path, num_samples=4, seed=0, sampler={"n_startup_trials": 4})
-    raw = yaml.safe_load(space.read_text())
-    raw["space"]["lr"] = {"choice": [1e-3, 1e6]}
-    raw["space"]["likelihood"] = "gaussian_learned"
-    space.write_text(yaml.safe_dump(raw))
-    proc = run(command(space, data_dir, tmp_path / "runs"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    df = trials(tmp_path / "runs" / "t")
-    assert len(df) == 4
-    bad, good = df[df["lr"] == 1e6], df[df["lr"] == 1e-3]
-    assert len(bad) and len(good), "seed 0 samples both learning rates"
+def test_a_diverging_trial_fails_with_its_reason_and_the_search_finishes(searched):
+    df = trials(searched.run_dir)
+    bad, good = df[df["lr"] == DIVERGING_LR], converged(df)
+    assert len(bad) == 1 and len(good) == 3
     assert set(bad["status"]) == {"ERROR"} and set(bad["stop_reason"]) == {"diverged"}
     assert all("diverged at epoch" in e for e in bad["error"])
     for d in bad["trial_dir"]:  # Ray's own record of the error is the divergence too, not a pickling error
         assert "loss diverged at epoch" in (Path(d) / "error.txt").read_text()
     assert set(good["status"]) == {"TERMINATED"}
     assert good["best_val_loss"].notna().all() and (bad["epochs"] >= 1).all()
-
-    # Resuming retries errored trials (resume_errored), but a divergence is not recomputed.
-    before = {d: (Path(d) / "metrics.jsonl").read_text() for d in bad["trial_dir"]}
-    again = run(command(space, data_dir, tmp_path / "runs"))
-    assert again.returncode == 0 and "resuming" in again.stdout
-    df2 = trials(tmp_path / "runs" / "t")
-    assert set(df2[df2["lr"] == 1e6]["stop_reason"]) == {"diverged"}
-    assert {d: (Path(d) / "metrics.jsonl").read_text() for d in bad["trial_dir"]} == before
 
 
 @pytest.fixture(scope="module")
