@@ -27,14 +27,11 @@ from cvae_core.data import load_data  # noqa: E402
 from cvae_core.training import resolve_device  # noqa: E402
 from results.features import (  # noqa: E402
     Reference,
-    class_statistics,
     extract,
     load_extractor,
-    probe,
-    real_features,
     reference_statistics,
 )
-from results.metrics import fid, inception_score, score  # noqa: E402
+from results.metrics import fid, inception_score, prime_reference, score  # noqa: E402
 from results.names import resolve_extractor  # noqa: E402
 
 
@@ -67,10 +64,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     load_extractor(extractor, None, dev)
-    real_features(reference, extractor, None, dev)
-    reference_statistics(reference, extractor, None, dev)
-    class_statistics(reference, extractor, None, dev)
-    probe(reference, extractor, None, dev)
+    prime_reference(reference, extractor, None, dev, per_class=True)
     print(f"  reference side (once per dataset and extractor, cached): {time.perf_counter() - t0:8.1f} s")
 
     base, full = [], []

@@ -107,30 +107,52 @@ DIVERGING_LR = 1e6  # the loss is NaN or astronomical after one epoch, whatever 
 MLP_TRIAL = {"batch_size": 40, "family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 32}
 
 
-@pytest.fixture(scope="session")
-def _scored_run(tmp_path_factory, _quiet_machine):
-    """A run folder as the final stage leaves it (2 finalists, both samplers), built in-process
-    once: the same finalist_job Ray runs, with the tiny extractor and no Ray."""
+def finished_search(tmp_path: Path, data_dir: Path, final: dict) -> Path:
+    """A run folder as a finished search leaves it for the final stage, written by hand: the
+    space, the data source and trials.parquet (two finished trials), without running a search."""
+    import pandas as pd
     from cli import tiny_space
+
+    from results.run_folder import RunFolder
+
+    run = RunFolder(tmp_path / "runs" / "t")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text(tiny_space(tmp_path, final=final).read_text())
+    run.record_source(str(data_dir))
+    rows = [{**trial_row(f"aaaa000{i}", {**MLP_TRIAL, "lr": lr}, score=100.0 + i), "status": "TERMINATED"}
+            for i, lr in enumerate((3e-3, 1e-2), start=1)]
+    pd.DataFrame(rows).to_parquet(run.trials_table)
+    return run.path
+
+
+def final_in_process(run_dir: Path, data_dir: Path):
+    """The leaderboard the final stage's Ray tasks write, computed by the function they run, here
+    and without Ray."""
+    import pandas as pd
 
     from cvae_core.data import load_data
     from results.leaderboard import write_leaderboard
     from results.run_folder import RunFolder
-    from search.finalists import finalist_job
+    from search.finalists import finalist_job, finalists
     from search.settings import load_spec
 
+    run, data = RunFolder(run_dir), load_data(data_dir)
+    spec = load_spec(run.space_file)
+    for row in finalists(pd.read_parquet(run.trials_table), spec.final.top_k).to_dict("records"):
+        for seed in range(spec.final.seeds):
+            finalist_job(row, seed, data, spec.search.train_on, spec.final, str(run_dir))
+    return write_leaderboard(run_dir)
+
+
+@pytest.fixture(scope="session")
+def _scored_run(tmp_path_factory, _quiet_machine):
+    """A run folder as the final stage leaves it (2 finalists, both samplers), built in-process
+    once: the same finalist_job Ray runs, with the tiny extractor and no Ray."""
     tmp = tmp_path_factory.mktemp("scored")
     source = make_tree(tmp / "tree", per_class=4)
-    run = RunFolder(tmp / "runs" / "t")
-    run.path.mkdir(parents=True)
-    spec = load_spec(tiny_space(tmp, final={"top_k": 2}))
-    run.space_file.write_text((tmp / "space.yaml").read_text())
-    run.record_source(str(source))
-    data = load_data(source)
-    for trial_id, lr in (("aaaa0001", 3e-3), ("aaaa0002", 1e-2)):
-        finalist_job(trial_row(trial_id, {**MLP_TRIAL, "lr": lr}), 0, data, "train", spec.final, str(run.path))
-    write_leaderboard(run.path)
-    return run.path
+    run_dir = finished_search(tmp, source, final={"top_k": 2})
+    final_in_process(run_dir, source)
+    return run_dir
 
 
 @pytest.fixture

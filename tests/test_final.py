@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli import command, epochs_done, final_command, kill, run, start, tiny_space, wait_for
-from conftest import MLP_TRIAL, make_tree, trial_row
+from cli import command, epochs_done, final_command, kill, run, start, wait_for
+from conftest import final_in_process, finished_search, make_tree
 
 from results.run_folder import RunFolder
 from search.finalists import finalists
@@ -66,35 +66,6 @@ def test_leaderboard_scores_the_top_trials_with_every_seed_and_sampler(searched)
     # seeds really are separate trainings
     a = board[(board["trial_id"] == board["trial_id"].iloc[0]) & (board["sampler"] == "prior")]
     assert a["best_val_loss"].nunique() == 2
-
-
-def finished_search(tmp_path: Path, data_dir: Path, final: dict) -> Path:
-    """A run folder as a finished search leaves it for the final stage, written by hand: the
-    space, the data source and trials.parquet (two finished trials), without running a search."""
-    run = RunFolder(tmp_path / "runs" / "t")
-    run.path.mkdir(parents=True)
-    run.space_file.write_text(tiny_space(tmp_path, final=final).read_text())
-    run.record_source(str(data_dir))
-    rows = [{**trial_row(f"aaaa000{i}", {**MLP_TRIAL, "lr": lr}, score=100.0 + i), "status": "TERMINATED"}
-            for i, lr in enumerate((3e-3, 1e-2))]
-    pd.DataFrame(rows).to_parquet(run.trials_table)
-    return run.path
-
-
-def final_in_process(run_dir: Path, data_dir: Path) -> pd.DataFrame:
-    """The leaderboard the final stage's Ray tasks write, computed by the function they run, here
-    and without Ray."""
-    from cvae_core.data import load_data
-    from results.leaderboard import write_leaderboard
-    from search.finalists import finalist_job
-    from search.settings import load_spec
-
-    run, data = RunFolder(run_dir), load_data(data_dir)
-    spec = load_spec(run.space_file)
-    for row in finalists(pd.read_parquet(run.trials_table), spec.final.top_k).to_dict("records"):
-        for seed in range(spec.final.seeds):
-            finalist_job(row, seed, data, spec.search.train_on, spec.final, str(run_dir))
-    return write_leaderboard(run_dir)
 
 
 @pytest.mark.slow
@@ -213,12 +184,11 @@ def test_rescore_fills_in_the_columns_of_rows_written_before_they_existed(scored
 def rerun_finalist(run_dir, folder, **kw):
     """finalist_job again for the finalist in `folder` of a scored run, as the final stage calls it."""
     from cvae_core.data import load_data
-    from results.run_folder import RunFolder
     from search.finalists import finalist_job
     from search.settings import load_spec
 
     run = RunFolder(run_dir)
-    trial_id = folder.name.split("_")[1]
-    lr = {"aaaa0001": 3e-3, "aaaa0002": 1e-2}[trial_id]
-    return finalist_job(trial_row(trial_id, {**MLP_TRIAL, "lr": lr}), 0, load_data(run.source()), "train",
-                        load_spec(run.space_file).final, str(run.path), **kw)
+    trials = pd.read_parquet(run.trials_table)
+    [trial] = trials[trials["trial_id"] == folder.name.split("_")[1]].to_dict("records")
+    final = load_spec(run.space_file).final
+    return finalist_job(trial, 0, load_data(run.source()), "train", final, str(run.path), **kw)
