@@ -75,9 +75,13 @@ def _diagnosis(address: str, printed: str, fallback: str) -> str:
 
 
 def connect(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """ray.init: a local cluster without an address, else join `address` or raise ClusterError."""
+    """ray.init: a local cluster without an address, else join `address` or raise ClusterError.
+    A process already joined to a cluster (a notebook or a test session calling `main`) keeps it,
+    whatever `address` says."""
     import ray
 
+    if ray.is_initialized():
+        return
     if address is None:
         ray.init(include_dashboard=False, log_to_driver=True)
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -52,6 +54,30 @@ def final_command(run_dir: Path, data: Path, *extra: str) -> list[str]:
 def run(cmd, timeout=300) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def in_process(cmd) -> subprocess.CompletedProcess:
+    """`run(cmd)` as a call of the command's `main` in this process, on the Ray cluster the test
+    session joined (fixture `ray_session`): the same code without a Ray start per command. What
+    the command changes process-wide (environment, signal handlers) is put back."""
+    import importlib
+
+    assert cmd[:2] == [sys.executable, "-m"], cmd
+    main = importlib.import_module(cmd[2]).main
+    environ, handlers = dict(os.environ), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(cmd[3:])
+            except SystemExit as e:  # argparse
+                code = e.code
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    return subprocess.CompletedProcess(cmd, code, out.getvalue(), err.getvalue())
 
 
 def start(cmd) -> subprocess.Popen:

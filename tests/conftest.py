@@ -58,6 +58,19 @@ def _quiet_machine(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session")
+def ray_session(_quiet_machine):
+    """A local Ray cluster joined by this test process, for commands run `in_process` (tests/cli.py):
+    started once, as `connect` starts one for a command, with the session's cache settings."""
+    import ray
+
+    from search.cluster import connect
+
+    connect(None)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def all_cores():
     """For a test whose time is torch's own compute (real Inception): every core, not one."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli import command, epochs_done, final_command, kill, run, start, wait_for
+from cli import command, epochs_done, final_command, in_process, kill, start, wait_for
 from conftest import final_in_process, finished_search, make_tree
 
 from results.run_folder import RunFolder
@@ -69,7 +69,7 @@ def test_leaderboard_scores_the_top_trials_with_every_seed_and_sampler(searched)
 
 
 @pytest.mark.slow
-def test_sigkill_during_the_final_stage_loses_no_finished_row(tmp_path):
+def test_sigkill_during_the_final_stage_loses_no_finished_row(tmp_path, ray_session):
     data_dir = make_tree(tmp_path / "tree", per_class=60)
     final = {"top_k": 2, "max_epochs": 8, "patience": 8}
     board = final_in_process(finished_search(tmp_path / "uninterrupted", data_dir, final), data_dir)
@@ -85,7 +85,7 @@ def test_sigkill_during_the_final_stage_loses_no_finished_row(tmp_path):
             kill(proc)
     written = {p: p.read_text() for p in run_dir.glob("final/*/rows/*.json")}
 
-    done = run(final_command(run_dir, data_dir))
+    done = in_process(final_command(run_dir, data_dir))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert all(p.read_text() == text for p, text in written.items())
     again = pd.read_parquet(run_dir / "leaderboard.parquet")
@@ -111,7 +111,7 @@ def test_finalist_job_scores_what_is_missing_without_retraining(scored_run_copy)
 
 
 @pytest.mark.slow
-def test_a_tiny_seed_space_scores_the_named_presets(tmp_path, data_dir):
+def test_a_tiny_seed_space_scores_the_named_presets(tmp_path, data_dir, ray_session):
     """spaces/seed.yaml on CPU: the same path with two of the report's presets and tiny counts."""
     import yaml
 
@@ -126,7 +126,7 @@ def test_a_tiny_seed_space_scores_the_named_presets(tmp_path, data_dir):
                     "feature_extractor": "tiny-random"}
     space = tmp_path / "seed.yaml"
     space.write_text(yaml.safe_dump(raw))
-    proc = run(command(space, data_dir, tmp_path / "runs"))
+    proc = in_process(command(space, data_dir, tmp_path / "runs"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     board = pd.read_parquet(tmp_path / "runs" / "seed" / "leaderboard.parquet")
     assert len(board) == 2 * 2 and set(board["preset"]) == {"mlp-M1", "cnn-arch1-M1"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from cli import command, epochs_done, kill, output, records, run, start, tiny_space, wait_for
+from cli import command, epochs_done, in_process, kill, output, records, run, start, tiny_space, wait_for
 from conftest import DIVERGING_LR, make_tree
 
 from cvae_core.atomic import read_records
@@ -108,9 +108,9 @@ def test_an_unreachable_cluster_is_one_line_at_once(tmp_path, data_dir, capsys, 
 
 
 @pytest.mark.slow
-def test_a_trial_larger_than_every_node_is_refused_with_nothing_written(tmp_path, data_dir):
+def test_a_trial_larger_than_every_node_is_refused_with_nothing_written(tmp_path, data_dir, ray_session):
     space = tiny_space(tmp_path, resources={"cpu": 64})
-    proc = run(command(space, data_dir, tmp_path / "runs"))
+    proc = in_process(command(space, data_dir, tmp_path / "runs"))
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert f"error: {space}: search.resources: a trial needs 64 CPU + 0 GPU and no node" in proc.stderr
     assert not (tmp_path / "runs").exists()
@@ -169,14 +169,14 @@ def test_asha_the_table_and_the_finalists_follow_each_trials_score(searched):
 
 
 @pytest.mark.slow
-def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_path):
+def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_path, ray_session):
     run_dir, space, storage, data = searched.run_dir, searched.space, searched.storage, searched.data
     before = {d: (Path(d) / "metrics.jsonl").read_text() for d in trials(run_dir)["trial_dir"]}
     rows = sorted(run_dir.glob("final/*/rows/*.json"))
     gone, kept = rows[0], {p: p.read_text() for p in rows[1:]}
     trained = {p: p.stat().st_mtime_ns for p in run_dir.glob("final/*/train.json")}
     gone.unlink()
-    again = run(command(space, data, storage))  # no second experiment: only the missing row is redone
+    again = in_process(command(space, data, storage))  # no second experiment: only the missing row is redone
     assert again.returncode == 0 and "resuming" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
     # A retried trial that diverged is not trained again (resume_errored retries errored trials).
     assert {d: (Path(d) / "metrics.jsonl").read_text() for d in trials(run_dir)["trial_dir"]} == before
@@ -186,11 +186,11 @@ def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_pat
     assert {p: p.stat().st_mtime_ns for p in run_dir.glob("final/*/train.json")} == trained  # no retraining
     assert len(pd.read_parquet(run_dir / "leaderboard.parquet")) == 8
 
-    other = run(command(space, make_tree(tmp_path / "other", per_class=8), storage))
+    other = in_process(command(space, make_tree(tmp_path / "other", per_class=8), storage))
     assert other.returncode == 2 and "this run started with" in other.stderr
     changed = tmp_path / "changed.yaml"
     changed.write_text(space.read_text().replace("latent: 4", "latent: 5"))
-    refused = run(command(changed, data, storage, "--name", "t"))
+    refused = in_process(command(changed, data, storage, "--name", "t"))
     assert refused.returncode == 2 and "differs from" in refused.stderr
 
     # --fresh deletes the run and starts over (stopped here once the old trials are gone), on a copy.
@@ -237,7 +237,7 @@ def finished(run_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slower_data_dir):
+def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slower_data_dir, ray_session):
     """SIGKILL right after Ray starts, SIGTERM (a preempted node) mid-trial, SIGKILL mid-trial
     after a checkpoint, SIGKILL right after a trial finished (before any periodic save) and SIGTERM
     in the final stage: after each the same command resumes; in the end no trial or finalist is
@@ -246,7 +246,7 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     raw = yaml.safe_load(space.read_text())
     raw["space"] = {"family": "cnn", "conv": {"layers": 2, "channels": 16, "kernel_size": 4, "stride": 2,
                     "padding": 1}, "h": 64, "latent": 8, "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 20}
-    raw["final"].update(max_epochs=20, patience=20)  # long enough to be stopped in the middle
+    raw["final"].update(max_epochs=10, patience=10)  # long enough to be stopped in the middle
     space.write_text(yaml.safe_dump(raw))
     run_dir = tmp_path / "runs" / "t"
     cmd = command(space, slower_data_dir, tmp_path / "runs")
@@ -282,7 +282,7 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     interrupt("preempted in the final stage", lambda: any(len(e) >= 2 for e in epochs_done(run_dir / "final").values()),
               signal.SIGTERM)
 
-    resumed = run(cmd)
+    resumed = in_process(cmd)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     df = trials(run_dir)
     assert len(df) == 3 and set(df["status"]) == {"TERMINATED"}, df[["trial_id", "status", "error"]]
