@@ -76,18 +76,20 @@ def _diagnosis(address: str, printed: str, fallback: str) -> str:
 
 def connect(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """ray.init: a local cluster without an address, else join `address` or raise ClusterError.
-    A process already joined to a cluster (a notebook or a test session calling `main`) keeps it,
-    whatever `address` says."""
+    A process already joined to a cluster (a notebook or a test session calling `main`) keeps it."""
     import ray
 
+    hostport = parse_address(address)
+    if hostport is not None:
+        _probe(address, *hostport)
     if ray.is_initialized():
+        if address is not None:
+            raise ClusterError(f"--address {address}: this process has already joined a Ray cluster; "
+                               "leave --address out to use that one")
         return
     if address is None:
         ray.init(include_dashboard=False, log_to_driver=True)
         return
-    hostport = parse_address(address)
-    if hostport is not None:
-        _probe(address, *hostport)
     held = _HeldStderr()
 
     def give_up():

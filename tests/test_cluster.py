@@ -71,3 +71,20 @@ def test_a_cluster_that_refuses_the_token_ends_in_one_line_naming_the_settings()
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: --address 127.0.0.1:{port}: the cluster refused this driver's authentication token; "
         "set RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (README: More nodes)")
+
+
+@pytest.mark.slow
+def test_a_process_keeps_the_cluster_it_joined_and_refuses_an_address_then(ray_session):
+    import ray
+
+    from search.cluster import connect
+
+    before = ray.get_runtime_context().get_job_id()
+    connect(None)  # as `main` does when called again in a notebook
+    assert ray.get_runtime_context().get_job_id() == before
+    with socket.socket() as listener:  # an address that answers: only the joined cluster is in the way
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(ClusterError, match=f"--address {address}: this process has already joined a Ray cluster"):
+            connect(address)
