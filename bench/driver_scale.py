@@ -69,8 +69,7 @@ def dummy_trial(config, run_dir: str, epochs: int, epoch_s: float, score_at: fro
 
     from ray import tune
 
-    from results.run_folder import RunFolder
-    from search.trainable import trial_name
+    from results.run_folder import RunFolder, trial_name
 
     trial_id = tune.get_context().get_trial_id()
     folder = RunFolder(run_dir).trial(trial_name(config, trial_id))

@@ -31,6 +31,12 @@ SPACE_FILE = "space.yaml"
 LEADERBOARD_FILE = "leaderboard.parquet"
 
 
+def trial_name(config: dict, trial_id: str) -> str:
+    """A trial's folder name (RUN/<trial>), short and readable: cnn_1a2b3c4d, cnn-arch3-M3_5e6f7a8b."""
+    kind = config.get("preset") or config.get("family", "trial")
+    return f"{kind}_{trial_id}"
+
+
 @dataclass(frozen=True)
 class Finalist:
     """RUN/final/<trial>_s<seed>/: one retraining of a finalist, and its scored rows."""

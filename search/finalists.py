@@ -27,12 +27,12 @@ from cvae_core.training import epoch_line, load_model, train
 from results.features import Reference
 from results.leaderboard import make_row, missing_columns, write_leaderboard
 from results.metrics import score
-from results.run_folder import RunFolder
+from results.run_folder import RunFolder, trial_name
 from results.samplers import generate, save_sample_grid
 
 from .settings import Final, Spec
 from .space import SpaceError, model_config
-from .trainable import claim_device, prime_on_worker, trial_name
+from .trainable import claim_device, prime_on_worker
 
 PROGRESS_EVERY_S = 30.0  # seconds between a finalist's epoch lines
 SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision", "recall"]

@@ -23,7 +23,7 @@ from cvae_core.models import build_model, count_params
 from cvae_core.training import TrainingDiverged, resolve_device, train
 from results.features import Reference
 from results.metrics import prime_reference, reference_cached
-from results.run_folder import RunFolder
+from results.run_folder import RunFolder, trial_name
 
 from .cluster import one_node
 from .objective import TrialScorer
@@ -34,12 +34,6 @@ from .space import model_config
 
 class TrialFailed(RuntimeError):
     """A trial failed for a reason that would recur on a retry (e.g. divergence)."""
-
-
-def trial_name(config: dict, trial_id: str) -> str:
-    """Short, readable trial folder names: cnn_1a2b3c4d, cnn-arch3-M3_5e6f7a8b."""
-    kind = config.get("preset") or config.get("family", "trial")
-    return f"{kind}_{trial_id}"
 
 
 def tune_trial_dirname(trial) -> str:

@@ -11,10 +11,9 @@ import pandas as pd
 from ray.tune import ExperimentAnalysis
 
 from cvae_core.atomic import atomic_write
-from results.run_folder import RunFolder
+from results.run_folder import RunFolder, trial_name
 
 from .space import model_config
-from .trainable import trial_name
 
 
 def _stop_reason(status: str, last: dict, failure: dict | None) -> str:

@@ -28,11 +28,11 @@ def test_a_trial_asha_stopped_before_a_kill_ends_at_once_when_the_restart_brings
     from cvae_core.atomic import append_records
     from cvae_core.data import load_data
     from cvae_core.layout import METRICS_FILE
-    from results.run_folder import RunFolder
+    from results.run_folder import RunFolder, trial_name
 
     config = {"family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 8, "lr": 1e-3, "batch_size": 10}
     run = RunFolder(tmp_path / "run")
-    folder = run.trial(trainable.trial_name(config, "abc"))
+    folder = run.trial(trial_name(config, "abc"))
     folder.mkdir(parents=True)
     append_records(folder / METRICS_FILE, [{"epoch": e, "best_val_loss": 9.0 - e, "stop": None} for e in (1, 2, 3, 4)])
     append_records(run.scores_file(folder.name), [{"score": 50.0, "fid": 50.0, "kid": 0.1, "score_epoch": 4}])
