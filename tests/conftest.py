@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 import shutil
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -71,13 +72,31 @@ def ray_session(_quiet_machine):
     ray.shutdown()
 
 
+# The longest files, started first (measured in parallel on 2 cores: 2.5 minutes for the first,
+# 1.5 to 2 for the others). pytest-xdist hands each worker two files at the start.
+LONGEST_FIRST = ("test_interrupts.py", "test_run.py", "test_final.py", "test_metrics.py", "test_bench.py")
+
+
+def pytest_collection_modifyitems(items):
+    """The longest files first, then the other slow tests, then the quick ones: run in parallel
+    (README: Tests), the workers are handed the long work first and so end together."""
+    def order(item):
+        name = item.path.name
+        return (LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST),
+                item.get_closest_marker("slow") is None)
+
+    items.sort(key=order)
+
+
 @pytest.fixture
 def all_cores():
-    """For a test whose time is torch's own compute (real Inception): every core, not one."""
+    """For a test whose time is torch's own compute (real Inception): every core this test process
+    has to itself (its share when pytest-xdist's workers divide the machine), not one."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     yield
     torch.set_num_threads(threads)
 
@@ -87,14 +106,29 @@ def tree(tmp_path) -> Path:
     return make_tree(tmp_path / "tree")
 
 
+def shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder of this test run that every pytest-xdist worker sees."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+
+
+@contextlib.contextmanager
+def one_worker_at_a_time(tmp_path_factory, name: str):
+    """Held by one pytest-xdist worker at a time: what one builds, the others then find built."""
+    with open(shared_dir(tmp_path_factory, f"{name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def real_data(tmp_path_factory):
-    """The real CIFAR-10 (decoded once per test session), or a skip saying why."""
+    """The real CIFAR-10 (decoded once per test run), or a skip saying why."""
     if not REAL_ZIP.exists():
         pytest.skip(f"real CIFAR-10 zip not found at {REAL_ZIP} (set CVAE_TEST_ZIP)")
     from cvae_core.data import load_data
 
-    return load_data(REAL_ZIP, cache_dir=tmp_path_factory.getbasetemp() / "cache")
+    with one_worker_at_a_time(tmp_path_factory, "real-data"):
+        return load_data(REAL_ZIP, cache_dir=shared_dir(tmp_path_factory, "real-data"))
 
 
 def trial_row(trial_id: str, config: dict, score: float = 100.0) -> dict:
@@ -115,7 +149,6 @@ MIXED_SPACE = {
     "beta": {"uniform": [0.5, 1.0]},
 }
 
-DIVERGING_LR = 1e6  # the loss is NaN or astronomical after one epoch, whatever the likelihood
 
 MLP_TRIAL = {"batch_size": 40, "family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 32}
 
@@ -178,28 +211,3 @@ def scored_run(_scored_run):
 def scored_run_copy(_scored_run, tmp_path):
     """A copy of the scored run folder, for tests that change it."""
     return Path(shutil.copytree(_scored_run, tmp_path / "runs" / "t"))
-
-
-@pytest.fixture(scope="session")
-def searched(tmp_path_factory):
-    """One real search as a user runs it (python -m search.run in a subprocess: Ray, TPE, ASHA at
-    epochs 2, 4 and 8, ranked by FID with the tiny extractor) over two likelihood families and four
-    learning rates, one of which (1e6) diverges, and its final stage: the 2 best trials x 2 seeds,
-    each scored with both samplers. Seed 5 samples one diverging trial and both families among
-    the other three. Shared by test_run.py and test_final.py: a test may redo what it then checks
-    is unchanged, else it works on a copy."""
-    import yaml
-    from cli import command, run, tiny_space
-
-    tmp = tmp_path_factory.mktemp("searched")
-    data = make_tree(tmp / "tree", per_class=8)
-    space = tiny_space(tmp, final={"top_k": 2, "seeds": 2, "max_epochs": 3}, num_samples=4, seed=5,
-                       sampler={"n_startup_trials": 4}, patience=3,
-                       asha={"max_t": 8, "grace_period": 2, "reduction_factor": 2})
-    raw = yaml.safe_load(space.read_text())
-    raw["space"]["likelihood"] = {"choice": ["bernoulli", "gaussian_learned"]}
-    raw["space"]["lr"] = {"choice": [1e-3, 3e-3, 1e-2, DIVERGING_LR]}
-    space.write_text(yaml.safe_dump(raw))
-    proc = run(command(space, data, tmp / "runs"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return SimpleNamespace(run_dir=tmp / "runs" / "t", space=space, proc=proc, storage=tmp / "runs", data=data)

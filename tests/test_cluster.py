@@ -1,4 +1,5 @@
-"""Joining a Ray cluster ends in one line, within seconds, whatever goes wrong (search.cluster)."""
+"""Joining a Ray cluster ends in one line, within seconds, whatever goes wrong (search.cluster),
+and a search on a cluster of two nodes runs trials on both."""
 
 import os
 import shutil
@@ -9,8 +10,10 @@ import sys
 import tempfile
 import time
 
+import pandas as pd
 import pytest
-from cli import ROOT
+from cli import ROOT, command, run, tiny_space
+from conftest import make_tree
 
 from search.cluster import ClusterError, parse_address
 
@@ -88,3 +91,28 @@ def test_a_process_keeps_the_cluster_it_joined_and_refuses_an_address_then(ray_s
         address = f"127.0.0.1:{listener.getsockname()[1]}"
         with pytest.raises(ClusterError, match=f"--address {address}: this process has already joined a Ray cluster"):
             connect(address)
+
+
+@pytest.mark.slow
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, monkeypatch):
+    from ray.cluster_utils import Cluster
+
+    # A Cluster tells every plain ray.init() on this machine to join it (an address file in Ray's
+    # temp folder): that file goes to a folder of its own, so no other test's command joins it.
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        space = tiny_space(tmp_path, num_samples=4, max_concurrent=2,
+                           asha={"max_t": 4, "grace_period": 4, "reduction_factor": 2})
+        proc = run(command(space, make_tree(tmp_path / "tree", per_class=8), tmp_path / "runs", "--address",
+                           cluster.address))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        df = pd.read_parquet(tmp_path / "runs" / "t" / "trials.parquet")
+        assert len(df) == 4 and set(df["status"]) == {"TERMINATED"}
+        assert set(df["node_id"]) == {cluster.head_node.node_id, worker.node_id}
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

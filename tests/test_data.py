@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import make_tree, png_bytes, zip_tree
+from conftest import make_tree, png_bytes, shared_dir, zip_tree
 
 from cvae_core.data import DataError, _check_tensors, load_data, split
 
@@ -32,7 +32,7 @@ def test_second_load_comes_from_the_cache(tree, tmp_path):
 
 @pytest.mark.slow
 def test_the_real_cifar10_zip_decodes_to_its_splits(real_data, tmp_path_factory):
-    again = load_data(real_data.source, cache_dir=tmp_path_factory.getbasetemp() / "cache")  # from the cache
+    again = load_data(real_data.source, cache_dir=shared_dir(tmp_path_factory, "real-data"))  # from the cache
     assert again.key == real_data.key and again.classes[3] == "cat"
     assert again.train_x.shape == (50000, 3, 32, 32) and again.test_x.shape == (10000, 3, 32, 32)
     assert torch.equal(again.train_y.bincount(), torch.full((10,), 5000))

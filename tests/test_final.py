@@ -42,33 +42,6 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_leaderboard_scores_the_top_trials_with_every_seed_and_sampler(searched):
-    searched = searched.run_dir
-    trials = pd.read_parquet(searched / "trials.parquet")
-    board = pd.read_parquet(searched / "leaderboard.parquet")
-    assert len(board) == 2 * 2 * 2
-    assert set(board["trial_id"]) == set(trials["trial_id"].iloc[:2])
-    assert set(zip(board["seed"], board["sampler"])) == {(s, m) for s in (0, 1) for m in ("prior", "gmm")}
-    assert board["fid"].is_monotonic_increasing and board["fid"].notna().all()
-    assert board["is_mean"].notna().all() and board["is_missing_reason"].isna().all()  # tiny-random has logits
-    assert set(board["n_samples"]) == {30} and set(board["feature_extractor"]) == {"tiny-random"}
-    assert set(board["reference"]) == {"tree:train"}
-    assert (board["epochs_trained"] <= 3).all() and (board["best_epoch"] <= board["epochs_trained"]).all()
-    for r in board.itertuples():
-        assert Path(r.checkpoint).is_file() and Path(r.sample_grid).is_file()
-        assert r.params > 0 and r.run == "t" and r.family == "mlp" and list(r.hidden) == [32]
-        epochs = [json.loads(x) for x in (Path(r.checkpoint).parent / "metrics.jsonl").read_text().splitlines()]
-        assert len(epochs) == r.epochs_trained and r.train_seconds == pytest.approx(
-            sum(e["epoch_seconds"] for e in epochs))
-    # trial config columns agree with the search's table
-    merged = board.merge(trials, on="trial_id", suffixes=("", "_search"))
-    assert (merged["lr"] == merged["lr_search"]).all()
-    # seeds really are separate trainings
-    a = board[(board["trial_id"] == board["trial_id"].iloc[0]) & (board["sampler"] == "prior")]
-    assert a["best_val_loss"].nunique() == 2
-
-
-@pytest.mark.slow
 def test_sigkill_during_the_final_stage_loses_no_finished_row(tmp_path, ray_session):
     data_dir = make_tree(tmp_path / "tree", per_class=60)
     final = {"top_k": 2, "max_epochs": 8, "patience": 8}
@@ -121,7 +94,7 @@ def test_a_tiny_seed_space_scores_the_named_presets(tmp_path, data_dir, ray_sess
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "spaces" / "seed.yaml").read_text())
     raw["space"]["presets"] = ["mlp-M1", "cnn-arch1-M1"]
     raw["search"] = {**raw["search"], "asha": {"max_t": 2, "grace_period": 2, "reduction_factor": 2},
-                     "resources": {"cpu": 1}}
+                     "resources": {"cpu": 1}, "max_concurrent": 1}  # one trial process, not one per trial
     raw["final"] = {**raw["final"], "top_k": 16, "max_epochs": 2, "samples_per_class": 3,
                     "feature_extractor": "tiny-random"}
     space = tmp_path / "seed.yaml"

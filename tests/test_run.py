@@ -1,24 +1,27 @@
-"""`python -m search.run`: its checks in-process, then end to end in subprocesses as a user runs it
-(real Ray, real Optuna)."""
+"""`python -m search.run`: its checks in-process, then end to end (real Ray, real Optuna): in a
+subprocess as a user runs it where the command is killed or needs a Ray of its own, else its main in
+this process on the session's Ray cluster."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
-import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import yaml
-from cli import command, epochs_done, in_process, kill, output, records, run, start, tiny_space, wait_for
-from conftest import DIVERGING_LR, make_tree
+from cli import command, in_process, kill, records, run, start, tiny_space, wait_for
+from conftest import make_tree
 
 from cvae_core.atomic import read_records
 from results.run_folder import RunFolder
 from search.run import main
+
+DIVERGING_LR = 1e6  # the loss is NaN or astronomical after one epoch, whatever the likelihood
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +36,29 @@ def trials(run_dir: Path) -> pd.DataFrame:
 def converged(df: pd.DataFrame) -> pd.DataFrame:
     """The trials that did not diverge."""
     return df[df["lr"] != DIVERGING_LR]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One real search as a user runs it (python -m search.run in a subprocess: Ray, TPE, ASHA at
+    epochs 2, 4 and 8, ranked by FID with the tiny extractor) over two likelihood families and four
+    learning rates, one of which (1e6) diverges, and its final stage: the 2 best trials x 2 seeds,
+    each scored with both samplers. Seed 5 samples one diverging trial and both families among
+    the other three. Its tests are all here, so that run in parallel (pytest-xdist's --dist
+    loadfile) they share one worker: one search, and a test that redoes part of it (then checks
+    it unchanged) races no reader; a test that changes it otherwise works on a copy."""
+    tmp = tmp_path_factory.mktemp("searched")
+    data = make_tree(tmp / "tree", per_class=8)
+    space = tiny_space(tmp, final={"top_k": 2, "seeds": 2, "max_epochs": 3}, num_samples=4, seed=5,
+                       sampler={"n_startup_trials": 4}, patience=3,
+                       asha={"max_t": 8, "grace_period": 2, "reduction_factor": 2})
+    raw = yaml.safe_load(space.read_text())
+    raw["space"]["likelihood"] = {"choice": ["bernoulli", "gaussian_learned"]}
+    raw["space"]["lr"] = {"choice": [1e-3, 3e-3, 1e-2, DIVERGING_LR]}
+    space.write_text(yaml.safe_dump(raw))
+    proc = run(command(space, data, tmp / "runs"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return SimpleNamespace(run_dir=tmp / "runs" / "t", space=space, proc=proc, storage=tmp / "runs", data=data)
 
 
 def test_a_batch_larger_than_the_training_set_is_refused_before_anything_starts(tmp_path, data_dir, capsys):
@@ -169,6 +195,33 @@ def test_asha_the_table_and_the_finalists_follow_each_trials_score(searched):
 
 
 @pytest.mark.slow
+def test_leaderboard_scores_the_top_trials_with_every_seed_and_sampler(searched):
+    searched = searched.run_dir
+    trials = pd.read_parquet(searched / "trials.parquet")
+    board = pd.read_parquet(searched / "leaderboard.parquet")
+    assert len(board) == 2 * 2 * 2
+    assert set(board["trial_id"]) == set(trials["trial_id"].iloc[:2])
+    assert set(zip(board["seed"], board["sampler"])) == {(s, m) for s in (0, 1) for m in ("prior", "gmm")}
+    assert board["fid"].is_monotonic_increasing and board["fid"].notna().all()
+    assert board["is_mean"].notna().all() and board["is_missing_reason"].isna().all()  # tiny-random has logits
+    assert set(board["n_samples"]) == {30} and set(board["feature_extractor"]) == {"tiny-random"}
+    assert set(board["reference"]) == {"tree:train"}
+    assert (board["epochs_trained"] <= 3).all() and (board["best_epoch"] <= board["epochs_trained"]).all()
+    for r in board.itertuples():
+        assert Path(r.checkpoint).is_file() and Path(r.sample_grid).is_file()
+        assert r.params > 0 and r.run == "t" and r.family == "mlp" and list(r.hidden) == [32]
+        epochs = [json.loads(x) for x in (Path(r.checkpoint).parent / "metrics.jsonl").read_text().splitlines()]
+        assert len(epochs) == r.epochs_trained and r.train_seconds == pytest.approx(
+            sum(e["epoch_seconds"] for e in epochs))
+    # trial config columns agree with the search's table
+    merged = board.merge(trials, on="trial_id", suffixes=("", "_search"))
+    assert (merged["lr"] == merged["lr_search"]).all()
+    # seeds really are separate trainings
+    a = board[(board["trial_id"] == board["trial_id"].iloc[0]) & (board["sampler"] == "prior")]
+    assert a["best_val_loss"].nunique() == 2
+
+
+@pytest.mark.slow
 def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_path, ray_session):
     run_dir, space, storage, data = searched.run_dir, searched.space, searched.storage, searched.data
     before = {d: (Path(d) / "metrics.jsonl").read_text() for d in trials(run_dir)["trial_dir"]}
@@ -215,103 +268,3 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_finishes(searche
         assert "loss diverged at epoch" in (Path(d) / "error.txt").read_text()
     assert set(good["status"]) == {"TERMINATED"}
     assert good["best_val_loss"].notna().all() and (bad["epochs"] >= 1).all()
-
-
-@pytest.fixture(scope="module")
-def slower_data_dir(tmp_path_factory):
-    """Enough images that an epoch lasts a fraction of a second: room to kill mid-trial."""
-    return make_tree(tmp_path_factory.mktemp("data") / "tree", per_class=40)
-
-
-def finished(run_dir: Path) -> dict[str, str]:
-    """The trials that are done (their checkpoint holds their last epoch), with their epoch records."""
-    import torch
-
-    done = {}
-    for d in run_dir.glob("cnn_*"):
-        last = records(d)[-1:]
-        if last and last[0]["stop"] is not None and (d / "checkpoint.pt").exists():
-            if torch.load(d / "checkpoint.pt", weights_only=True)["epoch"] == last[0]["epoch"]:
-                done[d.name] = (d / "metrics.jsonl").read_text()
-    return done
-
-
-@pytest.mark.slow
-def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slower_data_dir, ray_session):
-    """SIGKILL right after Ray starts, SIGTERM (a preempted node) mid-trial, SIGKILL mid-trial
-    after a checkpoint, SIGKILL right after a trial finished (before any periodic save) and SIGTERM
-    in the final stage: after each the same command resumes; in the end no trial or finalist is
-    forgotten, rerun or restarted."""
-    space = tiny_space(tmp_path, num_samples=3, asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
-    raw = yaml.safe_load(space.read_text())
-    raw["space"] = {"family": "cnn", "conv": {"layers": 2, "channels": 16, "kernel_size": 4, "stride": 2,
-                    "padding": 1}, "h": 64, "latent": 8, "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 20}
-    raw["final"].update(max_epochs=10, patience=10)  # long enough to be stopped in the middle
-    space.write_text(yaml.safe_dump(raw))
-    run_dir = tmp_path / "runs" / "t"
-    cmd = command(space, slower_data_dir, tmp_path / "runs")
-    done_before_kill = {}
-
-    def trains_at(lo, hi):
-        """The moment an unfinished trial has between lo and hi epochs, one of them trained by this
-        command (not left over from the last one, which would be a kill at startup)."""
-        before = epochs_done(run_dir)
-
-        def moment():
-            done = finished(run_dir)
-            return any(lo <= len(v) < hi and len(v) > len(before.get(name, [])) for name, v in
-                       epochs_done(run_dir).items() if name not in done)
-        return moment
-
-    def interrupt(what, moment, sig=signal.SIGKILL):
-        proc = start(cmd)
-        try:
-            wait_for(moment, proc, what=what)
-            done_before_kill.update(finished(run_dir))
-            if sig == signal.SIGTERM:
-                proc.send_signal(sig)  # the driver only, as a preempting scheduler would
-                assert proc.wait(timeout=120) == 130 and "interrupted: run the same command" in output(proc)
-        finally:
-            kill(proc)
-
-    interrupt("startup", lambda: (run_dir / "space.yaml").exists() and any(run_dir.glob("experiment_state*")))
-    interrupt("a trial done", lambda: finished(run_dir))  # at once after the first trial is done
-    interrupt("preempted mid-trial", trains_at(2, 8), signal.SIGTERM)
-    interrupt("mid-trial", trains_at(3, 7))  # after a checkpoint
-    # Tune's Ctrl-C handler outlives the search; it must not swallow this one.
-    interrupt("preempted in the final stage", lambda: any(len(e) >= 2 for e in epochs_done(run_dir / "final").values()),
-              signal.SIGTERM)
-
-    resumed = in_process(cmd)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    df = trials(run_dir)
-    assert len(df) == 3 and set(df["status"]) == {"TERMINATED"}, df[["trial_id", "status", "error"]]
-    assert done_before_kill, "some trial finished before a kill"
-    for name, text in done_before_kill.items():  # finished trials are neither rerun nor rescored
-        assert (run_dir / name / "metrics.jsonl").read_text() == text
-        assert [s["score_epoch"] for s in records(run_dir / name, "scores.jsonl")] == [8]
-    for name, epochs in epochs_done(run_dir).items():  # the others continued from their checkpoints
-        assert sorted(set(epochs)) == list(range(1, 9)), (name, epochs)
-        assert len(epochs) - len(set(epochs)) <= 3, (name, epochs)  # at most the epoch under way, per kill
-    assert set(df["score_epoch"]) == {8} and df["score"].notna().all()
-    [finalist] = epochs_done(run_dir / "final").values()  # the finalist continued from its checkpoint
-    assert sorted(set(finalist)) == list(range(1, len(set(finalist)) + 1)) and finalist.count(1) == 1, finalist
-
-
-@pytest.mark.slow
-def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, data_dir):
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    try:
-        worker = cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        space = tiny_space(tmp_path, num_samples=4, max_concurrent=2,
-                           asha={"max_t": 4, "grace_period": 4, "reduction_factor": 2})
-        proc = run(command(space, data_dir, tmp_path / "runs", "--address", cluster.address))
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        df = trials(tmp_path / "runs" / "t")
-        assert len(df) == 4 and set(df["status"]) == {"TERMINATED"}
-        assert set(df["node_id"]) == {cluster.head_node.node_id, worker.node_id}
-    finally:
-        cluster.shutdown()
