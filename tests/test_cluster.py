@@ -48,13 +48,20 @@ def test_an_address_that_answers_but_not_as_ray_ends_in_one_line():
         "(README: More nodes)"]
 
 
+@pytest.fixture
+def ray_tmp():
+    """A temp folder for a Ray started by a test, short: Ray's socket paths must fit 107 bytes."""
+    path = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_a_cluster_that_refuses_the_token_ends_in_one_line_naming_the_settings():
+def test_a_cluster_that_refuses_the_token_ends_in_one_line_naming_the_settings(ray_tmp):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "a" * 32}
-    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                              "--block", f"--temp-dir={ray_tmp}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -69,7 +76,6 @@ def test_a_cluster_that_refuses_the_token_ends_in_one_line_naming_the_settings()
     finally:
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: --address 127.0.0.1:{port}: the cluster refused this driver's authentication token; "
@@ -94,12 +100,11 @@ def test_a_process_keeps_the_cluster_it_joined_and_refuses_an_address_then(ray_s
 
 
 @pytest.mark.slow
-def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, monkeypatch):
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, monkeypatch, ray_tmp):
     from ray.cluster_utils import Cluster
 
     # A Cluster tells every plain ray.init() on this machine to join it (an address file in Ray's
     # temp folder): that file goes to a folder of its own, so no other test's command joins it.
-    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
@@ -115,4 +120,3 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, monkeypatch):
         assert set(df["node_id"]) == {cluster.head_node.node_id, worker.node_id}
     finally:
         cluster.shutdown()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
