@@ -5,6 +5,8 @@ parallel it has a worker to itself; the final stage's own kill test is in test_f
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import signal
 from pathlib import Path
 
@@ -21,16 +23,26 @@ def slower_data_dir(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("data") / "tree", per_class=40)
 
 
-def finished(run_dir: Path) -> dict[str, str]:
-    """The trials that are done (their checkpoint holds their last epoch), with their epoch records."""
+@functools.cache
+def checkpoint_epoch(path: Path, version: tuple[int, int]) -> int:
+    """The epoch a checkpoint file holds, loaded once per version (inode, mtime) of the file: the
+    kill points are polled 20 times a second."""
     import torch
 
+    return torch.load(path, weights_only=True)["epoch"]
+
+
+def finished(run_dir: Path) -> dict[str, str]:
+    """The trials that are done (their checkpoint holds their last epoch), with their epoch records."""
     done = {}
     for d in run_dir.glob("cnn_*"):
         last = records(d)[-1:]
-        if last and last[0]["stop"] is not None and (d / "checkpoint.pt").exists():
-            if torch.load(d / "checkpoint.pt", weights_only=True)["epoch"] == last[0]["epoch"]:
-                done[d.name] = (d / "metrics.jsonl").read_text()
+        with contextlib.suppress(FileNotFoundError):
+            if last and last[0]["stop"] is not None:
+                checkpoint = d / "checkpoint.pt"
+                version = checkpoint.stat()
+                if checkpoint_epoch(checkpoint, (version.st_ino, version.st_mtime_ns)) == last[0]["epoch"]:
+                    done[d.name] = (d / "metrics.jsonl").read_text()
     return done
 
 
