@@ -62,8 +62,9 @@ def test_a_cluster_that_refuses_the_token_ends_in_one_line_naming_the_settings(r
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "a" * 32}
-    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                             "--block", f"--temp-dir={ray_tmp}"],
+    # `ray start` as the `ray` script runs it, found without the venv on PATH
+    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",
+                             "--num-cpus=1", "--include-dashboard=false", "--block", f"--temp-dir={ray_tmp}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         t0 = time.monotonic()
