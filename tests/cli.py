@@ -57,9 +57,10 @@ def run(cmd, timeout=300) -> subprocess.CompletedProcess:
 
 
 def in_process(cmd) -> subprocess.CompletedProcess:
-    """`run(cmd)` as a call of the command's `main` in this process, on the Ray cluster the test
-    session joined (fixture `ray_session`): the same code without a Ray start per command. What
-    the command changes process-wide (environment, signal handlers) is put back."""
+    """`run(cmd)` as a call of the command's `main` in this process, on one Ray cluster per test
+    session (fixture `ray_session`: the first command starts it, the later ones keep it): the same
+    code without a Ray start per command. What the command changes process-wide (environment,
+    signal handlers) is put back."""
     import importlib
 
     assert cmd[:2] == [sys.executable, "-m"], cmd

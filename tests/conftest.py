@@ -60,14 +60,12 @@ def _quiet_machine(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_session(_quiet_machine):
-    """A local Ray cluster joined by this test process, for commands run `in_process` (tests/cli.py):
-    started once, as `connect` starts one for a command, with the session's cache settings."""
+    """One local Ray cluster for the commands run `in_process` (tests/cli.py): the first command
+    starts it, as `connect` does, the later ones keep it; it ends with the session. Not started
+    before: an idle cluster costs about 2 CPU-s a minute."""
+    yield
     import ray
 
-    from search.cluster import connect
-
-    connect(None)
-    yield
     ray.shutdown()
 
 

@@ -89,6 +89,7 @@ def test_a_process_keeps_the_cluster_it_joined_and_refuses_an_address_then(ray_s
 
     from search.cluster import connect
 
+    connect(None)
     before = ray.get_runtime_context().get_job_id()
     connect(None)  # as `main` does when called again in a notebook
     assert ray.get_runtime_context().get_job_id() == before
