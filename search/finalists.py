@@ -32,7 +32,7 @@ from results.samplers import generate, save_sample_grid
 
 from .settings import Final, Spec
 from .space import SpaceError, model_config
-from .trainable import claim_device, prime_on_worker
+from .workers import claim_device, prime_on_worker
 
 PROGRESS_EVERY_S = 30.0  # seconds between a finalist's epoch lines
 SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision", "recall"]

@@ -20,16 +20,15 @@ from cvae_core.atomic import append_records, atomic_torch_save, read_records
 from cvae_core.data import ImageData, split
 from cvae_core.layout import CHECKPOINT_FILE, read_metrics
 from cvae_core.models import build_model, count_params
-from cvae_core.training import TrainingDiverged, resolve_device, train
+from cvae_core.training import TrainingDiverged, train
 from results.features import Reference
-from results.metrics import prime_reference, reference_cached
 from results.run_folder import RunFolder, trial_name
 
-from .cluster import one_node
 from .objective import TrialScorer
 from .schedulers import stopped_by_asha
 from .settings import Objective
 from .space import model_config
+from .workers import claim_device
 
 
 class TrialFailed(RuntimeError):
@@ -55,32 +54,6 @@ def check_earlier_failure(failure_file: Path) -> None:
         if recorded["kind"] == "diverged":
             raise TrialFailed(recorded["reason"])
         failure_file.unlink()
-
-
-def claim_device(gpu_share: float, cpus: float) -> torch.device:
-    """The device of a Ray worker given `gpu_share` of a GPU and `cpus` CPUs, held to its share."""
-    torch.set_num_threads(max(1, int(cpus)))
-    device = resolve_device()
-    if device.type == "cuda" and 0 < gpu_share < 1:
-        # Several trials share a GPU: cap this one so it cannot starve the others.
-        torch.cuda.set_per_process_memory_fraction(gpu_share, device)
-    return device
-
-
-def _prime(reference: Reference, extractor: str, inception_weights: str | None, gpu_share: float, cpus: float,
-           per_class: bool) -> None:
-    prime_reference(reference, extractor, inception_weights, claim_device(gpu_share, cpus), per_class=per_class)
-
-
-def prime_on_worker(reference: Reference, extractor: str, inception_weights: str | None, cpus: float,
-                    gpu_share: float, per_class: bool = False) -> None:
-    """Cache the reference side of a score (results.metrics.prime_reference) in a Ray task with a
-    trial's resources (a GPU when trials get one), before the trials or finalists that read it
-    start. Skipped when this machine is the whole cluster and has it cached already (a resume)."""
-    if one_node() and reference_cached(reference, extractor, inception_weights, per_class=per_class):
-        return
-    task = ray.remote(num_cpus=cpus, num_gpus=gpu_share)(_prime)
-    ray.get(task.remote(reference, extractor, inception_weights, gpu_share, cpus, per_class))
 
 
 def _scores(scores_file: Path, up_to_epoch: int) -> dict | None:

@@ -17,8 +17,9 @@ from results.run_folder import RunFolder
 from .objective import METRIC, MODE, milestones
 from .schedulers import STATE_PERIOD_S, PersistentASHA, ScoreOptunaSearch
 from .settings import Objective, Spec
-from .trainable import prime_on_worker, run_trial, tune_trial_dirname
+from .trainable import run_trial, tune_trial_dirname
 from .trials import write_trials_table
+from .workers import prime_on_worker
 
 
 def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective:
