@@ -16,6 +16,8 @@ import yaml
 from cli import command, epochs_done, in_process, kill, output, records, start, tiny_space, wait_for
 from conftest import make_tree
 
+from cvae_core.layout import CHECKPOINT_FILE, METRICS_FILE
+
 
 @pytest.fixture(scope="module")
 def slower_data_dir(tmp_path_factory):
@@ -39,10 +41,10 @@ def finished(run_dir: Path) -> dict[str, str]:
         last = records(d)[-1:]
         with contextlib.suppress(FileNotFoundError):
             if last and last[0]["stop"] is not None:
-                checkpoint = d / "checkpoint.pt"
+                checkpoint = d / CHECKPOINT_FILE
                 version = checkpoint.stat()
                 if checkpoint_epoch(checkpoint, (version.st_ino, version.st_mtime_ns)) == last[0]["epoch"]:
-                    done[d.name] = (d / "metrics.jsonl").read_text()
+                    done[d.name] = (d / METRICS_FILE).read_text()
     return done
 
 
@@ -98,7 +100,7 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     assert len(df) == 3 and set(df["status"]) == {"TERMINATED"}, df[["trial_id", "status", "error"]]
     assert done_before_kill, "some trial finished before a kill"
     for name, text in done_before_kill.items():  # finished trials are neither rerun nor rescored
-        assert (run_dir / name / "metrics.jsonl").read_text() == text
+        assert (run_dir / name / METRICS_FILE).read_text() == text
         assert [s["score_epoch"] for s in records(run_dir / name, "scores.jsonl")] == [8]
     for name, epochs in epochs_done(run_dir).items():  # the others continued from their checkpoints
         assert sorted(set(epochs)) == list(range(1, 9)), (name, epochs)
