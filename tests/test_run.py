@@ -250,9 +250,10 @@ def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_pat
     copy = Path(shutil.copytree(run_dir, tmp_path / "runs" / "t"))
     old = [copy / Path(d).name for d in before]
     proc = start(command(changed, data, tmp_path / "runs", "--name", "t", "--fresh"))
+
     def new_space_written():  # the old file may vanish between a look and a read: --fresh is deleting it
         try:
-            return "latent: 5" in (copy / "space.yaml").read_text()
+            return "latent: 5" in RunFolder(copy).space_file.read_text()
         except FileNotFoundError:
             return False
 
