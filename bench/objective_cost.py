@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cvae_core import REPORT, preset_config  # noqa: E402
+from cvae_core import REPORT, Recipe, preset_config  # noqa: E402
 from cvae_core.data import load_data  # noqa: E402
 from cvae_core.training import resolve_device, train  # noqa: E402
 from results.features import Reference  # noqa: E402
@@ -46,8 +46,8 @@ def timed_trial(cfg, data, epochs: int, batch_size: int, device, scorer=None, sc
             score_seconds.append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    train(cfg, data.train_x, data.train_y, data.test_x, data.test_y, epochs=epochs, batch_size=batch_size,
-          lr=REPORT.lr, patience=epochs + 1, seed=0, device=device, callback=callback)
+    train(cfg, data.train_x, data.train_y, data.test_x, data.test_y, epochs=epochs,
+          recipe=Recipe(batch_size=batch_size), patience=epochs + 1, seed=0, device=device, callback=callback)
     return statistics.median(epoch_seconds[1:] or epoch_seconds), score_seconds, time.perf_counter() - t0
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import ToTensor
 
-from cvae_core import REPORT, build_model, preset_config
+from cvae_core import REPORT, Recipe, build_model, preset_config
 from cvae_core.data import load_data
 from cvae_core.losses import neg_elbo
 from cvae_core.training import resolve_device, train
@@ -67,7 +67,7 @@ def dataloader_baseline(cfg, x, y, dev, epochs, batch_size, lr) -> list[float]:
 
 def project_loop(cfg, x, y, vx, vy, dev, epochs, batch_size, lr, compile) -> list[float]:
     times = []
-    train(cfg, x, y, vx, vy, epochs=epochs, batch_size=batch_size, lr=lr, patience=epochs + 1,
+    train(cfg, x, y, vx, vy, epochs=epochs, recipe=Recipe(lr=lr, batch_size=batch_size), patience=epochs + 1,
           device=dev, compile=compile, callback=lambda m, _: times.append(m["train_seconds"]))
     return times
 

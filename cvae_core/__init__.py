@@ -7,8 +7,10 @@ its input, the space file's validation) does not pay for importing torch.
 import importlib
 
 _HOMES = {
-    "ConfigError": "config", "ConvLayer": "config", "ModelConfig": "config", "REPORT": "config",
-    "CNNCVAE": "models", "CVAE": "models", "MLPCVAE": "models", "build_model": "models", "count_params": "models",
+    "ConfigError": "config", "ConvLayer": "config", "ModelConfig": "config", "PATIENCE": "config",
+    "REPORT": "config", "Recipe": "config", "TrialConfig": "config",
+    "CNNCVAE": "models", "CVAE": "models", "MLPCVAE": "models", "ResNetCVAE": "models", "build_model": "models",
+    "count_params": "models",
     "PRESETS": "presets", "preset": "presets", "preset_config": "presets",
 }
 

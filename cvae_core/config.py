@@ -1,38 +1,42 @@
-"""Typed, validated model configuration.
+"""Typed, validated configuration of one trial: its model (`ModelConfig`), how it is trained
+(`Recipe`), and the two together (`TrialConfig`).
 
-A `ModelConfig` is checked completely on construction, so a bad value fails before any
-tensor is allocated, with a message naming the field and the value.
+Each is checked completely on construction, so a bad value fails before any tensor is
+allocated, with a message naming the field and the value. A new hyperparameter is one field
+here (plus its bound in search.space): the training function, the trials table and the
+leaderboard take their fields from these classes.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 IMAGE_SIZE = 32
 IMAGE_CHANNELS = 3
 NUM_CLASSES = 10
 
-FAMILIES = ("mlp", "cnn")
-NORMS = ("none", "batch")
-ACTIVATIONS = ("relu", "leaky_relu")
+FAMILIES = ("mlp", "cnn", "resnet")
+NORMS = ("none", "batch", "group")
+ACTIVATIONS = ("relu", "leaky_relu", "silu")
+# What each family builds: the report's two families keep the options they had.
+FAMILY_NORMS = {"mlp": NORMS[:2], "cnn": NORMS[:2], "resnet": NORMS}
+FAMILY_ACTIVATIONS = {"mlp": ACTIVATIONS[:2], "cnn": ACTIVATIONS[:2], "resnet": ACTIVATIONS}
+# The fields only one family reads; another family leaves them at their defaults.
+FAMILY_FIELDS = {"mlp": ("hidden",), "cnn": ("conv", "h", "label"),
+                 "resnet": ("width", "scales", "blocks", "upsample", "cond_norm")}
+# cnn: the label as one input channel whose pixels equal the class index (the report's), or as
+# one-hot planes. mlp and resnet always take it one-hot.
+LABELS = ("index", "onehot")
+# resnet: 2x upsampling by nearest neighbour + 3x3 conv, or by a 4x4 stride-2 transposed conv
+UPSAMPLES = ("nearest", "transposed")
 # bernoulli: the report's BCE; gaussian: fixed sigma; gaussian_learned: one shared,
 # learned sigma (sigma-VAE, Rybkin et al. 2021).
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
 # sum: the report's BCE + KL summed over pixels, latents and the batch; mean: its failure mode
 REDUCTIONS = ("sum", "mean")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The report's training recipe, the default of every command and settings file."""
-
-    lr: float = 1e-4  # Adam
-    batch_size: int = 512
-    patience: int = 20  # epochs without a better validation loss before training stops
-
-
-REPORT = Recipe()
+PATIENCE = 20  # the report's: epochs without a better validation loss before training stops
 
 
 class ConfigError(ValueError):
@@ -62,9 +66,20 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ConfigError(f"{name}={value!r} must be >= {minimum}")
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def _check_number(name: str, value: Any, low: float, high: float | None = None, *, open_low: bool = False,
+                  open_high: bool = True) -> None:
+    """A finite number in [low, high) (bounds open or closed as given; high None: no upper bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
+    if value < low or (open_low and value == low):
+        raise ConfigError(f"{name}={value!r} must be {'>' if open_low else '>='} {low}")
+    if high is not None and (value > high or (open_high and value == high)):
+        raise ConfigError(f"{name}={value!r} must be {'<' if open_high else '<='} {high}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...], why: str = "") -> None:
     if value not in choices:
-        raise ConfigError(f"{name}={value!r} must be one of {list(choices)}")
+        raise ConfigError(f"{name}={value!r} must be one of {list(choices)}{why}")
 
 
 def conv_sizes(conv: tuple[ConvLayer, ...], size: int = IMAGE_SIZE) -> tuple[list[int], list[int]]:
@@ -82,9 +97,12 @@ def conv_sizes(conv: tuple[ConvLayer, ...], size: int = IMAGE_SIZE) -> tuple[lis
 class ModelConfig:
     """Architecture and objective of one cVAE.
 
-    family: "mlp" uses `hidden`; "cnn" uses `conv` and `h` (the width of the linear layer
-    between the conv stack and the latent heads). The defaults reproduce the report:
-    no normalisation, ReLU, Bernoulli likelihood (BCE), beta = 1.
+    family "mlp" uses `hidden`; "cnn" uses `conv`, `h` (the width of the linear layer between the
+    conv stack and the latent heads) and `label`; "resnet" uses `width` (channels of the first
+    stage, doubling at each later one), `scales` (stages, each halving the image), `blocks`
+    (residual blocks per stage), `upsample` and `cond_norm` (class-conditional scale and shift in
+    every decoder normalisation). The defaults reproduce the report: no normalisation, ReLU,
+    Bernoulli likelihood (BCE), beta = 1.
     """
 
     family: str
@@ -92,6 +110,12 @@ class ModelConfig:
     hidden: tuple[int, ...] = ()
     conv: tuple[ConvLayer, ...] = ()
     h: int = 0
+    label: str | None = None  # cnn; default "index", the report's
+    width: int = 0
+    scales: int = 0
+    blocks: int = 0
+    upsample: str | None = None  # resnet; default "nearest"
+    cond_norm: bool = False
     norm: str = "none"
     activation: str = "relu"
     likelihood: str = "bernoulli"
@@ -100,14 +124,6 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_choice("family", self.family, FAMILIES)
-        _check_int("latent", self.latent, 1)
-        _check_choice("norm", self.norm, NORMS)
-        _check_choice("activation", self.activation, ACTIVATIONS)
-        _check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        if not isinstance(self.sigma, (int, float)) or isinstance(self.sigma, bool) or not self.sigma > 0:
-            raise ConfigError(f"sigma={self.sigma!r} must be a number > 0")
-        if not isinstance(self.beta, (int, float)) or isinstance(self.beta, bool) or not self.beta >= 0:
-            raise ConfigError(f"beta={self.beta!r} must be a number >= 0")
         # Accept lists (from YAML/JSON) but store tuples so the config stays hashable.
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(
@@ -115,22 +131,42 @@ class ModelConfig:
             "conv",
             tuple(c if isinstance(c, ConvLayer) else ConvLayer(*c) for c in self.conv),
         )
-        if self.family == "mlp":
-            if not self.hidden:
-                raise ConfigError("hidden=() must list at least one width for family='mlp'")
-            for i, width in enumerate(self.hidden):
-                _check_int(f"hidden[{i}]", width, 1)
-            if self.conv:
-                raise ConfigError(f"conv={self.conv!r} must be empty for family='mlp'")
-        else:
-            if not self.conv:
-                raise ConfigError("conv=() must list at least one layer for family='cnn'")
-            _check_int("h", self.h, 1)
-            if self.hidden:
-                raise ConfigError(f"hidden={self.hidden!r} must be empty for family='cnn'")
-            self._check_conv()
+        self._check_other_families_fields()
+        if self.family == "cnn" and self.label is None:
+            object.__setattr__(self, "label", "index")
+        if self.family == "resnet" and self.upsample is None:
+            object.__setattr__(self, "upsample", "nearest")
+        _check_int("latent", self.latent, 1)
+        why = f" for family={self.family!r}"
+        _check_choice("norm", self.norm, FAMILY_NORMS[self.family], why if self.norm in NORMS else "")
+        _check_choice("activation", self.activation, FAMILY_ACTIVATIONS[self.family],
+                      why if self.activation in ACTIVATIONS else "")
+        _check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        _check_number("sigma", self.sigma, 0, None, open_low=True)
+        _check_number("beta", self.beta, 0, None)
+        {"mlp": self._check_mlp, "cnn": self._check_cnn, "resnet": self._check_resnet}[self.family]()
 
-    def _check_conv(self) -> None:
+    def _check_other_families_fields(self) -> None:
+        """A field another family reads stays at its default: it would be silently ignored."""
+        for family, names in FAMILY_FIELDS.items():
+            if family == self.family:
+                continue
+            for name in names:
+                value, default = getattr(self, name), self.__dataclass_fields__[name].default
+                if value != default:
+                    raise ConfigError(f"{name}={value!r} is for family={family!r}, not {self.family!r}")
+
+    def _check_mlp(self) -> None:
+        if not self.hidden:
+            raise ConfigError("hidden=() must list at least one width for family='mlp'")
+        for i, width in enumerate(self.hidden):
+            _check_int(f"hidden[{i}]", width, 1)
+
+    def _check_cnn(self) -> None:
+        if not self.conv:
+            raise ConfigError("conv=() must list at least one layer for family='cnn'")
+        _check_int("h", self.h, 1)
+        _check_choice("label", self.label, LABELS)
         size = IMAGE_SIZE
         for i, layer in enumerate(self.conv):
             _check_int(f"conv[{i}].out_channels", layer.out_channels, 1)
@@ -151,6 +187,19 @@ class ModelConfig:
                 i = len(self.conv) - 1 - j
                 raise ConfigError(f"conv[{i}] cannot be mirrored by the decoder (output {s}x{s})")
 
+    def _check_resnet(self) -> None:
+        _check_int("width", self.width, 1)
+        _check_int("scales", self.scales, 1)
+        if IMAGE_SIZE % 2**self.scales:
+            raise ConfigError(f"scales={self.scales} halves {IMAGE_SIZE}x{IMAGE_SIZE} below 1x1 "
+                              f"(at most {IMAGE_SIZE.bit_length() - 1})")
+        _check_int("blocks", self.blocks, 1)
+        _check_choice("upsample", self.upsample, UPSAMPLES)
+        if not isinstance(self.cond_norm, bool):
+            raise ConfigError(f"cond_norm={self.cond_norm!r} must be true or false")
+        if self.cond_norm and self.norm == "none":
+            raise ConfigError("cond_norm=True needs a normalisation to condition: norm 'batch' or 'group'")
+
     @property
     def flat_features(self) -> int:
         """Encoder features after flattening the conv stack (CNN only)."""
@@ -165,18 +214,77 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown model field(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return cls(**_known_fields(cls, d, "model"))
+
+
+def _known_fields(cls: type, d: dict[str, Any], what: str) -> dict[str, Any]:
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} field(s) {unknown}; known: {sorted(known)}")
+    return d
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained. The defaults are the report's recipe (Adam, lr 1e-4, batch 512)."""
+
+    lr: float = 1e-4  # Adam's (AdamW's when weight_decay > 0)
+    batch_size: int = 512  # images per step
+    weight_decay: float = 0.0  # decoupled (AdamW); 0: plain Adam, the report's
+    ema: float = 0.0  # decay of an exponential moving average of the weights per step; 0: off
+
+    def __post_init__(self) -> None:
+        _check_number("lr", self.lr, 0, None, open_low=True)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_number("weight_decay", self.weight_decay, 0, None)
+        _check_number("ema", self.ema, 0, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        return cls(**_known_fields(cls, d, "recipe"))
+
+
+REPORT = Recipe()
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial's configuration: the model and how it is trained. Its fields are the columns
+    of trials.parquet and the leaderboard (`columns`), so they never share a name."""
+
+    model: ModelConfig
+    recipe: Recipe = REPORT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "recipe": self.recipe.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialConfig":
+        d = _known_fields(cls, d, "trial")
+        return cls(ModelConfig.from_dict(d["model"]), Recipe.from_dict(d.get("recipe", {})))
+
+    def columns(self) -> dict[str, Any]:
+        """Every field of the model and the recipe, flat: a table row's configuration columns."""
+        return {**self.model.to_dict(), **self.recipe.to_dict()}
+
+
+def column_types() -> dict[str, str]:
+    """The configuration columns (TrialConfig.columns) and their annotated types, in order."""
+    return {f.name: f.type for cls in (ModelConfig, Recipe) for f in fields(cls)}
 
 
 __all__ = [
+    "PATIENCE",
     "REPORT",
     "ConfigError",
     "ConvLayer",
     "ModelConfig",
+    "Recipe",
+    "TrialConfig",
     "IMAGE_SIZE",
     "IMAGE_CHANNELS",
     "NUM_CLASSES",

@@ -1,11 +1,13 @@
-"""The report's two cVAE families, built from a `ModelConfig`.
+"""The cVAE families, built from a `ModelConfig`: the report's two (mlp, cnn) and a residual one.
 
-Both expose `encode(x, y) -> (mu, logvar)` and `decode(z, y) -> images in [0, 1]`; the
+All expose `encode(x, y) -> (mu, logvar)` and `decode(z, y) -> images in [0, 1]`; the
 networks themselves produce logits, and `forward` returns those so the loss can use the
 numerically stable BCE-with-logits.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,7 @@ from .config import IMAGE_CHANNELS, IMAGE_SIZE, NUM_CLASSES, ModelConfig, conv_s
 
 
 def _activation(name: str) -> nn.Module:
-    return nn.ReLU() if name == "relu" else nn.LeakyReLU(0.2)
+    return {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "silu": nn.SiLU}[name]()
 
 
 def _dense_block(n_in: int, n_out: int, cfg: ModelConfig) -> list[nn.Module]:
@@ -46,6 +48,12 @@ class CVAE(nn.Module):
     @staticmethod
     def one_hot(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return F.one_hot(y, NUM_CLASSES).to(like.dtype)
+
+    @classmethod
+    def with_label_planes(cls, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x with the label appended as NUM_CLASSES one-hot input planes."""
+        planes = cls.one_hot(y, x)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+        return torch.cat([x, planes], dim=1)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -96,7 +104,8 @@ class MLPCVAE(CVAE):
 
 
 class CNNCVAE(CVAE):
-    """Label as a 4th input channel whose pixels equal the class index.
+    """Label as a 4th input channel whose pixels equal the class index (`label: index`, the
+    report's), or as NUM_CLASSES one-hot planes (`label: onehot`).
 
     The decoder mirrors the conv stack with transposed convolutions, then one more
     ConvTranspose2d(3, 3, k) whose kernel brings the output to exactly 32x32.
@@ -108,7 +117,8 @@ class CNNCVAE(CVAE):
         self.feature_shape = (cfg.conv[-1].out_channels, down[-1], down[-1])
         n_flat = cfg.flat_features
 
-        channels = [IMAGE_CHANNELS + 1] + [c.out_channels for c in cfg.conv]
+        label_channels = NUM_CLASSES if cfg.label == "onehot" else 1
+        channels = [IMAGE_CHANNELS + label_channels] + [c.out_channels for c in cfg.conv]
         enc: list[nn.Module] = []
         for layer, c_in in zip(cfg.conv, channels[:-1]):
             conv = nn.Conv2d(c_in, layer.out_channels, layer.kernel, layer.stride, layer.padding)
@@ -133,8 +143,11 @@ class CNNCVAE(CVAE):
         self.decoder_conv = nn.Sequential(*dec)
 
     def encode(self, x, y):
-        label = y.to(x.dtype).view(-1, 1, 1, 1).expand(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
-        hid = self.encoder(torch.cat([x, label], dim=1))
+        if self.cfg.label == "onehot":
+            x = self.with_label_planes(x, y)
+        else:
+            x = torch.cat([x, y.to(x.dtype).view(-1, 1, 1, 1).expand(-1, 1, IMAGE_SIZE, IMAGE_SIZE)], dim=1)
+        hid = self.encoder(x)
         return self.mu(hid), self.logvar(hid)
 
     def decode_logits(self, z, y):
@@ -142,8 +155,112 @@ class CNNCVAE(CVAE):
         return self.decoder_conv(hid.view(-1, *self.feature_shape))
 
 
+GROUPS = 32  # GroupNorm's groups (Wu & He 2018); a layer with fewer channels takes a divisor of them
+
+
+class Norm2d(nn.Module):
+    """`norm` (none | batch | group) of a feature map; with `classes`, its scale and shift are
+    per class, learned (conditional normalisation, de Vries et al. 2017), so the label reaches
+    every layer that has one."""
+
+    def __init__(self, kind: str, channels: int, classes: int = 0):
+        super().__init__()
+        affine = not classes
+        if kind == "batch":
+            self.norm = nn.BatchNorm2d(channels, affine=affine)
+        elif kind == "group":
+            self.norm = nn.GroupNorm(math.gcd(GROUPS, channels), channels, affine=affine)
+        else:
+            self.norm = nn.Identity()
+        self.scale_shift = nn.Embedding(classes, 2 * channels) if classes else None
+        if self.scale_shift is not None:  # start as the identity, as an unconditional norm does
+            nn.init.constant_(self.scale_shift.weight[:, :channels], 1.0)
+            nn.init.zeros_(self.scale_shift.weight[:, channels:])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        if self.scale_shift is None:
+            return x
+        scale, shift = self.scale_shift(y)[:, :, None, None].chunk(2, dim=1)
+        return x * scale + shift
+
+
+def _conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, padding=1)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block (He et al. 2016): two 3x3 convs, each after normalisation and
+    activation, added to the input (through a 1x1 projection where the channel count changes)."""
+
+    def __init__(self, c_in: int, c_out: int, cfg: ModelConfig, classes: int = 0):
+        super().__init__()
+        self.norm1, self.conv1 = Norm2d(cfg.norm, c_in, classes), _conv3x3(c_in, c_out)
+        self.norm2, self.conv2 = Norm2d(cfg.norm, c_out, classes), _conv3x3(c_out, c_out)
+        self.act = _activation(cfg.activation)
+        self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.act(self.norm1(x, y)))
+        return self.skip(x) + self.conv2(self.act(self.norm2(h, y)))
+
+
+def _upsample(c_in: int, c_out: int, kind: str) -> nn.Module:
+    if kind == "nearest":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv3x3(c_in, c_out))
+    return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1)
+
+
+def _run(layers: nn.ModuleList, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Residual blocks and norms take the label; pools and upsamplings only the feature map."""
+    for layer in layers:
+        x = layer(x, y) if isinstance(layer, (ResBlock, Norm2d)) else layer(x)
+    return x
+
+
+class ResNetCVAE(CVAE):
+    """Encoder: the image plus the label as one-hot planes; a 3x3 stem conv to `width`; `scales`
+    stages of `blocks` residual blocks, each stage followed by 2x average pooling, channels
+    doubling per stage; flatten -> linear heads. Decoder: [z, one-hot label] -> linear -> the last
+    stage's channels at IMAGE_SIZE / 2^scales; per stage, reversed, a 2x upsampling then `blocks`
+    residual blocks (class-conditional norms with `cond_norm`); a 3x3 conv to logits."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        widths = [cfg.width * 2**i for i in range(cfg.scales)]
+        self.bottom = (widths[-1], IMAGE_SIZE // 2**cfg.scales, IMAGE_SIZE // 2**cfg.scales)
+        n_flat = math.prod(self.bottom)
+
+        enc: list[nn.Module] = [_conv3x3(IMAGE_CHANNELS + NUM_CLASSES, cfg.width)]
+        for c_in, c_out in zip([cfg.width, *widths[:-1]], widths):
+            enc += [ResBlock(c_in if b == 0 else c_out, c_out, cfg) for b in range(cfg.blocks)]
+            enc.append(nn.AvgPool2d(2))
+        enc += [Norm2d(cfg.norm, widths[-1]), _activation(cfg.activation)]
+        self.encoder = nn.ModuleList(enc)
+        self.mu = nn.Linear(n_flat, cfg.latent)
+        self.logvar = nn.Linear(n_flat, cfg.latent)
+
+        classes = NUM_CLASSES if cfg.cond_norm else 0
+        self.decoder_fc = nn.Linear(cfg.latent + NUM_CLASSES, n_flat)
+        dec: list[nn.Module] = []
+        for c_in, c_out in zip(reversed([*widths[1:], widths[-1]]), reversed(widths)):
+            dec.append(_upsample(c_in, c_out, cfg.upsample))
+            dec += [ResBlock(c_out, c_out, cfg, classes) for _ in range(cfg.blocks)]
+        dec += [Norm2d(cfg.norm, cfg.width, classes), _activation(cfg.activation),
+                _conv3x3(cfg.width, IMAGE_CHANNELS)]
+        self.decoder = nn.ModuleList(dec)
+
+    def encode(self, x, y):
+        hid = _run(self.encoder, self.with_label_planes(x, y), y).flatten(1)
+        return self.mu(hid), self.logvar(hid)
+
+    def decode_logits(self, z, y):
+        hid = self.decoder_fc(torch.cat([z, self.one_hot(y, z)], dim=1))
+        return _run(self.decoder, hid.view(-1, *self.bottom), y)
+
+
 def build_model(cfg: ModelConfig) -> CVAE:
-    return MLPCVAE(cfg) if cfg.family == "mlp" else CNNCVAE(cfg)
+    return {"mlp": MLPCVAE, "cnn": CNNCVAE, "resnet": ResNetCVAE}[cfg.family](cfg)
 
 
 def count_params(model: nn.Module) -> int:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .cli import ArgumentParser, number
-from .config import REDUCTIONS, REPORT
+from .config import PATIENCE, REDUCTIONS, REPORT, Recipe, TrialConfig
 from .layout import BEST_FILE, CHECKPOINT_FILE
 from .presets import PRESETS, preset_config
 from .sources import TRAIN_ON, DataError, default_source
@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=number(int, at_least=1), default=800)
     p.add_argument("--batch-size", type=number(int, at_least=1), default=REPORT.batch_size)
     p.add_argument("--lr", type=number(float, above=0), default=REPORT.lr)
-    p.add_argument("--patience", type=number(int, at_least=1), default=REPORT.patience,
+    p.add_argument("--weight-decay", type=number(float, at_least=0), default=REPORT.weight_decay,
+                   help="AdamW's decoupled weight decay (default 0: Adam, the report's)")
+    p.add_argument("--ema", type=number(float, at_least=0), default=REPORT.ema,
+                   help="decay of an exponential moving average of the weights, e.g. 0.999 (default 0: off)")
+    p.add_argument("--patience", type=number(int, at_least=1), default=PATIENCE,
                    help="epochs without a better val loss before stopping")
     p.add_argument("--reduction", choices=REDUCTIONS, default="sum")
     p.add_argument("--train-on", choices=TRAIN_ON, default="train",
@@ -38,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="epochs between image grids (0 = never)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     args = p.parse_args(argv)
+    if args.ema >= 1:
+        p.error(f"argument --ema: {args.ema} must be < 1")
 
     ckpt_path = args.out / CHECKPOINT_FILE
     if ckpt_path.exists() and not args.resume:
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from .training import TrainingDiverged, epoch_line, train
 
     cfg = preset_config(args.preset)
+    recipe = Recipe(lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay, ema=args.ema)
     try:
         data = load_data(args.data)
     except DataError as e:
@@ -61,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"argument --batch-size: {args.batch_size} is more than the {len(train_x)} training images")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "config.json").write_text(json.dumps({"model": cfg.to_dict(), "args": settings}, indent=2))
+    (args.out / "config.json").write_text(json.dumps({**TrialConfig(cfg, recipe).to_dict(), "args": settings},
+                                                     indent=2))
     resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if args.resume else None
 
     def show(metrics, _make_checkpoint):
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(
             cfg, train_x, train_y, val_x, val_y,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+            recipe=recipe, epochs=args.epochs, patience=args.patience,
             reduction=args.reduction, seed=args.seed, device=args.device, compile=args.compile,
             out_dir=args.out, grid_every=args.grid_every, resume=resume, callback=show,
         )

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .atomic import append_records, atomic_torch_save
-from .config import REDUCTIONS, REPORT, ModelConfig
+from .config import PATIENCE, REDUCTIONS, REPORT, ModelConfig, Recipe
 from .grids import first_of_each_class, save_training_grids
 from .layout import BEST_FILE, CHECKPOINT_FILE, GRIDS_DIR, METRICS_FILE
 from .losses import neg_elbo
@@ -62,13 +63,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def _check_args(epochs, batch_size, lr, patience, reduction, grid_every, checkpoint_every, n_train):
+def _check_args(recipe, epochs, patience, reduction, grid_every, checkpoint_every, n_train):
+    if not isinstance(recipe, Recipe):
+        raise ValueError(f"recipe={recipe!r} must be a cvae_core.Recipe")
+    if recipe.batch_size > n_train:
+        raise ValueError(f"batch_size={recipe.batch_size} must be an integer in [1, {n_train}] (the training set size)")
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"{epochs=} must be an integer >= 1")
-    if not (isinstance(batch_size, int) and 1 <= batch_size <= n_train):
-        raise ValueError(f"{batch_size=} must be an integer in [1, {n_train}] (the training set size)")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"{lr=} must be > 0")
     if not (isinstance(patience, int) and patience >= 1):
         raise ValueError(f"{patience=} must be an integer >= 1")
     if reduction not in REDUCTIONS:
@@ -77,6 +78,23 @@ def _check_args(epochs, batch_size, lr, patience, reduction, grid_every, checkpo
         raise ValueError(f"{grid_every=} must be an integer >= 0 (0 = never)")
     if not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
         raise ValueError(f"{checkpoint_every=} must be an integer >= 0 (0 = never)")
+
+
+def _optimizer(model: CVAE, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
+    """Adam, the report's; AdamW (decoupled weight decay, Loshchilov & Hutter 2019) when the recipe
+    decays the weights."""
+    fused = device.type == "cuda"
+    if recipe.weight_decay:
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused)
+    return torch.optim.Adam(model.parameters(), lr=recipe.lr, fused=fused)
+
+
+def _averaged(model: CVAE, recipe: Recipe) -> AveragedModel | None:
+    """The exponential moving average of the weights (and of BatchNorm's statistics) when the
+    recipe keeps one: torch's AveragedModel, updated after every step."""
+    if not recipe.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema), use_buffers=True)
 
 
 def _loss(model: CVAE, x, y, beta: float, reduction: str, generator=None) -> torch.Tensor:
@@ -122,6 +140,44 @@ def epoch_line(metrics: dict[str, Any]) -> str:
             f"best {metrics['best_val_loss']:.2f} (epoch {metrics['best_epoch']})")
 
 
+@dataclass
+class _Progress:
+    """Where a training stands: with the weights, the optimiser and the RNG, what a checkpoint holds."""
+
+    epoch: int = 0
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    epochs_since_best: int = 0
+
+    def stop_reason(self, patience: int, epochs: int) -> str | None:
+        if self.epochs_since_best >= patience:
+            return "patience"
+        return "max_epochs" if self.epoch >= epochs else None
+
+
+def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def _train_epoch(step_model, optimizer, after_step: Callable[[], None] | None, x_u8: torch.Tensor,
+                 y: torch.Tensor, batch_size: int, beta: float, reduction: str) -> float:
+    """floor(N / batch_size) steps over a fresh permutation; the mean loss per image ("sum") or
+    per element ("mean")."""
+    n, steps = len(x_u8), len(x_u8) // batch_size
+    perm = torch.randperm(n, device=x_u8.device)
+    total = torch.zeros((), device=x_u8.device)
+    for i in range(steps):
+        idx = perm[i * batch_size : (i + 1) * batch_size]
+        loss = _loss(step_model, x_u8[idx].float().div_(255), y[idx], beta, reduction)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step()
+        total += loss.detach()
+    return total.item() / steps / (batch_size if reduction == "sum" else 1)
+
+
 def train(
     model_cfg: ModelConfig,
     train_x: torch.Tensor,
@@ -129,10 +185,9 @@ def train(
     val_x: torch.Tensor,
     val_y: torch.Tensor,
     *,
+    recipe: Recipe = REPORT,
     epochs: int = 800,
-    batch_size: int = REPORT.batch_size,
-    lr: float = REPORT.lr,
-    patience: int = REPORT.patience,
+    patience: int = PATIENCE,
     reduction: str = "sum",
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -143,10 +198,12 @@ def train(
     resume: dict[str, Any] | None = None,
     callback: Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None] | None = None,
 ) -> TrainResult:
-    """Train with Adam until `epochs` or `patience` epochs without a better validation loss.
+    """Train with the recipe's optimiser until `epochs` or `patience` epochs without a better
+    validation loss.
 
     Images are uint8 (N, 3, 32, 32), labels int64; they are moved to `device` once. Every
-    epoch trains on floor(N / batch_size) full batches of a fresh permutation.
+    epoch trains on floor(N / recipe.batch_size) full batches of a fresh permutation. With
+    `recipe.ema` the averaged weights are the ones validated, kept, drawn in grids and saved.
 
     out_dir: if given, receives METRICS_FILE (one record per epoch), GRIDS_DIR every
     `grid_every` epochs, CHECKPOINT_FILE every `checkpoint_every` epochs and at the last, and
@@ -157,120 +214,103 @@ def train(
     the checkpoint dict only when the caller wants one.
     Raises TrainingDiverged on a NaN/inf loss.
     """
-    _check_args(epochs, batch_size, lr, patience, reduction, grid_every, checkpoint_every, len(train_x))
+    _check_args(recipe, epochs, patience, reduction, grid_every, checkpoint_every, len(train_x))
     dev = resolve_device(device)
     out = Path(out_dir) if out_dir is not None else None
 
     torch.manual_seed(seed)
     model = build_model(model_cfg).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=dev.type == "cuda")
+    optimizer = _optimizer(model, recipe, dev)
+    ema = _averaged(model, recipe)
+    kept = ema.module if ema is not None else model  # what is validated, kept, drawn and saved
+    after_step = (lambda: ema.update_parameters(model)) if ema is not None else None
     train_x, train_y = train_x.to(dev), train_y.to(dev)
     val_x, val_y = val_x.to(dev), val_y.to(dev)
     # CUDA graphs ("reduce-overhead") were measured fastest for these launch-bound models.
     step_model = torch.compile(model, mode="reduce-overhead" if dev.type == "cuda" else None) if compile else model
 
-    epoch, best_val, best_epoch, since_best = 0, math.inf, 0, 0
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    progress, best_state = _Progress(), _copy(kept.state_dict())
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(resume["ema"])
         best_state = {k: v.to(dev) for k, v in resume["best_state"].items()}
-        epoch, best_val = resume["epoch"], resume["best_val_loss"]
-        best_epoch, since_best = resume["best_epoch"], resume["epochs_since_best"]
+        progress = _Progress(resume["epoch"], resume["best_val_loss"], resume["best_epoch"],
+                             resume["epochs_since_best"])
         _set_rng_state(resume["rng"], dev)
 
     def make_checkpoint() -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "best_state": best_state,
-            "epoch": epoch,
-            "best_val_loss": best_val,
-            "best_epoch": best_epoch,
-            "epochs_since_best": since_best,
-            "rng": _rng_state(dev),
-            "model_config": model_cfg.to_dict(),
-        }
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": best_state,
+                **asdict(progress), "rng": _rng_state(dev), "model_config": model_cfg.to_dict(),
+                **({"ema": ema.state_dict()} if ema is not None else {})}
 
-    fixed = {}
-    if out is not None and grid_every:
-        fixed = {
-            "train": (train_x[first_of_each_class(train_y)], train_y[first_of_each_class(train_y)]),
-            "test": (val_x[first_of_each_class(val_y)], val_y[first_of_each_class(val_y)]),
-        }
-
-    def stop_reason() -> str | None:
-        return "patience" if since_best >= patience else "max_epochs" if epoch >= epochs else None
-
-    n, steps = len(train_x), len(train_x) // batch_size
-    stop = stop_reason()  # a resumed run may already be done
+    fixed = _grid_images(train_x, train_y, val_x, val_y) if out is not None and grid_every else {}
+    stop = progress.stop_reason(patience, epochs)  # a resumed run may already be done
     t_start = time.perf_counter()
     model.train()
     while stop is None:
-        epoch += 1
+        progress.epoch += 1
         t0 = time.perf_counter()
-        perm = torch.randperm(n, device=dev)
-        total = torch.zeros((), device=dev)
-        for i in range(steps):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            x = train_x[idx].float().div_(255)
-            loss = _loss(step_model, x, train_y[idx], model_cfg.beta, reduction)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-        # "sum" losses are reported per image; "mean" losses are already per element.
-        train_loss = total.item() / steps / (batch_size if reduction == "sum" else 1)
+        train_loss = _train_epoch(step_model, optimizer, after_step, train_x, train_y, recipe.batch_size,
+                                  model_cfg.beta, reduction)
         train_seconds = time.perf_counter() - t0
-        val_loss = evaluate(model, val_x, val_y)
+        val_loss = evaluate(kept, val_x, val_y)
         finite = math.isfinite(train_loss) and math.isfinite(val_loss)
-        if finite and val_loss < best_val:
-            best_val, best_epoch, since_best = val_loss, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if finite and val_loss < progress.best_val_loss:
+            progress.best_val_loss, progress.best_epoch, progress.epochs_since_best = val_loss, progress.epoch, 0
+            best_state = _copy(kept.state_dict())
         else:
-            since_best += 1
-        stop = stop_reason()
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "best_val_loss": best_val,
-            "best_epoch": best_epoch,
-            "epochs_since_best": since_best,
-            "stop": stop,
-            "train_seconds": train_seconds,  # the optimisation steps alone
-            "epoch_seconds": time.perf_counter() - t0,  # plus validation
-            "time": time.time(),  # wall clock at the epoch's end, for throughput across processes
-        }
-        if model.log_sigma is not None:
-            metrics["sigma"] = model.log_sigma.detach().exp().item()
+            progress.epochs_since_best += 1
+        stop = progress.stop_reason(patience, epochs)
+        metrics = {**_epoch_record(progress, train_loss, val_loss, stop, train_seconds, t0), **_sigma(kept)}
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             append_records(out / METRICS_FILE, [metrics])
         if not finite:
-            raise TrainingDiverged(epoch, train_loss, val_loss)
-        if out is not None and grid_every and epoch % grid_every == 0:
-            save_training_grids(model, out / GRIDS_DIR, epoch, fixed)
+            raise TrainingDiverged(progress.epoch, train_loss, val_loss)
+        if out is not None and grid_every and progress.epoch % grid_every == 0:
+            save_training_grids(kept, out / GRIDS_DIR, progress.epoch, fixed)
         # At the last epoch too: a run resumed after it was done knows it, and trains no more.
-        if out is not None and checkpoint_every and (epoch % checkpoint_every == 0 or stop is not None):
+        if out is not None and checkpoint_every and (progress.epoch % checkpoint_every == 0 or stop is not None):
             atomic_torch_save(make_checkpoint(), out / CHECKPOINT_FILE)
         if callback is not None:
             callback(metrics, make_checkpoint)
 
     model.load_state_dict(best_state)
     if out is not None:
-        atomic_torch_save(
-            {"model": model.state_dict(), "model_config": model_cfg.to_dict(), "epoch": best_epoch},
-            out / BEST_FILE,
-        )
-    return TrainResult(
-        best_val_loss=best_val,
-        best_epoch=best_epoch,
-        epochs_run=epoch,
-        stop_reason=stop,
-        seconds=time.perf_counter() - t_start,
-        model=model,
-    )
+        atomic_torch_save({"model": model.state_dict(), "model_config": model_cfg.to_dict(),
+                           "epoch": progress.best_epoch}, out / BEST_FILE)
+    return TrainResult(best_val_loss=progress.best_val_loss, best_epoch=progress.best_epoch,
+                       epochs_run=progress.epoch, stop_reason=stop, seconds=time.perf_counter() - t_start,
+                       model=model)
+
+
+def _grid_images(train_x, train_y, val_x, val_y) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The images the training grids reconstruct every time: the first of each class per split."""
+    first_train, first_val = first_of_each_class(train_y), first_of_each_class(val_y)
+    return {"train": (train_x[first_train], train_y[first_train]), "test": (val_x[first_val], val_y[first_val])}
+
+
+def _epoch_record(progress: _Progress, train_loss: float, val_loss: float, stop: str | None, train_seconds: float,
+                  t0: float) -> dict[str, Any]:
+    return {
+        "epoch": progress.epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "best_val_loss": progress.best_val_loss,
+        "best_epoch": progress.best_epoch,
+        "epochs_since_best": progress.epochs_since_best,
+        "stop": stop,
+        "train_seconds": train_seconds,  # the optimisation steps alone
+        "epoch_seconds": time.perf_counter() - t0,  # plus validation
+        "time": time.time(),  # wall clock at the epoch's end, for throughput across processes
+    }
+
+
+def _sigma(model: CVAE) -> dict[str, float]:
+    """The learned sigma of a gaussian_learned model, in pixel units."""
+    return {"sigma": model.log_sigma.detach().exp().item()} if model.log_sigma is not None else {}
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> CVAE:

@@ -19,18 +19,40 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cvae_core.atomic import atomic_write
-from cvae_core.config import ModelConfig
+from cvae_core.config import TrialConfig, column_types
 
 from .metrics import Score
 from .run_folder import RunFolder
 
 KEY = ["run", "trial_id", "seed", "sampler"]
 
+# The arrow type of each annotation a configuration field has (cvae_core.config.column_types).
+ARROW_TYPES = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "str": pa.string(),
+    "str | None": pa.string(),
+    "tuple[int, ...]": pa.list_(pa.int64()),
+    "tuple[ConvLayer, ...]": pa.list_(pa.list_(pa.int64())),  # [out_channels, kernel, stride, padding] per layer
+}
+
+
+def config_schema() -> list[tuple[str, pa.DataType]]:
+    """The configuration columns: every field of the trial's model and recipe (TrialConfig)."""
+    columns = []
+    for name, annotation in column_types().items():
+        if annotation not in ARROW_TYPES:
+            raise TypeError(f"configuration field {name}: {annotation} has no leaderboard column type in ARROW_TYPES")
+        columns.append((name, ARROW_TYPES[annotation]))
+    return columns
+
+
 SCHEMA = pa.schema([
     ("run", pa.string()),
     ("trial_id", pa.string()),
     ("seed", pa.int64()),
-    ("sampler", pa.string()),  # prior | gmm
+    ("sampler", pa.string()),  # results.names.SAMPLERS
     ("search_objective", pa.string()),  # fid | kid | val_loss: what the search ranked the trial by
     ("search_score", pa.float64()),  # the trial's score in the search (a smaller sample: not this row's fid)
     ("fid", pa.float64()),
@@ -47,19 +69,8 @@ SCHEMA = pa.schema([
     ("is_mean", pa.float64()),  # null when the feature extractor has no logits
     ("is_std", pa.float64()),
     ("is_missing_reason", pa.string()),
-    ("family", pa.string()),
     ("preset", pa.string()),
-    ("latent", pa.int64()),
-    ("hidden", pa.list_(pa.int64())),
-    ("conv", pa.list_(pa.list_(pa.int64()))),  # [out_channels, kernel, stride, padding] per layer
-    ("h", pa.int64()),
-    ("norm", pa.string()),
-    ("activation", pa.string()),
-    ("likelihood", pa.string()),
-    ("sigma", pa.float64()),
-    ("beta", pa.float64()),
-    ("lr", pa.float64()),
-    ("batch_size", pa.int64()),
+    *config_schema(),
     ("params", pa.int64()),
     ("epochs_trained", pa.int64()),
     ("best_epoch", pa.int64()),
@@ -80,15 +91,15 @@ SCHEMA = pa.schema([
 
 
 def make_row(*, run: str, trial_id: str, seed: int, sampler: str, search_objective: str, search_score: float,
-             preset: str | None, model: ModelConfig, lr: float, batch_size: int, params: int,
-             training: dict[str, Any], score: Score, classes: tuple[str, ...], checkpoint: Path, sample_grid: Path,
-             data_source: str, train_on: str, gmm_components: int) -> dict[str, Any]:
+             preset: str | None, trial: TrialConfig, params: int, training: dict[str, Any], score: Score,
+             classes: tuple[str, ...], checkpoint: Path, sample_grid: Path, data_source: str, train_on: str,
+             gmm_components: int) -> dict[str, Any]:
     """One leaderboard row, as a JSON-able dict with exactly SCHEMA's columns. `training` holds
     epochs_trained, best_epoch, best_val_loss, train_seconds and device."""
     row = {
         "run": run, "trial_id": trial_id, "seed": seed, "sampler": sampler,
         "search_objective": search_objective, "search_score": search_score,
-        "preset": preset, "lr": float(lr), "batch_size": int(batch_size), **model.to_dict(), "params": params,
+        "preset": preset, **trial.columns(), "params": params,
         **{k: training[k] for k in ("epochs_trained", "best_epoch", "best_val_loss", "train_seconds", "device")},
         **asdict(score), "classes": list(classes), "checkpoint": str(checkpoint), "sample_grid": str(sample_grid),
         "data_source": data_source, "train_on": train_on, "gmm_components": gmm_components,
@@ -101,7 +112,8 @@ def make_row(*, run: str, trial_id: str, seed: int, sampler: str, search_objecti
 
 def missing_columns(row: dict[str, Any]) -> list[str]:
     """The columns a row file lacks: it was written before they existed (IS may be null by design)."""
-    optional = {"is_mean", "is_std", "is_missing_reason", "preset"}
+    optional = {"is_mean", "is_std", "is_missing_reason", "preset",
+                *(name for name, annotation in column_types().items() if "None" in annotation)}
     return [c for c in SCHEMA.names if c not in optional and row.get(c) is None]
 
 

@@ -13,12 +13,14 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import ray
 import torch
 
 from cvae_core.atomic import atomic_write_text
+from cvae_core.config import TrialConfig
 from cvae_core.data import ImageData, split
 from cvae_core.grids import grid_labels
 from cvae_core.layout import BEST_FILE, CHECKPOINT_FILE, read_metrics
@@ -27,11 +29,11 @@ from cvae_core.training import epoch_line, load_model, train
 from results.features import Reference
 from results.leaderboard import make_row, missing_columns, write_leaderboard
 from results.metrics import score
-from results.run_folder import RunFolder, trial_name
+from results.run_folder import RunFolder
 from results.samplers import generate, save_sample_grid
 
 from .settings import Final, Spec
-from .space import SpaceError, model_config
+from .space import SpaceError
 from .workers import claim_device, prime_on_worker
 
 PROGRESS_EVERY_S = 30.0  # seconds between a finalist's epoch lines
@@ -69,9 +71,8 @@ def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: 
     """Train one finalist (a row of trials.parquet) with one seed, resuming, then score each sampler
     not yet scored (with `rescore`, also the rows written before a leaderboard column existed)."""
     run = RunFolder(run_dir)
-    config = json.loads(trial["config"])
-    cfg = model_config(config)
-    finalist = run.finalist(trial_name(config, trial["trial_id"]), seed)
+    config = TrialConfig.from_dict(json.loads(trial["config"]))
+    finalist = run.finalist(Path(trial["trial_dir"]).name, seed)
     todo = [s for s in final.samplers if _needs_scoring(finalist.row(s), rescore)]
     if not todo:
         return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
@@ -88,10 +89,9 @@ def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: 
         print(f"{name}: {'resuming at epoch ' + str(resume['epoch']) if resume else 'training'} on {device}",
               flush=True)
         result = train(
-            cfg, train_x, train_y, val_x, val_y,
-            epochs=final.max_epochs, batch_size=config["batch_size"], lr=config["lr"],
-            patience=final.patience, seed=seed, device=device, out_dir=out,
-            grid_every=final.grid_every, checkpoint_every=final.checkpoint_every, resume=resume,
+            config.model, train_x, train_y, val_x, val_y,
+            recipe=config.recipe, epochs=final.max_epochs, patience=final.patience, seed=seed, device=device,
+            out_dir=out, grid_every=final.grid_every, checkpoint_every=final.checkpoint_every, resume=resume,
             callback=_progress(name),
         )
         model = result.model
@@ -122,8 +122,8 @@ def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: 
               f"{s.recall:.2f}, {is_text} ({time.perf_counter() - t0:.0f} s)", flush=True)
         row = make_row(
             run=run.name, trial_id=trial["trial_id"], seed=seed, sampler=sampler,
-            search_objective=trial["objective"], search_score=trial["score"], preset=config.get("preset"),
-            model=cfg, lr=config["lr"], batch_size=config["batch_size"], params=count_params(model),
+            search_objective=trial["objective"], search_score=trial["score"], preset=trial.get("preset"),
+            trial=config, params=count_params(model),
             training=summary, score=s, classes=data.classes, checkpoint=out / BEST_FILE,
             sample_grid=finalist.sample_grid(sampler), data_source=data.source, train_on=train_on,
             gmm_components=final.gmm_components,

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cvae_core.config import REPORT
+from cvae_core.config import PATIENCE
 from cvae_core.sources import TRAIN_ON
 from results.names import EXTRACTORS, NVIDIA_OFFLINE, REFERENCE_SPLITS, SAMPLERS, nvidia_torchscript_path
 
@@ -96,7 +96,7 @@ class Search(Settings):
     seed: int = Field(0, ge=0)
     sampler: Sampler = Sampler()
     asha: Asha = Asha()
-    patience: int = Field(REPORT.patience, ge=1, description="epochs without a better validation loss")
+    patience: int = Field(PATIENCE, ge=1, description="epochs without a better validation loss")
     checkpoint_every: int = Field(5, ge=1, description="epochs between a trial's checkpoints")
     grid_every: int = Field(5, ge=0, description="epochs between a trial's image grids (0: never)")
     train_on: Literal[TRAIN_ON] = "train"
@@ -110,7 +110,7 @@ class Final(Settings):
     top_k: int = Field(3, ge=1)
     seeds: int = Field(1, ge=1, description="retrainings per trial, seeds 0..seeds-1")
     max_epochs: int = Field(1000, ge=1)
-    patience: int = Field(REPORT.patience, ge=1)
+    patience: int = Field(PATIENCE, ge=1)
     checkpoint_every: int = Field(10, ge=1, description="epochs between a finalist's checkpoints")
     grid_every: int = Field(10, ge=0, description="epochs between a finalist's image grids (0: never)")
     samples_per_class: int = Field(1000, ge=1)

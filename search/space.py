@@ -1,16 +1,20 @@
 """The `space:` section of a space file: what Optuna samples, in a small distribution language.
 
     space:                             # each value is fixed, or one distribution:
-      family: {choice: [mlp, cnn]}     #   {choice: [...]}, {uniform: [lo, hi]},
+      family: {choice: [cnn, resnet]}  #   {choice: [...]}, {uniform: [lo, hi]},
       latent: {int: [32, 256]}         #   {loguniform: [lo, hi]}, {int: [lo, hi]}
       lr: {loguniform: [1.0e-4, 3.0e-3]}
       conv: {layers: .., channels: .., kernel_size: .., stride: .., padding: ..}  # cnn only
-      h: ..                            # cnn: width of the linear layer after the convs
+      h: ..                            # cnn only: width of the linear layer after the convs
+      label: ..                        # cnn only: index | onehot
       mlp: {layers: .., width: ..}     # mlp only: widths width, width/2, ...
+      resnet: {width: .., scales: .., blocks: .., upsample: .., cond_norm: ..}  # resnet only
 
-or, instead of sampled architectures, `space: {presets: [cnn-arch3-M3, ...]}` runs exactly those
-models (a grid, no Optuna). `Space` is Optuna's define-by-run space and `model_config` maps the
-flat configuration it samples to a ModelConfig. Every error names the key path and the problem.
+A family's group may also set `norm` and `activation` for that family's trials alone (e.g. group
+normalisation and SiLU for resnet trials beside cnn ones, which have neither). Or, instead of
+sampled architectures, `space: {presets: [cnn-arch3-M3, ...]}` runs exactly those models (a grid,
+no Optuna). `Space` is Optuna's define-by-run space and `trial_config` maps the flat
+configuration it samples to the trial's TrialConfig. Every error names the key path and the problem.
 """
 
 from __future__ import annotations
@@ -24,12 +28,18 @@ from typing import Any
 from cvae_core.config import (
     ACTIVATIONS,
     FAMILIES,
+    FAMILY_ACTIVATIONS,
+    FAMILY_NORMS,
+    IMAGE_SIZE,
+    LABELS,
     LIKELIHOODS,
     NORMS,
-    REPORT,
+    UPSAMPLES,
     ConfigError,
     ConvLayer,
     ModelConfig,
+    Recipe,
+    TrialConfig,
 )
 from cvae_core.presets import PRESETS, preset_config
 
@@ -95,17 +105,22 @@ Dist = Fixed | Choice | Uniform | IntRange
 
 @dataclass(frozen=True)
 class Param:
-    """What one key accepts: kind "int" | "float" | "str", bounds or allowed names."""
+    """What one key accepts: kind "int" | "float" | "str" | "bool", bounds or allowed names."""
 
     kind: str
     minimum: float | None = None
     exclusive: bool = False  # minimum itself is not allowed
     names: tuple[str, ...] = ()
+    below: float | None = None  # an upper bound the value stays under
 
     def check(self, value: Any, where: str) -> Any:
         if self.kind == "str":
             if value not in self.names:
                 raise SpaceError(f"{where}: {value!r} is not one of {list(self.names)}")
+            return value
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise SpaceError(f"{where}: {value!r} is not true or false")
             return value
         if text := number_as_text_problem(value):
             raise SpaceError(f"{where}: {text}")
@@ -117,6 +132,8 @@ class Param:
             raise SpaceError(f"{where}: {value!r} is not finite")
         if self.minimum is not None and (value < self.minimum or (self.exclusive and value == self.minimum)):
             raise SpaceError(f"{where}: {value!r} must be {'>' if self.exclusive else '>='} {self.minimum}")
+        if self.below is not None and value >= self.below:
+            raise SpaceError(f"{where}: {value!r} must be < {self.below}")
         return float(value) if self.kind == "float" else value
 
 
@@ -142,34 +159,55 @@ def _yaml_float(value: float) -> str:
     return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent if exponent[0] in '+-' else '+' + exponent}"
 
 
+RECIPE_PARAMS = {
+    "lr": Param("float", 0, exclusive=True),
+    "batch_size": Param("int", 1),
+    "weight_decay": Param("float", 0),
+    "ema": Param("float", 0, below=1),
+}
 TOP_PARAMS = {
     "family": Param("str", names=FAMILIES),
     "latent": Param("int", 1),
-    "lr": Param("float", 0, exclusive=True),
-    "batch_size": Param("int", 1),
+    **RECIPE_PARAMS,
     "norm": Param("str", names=NORMS),
     "activation": Param("str", names=ACTIVATIONS),
     "likelihood": Param("str", names=LIKELIHOODS),
     "sigma": Param("float", 0, exclusive=True),
     "beta": Param("float", 0),
     "h": Param("int", 1),
+    "label": Param("str", names=LABELS),
 }
-CONV_PARAMS = {
-    "layers": Param("int", 1),
-    "channels": Param("int", 1),  # of the first conv; each later conv doubles it
-    "kernel_size": Param("int", 1),
-    "stride": Param("int", 1),
-    "padding": Param("int", 0),
+FAMILY_TOP = {"h": "cnn", "label": "cnn"}  # top-level keys that only one family reads
+# Each family's own group: the keys it alone reads, sampled under `<group>_<key>`.
+GROUPS = {"cnn": "conv", "mlp": "mlp", "resnet": "resnet"}
+GROUP_PARAMS = {
+    "conv": {
+        "layers": Param("int", 1),
+        "channels": Param("int", 1),  # of the first conv; each later conv doubles it
+        "kernel_size": Param("int", 1),
+        "stride": Param("int", 1),
+        "padding": Param("int", 0),
+    },
+    "mlp": {
+        "layers": Param("int", 1),
+        "width": Param("int", 1),  # of the first hidden layer; each later one halves it
+    },
+    "resnet": {
+        "width": Param("int", 1),  # channels of the first stage; each later stage doubles them
+        "scales": Param("int", 1),  # stages, each halving the image
+        "blocks": Param("int", 1),  # residual blocks per stage
+        "upsample": Param("str", names=UPSAMPLES),
+        "cond_norm": Param("bool"),
+    },
 }
-MLP_PARAMS = {
-    "layers": Param("int", 1),
-    "width": Param("int", 1),  # of the first hidden layer; each later one halves it
-}
+# What a group may leave out (ModelConfig's defaults), and what it may set for its family alone.
+GROUP_OPTIONAL = {"resnet": ("upsample", "cond_norm")}
+OVERRIDES = ("norm", "activation")
 # What a space leaves out: the report's recipe and ModelConfig's defaults (the report's model).
-DEFAULTS = {"lr": REPORT.lr, "batch_size": REPORT.batch_size,
+DEFAULTS = {**Recipe().to_dict(),
             **{f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in TOP_PARAMS
-               and f.default is not dataclasses.MISSING}}
-DISCRETE_ONLY = {"family", "norm", "activation", "likelihood"}
+               and f.name not in FAMILY_TOP and f.default is not dataclasses.MISSING}}
+DISCRETE_ONLY = {"family", "norm", "activation", "likelihood", "label"}
 
 
 def _parse_dist(raw: Any, param: Param, where: str, discrete: bool = False) -> Dist:
@@ -193,8 +231,8 @@ def _parse_dist(raw: Any, param: Param, where: str, discrete: bool = False) -> D
         raise SpaceError(f"{where}: unknown distribution {kind!r}; use choice, uniform, loguniform or int")
     if discrete and kind != "int":
         raise SpaceError(f"{at}: this key takes a fixed value, choice or int only")
-    if param.kind == "str":
-        raise SpaceError(f"{at}: a name takes a fixed value or a choice")
+    if param.kind in ("str", "bool"):
+        raise SpaceError(f"{at}: {'a name' if param.kind == 'str' else 'true/false'} takes a fixed value or a choice")
     if not isinstance(arg, list) or len(arg) != 2:
         raise SpaceError(f"{at}: must be [low, high]")
     if kind == "int" and param.kind != "int":
@@ -226,102 +264,161 @@ class Space:
     """Sampled model and optimiser settings (or a fixed list of presets)."""
 
     top: dict[str, Dist] = field(default_factory=dict)
-    conv: dict[str, Dist] = field(default_factory=dict)
-    mlp: dict[str, Dist] = field(default_factory=dict)
+    groups: dict[str, dict[str, Dist]] = field(default_factory=dict)  # conv, mlp, resnet: as given
     presets: tuple[str, ...] = ()
 
     def families(self) -> tuple[str, ...]:
         return self.top["family"].values()
 
+    def group(self, name: str) -> dict[str, Dist]:
+        return self.groups.get(name, {})
+
+    def dists(self, family: str) -> dict[str, Dist]:
+        """What a trial of `family` samples, by the flat names of its configuration: the top-level
+        keys it reads (unless its group sets its own) and its group's keys as `<group>_<key>`."""
+        group = GROUPS[family]
+        own = self.group(group)
+        top = {k: d for k, d in self.top.items() if FAMILY_TOP.get(k, family) == family and k not in own}
+        return {**top, **{f"{group}_{k}": d for k, d in own.items()}}
+
     def __call__(self, trial) -> dict[str, Any]:
         """Optuna define-by-run: sample one configuration (a flat dict of plain values)."""
-        config = {k: d.suggest(trial, k) for k, d in self.top.items()}
-        group = self.conv if config["family"] == "cnn" else self.mlp
-        prefix = "conv_" if config["family"] == "cnn" else "mlp_"
-        config.update({prefix + k: d.suggest(trial, prefix + k) for k, d in group.items()})
-        return config
+        family = self.top["family"].suggest(trial, "family")
+        return {"family": family, **{k: d.suggest(trial, k) for k, d in self.dists(family).items() if k != "family"}}
 
 
-def model_config(config: dict[str, Any]) -> ModelConfig:
-    """The flat trial config (as sampled by `Space`) as a ModelConfig."""
+def _option(config: dict[str, Any], key: str) -> Any:
+    """A model option of the flat configuration: its family group's own value, else the top-level
+    one, else the default."""
+    own = f"{GROUPS[config['family']]}_{key}"
+    return config.get(own, config.get(key, DEFAULTS.get(key)))
+
+
+def trial_config(config: dict[str, Any]) -> TrialConfig:
+    """The flat trial configuration (as sampled by `Space`, or a preset's) as a TrialConfig."""
+    recipe = Recipe(**{k: config.get(k, DEFAULTS[k]) for k in RECIPE_PARAMS})
     if "preset" in config:
-        return preset_config(config["preset"])
-    common = {k: config.get(k, DEFAULTS[k]) for k in ("norm", "activation", "likelihood", "sigma", "beta")}
-    if config["family"] == "cnn":
+        return TrialConfig(preset_config(config["preset"]), recipe)
+    family = config["family"]
+    common = {k: _option(config, k) for k in ("norm", "activation", "likelihood", "sigma", "beta")}
+    if family == "cnn":
         conv = tuple(
             ConvLayer(config["conv_channels"] * 2**i, config["conv_kernel_size"],
                       config["conv_stride"], config["conv_padding"])
             for i in range(config["conv_layers"])
         )
-        return ModelConfig(family="cnn", latent=config["latent"], conv=conv, h=config["h"], **common)
-    hidden = tuple(max(1, config["mlp_width"] // 2**i) for i in range(config["mlp_layers"]))
-    return ModelConfig(family="mlp", latent=config["latent"], hidden=hidden, **common)
+        model = ModelConfig(family="cnn", latent=config["latent"], conv=conv, h=config["h"],
+                            label=config.get("label"), **common)
+    elif family == "resnet":
+        shape = {k: config[f"resnet_{k}"] for k in GROUP_PARAMS["resnet"] if f"resnet_{k}" in config}
+        model = ModelConfig(family="resnet", latent=config["latent"], **shape, **common)
+    else:
+        hidden = tuple(max(1, config["mlp_width"] // 2**i) for i in range(config["mlp_layers"]))
+        model = ModelConfig(family="mlp", latent=config["latent"], hidden=hidden, **common)
+    return TrialConfig(model, recipe)
 
 
 def parse_space_section(raw: Any, where: str = "space") -> Space:
     if not isinstance(raw, dict):
         raise SpaceError(f"{where}: must be a mapping, got {type(raw).__name__}")
     if "presets" in raw:
-        others = sorted(set(raw) - {"presets", "lr", "batch_size"})
-        if others:
-            raise SpaceError(f"{where}.{others[0]}: not allowed beside presets (presets fix the model)")
-        names = raw["presets"]
-        if not isinstance(names, list) or not names:
-            raise SpaceError(f"{where}.presets: must be a non-empty list of preset names")
-        for i, n in enumerate(names):
-            if n not in PRESETS:
-                raise SpaceError(f"{where}.presets[{i}]: unknown preset {n!r}; known: {sorted(PRESETS)}")
-        top = _parse_group({k: v for k, v in raw.items() if k != "presets"}, TOP_PARAMS, where)
-        for k, d in top.items():
-            if not isinstance(d, Fixed):
-                raise SpaceError(f"{where}.{k}: must be a fixed value beside presets (they run as a grid)")
-        for k in ("lr", "batch_size"):
-            top.setdefault(k, Fixed(DEFAULTS[k]))
-        return Space(top=top, presets=tuple(names))
-
-    body = {k: v for k, v in raw.items() if k not in ("conv", "mlp")}
+        return _parse_presets(raw, where)
+    body = {k: v for k, v in raw.items() if k not in GROUP_PARAMS}
     if "family" not in body:
-        raise SpaceError(f"{where}.family: missing (mlp, cnn or {{choice: [mlp, cnn]}})")
+        raise SpaceError(f"{where}.family: missing ({', '.join(FAMILIES)} or {{choice: [...]}})")
     if "latent" not in body:
         raise SpaceError(f"{where}.latent: missing")
     top = _parse_group(body, TOP_PARAMS, where, discrete_keys=DISCRETE_ONLY)
     families = top["family"].values()
-    for fam, key in (("cnn", "conv"), ("mlp", "mlp")):
-        if fam not in families and key in raw:
-            raise SpaceError(f"{where}.{key}: given, but family is never {fam!r}")
-        if fam in families and key not in raw:
-            raise SpaceError(f"{where}.{key}: missing (family can be {fam!r})")
+    groups = {}
+    for family, name in GROUPS.items():
+        if family not in families and name in raw:
+            raise SpaceError(f"{where}.{name}: given, but family is never {family!r}")
+        if family in families:
+            if name not in raw:
+                raise SpaceError(f"{where}.{name}: missing (family can be {family!r})")
+            groups[name] = _parse_family_group(raw[name], name, f"{where}.{name}")
+    for key, family in FAMILY_TOP.items():
+        if family not in families and key in top:
+            raise SpaceError(f"{where}.{key}: given, but family is never {family!r}")
     if "cnn" in families and "h" not in top:
         raise SpaceError(f"{where}.h: missing (the width after the conv stack, family can be 'cnn')")
-    if "cnn" not in families and "h" in top:
-        raise SpaceError(f"{where}.h: given, but family is never 'cnn'")
     for k, d in DEFAULTS.items():
         top.setdefault(k, Fixed(d))
-    conv = _parse_group(raw.get("conv", {}), CONV_PARAMS, f"{where}.conv", discrete_keys=set(CONV_PARAMS))
-    mlp = _parse_group(raw.get("mlp", {}), MLP_PARAMS, f"{where}.mlp", discrete_keys=set(MLP_PARAMS))
-    for group, params, key in ((conv, CONV_PARAMS, "conv"), (mlp, MLP_PARAMS, "mlp")):
-        if key in raw:
-            missing = sorted(set(params) - set(group))
-            if missing:
-                raise SpaceError(f"{where}.{key}.{missing[0]}: missing")
-    space = Space(top=top, conv=conv, mlp=mlp)
+    space = Space(top=top, groups=groups)
+    for family in families:
+        _check_family_options(space, family, where)
     if "cnn" in families:
-        _check_every_conv_stack(space, f"{where}.conv")
+        _check_every_model(space, "cnn", ("layers", "kernel_size", "stride", "padding"), f"{where}.conv",
+                           f"does not fit {IMAGE_SIZE}x{IMAGE_SIZE}")
+    if "resnet" in families:
+        _check_every_model(space, "resnet", ("scales", "cond_norm", "norm"), f"{where}.resnet",
+                           "is not a valid resnet")
     return space
 
 
-def _check_every_conv_stack(space: Space, where: str) -> None:
-    """Each combination of the (discrete) conv settings must give a valid network."""
-    keys = ("layers", "kernel_size", "stride", "padding")
-    for combo in itertools.product(*(space.conv[k].values() for k in keys)):
-        layers, kernel, stride, padding = combo
-        config = {"family": "cnn", "latent": 1, "h": 1, "conv_channels": 1, "conv_layers": layers,
-                  "conv_kernel_size": kernel, "conv_stride": stride, "conv_padding": padding}
+def _parse_presets(raw: dict, where: str) -> Space:
+    others = sorted(set(raw) - {"presets", *RECIPE_PARAMS})
+    if others:
+        raise SpaceError(f"{where}.{others[0]}: not allowed beside presets (presets fix the model)")
+    names = raw["presets"]
+    if not isinstance(names, list) or not names:
+        raise SpaceError(f"{where}.presets: must be a non-empty list of preset names")
+    for i, n in enumerate(names):
+        if n not in PRESETS:
+            raise SpaceError(f"{where}.presets[{i}]: unknown preset {n!r}; known: {sorted(PRESETS)}")
+    top = _parse_group({k: v for k, v in raw.items() if k != "presets"}, TOP_PARAMS, where)
+    for k, d in top.items():
+        if not isinstance(d, Fixed):
+            raise SpaceError(f"{where}.{k}: must be a fixed value beside presets (they run as a grid)")
+    for k in RECIPE_PARAMS:
+        top.setdefault(k, Fixed(DEFAULTS[k]))
+    return Space(top=top, presets=tuple(names))
+
+
+def _parse_family_group(raw: Any, name: str, where: str) -> dict[str, Dist]:
+    params = {**GROUP_PARAMS[name], **{k: TOP_PARAMS[k] for k in OVERRIDES}}
+    group = _parse_group(raw, params, where, discrete_keys=set(params))
+    missing = sorted(set(GROUP_PARAMS[name]) - set(group) - set(GROUP_OPTIONAL.get(name, ())))
+    if missing:
+        raise SpaceError(f"{where}.{missing[0]}: missing")
+    return group
+
+
+def _check_family_options(space: Space, family: str, where: str) -> None:
+    """The normalisations and activations a family's trials can sample must be ones it builds."""
+    group = GROUPS[family]
+    for key, allowed in (("norm", FAMILY_NORMS[family]), ("activation", FAMILY_ACTIVATIONS[family])):
+        own = key in space.group(group)
+        dist = space.group(group)[key] if own else space.top[key]
+        for i, value in enumerate(dist.values()):
+            if value in allowed:
+                continue
+            at = (f"{where}.{group}.{key}" if own else f"{where}.{key}") + (
+                f".choice[{i}]" if isinstance(dist, Choice) else "")
+            others = [f for f in space.families() if value in {"norm": FAMILY_NORMS, "activation": FAMILY_ACTIVATIONS}
+                      [key][f]]
+            hint = f"; set it for {others[0]} trials alone in {where}.{GROUPS[others[0]]}.{key}" if others else ""
+            raise SpaceError(f"{at}: {value!r} is not one of {list(allowed)} for family {family!r}{hint}")
+
+
+def _first(dist: Dist) -> Any:
+    return dist.low if isinstance(dist, Uniform) else dist.values()[0]
+
+
+def _check_every_model(space: Space, family: str, keys: tuple[str, ...], where: str, problem: str) -> None:
+    """Each combination of `keys` (a family's discrete settings that decide whether its network
+    can be built) must give a valid model; every other key takes one of its values."""
+    dists = space.dists(family)
+    names = [next(n for n in (f"{GROUPS[family]}_{k}", k) if n in dists) for k in keys if
+             f"{GROUPS[family]}_{k}" in dists or k in dists]
+    base = {**{k: _first(d) for k, d in dists.items()}, "family": family}
+    for combo in itertools.product(*(dists[n].values() for n in names)):
         try:
-            model_config(config)
+            trial_config({**base, **dict(zip(names, combo))})
         except ConfigError as e:
-            settings = ", ".join(f"{k}={v}" for k, v in zip(keys, combo))
-            raise SpaceError(f"{where}: {settings} does not fit 32x32: {e}") from None
+            settings = ", ".join(f"{n.removeprefix(GROUPS[family] + '_')}={v}" for n, v in zip(names, combo))
+            raise SpaceError(f"{where}: {settings} {problem}: {e}") from None
 
 
 # ------------------------------------------------------------------------ JSON Schema
@@ -330,8 +427,12 @@ def _check_every_conv_stack(space: Space, where: str) -> None:
 def _value_schema(param: Param) -> dict:
     if param.kind == "str":
         return {"enum": list(param.names)}
+    if param.kind == "bool":
+        return {"type": "boolean"}
     bound = {} if param.minimum is None else (
         {"exclusiveMinimum": param.minimum} if param.exclusive else {"minimum": param.minimum})
+    if param.below is not None:
+        bound["exclusiveMaximum"] = param.below
     return {"type": "integer" if param.kind == "int" else "number", **bound}
 
 
@@ -357,17 +458,18 @@ def space_json_schema() -> dict:
                 "properties": {k: _dist_schema(p, k in discrete) for k, p in params.items()}}
 
     sampled = group(TOP_PARAMS, DISCRETE_ONLY)
-    sampled["properties"]["conv"] = group(CONV_PARAMS, set(CONV_PARAMS))
-    sampled["properties"]["mlp"] = group(MLP_PARAMS, set(MLP_PARAMS))
+    for family, name in GROUPS.items():
+        params = {**GROUP_PARAMS[name], **{k: TOP_PARAMS[k] for k in OVERRIDES}}
+        sampled["properties"][name] = {
+            **group(params, set(params)), "description": f"{family} trials only",
+            "required": sorted(set(GROUP_PARAMS[name]) - set(GROUP_OPTIONAL.get(name, ())))}
     sampled["required"] = ["family", "latent"]
     presets = {"type": "object", "additionalProperties": False, "required": ["presets"],
                "properties": {"presets": {"type": "array", "minItems": 1, "items": {"enum": sorted(PRESETS)}},
-                              "lr": _value_schema(TOP_PARAMS["lr"]),
-                              "batch_size": _value_schema(TOP_PARAMS["batch_size"])}}
+                              **{k: _value_schema(p) for k, p in RECIPE_PARAMS.items()}}}
     return {"description": "what Optuna samples: fixed values or distributions; or a list of presets",
             "oneOf": [presets, {**sampled, "not": {"required": ["presets"]}}]}
 
 
-__all__ = ["SpaceError", "Space", "Fixed", "Choice", "Uniform", "IntRange", "parse_space_section", "model_config",
+__all__ = ["SpaceError", "Space", "Fixed", "Choice", "Uniform", "IntRange", "parse_space_section", "trial_config",
            "space_json_schema", "number_as_text_problem"]
-

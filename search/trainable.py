@@ -27,7 +27,7 @@ from results.run_folder import RunFolder, trial_name
 from .objective import TrialScorer
 from .schedulers import stopped_by_asha
 from .settings import Objective
-from .space import model_config
+from .space import trial_config
 from .workers import claim_device
 
 
@@ -94,9 +94,9 @@ def run_trial(
     check_earlier_failure(failure_file)
 
     device = claim_device(gpu_share, cpus)
-    cfg = model_config(config)
+    trial = trial_config(config)
     with torch.device("meta"):
-        params = count_params(build_model(cfg))
+        params = count_params(build_model(trial.model))
     node_id = ray.get_runtime_context().get_node_id()
 
     def report_last():
@@ -115,7 +115,7 @@ def run_trial(
     scorer = None
     if objective.metric != "val_loss":
         reference = Reference(data, objective.reference.split, objective.reference.n)
-        scorer = TrialScorer(cfg, objective.metric, objective.samples_per_class, reference,
+        scorer = TrialScorer(trial.model, objective.metric, objective.samples_per_class, reference,
                              objective.feature_extractor, inception_weights, device)
     events = SummaryWriter(str(trial_dir), flush_secs=30)
     reported = False
@@ -145,8 +145,8 @@ def run_trial(
     x, y, vx, vy = split(data, train_on)
     try:
         train(
-            cfg, x, y, vx, vy,
-            epochs=max_t, batch_size=config["batch_size"], lr=config["lr"], patience=patience,
+            trial.model, x, y, vx, vy,
+            recipe=trial.recipe, epochs=max_t, patience=patience,
             seed=zlib.crc32(ctx.get_trial_id().encode()), device=device, out_dir=trial_dir,
             grid_every=grid_every, checkpoint_every=0, resume=resume, callback=report,
         )

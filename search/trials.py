@@ -13,7 +13,7 @@ from ray.tune import ExperimentAnalysis
 from cvae_core.atomic import atomic_write
 from results.run_folder import RunFolder, trial_name
 
-from .space import model_config
+from .space import trial_config
 
 
 def _stop_reason(status: str, last: dict, failure: dict | None) -> str:
@@ -39,6 +39,7 @@ def trials_table(run: RunFolder) -> pd.DataFrame:
         last = trial.last_result or {}
         failure_file = run.failure_file(name)
         failure = json.loads(failure_file.read_text()) if failure_file.exists() else None
+        config = trial_config(trial.config)
         rows.append({
             "trial_id": trial.trial_id,
             "trial_dir": str(run.trial(name)),
@@ -55,11 +56,9 @@ def trials_table(run: RunFolder) -> pd.DataFrame:
             "best_epoch": int(last.get("best_epoch", 0)),
             "params": last.get("params"),
             "node_id": last.get("node_id"),
-            "config": json.dumps(trial.config),  # what the final stage retrains
+            "config": json.dumps(config.to_dict()),  # what the final stage retrains
             "preset": trial.config.get("preset"),
-            "lr": float(trial.config["lr"]),
-            "batch_size": int(trial.config["batch_size"]),
-            **model_config(trial.config).to_dict(),
+            **config.columns(),
         })
     df = pd.DataFrame(rows)
     if len(df):

@@ -125,8 +125,12 @@ def real_data(tmp_path_factory):
 
 
 def trial_row(trial_id: str, config: dict, score: float = 100.0) -> dict:
-    """A row of trials.parquet, as much of it as the final stage reads."""
-    return {"trial_id": trial_id, "config": json.dumps(config), "objective": "fid", "score": score}
+    """A row of trials.parquet, as much of it as the final stage reads, for a sampled `config`."""
+    from search.space import trial_config
+
+    trial = trial_config(config)
+    return {"trial_id": trial_id, "trial_dir": f"/runs/t/{trial.model.family}_{trial_id}",
+            "config": json.dumps(trial.to_dict()), "objective": "fid", "score": score}
 
 
 # A space section with every kind of distribution, MLP and CNN trials alike.
@@ -140,6 +144,24 @@ MIXED_SPACE = {
     "lr": {"loguniform": [1e-4, 1e-2]},
     "batch_size": {"choice": [64, 128]},
     "beta": {"uniform": [0.5, 1.0]},
+}
+
+# cnn and resnet trials in one space: a group's own norm and activation for resnet trials alone.
+CNN_RESNET_SPACE = {
+    "family": {"choice": ["cnn", "resnet"]},
+    "conv": {"layers": 2, "channels": 8, "kernel_size": 4, "stride": 2, "padding": 1},
+    "h": 32,
+    "label": {"choice": ["index", "onehot"]},
+    "resnet": {"width": {"choice": [4, 8]}, "scales": {"int": [2, 3]}, "blocks": 1,
+               "upsample": {"choice": ["nearest", "transposed"]}, "cond_norm": {"choice": [False, True]},
+               "norm": {"choice": ["batch", "group"]}, "activation": "silu"},
+    "norm": "batch",
+    "latent": {"choice": [4, 8]},
+    "lr": {"loguniform": [1e-3, 1e-2]},
+    "batch_size": 40,
+    "ema": {"choice": [0.0, 0.9]},
+    "weight_decay": {"choice": [0.0, 1e-4]},
+    "likelihood": "gaussian_learned",
 }
 
 

@@ -1,8 +1,10 @@
+import dataclasses
+import json
 import re
 
 import pytest
 
-from cvae_core.config import ConfigError, ConvLayer, ModelConfig
+from cvae_core.config import REPORT, ConfigError, ConvLayer, ModelConfig, Recipe, TrialConfig, column_types
 
 CNN = dict(family="cnn", latent=8, conv=[(16, 3, 2, 1)], h=32)
 
@@ -54,3 +56,66 @@ def test_mlp_needs_hidden_widths():
 def test_unknown_field_in_dict_is_named():
     with pytest.raises(ConfigError, match="widht"):
         ModelConfig.from_dict({"family": "mlp", "latent": 8, "hidden": [8], "widht": 3})
+
+
+RESNET = dict(family="resnet", latent=8, width=8, scales=3, blocks=1)
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        (dict(width=0), "width"),
+        (dict(scales=0), "scales"),
+        (dict(scales=6), "scales"),  # 32 / 2^6 < 1
+        (dict(blocks=0), "blocks"),
+        (dict(upsample="bilinear"), "upsample"),
+        (dict(cond_norm=1), "cond_norm"),
+        (dict(cond_norm=True), "cond_norm"),  # norm none: nothing to condition
+        (dict(norm="layer"), "norm"),
+        (dict(activation="gelu"), "activation"),
+        (dict(h=64), "h"),  # a cnn field
+        (dict(label="index"), "label"),
+        (dict(hidden=[64]), "hidden"),
+    ],
+)
+def test_bad_resnet_field_is_named(override, field):
+    with pytest.raises(ConfigError, match="^" + re.escape(field)):
+        ModelConfig(**{**RESNET, **override})
+
+
+def test_each_family_keeps_its_own_options():
+    resnet = ModelConfig(**RESNET, norm="group", activation="silu", cond_norm=True)
+    assert resnet.upsample == "nearest" and resnet.label is None  # resnet's default; a cnn-only field
+    assert ModelConfig(**CNN).label == "index" and ModelConfig(**CNN, label="onehot").label == "onehot"
+    with pytest.raises(ConfigError, match=r"^norm='group' must be one of \['none', 'batch'\] for family='cnn'"):
+        ModelConfig(**CNN, norm="group")
+    with pytest.raises(ConfigError, match=r"^activation='silu' must be one of .* for family='mlp'"):
+        ModelConfig(family="mlp", latent=4, hidden=[8], activation="silu")
+    with pytest.raises(ConfigError, match=r"^width=64 is for family='resnet', not 'cnn'"):
+        ModelConfig(**CNN, width=64)
+    with pytest.raises(ConfigError, match=r"^label='onehot' is for family='cnn', not 'mlp'"):
+        ModelConfig(family="mlp", latent=4, hidden=[8], label="onehot")
+    assert ModelConfig.from_dict(resnet.to_dict()) == resnet
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [(dict(lr=0.0), "lr"), (dict(lr=float("inf")), "lr"), (dict(batch_size=0), "batch_size"),
+     (dict(batch_size=2.5), "batch_size"), (dict(weight_decay=-1e-4), "weight_decay"), (dict(ema=1.0), "ema"),
+     (dict(ema=-0.1), "ema"), (dict(ema="0.999"), "ema")],
+)
+def test_bad_recipe_field_is_named(kwargs, field):
+    with pytest.raises(ConfigError, match="^" + field):
+        Recipe(**kwargs)
+
+
+def test_a_trial_config_round_trips_and_its_columns_are_every_field_once():
+    trial = TrialConfig(ModelConfig(**RESNET, norm="batch", cond_norm=True), Recipe(lr=3e-4, ema=0.999))
+    assert TrialConfig.from_dict(json.loads(json.dumps(trial.to_dict()))) == trial
+    assert list(trial.columns()) == list(column_types())
+    names = [f.name for cls in (ModelConfig, Recipe) for f in dataclasses.fields(cls)]
+    assert len(set(names)) == len(names)  # no model field shares a name with a recipe field
+    assert TrialConfig(ModelConfig(**CNN)).recipe == REPORT == Recipe()  # the report's recipe by default
+    assert (REPORT.lr, REPORT.batch_size, REPORT.weight_decay, REPORT.ema) == (1e-4, 512, 0.0, 0.0)
+    with pytest.raises(ConfigError, match="unknown recipe field"):
+        TrialConfig.from_dict({"model": ModelConfig(**CNN).to_dict(), "recipe": {"momentum": 0.9}})

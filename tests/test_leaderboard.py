@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cvae_core import ModelConfig
+from cvae_core import ModelConfig, Recipe, TrialConfig
 from results.leaderboard import SCHEMA, make_row, missing_columns, write_leaderboard
 from results.metrics import Score
 from results.run_folder import LEADERBOARD_FILE
@@ -21,8 +21,8 @@ def row(trial: str, sampler: str, fid: float, seed: int = 0, **extra) -> dict:
                   feature_extractor="tiny-random", reference="x:train[300]", n_samples=200, score_seconds=4.0)
     made = make_row(
         run="r", trial_id=trial, seed=seed, sampler=sampler, search_objective="fid", search_score=fid + 20,
-        preset=None, model=ModelConfig(family="cnn", latent=8, conv=((8, 4, 2, 1), (16, 4, 2, 1)), h=32),
-        lr=1e-3, batch_size=64, params=1234,
+        preset=None, trial=TrialConfig(ModelConfig(family="cnn", latent=8, conv=((8, 4, 2, 1), (16, 4, 2, 1)), h=32),
+                                       Recipe(lr=1e-3, batch_size=64)), params=1234,
         training={"epochs_trained": 7, "best_epoch": 5, "best_val_loss": 1900.5, "train_seconds": 12.5,
                   "device": "cpu"},
         score=score, classes=tuple(f"c{i}" for i in range(10)), checkpoint=Path("/c/best.pt"),

@@ -52,3 +52,63 @@ def test_options_change_the_network():
     plain = build_model(ModelConfig(**base))
     assert count_params(learned) == count_params(plain) + 1  # the shared log-sigma
     assert learned.log_sigma is not None and plain.log_sigma is None
+
+
+def test_cnn_onehot_label_enters_as_one_plane_per_class():
+    model = build_model(ModelConfig(family="cnn", latent=4, h=16, conv=[(8, 4, 2, 1)], label="onehot")).eval()
+    first = model.encoder[0]
+    assert first.in_channels == 3 + 10
+    seen = {}
+    first.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))
+    model.encode(torch.rand(1, 3, 32, 32), torch.tensor([8]))
+    planes = seen["x"][0, 3:]
+    assert torch.all(planes[8] == 1) and planes.sum() == 32 * 32
+
+
+RESNET_SHAPES = [(scales, upsample, norm, cond_norm) for scales in (1, 2, 3) for upsample in ("nearest", "transposed")
+                 for norm in ("none", "batch", "group") for cond_norm in (False, True)
+                 if not (cond_norm and norm == "none")]
+
+
+@pytest.mark.parametrize("scales, upsample, norm, cond_norm", RESNET_SHAPES)
+def test_resnet_maps_images_to_32x32_logits(scales, upsample, norm, cond_norm):
+    cfg = ModelConfig(family="resnet", latent=6, width=4, scales=scales, blocks=2, upsample=upsample, norm=norm,
+                      cond_norm=cond_norm, activation="silu")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x, y = torch.rand(3, 3, 32, 32), torch.tensor([0, 5, 9])
+    logits, mu, logvar = model(x, y)
+    assert logits.shape == (3, 3, 32, 32) and mu.shape == logvar.shape == (3, 6)
+    assert torch.isfinite(logits).all() and logits.std() > 0  # logits, not probabilities: any real number
+    assert model.encoder[0].in_channels == 3 + 10  # the label as one-hot planes
+    assert model.bottom == (4 * 2 ** (scales - 1), 32 // 2**scales, 32 // 2**scales)
+    norms = {torch.nn.BatchNorm2d: "batch", torch.nn.GroupNorm: "group"}
+    assert {norms[type(m)] for m in model.modules() if type(m) in norms} == ({norm} - {"none"})
+
+
+@pytest.mark.parametrize("cond_norm", [False, True])
+def test_cond_norm_brings_the_label_to_every_decoder_layer(cond_norm):
+    """With the label cut from the decoder's input, only conditional norms can still use it."""
+    cfg = ModelConfig(family="resnet", latent=4, width=4, scales=2, blocks=1, norm="group", cond_norm=cond_norm)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.decoder_fc.weight[:, cfg.latent:] = 0  # the one-hot label's columns
+        for m in model.modules():
+            if getattr(m, "scale_shift", None) is not None:  # trained away from the identity
+                m.scale_shift.weight.normal_()
+    z = torch.randn(1, 4).expand(10, -1)
+    images = model.decode(z, torch.arange(10))
+    differ = (images[1:] - images[0]).abs().amax() > 1e-4
+    assert differ == cond_norm
+    # two norms per block (2 scales x 1 block) and the one before the last conv
+    assert sum(isinstance(m, torch.nn.Embedding) for m in model.modules()) == (2 * 2 + 1 if cond_norm else 0)
+
+
+def test_resnet_size_grows_with_width_blocks_and_scales():
+    def params(**kw):
+        return count_params(build_model(ModelConfig(**{"family": "resnet", "latent": 8, "width": 8, "scales": 2,
+                                                       "blocks": 1, **kw})))
+    base = params()
+    assert params(width=16) > base and params(blocks=2) > base and params(scales=3) > base
+    assert params(upsample="transposed") != base

@@ -159,7 +159,7 @@ def test_a_search_writes_each_trials_record_into_the_run_folder(searched):
         assert (epochs[-1]["stop"] is not None) == (row.stop_reason != "asha")  # the loop says why it stopped
         assert (Path(row.trial_dir) / "checkpoint.pt").exists() and list((Path(row.trial_dir) / "grids").glob("*"))
         assert list(Path(row.trial_dir).glob("events.out.tfevents.*"))  # TensorBoard
-        assert row.params > 0 and json.loads(row.config)["likelihood"] == row.likelihood
+        assert row.params > 0 and json.loads(row.config)["model"]["likelihood"] == row.likelihood
     # The final stage ran on the best trials (its own tests are in test_final.py), saying so.
     board = pd.read_parquet(run_dir / "leaderboard.parquet")
     assert set(board["trial_id"]) == set(df["trial_id"].iloc[:2]) and len(board) == 8

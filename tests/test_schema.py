@@ -5,6 +5,8 @@ import jsonschema
 import pytest
 import yaml
 
+from conftest import CNN_RESNET_SPACE
+
 from search.schema import main, space_file_schema
 
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
@@ -31,6 +33,9 @@ def test_every_shipped_space_validates_against_the_schema(validator, name):
     {"final": {"samplers": ["flow"]}},
     {"final": {"top_k": 0}},
     {"serach": {}},
+    {"space": {"family": "resnet", "latent": 8, "resnet": {"width": 8}}},  # scales, blocks missing
+    {"space": {"family": "resnet", "latent": 8, "resnet": {"width": 8, "scales": 3, "blocks": 1, "cond_norm": "yes"}}},
+    {"space": {"family": "mlp", "latent": 8, "mlp": {"layers": 1, "width": 32}, "ema": 1.5}},
 ])
 def test_the_schema_catches_what_an_editor_should_flag(validator, change):
     raw = {"space": {"family": "mlp", "latent": 8, "mlp": {"layers": 1, "width": 32}}, **change}
@@ -40,3 +45,7 @@ def test_the_schema_catches_what_an_editor_should_flag(validator, change):
 def test_python_m_search_schema_prints_it(capsys):
     assert main([]) == 0
     assert json.loads(capsys.readouterr().out) == space_file_schema()
+
+
+def test_a_conditional_cnn_and_resnet_space_validates(validator):
+    assert list(validator.iter_errors({"space": CNN_RESNET_SPACE})) == []

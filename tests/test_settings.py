@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import MIXED_SPACE
+from conftest import CNN_RESNET_SPACE, MIXED_SPACE
 
 from cvae_core import PRESETS
 from search.settings import load_spec, parse_spec, with_overrides
@@ -140,6 +140,52 @@ def test_malformed_space_names_file_key_and_problem(tmp_path, path, value, messa
         load_spec(f)
     assert str(err.value).startswith(f"{f}: ")
     assert message in str(err.value)
+
+
+RESNET_MALFORMED = [
+    ("resnet.width", {"choice": [0, 8]}, "space.resnet.width.choice[0]: 0 must be >= 1"),
+    ("resnet.scales", {"int": [2, 6]}, "space.resnet: scales=6, cond_norm=False, norm=batch is not a valid resnet: "
+                                       "scales=6 halves 32x32 below 1x1"),
+    ("resnet.upsample", "bilinear", "space.resnet.upsample: 'bilinear' is not one of ['nearest', 'transposed']"),
+    ("resnet.cond_norm", "yes", "space.resnet.cond_norm: 'yes' is not true or false"),
+    ("resnet.blocks", None, "space.resnet.blocks: missing"),
+    ("resnet.depth", 3, "space.resnet.depth: unknown key"),
+    ("resnet.activation", "gelu", "space.resnet.activation: 'gelu' is not one of"),
+    ("norm", {"choice": ["batch", "group"]}, "space.norm.choice[1]: 'group' is not one of ['none', 'batch'] for family "
+                                             "'cnn'; set it for resnet trials alone in space.resnet.norm"),
+    ("activation", "silu", "space.activation: 'silu' is not one of ['relu', 'leaky_relu'] for family 'cnn'"),
+    ("label", "word", "space.label: 'word' is not one of ['index', 'onehot']"),
+    ("ema", 1.0, "space.ema: 1.0 must be < 1"),
+    ("ema", {"uniform": [0.9, 1.5]}, "space.ema.uniform[1]: 1.5 must be < 1"),
+    ("weight_decay", -1e-4, "space.weight_decay: -0.0001 must be >= 0"),
+    ("family", "cnn", "space.resnet: given, but family is never 'resnet'"),
+    ("family", "resnet", "space.conv: given, but family is never 'cnn'"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", RESNET_MALFORMED, ids=[m[2][:40] for m in RESNET_MALFORMED])
+def test_malformed_resnet_and_recipe_keys_are_named(key, value, message):
+    space = copy.deepcopy(CNN_RESNET_SPACE)
+    *parents, last = key.split(".")
+    node = space
+    for k in parents:
+        node = node[k]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    with pytest.raises(SpaceError) as err:
+        parse_spec({**BASE, "space": space})
+    assert message in str(err.value)
+
+
+def test_a_space_with_resnet_trials_needs_their_group_and_cnn_only_keys_need_cnn():
+    space = {k: v for k, v in CNN_RESNET_SPACE.items() if k != "resnet"}
+    with pytest.raises(SpaceError, match=re.escape("space.resnet: missing (family can be 'resnet')")):
+        parse_spec({**BASE, "space": space})
+    only_resnet = {k: v for k, v in CNN_RESNET_SPACE.items() if k not in ("conv", "h")}
+    with pytest.raises(SpaceError, match=re.escape("space.label: given, but family is never 'cnn'")):
+        parse_spec({**BASE, "space": {**only_resnet, "family": "resnet"}})
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,11 @@
 
 import optuna
 import pytest
+from conftest import CNN_RESNET_SPACE
 from conftest import MIXED_SPACE as SPACE
 
 from cvae_core import REPORT, ModelConfig
-from search.space import Choice, Fixed, IntRange, SpaceError, Uniform, model_config, parse_space_section
+from search.space import Choice, Fixed, IntRange, SpaceError, Uniform, parse_space_section, trial_config
 
 
 def test_distributions_are_parsed_and_what_is_left_out_is_the_reports():
@@ -15,10 +16,10 @@ def test_distributions_are_parsed_and_what_is_left_out_is_the_reports():
     assert space.top["latent"] == IntRange(4, 16)
     assert space.top["lr"] == Uniform(1e-4, 1e-2, log=True)
     assert space.top["beta"] == Uniform(0.5, 1.0)
-    assert space.conv["stride"] == Fixed(2)
+    assert space.group("conv")["stride"] == Fixed(2)
     assert space.top["norm"] == Fixed(ModelConfig.norm) and space.top["sigma"] == Fixed(ModelConfig.sigma)
     presets = parse_space_section({"presets": ["mlp-M1"]})
-    assert presets.top == {"lr": Fixed(REPORT.lr), "batch_size": Fixed(REPORT.batch_size)}
+    assert presets.top == {k: Fixed(v) for k, v in REPORT.to_dict().items()}
 
 
 def test_conditional_space_samples_only_the_chosen_family():
@@ -27,7 +28,7 @@ def test_conditional_space_samples_only_the_chosen_family():
     seen = set()
     for _ in range(20):
         config = space(study.ask())
-        cfg = model_config(config)
+        cfg = trial_config(config).model
         assert isinstance(cfg, ModelConfig)
         seen.add(cfg.family)
         if cfg.family == "cnn":
@@ -42,3 +43,31 @@ def test_every_conv_stack_a_space_can_sample_must_fit_the_image():
     expected = r"space\.conv: layers=5, kernel_size=5, stride=2, padding=1 does not fit 32x32"
     with pytest.raises(SpaceError, match=expected):
         parse_space_section({**SPACE, "conv": {**SPACE["conv"], "layers": {"int": [2, 9]}}})
+
+
+def test_a_cnn_or_resnet_space_samples_each_familys_keys_and_the_recipe():
+    space = parse_space_section(CNN_RESNET_SPACE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        config = space(study.ask())
+        trial = trial_config(config)
+        model, recipe = trial.model, trial.recipe
+        seen.add((model.family, recipe.ema))
+        assert recipe.ema in (0.0, 0.9) and recipe.weight_decay in (0.0, 1e-4) and 1e-3 <= recipe.lr <= 1e-2
+        if model.family == "resnet":  # its group's norm and activation, not the top-level ones
+            assert not any(k.startswith("conv_") for k in config) and "label" not in config and "h" not in config
+            assert model.norm == config["resnet_norm"] and model.activation == "silu"
+            assert (model.width, model.scales, model.upsample) == (
+                config["resnet_width"], config["resnet_scales"], config["resnet_upsample"])
+        else:
+            assert not any(k.startswith("resnet_") for k in config)
+            assert model.norm == "batch" and model.activation == "relu" and model.label == config["label"]
+    assert {f for f, _ in seen} == {"cnn", "resnet"} and {e for _, e in seen} == {0.0, 0.9}
+
+
+def test_a_resnet_whose_cond_norm_has_nothing_to_condition_is_refused():
+    resnet = {**CNN_RESNET_SPACE["resnet"], "norm": {"choice": ["none", "batch"]}}
+    expected = r"space\.resnet: scales=2, cond_norm=True, norm=none is not a valid resnet: cond_norm=True needs"
+    with pytest.raises(SpaceError, match=expected):
+        parse_space_section({**CNN_RESNET_SPACE, "resnet": resnet})

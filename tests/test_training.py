@@ -2,8 +2,9 @@ import math
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from cvae_core import ModelConfig, preset_config
+from cvae_core import ModelConfig, Recipe, preset_config
 from cvae_core.layout import read_metrics
 from cvae_core.training import TrainingDiverged, load_model, train
 
@@ -22,16 +23,18 @@ def test_a_few_epochs_on_real_images_reduce_the_loss(real_data):
     tx, ty = real_data.train_x[:512], real_data.train_y[:512]
     vx, vy = real_data.test_x[:256], real_data.test_y[:256]
     losses = []
-    train(preset_config("cnn-arch1-M1"), tx, ty, vx, vy, epochs=5, batch_size=64, lr=1e-3,
+    train(preset_config("cnn-arch1-M1"), tx, ty, vx, vy, epochs=5, recipe=Recipe(lr=1e-3, batch_size=64),
           device="cpu", callback=lambda m, _: losses.append(m))
     assert losses[-1]["train_loss"] < losses[0]["train_loss"] - 20
     assert losses[-1]["val_loss"] < losses[0]["val_loss"] - 20
     assert losses[-1]["best_val_loss"] == min(m["val_loss"] for m in losses)
 
 
-def test_resume_from_checkpoint_is_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("recipe", [Recipe(lr=1e-3, batch_size=32),
+                                    Recipe(lr=1e-3, batch_size=32, ema=0.9, weight_decay=0.01)])
+def test_resume_from_checkpoint_is_bit_for_bit(tmp_path, recipe):
     x, y = _tiny()
-    args = dict(epochs=4, batch_size=32, lr=1e-3, device="cpu", grid_every=0)
+    args = dict(epochs=4, recipe=recipe, device="cpu", grid_every=0)
     straight = train(SMALL, x, y, x[:64], y[:64], **args)
 
     ckpts = {}
@@ -53,7 +56,7 @@ def test_resume_from_checkpoint_is_bit_for_bit(tmp_path):
 def test_patience_stops_and_keeps_the_best_weights(tmp_path):
     x, y = _tiny(128)
     seen = []
-    result = train(SMALL, x, y, x[:64], y[:64], epochs=200, batch_size=32, lr=3e-2, patience=2,
+    result = train(SMALL, x, y, x[:64], y[:64], epochs=200, recipe=Recipe(lr=3e-2, batch_size=32), patience=2,
                    device="cpu", out_dir=tmp_path, grid_every=0, callback=lambda m, _: seen.append(m))
     assert result.stop_reason == "patience" and result.epochs_run < 200
     assert seen[-1]["epochs_since_best"] == 2
@@ -69,7 +72,7 @@ def test_divergence_raises_with_the_epoch_and_is_logged(tmp_path):
     x, y = _tiny(64)
     cfg = ModelConfig(family="mlp", latent=4, hidden=[16], likelihood="gaussian_learned")
     with pytest.raises(TrainingDiverged) as err:
-        train(cfg, x, y, x, y, epochs=50, batch_size=16, lr=1e6, device="cpu", out_dir=tmp_path, grid_every=0)
+        train(cfg, x, y, x, y, epochs=50, recipe=Recipe(lr=1e6, batch_size=16), device="cpu", out_dir=tmp_path, grid_every=0)
     assert err.value.epoch >= 1 and f"epoch {err.value.epoch}" in str(err.value)
     last = read_metrics(tmp_path)[-1]
     assert last["epoch"] == err.value.epoch
@@ -78,7 +81,7 @@ def test_divergence_raises_with_the_epoch_and_is_logged(tmp_path):
 
 def test_out_dir_gets_metrics_grids_and_checkpoints(tmp_path):
     x, y = _tiny(64)
-    train(SMALL, x, y, x, y, epochs=2, batch_size=32, device="cpu", out_dir=tmp_path, grid_every=1)
+    train(SMALL, x, y, x, y, epochs=2, recipe=Recipe(batch_size=32), device="cpu", out_dir=tmp_path, grid_every=1)
     assert [m["epoch"] for m in read_metrics(tmp_path)] == [1, 2]
     names = sorted(p.name for p in (tmp_path / "grids").iterdir())
     assert "epoch0002_samples.png" in names and "epoch0002_recon_test.png" in names
@@ -87,10 +90,51 @@ def test_out_dir_gets_metrics_grids_and_checkpoints(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(lr=0.0), "lr=0.0"), (dict(batch_size=1000), "batch_size=1000"), (dict(patience=0), "patience=0"),
-     (dict(epochs=0), "epochs=0"), (dict(reduction="avg"), "reduction='avg'")],
+    [(dict(recipe=Recipe(batch_size=1000)), "batch_size=1000"), (dict(patience=0), "patience=0"),
+     (dict(epochs=0), "epochs=0"), (dict(reduction="avg"), "reduction='avg'"), (dict(recipe={"lr": 1}), "recipe=")],
 )
 def test_bad_arguments_fail_before_training(kwargs, match):
     x, y = _tiny(64)
     with pytest.raises(ValueError, match=match):
-        train(SMALL, x, y, x, y, device="cpu", **{"batch_size": 32, **kwargs})
+        train(SMALL, x, y, x, y, device="cpu", **{"recipe": Recipe(batch_size=32), **kwargs})
+
+
+def test_with_ema_the_kept_weights_are_the_average_of_every_step():
+    """The weights validated and kept are decay * average + (1 - decay) * weights after each step,
+    the first step's weights to begin with."""
+    x, y = _tiny(128)
+    decay, raw = 0.8, []
+    cfg = ModelConfig(family="cnn", latent=8, h=32, conv=[(8, 4, 2, 1)], norm="batch")
+
+    def record(optimizer, args, kwargs):
+        raw.append([p.detach().clone() for p in optimizer.param_groups[0]["params"]])
+
+    hook = register_optimizer_step_post_hook(record)
+    try:  # one epoch of 4 steps: the kept weights are the ones after it
+        result = train(cfg, x, y, x[:64], y[:64], epochs=1, recipe=Recipe(lr=1e-2, batch_size=32, ema=decay),
+                       device="cpu", grid_every=0)
+    finally:
+        hook.remove()
+    assert len(raw) == 4
+    expected = raw[0]
+    for step in raw[1:]:
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, step)]
+    kept = list(result.model.parameters())
+    for e, k, last in zip(expected, kept, raw[-1]):
+        assert torch.allclose(e, k, atol=1e-6) and not torch.allclose(k, last)
+    from cvae_core.training import evaluate
+    assert evaluate(result.model, x[:64], y[:64]) == pytest.approx(result.best_val_loss, rel=1e-6)
+
+
+def test_weight_decay_trains_with_adamw():
+    x, y = _tiny(64)
+    seen = {}
+
+    def grab(metrics, make_checkpoint):
+        seen["groups"] = make_checkpoint()["optimizer"]["param_groups"]
+
+    train(SMALL, x, y, x, y, epochs=1, recipe=Recipe(batch_size=32, weight_decay=0.05), device="cpu",
+          grid_every=0, callback=grab)
+    assert seen["groups"][0]["weight_decay"] == 0.05 and seen["groups"][0]["decoupled_weight_decay"]
+    train(SMALL, x, y, x, y, epochs=1, recipe=Recipe(batch_size=32), device="cpu", grid_every=0, callback=grab)
+    assert seen["groups"][0]["weight_decay"] == 0 and not seen["groups"][0].get("decoupled_weight_decay")

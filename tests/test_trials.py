@@ -7,6 +7,7 @@ import pytest
 
 import search.trials
 from results.run_folder import RunFolder
+from search.space import trial_config
 from search.trials import trials_table
 
 CONFIG = {"family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 8, "lr": 1e-3, "batch_size": 16}
@@ -50,4 +51,5 @@ def test_every_stop_reason_comes_from_the_trials_own_record(table):
 def test_rows_are_ranked_by_score_and_carry_what_the_trial_reported(table):
     assert list(table.index[:4]) == ["b", "a", "d", "c"]  # by score; trials without one last
     assert table.loc["a", "params"] == 1234 and table.loc["a", "best_epoch"] == 20
-    assert json.loads(table.loc["a", "config"]) == CONFIG and list(table.loc["a", "hidden"]) == [8]
+    assert json.loads(table.loc["a", "config"]) == trial_config(CONFIG).to_dict()
+    assert list(table.loc["a", "hidden"]) == [8] and table.loc["a", "lr"] == 1e-3 and table.loc["a", "ema"] == 0
