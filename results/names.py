@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-SAMPLERS = ("prior", "gmm")  # results.samplers
+SAMPLERS = ("prior", "gmm", "two_stage")  # results.samplers
 REFERENCE_SPLITS = ("train", "test", "all")  # results.features.Reference
 
 # Feature extractors (results.extractors): torch-fidelity's Inception, NVIDIA's offline port of

@@ -7,8 +7,8 @@
     RUN/<trial>/                      a trial: a training folder (cvae_core.layout), scores.jsonl
                                       (its scores, appended), failure.json, TensorBoard events
     RUN/trials.parquet                one row per trial
-    RUN/final/<trial>_s<seed>/        a finalist: a training folder + train.json, samples_<sampler>.png,
-                                      rows/<sampler>.json
+    RUN/final/<trial>_s<seed>/        a finalist: a training folder + train.json, two_stage.pt (the
+                                      two_stage sampler's fit), samples_<sampler>.png, rows/<sampler>.json
     RUN/leaderboard.parquet           one row per (trial, seed, sampler)
     RUN/report/                       what results.show writes
 
@@ -46,6 +46,10 @@ class Finalist:
     @property
     def summary(self) -> Path:  # written once training is done
         return self.path / "train.json"
+
+    @property
+    def two_stage(self) -> Path:  # the two_stage sampler's second VAE, fitted once (results.two_stage)
+        return self.path / "two_stage.pt"
 
     def row(self, sampler: str) -> Path:
         return self.path / "rows" / f"{sampler}.json"

@@ -5,7 +5,8 @@
 --row is the position in the leaderboard (0 = lowest FID). Without --class the grid has one
 row per class. Everything comes from the row: its weights, its sampler (unless --sampler says
 otherwise) and that sampler's settings, and the data it was trained on ("gmm" refits its
-mixtures on those training images; --data points elsewhere).
+mixtures on those training images; --data points elsewhere; "two_stage" loads the second VAE the
+final stage fitted and saved beside the weights).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cvae_core.cli import ArgumentParser, number
 from cvae_core.sources import absolute_source
 
 from .names import SAMPLERS
-from .run_folder import RunFolder
+from .run_folder import Finalist, RunFolder
 
 
 def class_index(name: str, classes: list[str]) -> int:
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         if any(pd.isna(row[c]) for c in ("train_on", "gmm_components", "data_source")):
             raise ValueError(f"row {args.row} was written before rows named their data and sampler settings; "
                              f"fill them in with python -m search.final {args.run_dir} --rescore")
+        sampler = args.sampler or row["sampler"]
+        fitted = Finalist(Path(row["checkpoint"]).parent).two_stage
+        if sampler == "two_stage" and not fitted.exists():
+            raise ValueError(f"{fitted}: row {args.row} has no fitted two_stage sampler; the final stage fits one "
+                             "when final.samplers lists two_stage")
 
         from cvae_core.data import load_data, split  # the heavy part starts here
 
@@ -68,13 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     from cvae_core.grids import image_grid
     from cvae_core.training import load_model, resolve_device
 
+    from . import two_stage
     from .samplers import generate, save_sample_grid
 
-    sampler = args.sampler or row["sampler"]
     train_x, train_y, _, _ = split(data, row["train_on"])
-    model = load_model(row["checkpoint"], resolve_device(args.device))
+    device = resolve_device(args.device)
+    model = load_model(row["checkpoint"], device)
+    second = two_stage.load(fitted, device) if sampler == "two_stage" else None
     images = generate(model, sampler, args.n, train_x, train_y, components=int(row["gmm_components"]),
-                      seed=args.seed)
+                      seed=args.seed, second_stage=second)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if cls is not None:
         images = images[cls * args.n : (cls + 1) * args.n]

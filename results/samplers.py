@@ -4,6 +4,8 @@
 - "gmm": z from a per-class Gaussian mixture fitted on the encoder means of that class's
   training images -- the ex-post density estimation of Ghosh et al. 2020 (Table 1), which
   samples where the encoder actually put the data rather than where the prior hopes it is.
+- "two_stage": z from a second, class-conditional VAE fitted on those encoder means (Dai & Wipf
+  2019; results.two_stage), fitted once and saved, and given here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cvae_core.grids import GRID_PADDING, grid_labels, image_grid
 from cvae_core.models import CVAE
 
 from .names import SAMPLERS
+from .two_stage import SecondStage
 
 BATCH = 1000
 
@@ -41,11 +44,16 @@ def latents(
     train_y: torch.Tensor | None = None,
     components: int = 10,
     seed: int = 0,
+    second_stage: SecondStage | None = None,
 ) -> torch.Tensor:
     """(10 * per_class, latent) codes, class 0's first; labels are grid_labels(per_class)."""
+    gen = torch.Generator().manual_seed(seed)
     if sampler == "prior":
-        gen = torch.Generator().manual_seed(seed)
         return torch.randn(NUM_CLASSES * per_class, model.cfg.latent, generator=gen)
+    if sampler == "two_stage":
+        if second_stage is None:
+            raise ValueError("the two_stage sampler needs its fitted second stage (results.two_stage.fit)")
+        return second_stage.sample(grid_labels(per_class), gen)
     if sampler != "gmm":
         raise ValueError(f"{sampler=} must be one of {list(SAMPLERS)}")
     from sklearn.mixture import GaussianMixture  # only here: importing scikit-learn takes seconds
@@ -72,11 +80,12 @@ def generate(
     train_y: torch.Tensor | None = None,
     components: int = 10,
     seed: int = 0,
+    second_stage: SecondStage | None = None,
 ) -> torch.Tensor:
     """uint8 images (10 * per_class, 3, 32, 32), class by class."""
     model.eval()
     device = next(model.parameters()).device
-    z = latents(model, sampler, per_class, train_x, train_y, components, seed)
+    z = latents(model, sampler, per_class, train_x, train_y, components, seed, second_stage)
     labels = grid_labels(per_class)
     out = []
     for i in range(0, len(z), BATCH):

@@ -24,13 +24,14 @@ from cvae_core.config import TrialConfig
 from cvae_core.data import ImageData, split
 from cvae_core.grids import grid_labels
 from cvae_core.layout import BEST_FILE, CHECKPOINT_FILE, read_metrics
-from cvae_core.models import count_params
+from cvae_core.models import CVAE, count_params
 from cvae_core.training import epoch_line, load_model, train
+from results import two_stage
 from results.features import Reference
 from results.leaderboard import make_row, missing_columns, write_leaderboard
 from results.metrics import score
-from results.run_folder import RunFolder
-from results.samplers import generate, save_sample_grid
+from results.run_folder import Finalist, RunFolder
+from results.samplers import encoder_means, generate, save_sample_grid
 
 from .settings import Final, Spec
 from .space import SpaceError
@@ -66,6 +67,53 @@ def _needs_scoring(row_file, rescore: bool) -> bool:
     return rescore and bool(missing_columns(json.loads(row_file.read_text())))
 
 
+def _train_finalist(config: TrialConfig, finalist: Finalist, data: ImageData, train_on: str, final: Final,
+                    seed: int, device: torch.device) -> tuple[CVAE, dict]:
+    """The finalist's model with its kept weights and its training summary: trained (resuming from
+    its checkpoint), or loaded when it was trained before."""
+    out, name = finalist.path, finalist.path.name
+    if finalist.summary.exists():
+        return load_model(out / BEST_FILE, device), json.loads(finalist.summary.read_text())
+    ckpt = out / CHECKPOINT_FILE
+    resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
+    print(f"{name}: {'resuming at epoch ' + str(resume['epoch']) if resume else 'training'} on {device}", flush=True)
+    result = train(
+        config.model, *split(data, train_on),
+        recipe=config.recipe, epochs=final.max_epochs, patience=final.patience, seed=seed, device=device,
+        out_dir=out, grid_every=final.grid_every, checkpoint_every=final.checkpoint_every, resume=resume,
+        callback=_progress(name),
+    )
+    summary = {
+        "epochs_trained": result.epochs_run, "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss, "stop_reason": result.stop_reason,
+        # every epoch's time, also those run before a kill and resume
+        "train_seconds": sum(r["epoch_seconds"] for r in read_metrics(out)),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    }
+    atomic_write_text(finalist.summary, json.dumps(summary))
+    print(f"{name}: trained {result.epochs_run} epochs ({result.stop_reason}), best val "
+          f"{result.best_val_loss:.2f} at epoch {result.best_epoch}, {summary['train_seconds']:.0f} s", flush=True)
+    return result.model, summary
+
+
+def _second_stage(model: CVAE, finalist: Finalist, train_x, train_y, final: Final, seed: int,
+                  device: torch.device) -> two_stage.SecondStage:
+    """The two_stage sampler's second VAE: fitted once on the encoder means of the training images,
+    and saved beside the weights (results.sample draws from the same fit)."""
+    if finalist.two_stage.exists():
+        return two_stage.load(finalist.two_stage, device)
+    t0 = time.perf_counter()
+    settings = final.two_stage
+    codes = encoder_means(model, train_x, train_y)
+    second, loss = two_stage.fit(codes, train_y, width=settings.width, layers=settings.layers,
+                                 epochs=settings.epochs, seed=seed, device=device)
+    two_stage.save(second, finalist.two_stage)
+    print(f"{finalist.path.name}: two_stage sampler: second VAE ({settings.layers} x {settings.width}) fitted on "
+          f"{len(codes)} encoder means, {settings.epochs} epochs, loss {loss:.2f} ({time.perf_counter() - t0:.0f} s)",
+          flush=True)
+    return second
+
+
 def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: Final, run_dir: str,
                  gpu_share: float = 0.0, cpus: float = 1.0, rescore: bool = False) -> list[dict]:
     """Train one finalist (a row of trials.parquet) with one seed, resuming, then score each sampler
@@ -77,42 +125,17 @@ def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: 
     if not todo:
         return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
 
-    out, name = finalist.path, finalist.path.name
-    device = claim_device(gpu_share, cpus)
-    train_x, train_y, val_x, val_y = split(data, train_on)
-    if finalist.summary.exists():
-        model = load_model(out / BEST_FILE, device)
-        summary = json.loads(finalist.summary.read_text())
-    else:
-        ckpt = out / CHECKPOINT_FILE
-        resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
-        print(f"{name}: {'resuming at epoch ' + str(resume['epoch']) if resume else 'training'} on {device}",
-              flush=True)
-        result = train(
-            config.model, train_x, train_y, val_x, val_y,
-            recipe=config.recipe, epochs=final.max_epochs, patience=final.patience, seed=seed, device=device,
-            out_dir=out, grid_every=final.grid_every, checkpoint_every=final.checkpoint_every, resume=resume,
-            callback=_progress(name),
-        )
-        model = result.model
-        summary = {
-            "epochs_trained": result.epochs_run, "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss, "stop_reason": result.stop_reason,
-            # every epoch's time, also those run before a kill and resume
-            "train_seconds": sum(r["epoch_seconds"] for r in read_metrics(out)),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        }
-        atomic_write_text(finalist.summary, json.dumps(summary))
-        print(f"{name}: trained {result.epochs_run} epochs ({result.stop_reason}), best val "
-              f"{result.best_val_loss:.2f} at epoch {result.best_epoch}, {summary['train_seconds']:.0f} s", flush=True)
-
+    name, device = finalist.path.name, claim_device(gpu_share, cpus)
+    model, summary = _train_finalist(config, finalist, data, train_on, final, seed, device)
+    train_x, train_y = split(data, train_on)[:2]
+    second = _second_stage(model, finalist, train_x, train_y, final, seed, device) if "two_stage" in todo else None
     reference = Reference(data, final.reference.split, final.reference.n)
     for sampler in todo:
         t0 = time.perf_counter()
         print(f"{name}: {sampler} sampler: scoring {10 * final.samples_per_class} images with "
               f"{final.feature_extractor}", flush=True)
         images = generate(model, sampler, final.samples_per_class, train_x, train_y,
-                          components=final.gmm_components, seed=seed)
+                          components=final.gmm_components, seed=seed, second_stage=second)
         save_sample_grid(images, final.samples_per_class, finalist.sample_grid(sampler), data.classes)
         s = score(images, grid_labels(final.samples_per_class), reference, extractor=final.feature_extractor,
                   inception_weights=final.inception_weights, device=device)
@@ -123,10 +146,9 @@ def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: 
         row = make_row(
             run=run.name, trial_id=trial["trial_id"], seed=seed, sampler=sampler,
             search_objective=trial["objective"], search_score=trial["score"], preset=trial.get("preset"),
-            trial=config, params=count_params(model),
-            training=summary, score=s, classes=data.classes, checkpoint=out / BEST_FILE,
-            sample_grid=finalist.sample_grid(sampler), data_source=data.source, train_on=train_on,
-            gmm_components=final.gmm_components,
+            trial=config, params=count_params(model), training=summary, score=s, classes=data.classes,
+            checkpoint=finalist.path / BEST_FILE, sample_grid=finalist.sample_grid(sampler), data_source=data.source,
+            train_on=train_on, gmm_components=final.gmm_components,
         )
         atomic_write_text(finalist.row(sampler), json.dumps(row))
     return [json.loads(finalist.row(s).read_text()) for s in final.samplers]

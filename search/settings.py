@@ -104,6 +104,15 @@ class Search(Settings):
     objective: Objective = Objective()
 
 
+class TwoStage(Settings):
+    """The two_stage sampler's second VAE (results.two_stage), fitted once per finalist on the
+    encoder means of its training images."""
+
+    width: int = Field(1024, ge=1, description="units of each hidden layer")
+    layers: int = Field(3, ge=1, description="hidden layers of its encoder and of its decoder")
+    epochs: int = Field(100, ge=1, description="passes over the encoder means")
+
+
 class Final(Settings):
     """The final stage: retrain the top-k trials to convergence and score them."""
 
@@ -116,6 +125,7 @@ class Final(Settings):
     samples_per_class: int = Field(1000, ge=1)
     samplers: tuple[Literal[SAMPLERS], ...] = Field(SAMPLERS, min_length=1, strict=False)
     gmm_components: int = Field(10, ge=1)
+    two_stage: TwoStage = TwoStage()
     reference: Reference = Reference()
     feature_extractor: Extractor = "auto"
     inception_weights: str | None = Field(None, description="torch-fidelity's Inception weights file")

@@ -165,6 +165,8 @@ CNN_RESNET_SPACE = {
 }
 
 
+TINY_TWO_STAGE = {"width": 16, "layers": 2, "epochs": 5}  # a second VAE fitted in a fraction of a second
+
 MLP_TRIAL = {"batch_size": 40, "family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 32}
 
 
@@ -207,11 +209,12 @@ def final_in_process(run_dir: Path, data_dir: Path):
 
 @pytest.fixture(scope="session")
 def _scored_run(tmp_path_factory, _quiet_machine):
-    """A run folder as the final stage leaves it (2 finalists, both samplers), built in-process
+    """A run folder as the final stage leaves it (2 finalists, every sampler), built in-process
     once: the same finalist_job Ray runs, with the tiny extractor and no Ray."""
     tmp = tmp_path_factory.mktemp("scored")
     source = make_tree(tmp / "tree", per_class=4)
-    run_dir = finished_search(tmp, source, final={"top_k": 2})
+    run_dir = finished_search(tmp, source, final={"top_k": 2, "samplers": ["prior", "gmm", "two_stage"],
+                                                  "two_stage": TINY_TWO_STAGE})
     final_in_process(run_dir, source)
     return run_dir
 

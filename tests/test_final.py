@@ -77,10 +77,12 @@ def test_finalist_job_scores_what_is_missing_without_retraining(scored_run_copy)
     folder = next((scored_run_copy / "final").iterdir())
     gmm, prior = folder / "rows" / "gmm.json", folder / "rows" / "prior.json"
     kept, best = prior.read_text(), (folder / "best.pt").stat().st_mtime_ns
+    fitted = (folder / "two_stage.pt").stat().st_mtime_ns
     gmm.unlink()
     rows = rerun_finalist(scored_run_copy, folder)
-    assert [r["sampler"] for r in rows] == ["prior", "gmm"] and gmm.exists()
+    assert [r["sampler"] for r in rows] == ["prior", "gmm", "two_stage"] and gmm.exists()
     assert prior.read_text() == kept and (folder / "best.pt").stat().st_mtime_ns == best
+    assert (folder / "two_stage.pt").stat().st_mtime_ns == fitted  # not fitted again for another sampler
 
 
 @pytest.mark.slow
@@ -117,11 +119,12 @@ def test_a_finalist_shows_its_training_and_each_score_as_it_goes(scored_run_copy
     for expected in (f"{name}: training on cpu", f"{name}: epoch    1  train ",
                      f"{name}: trained 2 epochs (max_epochs), best val ",
                      f"{name}: prior sampler: scoring 30 images with tiny-random",
-                     f"{name}: gmm sampler: scoring 30 images with tiny-random"):
+                     f"{name}: gmm sampler: scoring 30 images with tiny-random",
+                     f"{name}: two_stage sampler: second VAE (2 x 16) fitted on 40 encoder means, 5 epochs, loss "):
         assert expected in out, out
-    line = (rf"^{name}: (prior|gmm) sampler: FID [\d.]+, intra-FID [\d.]+, class accuracy [\d.]+ \(real [\d.]+\), "
-            rf"precision [\d.]+, recall [\d.]+, IS [\d.]+ \(\d+ s\)$")
-    assert len(re.findall(line, out, re.M)) == 2, out
+    line = (rf"^{name}: (prior|gmm|two_stage) sampler: FID [\d.]+, intra-FID [\d.]+, class accuracy [\d.]+ "
+            rf"\(real [\d.]+\), precision [\d.]+, recall [\d.]+, IS [\d.]+ \(\d+ s\)$")
+    assert len(re.findall(line, out, re.M)) == 3, out
 
 
 def test_epoch_lines_come_at_most_once_per_period():

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,8 +20,8 @@ def test_sample_regenerates_one_class_from_a_row(scored_run, tmp_path, capsys):
     assert "9 images of cat from row 0" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("sampler", ["prior", "gmm"])
-def test_sample_every_class_with_either_sampler(scored_run, tmp_path, sampler):
+@pytest.mark.parametrize("sampler", ["prior", "gmm", "two_stage"])
+def test_sample_every_class_with_any_sampler(scored_run, tmp_path, sampler):
     out = tmp_path / "all.png"
     assert main([str(scored_run), "--row", "1", "--n", "4", "--sampler", sampler, "--out", str(out)]) == 0
     width, height = Image.open(out).size
@@ -49,7 +51,7 @@ def test_gmm_samples_come_from_the_mixture_the_run_scored(scored_run, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--row", "7"], "--row 7: the leaderboard has rows 0..3"),
+        (["--row", "7"], "--row 7: the leaderboard has rows 0..5"),
         (["--class", "unicorn"], "--class 'unicorn' is not one of"),
         (["--n", "0"], "argument --n: 0 must be >= 1"),
     ],
@@ -60,3 +62,23 @@ def test_bad_arguments_are_named(scored_run, tmp_path, capsys, args, message):
     except SystemExit as e:  # argparse's own checks
         code = e.code
     assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler", ["prior", "gmm", "two_stage"])
+def test_the_images_a_row_scored_are_drawn_again_exactly(scored_run, tmp_path, sampler):
+    """Its seed and sampler give the same images: two_stage from the second VAE saved beside the weights."""
+    board = pd.read_parquet(scored_run / "leaderboard.parquet")
+    i = board.index[board["sampler"] == sampler][0]
+    out = tmp_path / "again.png"
+    assert main([str(scored_run), "--row", str(i), "--n", "3", "--seed", str(board.loc[i, "seed"]),
+                 "--out", str(out)]) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(board.loc[i, "sample_grid"])))
+
+
+def test_a_row_without_a_fitted_second_stage_says_so(scored_run_copy, tmp_path, capsys):
+    board = pd.read_parquet(scored_run_copy / "leaderboard.parquet")
+    fitted = Path(board.loc[0, "checkpoint"]).parent / "two_stage.pt"
+    fitted.unlink()
+    assert main([str(scored_run_copy), "--row", "0", "--sampler", "two_stage", "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {fitted}: row 0 has no fitted two_stage sampler; the final "
+                                               "stage fits one when final.samplers lists two_stage")

@@ -4,7 +4,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from conftest import CNN_RESNET_SPACE
 
 from search.schema import main, space_file_schema

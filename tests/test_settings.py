@@ -50,7 +50,8 @@ def test_seed_space_is_the_reports_16_presets():
 def test_final_defaults_are_the_issues_and_the_reports():
     final = parse_spec(with_change("final", None, delete=True)).final
     assert (final.top_k, final.seeds, final.patience, final.samples_per_class) == (3, 1, 20, 1000)
-    assert final.samplers == ("prior", "gmm") and final.reference.split == "train" and final.reference.n is None
+    assert final.samplers == ("prior", "gmm", "two_stage") and final.reference.split == "train"
+    assert final.reference.n is None and (final.two_stage.width, final.two_stage.layers) == (1024, 3)
     assert load_spec(SPACES / "seed.yaml").final.top_k == 16  # every preset is scored
     smoke = load_spec(SPACES / "smoke.yaml").final
     assert smoke.reference.n is not None and smoke.samples_per_class <= 50
@@ -121,6 +122,9 @@ MALFORMED = [
     ("final.samplers", [], "final.samplers: must be a non-empty list"),
     ("final.samplers", ["prior", "flow"], "final.samplers[1]: 'flow' is not one of"),
     ("final.samplers", ["gmm", "gmm"], "final.samplers[1]: 'gmm' is listed twice"),
+    ("final.two_stage", {"width": 0}, "final.two_stage.width: 0 must be >= 1"),
+    ("final.two_stage", {"epochs": 1.5}, "final.two_stage.epochs: 1.5 is not an integer"),
+    ("final.two_stage", {"depth": 3}, "final.two_stage.depth: unknown key"),
     ("final.reference", {"split": "val"}, "final.reference.split: 'val' is not one of"),
     ("final.reference", {"n": 1}, "final.reference.n: 1 must be >= 2"),
     ("final.reference", {"subset": 5}, "final.reference.subset: unknown key"),

@@ -72,7 +72,8 @@ def test_divergence_raises_with_the_epoch_and_is_logged(tmp_path):
     x, y = _tiny(64)
     cfg = ModelConfig(family="mlp", latent=4, hidden=[16], likelihood="gaussian_learned")
     with pytest.raises(TrainingDiverged) as err:
-        train(cfg, x, y, x, y, epochs=50, recipe=Recipe(lr=1e6, batch_size=16), device="cpu", out_dir=tmp_path, grid_every=0)
+        train(cfg, x, y, x, y, epochs=50, recipe=Recipe(lr=1e6, batch_size=16), device="cpu", out_dir=tmp_path,
+              grid_every=0)
     assert err.value.epoch >= 1 and f"epoch {err.value.epoch}" in str(err.value)
     last = read_metrics(tmp_path)[-1]
     assert last["epoch"] == err.value.epoch
