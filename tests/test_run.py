@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from cli import command, in_process, kill, records, run, start, tiny_space, wait_for
-from conftest import make_tree
+from conftest import CNN_RESNET_SPACE, TINY_TWO_STAGE, make_tree
 
 from cvae_core.atomic import read_records
+from cvae_core.config import TrialConfig, column_types
 from results.run_folder import RunFolder
 from search.run import main
 
@@ -275,3 +277,36 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_finishes(searche
         assert "loss diverged at epoch" in (Path(d) / "error.txt").read_text()
     assert set(good["status"]) == {"TERMINATED"}
     assert good["best_val_loss"].notna().all() and (bad["epochs"] >= 1).all()
+
+
+@pytest.mark.slow
+def test_a_cnn_or_resnet_search_scores_every_finalist_with_every_sampler(tmp_path, data_dir, ray_session):
+    """Both families searched (seed 4 samples a cnn trial and two resnet ones, with and without EMA),
+    all three retrained and scored with prior, gmm and two_stage samplers; trials.parquet and the
+    leaderboard carry every field of their configuration."""
+    space = tiny_space(tmp_path, num_samples=3, seed=4, asha={"max_t": 2, "grace_period": 2, "reduction_factor": 2},
+                       final={"top_k": 3, "samplers": ["prior", "gmm", "two_stage"], "two_stage": TINY_TWO_STAGE})
+    raw = yaml.safe_load(space.read_text())
+    raw["space"] = {**CNN_RESNET_SPACE, "latent": 4}
+    space.write_text(yaml.safe_dump(raw))
+    proc = in_process(command(space, data_dir, tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    df = trials(tmp_path / "runs" / "t")
+    assert len(df) == 3 and set(df["status"]) == {"TERMINATED"} and set(df["family"]) == {"cnn", "resnet"}
+    assert set(df["ema"]) == {0.0, 0.9}
+    board = pd.read_parquet(tmp_path / "runs" / "t" / "leaderboard.parquet")
+    assert len(board) == 3 * 3 and set(board["sampler"]) == {"prior", "gmm", "two_stage"}
+    config_columns = list(column_types())
+    merged = board.merge(df, on="trial_id", suffixes=("", "_trial"))
+    for column in config_columns:  # the leaderboard's configuration is the trial's, column by column
+        assert merged[column].astype(str).tolist() == merged[f"{column}_trial"].astype(str).tolist(), column
+    for r in board.itertuples():
+        trial = TrialConfig.from_dict(json.loads(df.set_index("trial_id").loc[r.trial_id, "config"]))
+        assert trial.model.family == r.family and trial.recipe.ema == r.ema
+        if r.family == "resnet":
+            assert (r.width, r.scales, r.blocks, r.activation) == (trial.model.width, trial.model.scales, 1, "silu")
+            assert r.norm in ("batch", "group") and r.upsample in ("nearest", "transposed") and pd.isna(r.label)
+        else:
+            assert r.label in ("index", "onehot") and r.width == 0 and pd.isna(r.upsample) and r.norm == "batch"
+        assert Path(r.sample_grid).is_file() and np.isfinite(r.fid)
+        assert (Path(r.checkpoint).parent / "two_stage.pt").is_file()
