@@ -20,14 +20,20 @@ BENCHES = {
                        "--batch-size", "20", "--space", "spaces/smoke.yaml", "--reference-n", "20",
                        "--extractor", "tiny-random"],
     "score_cost": ["--device", "cpu", "--n", "40", "--extractor", "tiny-random", "--repeats", "1"],
+    "quality": ["--device", "cpu", "--n-train", "512", "--n-val", "20", "--minutes", "0.001", "--samples-per-class",
+                "3", "--reference-n", "20", "--extractor", "tiny-random", "--two-stage-width", "8",
+                "--two-stage-epochs", "1",
+                "--config", '{"model": {"family": "resnet", "latent": 4, "width": 4, "scales": 2, "blocks": 1}, '
+                '"recipe": {"batch_size": 20}}'],
     "driver_scale": ["--trials", "3", "--concurrent", "2", "--epochs", "2", "--epoch-seconds", "0.01"],
 }
 DATALESS = {"driver_scale"}
+PER_CLASS = {"quality": 52}  # the report's batch of 512 needs 512 training images
 
 
 @pytest.mark.parametrize("name", sorted(BENCHES))
 def test_benchmark_runs(name, tmp_path):
-    data = [] if name in DATALESS else ["--data", str(make_tree(tmp_path / "tree", per_class=4))]
+    data = [] if name in DATALESS else ["--data", str(make_tree(tmp_path / "tree", per_class=PER_CLASS.get(name, 4)))]
     out = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *BENCHES[name], *data],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
