@@ -41,7 +41,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainResult:
-    best_val_loss: float  # negative ELBO per validation image, nats
+    best_val_loss: float  # the training objective per validation image, nats (see evaluate)
     best_epoch: int
     epochs_run: int
     stop_reason: str  # one of STOP_REASONS
@@ -109,14 +109,17 @@ def _loss(model: CVAE, x, y, beta: float, reduction: str, generator=None) -> tor
 
 @torch.no_grad()
 def evaluate(model: CVAE, x_u8: torch.Tensor, y: torch.Tensor) -> float:
-    """Negative ELBO (beta = 1, summed over pixels and latents) per image, in nats."""
+    """The training objective (reconstruction + beta * KL, summed over pixels and latents) per image,
+    in nats: the negative ELBO when beta = 1, the report's. With the model's own beta, since the kept
+    weights are chosen by it: a beta-VAE's KL grows as it trains, and its ELBO would keep the first
+    epoch's weights."""
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=x_u8.device).manual_seed(VAL_SEED)
     total = torch.zeros((), device=x_u8.device, dtype=torch.float64)
     for i in range(0, len(x_u8), VAL_BATCH):
         x = x_u8[i : i + VAL_BATCH].float().div_(255)
-        total += _loss(model, x, y[i : i + VAL_BATCH], 1.0, "sum", gen).double()
+        total += _loss(model, x, y[i : i + VAL_BATCH], model.cfg.beta, "sum", gen).double()
     model.train(was_training)
     return total.item() / len(x_u8)
 

@@ -139,3 +139,22 @@ def test_weight_decay_trains_with_adamw():
     assert seen["groups"][0]["weight_decay"] == 0.05 and seen["groups"][0]["decoupled_weight_decay"]
     train(SMALL, x, y, x, y, epochs=1, recipe=Recipe(batch_size=32), device="cpu", grid_every=0, callback=grab)
     assert seen["groups"][0]["weight_decay"] == 0 and not seen["groups"][0].get("decoupled_weight_decay")
+
+
+def test_validation_weighs_the_kl_by_the_models_beta():
+    """What keeps the best weights is the training objective: with beta = 0.5 the validation loss
+    is the beta = 1 one less half the KL."""
+    from cvae_core.losses import kl_divergence
+    from cvae_core.models import build_model
+    from cvae_core.training import evaluate
+
+    x, y = _tiny(64)
+    torch.manual_seed(0)
+    elbo = build_model(ModelConfig(family="mlp", latent=4, hidden=[16], likelihood="gaussian_learned")).eval()
+    with torch.no_grad():
+        elbo.mu.weight.mul_(30)  # codes far from the prior: a KL of a few nats per image
+    half = build_model(ModelConfig(family="mlp", latent=4, hidden=[16], likelihood="gaussian_learned", beta=0.5))
+    half.load_state_dict(elbo.state_dict())
+    with torch.no_grad():
+        kl = kl_divergence(*elbo.encode(x.float() / 255, y)).sum().item() / len(x)
+    assert evaluate(elbo, x, y) - evaluate(half, x, y) == pytest.approx(0.5 * kl, rel=1e-4)
