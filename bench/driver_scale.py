@@ -118,7 +118,7 @@ def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: flo
         "name": "scale",
         "space": {"family": "mlp", "latent": 4, "mlp": {"layers": 1, "width": 8},
                   "lr": {"loguniform": [1.0e-4, 1.0e-2]}, "batch_size": 16},
-        "search": {"num_samples": trials, "max_concurrent": concurrent, "sampler": {"n_startup_trials": 10},
+        "search": {"num_samples": trials, "max_concurrent": concurrent, "searcher": {"n_startup_trials": 10},
                    "asha": {"max_t": epochs, "grace_period": 2, "reduction_factor": 2}, "checkpoint_every": 2,
                    "objective": {"metric": "fid"}, "resources": {"cpu": 2 / concurrent}},
     })

@@ -85,7 +85,7 @@ def main() -> None:
     print(f"  reference features + statistics (once per search, cached): {time.perf_counter() - t0:8.1f} s")
 
     base_epoch, _, base_wall = timed_trial(cfg, data, args.epochs, batch, dev)
-    scorer = TrialScorer(cfg, objective.metric, objective.samples_per_class, reference, extractor, None, dev)
+    scorer = TrialScorer(cfg, objective.ranked_by, objective.samples_per_class, reference, extractor, None, dev)
     epoch, scores, wall = timed_trial(cfg, data, args.epochs, batch, dev, scorer, set(args.score_at))
     per_score = statistics.median(scores[1:] or scores)
     print(f"  baseline trial, no scoring:     {base_epoch:8.2f} s/epoch   {base_wall:8.1f} s for {args.epochs} epochs")

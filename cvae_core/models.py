@@ -265,3 +265,9 @@ def build_model(cfg: ModelConfig) -> CVAE:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def config_params(cfg: ModelConfig) -> int:
+    """The parameters of the model `cfg` builds, counted without allocating it (on the meta device)."""
+    with torch.device("meta"):
+        return count_params(build_model(cfg))

@@ -22,6 +22,7 @@ from cvae_core.atomic import atomic_write
 from cvae_core.config import TrialConfig, column_types
 
 from .metrics import Score
+from .pareto import on_front
 from .run_folder import RunFolder
 
 KEY = ["run", "trial_id", "seed", "sampler"]
@@ -56,6 +57,7 @@ SCHEMA = pa.schema([
     ("search_objective", pa.string()),  # fid | kid | val_loss: what the search ranked the trial by
     ("search_score", pa.float64()),  # the trial's score in the search (a smaller sample: not this row's fid)
     ("fid", pa.float64()),
+    ("pareto", pa.bool_()),  # on its sampler's front of (fid, params): no row of it smaller and better
     ("intra_fid", pa.float64()),  # mean of fid_per_class
     ("fid_per_class", pa.list_(pa.float64())),  # class order; each class's samples vs its real images
     ("class_accuracy", pa.float64()),  # mean of class_accuracy_per_class
@@ -88,6 +90,8 @@ SCHEMA = pa.schema([
     ("device", pa.string()),
     ("created_at", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
 ])
+DERIVED = ("pareto",)  # computed over the whole leaderboard when it is written, not kept in a row
+FRONT = ["fid", "params"]  # quality against size: the trade-off `pareto` marks
 
 
 def make_row(*, run: str, trial_id: str, seed: int, sampler: str, search_objective: str, search_score: float,
@@ -105,14 +109,15 @@ def make_row(*, run: str, trial_id: str, seed: int, sampler: str, search_objecti
         "data_source": data_source, "train_on": train_on, "gmm_components": gmm_components,
         "created_at": time.time(),  # the schema keeps milliseconds: see read_rows
     }
-    if set(row) != set(SCHEMA.names):
-        raise ValueError(f"a leaderboard row's columns differ from SCHEMA: {sorted(set(row) ^ set(SCHEMA.names))}")
+    expected = set(SCHEMA.names) - set(DERIVED)
+    if set(row) != expected:
+        raise ValueError(f"a leaderboard row's columns differ from SCHEMA: {sorted(set(row) ^ expected)}")
     return row
 
 
 def missing_columns(row: dict[str, Any]) -> list[str]:
     """The columns a row file lacks: it was written before they existed (IS may be null by design)."""
-    optional = {"is_mean", "is_std", "is_missing_reason", "preset",
+    optional = {"is_mean", "is_std", "is_missing_reason", "preset", *DERIVED,
                 *(name for name, annotation in column_types().items() if "None" in annotation)}
     return [c for c in SCHEMA.names if c not in optional and row.get(c) is None]
 
@@ -136,6 +141,9 @@ def write_leaderboard(run_dir: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: rows scored with {extractors} cannot share a leaderboard: FIDs from different "
                          "feature extractors do not compare; score this run again with one of them in a new run")
     df = df.sort_values(["fid", *KEY], na_position="last").reset_index(drop=True)
+    df["pareto"] = False
+    for _, rows in df.groupby("sampler"):
+        df.loc[rows.index, "pareto"] = on_front(rows, FRONT)
     table = pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return read_leaderboard(run_dir)

@@ -4,6 +4,8 @@
     RUN/data.json                     the data source, so later commands need no --data
     RUN/feature_extractor.json        the network each scoring stage resolved `auto` to, once
     RUN/asha_state.jsonl              ASHA's rung records, appended as they are made
+    RUN/optuna.journal                the search's Optuna study (results.study), appended as it goes
+    RUN/optuna_artifacts/             files attached to its trials: each one's last sample grid
     RUN/<trial>/                      a trial: a training folder (cvae_core.layout), scores.jsonl
                                       (its scores, appended), failure.json, TensorBoard events
     RUN/trials.parquet                one row per trial
@@ -78,6 +80,14 @@ class RunFolder:
         return self.path / "asha_state.jsonl"
 
     @property
+    def study_journal(self) -> Path:
+        return self.path / "optuna.journal"
+
+    @property
+    def study_artifacts(self) -> Path:
+        return self.path / "optuna_artifacts"
+
+    @property
     def trials_table(self) -> Path:
         return self.path / "trials.parquet"
 
@@ -89,6 +99,10 @@ class RunFolder:
     def report_dir(self) -> Path:
         return self.path / "report"
 
+    def has_tune_state(self) -> bool:
+        """Whether Tune saved its experiment state here (its own file name)."""
+        return any(self.path.glob("experiment_state-*.json"))
+
     def is_run(self) -> bool:
         """Whether the folder holds a run (so --fresh may delete it)."""
         return self.space_file.exists()
@@ -98,6 +112,11 @@ class RunFolder:
 
     def failure_file(self, trial_name: str) -> Path:
         return self.trial(trial_name) / "failure.json"
+
+    def read_failure(self, trial_name: str) -> dict | None:
+        """A failed trial's record (kind, reason, and the epoch of a divergence), or None."""
+        path = self.failure_file(trial_name)
+        return json.loads(path.read_text()) if path.exists() else None
 
     def scores_file(self, trial_name: str) -> Path:
         return self.trial(trial_name) / "scores.jsonl"

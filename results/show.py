@@ -5,7 +5,9 @@
 RUN_DIR/report/ gets report.md (the top rows, linking the figures), samples.png (the
 per-class sample grids of the top rows), per_class.png (their FID and class accuracy per class),
 precision_recall.png (every row), fid_vs_params.png and val_loss.png (validation-loss curves of
-every finalist training). Everything is read from files the run already holds.
+every finalist training), and a section on the search (results.search_report): search_history.png,
+search_slice.png, asha.png and the importance of each setting. Everything is read from files the
+run already holds; before the final stage the report shows the search alone.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cvae_core.cli import ArgumentParser, number  # noqa: E402
 from cvae_core.layout import read_metrics  # noqa: E402
 
 from .run_folder import RunFolder  # noqa: E402
+from .search_report import write_search_section  # noqa: E402
 
 SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision",
          "recall"]
@@ -86,9 +89,13 @@ def plot_precision_recall(board: pd.DataFrame, path: Path) -> None:
 
 
 def fid_vs_params_figure(board: pd.DataFrame):
+    """FID against parameters, each sampler's Pareto front (leaderboard `pareto`) joined by a line."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for sampler, group in board.groupby("sampler"):
-        ax.scatter(group["params"], group["fid"], label=sampler, alpha=0.8)
+        points = ax.scatter(group["params"], group["fid"], label=sampler, alpha=0.8)
+        if "pareto" in group:
+            front = group[group["pareto"].fillna(False).astype(bool)].sort_values("params")
+            ax.step(front["params"], front["fid"], where="post", color=points.get_facecolor()[0], lw=1, alpha=0.6)
     # Within a decade a log axis labels its minor ticks and they collide: stay linear there.
     if board["params"].max() >= 10 * board["params"].min():
         ax.set_xscale("log")
@@ -119,7 +126,7 @@ def plot_val_loss(board: pd.DataFrame, path: Path) -> None:
             ax.plot([r["epoch"] for r in records], [r["val_loss"] for r in records],
                     label=f"{row.trial_id} s{row.seed}")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss (neg. ELBO per image)")
+    ax.set_ylabel("validation loss (rec. + β·KL per image)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -127,20 +134,16 @@ def plot_val_loss(board: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(run_dir: Path, top_n: int = 5) -> Path:
-    """Write RUN_DIR/report/ and return the path of its report.md."""
-    run = RunFolder(run_dir)
-    board = pd.read_parquet(run.leaderboard)
-    out = run.report_dir
-    out.mkdir(exist_ok=True)
+def leaderboard_section(board: pd.DataFrame, top_n: int, out: Path) -> list[str]:
+    """Write the leaderboard's figures into `out`; the markdown lines of report.md's section on it."""
     top = board.head(top_n)
     plot_samples(top, out / "samples.png")
     plot_per_class(top, out / "per_class.png")
     plot_precision_recall(board, out / "precision_recall.png")
     plot_fid_vs_params(board, out / "fid_vs_params.png")
     plot_val_loss(board, out / "val_loss.png")
-    md = [
-        f"# {run_dir.name}: leaderboard",
+    return [
+        "## Leaderboard",
         "",
         f"{len(board)} rows; reference `{', '.join(board['reference'].unique())}`, "
         f"feature extractor `{', '.join(board['feature_extractor'].unique())}`.",
@@ -156,6 +159,20 @@ def write_report(run_dir: Path, top_n: int = 5) -> Path:
         "![validation loss of the finalists](val_loss.png)",
         "",
     ]
+
+
+def write_report(run_dir: Path, top_n: int = 5) -> Path:
+    """Write RUN_DIR/report/ (the leaderboard, once there is one, and the search) and return the
+    path of its report.md."""
+    run = RunFolder(run_dir)
+    out = run.report_dir
+    out.mkdir(exist_ok=True)
+    md = [f"# {run.name}", ""]
+    if run.leaderboard.exists():
+        md += leaderboard_section(pd.read_parquet(run.leaderboard), top_n, out)
+    else:
+        md += [f"No leaderboard yet: run `python -m search.final {run.path}`.", ""]
+    md += write_search_section(run.path, out)
     (out / "report.md").write_text("\n".join(md))
     return out / "report.md"
 
@@ -165,13 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--top", type=number(int, at_least=1), default=5, help="rows to print and show samples of")
     args = p.parse_args(argv)
-    board_file = RunFolder(args.run_dir).leaderboard
-    if not board_file.exists():
-        print(f"error: {board_file}: no leaderboard yet; run python -m search.final {args.run_dir}", file=sys.stderr)
+    run = RunFolder(args.run_dir)
+    if not run.leaderboard.exists() and not run.trials_table.exists():
+        print(f"error: {run.leaderboard}: no leaderboard yet; run python -m search.final {args.run_dir}",
+              file=sys.stderr)
         return 2
-    board = pd.read_parquet(board_file)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(board.head(args.top)[SHOWN].to_string(index=False))
+    if run.leaderboard.exists():
+        board = pd.read_parquet(run.leaderboard)
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(board.head(args.top)[SHOWN].to_string(index=False))
+    else:
+        print(f"no leaderboard yet (python -m search.final {args.run_dir}); the report shows the search")
     print(f"report: {write_report(args.run_dir, args.top)}")
     return 0
 

@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, DataError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for notice in spec.notices:
+        print(f"notice: {spec.path}: {notice}", file=sys.stderr)
     from .finalists import run_and_report
 
     stop_on_sigterm()

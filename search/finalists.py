@@ -13,8 +13,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import ray
 import torch
@@ -33,6 +35,7 @@ from results.metrics import score
 from results.run_folder import Finalist, RunFolder
 from results.samplers import encoder_means, generate, save_sample_grid
 
+from .objective import METRIC, searched_keys
 from .settings import Final, Spec
 from .space import SpaceError
 from .workers import claim_device, prime_on_worker
@@ -41,10 +44,18 @@ PROGRESS_EVERY_S = 30.0  # seconds between a finalist's epoch lines
 SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision", "recall"]
 
 
-def finalists(trials: pd.DataFrame, top_k: int) -> pd.DataFrame:
-    """The top-k finished trials by their search score (lower is better for every objective)."""
-    ok = trials[(trials["status"] == "TERMINATED") & trials["score"].notna()]
-    return ok.sort_values("score").head(top_k)
+def finalists(trials: pd.DataFrame, top_k: int, keys: Sequence[str] = (METRIC,)) -> pd.DataFrame:
+    """The top-k finished trials: by their search score (lower is better for every objective); with
+    several objectives (`keys`, the score first), from their Pareto front (trials.parquet's
+    `pareto`), spread along it: sorted by the score, k evenly spaced trials with both ends (then the
+    best others by score, when the front holds fewer than k)."""
+    ok = trials[(trials["status"] == "TERMINATED") & trials[list(keys)].notna().all(axis=1)].sort_values(METRIC)
+    if len(keys) == 1:
+        return ok.head(top_k)
+    front = ok[ok["pareto"]]
+    if len(front) <= top_k:
+        return pd.concat([front, ok.drop(front.index).head(top_k - len(front))])
+    return front.iloc[np.round(np.linspace(0, len(front) - 1, top_k)).astype(int)]
 
 
 def _progress(name: str, every_s: float = PROGRESS_EVERY_S):
@@ -159,7 +170,7 @@ def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False
     per finalist that failed."""
     res = spec.search.resources
     trials = pd.read_parquet(run.trials_table)
-    chosen = finalists(trials, spec.final.top_k)
+    chosen = finalists(trials, spec.final.top_k, searched_keys(spec.search.objective.metric))
     if chosen.empty:
         raise SpaceError(f"{run.trials_table}: no finished trial to retrain")
     # Resolved here, once: tasks on nodes that differ would otherwise pick different networks.

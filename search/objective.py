@@ -3,7 +3,8 @@
 With `search.objective.metric: fid | kid` a trial scores samples from the weights it keeps (its
 best so far by validation loss) at every ASHA milestone and at its last epoch; each result then
 carries the latest `score`, so ASHA, TPE and the final stage's top-k compare sample quality.
-With `val_loss` the score is the best validation loss of every epoch.
+With `val_loss` the score is the best validation loss of every epoch. With a list of objectives,
+e.g. [fid, params], the first is the score and the search trades them off (searched_keys).
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from results.metrics import search_score
 from results.samplers import generate
 
 METRIC, MODE = "score", "min"  # what Tune's scheduler and searcher see, for every objective
+# Each objective's key in a trial's results and in trials.parquet (a second objective beside the score).
+RESULT_KEYS = {"fid": "fid", "kid": "kid", "val_loss": "best_val_loss", "params": "params"}
 SAMPLE_SEED = 0  # the same latents at every score: scores differ by the weights alone
+
+
+def searched_keys(metrics: tuple[str, ...]) -> list[str]:
+    """The result keys the searcher minimises, one per objective: the score first (the first
+    objective's value), then the others'."""
+    return [METRIC, *(RESULT_KEYS[m] for m in metrics[1:])]
 
 
 def milestones(grace_period: int, reduction_factor: int, max_t: int) -> frozenset[int]:

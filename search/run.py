@@ -56,6 +56,9 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
         raise SpaceError(f"{spec.path}: differs from {run.space_file}, which this run started with; "
                          "pass --fresh to start over or --name for a new run")
     run.check_source(source)
+    if not spec.space.presets and run.has_tune_state() and not run.study_journal.exists():
+        raise SpaceError(f"{run.path}: started by an earlier version, which kept no {run.study_journal.name}; "
+                         "its searcher cannot be continued: pass --fresh to start over or --name for a new run")
     return True
 
 
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, DataError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for notice in spec.notices:
+        print(f"notice: {spec.path}: {notice}", file=sys.stderr)
 
     from .finalists import run_and_report
     from .tuning import run_search

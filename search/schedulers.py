@@ -1,4 +1,4 @@
-"""The search's scheduler and searcher, as Tune sees them.
+"""The search's scheduler, as Tune sees it (its searcher: search.searcher).
 
 - `PersistentASHA`: ASHA whose rung records survive a restart. Ray rebuilds ASHA's rungs empty
   when a Tuner is restored (ray-project/ray#30838), so a resumed search would compare new results
@@ -6,7 +6,6 @@
   the run folder and read back on unpickling; a stopped trial that a restart brings back (the
   kill came before Tune saved the stop) ends at once without training (`search.trainable`).
 - It also decides when Tune saves its experiment state (`SavesOnEvents`).
-- `ScoreOptunaSearch`: TPE told only of results that carry the score.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import time
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from cvae_core.atomic import append_records, read_records
 
@@ -127,12 +125,3 @@ class PersistentASHA(SavesOnEvents, ASHAScheduler):
     def on_trial_complete(self, tune_controller, trial, result):
         super().on_trial_complete(tune_controller, trial, result)
         self._append_new_records(trial.trial_id, stopped=False)
-
-
-class ScoreOptunaSearch(OptunaSearch):
-    """OptunaSearch told only of results that carry the metric: a trial is scored from its first
-    ASHA milestone on, and OptunaSearch reads the metric of every result it is given."""
-
-    def on_trial_result(self, trial_id: str, result: dict):
-        if self.metric in result:
-            super().on_trial_result(trial_id, result)

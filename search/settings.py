@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from cvae_core.config import PATIENCE
 from cvae_core.sources import TRAIN_ON
@@ -22,7 +22,8 @@ from results.names import EXTRACTORS, NVIDIA_OFFLINE, REFERENCE_SPLITS, SAMPLERS
 
 from .space import Space, SpaceError, number_as_text_problem, parse_space_section
 
-OBJECTIVE_METRICS = ("fid", "kid", "val_loss")
+OBJECTIVE_METRICS = ("fid", "kid", "val_loss")  # what can rank trials
+SIZE_METRICS = ("params",)  # trainable parameters: known before training, an objective only beside one of those
 
 
 class Settings(BaseModel):
@@ -55,8 +56,24 @@ class Resources(Settings):
         return gpu
 
 
-class Sampler(Settings):
+class Searcher(Settings):
+    """Optuna's TPE, each setting given (Optuna's defaults differ across the versions pyproject allows)."""
+
     n_startup_trials: int = Field(10, ge=1, description="random trials before TPE models the results")
+    # A family's keys exist only in its trials: the space is conditional. Multivariate TPE models the
+    # settings jointly, and group=True splits it into the subspaces that occur together (one per family)
+    # instead of dropping every key some trial lacks.
+    multivariate: bool = Field(True, description="model the settings jointly (needed by group)")
+    group: bool = Field(True, description="one model per subspace of keys sampled together (a family's)")
+    # Several trials run at once: without a value for the running ones (the worst so far, the "constant
+    # liar"), TPE would suggest each worker the same point until the first result arrives.
+    constant_liar: bool = Field(True, description="count running trials as the worst so far")
+
+    @model_validator(mode="after")
+    def _group_needs_multivariate(self):
+        if self.group and not self.multivariate:
+            raise ValueError("group: true needs multivariate: true (Optuna's TPE groups a multivariate model)")
+        return self
 
 
 class Asha(Settings):
@@ -78,23 +95,57 @@ class Reference(Settings):
     n: int | None = Field(None, ge=2, description="null: the whole split")
 
 
+_METRIC_SCHEMA = {"enum": list(OBJECTIVE_METRICS)}
+_METRICS_SCHEMA = {"anyOf": [_METRIC_SCHEMA, {"type": "array", "minItems": 1, "uniqueItems": True,
+                                              "items": {"enum": list(OBJECTIVE_METRICS + SIZE_METRICS)}},
+                             {"type": "null"}],
+                   "description": "fid | kid | val_loss, or objectives to trade off, e.g. [fid, params] (the "
+                                  "first ranks and prunes); default fid, val_loss for a presets space"}
+
+
 class Objective(Settings):
     """What trials are ranked by: FID or KID of samples from the weights a trial keeps, at every
-    ASHA milestone and its last epoch, or its best validation loss."""
+    ASHA milestone and its last epoch, or its best validation loss; or several objectives, the
+    first of these and the trial's size, traded off (a Pareto front)."""
 
-    metric: Literal[OBJECTIVE_METRICS] | None = Field(None, description="default fid; val_loss for a presets space")
+    metric: Annotated[tuple[str, ...] | None, WithJsonSchema(_METRICS_SCHEMA)] = Field(None, strict=False)
     samples_per_class: int = Field(100, ge=1)
     reference: Reference = Reference(n=10_000)
     feature_extractor: Extractor = "auto"
 
     check_installed = field_validator("feature_extractor")(_installed)
 
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metrics(cls, value: Any) -> tuple[str, ...] | None:
+        """One name, or a list of distinct names whose first can rank trials; as a tuple."""
+        if value is None:
+            return None
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not names:
+            raise ValueError(f"{value!r} must be a name or a non-empty list of names")
+        for i, name in enumerate(names):
+            at = "" if isinstance(value, str) else f"[{i}]: "
+            if name not in OBJECTIVE_METRICS + SIZE_METRICS:
+                raise ValueError(f"{at}{name!r} is not one of {list(OBJECTIVE_METRICS + SIZE_METRICS)}")
+            if name in names[:i]:
+                raise ValueError(f"{at}{name!r} is listed twice")
+        if names[0] in SIZE_METRICS:
+            raise ValueError(f"{names[0]!r} cannot rank trials first: it is known before training and says nothing "
+                             f"of their samples; list it after one of {list(OBJECTIVE_METRICS)}, e.g. [fid, params]")
+        return tuple(names)
+
+    @property
+    def ranked_by(self) -> str:
+        """The objective that is each trial's score: what ASHA prunes on and the final stage ranks by."""
+        return self.metric[0]
+
 
 class Search(Settings):
     num_samples: int = Field(32, ge=1, description="trials (a presets space runs each preset once)")
     max_concurrent: int = Field(0, ge=0, description="0: as many as the resources allow")
     seed: int = Field(0, ge=0)
-    sampler: Sampler = Sampler()
+    searcher: Searcher = Searcher()
     asha: Asha = Asha()
     patience: int = Field(PATIENCE, ge=1, description="epochs without a better validation loss")
     checkpoint_every: int = Field(5, ge=1, description="epochs between a trial's checkpoints")
@@ -151,6 +202,7 @@ class Spec:
     search: Search
     final: Final
     raw: dict  # the YAML as run: copied into the run folder, compared on resume
+    notices: tuple[str, ...] = ()  # what the commands print about it, e.g. a renamed key
 
 
 # ------------------------------------------------------------------------ errors
@@ -224,6 +276,8 @@ def _problem(error: dict, root: type[BaseModel], where: str) -> tuple[str, str]:
         return path, "must be a non-empty list" + (f" of {_literal_values(holder, loc[-1])}" if loc else "")
     if kind == "string_type":
         return path, f"{value!r} is not a string"
+    if kind in ("bool_type", "bool_parsing"):
+        return path, f"{value!r} is not true or false"
     return path, error["msg"]
 
 
@@ -311,13 +365,13 @@ def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", ba
     if problem := run_name_problem(name):
         raise SpaceError(f"name: {problem}")
     space = parse_space_section(raw["space"], "space")
-    search = _validated(Search, raw.get("search"), "search")
+    search, notices = _validated_search(raw.get("search"))
     if space.presets:
         if "num_samples" in (raw.get("search") or {}):
             raise SpaceError("search.num_samples: not used with space.presets (each preset runs once)")
         search = search.model_copy(update={"num_samples": len(space.presets)})
     if search.objective.metric is None:
-        objective = search.objective.model_copy(update={"metric": "val_loss" if space.presets else "fid"})
+        objective = search.objective.model_copy(update={"metric": ("val_loss",) if space.presets else ("fid",)})
         search = search.model_copy(update={"objective": objective})
     _check_objective_compares(space, search.objective)
     final = _validated(Final, raw.get("final"), "final")
@@ -328,14 +382,28 @@ def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", ba
             raise SpaceError(f"final.inception_weights: {final.inception_weights} is not a file (looked for {weights})")
         final = final.model_copy(update={"inception_weights": str(weights)})
         raw = {**raw, "final": {**raw["final"], "inception_weights": str(weights)}}
-    return Spec(path=path, name=name, space=space, search=search, final=final, raw=raw)
+    return Spec(path=path, name=name, space=space, search=search, final=final, raw=raw, notices=notices)
+
+
+def _validated_search(raw: Any) -> tuple[Search, tuple[str, ...]]:
+    """The search section, validated; its old key `sampler` is read as `searcher`, with a notice."""
+    if not (isinstance(raw, dict) and "sampler" in raw):
+        return _validated(Search, raw, "search"), ()
+    if "searcher" in raw:
+        raise SpaceError("search.sampler: renamed search.searcher, which is given too; keep searcher")
+    try:
+        search = _validated(Search, {("searcher" if k == "sampler" else k): v for k, v in raw.items()}, "search")
+    except SpaceError as e:
+        raise SpaceError(str(e).replace("search.searcher", "search.sampler", 1)) from None
+    return search, ("search.sampler is deprecated: renamed search.searcher (\"sampler\" also names the final "
+                    "stage's image samplers); read as search.searcher",)
 
 
 def _check_objective_compares(space: Space, objective: Objective) -> None:
     """The validation loss ranks trials only within one likelihood family: a Bernoulli NLL on
     [0, 1] pixels and a Gaussian density are not in the same units."""
     likelihoods = set(space.top["likelihood"].values()) if "likelihood" in space.top else {"bernoulli"}
-    if objective.metric == "val_loss" and "bernoulli" in likelihoods and likelihoods - {"bernoulli"}:
+    if "val_loss" in objective.metric and "bernoulli" in likelihoods and likelihoods - {"bernoulli"}:
         raise SpaceError(f"search.objective.metric: val_loss cannot rank trials whose likelihoods differ "
                          f"({sorted(likelihoods)}): a Bernoulli and a Gaussian negative log-likelihood are in "
                          f"different units; use fid or kid, or fix space.likelihood")

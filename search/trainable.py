@@ -19,7 +19,7 @@ from tensorboardX import SummaryWriter
 from cvae_core.atomic import append_records, atomic_torch_save, read_records
 from cvae_core.data import ImageData, split
 from cvae_core.layout import CHECKPOINT_FILE, read_metrics
-from cvae_core.models import build_model, count_params
+from cvae_core.models import config_params
 from cvae_core.training import TrainingDiverged, train
 from results.features import Reference
 from results.run_folder import RunFolder, trial_name
@@ -95,13 +95,12 @@ def run_trial(
 
     device = claim_device(gpu_share, cpus)
     trial = trial_config(config)
-    with torch.device("meta"):
-        params = count_params(build_model(trial.model))
+    params = config_params(trial.model)
     node_id = ray.get_runtime_context().get_node_id()
 
     def report_last():
         last = read_metrics(trial_dir)[-1]
-        tune.report({**last, **(_scores(scores_file, last["epoch"]) or {}), "objective": objective.metric,
+        tune.report({**last, **(_scores(scores_file, last["epoch"]) or {}), "objective": objective.ranked_by,
                      "params": params, "node_id": node_id})
 
     if ctx.get_trial_id() in stopped_by_asha(run.asha_state):
@@ -113,9 +112,9 @@ def run_trial(
     last_score = _scores(scores_file, resume["epoch"]) if resume else None
 
     scorer = None
-    if objective.metric != "val_loss":
+    if objective.ranked_by != "val_loss":
         reference = Reference(data, objective.reference.split, objective.reference.n)
-        scorer = TrialScorer(trial.model, objective.metric, objective.samples_per_class, reference,
+        scorer = TrialScorer(trial.model, objective.ranked_by, objective.samples_per_class, reference,
                              objective.feature_extractor, inception_weights, device)
     events = SummaryWriter(str(trial_dir), flush_secs=30)
     reported = False
@@ -138,7 +137,7 @@ def run_trial(
         if metrics["epoch"] % checkpoint_every == 0 or metrics["stop"] is not None:
             # Before reporting: Tune may stop the trial on this report (ASHA) and never return.
             atomic_torch_save(make_checkpoint(), checkpoint)
-        tune.report({**metrics, **(last_score or {}), "objective": objective.metric, "params": params,
+        tune.report({**metrics, **(last_score or {}), "objective": objective.ranked_by, "params": params,
                      "node_id": node_id})
         reported = True
 

@@ -11,12 +11,14 @@ import pandas as pd
 from ray.tune import ExperimentAnalysis
 
 from cvae_core.atomic import atomic_write
+from results.pareto import on_front
 from results.run_folder import RunFolder, trial_name
 
 from .space import trial_config
 
 
-def _stop_reason(status: str, last: dict, failure: dict | None) -> str:
+def stop_reason(status: str, last: dict, failure: dict | None) -> str:
+    """Why a trial ended, from Tune's status, its last result and its failure record."""
     if status == "ERROR":
         return failure["kind"] if failure else "error"
     if status != "TERMINATED":
@@ -37,14 +39,13 @@ def trials_table(run: RunFolder) -> pd.DataFrame:
     for trial in ExperimentAnalysis(str(run.path)).trials:
         name = trial_name(trial.config, trial.trial_id)
         last = trial.last_result or {}
-        failure_file = run.failure_file(name)
-        failure = json.loads(failure_file.read_text()) if failure_file.exists() else None
+        failure = run.read_failure(name)
         config = trial_config(trial.config)
         rows.append({
             "trial_id": trial.trial_id,
             "trial_dir": str(run.trial(name)),
             "status": trial.status,
-            "stop_reason": _stop_reason(trial.status, last, failure),
+            "stop_reason": stop_reason(trial.status, last, failure),
             "error": failure["reason"] if failure else _tune_error(trial),
             "epochs": max(int(last.get("epoch", 0)), (failure or {}).get("epoch", 0)),
             "objective": last.get("objective"),
@@ -66,7 +67,13 @@ def trials_table(run: RunFolder) -> pd.DataFrame:
     return df
 
 
-def write_trials_table(run: RunFolder) -> pd.DataFrame:
+def write_trials_table(run: RunFolder, keys: list[str]) -> pd.DataFrame:
+    """trials.parquet, with `pareto`: whether a finished trial is on the front of the objectives'
+    columns `keys` (for one objective: the best score)."""
     df = trials_table(run)
+    if len(df):
+        finished = df["status"] == "TERMINATED"
+        df["pareto"] = False
+        df.loc[finished, "pareto"] = on_front(df[finished], keys)
     atomic_write(run.trials_table, lambda tmp: df.to_parquet(tmp, index=False))
     return df

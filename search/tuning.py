@@ -7,15 +7,16 @@ import logging
 import os
 import signal
 
-from optuna.samplers import TPESampler
 from ray import tune
 
 from cvae_core.data import ImageData
 from results.features import Reference
 from results.run_folder import RunFolder
+from results.study import journal_storage
 
-from .objective import METRIC, MODE, milestones
-from .schedulers import STATE_PERIOD_S, PersistentASHA, ScoreOptunaSearch
+from .objective import METRIC, MODE, milestones, searched_keys
+from .schedulers import STATE_PERIOD_S, PersistentASHA
+from .searcher import ScoreOptunaSearch, create_study, settle, tpe_sampler
 from .settings import Objective, Spec
 from .trainable import run_trial, tune_trial_dirname
 from .trials import write_trials_table
@@ -29,7 +30,7 @@ def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective
     weights = spec.final.inception_weights
     extractor = run.extractor("search", objective.feature_extractor, weights)
     reference = Reference(data, objective.reference.split, objective.reference.n)
-    print(f"search objective: {objective.metric} of {10 * objective.samples_per_class} samples against "
+    print(f"search objective: {objective.ranked_by} of {10 * objective.samples_per_class} samples against "
           f"{reference.label}, features from {extractor}", flush=True)
     prime_on_worker(reference, extractor, weights, res.cpu, res.gpu)
     return objective.model_copy(update={"feature_extractor": extractor})
@@ -47,10 +48,14 @@ def new_tuner(spec: Spec, run: RunFolder, trainable):
                        **{k: d.value for k, d in spec.space.top.items()}}
         num_samples = 1
     else:
-        sampler = TPESampler(seed=s.seed, n_startup_trials=s.sampler.n_startup_trials)
+        create_study(run, list(s.objective.metric))
+        keys = searched_keys(s.objective.metric)
         # A define-by-run space takes metric/mode here (OptunaSearch ignores TuneConfig's),
         # so they are given to the searcher and scheduler and not to TuneConfig.
-        search_alg = ScoreOptunaSearch(space=spec.space, metric=METRIC, mode=MODE, sampler=sampler, seed=s.seed)
+        metric, mode = (METRIC, MODE) if len(keys) == 1 else (keys, [MODE] * len(keys))
+        search_alg = ScoreOptunaSearch(space=spec.space, metric=metric, mode=mode, seed=s.seed,
+                                       sampler=tpe_sampler(s.searcher, s.seed), storage=journal_storage(run),
+                                       study_name=run.name, run_dir=str(run.path))
         param_space, num_samples = None, s.num_samples
     return tune.Tuner(
         trainable,
@@ -92,7 +97,7 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
 
     s, res = spec.search, spec.search.resources
     objective = s.objective
-    if objective.metric != "val_loss":
+    if objective.ranked_by != "val_loss":
         try:
             objective = _prepare_objective(run, spec, data)
         except Exception as e:  # the extractor cannot load, the reference cannot be computed
@@ -117,8 +122,11 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
         for sig, handler in handlers.items():
             if handler is not None:
                 signal.signal(sig, handler)
-    table = write_trials_table(run)
+    table = write_trials_table(run, searched_keys(objective.metric))
     done = int(table["status"].isin(["TERMINATED", "ERROR"]).sum())
     print(f"{done}/{len(table)} trials finished, {int((table['status'] == 'ERROR').sum())} failed; "
           f"table in {run.trials_table}")
-    return results.num_terminated + results.num_errors >= s.num_samples
+    finished = results.num_terminated + results.num_errors >= s.num_samples
+    if finished and not spec.space.presets:
+        settle(run, table, searched_keys(objective.metric))
+    return finished

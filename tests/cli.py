@@ -31,7 +31,7 @@ def tiny_space(tmp_path: Path, final: dict | None = None, **search) -> Path:
         "name": "t",
         "space": {"family": "mlp", "mlp": {"layers": 1, "width": 32}, "latent": 4,
                   "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 40},
-        "search": {"num_samples": 3, "max_concurrent": 1, "sampler": {"n_startup_trials": 3},
+        "search": {"num_samples": 3, "max_concurrent": 1, "searcher": {"n_startup_trials": 3},
                    "asha": {"max_t": 4, "grace_period": 4, "reduction_factor": 2},
                    "patience": 10, "checkpoint_every": 1, "grid_every": 2, "resources": {"cpu": 1},
                    "objective": TINY_OBJECTIVE, **search},
@@ -126,3 +126,27 @@ def epochs_done(folder: Path, pattern: str = "*/metrics.jsonl") -> dict[str, lis
     for f in folder.glob(pattern):
         out[f.parent.name] = [json.loads(line)["epoch"] for line in f.read_text().splitlines() if line]
     return out
+
+
+def assert_study_matches_trials(run_dir: Path) -> None:
+    """The run's Optuna study holds exactly one finished trial per finished row of trials.parquet,
+    with its score (COMPLETE) or as failed (FAIL), and nothing still running."""
+    import pandas as pd
+    from optuna.trial import TrialState
+
+    from results import study as study_files
+
+    table = pd.read_parquet(Path(run_dir) / "trials.parquet").set_index("trial_id")
+    trials = study_files.load_study(run_dir).trials
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING], "a study trial is still running"
+    by_tune_id = {}
+    for t in trials:
+        by_tune_id.setdefault(t.user_attrs[study_files.TUNE_TRIAL_ID], []).append(t)
+    assert sorted(by_tune_id) == sorted(table.index), (sorted(by_tune_id), sorted(table.index))
+    for tune_id, row in table.iterrows():
+        [t] = by_tune_id[tune_id]
+        if row["status"] == "TERMINATED":
+            assert t.state == TrialState.COMPLETE and t.value == row["score"], (tune_id, t.state, t.value, row["score"])
+            assert t.user_attrs[study_files.STOP_REASON] == row["stop_reason"]
+        else:
+            assert t.state == TrialState.FAIL, (tune_id, t.state)

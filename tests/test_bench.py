@@ -25,9 +25,10 @@ BENCHES = {
                 "--two-stage-epochs", "1",
                 "--config", '{"model": {"family": "resnet", "latent": 4, "width": 4, "scales": 2, "blocks": 1}, '
                 '"recipe": {"batch_size": 20}}'],
+    "search_efficiency": ["--seeds", "1", "--trials", "3", "--concurrent", "2"],
     "driver_scale": ["--trials", "3", "--concurrent", "2", "--epochs", "2", "--epoch-seconds", "0.01"],
 }
-DATALESS = {"driver_scale"}
+DATALESS = {"driver_scale", "search_efficiency"}
 PER_CLASS = {"quality": 52}  # the report's batch of 512 needs 512 training images
 
 

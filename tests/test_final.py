@@ -104,7 +104,7 @@ def test_a_tiny_seed_space_scores_the_named_presets(tmp_path, data_dir, ray_sess
     proc = in_process(command(space, data_dir, tmp_path / "runs"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     board = pd.read_parquet(tmp_path / "runs" / "seed" / "leaderboard.parquet")
-    assert len(board) == 2 * 2 and set(board["preset"]) == {"mlp-M1", "cnn-arch1-M1"}
+    assert len(board) == 2 * 3 and set(board["preset"]) == {"mlp-M1", "cnn-arch1-M1"}  # every sampler
     for r in board.itertuples():
         assert r.preset in PRESETS and r.params == count_params(preset(r.preset))
         assert r.lr == 1e-4 and r.batch_size == 512

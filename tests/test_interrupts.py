@@ -13,7 +13,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from cli import command, epochs_done, in_process, kill, output, records, start, tiny_space, wait_for
+from cli import (
+    assert_study_matches_trials,
+    command,
+    epochs_done,
+    in_process,
+    kill,
+    output,
+    records,
+    start,
+    tiny_space,
+    wait_for,
+)
 from conftest import make_tree
 
 from cvae_core.layout import CHECKPOINT_FILE, METRICS_FILE
@@ -106,5 +117,6 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
         assert sorted(set(epochs)) == list(range(1, 9)), (name, epochs)
         assert len(epochs) - len(set(epochs)) <= 3, (name, epochs)  # at most the epoch under way, per kill
     assert set(df["score_epoch"]) == {8} and df["score"].notna().all()
+    assert_study_matches_trials(run_dir)  # the Optuna study went through the kills with the search
     [finalist] = epochs_done(run_dir / "final").values()  # the finalist continued from its checkpoint
     assert sorted(set(finalist)) == list(range(1, len(set(finalist)) + 1)) and finalist.count(1) == 1, finalist

@@ -37,7 +37,7 @@ def put(run_dir, r: dict) -> None:
 
 
 def test_a_row_is_made_with_exactly_the_schemas_columns():
-    assert list(row("a", "prior", 1.0)) != [] and set(row("a", "prior", 1.0)) == set(SCHEMA.names)
+    assert list(row("a", "prior", 1.0)) != [] and set(row("a", "prior", 1.0)) == set(SCHEMA.names) - {"pareto"}
     assert missing_columns(row("a", "prior", 1.0)) == []
     old = {k: v for k, v in row("a", "prior", 1.0).items() if k != "precision"}
     assert missing_columns(old) == ["precision"]
@@ -102,7 +102,7 @@ def test_rows_scored_before_a_column_existed_merge_with_nulls(tmp_path):
     """An old run folder's leaderboard (fewer columns) merges with new rows instead of failing."""
     put(tmp_path, row("a", "prior", 300.0))
     old_columns = [n for n in SCHEMA.names if n not in ("intra_fid", "fid_per_class", "class_accuracy",
-                                                           "class_accuracy_per_class", "precision", "recall")]
+                                                           "class_accuracy_per_class", "precision", "recall", "pareto")]
     old = pd.DataFrame([row("old", "prior", 250.0)])[old_columns]
     old["created_at"] = pd.to_datetime(old["created_at"], unit="s", utc=True).dt.floor("ms")
     old.to_parquet(tmp_path / LEADERBOARD_FILE)
@@ -111,3 +111,14 @@ def test_rows_scored_before_a_column_existed_merge_with_nulls(tmp_path):
     assert board["trial_id"].tolist() == ["old", "a"]
     assert pd.isna(board.loc[0, "intra_fid"]) and board.loc[0, "fid_per_class"] is None
     assert board.loc[1, "intra_fid"] == 350.0 and list(board.loc[1, "fid_per_class"]) == [350.0] * 10
+
+
+def test_pareto_marks_each_samplers_rows_that_no_smaller_row_beats(tmp_path):
+    for trial, params, fids in (("small", 1_000, (300.0, 280.0)), ("mid", 5_000, (250.0, 290.0)),
+                                ("big", 9_000, (260.0, 200.0))):
+        for sampler, fid in zip(("prior", "gmm"), fids):
+            put(tmp_path, row(trial, sampler, fid, params=params))
+    board = write_leaderboard(tmp_path).set_index(["sampler", "trial_id"])["pareto"]
+    # prior: big (260) is larger and worse than mid (250); gmm: mid (290) is larger and worse than small (280)
+    assert board["prior"].to_dict() == {"small": True, "mid": True, "big": False}
+    assert board["gmm"].to_dict() == {"small": True, "mid": False, "big": True}

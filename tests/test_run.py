@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +19,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from cli import command, in_process, kill, records, run, start, tiny_space, wait_for
+from cli import (
+    TINY_OBJECTIVE,
+    assert_study_matches_trials,
+    command,
+    in_process,
+    kill,
+    records,
+    run,
+    start,
+    tiny_space,
+    wait_for,
+)
 from conftest import CNN_RESNET_SPACE, TINY_TWO_STAGE, make_tree
 
 from cvae_core.atomic import read_records
@@ -52,7 +67,7 @@ def searched(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("searched")
     data = make_tree(tmp / "tree", per_class=8)
     space = tiny_space(tmp, final={"top_k": 2, "seeds": 2, "max_epochs": 3}, num_samples=4, seed=5,
-                       sampler={"n_startup_trials": 4}, patience=3,
+                       searcher={"n_startup_trials": 4}, patience=3,
                        asha={"max_t": 8, "grace_period": 2, "reduction_factor": 2})
     raw = yaml.safe_load(space.read_text())
     raw["space"]["likelihood"] = {"choice": ["bernoulli", "gaussian_learned"]}
@@ -280,6 +295,39 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_finishes(searche
 
 
 @pytest.mark.slow
+def test_the_search_keeps_its_optuna_study_in_the_run_folder(searched):
+    """Each trial is a study trial labelled with its Tune trial, with its last sample grid attached;
+    the diverged one failed."""
+    import optuna
+
+    from results import study as study_files
+
+    assert_study_matches_trials(searched.run_dir)
+    study = study_files.load_study(searched.run_dir)
+    assert study.study_name == "t" and study.metric_names == ["fid"]
+    storage = study_files.journal_storage(RunFolder(searched.run_dir))
+    for t in study.trials:
+        assert Path(t.user_attrs[study_files.TRIAL_DIR]).name.endswith(t.user_attrs[study_files.TUNE_TRIAL_ID])
+        if t.state == optuna.trial.TrialState.COMPLETE:  # its last grid, as Optuna's artifact
+            [meta] = optuna.artifacts.get_all_artifact_meta(t, storage=storage)
+            grids = sorted(Path(t.user_attrs[study_files.TRIAL_DIR]).glob("grids/epoch*_samples.png"))
+            attached = RunFolder(searched.run_dir).study_artifacts / meta.artifact_id
+            assert attached.read_bytes() == grids[-1].read_bytes()
+
+
+def test_a_run_an_earlier_version_started_is_refused_in_one_line(tmp_path, data_dir, capsys):
+    space = tiny_space(tmp_path)
+    run = RunFolder(tmp_path / "runs" / "t")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text(space.read_text())
+    (run.path / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {run.path}: started by an earlier version, which kept no optuna.journal; its searcher cannot be "
+        "continued: pass --fresh to start over or --name for a new run")
+
+
+@pytest.mark.slow
 def test_a_cnn_or_resnet_search_scores_every_finalist_with_every_sampler(tmp_path, data_dir, ray_session):
     """Both families searched (seed 4 samples a cnn trial and two resnet ones, with and without EMA),
     all three retrained and scored with prior, gmm and two_stage samplers; trials.parquet and the
@@ -310,3 +358,94 @@ def test_a_cnn_or_resnet_search_scores_every_finalist_with_every_sampler(tmp_pat
             assert r.label in ("index", "onehot") and r.width == 0 and pd.isna(r.upsample) and r.norm == "batch"
         assert Path(r.sample_grid).is_file() and np.isfinite(r.fid)
         assert (Path(r.checkpoint).parent / "two_stage.pt").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 60.0):
+    """The JSON at `url`, waiting for the server to answer."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.loads(r.read())
+        except OSError:
+            if time.monotonic() - t0 > timeout:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_shows_the_search(searched, tmp_path):
+    """optuna-dashboard on the run's journal, as the README starts it: its JSON API has the study
+    and every trial with its settings and score, and its page, in headless Chromium, names them."""
+    run = RunFolder(searched.run_dir)
+    table = trials(run.path)
+    port = free_port()
+    dashboard = subprocess.Popen([str(Path(sys.executable).with_name("optuna-dashboard")), str(run.study_journal),
+                                  "--artifact-dir", str(run.study_artifacts), "--host", "127.0.0.1",
+                                  "--port", str(port), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        [summary] = get_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        assert summary["study_name"] == "t"
+        study = get_json(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}")
+        assert len(study["trials"]) == len(table)
+        scores = sorted(t["values"][0] for t in study["trials"] if t.get("values"))  # a failed trial has none
+        assert scores == sorted(table.loc[table["status"] == "TERMINATED", "score"])
+        assert all({p["name"] for p in t["params"]} >= {"lr", "likelihood"} for t in study["trials"])
+        chromium = shutil.which("chromium")
+        if chromium is None:
+            pytest.skip("no Chromium to load the page in (Debian: apt install chromium; .ci/run installs it)")
+        dom = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000", "--dump-dom",
+             f"http://127.0.0.1:{port}/dashboard/studies/{summary['study_id']}/trials"],
+            capture_output=True, text=True, timeout=120).stdout
+        body = re.sub(r"<(style|script)[^>]*>.*?</\1>", " ", dom[dom.find("<body"):], flags=re.S)
+        page = " ".join(re.sub(r"<[^>]+>", " ", body).split())  # the text the page shows
+        assert f"t (id={summary['study_id']})" in page and f"{len(table)} Trials" in page, page[:2000]
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_search_of_quality_against_size_keeps_its_front_and_retrains_from_it(tmp_path, data_dir, ray_session):
+    """objective [fid, params]: trials.parquet marks the Pareto front of (score, params) among
+    finished trials (checked by brute force), the study is multi-objective, the final stage
+    retrains trials from the front, and the leaderboard marks each sampler's front of (fid, params)."""
+    space = tiny_space(tmp_path, num_samples=5, asha={"max_t": 2, "grace_period": 2, "reduction_factor": 2},
+                       searcher={"n_startup_trials": 5}, objective={**TINY_OBJECTIVE, "metric": ["fid", "params"]},
+                       final={"top_k": 2, "samplers": ["prior"]})
+    raw = yaml.safe_load(space.read_text())
+    raw["space"]["mlp"] = {"layers": 1, "width": {"choice": [8, 16, 32, 64]}}
+    raw["space"]["latent"] = {"choice": [2, 4, 8]}
+    space.write_text(yaml.safe_dump(raw))
+    proc = in_process(command(space, data_dir, tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "t"
+    df = trials(run_dir)
+    done = df[df["status"] == "TERMINATED"]
+    points = list(zip(done["score"], done["params"]))
+
+    def beaten(p):
+        return any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points)
+
+    assert done["pareto"].tolist() == [not beaten(p) for p in points]
+    front = set(done.loc[done["pareto"], "trial_id"])
+    board = pd.read_parquet(run_dir / "leaderboard.parquet")
+    retrained = set(board["trial_id"])
+    assert len(retrained) == 2 and (retrained <= front if len(front) >= 2 else front <= retrained)
+    assert board["pareto"].dtype == bool and board["pareto"].any()
+    from results import study as study_files
+
+    study = study_files.load_study(run_dir)
+    assert study.metric_names == ["fid", "params"] and len(study.directions) == 2
+    by_id = {t.user_attrs[study_files.TUNE_TRIAL_ID]: t.values for t in study.trials}
+    for row in done.itertuples():
+        assert by_id[row.trial_id] == [row.score, row.params]

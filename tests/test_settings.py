@@ -109,7 +109,16 @@ MALFORMED = [
     ("search.patience", 0, "search.patience: 0 must be >= 1"),
     ("search.train_on", "test", "search.train_on: 'test' is not one of"),
     ("search.sampler", [1], "search.sampler: must be a mapping"),
-    ("search.objective.metric", "psnr", "search.objective.metric: 'psnr' is not one of ['fid', 'kid', 'val_loss']"),
+    ("search.objective.metric", "psnr",
+     "search.objective.metric: 'psnr' is not one of ['fid', 'kid', 'val_loss', 'params']"),
+    ("search.objective.metric", ["fid", "psnr"], "search.objective.metric[1]: 'psnr' is not one of"),
+    ("search.objective.metric", "params", "search.objective.metric: 'params' cannot rank trials first: it is known "
+                                          "before training"),
+    ("search.objective.metric", ["params", "fid"], "search.objective.metric: 'params' cannot rank trials first"),
+    ("search.objective.metric", ["fid", "fid"], "search.objective.metric[1]: 'fid' is listed twice"),
+    ("search.objective.metric", [], "search.objective.metric: [] must be a name or a non-empty list of names"),
+    ("search.searcher", {"multivariate": False}, "search.searcher.group: true needs multivariate: true"),
+    ("search.searcher", {"constant_liar": "yes"}, "search.searcher.constant_liar: 'yes' is not true or false"),
     ("search.objective.samples_per_class", 0, "search.objective.samples_per_class: 0 must be >= 1"),
     ("search.objective.reference", {"split": "val"}, "search.objective.reference.split: 'val' is not one of"),
     ("search.objective.reference", {"n": 1}, "search.objective.reference.n: 1 must be >= 2"),
@@ -314,10 +323,10 @@ def test_relative_inception_weights_are_found_beside_the_space_file(tmp_path, mo
 
 def test_the_objective_defaults_to_fid_of_1000_samples_and_to_val_loss_for_presets():
     objective = parse_spec(BASE).search.objective
-    assert (objective.metric, objective.samples_per_class) == ("fid", 100)
+    assert (objective.metric, objective.samples_per_class) == (("fid",), 100)
     assert (objective.reference.split, objective.reference.n, objective.feature_extractor) == ("train", 10_000, "auto")
     assert parse_spec(with_change("search.objective", {"reference": {"n": None}})).search.objective.reference.n is None
-    assert load_spec(SPACES / "seed.yaml").search.objective.metric == "val_loss"
+    assert load_spec(SPACES / "seed.yaml").search.objective.metric == ("val_loss",)
 
 
 def test_val_loss_cannot_rank_trials_of_different_likelihood_families():
@@ -328,7 +337,28 @@ def test_val_loss_cannot_rank_trials_of_different_likelihood_families():
             "(['bernoulli', 'gaussian_learned'])")):
         parse_spec(raw)
     raw["search"]["objective"] = {"metric": "kid"}
-    assert parse_spec(raw).search.objective.metric == "kid"
+    assert parse_spec(raw).search.objective.metric == ("kid",)
     one_family = with_change("space.likelihood", {"choice": ["gaussian", "gaussian_learned"]})
     one_family["search"]["objective"] = {"metric": "val_loss"}
-    assert parse_spec(one_family).search.objective.metric == "val_loss"
+    assert parse_spec(one_family).search.objective.metric == ("val_loss",)
+
+
+def test_the_old_name_search_sampler_is_read_as_searcher_with_a_notice():
+    raw = copy.deepcopy(BASE)
+    raw["search"]["sampler"] = {"n_startup_trials": 7}
+    spec = parse_spec(raw)
+    assert spec.search.searcher.n_startup_trials == 7 and spec.search.searcher.constant_liar
+    [notice] = spec.notices
+    assert notice.startswith("search.sampler is deprecated: renamed search.searcher")
+    assert parse_spec(BASE).notices == ()
+    raw["search"]["searcher"] = {"n_startup_trials": 7}
+    with pytest.raises(SpaceError, match=re.escape("search.sampler: renamed search.searcher, which is given too")):
+        parse_spec(raw)
+
+
+def test_an_objective_list_trades_the_score_off_against_size():
+    raw = copy.deepcopy(BASE)
+    raw["search"]["objective"] = {"metric": ["kid", "params"]}
+    objective = parse_spec(raw).search.objective
+    assert objective.metric == ("kid", "params") and objective.ranked_by == "kid"
+    assert parse_spec(BASE).search.objective.metric == ("fid",)  # one objective stays the default

@@ -1,8 +1,15 @@
+from pathlib import Path
+
 import matplotlib.pyplot as plt
+import optuna
 import pandas as pd
 import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
 from PIL import Image
 
+from cvae_core.atomic import append_records
+from results import study as study_files
+from results.run_folder import RunFolder
 from results.show import fid_vs_params_figure, main
 
 
@@ -41,3 +48,49 @@ def test_fid_vs_params_tick_labels_never_overlap(params):
     boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.x0)
     assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in labels]
     plt.close(fig)
+
+
+def small_search(tmp_path, n_trials: int) -> Path:
+    """A run folder as a search of n_trials leaves it before its final stage: a study and trials.parquet."""
+    run = RunFolder(tmp_path / "runs" / "s")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text("space: {}\n")
+    study = optuna.create_study(storage=study_files.journal_storage(run), study_name=run.name)
+    rows = []
+    for i in range(n_trials):
+        lr, latent = 10 ** (-4 + i / 4), 4 * (1 + i % 2)
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr, "latent": latent}, value=100.0 - 10 * i + latent,
+            distributions={"lr": FloatDistribution(1e-4, 1e-2, log=True), "latent": IntDistribution(4, 8)}))
+        name = f"mlp_t{i}"
+        run.trial(name).mkdir()
+        append_records(run.scores_file(name), [{"score_epoch": e, "score": 120.0 - e - i} for e in (2, 4)])
+        rows.append({"trial_id": f"t{i}", "trial_dir": str(run.trial(name)), "objective": "fid",
+                     "stop_reason": "asha" if i % 2 else "max_epochs"})
+    append_records(run.asha_state, [{"bracket": 0, "rung": 0, "milestone": 2, "trial": "t0", "value": -1.0}])
+    pd.DataFrame(rows).to_parquet(run.trials_table)
+    return run.path
+
+
+def test_show_draws_the_search_and_ranks_its_settings(tmp_path, capsys):
+    run_dir = small_search(tmp_path, 6)
+    assert main([str(run_dir)]) == 0
+    assert "no leaderboard yet" in capsys.readouterr().out
+    md = (run_dir / "report" / "report.md").read_text()
+    for name in ("asha.png", "search_history.png", "search_slice.png"):
+        assert f"]({name})" in md and Image.open(run_dir / "report" / name).size[0] > 100
+    assert "by PED-ANOVA" in md and "| `lr` |" in md and "| `latent` |" in md
+
+
+def test_too_few_trials_for_importances_is_one_line_and_the_rest_is_written(tmp_path):
+    run_dir = small_search(tmp_path, 2)
+    assert main([str(run_dir)]) == 0
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "Importances need at least 3 trials with a score; this search has 2." in md
+    assert (run_dir / "report" / "search_history.png").exists() and (run_dir / "report" / "asha.png").exists()
+
+
+def test_a_run_without_a_study_says_so_in_the_report(scored_run_copy):
+    assert main([str(scored_run_copy)]) == 0
+    md = (scored_run_copy / "report" / "report.md").read_text()
+    assert f"no Optuna study in {scored_run_copy}" in md and "samples.png" in md

@@ -12,7 +12,9 @@ def test_cli_trains_writes_and_resumes(tree, tmp_path, capsys):
     args = ["--preset", "cnn-arch1-M1", "--data", str(tree), "--out", str(out), "--batch-size", "10",
             "--device", "cpu", "--grid-every", "1"]
     assert main([*args, "--epochs", "1"]) == 0
-    assert json.loads((out / "config.json").read_text())["model"]["latent"] == 64
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["latent"] == 64 and config["recipe"] == {"lr": 1e-4, "batch_size": 10, "weight_decay": 0.0,
+                                                                    "ema": 0.0}
     assert (out / "best.pt").exists() and (out / "grids" / "epoch0001_samples.png").exists()
 
     with pytest.raises(SystemExit):  # an existing run is never silently overwritten
@@ -36,6 +38,9 @@ def test_cli_rejects_an_unknown_preset(tmp_path, capsys):
     (["--lr", "inf"], "error: argument --lr: 'inf' is not a finite number"),
     (["--patience", "two"], "error: argument --patience: 'two' is not an integer"),
     (["--batch-size", "1000"], "error: argument --batch-size: 1000 is more than the 30 training images"),
+    (["--ema", "1"], "error: argument --ema: 1.0 must be < 1"),
+    (["--ema", "-0.5"], "error: argument --ema: -0.5 must be >= 0"),
+    (["--weight-decay", "-1"], "error: argument --weight-decay: -1.0 must be >= 0"),
 ])
 def test_a_bad_number_is_one_line_naming_the_flag_and_nothing_is_written(tree, tmp_path, capsys, args, message):
     out = tmp_path / "run"

@@ -1,0 +1,116 @@
+"""The search itself, for results.show: how the score improved, which settings mattered and what
+ASHA cut, from the run's Optuna study (results.study) and its trials' own records.
+
+The history, the importances and the slice view are Optuna's own (optuna.visualization.matplotlib,
+optuna.importance with PED-ANOVA, Optuna 5's default, named here since earlier versions default
+to fANOVA). The ASHA figure is drawn here: Optuna's intermediate values are indexed by Tune's
+iterations, which restart when a trial resumes, while each trial's scores.jsonl has the epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from cvae_core.atomic import read_records
+
+from .run_folder import RunFolder
+from .study import NoStudy, load_study
+
+IMPORTANCE = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
+MIN_FOR_IMPORTANCE = 3  # finished trials with a score, fewer give no ranking to speak of
+
+
+def _save(axes, path: Path) -> None:
+    """The figure of Optuna's axes (or of ours), cropped to what is drawn: Optuna lays out its own
+    colour bars, which tight_layout would move onto the plots."""
+    fig = np.atleast_1d(axes).flat[0].figure
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _target(study):
+    """What the plots show: the score (the first objective, the one ASHA prunes on)."""
+    name = (study.metric_names or ["score"])[0]
+    if len(study.directions) == 1:
+        return None, name
+    return (lambda t: t.values[0]), name
+
+
+def importances(study) -> dict[str, float]:
+    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+
+    target, _ = _target(study)
+    with warnings.catch_warnings():  # PED-ANOVA is marked experimental in some Optuna versions
+        warnings.simplefilter("ignore")
+        return get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), target=target)
+
+
+def plot_asha(run: RunFolder, trials: pd.DataFrame, path: Path) -> None:
+    """Each trial's score against the epoch it was computed at; the trials ASHA stopped marked where
+    they stopped, its milestones as vertical lines."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in trials.itertuples():
+        scores = read_records(run.scores_file(Path(row.trial_dir).name))
+        if not scores:
+            continue
+        epochs, values = [s["score_epoch"] for s in scores], [s["score"] for s in scores]
+        stopped = row.stop_reason == "asha"
+        ax.plot(epochs, values, color="tab:red" if stopped else "tab:blue", alpha=0.6, lw=1, marker=".")
+        if stopped:
+            ax.plot(epochs[-1], values[-1], "x", color="tab:red", ms=8)
+    for m in sorted({r["milestone"] for r in read_records(run.asha_state) if "milestone" in r}):
+        ax.axvline(m, color="k", lw=0.6, ls=":")
+    ax.plot([], [], color="tab:blue", label="ran on")
+    ax.plot([], [], "x-", color="tab:red", label="stopped by ASHA")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"score ({trials['objective'].dropna().iloc[0] if trials['objective'].notna().any() else ''})")
+    ax.set_title("ASHA: every trial's score at its milestones (dotted)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(ax, path)
+
+
+def _study_figures(study, out: Path) -> list[str]:
+    """Optuna's history and slice figures, and the importances table; markdown lines."""
+    import optuna.visualization.matplotlib as ovm
+
+    target, name = _target(study)
+    finished = [t for t in study.trials if t.state.is_finished() and t.values is not None]
+    lines = [f"{len(study.trials)} study trials ({len(finished)} with a score).", ""]
+    with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+        warnings.simplefilter("ignore")
+        if finished:
+            _save(ovm.plot_optimization_history(study, target=target, target_name=name), out / "search_history.png")
+            _save(ovm.plot_slice(study, target=target, target_name=name), out / "search_slice.png")
+            lines += ["![the score over the trials](search_history.png)",
+                      "![the score against each setting](search_slice.png)", ""]
+            if len(study.directions) > 1:
+                _save(ovm.plot_pareto_front(study, target_names=study.metric_names), out / "search_pareto.png")
+                lines += [f"![the trials' Pareto front of {', '.join(study.metric_names)}](search_pareto.png)", ""]
+    if len(finished) < MIN_FOR_IMPORTANCE:
+        return lines + [f"Importances need at least {MIN_FOR_IMPORTANCE} trials with a score; "
+                        f"this search has {len(finished)}.", ""]
+    ranked = importances(study)
+    lines += [f"Which settings mattered for {name}, by {IMPORTANCE}:", "", "| setting | importance |", "|---|---|"]
+    lines += [f"| `{k}` | {v:.3f} |" for k, v in ranked.items() if not math.isnan(v)]
+    return lines + [""]
+
+
+def write_search_section(run_dir: str | Path, out: Path) -> list[str]:
+    """Write the search's figures into `out`; the markdown lines of report.md's section on it."""
+    run = RunFolder(run_dir)
+    lines = ["## The search", ""]
+    if run.trials_table.exists():
+        plot_asha(run, pd.read_parquet(run.trials_table), out / "asha.png")
+        lines += ["![ASHA: the score of every trial at its milestones](asha.png)", ""]
+    try:
+        study = load_study(run.path)
+    except NoStudy as e:
+        return lines + [f"{e}.", ""]
+    return lines + _study_figures(study, out)

@@ -1,0 +1,49 @@
+"""A search's Optuna study, kept in its run folder: RUN/optuna.journal (Optuna's journal file
+storage, the study named as the run) and RUN/optuna_artifacts/ (each trial's last sample grid).
+
+The search writes it as it goes (search.searcher); optuna-dashboard, `optuna.load_study` and
+results.show read it. A presets space runs a grid without Optuna and writes none.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .run_folder import RunFolder
+
+# What each study trial carries besides its parameters and values (user attributes):
+TUNE_TRIAL_ID = "tune_trial_id"  # Tune's id: trials.parquet's trial_id
+TRIAL_DIR = "trial_dir"  # its folder in the run folder
+PARAMS = "params"  # trainable parameters
+STOP_REASON = "stop_reason"  # as trials.parquet's: patience, max_epochs, asha (Tune calls it complete), ...
+SCORE_EPOCH = "score_epoch"  # the epoch its score was computed at
+
+
+class NoStudy(ValueError):
+    """The run folder holds no Optuna study; the message says why, in one line."""
+
+
+def journal_storage(run: RunFolder):
+    """The run's journal storage (Optuna creates the file, empty, if it is missing)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(run.study_journal)))
+
+
+def artifact_store(run: RunFolder):
+    from optuna.artifacts import FileSystemArtifactStore
+
+    run.study_artifacts.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(run.study_artifacts))
+
+
+def load_study(run_dir: str | Path):
+    """The run's study, as `optuna.load_study` opens it; NoStudy when the run has none."""
+    import optuna
+
+    run = RunFolder(run_dir)
+    if not run.study_journal.exists():
+        why = "a presets space runs a grid without Optuna" if run.is_run() else "not a search run folder"
+        raise NoStudy(f"{run.study_journal}: no Optuna study in {run.path} ({why})")
+    return optuna.load_study(study_name=run.name, storage=journal_storage(run))

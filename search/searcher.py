@@ -1,0 +1,125 @@
+"""The search's searcher: Optuna's TPE through Tune's OptunaSearch, its study in the run folder.
+
+The study lives in RUN/optuna.journal (results.study), so optuna-dashboard shows the search as it
+runs and a resumed search continues it. Each study trial carries its Tune trial's id and folder,
+its parameter count, why it stopped (ASHA's stops included, which Tune reports as complete) and
+its score's epoch, and its last sample grid as an artifact. A kill leaves the study as the
+journal holds it: a trial sampled after Tune's last save is taken up again by the next trial
+Tune asks for (its settings once more), a trial told before Tune saved that it ended is not told
+twice, and `settle` ends whatever is still running when the search ends, from trials.parquet.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.exceptions import ExperimentalWarning
+from optuna.samplers import TPESampler
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from cvae_core.models import config_params
+from results import study as study_files
+from results.run_folder import RunFolder, trial_name
+
+from .settings import Searcher
+from .space import trial_config
+from .trials import stop_reason
+
+
+def tpe_sampler(searcher: Searcher, seed: int) -> TPESampler:
+    """TPE with every setting given (search.settings.Searcher says why each is what it is)."""
+    with warnings.catch_warnings():  # `group` is marked experimental; it is chosen, and tested here
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return TPESampler(seed=seed, n_startup_trials=searcher.n_startup_trials, multivariate=searcher.multivariate,
+                          group=searcher.group, constant_liar=searcher.constant_liar)
+
+
+def create_study(run: RunFolder, metric_names: list[str]) -> None:
+    """The run's study, with its metrics named so that tools label them (all minimised), made here
+    before OptunaSearch opens it; an existing one is kept."""
+    study = optuna.create_study(storage=study_files.journal_storage(run), study_name=run.name, load_if_exists=True,
+                                directions=["minimize"] * len(metric_names))
+    with warnings.catch_warnings():  # set_metric_names is marked experimental
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        study.set_metric_names(metric_names)
+
+
+class ScoreOptunaSearch(OptunaSearch):
+    """OptunaSearch told only of results that carry the metric (a trial is scored from its first
+    ASHA milestone on, and OptunaSearch reads the metric of every result it is given), whose study
+    trials say which Tune trial they are (see the module doc). `run_dir`: the run folder."""
+
+    def __init__(self, *args, run_dir: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._run_dir = run_dir
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._ot_trials and (lost := self._sampled_before_a_kill()) is not None:
+            self._ot_trials[trial_id] = lost
+        config = super().suggest(trial_id)
+        if config is not None:
+            trial, folder = self._ot_trials[trial_id], RunFolder(self._run_dir).trial(trial_name(config, trial_id))
+            trial.set_user_attr(study_files.TUNE_TRIAL_ID, trial_id)
+            trial.set_user_attr(study_files.TRIAL_DIR, str(folder))
+            trial.set_user_attr(study_files.PARAMS, config_params(trial_config(config).model))
+        return config
+
+    def _sampled_before_a_kill(self) -> optuna.Trial | None:
+        """A study trial still running that no trial of this search owns: sampled by a driver that
+        was killed before Tune saved the trial. Optuna gives a trial's settings again when asked for
+        them again, so the next trial takes it up instead of sampling anew."""
+        owned = {trial.number for trial in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number not in owned:
+                return optuna.Trial(self._ot_study, frozen._trial_id)  # Optuna's own handle on that trial
+        return None
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if all(m in result for m in (self.metric if isinstance(self.metric, list) else [self.metric])):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        trial = self._ot_trials.get(trial_id)
+        if trial is not None and self._state(trial.number).is_finished():
+            self._completed_trials.add(trial_id)  # told before a kill that came before Tune saved its end
+            return
+        if trial is not None:
+            self._label_end(trial, result or {}, error)
+        # A trial that failed after a score would be told complete with it: it failed.
+        super().on_trial_complete(trial_id, None if error else result, error)
+
+    def _state(self, number: int) -> TrialState:
+        return next(t.state for t in self._ot_study.get_trials(deepcopy=False) if t.number == number)
+
+    def _label_end(self, trial: optuna.Trial, result: dict, error: bool) -> None:
+        """Why it stopped and when it was scored, and its last sample grid (a finished trial takes
+        no more attributes, so before it is told)."""
+        run, folder = RunFolder(self._run_dir), Path(trial.user_attrs[study_files.TRIAL_DIR])
+        failure = run.read_failure(folder.name)
+        trial.set_user_attr(study_files.STOP_REASON, stop_reason("ERROR" if error else "TERMINATED", result, failure))
+        if "score_epoch" in result:
+            trial.set_user_attr(study_files.SCORE_EPOCH, int(result["score_epoch"]))
+        grids = sorted(folder.glob("grids/epoch*_samples.png"))
+        if grids:
+            optuna.artifacts.upload_artifact(artifact_store=study_files.artifact_store(run), file_path=str(grids[-1]),
+                                             study_or_trial=trial)
+
+
+def settle(run: RunFolder, table: pd.DataFrame, keys: list[str]) -> None:
+    """Once the search has ended: every study trial still running is told how its Tune trial ended
+    (its row of trials.parquet: the objectives' columns `keys`), or fails when no trial ran it."""
+    study = study_files.load_study(run.path)
+    rows = table.set_index("trial_id")
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tune_id = trial.user_attrs.get(study_files.TUNE_TRIAL_ID)
+        row = rows.loc[tune_id] if tune_id in rows.index else None
+        values = [float(row[k]) for k in keys] if row is not None else [math.nan]
+        if row is not None and row["status"] == "TERMINATED" and all(map(math.isfinite, values)):
+            study.tell(trial.number, values if len(values) > 1 else values[0])
+        else:
+            study.tell(trial.number, state=TrialState.FAIL)

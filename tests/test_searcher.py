@@ -1,0 +1,122 @@
+"""The searcher: TPE set up for a parallel conditional space, ranking by the score, and its study in
+the run folder, labelled trial by trial and kept whole across a kill."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from results import study as study_files
+from results.run_folder import RunFolder
+from search.objective import METRIC, MODE
+from search.searcher import ScoreOptunaSearch, create_study, settle, tpe_sampler
+from search.settings import Searcher
+from search.space import parse_space_section
+
+SPACE = {"family": "mlp", "latent": 4, "mlp": {"layers": 1, "width": 8}, "lr": {"loguniform": [1.0e-4, 1.0e-2]}}
+
+
+def searcher(run: RunFolder, sampler=None) -> ScoreOptunaSearch:
+    """The searcher as search.tuning builds it, on the run folder's journal."""
+    run.path.mkdir(exist_ok=True)
+    create_study(run, ["fid"])
+    return ScoreOptunaSearch(space=parse_space_section(SPACE), metric=METRIC, mode=MODE,
+                             sampler=sampler or optuna.samplers.RandomSampler(0),
+                             storage=study_files.journal_storage(run), study_name=run.name, run_dir=str(run.path))
+
+
+def result(score: float, stop: str | None = None, epoch: int = 4) -> dict:
+    return {"epoch": epoch, "score": score, "score_epoch": epoch, "stop": stop, "best_val_loss": 1.0,
+            "training_iteration": epoch}
+
+
+def test_tpe_is_built_with_every_setting_given():
+    sampler = tpe_sampler(Searcher(n_startup_trials=7), seed=3)
+    # Optuna keeps them private; these are the settings search.settings.Searcher explains.
+    assert (sampler._n_startup_trials, sampler._multivariate, sampler._group, sampler._constant_liar) == (
+        7, True, True, True)
+    plain = tpe_sampler(Searcher(multivariate=False, group=False, constant_liar=False), seed=3)
+    assert (plain._multivariate, plain._group, plain._constant_liar) == (False, False, False)
+
+
+def test_tpe_ranks_by_the_score_where_the_validation_loss_disagrees(tmp_path):
+    s = searcher(RunFolder(tmp_path / "run"))
+    for trial_id, score, val in (("bern", 150.0, 1900.0), ("gauss", 300.0, -1500.0)):
+        s.suggest(trial_id)
+        s.on_trial_result(trial_id, {"epoch": 0, "best_val_loss": 1.0, "training_iteration": 1})  # unscored
+        s.on_trial_complete(trial_id, {**result(score), "best_val_loss": val})
+    study = study_files.load_study(tmp_path / "run")
+    assert study.best_trial.value == 150.0 and [t.value for t in study.trials] == [150.0, 300.0]
+
+
+def test_each_study_trial_says_which_tune_trial_it_is_and_how_it_ended(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    s = searcher(run)
+    for trial_id in ("a", "b", "c"):
+        s.suggest(trial_id)
+    grid = run.trial("mlp_a") / "grids" / "epoch0004_samples.png"
+    grid.parent.mkdir(parents=True)
+    grid.write_bytes(b"png")
+    run.trial("mlp_c").mkdir()
+    run.failure_file("mlp_c").write_text(json.dumps({"kind": "diverged", "reason": "loss diverged at epoch 2"}))
+    s.on_trial_complete("a", result(120.0, stop="patience"))
+    s.on_trial_complete("b", result(140.0, stop=None))  # ASHA stopped it: Tune calls that complete too
+    s.on_trial_complete("c", result(130.0), error=True)  # diverged after a score: it failed all the same
+    study = study_files.load_study(run.path)
+    trials = {t.user_attrs[study_files.TUNE_TRIAL_ID]: t for t in study.trials}
+    assert {k: t.user_attrs[study_files.STOP_REASON] for k, t in trials.items()} == {
+        "a": "patience", "b": "asha", "c": "diverged"}
+    assert trials["a"].user_attrs[study_files.TRIAL_DIR] == str(run.trial("mlp_a"))
+    assert trials["a"].user_attrs[study_files.PARAMS] > 0 and trials["a"].user_attrs[study_files.SCORE_EPOCH] == 4
+    assert trials["c"].state == TrialState.FAIL and trials["a"].value == 120.0
+    [artifact] = optuna.artifacts.get_all_artifact_meta(trials["a"], storage=study_files.journal_storage(run))
+    assert (run.study_artifacts / artifact.artifact_id).read_bytes() == b"png"
+    assert study.metric_names == ["fid"]
+
+
+def test_after_a_kill_the_study_keeps_one_trial_per_tune_trial(tmp_path):
+    """Tune saves the searcher now and then; a kill loses what it did since. Trial 'b' was sampled
+    and 'a' told after the last save: the resumed search takes 'b''s study trial up again for its
+    next trial and does not tell 'a' twice."""
+    run = RunFolder(tmp_path / "run")
+    first = searcher(run)
+    config_a = first.suggest("a")
+    first.save(str(tmp_path / "searcher.pkl"))  # Tune's save
+    config_b = first.suggest("b")
+    first.on_trial_complete("a", result(100.0, stop="patience"))
+    del first  # killed
+
+    resumed = searcher(run)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.on_trial_complete("a", result(100.0, stop="patience"))  # Tune reruns it; it reports its end again
+    assert resumed.suggest("b2") == config_b  # 'b' sampled again would not be: its study trial, taken up
+    resumed.on_trial_complete("b2", result(90.0, stop="max_epochs"))
+    study = study_files.load_study(run.path)
+    assert [(t.state, t.value, t.user_attrs[study_files.TUNE_TRIAL_ID]) for t in study.trials] == [
+        (TrialState.COMPLETE, 100.0, "a"), (TrialState.COMPLETE, 90.0, "b2")]
+    assert config_a != config_b
+
+
+def test_settle_ends_what_is_still_running_from_the_trials_table(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    s = searcher(run)
+    for trial_id in ("a", "b"):
+        s.suggest(trial_id)
+    table = pd.DataFrame({"trial_id": ["a"], "status": ["TERMINATED"], "score": [70.0]})
+    settle(run, table, ["score"])
+    study = study_files.load_study(run.path)
+    assert [(t.state, t.value) for t in study.trials] == [(TrialState.COMPLETE, 70.0), (TrialState.FAIL, None)]
+
+
+def test_a_run_without_a_study_says_so_in_one_line(tmp_path):
+    run = RunFolder(tmp_path / "seed")
+    run.path.mkdir()
+    run.space_file.write_text("space: {presets: [mlp-M1]}\n")
+    with pytest.raises(study_files.NoStudy) as err:
+        study_files.load_study(run.path)
+    assert str(err.value) == (f"{run.study_journal}: no Optuna study in {run.path} (a presets space runs a grid "
+                              "without Optuna)")
