@@ -1,9 +1,9 @@
 """Sample quality at equal training time: the report's best model against a configuration of spaces/cnn.yaml.
 
 (a) cnn-arch3-M3, the report's best, with the report's recipe (Adam lr 1e-4, batch 512, BCE + KL
-summed), and (b) --config train on the same images for the same wall-clock budget each (the epoch
-that ends past the budget is the last; no patience stop), keeping the weights with the best
-validation loss. Each is then sampled with every sampler (prior, gmm, two_stage: the final
+summed), and (b) --config train on the same images for the same wall-clock budget each (each stops
+when its next epoch, as long as its last, would end past the budget; no patience stop), keeping the
+weights with the best validation loss. Each is then sampled with every sampler (prior, gmm, two_stage: the final
 stage's) and scored with one feature extractor against one reference: FID and KID side by side
 with their ratio (b / a), parameters, epochs reached and seconds.
 
@@ -58,7 +58,8 @@ class _BudgetSpent(Exception):
 
 
 def train_for(trial: TrialConfig, data: ImageData, seconds: float, device: torch.device):
-    """(model with the kept weights, epochs, wall seconds): train until an epoch ends past `seconds`."""
+    """(model with the kept weights, epochs, wall seconds): train while the next epoch, as long as the
+    last, would end within `seconds` (at least one epoch)."""
     seen = {}
     t0 = time.perf_counter()
 
@@ -66,7 +67,7 @@ def train_for(trial: TrialConfig, data: ImageData, seconds: float, device: torch
         seen["epoch"] = metrics["epoch"]
         print(f"    epoch {metrics['epoch']:3d}  val {metrics['val_loss']:.1f}  {time.perf_counter() - t0:6.0f} s",
               flush=True)
-        if time.perf_counter() - t0 >= seconds:
+        if time.perf_counter() - t0 + metrics["epoch_seconds"] > seconds:
             seen["state"] = make_checkpoint()["best_state"]
             raise _BudgetSpent
 

@@ -449,3 +449,8 @@ def test_a_search_of_quality_against_size_keeps_its_front_and_retrains_from_it(t
     by_id = {t.user_attrs[study_files.TUNE_TRIAL_ID]: t.values for t in study.trials}
     for row in done.itertuples():
         assert by_id[row.trial_id] == [row.score, row.params]
+    from results.show import main as show
+
+    assert show([str(run_dir)]) == 0  # draws the study's front and the leaderboard's
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "](search_pareto.png)" in md and (run_dir / "report" / "search_pareto.png").stat().st_size > 0
