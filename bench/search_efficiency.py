@@ -18,7 +18,7 @@ best (of the same seed; trials counted in the order they ended, failed ones incl
 as a ratio to what random search itself needed. Target: the configured TPE reaches it in <= half
 of random search's trial-epochs.
 
-    python bench/search_efficiency.py                      # 5 seeds x 32 trials, 4 at once
+    python bench/search_efficiency.py                      # 5 seeds x 64 trials, 4 at once: ~10 min on 2 cores
     python bench/search_efficiency.py --seeds 3 --trials 24 --concurrent 4
 """
 
@@ -140,7 +140,7 @@ def epochs_to_reach(run: dict, target: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--trials", type=int, default=32)
+    p.add_argument("--trials", type=int, default=64)
     p.add_argument("--concurrent", type=int, default=4)
     p.add_argument("--one", nargs=2, metavar=("SEARCHER", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -165,6 +165,9 @@ def main() -> None:
         needed = [epochs_to_reach(r, t) for r, t in zip(seeds, targets)]
         ratio = statistics.median(n / b for n, b in zip(needed, baseline))
         print(f"{name:<16}{best:>12.1f}{statistics.median(needed):>30.0f}{ratio:>17.2f}")
+        print("    per seed (best, trial-epochs to random best, trial-epochs in all): " + ", ".join(
+            f"({min(v for v, _ in r['ended']):.1f}, {n}, {r['failed_epochs'] + sum(e for _, e in r['ended'])})"
+            for r, n in zip(seeds, needed)))
     print("target: tpe-configured's ratio <= 0.50 (inf: never reached random search's best)")
 
 

@@ -80,16 +80,29 @@ class ScoreOptunaSearch(OptunaSearch):
         return None
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if all(m in result for m in (self.metric if isinstance(self.metric, list) else [self.metric])):
-            super().on_trial_result(trial_id, result)
+        if trial_id in self._ot_trials:
+            self._report_score(self._ot_trials[trial_id], result)
+
+    def _report_score(self, trial: optuna.Trial, result: dict) -> None:
+        """A new score, as Optuna's intermediate value at the epoch it was computed (Tune's
+        iteration, which OptunaSearch would use, restarts when a trial resumes; the epoch does not).
+        With several objectives Optuna keeps none."""
+        if isinstance(self.metric, list) or self.metric not in result or result.get("score_epoch") != result["epoch"]:
+            return
+        with warnings.catch_warnings():  # a resumed trial reports its last epoch again: Optuna keeps the first
+            warnings.simplefilter("ignore", UserWarning)
+            trial.report(result[self.metric], result["epoch"])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         trial = self._ot_trials.get(trial_id)
         if trial is not None and self._state(trial.number).is_finished():
             self._completed_trials.add(trial_id)  # told before a kill that came before Tune saved its end
             return
-        if trial is not None:
-            self._label_end(trial, result or {}, error)
+        if trial is None:
+            return super().on_trial_complete(trial_id, result, error)
+        self._label_end(trial, result or {}, error)
+        if result and not error:
+            self._report_score(trial, result)  # Tune hands the result ASHA stopped a trial on to this call alone
         # A trial that failed after a score would be told complete with it: it failed.
         super().on_trial_complete(trial_id, None if error else result, error)
 

@@ -48,7 +48,7 @@ def test_tpe_ranks_by_the_score_where_the_validation_loss_disagrees(tmp_path):
     for trial_id, score, val in (("bern", 150.0, 1900.0), ("gauss", 300.0, -1500.0)):
         s.suggest(trial_id)
         s.on_trial_result(trial_id, {"epoch": 0, "best_val_loss": 1.0, "training_iteration": 1})  # unscored
-        s.on_trial_complete(trial_id, {**result(score), "best_val_loss": val})
+        s.on_trial_complete(trial_id, {**result(score, stop="patience"), "best_val_loss": val})
     study = study_files.load_study(tmp_path / "run")
     assert study.best_trial.value == 150.0 and [t.value for t in study.trials] == [150.0, 300.0]
 
@@ -73,6 +73,9 @@ def test_each_study_trial_says_which_tune_trial_it_is_and_how_it_ended(tmp_path)
     assert trials["a"].user_attrs[study_files.TRIAL_DIR] == str(run.trial("mlp_a"))
     assert trials["a"].user_attrs[study_files.PARAMS] > 0 and trials["a"].user_attrs[study_files.SCORE_EPOCH] == 4
     assert trials["c"].state == TrialState.FAIL and trials["a"].value == 120.0
+    # ASHA's stop: complete, as Tune reports it (its stop_reason tells), its score also at its epoch
+    assert trials["b"].state == TrialState.COMPLETE
+    assert trials["b"].intermediate_values == {4: 140.0} and trials["b"].value == 140.0
     [artifact] = optuna.artifacts.get_all_artifact_meta(trials["a"], storage=study_files.journal_storage(run))
     assert (run.study_artifacts / artifact.artifact_id).read_bytes() == b"png"
     assert study.metric_names == ["fid"]
