@@ -68,7 +68,7 @@ def dataloader_baseline(cfg, x, y, dev, epochs, batch_size, lr) -> list[float]:
 def project_loop(cfg, x, y, vx, vy, dev, epochs, batch_size, lr, compile) -> list[float]:
     times = []
     train(cfg, x, y, vx, vy, epochs=epochs, recipe=Recipe(lr=lr, batch_size=batch_size), patience=epochs + 1,
-          device=dev, compile=compile, callback=lambda m, _: times.append(m["train_seconds"]))
+          device=dev, compile=compile, callback=lambda m, _: times.append(m["step_seconds"]))
     return times
 
 

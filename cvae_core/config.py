@@ -3,8 +3,9 @@
 
 Each is checked completely on construction, so a bad value fails before any tensor is
 allocated, with a message naming the field and the value. A new hyperparameter is one field
-here (plus its bound in search.space): the training function, the trials table and the
-leaderboard take their fields from these classes.
+here (a number also its range in RANGES, which search.space offers too) plus its key in
+search.space: the training function, the trials table and the leaderboard take their fields
+from these classes.
 """
 
 from __future__ import annotations
@@ -59,22 +60,55 @@ class ConvLayer:
         return (size - 1) * self.stride - 2 * self.padding + self.kernel
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name}={value!r} must be an integer")
-    if value < minimum:
-        raise ConfigError(f"{name}={value!r} must be >= {minimum}")
+@dataclass(frozen=True)
+class Range:
+    """The numbers a field takes: integers ("int") or finite numbers ("float") from `minimum`
+    (excluded when `exclusive`) to under `below` (None: no upper bound)."""
+
+    kind: str
+    minimum: float
+    exclusive: bool = False
+    below: float | None = None
+
+    def bound_problem(self, value: float) -> str | None:
+        """Why a number is out of range ("must be >= 1"), or None."""
+        if value < self.minimum or (self.exclusive and value == self.minimum):
+            return f"must be {'>' if self.exclusive else '>='} {self.minimum}"
+        if self.below is not None and value >= self.below:
+            return f"must be < {self.below}"
+        return None
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise ConfigError, naming the field, for a value of another kind or out of range."""
+        if self.kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{name}={value!r} must be an integer")
+        if self.kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                     or not math.isfinite(value)):
+            raise ConfigError(f"{name}={value!r} must be a finite number")
+        if problem := self.bound_problem(value):
+            raise ConfigError(f"{name}={value!r} {problem}")
 
 
-def _check_number(name: str, value: Any, low: float, high: float | None = None, *, open_low: bool = False,
-                  open_high: bool = True) -> None:
-    """A finite number in [low, high) (bounds open or closed as given; high None: no upper bound)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name}={value!r} must be a finite number")
-    if value < low or (open_low and value == low):
-        raise ConfigError(f"{name}={value!r} must be {'>' if open_low else '>='} {low}")
-    if high is not None and (value > high or (open_high and value == high)):
-        raise ConfigError(f"{name}={value!r} must be {'<' if open_high else '<='} {high}")
+# The range of each numeric field of ModelConfig (for hidden: each width; for conv: ConvLayer's
+# fields) and of Recipe: checked on construction, and what search.space accepts in a space file.
+RANGES = {
+    "latent": Range("int", 1),
+    "hidden": Range("int", 1),
+    "out_channels": Range("int", 1),
+    "kernel": Range("int", 1),
+    "stride": Range("int", 1),
+    "padding": Range("int", 0),
+    "h": Range("int", 1),
+    "width": Range("int", 1),
+    "scales": Range("int", 1),
+    "blocks": Range("int", 1),
+    "sigma": Range("float", 0, exclusive=True),
+    "beta": Range("float", 0),
+    "lr": Range("float", 0, exclusive=True),
+    "batch_size": Range("int", 1),
+    "weight_decay": Range("float", 0),
+    "ema": Range("float", 0, below=1),
+}
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...], why: str = "") -> None:
@@ -136,14 +170,14 @@ class ModelConfig:
             object.__setattr__(self, "label", "index")
         if self.family == "resnet" and self.upsample is None:
             object.__setattr__(self, "upsample", "nearest")
-        _check_int("latent", self.latent, 1)
+        RANGES["latent"].check("latent", self.latent)
         why = f" for family={self.family!r}"
         _check_choice("norm", self.norm, FAMILY_NORMS[self.family], why if self.norm in NORMS else "")
         _check_choice("activation", self.activation, FAMILY_ACTIVATIONS[self.family],
                       why if self.activation in ACTIVATIONS else "")
         _check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        _check_number("sigma", self.sigma, 0, None, open_low=True)
-        _check_number("beta", self.beta, 0, None)
+        RANGES["sigma"].check("sigma", self.sigma)
+        RANGES["beta"].check("beta", self.beta)
         {"mlp": self._check_mlp, "cnn": self._check_cnn, "resnet": self._check_resnet}[self.family]()
 
     def _check_other_families_fields(self) -> None:
@@ -160,19 +194,17 @@ class ModelConfig:
         if not self.hidden:
             raise ConfigError("hidden=() must list at least one width for family='mlp'")
         for i, width in enumerate(self.hidden):
-            _check_int(f"hidden[{i}]", width, 1)
+            RANGES["hidden"].check(f"hidden[{i}]", width)
 
     def _check_cnn(self) -> None:
         if not self.conv:
             raise ConfigError("conv=() must list at least one layer for family='cnn'")
-        _check_int("h", self.h, 1)
+        RANGES["h"].check("h", self.h)
         _check_choice("label", self.label, LABELS)
         size = IMAGE_SIZE
         for i, layer in enumerate(self.conv):
-            _check_int(f"conv[{i}].out_channels", layer.out_channels, 1)
-            _check_int(f"conv[{i}].kernel", layer.kernel, 1)
-            _check_int(f"conv[{i}].stride", layer.stride, 1)
-            _check_int(f"conv[{i}].padding", layer.padding, 0)
+            for name, value in asdict(layer).items():
+                RANGES[name].check(f"conv[{i}].{name}", value)
             if layer.padding >= layer.kernel:
                 raise ConfigError(f"conv[{i}].padding={layer.padding} must be < kernel={layer.kernel}")
             new = layer.out_size(size)
@@ -188,12 +220,12 @@ class ModelConfig:
                 raise ConfigError(f"conv[{i}] cannot be mirrored by the decoder (output {s}x{s})")
 
     def _check_resnet(self) -> None:
-        _check_int("width", self.width, 1)
-        _check_int("scales", self.scales, 1)
+        RANGES["width"].check("width", self.width)
+        RANGES["scales"].check("scales", self.scales)
         if IMAGE_SIZE % 2**self.scales:
             raise ConfigError(f"scales={self.scales} halves {IMAGE_SIZE}x{IMAGE_SIZE} below 1x1 "
                               f"(at most {IMAGE_SIZE.bit_length() - 1})")
-        _check_int("blocks", self.blocks, 1)
+        RANGES["blocks"].check("blocks", self.blocks)
         _check_choice("upsample", self.upsample, UPSAMPLES)
         if not isinstance(self.cond_norm, bool):
             raise ConfigError(f"cond_norm={self.cond_norm!r} must be true or false")
@@ -235,10 +267,8 @@ class Recipe:
     ema: float = 0.0  # decay of an exponential moving average of the weights per step; 0: off
 
     def __post_init__(self) -> None:
-        _check_number("lr", self.lr, 0, None, open_low=True)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_number("weight_decay", self.weight_decay, 0, None)
-        _check_number("ema", self.ema, 0, 1)
+        for name, value in asdict(self).items():
+            RANGES[name].check(name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -283,6 +313,8 @@ __all__ = [
     "ConfigError",
     "ConvLayer",
     "ModelConfig",
+    "RANGES",
+    "Range",
     "Recipe",
     "TrialConfig",
     "IMAGE_SIZE",

@@ -12,15 +12,11 @@ from .config import NUM_CLASSES
 from .models import CVAE
 
 
-@torch.no_grad()
-def sample_prior(
-    model: CVAE, labels: torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Images in [0, 1] for `labels`, decoding z ~ N(0, I)."""
-    z = torch.randn(
-        len(labels), model.cfg.latent, generator=generator, device=labels.device
-    )
-    return model.decode(z, labels)
+def prior_latents(model: CVAE, n: int, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """n codes z ~ N(0, I) of `model`: the prior, which the training grids and the "prior" sampler
+    (results.samplers) decode."""
+    return torch.randn(n, model.cfg.latent, generator=generator, device=device)
 
 
 GRID_PADDING = 2  # black pixels between images, as in torchvision's grids
@@ -74,5 +70,6 @@ def save_training_grids(
         image_grid(torch.cat([x, rec]), nrow=len(x)).save(out_dir / f"epoch{epoch:04d}_recon_{split}.png")
     gen = torch.Generator(device=device).manual_seed(seed)
     labels = grid_labels(10, device)
-    image_grid(sample_prior(model, labels, gen), nrow=10).save(out_dir / f"epoch{epoch:04d}_samples.png")
+    samples = model.decode(prior_latents(model, len(labels), gen, device), labels)
+    image_grid(samples, nrow=10).save(out_dir / f"epoch{epoch:04d}_samples.png")
     model.train(was_training)

@@ -6,29 +6,45 @@ metrics.jsonl, grids/*.png, checkpoint.pt (for --resume) and best.pt (the best w
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 from .cli import ArgumentParser, number
-from .config import PATIENCE, REDUCTIONS, REPORT, Recipe, TrialConfig
+from .config import PATIENCE, RANGES, REDUCTIONS, REPORT, Recipe, TrialConfig
 from .layout import BEST_FILE, CHECKPOINT_FILE
 from .presets import PRESETS, preset_config
 from .sources import TRAIN_ON, DataError, default_source
 
 
-def main(argv: list[str] | None = None) -> int:
+def _recipe_flag(field: str):
+    """An argparse type for a Recipe field: its range (cvae_core.config.RANGES), answered at once."""
+    r = RANGES[field]
+    bound = {"above": r.minimum} if r.exclusive else {"at_least": r.minimum}
+    parse = number(int if r.kind == "int" else float, **bound)
+
+    def in_range(text: str):
+        value = parse(text)
+        if r.below is not None and value >= r.below:
+            raise argparse.ArgumentTypeError(f"{value} must be < {r.below}")
+        return value
+
+    return in_range
+
+
+def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m cvae_core.train", description=__doc__.splitlines()[0])
     p.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
                    help=f"one of the report's models: {', '.join(sorted(PRESETS))}")
     p.add_argument("--data", default=None, help=f"zip, image folder or cifar10[:ROOT] (default: {default_source()})")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--epochs", type=number(int, at_least=1), default=800)
-    p.add_argument("--batch-size", type=number(int, at_least=1), default=REPORT.batch_size)
-    p.add_argument("--lr", type=number(float, above=0), default=REPORT.lr)
-    p.add_argument("--weight-decay", type=number(float, at_least=0), default=REPORT.weight_decay,
+    p.add_argument("--batch-size", type=_recipe_flag("batch_size"), default=REPORT.batch_size)
+    p.add_argument("--lr", type=_recipe_flag("lr"), default=REPORT.lr)
+    p.add_argument("--weight-decay", type=_recipe_flag("weight_decay"), default=REPORT.weight_decay,
                    help="AdamW's decoupled weight decay (default 0: Adam, the report's)")
-    p.add_argument("--ema", type=number(float, at_least=0), default=REPORT.ema,
+    p.add_argument("--ema", type=_recipe_flag("ema"), default=REPORT.ema,
                    help="decay of an exponential moving average of the weights, e.g. 0.999 (default 0: off)")
     p.add_argument("--patience", type=number(int, at_least=1), default=PATIENCE,
                    help="epochs without a better val loss before stopping")
@@ -41,15 +57,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid-every", type=number(int, at_least=0), default=10,
                    help="epochs between image grids (0 = never)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    args = p.parse_args(argv)
-    if args.ema >= 1:
-        p.error(f"argument --ema: {args.ema} must be < 1")
+    return p
 
+
+def _checkpoint_path(p: ArgumentParser, args: argparse.Namespace) -> Path:
+    """OUT's checkpoint: there to resume from, and never silently overwritten."""
     ckpt_path = args.out / CHECKPOINT_FILE
     if ckpt_path.exists() and not args.resume:
         p.error(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
     if args.resume and not ckpt_path.exists():
         p.error(f"--resume: {ckpt_path} does not exist")
+    return ckpt_path
+
+
+def _write_config(args: argparse.Namespace, trial: TrialConfig) -> None:
+    """OUT/config.json: the resolved settings, and the command line's arguments."""
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "config.json").write_text(json.dumps({**trial.to_dict(), "args": settings}, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    ckpt_path = _checkpoint_path(p, args)
 
     import torch  # only now: --help and input errors answer at once
 
@@ -66,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     train_x, train_y, val_x, val_y = split(data, args.train_on)
     if args.batch_size > len(train_x):
         p.error(f"argument --batch-size: {args.batch_size} is more than the {len(train_x)} training images")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "config.json").write_text(json.dumps({**TrialConfig(cfg, recipe).to_dict(), "args": settings},
-                                                     indent=2))
+    _write_config(args, TrialConfig(cfg, recipe))
     resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if args.resume else None
 
     def show(metrics, _make_checkpoint):

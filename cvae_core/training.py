@@ -24,7 +24,6 @@ from .models import CVAE, build_model
 
 VAL_BATCH = 2048
 VAL_SEED = 1234  # the same validation noise every epoch, so epochs compare without sampling noise
-STOP_REASONS = ("patience", "max_epochs")
 
 
 class TrainingDiverged(RuntimeError):
@@ -44,8 +43,7 @@ class TrainResult:
     best_val_loss: float  # the training objective per validation image, nats (see evaluate)
     best_epoch: int
     epochs_run: int
-    stop_reason: str  # one of STOP_REASONS
-    seconds: float
+    stop_reason: str  # "patience" or "max_epochs" (_Progress.stop_reason)
     model: CVAE  # holding the best weights
 
 
@@ -181,6 +179,69 @@ def _train_epoch(step_model, optimizer, after_step: Callable[[], None] | None, x
     return total.item() / steps / (batch_size if reduction == "sum" else 1)
 
 
+class _Training:
+    """One training's model, optimiser, averaged weights and progress: what a checkpoint holds."""
+
+    def __init__(self, model_cfg: ModelConfig, recipe: Recipe, dev: torch.device, compile: bool):
+        self.model_cfg, self.dev = model_cfg, dev
+        self.model = build_model(model_cfg).to(dev)
+        self.optimizer = _optimizer(self.model, recipe, dev)
+        self.ema = _averaged(self.model, recipe)
+        self.kept = self.ema.module if self.ema is not None else self.model  # validated, kept, drawn, saved
+        # CUDA graphs ("reduce-overhead") were measured fastest for these launch-bound models.
+        mode = "reduce-overhead" if dev.type == "cuda" else None
+        self.step_model = torch.compile(self.model, mode=mode) if compile else self.model
+        self.progress, self.best_state = _Progress(), _copy(self.kept.state_dict())
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from `checkpoint` (see `make_checkpoint`), bit for bit."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
+        self.best_state = {k: v.to(self.dev) for k, v in checkpoint["best_state"].items()}
+        self.progress = _Progress(checkpoint["epoch"], checkpoint["best_val_loss"], checkpoint["best_epoch"],
+                                  checkpoint["epochs_since_best"])
+        _set_rng_state(checkpoint["rng"], self.dev)
+
+    def _update_average(self) -> None:
+        self.ema.update_parameters(self.model)
+
+    def make_checkpoint(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "best_state": self.best_state, **asdict(self.progress), "rng": _rng_state(self.dev),
+                "model_config": self.model_cfg.to_dict(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
+
+    def epoch(self, train_x, train_y, val_x, val_y, batch_size: int, reduction: str, patience: int,
+              epochs: int) -> dict[str, Any]:
+        """Train one epoch, validate, keep the weights when they are the best so far: the epoch's record."""
+        progress = self.progress
+        progress.epoch += 1
+        t0 = time.perf_counter()
+        after_step = self._update_average if self.ema is not None else None
+        train_loss = _train_epoch(self.step_model, self.optimizer, after_step, train_x, train_y, batch_size,
+                                  self.model_cfg.beta, reduction)
+        step_seconds = time.perf_counter() - t0
+        val_loss = evaluate(self.kept, val_x, val_y)
+        if math.isfinite(train_loss) and math.isfinite(val_loss) and val_loss < progress.best_val_loss:
+            progress.best_val_loss, progress.best_epoch, progress.epochs_since_best = val_loss, progress.epoch, 0
+            self.best_state = _copy(self.kept.state_dict())
+        else:
+            progress.epochs_since_best += 1
+        stop = progress.stop_reason(patience, epochs)
+        return {**_epoch_record(progress, train_loss, val_loss, stop, step_seconds, t0), **_sigma(self.kept)}
+
+    def finish(self, stop: str, out: Path | None) -> TrainResult:
+        """Load the best weights (and save them as BEST_FILE in `out`)."""
+        self.model.load_state_dict(self.best_state)
+        if out is not None:
+            atomic_torch_save({"model": self.model.state_dict(), "model_config": self.model_cfg.to_dict(),
+                               "epoch": self.progress.best_epoch}, out / BEST_FILE)
+        return TrainResult(best_val_loss=self.progress.best_val_loss, best_epoch=self.progress.best_epoch,
+                           epochs_run=self.progress.epoch, stop_reason=stop, model=self.model)
+
+
 def train(
     model_cfg: ModelConfig,
     train_x: torch.Tensor,
@@ -211,7 +272,7 @@ def train(
     out_dir: if given, receives METRICS_FILE (one record per epoch), GRIDS_DIR every
     `grid_every` epochs, CHECKPOINT_FILE every `checkpoint_every` epochs and at the last, and
     BEST_FILE at the end.
-    Each epoch's record says whether training stops after it (`stop`: a STOP_REASONS entry or None).
+    Each epoch's record says whether training stops after it (`stop`: "patience", "max_epochs" or None).
     resume: a checkpoint dict (see `make_checkpoint`) to continue from, bit for bit.
     callback(metrics, make_checkpoint) is called after every epoch; make_checkpoint() builds
     the checkpoint dict only when the caller wants one.
@@ -220,73 +281,37 @@ def train(
     _check_args(recipe, epochs, patience, reduction, grid_every, checkpoint_every, len(train_x))
     dev = resolve_device(device)
     out = Path(out_dir) if out_dir is not None else None
-
     torch.manual_seed(seed)
-    model = build_model(model_cfg).to(dev)
-    optimizer = _optimizer(model, recipe, dev)
-    ema = _averaged(model, recipe)
-    kept = ema.module if ema is not None else model  # what is validated, kept, drawn and saved
-    after_step = (lambda: ema.update_parameters(model)) if ema is not None else None
-    train_x, train_y = train_x.to(dev), train_y.to(dev)
-    val_x, val_y = val_x.to(dev), val_y.to(dev)
-    # CUDA graphs ("reduce-overhead") were measured fastest for these launch-bound models.
-    step_model = torch.compile(model, mode="reduce-overhead" if dev.type == "cuda" else None) if compile else model
-
-    progress, best_state = _Progress(), _copy(kept.state_dict())
+    run = _Training(model_cfg, recipe, dev, compile)
+    train_x, train_y, val_x, val_y = train_x.to(dev), train_y.to(dev), val_x.to(dev), val_y.to(dev)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(resume["ema"])
-        best_state = {k: v.to(dev) for k, v in resume["best_state"].items()}
-        progress = _Progress(resume["epoch"], resume["best_val_loss"], resume["best_epoch"],
-                             resume["epochs_since_best"])
-        _set_rng_state(resume["rng"], dev)
-
-    def make_checkpoint() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": best_state,
-                **asdict(progress), "rng": _rng_state(dev), "model_config": model_cfg.to_dict(),
-                **({"ema": ema.state_dict()} if ema is not None else {})}
-
+        run.restore(resume)
     fixed = _grid_images(train_x, train_y, val_x, val_y) if out is not None and grid_every else {}
-    stop = progress.stop_reason(patience, epochs)  # a resumed run may already be done
-    t_start = time.perf_counter()
-    model.train()
+    stop = run.progress.stop_reason(patience, epochs)  # a resumed run may already be done
+    run.model.train()
     while stop is None:
-        progress.epoch += 1
-        t0 = time.perf_counter()
-        train_loss = _train_epoch(step_model, optimizer, after_step, train_x, train_y, recipe.batch_size,
-                                  model_cfg.beta, reduction)
-        train_seconds = time.perf_counter() - t0
-        val_loss = evaluate(kept, val_x, val_y)
-        finite = math.isfinite(train_loss) and math.isfinite(val_loss)
-        if finite and val_loss < progress.best_val_loss:
-            progress.best_val_loss, progress.best_epoch, progress.epochs_since_best = val_loss, progress.epoch, 0
-            best_state = _copy(kept.state_dict())
-        else:
-            progress.epochs_since_best += 1
-        stop = progress.stop_reason(patience, epochs)
-        metrics = {**_epoch_record(progress, train_loss, val_loss, stop, train_seconds, t0), **_sigma(kept)}
+        metrics = run.epoch(train_x, train_y, val_x, val_y, recipe.batch_size, reduction, patience, epochs)
+        stop = metrics["stop"]
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             append_records(out / METRICS_FILE, [metrics])
-        if not finite:
-            raise TrainingDiverged(progress.epoch, train_loss, val_loss)
-        if out is not None and grid_every and progress.epoch % grid_every == 0:
-            save_training_grids(kept, out / GRIDS_DIR, progress.epoch, fixed)
-        # At the last epoch too: a run resumed after it was done knows it, and trains no more.
-        if out is not None and checkpoint_every and (progress.epoch % checkpoint_every == 0 or stop is not None):
-            atomic_torch_save(make_checkpoint(), out / CHECKPOINT_FILE)
+        if not (math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])):
+            raise TrainingDiverged(metrics["epoch"], metrics["train_loss"], metrics["val_loss"])
+        if out is not None:
+            _save_epoch_files(run, out, metrics, fixed, grid_every, checkpoint_every)
         if callback is not None:
-            callback(metrics, make_checkpoint)
+            callback(metrics, run.make_checkpoint)
+    return run.finish(stop, out)
 
-    model.load_state_dict(best_state)
-    if out is not None:
-        atomic_torch_save({"model": model.state_dict(), "model_config": model_cfg.to_dict(),
-                           "epoch": progress.best_epoch}, out / BEST_FILE)
-    return TrainResult(best_val_loss=progress.best_val_loss, best_epoch=progress.best_epoch,
-                       epochs_run=progress.epoch, stop_reason=stop, seconds=time.perf_counter() - t_start,
-                       model=model)
+
+def _save_epoch_files(run: _Training, out: Path, metrics: dict[str, Any], fixed, grid_every: int,
+                      checkpoint_every: int) -> None:
+    """The grids every `grid_every` epochs and the checkpoint every `checkpoint_every` epochs and at the last."""
+    if grid_every and metrics["epoch"] % grid_every == 0:
+        save_training_grids(run.kept, out / GRIDS_DIR, metrics["epoch"], fixed)
+    # At the last epoch too: a run resumed after it was done knows it, and trains no more.
+    if checkpoint_every and (metrics["epoch"] % checkpoint_every == 0 or metrics["stop"] is not None):
+        atomic_torch_save(run.make_checkpoint(), out / CHECKPOINT_FILE)
 
 
 def _grid_images(train_x, train_y, val_x, val_y) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -295,7 +320,7 @@ def _grid_images(train_x, train_y, val_x, val_y) -> dict[str, tuple[torch.Tensor
     return {"train": (train_x[first_train], train_y[first_train]), "test": (val_x[first_val], val_y[first_val])}
 
 
-def _epoch_record(progress: _Progress, train_loss: float, val_loss: float, stop: str | None, train_seconds: float,
+def _epoch_record(progress: _Progress, train_loss: float, val_loss: float, stop: str | None, step_seconds: float,
                   t0: float) -> dict[str, Any]:
     return {
         "epoch": progress.epoch,
@@ -305,7 +330,7 @@ def _epoch_record(progress: _Progress, train_loss: float, val_loss: float, stop:
         "best_epoch": progress.best_epoch,
         "epochs_since_best": progress.epochs_since_best,
         "stop": stop,
-        "train_seconds": train_seconds,  # the optimisation steps alone
+        "step_seconds": step_seconds,  # the optimisation steps alone
         "epoch_seconds": time.perf_counter() - t0,  # plus validation
         "time": time.time(),  # wall clock at the epoch's end, for throughput across processes
     }

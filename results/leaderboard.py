@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -21,11 +21,15 @@ import pyarrow.parquet as pq
 from cvae_core.atomic import atomic_write
 from cvae_core.config import TrialConfig, column_types
 
-from .metrics import Score
 from .pareto import on_front
 from .run_folder import RunFolder
 
+if TYPE_CHECKING:  # results.metrics imports torch; results.show reads the leaderboard without it
+    from .metrics import Score
+
 KEY = ["run", "trial_id", "seed", "sampler"]
+# The columns the commands print (search.run, search.final, results.show).
+SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision", "recall"]
 
 # The arrow type of each annotation a configuration field has (cvae_core.config.column_types).
 ARROW_TYPES = {

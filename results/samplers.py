@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from cvae_core.config import NUM_CLASSES
-from cvae_core.grids import GRID_PADDING, grid_labels, image_grid
+from cvae_core.grids import GRID_PADDING, grid_labels, image_grid, prior_latents
 from cvae_core.models import CVAE
 
 from .names import SAMPLERS
@@ -49,7 +49,7 @@ def latents(
     """(10 * per_class, latent) codes, class 0's first; labels are grid_labels(per_class)."""
     gen = torch.Generator().manual_seed(seed)
     if sampler == "prior":
-        return torch.randn(NUM_CLASSES * per_class, model.cfg.latent, generator=gen)
+        return prior_latents(model, NUM_CLASSES * per_class, gen)
     if sampler == "two_stage":
         if second_stage is None:
             raise ValueError("the two_stage sampler needs its fitted second stage (results.two_stage.fit)")

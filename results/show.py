@@ -26,11 +26,9 @@ from PIL import Image  # noqa: E402
 from cvae_core.cli import ArgumentParser, number  # noqa: E402
 from cvae_core.layout import read_metrics  # noqa: E402
 
+from .leaderboard import SHOWN  # noqa: E402
 from .run_folder import RunFolder  # noqa: E402
 from .search_report import write_search_section  # noqa: E402
-
-SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision",
-         "recall"]
 
 
 def label(row) -> str:

@@ -11,7 +11,7 @@ import sys
 
 from cvae_core.cli import ArgumentParser
 
-from .settings import Final, Search
+from .settings import RUN_NAME, Final, Search
 from .space import space_json_schema
 
 
@@ -25,7 +25,7 @@ def space_file_schema() -> dict:
         "additionalProperties": False,
         "required": ["space"],
         "properties": {
-            "name": {"type": "string", "minLength": 1, "pattern": r"^(?!\.\.?$)[^/\\]+$",
+            "name": {"type": "string", "pattern": RUN_NAME,
                      "description": "the run folder's name (default: the file's name)"},
             "space": space_json_schema(),
             "search": {"anyOf": [search, {"type": "null"}]},

@@ -34,10 +34,12 @@ from cvae_core.config import (
     LABELS,
     LIKELIHOODS,
     NORMS,
+    RANGES,
     UPSAMPLES,
     ConfigError,
     ConvLayer,
     ModelConfig,
+    Range,
     Recipe,
     TrialConfig,
 )
@@ -105,13 +107,16 @@ Dist = Fixed | Choice | Uniform | IntRange
 
 @dataclass(frozen=True)
 class Param:
-    """What one key accepts: kind "int" | "float" | "str" | "bool", bounds or allowed names."""
+    """What one key accepts: kind "int" | "float" | "str" | "bool"; allowed names, or a number's range."""
 
     kind: str
-    minimum: float | None = None
-    exclusive: bool = False  # minimum itself is not allowed
     names: tuple[str, ...] = ()
-    below: float | None = None  # an upper bound the value stays under
+    range: Range | None = None
+
+    @classmethod
+    def field(cls, name: str) -> Param:
+        """A numeric field of ModelConfig or Recipe, in the range they check (cvae_core.config.RANGES)."""
+        return cls(RANGES[name].kind, range=RANGES[name])
 
     def check(self, value: Any, where: str) -> Any:
         if self.kind == "str":
@@ -130,10 +135,8 @@ class Param:
             raise SpaceError(f"{where}: {value!r} is not an integer")
         if not math.isfinite(value):
             raise SpaceError(f"{where}: {value!r} is not finite")
-        if self.minimum is not None and (value < self.minimum or (self.exclusive and value == self.minimum)):
-            raise SpaceError(f"{where}: {value!r} must be {'>' if self.exclusive else '>='} {self.minimum}")
-        if self.below is not None and value >= self.below:
-            raise SpaceError(f"{where}: {value!r} must be < {self.below}")
+        if problem := self.range.bound_problem(value):
+            raise SpaceError(f"{where}: {value!r} {problem}")
         return float(value) if self.kind == "float" else value
 
 
@@ -159,43 +162,40 @@ def _yaml_float(value: float) -> str:
     return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent if exponent[0] in '+-' else '+' + exponent}"
 
 
-RECIPE_PARAMS = {
-    "lr": Param("float", 0, exclusive=True),
-    "batch_size": Param("int", 1),
-    "weight_decay": Param("float", 0),
-    "ema": Param("float", 0, below=1),
-}
+RECIPE_PARAMS = {f.name: Param.field(f.name) for f in dataclasses.fields(Recipe)}
 TOP_PARAMS = {
     "family": Param("str", names=FAMILIES),
-    "latent": Param("int", 1),
+    "latent": Param.field("latent"),
     **RECIPE_PARAMS,
     "norm": Param("str", names=NORMS),
     "activation": Param("str", names=ACTIVATIONS),
     "likelihood": Param("str", names=LIKELIHOODS),
-    "sigma": Param("float", 0, exclusive=True),
-    "beta": Param("float", 0),
-    "h": Param("int", 1),
+    "sigma": Param.field("sigma"),
+    "beta": Param.field("beta"),
+    "h": Param.field("h"),
     "label": Param("str", names=LABELS),
 }
+# How many layers a group stacks: a space's own key (ModelConfig takes the list of layers, one at least).
+LAYERS = Param("int", range=Range("int", 1))
 FAMILY_TOP = {"h": "cnn", "label": "cnn"}  # top-level keys that only one family reads
 # Each family's own group: the keys it alone reads, sampled under `<group>_<key>`.
 GROUPS = {"cnn": "conv", "mlp": "mlp", "resnet": "resnet"}
 GROUP_PARAMS = {
     "conv": {
-        "layers": Param("int", 1),
-        "channels": Param("int", 1),  # of the first conv; each later conv doubles it
-        "kernel_size": Param("int", 1),
-        "stride": Param("int", 1),
-        "padding": Param("int", 0),
+        "layers": LAYERS,
+        "channels": Param.field("out_channels"),  # of the first conv; each later conv doubles it
+        "kernel_size": Param.field("kernel"),
+        "stride": Param.field("stride"),
+        "padding": Param.field("padding"),
     },
     "mlp": {
-        "layers": Param("int", 1),
-        "width": Param("int", 1),  # of the first hidden layer; each later one halves it
+        "layers": LAYERS,
+        "width": Param.field("hidden"),  # of the first hidden layer; each later one halves it
     },
     "resnet": {
-        "width": Param("int", 1),  # channels of the first stage; each later stage doubles them
-        "scales": Param("int", 1),  # stages, each halving the image
-        "blocks": Param("int", 1),  # residual blocks per stage
+        "width": Param.field("width"),  # channels of the first stage; each later stage doubles them
+        "scales": Param.field("scales"),  # stages, each halving the image
+        "blocks": Param.field("blocks"),  # residual blocks per stage
         "upsample": Param("str", names=UPSAMPLES),
         "cond_norm": Param("bool"),
     },
@@ -429,10 +429,10 @@ def _value_schema(param: Param) -> dict:
         return {"enum": list(param.names)}
     if param.kind == "bool":
         return {"type": "boolean"}
-    bound = {} if param.minimum is None else (
-        {"exclusiveMinimum": param.minimum} if param.exclusive else {"minimum": param.minimum})
-    if param.below is not None:
-        bound["exclusiveMaximum"] = param.below
+    r = param.range
+    bound = {"exclusiveMinimum": r.minimum} if r.exclusive else {"minimum": r.minimum}
+    if r.below is not None:
+        bound["exclusiveMaximum"] = r.below
     return {"type": "integer" if param.kind == "int" else "number", **bound}
 
 

@@ -17,11 +17,12 @@ from ray import tune
 from tensorboardX import SummaryWriter
 
 from cvae_core.atomic import append_records, atomic_torch_save, read_records
+from cvae_core.config import TrialConfig
 from cvae_core.data import ImageData, split
 from cvae_core.layout import CHECKPOINT_FILE, read_metrics
 from cvae_core.models import config_params
 from cvae_core.training import TrainingDiverged, train
-from results.features import Reference
+from results.features import MetricOptions
 from results.run_folder import RunFolder, trial_name
 
 from .objective import TrialScorer
@@ -29,6 +30,8 @@ from .schedulers import stopped_by_asha
 from .settings import Objective
 from .space import trial_config
 from .workers import claim_device
+
+EVENT_FILES = "events.out.tfevents.*"  # the names tensorboardX gives a writer's files
 
 
 class TrialFailed(RuntimeError):
@@ -62,6 +65,67 @@ def _scores(scores_file: Path, up_to_epoch: int) -> dict | None:
     return next((r for r in reversed(read_records(scores_file)) if r["score_epoch"] <= up_to_epoch), None)
 
 
+def remove_empty_event_files(trial_dir: Path) -> None:
+    """An attempt killed before its TensorBoard writer first flushed (every 30 s) left an empty
+    event file, which shows nothing. A non-empty one holds an earlier attempt's curves: it stays."""
+    for path in trial_dir.glob(EVENT_FILES):
+        if path.stat().st_size == 0:
+            path.unlink()
+
+
+def _report_last(run: RunFolder, name: str, carried: dict) -> None:
+    """Report the trial's last recorded epoch again, with its score then."""
+    last = read_metrics(run.trial(name))[-1]
+    tune.report({**last, **(_scores(run.scores_file(name), last["epoch"]) or {}), **carried})
+
+
+def _scorer(trial: TrialConfig, data: ImageData, objective: Objective, inception_weights: str | None,
+            device: torch.device) -> TrialScorer | None:
+    """What scores the trial's kept weights for a fid/kid objective; None when it ranks by val_loss."""
+    scorer = None
+    if objective.ranked_by != "val_loss":
+        opts = MetricOptions(data, objective.feature_extractor, inception_weights, str(device))
+        scorer = TrialScorer(trial.model, objective.ranked_by, objective.samples_per_class, objective.reference, opts)
+    return scorer
+
+
+class _Reporter:
+    """train()'s callback for one trial: scores the kept weights when due, writes TensorBoard events
+    and the checkpoint, and reports the epoch to Tune with its latest score and `carried`."""
+
+    def __init__(self, run: RunFolder, name: str, scorer: TrialScorer | None, score_at: frozenset[int],
+                 checkpoint_every: int, carried: dict, last_score: dict | None):
+        self.checkpoint, self.failure_file = run.trial(name) / CHECKPOINT_FILE, run.failure_file(name)
+        self.scores_file = run.scores_file(name)
+        self.scorer, self.score_at, self.checkpoint_every = scorer, score_at, checkpoint_every
+        self.carried, self.last_score = carried, last_score
+        self.reported = False
+        self.events = SummaryWriter(str(run.trial(name)), flush_secs=30)
+
+    def __call__(self, metrics: dict, make_checkpoint) -> None:
+        self._score(metrics, make_checkpoint)
+        for key in ("train_loss", "val_loss", "best_val_loss", "score"):
+            value = {**metrics, **(self.last_score or {})}.get(key)
+            if value is not None:
+                self.events.add_scalar(key, value, metrics["epoch"])
+        if metrics["epoch"] % self.checkpoint_every == 0 or metrics["stop"] is not None:
+            # Before reporting: Tune may stop the trial on this report (ASHA) and never return.
+            atomic_torch_save(make_checkpoint(), self.checkpoint)
+        tune.report({**metrics, **(self.last_score or {}), **self.carried})
+        self.reported = True
+
+    def _score(self, metrics: dict, make_checkpoint) -> None:
+        if self.scorer is None:
+            self.last_score = {"score": metrics["best_val_loss"]}
+        elif metrics["epoch"] in self.score_at or metrics["stop"] is not None:
+            try:
+                self.last_score = self.scorer(make_checkpoint()["best_state"], metrics["epoch"])
+            except Exception as e:  # the extractor cannot load, the samples are not finite, ...
+                record_failure(self.failure_file, "scoring_failed", e)
+                raise
+            append_records(self.scores_file, [self.last_score])
+
+
 def run_trial(
     config: dict,
     data: ImageData,
@@ -87,67 +151,32 @@ def run_trial(
     A restarted trial continues from its own checkpoint, so Tune keeps no checkpoints and the
     driver's saved state holds no paths that a kill could leave dangling.
     """
-    ctx = tune.get_context()
-    run, name = RunFolder(run_dir), trial_name(config, ctx.get_trial_id())
-    trial_dir, failure_file, scores_file = run.trial(name), run.failure_file(name), run.scores_file(name)
+    trial_id = tune.get_context().get_trial_id()
+    run, name = RunFolder(run_dir), trial_name(config, trial_id)
+    trial_dir, failure_file = run.trial(name), run.failure_file(name)
     trial_dir.mkdir(parents=True, exist_ok=True)
     check_earlier_failure(failure_file)
+    remove_empty_event_files(trial_dir)
 
     device = claim_device(gpu_share, cpus)
     trial = trial_config(config)
-    params = config_params(trial.model)
-    node_id = ray.get_runtime_context().get_node_id()
-
-    def report_last():
-        last = read_metrics(trial_dir)[-1]
-        tune.report({**last, **(_scores(scores_file, last["epoch"]) or {}), "objective": objective.ranked_by,
-                     "params": params, "node_id": node_id})
-
-    if ctx.get_trial_id() in stopped_by_asha(run.asha_state):
-        report_last()  # ASHA stopped it, but the kill came before Tune saved that: it ends as it ended
+    carried = {"objective": objective.ranked_by, "params": config_params(trial.model),
+               "node_id": ray.get_runtime_context().get_node_id()}  # in every result
+    if trial_id in stopped_by_asha(run.asha_state):
+        _report_last(run, name, carried)  # ASHA stopped it, but the kill came before Tune saved that
         return
 
     checkpoint = trial_dir / CHECKPOINT_FILE
     resume = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
-    last_score = _scores(scores_file, resume["epoch"]) if resume else None
-
-    scorer = None
-    if objective.ranked_by != "val_loss":
-        reference = Reference(data, objective.reference.split, objective.reference.n)
-        scorer = TrialScorer(trial.model, objective.ranked_by, objective.samples_per_class, reference,
-                             objective.feature_extractor, inception_weights, device)
-    events = SummaryWriter(str(trial_dir), flush_secs=30)
-    reported = False
-
-    def report(metrics, make_checkpoint):
-        nonlocal last_score, reported
-        if scorer is None:
-            last_score = {"score": metrics["best_val_loss"]}
-        elif metrics["epoch"] in score_at or metrics["stop"] is not None:
-            try:
-                last_score = scorer(make_checkpoint()["best_state"], metrics["epoch"])
-            except Exception as e:  # the extractor cannot load, the samples are not finite, ...
-                record_failure(failure_file, "scoring_failed", e)
-                raise
-            append_records(scores_file, [last_score])
-        for key in ("train_loss", "val_loss", "best_val_loss", "score"):
-            value = {**metrics, **(last_score or {})}.get(key)
-            if value is not None:
-                events.add_scalar(key, value, metrics["epoch"])
-        if metrics["epoch"] % checkpoint_every == 0 or metrics["stop"] is not None:
-            # Before reporting: Tune may stop the trial on this report (ASHA) and never return.
-            atomic_torch_save(make_checkpoint(), checkpoint)
-        tune.report({**metrics, **(last_score or {}), "objective": objective.ranked_by, "params": params,
-                     "node_id": node_id})
-        reported = True
-
+    report = _Reporter(run, name, _scorer(trial, data, objective, inception_weights, device), score_at,
+                       checkpoint_every, carried, _scores(run.scores_file(name), resume["epoch"]) if resume else None)
     x, y, vx, vy = split(data, train_on)
     try:
         train(
             trial.model, x, y, vx, vy,
-            recipe=trial.recipe, epochs=max_t, patience=patience,
-            seed=zlib.crc32(ctx.get_trial_id().encode()), device=device, out_dir=trial_dir,
-            grid_every=grid_every, checkpoint_every=0, resume=resume, callback=report,
+            recipe=trial.recipe, epochs=max_t, patience=patience, seed=zlib.crc32(trial_id.encode()),
+            device=device, out_dir=trial_dir, grid_every=grid_every, checkpoint_every=0, resume=resume,
+            callback=report,
         )
     except TrainingDiverged as e:
         record_failure(failure_file, "diverged", e)
@@ -156,6 +185,6 @@ def run_trial(
         record_failure(failure_file, "out_of_memory", e)
         raise
     finally:
-        events.close()
-    if not reported:  # restarted after it had finished (a kill before Tune saved that): say so again
-        report_last()
+        report.events.close()
+    if not report.reported:  # restarted after it had finished (a kill before Tune saved that): say so again
+        _report_last(run, name, carried)

@@ -1,5 +1,6 @@
 """RUN/trials.parquet: one row per trial, read from what each trial reported to Tune (its last
-result) and, for a trial that failed, its failure file."""
+result) and, for a trial that failed, its failure file. The columns are fixed: see SCHEMA and the
+README."""
 
 from __future__ import annotations
 
@@ -8,13 +9,39 @@ from math import nan
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from ray.tune import ExperimentAnalysis
 
 from cvae_core.atomic import atomic_write
+from results.leaderboard import config_schema
 from results.pareto import on_front
 from results.run_folder import RunFolder, trial_name
 
 from .space import trial_config
+
+SCHEMA = pa.schema([
+    ("trial_id", pa.string()),
+    ("trial_dir", pa.string()),
+    ("status", pa.string()),  # Tune's: TERMINATED, ERROR, or another while unfinished
+    ("stop_reason", pa.string()),  # see stop_reason
+    ("error", pa.string()),
+    ("epochs", pa.int64()),
+    ("objective", pa.string()),  # the metric that ranked it
+    ("score", pa.float64()),  # lower is better
+    ("fid", pa.float64()),
+    ("kid", pa.float64()),
+    ("score_epoch", pa.int64()),  # the epoch of the latest score
+    ("best_val_loss", pa.float64()),
+    ("best_epoch", pa.int64()),
+    ("params", pa.int64()),
+    ("node_id", pa.string()),
+    ("config", pa.string()),  # TrialConfig.to_dict() as JSON: what the final stage retrains
+    ("preset", pa.string()),
+    *config_schema(),
+    ("pareto", pa.bool_()),  # on the front of the search's objectives
+])
+DERIVED = ("pareto",)  # computed over the whole table when it is written, not from one trial
 
 
 def stop_reason(status: str, last: dict, failure: dict | None) -> str:
@@ -33,35 +60,38 @@ def _tune_error(trial) -> str | None:
     return None
 
 
+def trial_row(run: RunFolder, trial) -> dict:
+    """A trial's row: the columns of SCHEMA but `pareto`."""
+    name = trial_name(trial.config, trial.trial_id)
+    last = trial.last_result or {}
+    failure = run.read_failure(name)
+    config = trial_config(trial.config)
+    return {
+        "trial_id": trial.trial_id,
+        "trial_dir": str(run.trial(name)),
+        "status": trial.status,
+        "stop_reason": stop_reason(trial.status, last, failure),
+        "error": failure["reason"] if failure else _tune_error(trial),
+        "epochs": max(int(last.get("epoch", 0)), (failure or {}).get("epoch", 0)),
+        "objective": last.get("objective"),
+        "score": float(last.get("score", nan)),
+        "fid": float(last.get("fid", nan)),
+        "kid": float(last.get("kid", nan)),
+        "score_epoch": int(last.get("score_epoch", 0)),
+        "best_val_loss": float(last.get("best_val_loss", nan)),
+        "best_epoch": int(last.get("best_epoch", 0)),
+        "params": last.get("params"),
+        "node_id": last.get("node_id"),
+        "config": json.dumps(config.to_dict()),
+        "preset": trial.config.get("preset"),
+        **config.columns(),
+    }
+
+
 def trials_table(run: RunFolder) -> pd.DataFrame:
     """One row per trial, best score first: status, stop reason, epochs, score, params and the config."""
-    rows = []
-    for trial in ExperimentAnalysis(str(run.path)).trials:
-        name = trial_name(trial.config, trial.trial_id)
-        last = trial.last_result or {}
-        failure = run.read_failure(name)
-        config = trial_config(trial.config)
-        rows.append({
-            "trial_id": trial.trial_id,
-            "trial_dir": str(run.trial(name)),
-            "status": trial.status,
-            "stop_reason": stop_reason(trial.status, last, failure),
-            "error": failure["reason"] if failure else _tune_error(trial),
-            "epochs": max(int(last.get("epoch", 0)), (failure or {}).get("epoch", 0)),
-            "objective": last.get("objective"),
-            "score": float(last.get("score", nan)),
-            "fid": float(last.get("fid", nan)),
-            "kid": float(last.get("kid", nan)),
-            "score_epoch": int(last.get("score_epoch", 0)),
-            "best_val_loss": float(last.get("best_val_loss", nan)),
-            "best_epoch": int(last.get("best_epoch", 0)),
-            "params": last.get("params"),
-            "node_id": last.get("node_id"),
-            "config": json.dumps(config.to_dict()),  # what the final stage retrains
-            "preset": trial.config.get("preset"),
-            **config.columns(),
-        })
-    df = pd.DataFrame(rows)
+    rows = [trial_row(run, trial) for trial in ExperimentAnalysis(str(run.path)).trials]
+    df = pd.DataFrame(rows, columns=[name for name in SCHEMA.names if name not in DERIVED])
     if len(df):
         df = df.sort_values(["score", "best_val_loss"], na_position="last").reset_index(drop=True)
     return df
@@ -71,9 +101,10 @@ def write_trials_table(run: RunFolder, keys: list[str]) -> pd.DataFrame:
     """trials.parquet, with `pareto`: whether a finished trial is on the front of the objectives'
     columns `keys` (for one objective: the best score)."""
     df = trials_table(run)
-    if len(df):
-        finished = df["status"] == "TERMINATED"
-        df["pareto"] = False
+    finished = df["status"] == "TERMINATED"
+    df["pareto"] = False
+    if finished.any():
         df.loc[finished, "pareto"] = on_front(df[finished], keys)
-    atomic_write(run.trials_table, lambda tmp: df.to_parquet(tmp, index=False))
+    table = pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
+    atomic_write(run.trials_table, lambda tmp: pq.write_table(table, tmp))
     return df

@@ -7,6 +7,7 @@ import yaml
 from conftest import CNN_RESNET_SPACE
 
 from search.schema import main, space_file_schema
+from search.settings import run_name_problem
 
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
 
@@ -48,3 +49,10 @@ def test_python_m_search_schema_prints_it(capsys):
 
 def test_a_conditional_cnn_and_resnet_space_validates(validator):
     assert list(validator.iter_errors({"space": CNN_RESNET_SPACE})) == []
+
+
+@pytest.mark.parametrize("name", ["cnn", "run 2", ".hidden", "...", "a.b", "", " ", "\n", ".", "..", "a/b", "a\\b",
+                                  "/", "..\n", " .. "])
+def test_the_schema_takes_a_run_name_exactly_when_the_command_does(validator, name):
+    raw = {"name": name, "space": {"family": "mlp", "latent": 8, "mlp": {"layers": 1, "width": 32}}}
+    assert (not list(validator.iter_errors(raw))) == (run_name_problem(name) is None)

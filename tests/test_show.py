@@ -94,3 +94,11 @@ def test_a_run_without_a_study_says_so_in_the_report(scored_run_copy):
     assert main([str(scored_run_copy)]) == 0
     md = (scored_run_copy / "report" / "report.md").read_text()
     assert f"no Optuna study in {scored_run_copy}" in md and "samples.png" in md
+
+
+def test_results_show_reads_the_leaderboard_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, results.show; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -6,7 +6,8 @@ import pytest
 from conftest import CNN_RESNET_SPACE
 from conftest import MIXED_SPACE as SPACE
 
-from cvae_core import REPORT, ModelConfig
+from cvae_core import REPORT, ModelConfig, Recipe
+from cvae_core.config import ConfigError
 from search.space import Choice, Fixed, IntRange, SpaceError, Uniform, parse_space_section, trial_config
 
 
@@ -71,3 +72,50 @@ def test_a_resnet_whose_cond_norm_has_nothing_to_condition_is_refused():
     expected = r"space\.resnet: scales=2, cond_norm=True, norm=none is not a valid resnet: cond_norm=True needs"
     with pytest.raises(SpaceError, match=expected):
         parse_space_section({**CNN_RESNET_SPACE, "resnet": resnet})
+
+
+# A valid model of each family, to set one field of.
+MODELS = {"mlp": {"family": "mlp", "latent": 4, "hidden": [8]},
+          "cnn": {"family": "cnn", "latent": 4, "h": 8, "conv": [(8, 4, 2, 1)]},
+          "resnet": {"family": "resnet", "latent": 4, "width": 4, "scales": 2, "blocks": 1}}
+
+
+def _config_problem(family, field, value):
+    """What ModelConfig (of `family`) or Recipe (family None) says of `value` for `field`
+    ("must be > 0"), or None."""
+    try:
+        if family is None:
+            Recipe(**{field: value})
+        elif field == "padding":
+            ModelConfig(**{**MODELS["cnn"], "conv": [(8, 4, 2, value)]})
+        elif field == "hidden":
+            ModelConfig(**{**MODELS["mlp"], "hidden": [value]})
+        else:
+            ModelConfig(**{**MODELS[family], field: value})
+    except ConfigError as e:
+        return str(e).split(" ", 1)[1]
+    return None
+
+
+@pytest.mark.parametrize("key, family, field, outside, inside", [
+    ("latent", "mlp", "latent", 0, 1), ("sigma", "mlp", "sigma", 0.0, 1e-9), ("beta", "mlp", "beta", -1e-9, 0.0),
+    ("h", "cnn", "h", 0, 1), ("lr", None, "lr", 0.0, 1e-9), ("batch_size", None, "batch_size", 0, 1),
+    ("weight_decay", None, "weight_decay", -1e-9, 0.0), ("ema", None, "ema", 1.0, 0.999),
+    ("conv.padding", "cnn", "padding", -1, 0), ("mlp.width", "mlp", "hidden", 0, 1),
+    ("resnet.blocks", "resnet", "blocks", 0, 1),
+])
+def test_a_space_refuses_a_number_exactly_when_the_configuration_does(key, family, field, outside, inside):
+    base = CNN_RESNET_SPACE if family == "resnet" else SPACE
+
+    def space_problem(value):
+        group, _, name = key.rpartition(".")
+        raw = {**base, group: {**base[group], name: value}} if group else {**base, key: value}
+        try:
+            parse_space_section(raw)
+        except SpaceError as e:
+            assert str(e).startswith(f"space.{key}: {value!r} "), e
+            return str(e).removeprefix(f"space.{key}: {value!r} ")
+        return None
+
+    assert space_problem(outside) == _config_problem(family, field, outside) is not None
+    assert space_problem(inside) is None and _config_problem(family, field, inside) is None

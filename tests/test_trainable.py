@@ -6,6 +6,8 @@ import pytest
 from search.settings import Objective
 from search.trainable import TrialFailed, check_earlier_failure
 
+CONFIG = {"family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 8, "lr": 1e-3, "batch_size": 10}
+
 
 def test_a_retry_is_refused_after_a_divergence_and_clears_any_other_failure(tmp_path):
     failure = tmp_path / "failure.json"
@@ -20,19 +22,16 @@ def test_a_retry_is_refused_after_a_divergence_and_clears_any_other_failure(tmp_
     assert failure.exists()
 
 
-def test_a_trial_asha_stopped_before_a_kill_ends_at_once_when_the_restart_brings_it_back(tree, tmp_path,
-                                                                                      monkeypatch):
-    # Tune saves its state a moment after ASHA stops a trial; a kill in between brings the trial
-    # back as unfinished. It must end as it ended, with its last epoch and score, not train on.
+def _asha_stopped_trial(tmp_path, monkeypatch):
+    """A trial ASHA stopped after epoch 4, brought back by a restart after a kill: its run folder,
+    its folder and the results run_trial reports (training it again fails the test)."""
     import search.trainable as trainable
     from cvae_core.atomic import append_records
-    from cvae_core.data import load_data
     from cvae_core.layout import METRICS_FILE
     from results.run_folder import RunFolder, trial_name
 
-    config = {"family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 8, "lr": 1e-3, "batch_size": 10}
     run = RunFolder(tmp_path / "run")
-    folder = run.trial(trial_name(config, "abc"))
+    folder = run.trial(trial_name(CONFIG, "abc"))
     folder.mkdir(parents=True)
     append_records(folder / METRICS_FILE, [{"epoch": e, "best_val_loss": 9.0 - e, "stop": None} for e in (1, 2, 3, 4)])
     append_records(run.scores_file(folder.name), [{"score": 50.0, "fid": 50.0, "kid": 0.1, "score_epoch": 4}])
@@ -42,8 +41,42 @@ def test_a_trial_asha_stopped_before_a_kill_ends_at_once_when_the_restart_brings
     monkeypatch.setattr(trainable.tune, "report", reports.append)
     monkeypatch.setattr(trainable.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "n1"))
     monkeypatch.setattr(trainable, "train", lambda *a, **k: pytest.fail("an ASHA-stopped trial trained again"))
+    return run, folder, reports
 
-    trainable.run_trial(config, load_data(tree), str(run.path), max_t=8,
-                        objective=Objective(metric="fid", feature_extractor="tiny-random"), score_at=frozenset({4}))
+
+def _restart(tree, run):
+    from cvae_core.data import load_data
+    from search.trainable import run_trial
+
+    run_trial(CONFIG, load_data(tree), str(run.path), max_t=8,
+              objective=Objective(metric="fid", feature_extractor="tiny-random"), score_at=frozenset({4}))
+
+
+def test_a_trial_asha_stopped_before_a_kill_ends_at_once_when_the_restart_brings_it_back(tree, tmp_path,
+                                                                                      monkeypatch):
+    # Tune saves its state a moment after ASHA stops a trial; a kill in between brings the trial
+    # back as unfinished. It must end as it ended, with its last epoch and score, not train on.
+    run, _, reports = _asha_stopped_trial(tmp_path, monkeypatch)
+    _restart(tree, run)
     assert len(reports) == 1
     assert reports[0]["epoch"] == 4 and reports[0]["score"] == 50.0 and reports[0]["stop"] is None  # -> "asha"
+
+
+def test_a_restart_removes_the_empty_event_file_of_a_killed_attempt_and_keeps_the_curves(tree, tmp_path,
+                                                                                       monkeypatch):
+    from tensorboardX import SummaryWriter
+
+    run, folder, _ = _asha_stopped_trial(tmp_path, monkeypatch)
+    earlier = SummaryWriter(str(folder), filename_suffix=".earlier")  # an attempt that ended normally
+    earlier.add_scalar("val_loss", 5.0, 1)
+    earlier.close()
+    killed = SummaryWriter(str(folder), filename_suffix=".killed")  # killed before its first flush
+    killed.add_scalar("val_loss", 4.0, 2)
+    empty = [p for p in folder.glob("events.out.tfevents.*") if p.stat().st_size == 0]
+    assert [p.suffix for p in empty] == [".killed"]
+    (folder / "notes.txt").touch()  # an empty file that is not TensorBoard's stays too
+
+    _restart(tree, run)
+    assert [p.suffix for p in folder.glob("events.out.tfevents.*")] == [".earlier"]
+    assert (folder / "notes.txt").exists()
+    killed.close()

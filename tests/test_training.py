@@ -83,7 +83,10 @@ def test_divergence_raises_with_the_epoch_and_is_logged(tmp_path):
 def test_out_dir_gets_metrics_grids_and_checkpoints(tmp_path):
     x, y = _tiny(64)
     train(SMALL, x, y, x, y, epochs=2, recipe=Recipe(batch_size=32), device="cpu", out_dir=tmp_path, grid_every=1)
-    assert [m["epoch"] for m in read_metrics(tmp_path)] == [1, 2]
+    records = read_metrics(tmp_path)
+    assert [m["epoch"] for m in records] == [1, 2]
+    # the optimisation steps' time, then the whole epoch's (steps and validation)
+    assert all(0 < m["step_seconds"] < m["epoch_seconds"] for m in records)
     names = sorted(p.name for p in (tmp_path / "grids").iterdir())
     assert "epoch0002_samples.png" in names and "epoch0002_recon_test.png" in names
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 2

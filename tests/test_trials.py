@@ -53,3 +53,27 @@ def test_rows_are_ranked_by_score_and_carry_what_the_trial_reported(table):
     assert table.loc["a", "params"] == 1234 and table.loc["a", "best_epoch"] == 20
     assert json.loads(table.loc["a", "config"]) == trial_config(CONFIG).to_dict()
     assert list(table.loc["a", "hidden"]) == [8] and table.loc["a", "lr"] == 1e-3 and table.loc["a", "ema"] == 0
+
+
+def test_trials_parquet_is_written_with_its_declared_schema_even_with_no_trial(tmp_path, monkeypatch):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from search.trials import SCHEMA, write_trials_table
+
+    run = RunFolder(tmp_path / "r")
+    run.path.mkdir()
+    trials = [tune_trial("a", "TERMINATED", result(20, 150.0, stop="patience")), tune_trial("e", "ERROR")]
+    for listed in (trials, []):
+        monkeypatch.setattr(search.trials, "ExperimentAnalysis", lambda path, listed=listed: SimpleNamespace(trials=listed))
+        write_trials_table(run, ["score"])
+        assert pq.read_schema(run.trials_table).remove_metadata() == SCHEMA
+        assert list(pd.read_parquet(run.trials_table).columns) == SCHEMA.names
+    assert pd.read_parquet(run.trials_table).empty
+
+
+def test_a_trials_row_has_every_column_of_the_schema_but_pareto(tmp_path):
+    from search.trials import SCHEMA, trial_row
+
+    row = trial_row(RunFolder(tmp_path / "r"), tune_trial("a", "TERMINATED", result(20, 150.0)))
+    assert list(row) == [name for name in SCHEMA.names if name != "pareto"]
