@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cvae_core import REPORT, Recipe, preset_config  # noqa: E402
 from cvae_core.data import load_data  # noqa: E402
 from cvae_core.training import resolve_device, train  # noqa: E402
-from results.features import Reference  # noqa: E402
+from results.features import MetricOptions  # noqa: E402
 from results.metrics import prime_reference  # noqa: E402
 from results.names import resolve_extractor  # noqa: E402
+from results.reference import Reference  # noqa: E402
 from search.objective import TrialScorer, milestones  # noqa: E402
 from search.settings import load_spec  # noqa: E402
 
@@ -73,19 +74,20 @@ def main() -> None:
     data = replace(data, train_x=data.train_x[: args.n_train], train_y=data.train_y[: args.n_train],
                    test_x=data.test_x[: args.n_val], test_y=data.test_y[: args.n_val])
     extractor = resolve_extractor(args.extractor or objective.feature_extractor, None)
-    reference = Reference(load_data(args.data), objective.reference.split, args.reference_n or objective.reference.n)
+    reference = Reference(split=objective.reference.split, n=args.reference_n or objective.reference.n)
+    opts = MetricOptions(load_data(args.data), extractor, device=str(dev))
     cfg, batch = preset_config(args.preset), args.batch_size
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"{args.preset}, {len(data.train_x)} training + {len(data.test_x)} validation images, batch {batch}, "
           f"device {name}; scores of {10 * objective.samples_per_class} samples with {extractor} "
-          f"against {reference.label}")
+          f"against {reference.label(opts.data)}")
 
     t0 = time.perf_counter()
-    prime_reference(reference, extractor, None, dev)
+    prime_reference(reference, opts)
     print(f"  reference features + statistics (once per search, cached): {time.perf_counter() - t0:8.1f} s")
 
     base_epoch, _, base_wall = timed_trial(cfg, data, args.epochs, batch, dev)
-    scorer = TrialScorer(cfg, objective.ranked_by, objective.samples_per_class, reference, extractor, None, dev)
+    scorer = TrialScorer(cfg, objective.ranked_by, objective.samples_per_class, reference, opts)
     epoch, scores, wall = timed_trial(cfg, data, args.epochs, batch, dev, scorer, set(args.score_at))
     per_score = statistics.median(scores[1:] or scores)
     print(f"  baseline trial, no scoring:     {base_epoch:8.2f} s/epoch   {base_wall:8.1f} s for {args.epochs} epochs")

@@ -39,9 +39,10 @@ from cvae_core.data import ImageData, load_data, split  # noqa: E402
 from cvae_core.grids import grid_labels  # noqa: E402
 from cvae_core.training import resolve_device, train  # noqa: E402
 from results import two_stage  # noqa: E402
-from results.features import Reference  # noqa: E402
+from results.features import MetricOptions  # noqa: E402
 from results.metrics import prime_reference, search_score  # noqa: E402
 from results.names import SAMPLERS, resolve_extractor  # noqa: E402
+from results.reference import Reference  # noqa: E402
 from results.samplers import encoder_means, generate  # noqa: E402
 from search.settings import Final, TwoStage  # noqa: E402
 
@@ -81,7 +82,7 @@ def train_for(trial: TrialConfig, data: ImageData, seconds: float, device: torch
     return model.eval(), seen["epoch"], time.perf_counter() - t0
 
 
-def scores(model, data: ImageData, reference: Reference, extractor: str, per_class: int, settings: TwoStage,
+def scores(model, data: ImageData, reference: Reference, opts: MetricOptions, per_class: int, settings: TwoStage,
            components: int, device: torch.device) -> dict[str, tuple[float, float, float]]:
     """{sampler: (FID, KID, seconds to sample and score)} of `model`'s samples."""
     t0 = time.perf_counter()
@@ -94,7 +95,7 @@ def scores(model, data: ImageData, reference: Reference, extractor: str, per_cla
         t0 = time.perf_counter()
         images = generate(model, sampler, per_class, data.train_x, data.train_y, components=components,
                           second_stage=second)
-        s = search_score(images, grid_labels(per_class), reference, extractor=extractor, device=device)
+        s = search_score(images, grid_labels(per_class), reference, opts)
         out[sampler] = (s.fid, s.kid, time.perf_counter() - t0)
         print(f"    {sampler}: FID {s.fid:.1f}, KID {s.kid:.4f} ({out[sampler][2]:.0f} s)", flush=True)
     return out
@@ -134,12 +135,12 @@ def main() -> None:
     full = load_data(args.data)
     data = subset(full, args.n_train, args.n_val)
     extractor = resolve_extractor(args.extractor, None)
-    reference = Reference(full, "train", args.reference_n)
+    reference, opts = Reference(n=args.reference_n), MetricOptions(full, extractor, device=str(dev))
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"{len(data.train_x)} training + {len(data.test_x)} validation images, {args.minutes:g} min each, device "
-          f"{name}; {10 * args.samples_per_class} samples per sampler against {reference.label} with {extractor}")
+          f"{name}; {10 * args.samples_per_class} samples per sampler against {reference.label(full)} with {extractor}")
     t0 = time.perf_counter()
-    prime_reference(reference, extractor, None, dev)
+    prime_reference(reference, opts)
     print(f"reference features + statistics: {time.perf_counter() - t0:.0f} s")
 
     results = {}
@@ -147,7 +148,7 @@ def main() -> None:
         print(label, flush=True)
         model, epochs, seconds = train_for(trial, data, 60 * args.minutes, dev)
         results[label] = (count_params(model), epochs, seconds,
-                          scores(model, data, reference, extractor, args.samples_per_class, settings,
+                          scores(model, data, reference, opts, args.samples_per_class, settings,
                                  final.gmm_components, dev))
     report(results)
 

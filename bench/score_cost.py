@@ -25,20 +25,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cvae_core.data import load_data  # noqa: E402
 from cvae_core.training import resolve_device  # noqa: E402
-from results.features import (  # noqa: E402
-    Reference,
-    extract,
-    load_extractor,
-    reference_statistics,
-)
+from results.features import MetricOptions, extract, reference_statistics  # noqa: E402
 from results.metrics import fid, inception_score, prime_reference, score  # noqa: E402
 from results.names import resolve_extractor  # noqa: E402
+from results.reference import Reference  # noqa: E402
 
 
-def fid_alone(images, labels, reference, extractor, device) -> float:
+def fid_alone(images, labels, reference: Reference, opts: MetricOptions) -> float:
     t0 = time.perf_counter()
-    features = extract(images, labels, load_extractor(extractor, None, device), device)
-    fid(features.pool, reference_statistics(reference, extractor, None, device), device)
+    features = extract(images, labels, opts.detector(), opts.device)
+    fid(features.pool, reference_statistics(reference, opts), opts.device)
     if features.logits is not None:
         inception_score(features.logits)
     return time.perf_counter() - t0
@@ -57,20 +53,20 @@ def main() -> None:
     dev = str(resolve_device(args.device))
     data = load_data(args.data)
     extractor = resolve_extractor(args.extractor, None)
-    reference = Reference(data, "train", args.reference_n)
+    reference, opts = Reference(n=args.reference_n), MetricOptions(data, extractor, device=dev)
     images, labels = data.test_x[: args.n], data.test_y[: args.n]
     name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "cpu"
-    print(f"{len(images)} images per row, {extractor}, reference {reference.label}, device {name}")
+    print(f"{len(images)} images per row, {extractor}, reference {reference.label(data)}, device {name}")
 
     t0 = time.perf_counter()
-    load_extractor(extractor, None, dev)
-    prime_reference(reference, extractor, None, dev, per_class=True)
+    opts.detector()
+    prime_reference(reference, opts, conditional=True)
     print(f"  reference side (once per dataset and extractor, cached): {time.perf_counter() - t0:8.1f} s")
 
     base, full = [], []
     for _ in range(args.repeats):
-        base.append(fid_alone(images, labels, reference, extractor, dev))
-        full.append(score(images, labels, reference, extractor=extractor, device=dev).score_seconds)
+        base.append(fid_alone(images, labels, reference, opts))
+        full.append(score(images, labels, reference, opts).score_seconds)
     a, b = statistics.median(base), statistics.median(full)
     print(f"  (a) features + FID (+ IS with logits): {a:8.2f} s per row")
     print(f"  (b) features + every measure:         {b:8.2f} s per row   (+{100 * (b - a) / a:.1f}% over (a))")

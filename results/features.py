@@ -1,18 +1,21 @@
 """Features of images under a torch-fidelity feature extractor, and the cached features of real images.
 
 Every measure of a set of generated images comes from one pass of the extractor over them
-(`extract`). The features of real images, and their statistics, are computed once per (dataset
-version, split, subset, extractor) and cached under $CVAE_CACHE/fidelity/, written atomically so
-that concurrent readers (trials, finalists) see a whole file or none. Each process builds an
-extractor once and keeps what it read from the cache.
+(`extract`). The features of real images, and their statistics, are computed once and cached
+under $CVAE_CACHE/fidelity/ in files named by a hash of everything their value depends on (dataset
+version, split, subset, extractor and its weights: `cache_path`), written atomically so that
+concurrent readers (trials, finalists) see a whole file or none. Each process builds an extractor
+once and keeps what it read from the cache. `MetricOptions` carries what every step shares.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -20,10 +23,11 @@ import torch
 
 from cvae_core.atomic import atomic_torch_save
 from cvae_core.config import NUM_CLASSES
-from cvae_core.data import ImageData, split
-from cvae_core.sources import default_cache_dir, is_torchvision
+from cvae_core.data import ImageData
+from cvae_core.sources import default_cache_dir
 
-from .names import COMPAT, REFERENCE_SPLITS
+from .names import COMPAT
+from .reference import SUBSET_SEED, Reference
 
 EXTRACT_BATCH = 200  # images per extractor call
 PROBE_MAX_ITER = 1000  # L-BFGS iterations of the class probe
@@ -41,40 +45,21 @@ class Features:
         return self.pool[self.labels == c]
 
 
-@dataclass(frozen=True)
-class Reference:
-    """Real images to compare with: a split, optionally a fixed random subset of n images."""
+@dataclass(frozen=True, eq=False)
+class MetricOptions:
+    """What every measure of a set of images shares besides the images and the reference (as
+    stylegan2-ada's MetricOptions): the dataset the reference's images come from, the feature
+    extractor and its weights file, the device, the cache folder, and whether to print progress."""
 
     data: ImageData
-    split: str = "train"
-    n: int | None = None  # None: the whole split
+    extractor: str
+    inception_weights: str | None = None
+    device: str = "cpu"
+    cache_dir: str | os.PathLike | None = None  # None: $CVAE_CACHE/fidelity
+    progress: bool = False  # print a line per tenth of a long extraction (priming a reference)
 
-    def __post_init__(self):
-        if self.split not in REFERENCE_SPLITS:
-            raise ValueError(f"split={self.split!r} must be one of {list(REFERENCE_SPLITS)}")
-        if self.n is not None and not (isinstance(self.n, int) and self.n >= 2):
-            raise ValueError(f"n={self.n!r} must be an integer >= 2 or None")
-
-    def images(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uint8 images, labels); a subset is the same fixed one every time."""
-        if self.split == "test":
-            x, y = self.data.test_x, self.data.test_y
-        else:
-            x, y = split(self.data, self.split)[:2]
-        if self.n is not None and self.n < len(x):
-            keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[: self.n]
-            x, y = x[keep], y[keep]
-        return x, y
-
-    @property
-    def label(self) -> str:
-        """How the leaderboard names it, e.g. 'cifar10-jpeg:train[500]'."""
-        source = "cifar10" if is_torchvision(self.data.source) else Path(self.data.source).stem
-        return f"{source}:{self.split}" + (f"[{self.n}]" if self.n is not None else "")
-
-    @property
-    def cache_name(self) -> str:
-        return f"cvae-ref-{self.data.key}-{self.split}-{self.n if self.n is not None else 'all'}"
+    def detector(self):
+        return load_extractor(self.extractor, self.inception_weights, self.device)
 
 
 # ---------------------------------------------------------------------------- extraction
@@ -100,16 +85,21 @@ def load_extractor(name: str, inception_weights: str | None = None, device: str 
 
 @torch.no_grad()
 def extract(images_u8: torch.Tensor, labels: torch.Tensor, extractor, device: str | torch.device = "cpu",
-            batch_size: int = EXTRACT_BATCH) -> Features:
-    """Features of uint8 (N, 3, H, W) images: one pass, in batches, on `device`."""
+            batch_size: int = EXTRACT_BATCH, progress: str | None = None) -> Features:
+    """Features of uint8 (N, 3, H, W) images: one pass, in batches, on `device`; with `progress`
+    (what is extracted), a line at every tenth of the images."""
     if images_u8.dtype != torch.uint8 or images_u8.ndim != 4 or images_u8.shape[1] != 3:
         raise ValueError(f"images must be uint8 (N, 3, H, W), got {images_u8.dtype} {tuple(images_u8.shape)}")
-    pools, logits = [], []
+    pools, logits, t0, shown = [], [], time.perf_counter(), 0
     for i in range(0, len(images_u8), batch_size):
         out = extractor(images_u8[i : i + batch_size].to(device))
         pools.append(out[0].float().cpu())
         if len(out) > 1:
             logits.append(out[1].float().cpu())
+        done = min(i + batch_size, len(images_u8))
+        if progress and (done - shown >= len(images_u8) / 10 or done == len(images_u8)):
+            shown = done
+            print(f"{progress}: {done}/{len(images_u8)} images ({time.perf_counter() - t0:.0f} s)", flush=True)
     pool = torch.cat(pools)
     if not torch.isfinite(pool).all():
         raise ValueError("the feature extractor gave non-finite features")
@@ -117,6 +107,8 @@ def extract(images_u8: torch.Tensor, labels: torch.Tensor, extractor, device: st
 
 
 # ---------------------------------------------------------------------------- the cache
+
+CACHE_FORMAT = 2  # bump when what a cache file holds changes
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -138,10 +130,16 @@ def _load(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def cache_path(reference: Reference, extractor: str, inception_weights: str | None, what: str,
-               cache_dir: str | os.PathLike | None = None) -> Path:
-    """The file caching `what` (features, stats, class-stats, probe) of the reference's images."""
-    return cache_root(cache_dir) / f"{reference.cache_name}-{extractor_tag(extractor, inception_weights)}-{what}.pt"
+def cache_path(reference: Reference, opts: MetricOptions, what: str, **more) -> Path:
+    """The file caching `what` (features, stats, class-stats, probe) of the reference's images:
+    named by a hash of everything its value depends on (`more`: what else a kind depends on), so
+    that a changed option never reads a stale file. The device is left out: features computed on
+    a GPU and on a CPU agree to float tolerance, and a cluster's nodes share one cache."""
+    key = {"format": CACHE_FORMAT, "data": opts.data.key, "split": reference.split, "n": reference.size(opts.data),
+           "subset_seed": SUBSET_SEED, "extractor": extractor_tag(opts.extractor, opts.inception_weights),
+           "batch": EXTRACT_BATCH, "what": what, **more}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root(opts.cache_dir) / f"cvae-ref-{what}-{digest}.pt"
 
 
 def _cached(path: Path, compute: Callable[[], dict]) -> dict:
@@ -151,25 +149,32 @@ def _cached(path: Path, compute: Callable[[], dict]) -> dict:
     return _load(str(path))
 
 
-def real_features(reference: Reference, extractor: str, inception_weights: str | None = None,
-                  device: str = "cpu", cache_dir: str | os.PathLike | None = None) -> Features:
+def real_features(reference: Reference, opts: MetricOptions) -> Features:
     """Features of the reference's images, computed once and cached."""
-    path = cache_path(reference, extractor, inception_weights, "features", cache_dir)
 
     def compute() -> dict:
-        x, y = reference.images()
-        f = extract(x, y, load_extractor(extractor, inception_weights, str(device)), device)
+        x, y = reference.images(opts.data)
+        what = f"reference {reference.label(opts.data)}: {opts.extractor} features" if opts.progress else None
+        f = extract(x, y, opts.detector(), opts.device, progress=what)
         return {"pool": f.pool, "logits": f.logits, "labels": f.labels}
 
-    return Features(**_cached(path, compute))
+    return Features(**_cached(cache_path(reference, opts, "features"), compute))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Statistics:
     """Mean and covariance (float64) of a reference's pool features: FID's reference side."""
 
     mu: torch.Tensor
     sigma: torch.Tensor
+    _roots: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # device -> sigma^1/2
+
+    def sqrt_sigma(self, device: torch.device) -> torch.Tensor:
+        """The symmetric square root of sigma, once per device (FID with more samples than dimensions)."""
+        if str(device) not in self._roots:
+            w, v = torch.linalg.eigh(self.sigma.to(device, torch.float64))
+            self._roots[str(device)] = (v * w.clamp_min(0).sqrt()) @ v.T
+        return self._roots[str(device)]
 
 
 def moments(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -178,26 +183,34 @@ def moments(x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"mu": x.mean(0), "sigma": torch.cov(x.T)}
 
 
-def reference_statistics(reference: Reference, extractor: str, inception_weights: str | None = None,
-                         device: str = "cpu", cache_dir: str | os.PathLike | None = None) -> Statistics:
+@functools.lru_cache(maxsize=16)
+def _statistics(path: str) -> tuple[Statistics, ...]:
+    """The statistics a cache file holds (one, or one per class), built once per process so that
+    each keeps its square roots: a cache keyed by the file, which bounds it."""
+    blob = _load(path)
+    if blob["mu"].ndim == 1:
+        return (Statistics(blob["mu"], blob["sigma"]),)
+    return tuple(Statistics(mu, sigma) for mu, sigma in zip(blob["mu"], blob["sigma"]))
+
+
+def reference_statistics(reference: Reference, opts: MetricOptions) -> Statistics:
     """Mean and covariance of the reference's features, computed once and cached."""
-    path = cache_path(reference, extractor, inception_weights, "stats", cache_dir)
-    return Statistics(**_cached(path, lambda: moments(
-        real_features(reference, extractor, inception_weights, device, cache_dir).pool)))
+    path = cache_path(reference, opts, "stats")
+    _cached(path, lambda: moments(real_features(reference, opts).pool))
+    return _statistics(str(path))[0]
 
 
-def class_statistics(reference: Reference, extractor: str, inception_weights: str | None = None,
-                     device: str = "cpu", cache_dir: str | os.PathLike | None = None) -> list[Statistics]:
+def class_statistics(reference: Reference, opts: MetricOptions) -> tuple[Statistics, ...]:
     """Per class: mean and covariance of that class's reference features, computed once and cached."""
-    path = cache_path(reference, extractor, inception_weights, "class-stats", cache_dir)
+    path = cache_path(reference, opts, "class-stats")
 
     def compute() -> dict:
-        f = real_features(reference, extractor, inception_weights, device, cache_dir)
-        per_class = [moments(f.of_class(c)) for c in range(NUM_CLASSES)]
-        return {k: torch.stack([m[k] for m in per_class]) for k in per_class[0]}
+        f = real_features(reference, opts)
+        each = [moments(f.of_class(c)) for c in range(NUM_CLASSES)]
+        return {k: torch.stack([m[k] for m in each]) for k in each[0]}
 
-    blob = _cached(path, compute)
-    return [Statistics(**{k: v[c] for k, v in blob.items()}) for c in range(NUM_CLASSES)]
+    _cached(path, compute)
+    return _statistics(str(path))
 
 
 @dataclass(frozen=True)
@@ -217,25 +230,27 @@ class Probe:
 
 def probe_references(reference: Reference) -> tuple[Reference, Reference]:
     """The class probe's training images (the train split, as many as the reference) and held-out ones."""
-    return Reference(reference.data, "train", reference.n), Reference(reference.data, "test", reference.n)
+    return Reference(split="train", n=reference.n), Reference(split="test", n=reference.n)
 
 
-def probe(reference: Reference, extractor: str, inception_weights: str | None = None, device: str = "cpu",
-          cache_dir: str | os.PathLike | None = None) -> Probe:
+def probe_path(reference: Reference, opts: MetricOptions) -> Path:
+    fit_on, held_out = probe_references(reference)
+    return cache_path(fit_on, opts, "probe", held_out=held_out.size(opts.data), max_iter=PROBE_MAX_ITER)
+
+
+def probe(reference: Reference, opts: MetricOptions) -> Probe:
     """A multinomial logistic regression (scikit-learn) on the features of the train split's
     images (the reference's subset size), scored on as many test images; fitted once, cached."""
     fit_on, held_out = probe_references(reference)
-    path = cache_path(fit_on, extractor, inception_weights, "probe", cache_dir)
 
     def compute() -> dict:
         from sklearn.linear_model import LogisticRegression
 
-        train = real_features(fit_on, extractor, inception_weights, device, cache_dir)
-        test = real_features(held_out, extractor, inception_weights, device, cache_dir)
+        train, test = real_features(fit_on, opts), real_features(held_out, opts)
         missing = sorted(set(range(NUM_CLASSES)) - set(train.labels.tolist()))
         if missing:
-            raise ValueError(f"the class probe needs training images of every class; {fit_on.label} has none of "
-                             f"classes {missing}: use a larger reference n")
+            raise ValueError(f"the class probe needs training images of every class; {fit_on.label(opts.data)} has "
+                             f"none of classes {missing}: use a larger reference n")
         x = train.pool.double()
         mean, scale = x.mean(0), x.std(0).clamp_min(1e-8)
         model = LogisticRegression(max_iter=PROBE_MAX_ITER).fit(((x - mean) / scale).numpy(), train.labels.numpy())
@@ -244,5 +259,4 @@ def probe(reference: Reference, extractor: str, inception_weights: str | None = 
         accuracy = (Probe(**fitted, accuracy_real=0.0).predict(test.pool) == test.labels).double().mean()
         return {**fitted, "accuracy_real": float(accuracy)}
 
-    return Probe(**_cached(path, compute))
-
+    return Probe(**_cached(probe_path(reference, opts), compute))

@@ -9,7 +9,6 @@ scoring device, so a trial on a GPU does not wait for the CPU. The real side com
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 
@@ -18,37 +17,25 @@ import torch
 
 from .features import (
     Features,
+    MetricOptions,
     Probe,
-    Reference,
     Statistics,
     cache_path,
+    cache_root,
     class_statistics,
     extract,
-    load_extractor,
     probe,
-    probe_references,
+    probe_path,
     real_features,
     reference_statistics,
 )
+from .reference import Reference
 
 KID_SUBSETS = 100  # torch-fidelity's defaults (Binkowski et al. 2018)
 KID_SUBSET_SIZE = 1000
 KID_SEED = 2020
 PRC_NEIGHBOURS = 3  # k of the k-NN balls (Kynkaanniemi et al. 2019)
 PRC_REFERENCE = 10_000  # real images precision/recall compare with: a fixed subset of the reference
-
-
-_ROOTS: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}  # (id(sigma), device) -> (sigma, root)
-
-
-def _sqrt_psd(sigma: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The symmetric square root of a reference covariance, once per process and device (the
-    entry holds sigma, so its id is not reused while it is cached)."""
-    key = (id(sigma), str(device))
-    if key not in _ROOTS:
-        w, v = torch.linalg.eigh(sigma.to(device, torch.float64))
-        _ROOTS[key] = (sigma, (v * w.clamp_min(0).sqrt()) @ v.T)
-    return _ROOTS[key][1]
 
 
 def fid(pool: torch.Tensor, reference: Statistics, device: str | torch.device = "cpu") -> float:
@@ -68,7 +55,7 @@ def fid(pool: torch.Tensor, reference: Statistics, device: str | torch.device = 
     if n <= d:
         inner = centred @ sigma_r @ centred.T
     else:
-        z = centred @ _sqrt_psd(reference.sigma, device)
+        z = centred @ reference.sqrt_sigma(device)
         inner = z.T @ z
     tr_covmean = torch.linalg.eigvalsh(inner / (n - 1)).clamp_min(0).sqrt().sum()
     value = ((mu - mu_r) ** 2).sum() + torch.trace(sigma_r) + (centred**2).sum() / (n - 1) - 2 * tr_covmean
@@ -124,17 +111,12 @@ class SearchScore:
     seconds: float  # generating excluded: features and both measures
 
 
-def search_score(images: torch.Tensor, labels: torch.Tensor, reference: Reference, *, extractor: str,
-                 inception_weights: str | None = None, device: str | torch.device = "cpu",
-                 cache_dir: str | os.PathLike | None = None) -> SearchScore:
+def search_score(images: torch.Tensor, labels: torch.Tensor, reference: Reference, opts: MetricOptions) -> SearchScore:
     """FID and KID of uint8 `images` against the cached reference (which must exist or is computed)."""
     t0 = time.perf_counter()
-    dev = str(device)
-    features = extract(images, labels, load_extractor(extractor, inception_weights, dev), dev)
-    stats = reference_statistics(reference, extractor, inception_weights, dev, cache_dir)
-    real = real_features(reference, extractor, inception_weights, dev, cache_dir)
-    fid_value = fid(features.pool, stats, dev)
-    kid_value, _ = kid(features.pool, real.pool, device=dev)
+    features = extract(images, labels, opts.detector(), opts.device)
+    fid_value = fid(features.pool, reference_statistics(reference, opts), opts.device)
+    kid_value, _ = kid(features.pool, real_features(reference, opts).pool, device=opts.device)
     if not (math.isfinite(fid_value) and math.isfinite(kid_value)):
         raise ValueError(f"non-finite score: FID {fid_value}, KID {kid_value}")
     return SearchScore(fid=fid_value, kid=kid_value, seconds=time.perf_counter() - t0)
@@ -149,8 +131,8 @@ def precision_recall(gen: torch.Tensor, real: torch.Tensor, k: int = PRC_NEIGHBO
     return calculate_precision_recall_part(gen.to(device, torch.float64), real.to(device, torch.float64), k)
 
 
-def per_class(gen: Features, class_stats: list[Statistics], classifier: Probe,
-              device: str | torch.device = "cpu") -> tuple[list[float], list[float]]:
+def class_measures(gen: Features, class_stats: tuple[Statistics, ...], classifier: Probe,
+                   device: str | torch.device = "cpu") -> tuple[list[float], list[float]]:
     """For each class c: FID of the samples asked to be c against the real images of c, and the
     share of them the probe assigns to c."""
     fids, accuracies = [], []
@@ -185,50 +167,48 @@ class Score:
     score_seconds: float  # features and every measure, generating excluded
 
 
-def score(images: torch.Tensor, labels: torch.Tensor, reference: Reference, *, extractor: str,
-          inception_weights: str | None = None, device: str | torch.device = "cpu",
-          cache_dir: str | os.PathLike | None = None) -> Score:
-    """Every measure of uint8 `images` (asked to be of classes `labels`) from one pass of `extractor`."""
+def score(images: torch.Tensor, labels: torch.Tensor, reference: Reference, opts: MetricOptions) -> Score:
+    """Every measure of uint8 `images` (asked to be of classes `labels`) from one pass of the extractor."""
     t0 = time.perf_counter()
-    dev = str(device)
-    real_side = dict(extractor=extractor, inception_weights=inception_weights, device=dev, cache_dir=cache_dir)
-    gen = extract(images, labels, load_extractor(extractor, inception_weights, dev), dev)
-    real = real_features(reference, **real_side)
+    dev = opts.device
+    gen = extract(images, labels, opts.detector(), dev)
+    real = real_features(reference, opts)
     kid_mean, kid_std = kid(gen.pool, real.pool, device=dev)
     prc_real = real.pool[torch.randperm(len(real.pool), generator=torch.Generator().manual_seed(0))[:PRC_REFERENCE]]
     precision, recall = precision_recall(gen.pool, prc_real, device=dev)
-    classifier = probe(reference, **real_side)
-    fids, accuracies = per_class(gen, class_statistics(reference, **real_side), classifier, dev)
+    classifier = probe(reference, opts)
+    fids, accuracies = class_measures(gen, class_statistics(reference, opts), classifier, dev)
     with_is = gen.logits is not None
     is_mean, is_std = inception_score(gen.logits) if with_is else (None, None)
     return Score(
-        fid=fid(gen.pool, reference_statistics(reference, **real_side), dev),
+        fid=fid(gen.pool, reference_statistics(reference, opts), dev),
         fid_per_class=fids, intra_fid=float(np.mean(fids)),
         class_accuracy=float(np.mean(accuracies)), class_accuracy_per_class=accuracies,
         probe_accuracy_real=classifier.accuracy_real,
         kid_mean=kid_mean, kid_std=kid_std, precision=precision, recall=recall,
         is_mean=is_mean, is_std=is_std,
-        is_missing_reason=None if with_is else f"{extractor} has no classifier logits (pool features only)",
-        feature_extractor=extractor, reference=reference.label, n_samples=len(images),
+        is_missing_reason=None if with_is else f"{opts.extractor} has no classifier logits (pool features only)",
+        feature_extractor=opts.extractor, reference=reference.label(opts.data), n_samples=len(images),
         score_seconds=time.perf_counter() - t0,
     )
 
 
-def prime_reference(reference: Reference, extractor: str, inception_weights: str | None = None,
-                    device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
-                    per_class: bool = False) -> None:
-    """Compute and cache the reference side of a score: its statistics, and with `per_class` the
-    class statistics and class probe (a no-op when cached)."""
-    reference_statistics(reference, extractor, inception_weights, str(device), cache_dir)
-    if per_class:
-        class_statistics(reference, extractor, inception_weights, str(device), cache_dir)
-        probe(reference, extractor, inception_weights, str(device), cache_dir)
+def prime_reference(reference: Reference, opts: MetricOptions, conditional: bool = False) -> None:
+    """Compute and cache the reference side of a score: its statistics, and with `conditional`
+    the class statistics and class probe (a no-op when cached); with opts.progress, says what it computes."""
+    if opts.progress and not reference_cached(reference, opts, conditional):
+        print(f"reference {reference.label(opts.data)}: computing its {opts.extractor} features and statistics"
+              f"{', per class and a class probe' if conditional else ''} (cached in {cache_root(opts.cache_dir)})",
+              flush=True)
+    reference_statistics(reference, opts)
+    if conditional:
+        class_statistics(reference, opts)
+        probe(reference, opts)
 
 
-def reference_cached(reference: Reference, extractor: str, inception_weights: str | None = None,
-                     cache_dir: str | os.PathLike | None = None, per_class: bool = False) -> bool:
+def reference_cached(reference: Reference, opts: MetricOptions, conditional: bool = False) -> bool:
     """Whether prime_reference would find everything cached on this machine (nothing is loaded)."""
-    wanted = [(reference, "stats")]
-    if per_class:
-        wanted += [(reference, "class-stats"), (probe_references(reference)[0], "probe")]
-    return all(cache_path(ref, extractor, inception_weights, what, cache_dir).exists() for ref, what in wanted)
+    wanted = [cache_path(reference, opts, "stats")]
+    if conditional:
+        wanted += [cache_path(reference, opts, "class-stats"), probe_path(reference, opts)]
+    return all(path.exists() for path in wanted)

@@ -29,19 +29,17 @@ from cvae_core.layout import BEST_FILE, CHECKPOINT_FILE, read_metrics
 from cvae_core.models import CVAE, count_params
 from cvae_core.training import epoch_line, load_model, train
 from results import two_stage
-from results.features import Reference
-from results.leaderboard import make_row, missing_columns, write_leaderboard
+from results.features import MetricOptions
+from results.leaderboard import SHOWN, make_row, missing_columns, write_leaderboard
 from results.metrics import score
 from results.run_folder import Finalist, RunFolder
 from results.samplers import encoder_means, generate, save_sample_grid
 
 from .objective import METRIC, searched_keys
-from .settings import Final, Spec
-from .space import SpaceError
-from .workers import claim_device, prime_on_worker
+from .settings import Final, RunFolderError, Spec
+from .workers import Printed, claim_device, prime_on_worker
 
 PROGRESS_EVERY_S = 30.0  # seconds between a finalist's epoch lines
-SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision", "recall"]
 
 
 def finalists(trials: pd.DataFrame, top_k: int, keys: Sequence[str] = (METRIC,)) -> pd.DataFrame:
@@ -133,36 +131,43 @@ def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: 
     config = TrialConfig.from_dict(json.loads(trial["config"]))
     finalist = run.finalist(Path(trial["trial_dir"]).name, seed)
     todo = [s for s in final.samplers if _needs_scoring(finalist.row(s), rescore)]
-    if not todo:
-        return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
+    if todo:
+        device = claim_device(gpu_share, cpus)
+        model, summary = _train_finalist(config, finalist, data, train_on, final, seed, device)
+        _score_finalist(run, trial, config, finalist, model, summary, todo, data, train_on, final, seed, device)
+    return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
 
-    name, device = finalist.path.name, claim_device(gpu_share, cpus)
-    model, summary = _train_finalist(config, finalist, data, train_on, final, seed, device)
+
+def _score_finalist(run: RunFolder, trial: dict, config: TrialConfig, finalist: Finalist, model: CVAE,
+                    summary: dict, samplers: list[str], data: ImageData, train_on: str, final: Final, seed: int,
+                    device: torch.device) -> None:
+    """Draw the trained finalist's images with each of `samplers`, score them, and write each row file."""
+    name = finalist.path.name
     train_x, train_y = split(data, train_on)[:2]
-    second = _second_stage(model, finalist, train_x, train_y, final, seed, device) if "two_stage" in todo else None
-    reference = Reference(data, final.reference.split, final.reference.n)
-    for sampler in todo:
+    second = _second_stage(model, finalist, train_x, train_y, final, seed, device) if "two_stage" in samplers else None
+    opts = MetricOptions(data, final.feature_extractor, final.inception_weights, str(device))
+    preset = trial.get("preset")
+    for sampler in samplers:
         t0 = time.perf_counter()
         print(f"{name}: {sampler} sampler: scoring {10 * final.samples_per_class} images with "
               f"{final.feature_extractor}", flush=True)
         images = generate(model, sampler, final.samples_per_class, train_x, train_y,
                           components=final.gmm_components, seed=seed, second_stage=second)
         save_sample_grid(images, final.samples_per_class, finalist.sample_grid(sampler), data.classes)
-        s = score(images, grid_labels(final.samples_per_class), reference, extractor=final.feature_extractor,
-                  inception_weights=final.inception_weights, device=device)
+        s = score(images, grid_labels(final.samples_per_class), final.reference, opts)
         is_text = f"IS {s.is_mean:.2f}" if s.is_mean is not None else "IS n/a"
         print(f"{name}: {sampler} sampler: FID {s.fid:.2f}, intra-FID {s.intra_fid:.2f}, class accuracy "
               f"{s.class_accuracy:.2f} (real {s.probe_accuracy_real:.2f}), precision {s.precision:.2f}, recall "
               f"{s.recall:.2f}, {is_text} ({time.perf_counter() - t0:.0f} s)", flush=True)
         row = make_row(
             run=run.name, trial_id=trial["trial_id"], seed=seed, sampler=sampler,
-            search_objective=trial["objective"], search_score=trial["score"], preset=trial.get("preset"),
+            search_objective=trial["objective"], search_score=trial["score"],
+            preset=preset if isinstance(preset, str) else None,  # pandas reads a missing string as NaN
             trial=config, params=count_params(model), training=summary, score=s, classes=data.classes,
             checkpoint=finalist.path / BEST_FILE, sample_grid=finalist.sample_grid(sampler), data_source=data.source,
             train_on=train_on, gmm_components=final.gmm_components,
         )
         atomic_write_text(finalist.row(sampler), json.dumps(row))
-    return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
 
 
 def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False) -> tuple[pd.DataFrame, list[str]]:
@@ -172,33 +177,33 @@ def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False
     trials = pd.read_parquet(run.trials_table)
     chosen = finalists(trials, spec.final.top_k, searched_keys(spec.search.objective.metric))
     if chosen.empty:
-        raise SpaceError(f"{run.trials_table}: no finished trial to retrain")
+        raise RunFolderError(f"{run.trials_table}: no finished trial to retrain")
     # Resolved here, once: tasks on nodes that differ would otherwise pick different networks.
     extractor = run.extractor("final", spec.final.feature_extractor, spec.final.inception_weights)
     final = spec.final.model_copy(update={"feature_extractor": extractor})
-    remote = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu)
     data_ref = ray.put(data)
     print(f"final stage: retraining {len(chosen)} trial(s) x {final.seeds} seed(s), scoring with {extractor}",
           flush=True)
     # The reference side (features, statistics, class probe) once, before the finalists race to need it.
-    reference = Reference(data, final.reference.split, final.reference.n)
-    prime_on_worker(reference, final.feature_extractor, final.inception_weights, res.cpu, res.gpu, per_class=True)
-    job = remote(finalist_job)
+    prime_on_worker(final.reference, MetricOptions(data, extractor, final.inception_weights), res.cpu, res.gpu,
+                    conditional=True)
+    printed = Printed()
     futures = {
-        job.remote(row, seed, data_ref, spec.search.train_on, final, str(run.path), res.gpu, res.cpu, rescore):
-        (row["trial_id"], seed)
+        printed.remote(finalist_job, row, seed, data_ref, spec.search.train_on, final, str(run.path), res.gpu,
+                       res.cpu, rescore, num_cpus=res.cpu, num_gpus=res.gpu): (row["trial_id"], seed)
         for row in chosen.to_dict("records") for seed in range(final.seeds)
     }
     failures, pending = [], list(futures)
     while pending:
-        [future], pending = ray.wait(pending, num_returns=1)
-        trial_id, seed = futures[future]
-        try:
-            ray.get(future)
-            print(f"final stage: {trial_id} seed {seed} scored ({len(futures) - len(pending)}/{len(futures)})",
-                  flush=True)
-        except Exception as e:  # one failed finalist must not lose the others' rows
-            failures.append(f"{trial_id} seed {seed}: {e}")
+        ready, pending = printed.wait(pending)
+        for future in ready:
+            trial_id, seed = futures[future]
+            try:
+                ray.get(future)
+                print(f"final stage: {trial_id} seed {seed} scored ({len(futures) - len(pending)}/{len(futures)})",
+                      flush=True)
+            except Exception as e:  # one failed finalist must not lose the others' rows
+                failures.append(f"{trial_id} seed {seed}: {e}")
     return write_leaderboard(run.path), failures
 
 

@@ -16,8 +16,9 @@ import torch
 from cvae_core.config import ModelConfig
 from cvae_core.grids import grid_labels
 from cvae_core.models import build_model
-from results.features import Reference
+from results.features import MetricOptions
 from results.metrics import search_score
+from results.reference import Reference
 from results.samplers import generate
 
 METRIC, MODE = "score", "min"  # what Tune's scheduler and searcher see, for every objective
@@ -45,15 +46,14 @@ class TrialScorer:
     """Scores a trial's kept weights: FID and KID of `samples_per_class` prior samples per class."""
 
     def __init__(self, cfg: ModelConfig, metric: str, samples_per_class: int, reference: Reference,
-                 extractor: str, inception_weights: str | None, device: torch.device):
+                 opts: MetricOptions):
         self.cfg, self.metric, self.samples_per_class = cfg, metric, samples_per_class
-        self.reference, self.extractor, self.weights, self.device = reference, extractor, inception_weights, device
+        self.reference, self.opts = reference, opts
 
     def __call__(self, best_state: dict[str, torch.Tensor], epoch: int) -> dict[str, Any]:
-        model = build_model(self.cfg).to(self.device)
+        model = build_model(self.cfg).to(self.opts.device)
         model.load_state_dict(best_state)
         images = generate(model, "prior", self.samples_per_class, seed=SAMPLE_SEED)
-        s = search_score(images, grid_labels(self.samples_per_class), self.reference, extractor=self.extractor,
-                         inception_weights=self.weights, device=self.device)
+        s = search_score(images, grid_labels(self.samples_per_class), self.reference, self.opts)
         return {"score": s.fid if self.metric == "fid" else s.kid, "fid": s.fid, "kid": s.kid,
                 "score_epoch": epoch, "score_seconds": s.seconds}

@@ -18,9 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 
 from cvae_core.config import PATIENCE
 from cvae_core.sources import TRAIN_ON
-from results.names import EXTRACTORS, NVIDIA_OFFLINE, REFERENCE_SPLITS, SAMPLERS, nvidia_torchscript_path
+from results.names import EXTRACTORS, NVIDIA_OFFLINE, SAMPLERS, nvidia_torchscript_path
+from results.reference import Reference
 
 from .space import Space, SpaceError, number_as_text_problem, parse_space_section
+
+
+class RunFolderError(ValueError):
+    """A run folder, or where one would go (--storage, --name), that this command cannot use: the
+    message names the folder or flag and the problem, for the commands' one-line error."""
+
 
 OBJECTIVE_METRICS = ("fid", "kid", "val_loss")  # what can rank trials
 SIZE_METRICS = ("params",)  # trainable parameters: known before training, an objective only beside one of those
@@ -57,7 +64,7 @@ class Resources(Settings):
 
 
 class Searcher(Settings):
-    """Optuna's TPE, each setting given (Optuna's defaults differ across the versions pyproject allows)."""
+    """Optuna's TPE, each setting given (Optuna's defaults have changed across versions)."""
 
     n_startup_trials: int = Field(10, ge=1, description="random trials before TPE models the results")
     # A family's keys exist only in its trials: the space is conditional. Multivariate TPE models the
@@ -86,13 +93,6 @@ class Asha(Settings):
         if self.grace_period > self.max_t:
             raise ValueError(f"grace_period: {self.grace_period} must be <= max_t={self.max_t}")
         return self
-
-
-class Reference(Settings):
-    """The real images samples are compared with: a split, and n for a fixed random subset."""
-
-    split: Literal[REFERENCE_SPLITS] = "train"
-    n: int | None = Field(None, ge=2, description="null: the whole split")
 
 
 _METRIC_SCHEMA = {"enum": list(OBJECTIVE_METRICS)}
@@ -341,13 +341,19 @@ def load_spec(path: str | Path) -> Spec:
         raise SpaceError(e if str(e).startswith(f"{path}: ") else f"{path}: {e}") from None
 
 
+# A run folder's name, also search.schema's pattern: a plain folder name (no '/', no '\\', not '.'
+# or '..') with more than whitespace. "(?![\s\S])" is the end of the text both in Python and in an
+# editor's JSON Schema; Python's "$" also matches before a final newline.
+RUN_NAME = r"^(?=[\s\S]*\S)(?![.]{1,2}(?![\s\S]))[^/\\]+(?![\s\S])"
+
+
 def run_name_problem(name: Any) -> str | None:
-    """Why `name` cannot name a run folder inside the storage folder, or None."""
+    """Why `name` cannot name a run folder inside the storage folder (RUN_NAME), or None."""
+    if isinstance(name, str) and re.match(RUN_NAME, name):
+        return None
     if not isinstance(name, str) or not name.strip():
         return f"{name!r} must be a non-empty string"
-    if name in (".", "..") or "/" in name or "\\" in name:
-        return f"{name!r} must be a plain folder name (no '/', no '\\', not '.' or '..')"
-    return None
+    return f"{name!r} must be a plain folder name (no '/', no '\\', not '.' or '..')"
 
 
 def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", base: Path | None = None) -> Spec:

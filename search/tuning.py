@@ -10,7 +10,7 @@ import signal
 from ray import tune
 
 from cvae_core.data import ImageData
-from results.features import Reference
+from results.features import MetricOptions
 from results.run_folder import RunFolder
 from results.study import journal_storage
 
@@ -29,10 +29,9 @@ def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective
     objective, res = spec.search.objective, spec.search.resources
     weights = spec.final.inception_weights
     extractor = run.extractor("search", objective.feature_extractor, weights)
-    reference = Reference(data, objective.reference.split, objective.reference.n)
     print(f"search objective: {objective.ranked_by} of {10 * objective.samples_per_class} samples against "
-          f"{reference.label}, features from {extractor}", flush=True)
-    prime_on_worker(reference, extractor, weights, res.cpu, res.gpu)
+          f"{objective.reference.label(data)}, features from {extractor}", flush=True)
+    prime_on_worker(objective.reference, MetricOptions(data, extractor, weights), res.cpu, res.gpu)
     return objective.model_copy(update={"feature_extractor": extractor})
 
 
@@ -87,6 +86,14 @@ def configure_tune() -> None:
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # ... and Tune, reading its experiment back, would warn about each missing per-trial log.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # The command's own line says how to resume (the same command); Tune's would point to Tuner.restore.
+    # (addFilter keeps one copy, however many searches this process runs.)
+    logging.getLogger("ray.tune.tune").addFilter(_not_tunes_resume_hint)
+
+
+def _not_tunes_resume_hint(record: logging.LogRecord) -> bool:
+    """False for Tune's "Experiment has been interrupted ... Resume experiment with: Tuner.restore(...)"."""
+    return "Resume experiment with:" not in record.getMessage()
 
 
 def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> bool | None:

@@ -1,17 +1,23 @@
 """What a Ray worker does before it trains or scores, for trials and finalists alike: take its
-share of the device, and find the reference statistics cached by one task before them.
+share of the device, and find the reference statistics cached by one task before them; and how
+the lines Ray tasks print reach the user (`Printed`).
 
 Kept apart from search.trainable so that a finalist's worker does not import Ray Tune and Optuna.
 """
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import replace
+from typing import Any, Callable
+
 import ray
 import torch
 
 from cvae_core.training import resolve_device
-from results.features import Reference
+from results.features import MetricOptions
 from results.metrics import prime_reference, reference_cached
+from results.reference import Reference
 
 from .cluster import one_node
 
@@ -26,17 +32,74 @@ def claim_device(gpu_share: float, cpus: float) -> torch.device:
     return device
 
 
-def _prime(reference: Reference, extractor: str, inception_weights: str | None, gpu_share: float, cpus: float,
-           per_class: bool) -> None:
-    prime_reference(reference, extractor, inception_weights, claim_device(gpu_share, cpus), per_class=per_class)
+class _QueueLines:
+    """A text stream that puts each whole line on a Ray queue; put blocks until the queue has it."""
+
+    def __init__(self, queue):
+        self._queue, self._partial = queue, ""
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._queue.put(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
-def prime_on_worker(reference: Reference, extractor: str, inception_weights: str | None, cpus: float,
-                    gpu_share: float, per_class: bool = False) -> None:
+def _printing_to(queue, fn: Callable, *args) -> Any:
+    with contextlib.redirect_stdout(_QueueLines(queue)):
+        return fn(*args)
+
+
+class Printed:
+    """What Ray tasks print, shown by the driver in order and once. Ray's own log streaming
+    delivers a task's lines late (a finalist's last lines after the leaderboard), deduplicates
+    lines that look alike, and with two nodes on one host prints each twice. Tasks started with
+    `remote` put their lines on a queue (a Ray actor holding no CPU); each put blocks, so all of a
+    task's lines are queued before its result is ready, and `wait` prints them."""
+
+    def __init__(self):
+        from ray.util.queue import Queue
+
+        self._queue = Queue(actor_options={"num_cpus": 0})
+
+    def remote(self, fn: Callable, *args, **options) -> ray.ObjectRef:
+        """fn(*args) as a Ray task with `options` (num_cpus, num_gpus), its printed lines queued."""
+        return ray.remote(**options)(_printing_to).remote(self._queue, fn, *args)
+
+    def show(self) -> None:
+        for line in self._queue.get_nowait_batch(self._queue.qsize()):
+            print(line, flush=True)
+
+    def wait(self, pending: list) -> tuple[list, list]:
+        """ray.wait for one of `pending` (a second at most), printing what the tasks printed meanwhile."""
+        ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+        self.show()
+        return ready, pending
+
+    def get(self, future: ray.ObjectRef) -> Any:
+        """ray.get, printing the task's lines as they come."""
+        pending = [future]
+        while pending:
+            _, pending = self.wait(pending)
+        return ray.get(future)
+
+
+def _prime(reference: Reference, opts: MetricOptions, gpu_share: float, cpus: float, conditional: bool) -> None:
+    device = str(claim_device(gpu_share, cpus))
+    prime_reference(reference, replace(opts, device=device, progress=True), conditional)
+
+
+def prime_on_worker(reference: Reference, opts: MetricOptions, cpus: float, gpu_share: float,
+                    conditional: bool = False) -> None:
     """Cache the reference side of a score (results.metrics.prime_reference) in a Ray task with a
-    trial's resources (a GPU when trials get one), before the trials or finalists that read it
-    start. Skipped when this machine is the whole cluster and has it cached already (a resume)."""
-    if one_node() and reference_cached(reference, extractor, inception_weights, per_class=per_class):
+    trial's resources (a GPU when trials get one; opts.device is the worker's), before the trials
+    or finalists that read it start, printing what it computes. Skipped when this machine is the
+    whole cluster and has it cached already (a resume)."""
+    if one_node() and reference_cached(reference, opts, conditional):
         return
-    task = ray.remote(num_cpus=cpus, num_gpus=gpu_share)(_prime)
-    ray.get(task.remote(reference, extractor, inception_weights, gpu_share, cpus, per_class))
+    printed = Printed()
+    printed.get(printed.remote(_prime, reference, opts, gpu_share, cpus, conditional, num_cpus=cpus,
+                               num_gpus=gpu_share))

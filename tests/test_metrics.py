@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from cvae_core.data import load_data
-from results.features import Features, Probe, Reference, Statistics, extract, load_extractor, moments
-from results.metrics import fid, inception_score, kid, per_class, score, search_score
+from results.features import Features, MetricOptions, Probe, Statistics, extract, load_extractor, moments
+from results.metrics import class_measures, fid, inception_score, kid, score, search_score
+from results.reference import Reference
 from results.names import NVIDIA_OFFLINE, TINY, nvidia_torchscript_path, resolve_extractor
 
 
@@ -82,19 +83,19 @@ def data(tree, tmp_path):
 
 
 def test_score_and_search_score_of_a_registered_extractor(data, tmp_path):
-    ref = Reference(data, "train")
+    ref = Reference()
     cache = tmp_path / "fidelity"
     labels = data.train_y
-    same = score(data.train_x, labels, ref, extractor=TINY, cache_dir=cache, device="cpu")
+    same = score(data.train_x, labels, ref, MetricOptions(data, TINY, cache_dir=cache))
     noise = torch.randint(0, 256, data.train_x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    other = score(noise, labels, ref, extractor=TINY, cache_dir=cache, device="cpu")
+    other = score(noise, labels, ref, MetricOptions(data, TINY, cache_dir=cache))
     assert same.fid == pytest.approx(0, abs=1e-3) and other.fid > 1 + same.fid
     assert other.kid_mean > same.kid_mean and same.kid_std >= 0
     assert same.is_mean is not None and same.is_mean >= 1 and same.is_missing_reason is None
     assert (same.feature_extractor, same.reference, same.n_samples) == (TINY, "tree:train", len(data.train_x))
     assert same.score_seconds > 0
 
-    quick = search_score(noise, labels, ref, extractor=TINY, cache_dir=cache, device="cpu")
+    quick = search_score(noise, labels, ref, MetricOptions(data, TINY, cache_dir=cache))
     assert quick.fid == pytest.approx(other.fid) and quick.kid == pytest.approx(other.kid_mean)
 
 
@@ -125,13 +126,13 @@ def test_real_offline_inception_on_real_and_blank_images(real_data, tmp_path, al
 
     # 0.4 s an image on a core: as few as keep the margins wide (the reference's 30 images have
     # every class twice at least)
-    ref = Reference(real_data, "train", 30)
+    ref = Reference(n=30)
     cache = tmp_path / "fidelity"
     some = each_class(real_data.test_y, 2)
     labels = real_data.test_y[some]
-    real = score(real_data.test_x[some], labels, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache, device="cpu")
-    blank = score(torch.full((len(some), 3, 32, 32), 128, dtype=torch.uint8), labels, ref, extractor=NVIDIA_OFFLINE,
-                  cache_dir=cache, device="cpu")
+    opts = MetricOptions(real_data, NVIDIA_OFFLINE, cache_dir=cache)
+    real = score(real_data.test_x[some], labels, ref, opts)
+    blank = score(torch.full((len(some), 3, 32, 32), 128, dtype=torch.uint8), labels, ref, opts)
     assert real.fid < blank.fid / 2
     assert real.is_mean is None and "no classifier logits" in real.is_missing_reason
     assert real.intra_fid < blank.intra_fid and real.kid_mean < blank.kid_mean
@@ -151,14 +152,14 @@ def test_real_offline_inception_on_real_and_blank_images(real_data, tmp_path, al
 @pytest.mark.slow
 def test_the_class_probe_on_real_images_and_a_generator_that_ignores_its_label(real_data, tmp_path):
     cache = tmp_path / "fidelity"
-    ref = Reference(real_data, "train", 3000)
+    ref = Reference(n=3000)
     some = each_class(real_data.test_y, 100)
     x, y = real_data.test_x[some], real_data.test_y[some]
-    faithful = score(x, y, ref, extractor=TINY, cache_dir=cache)  # real test images, asked for their own class
+    faithful = score(x, y, ref, MetricOptions(real_data, TINY, cache_dir=cache))  # real test images, asked for their own class
     assert faithful.probe_accuracy_real > 0.2  # chance is 0.1, even for a small random network's features
     assert faithful.class_accuracy == pytest.approx(faithful.probe_accuracy_real, abs=0.05)
     deaf = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]  # labels that mean nothing
-    ignored = score(x, deaf, ref, extractor=TINY, cache_dir=cache)
+    ignored = score(x, deaf, ref, MetricOptions(real_data, TINY, cache_dir=cache))
     assert ignored.class_accuracy == pytest.approx(0.1, abs=0.04)
     assert ignored.fid == pytest.approx(faithful.fid)  # FID alone cannot tell the two apart
     assert ignored.intra_fid > faithful.intra_fid
@@ -200,11 +201,11 @@ def test_an_inception_weights_file_selects_torch_fidelitys_own_inception(real_da
     compat = resolve_extractor("auto", str(weights))
     assert compat == "inception-v3-compat"
     some = each_class(real_data.test_y, 1)  # 0.2 s an image here; 10 already tell a wrong network or resize
-    ref, images, labels = Reference(real_data, "train", 10), real_data.test_x[some], real_data.test_y[some]
+    ref, images, labels = Reference(n=10), real_data.test_x[some], real_data.test_y[some]
     cache = tmp_path / "fidelity"
-    through_weights = search_score(images, labels, ref, extractor=compat, inception_weights=str(weights),
-                                   cache_dir=cache)
-    offline = search_score(images, labels, ref, extractor=NVIDIA_OFFLINE, cache_dir=cache)
+    through_weights = search_score(images, labels, ref,
+                                   MetricOptions(real_data, compat, str(weights), cache_dir=cache))
+    offline = search_score(images, labels, ref, MetricOptions(real_data, NVIDIA_OFFLINE, cache_dir=cache))
     # same network, same resize: the two routes give the same FID (measured: to 4e-7)
     assert through_weights.fid == pytest.approx(offline.fid, rel=1e-3)
     # ... and torch-fidelity's network has the classifier IS needs
@@ -231,13 +232,13 @@ def test_intra_fid_and_class_accuracy_see_a_label_that_does_not_do_its_job():
     real = _classes(rng, 2000)
     class_stats = [Statistics(**moments(real.of_class(c))) for c in range(10)]
     gen = _classes(rng, 500)
-    fids, accuracies = per_class(gen, class_stats, _prototype_probe())
+    fids, accuracies = class_measures(gen, class_stats, _prototype_probe())
     assert max(fids) < 0.3 and min(accuracies) > 0.99  # the same distributions: ~0, and recognised
 
     # The generator draws a bird when asked for a cat and a cat when asked for a bird (classes 2, 3).
     swapped = gen.labels.clone()
     swapped[gen.labels == 2], swapped[gen.labels == 3] = 3, 2
-    fids2, accuracies2 = per_class(Features(gen.pool, None, swapped), class_stats, _prototype_probe())
+    fids2, accuracies2 = class_measures(Features(gen.pool, None, swapped), class_stats, _prototype_probe())
     assert fids2[2] > 40 and fids2[3] > 40 and accuracies2[2] == accuracies2[3] == 0
     others = [c for c in range(10) if c not in (2, 3)]
     assert [fids2[c] for c in others] == pytest.approx([fids[c] for c in others])
@@ -250,14 +251,14 @@ def test_one_pass_of_the_extractor_per_scored_set(data, tmp_path, monkeypatch):
     from results.metrics import prime_reference
 
     cache = tmp_path / "fidelity"
-    ref = Reference(data, "train")
-    prime_reference(ref, TINY, cache_dir=cache)
-    score(data.test_x, data.test_y, ref, extractor=TINY, cache_dir=cache)  # the probe's test images, once
+    ref = Reference()
+    prime_reference(ref, MetricOptions(data, TINY, cache_dir=cache))
+    score(data.test_x, data.test_y, ref, MetricOptions(data, TINY, cache_dir=cache))  # the probe's test images, once
     calls = []
     original = TinyRandom.forward
     monkeypatch.setattr(TinyRandom, "forward", lambda self, x: calls.append(len(x)) or original(self, x))
     images = data.train_x.repeat(3, 1, 1, 1)
-    score(images, data.train_y.repeat(3), ref, extractor=TINY, cache_dir=cache)
+    score(images, data.train_y.repeat(3), ref, MetricOptions(data, TINY, cache_dir=cache))
     assert sum(calls) == len(images) and len(calls) == -(-len(images) // EXTRACT_BATCH)
 
 
@@ -265,16 +266,30 @@ def test_a_primed_reference_is_known_cached_and_scoring_then_extracts_only_the_i
     from results.extractors import TinyRandom
     from results.metrics import prime_reference, reference_cached
 
-    cache, ref = tmp_path / "fidelity", Reference(data, "train")
-    assert not reference_cached(ref, TINY, cache_dir=cache)
-    prime_reference(ref, TINY, cache_dir=cache)
-    assert reference_cached(ref, TINY, cache_dir=cache)  # what a trial's score needs
-    assert not reference_cached(ref, TINY, cache_dir=cache, per_class=True)  # not yet what the final stage needs
-    prime_reference(ref, TINY, cache_dir=cache, per_class=True)
-    assert reference_cached(ref, TINY, cache_dir=cache, per_class=True)
-    assert not reference_cached(Reference(data, "test"), TINY, cache_dir=cache)
+    ref, opts = Reference(), MetricOptions(data, TINY, cache_dir=tmp_path / "fidelity")
+    assert not reference_cached(ref, opts)
+    prime_reference(ref, opts)
+    assert reference_cached(ref, opts)  # what a trial's score needs
+    assert not reference_cached(ref, opts, conditional=True)  # not yet what the final stage needs
+    prime_reference(ref, opts, conditional=True)
+    assert reference_cached(ref, opts, conditional=True)
+    assert not reference_cached(Reference(split="test"), opts)
     calls = []
     original = TinyRandom.forward
     monkeypatch.setattr(TinyRandom, "forward", lambda self, x: calls.append(len(x)) or original(self, x))
-    score(data.test_x, data.test_y, ref, extractor=TINY, cache_dir=cache)
+    score(data.test_x, data.test_y, ref, opts)
     assert sum(calls) == len(data.test_x)  # the reference side came from the cache
+
+
+def test_priming_a_reference_says_what_it_computes_and_shows_progress(data, tmp_path, capsys):
+    from results.metrics import prime_reference
+
+    opts = MetricOptions(data, TINY, cache_dir=tmp_path / "fidelity", progress=True)
+    prime_reference(Reference(), opts, conditional=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"reference tree:train: computing its {TINY} features and statistics, per class and "
+                               f"a class probe (cached in {tmp_path / 'fidelity'})")
+    n = len(data.train_x)
+    assert any(line.startswith(f"reference tree:train: {TINY} features: {n}/{n} images (") for line in lines)
+    prime_reference(Reference(), opts, conditional=True)  # cached: silent
+    assert capsys.readouterr().out == ""

@@ -5,7 +5,8 @@ from cvae_core import ModelConfig
 from cvae_core.data import load_data
 from cvae_core.models import build_model
 from results.extractors import TINY
-from results.features import Reference, load_extractor
+from results.features import MetricOptions, load_extractor
+from results.reference import Reference
 from search.objective import TrialScorer, milestones
 
 
@@ -24,8 +25,8 @@ def test_a_trial_scores_the_weights_it_is_given_and_builds_the_extractor_once(tr
                         lambda *a, **k: built.append(a[0]) or original(*a, **k))
     load_extractor.cache_clear()
     cfg = ModelConfig(family="mlp", latent=4, hidden=(32,))
-    reference = Reference(load_data(tree), "train")
-    scorer = TrialScorer(cfg, "kid", 3, reference, TINY, None, torch.device("cpu"))
+    reference, opts = Reference(), MetricOptions(load_data(tree), TINY)
+    scorer = TrialScorer(cfg, "kid", 3, reference, opts)
     torch.manual_seed(0)
     a, b = build_model(cfg).state_dict(), build_model(cfg).state_dict()
     first, again, other = scorer(a, 2), scorer(a, 4), scorer(b, 8)
@@ -33,12 +34,12 @@ def test_a_trial_scores_the_weights_it_is_given_and_builds_the_extractor_once(tr
     assert first["score"] == first["kid"] and first["score_epoch"] == 2 and first["fid"] > 0
     assert (again["fid"], again["kid"]) == (first["fid"], first["kid"])  # same weights, same samples
     assert other["fid"] != first["fid"]
-    assert TrialScorer(cfg, "fid", 3, reference, TINY, None, torch.device("cpu"))(a, 2)["score"] == first["fid"]
+    assert TrialScorer(cfg, "fid", 3, reference, opts)(a, 2)["score"] == first["fid"]
 
 
 def test_non_finite_samples_fail_the_score(tree):
     cfg = ModelConfig(family="mlp", latent=4, hidden=(32,))
     state = {k: torch.full_like(v, float("nan")) for k, v in build_model(cfg).state_dict().items()}
-    scorer = TrialScorer(cfg, "fid", 3, Reference(load_data(tree), "train"), TINY, None, torch.device("cpu"))
+    scorer = TrialScorer(cfg, "fid", 3, Reference(), MetricOptions(load_data(tree), TINY))
     with pytest.raises(ValueError, match="non-finite pixels"):
         scorer(state, 2)
