@@ -49,7 +49,9 @@ def _decode(raw: bytes, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(raw)) as im:
             size = im.size
             arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
+    except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
+        raise DataError(f"{name}: not a readable image (not a format Pillow can open)") from None
+    except OSError as e:  # a truncated or corrupt image of a known format
         raise DataError(f"{name}: not a readable image ({e})") from None
     if size != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{name}: image is {size[0]}x{size[1]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")

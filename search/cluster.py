@@ -77,6 +77,11 @@ def _diagnosis(address: str, printed: str, fallback: str) -> str:
 def connect(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """ray.init: a local cluster without an address, else join `address` or raise ClusterError.
     A process already joined to a cluster (a notebook or a test session calling `main`) keeps it."""
+    # Ray's log deduplication holds back a worker's line that looks like another worker's (numbers
+    # aside) and prints it later with "[repeated Nx across cluster]": finalists' progress lines came
+    # out of order and mangled. It is read once, when Ray is imported (here, in the commands), and a
+    # user's own RAY_DEDUP_LOGS wins.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
     hostport = parse_address(address)

@@ -15,7 +15,7 @@ from cvae_core.sources import DataError
 from results.run_folder import RunFolder
 
 from .cluster import ClusterError, parse_address
-from .settings import load_spec, with_overrides
+from .settings import RunFolderError, load_spec, with_overrides
 from .space import SpaceError
 
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parse_address(args.address)
         if not run.trials_table.exists():
-            raise SpaceError(f"{run.path}: no {run.trials_table.name}; run python -m search.run first")
+            raise RunFolderError(f"{run.path}: no {run.trials_table.name}; run python -m search.run first")
         spec = with_overrides(load_spec(run.space_file), inception_weights=args.inception_weights)
 
         from cvae_core.data import load_data  # the heavy part starts here
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         res = spec.search.resources
         connect(args.address)
         check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")
-    except (SpaceError, DataError, ClusterError) as e:
+    except (SpaceError, RunFolderError, DataError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for notice in spec.notices:

@@ -8,6 +8,7 @@ before anything is written; the command line and the space file before torch or 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -20,21 +21,38 @@ from cvae_core.sources import DataError, absolute_source, default_source
 from results.run_folder import RunFolder
 
 from .cluster import ClusterError, parse_address
-from .settings import Spec, load_spec, run_name_problem, with_overrides
+from .settings import RunFolderError, Spec, load_spec, run_name_problem, with_overrides
 from .space import SpaceError
 
 
-def _check_storage(storage: Path) -> None:
-    """The parent of the run folders is a folder, or can be made one, before anything starts."""
+def _check_storage(storage: Path, run_path: Path) -> None:
+    """The run folder can be made under `storage`, before anything starts."""
     if storage.exists():
         if not storage.is_dir():
-            raise SpaceError(f"--storage {storage}: is a file, not a folder")
+            raise RunFolderError(f"--storage {storage}: is a file, not a folder")
         if not os.access(storage, os.W_OK | os.X_OK):
-            raise SpaceError(f"--storage {storage}: this user cannot write in it")
-        return
-    ancestor = next(p for p in storage.parents if p.exists())
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise SpaceError(f"--storage {storage}: cannot be created ({ancestor} is not a folder this user can write in)")
+            raise RunFolderError(f"--storage {storage}: this user cannot write in it")
+    else:
+        ancestor = next(p for p in storage.parents if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise RunFolderError(f"--storage {storage}: cannot be created ({ancestor} is not a folder this user "
+                                 "can write in)")
+    if not run_path.exists():
+        _try_to_make(run_path, storage)
+
+
+def _try_to_make(folder: Path, storage: Path) -> None:
+    """Make `folder` and remove again what was made: os.access passes folders no one can make
+    anything in (/proc as root), and a refusal later on must leave nothing behind."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True)
+    except OSError as e:
+        raise RunFolderError(f"--storage {storage}: cannot create {e.filename or folder} ({e.strerror})") from None
+    finally:
+        for p in made:  # deepest first; rmdir removes only a folder still empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> bool:
@@ -43,22 +61,22 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
     if not run.path.exists():
         return False
     if not run.path.is_dir():
-        raise SpaceError(f"{run.path}: exists and is not a folder; pass another --name")
+        raise RunFolderError(f"{run.path}: exists and is not a folder; pass another --name")
     if not any(run.path.iterdir()):
         return False
     if not run.is_run():
         # --fresh deletes a run folder, never a folder of the user's that happens to have the name
-        raise SpaceError(f"{run.path}: exists and is not a search run (no {run.space_file.name}); "
-                         f"nothing was deleted; pass another --name or --storage")
+        raise RunFolderError(f"{run.path}: exists and is not a search run (no {run.space_file.name}); "
+                             f"nothing was deleted; pass another --name or --storage")
     if fresh:
         return False
     if yaml.safe_load(run.space_file.read_text()) != spec.raw:
-        raise SpaceError(f"{spec.path}: differs from {run.space_file}, which this run started with; "
-                         "pass --fresh to start over or --name for a new run")
+        raise RunFolderError(f"{spec.path}: differs from {run.space_file}, which this run started with; "
+                             "pass --fresh to start over or --name for a new run")
     run.check_source(source)
     if not spec.space.presets and run.has_tune_state() and not run.study_journal.exists():
-        raise SpaceError(f"{run.path}: started by an earlier version, which kept no {run.study_journal.name}; "
-                         "its searcher cannot be continued: pass --fresh to start over or --name for a new run")
+        raise RunFolderError(f"{run.path}: started by an earlier version, which kept no {run.study_journal.name}; "
+                             "its searcher cannot be continued: pass --fresh to start over or --name for a new run")
     return True
 
 
@@ -92,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.name is not None and (problem := run_name_problem(args.name)):
-            raise SpaceError(f"--name: {problem}")
+            raise RunFolderError(f"--name: {problem}")
         parse_address(args.address)
         spec = with_overrides(load_spec(args.space), args.num_samples, args.inception_weights)
         storage = args.storage.expanduser().resolve()
-        _check_storage(storage)
         run = RunFolder(storage / (args.name or spec.name))
+        _check_storage(storage, run.path)
         source = absolute_source(args.data)
         resuming = _check_run_folder(spec, run, args.fresh, source)
 
@@ -110,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         res = spec.search.resources
         connect(args.address)
         check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")
-    except (SpaceError, DataError, ClusterError) as e:
+    except (SpaceError, RunFolderError, DataError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for notice in spec.notices:

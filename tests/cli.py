@@ -52,8 +52,7 @@ def final_command(run_dir: Path, data: Path, *extra: str) -> list[str]:
 
 
 def run(cmd, timeout=300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def in_process(cmd) -> subprocess.CompletedProcess:
@@ -85,9 +84,7 @@ def start(cmd) -> subprocess.Popen:
     """In its own process group, so a test can SIGKILL it with every Ray process it started. Its
     output goes to a file (a pipe nobody reads would fill up and stall it): `output(proc)`."""
     log = tempfile.NamedTemporaryFile("w+", prefix="cmd-", suffix=".log", delete=False)
-    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env=env)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     proc.log_path = log.name
     return proc
 

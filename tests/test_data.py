@@ -73,6 +73,21 @@ def test_non_image_file_is_named(tree, tmp_path):
         load_data(zip_tree(tree, tmp_path / "t.zip"))
 
 
+@pytest.mark.parametrize("in_zip", [False, True])
+def test_a_text_file_named_as_an_image_is_named_in_its_zip_or_folder(tree, tmp_path, in_zip):
+    (tree / "test" / "dog" / "x.jpg").write_text("not a picture")
+    source = zip_tree(tree, tmp_path / "t.zip") if in_zip else tree
+    with pytest.raises(DataError) as e:
+        load_data(source)
+    assert str(e.value) == f"{source}/test/dog/x.jpg: not a readable image (not a format Pillow can open)"
+
+
+def test_a_truncated_image_says_what_is_wrong_with_it(tree):
+    (tree / "train" / "cat" / "0001.png").write_bytes(png_bytes(3, 1)[:60])
+    with pytest.raises(DataError, match=r"/train/cat/0001.png: not a readable image \(.*truncated"):
+        load_data(tree)
+
+
 def test_mixed_sizes_are_named(tree):
     (tree / "train" / "ship" / "0001.png").write_bytes(png_bytes(8, 1, size=(33, 32)))
     with pytest.raises(DataError, match=r"train/ship/0001.png: image is 33x32, expected 32x32"):

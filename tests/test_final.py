@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli import command, epochs_done, final_command, in_process, kill, start, wait_for
+from cli import command, epochs_done, final_command, in_process, kill, run, start, wait_for
 from conftest import final_in_process, finished_search, make_tree
 
 from results.run_folder import RunFolder
@@ -71,6 +71,36 @@ def test_sigkill_during_the_final_stage_loses_no_finished_row(tmp_path, ray_sess
     cols = [*key, "best_val_loss", "fid"]
     pd.testing.assert_frame_equal(again[cols].sort_values(key).reset_index(drop=True),
                                   board[cols].sort_values(key).reset_index(drop=True))
+
+
+# What a finalist says, in the order it does it (one epoch line: the next would come 30 s later).
+FINALIST_STEPS = ("training on cpu", "epoch    1 ", "trained ", "prior sampler: scoring", "prior sampler: FID",
+                  "gmm sampler: scoring", "gmm sampler: FID")
+
+
+@pytest.mark.slow
+def test_finalists_at_once_print_their_progress_in_order_and_unmangled(tmp_path, data_dir):
+    """Four finalists at once say lines alike but for their numbers: Ray's log streaming held such
+    lines back, printed them late (after the leaderboard) and suffixed "[repeated 3x across
+    cluster] ...". As a user runs it (a Ray of its own, the user's environment)."""
+    import yaml
+
+    run_dir = finished_search(tmp_path, data_dir, final={"top_k": 2, "seeds": 2})
+    space = RunFolder(run_dir).space_file
+    raw = yaml.safe_load(space.read_text())
+    raw["search"]["resources"] = {"cpu": 0.5}  # all four at once on two cores
+    space.write_text(yaml.safe_dump(raw))
+    proc = run(final_command(run_dir, data_dir))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "repeated" not in proc.stdout and "RAY_DEDUP_LOGS" not in proc.stdout, proc.stdout
+    names = sorted(p.name for p in (run_dir / "final").iterdir())
+    assert len(names) == 4
+    lines = proc.stdout.splitlines()
+    board = next(i for i, line in enumerate(lines) if line.startswith("leaderboard: "))
+    for name in names:  # printed by the driver, in order, once each, all before the leaderboard
+        said = [(i, line.split(": ", 1)[1]) for i, line in enumerate(lines) if line.startswith(f"{name}: ")]
+        assert [next((s for s in FINALIST_STEPS if line.startswith(s)), line) for _, line in said] == list(FINALIST_STEPS)
+        assert all(i < board for i, _ in said)
 
 
 def test_finalist_job_scores_what_is_missing_without_retraining(scored_run_copy):

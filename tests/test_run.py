@@ -126,6 +126,23 @@ def test_storage_that_is_a_file_or_under_a_file_is_refused_before_ray(tmp_path, 
     assert f"error: --storage {afile / 'runs'}: cannot be created ({afile} is not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("storage", ["/proc/runs", "/proc"])
+def test_storage_where_no_folder_can_be_made_is_one_line_before_ray(tmp_path, data_dir, capsys, storage):
+    """/proc passes a permission check as root, yet no folder can be made in it (the message then
+    names the folder that could not be made; as another user, /proc itself)."""
+    assert main(command(tiny_space(tmp_path), data_dir, Path(storage))[3:]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --storage {storage}: cannot ") and err.count("\n") == 1, err
+
+
+def test_a_refused_command_leaves_no_storage_folder_behind(tmp_path, data_dir, capsys):
+    """The storage folder is made to prove it can be, then removed: the cluster's refusal comes after."""
+    storage = tmp_path / "new" / "runs"
+    assert main(command(tiny_space(tmp_path), data_dir, storage, "--address", "127.0.0.1:1")[3:]) == 2
+    assert "error: --address 127.0.0.1:1: cannot reach" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_flag_that_is_wrong_is_named(tmp_path, data_dir, capsys):
     space = tiny_space(tmp_path)
     assert main(command(space, data_dir, tmp_path / "runs", "--num-samples", "0")[3:]) == 2
@@ -279,6 +296,31 @@ def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_pat
     finally:
         kill(proc)
     assert not any(d.exists() for d in old)
+
+
+@pytest.mark.slow
+def test_rays_own_api_reads_each_trials_config_and_last_result_and_no_more(searched):
+    """What the README (The run folder: Ray's own API) says ExperimentAnalysis and Tuner.restore show."""
+    from ray.tune import ExperimentAnalysis, Tuner
+
+    from search.trainable import run_trial
+
+    table = trials(searched.run_dir).set_index("trial_id")
+    analysis = ExperimentAnalysis(str(searched.run_dir))
+    assert sorted(t.trial_id for t in analysis.trials) == sorted(table.index)
+    for t in analysis.trials:
+        row = table.loc[t.trial_id]
+        assert (t.path, t.status, t.config["lr"]) == (row.trial_dir, row.status, row.lr)
+        if row.status == "TERMINATED":
+            assert (t.last_result["epoch"], t.last_result["score"]) == (row.epochs, row.score)
+    assert analysis.get_best_trial("score", "min").trial_id == converged(table)["score"].idxmin()
+    assert analysis.results_df.index.sort_values().tolist() == sorted(table.index)
+    # no history and no checkpoint through Tune: they are in each trial's folder
+    assert analysis.dataframe().empty and all(df.empty for df in analysis.trial_dataframes.values())
+    results = Tuner.restore(str(searched.run_dir), run_trial).get_results()
+    assert sorted(r.metrics["trial_id"] for r in results) == sorted(table.index)
+    assert results.get_dataframe().empty and all(r.checkpoint is None and r.metrics_dataframe.empty for r in results)
+    assert all((Path(r.path) / "metrics.jsonl").exists() for r in results)
 
 
 @pytest.mark.slow
