@@ -1,11 +1,13 @@
-"""CIFAR-10-style data: decoded once to uint8 tensors, cached on disk, split for training.
+"""Labelled image data: decoded once to uint8 tensors, cached on disk, split for training.
 
 Sources (`load_data(source)`):
-- "cifar10" or "cifar10:ROOT": torchvision's CIFAR-10 under ROOT (downloaded when missing);
+- "NAME" or "NAME:ROOT", NAME one of torchvision's cifar10, cifar100, mnist, fashion-mnist, svhn:
+  its files under ROOT (downloaded when missing);
 - a folder holding `train/<class>/*` and `test/<class>/*` images;
 - a `.zip` of such a tree (e.g. shared/data/cifar10-jpeg.zip).
-The default is $CVAE_DATA, else "cifar10". Class indices follow the sorted folder names,
-which for CIFAR-10 is torchvision's order.
+The default is $CVAE_DATA, else "cifar10". The data decides its shape: the classes (the sorted
+folder names, which for CIFAR-10 is torchvision's order; at least 2), the square image size and
+the channels (1 grayscale, 3 RGB), all checked before anything is cached.
 """
 
 from __future__ import annotations
@@ -22,15 +24,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_torch_save
-from .config import IMAGE_CHANNELS, IMAGE_SIZE, NUM_CLASSES
-from .sources import SPLITS, TRAIN_ON, DataError, default_cache_dir, default_source, is_torchvision
+from .config import CHANNELS, image_size_problem
+from .sources import SPLITS, TRAIN_ON, DataError, default_cache_dir, default_source, torchvision_name, torchvision_root
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keys name the torchvision dataset (several share a ROOT); images of any shape
 
 
 @dataclass(frozen=True)
 class ImageData:
-    """Images as uint8 (N, 3, 32, 32), labels as int64 (N,)."""
+    """Images as uint8 (N, C, S, S) (C = 1 grayscale or 3 RGB, S the square size), labels as int64 (N,)."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -40,22 +42,59 @@ class ImageData:
     source: str
     key: str  # names this exact version of the source (path, size, mtime): a cache key for derived data
 
+    @property
+    def image_size(self) -> int:
+        return self.train_x.shape[-1]
+
+    @property
+    def channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def shape(self) -> dict[str, int]:
+        """What a model is built for (ModelConfig's DATA_FIELDS): image size, channels, classes."""
+        return {"image_size": self.image_size, "channels": self.channels, "num_classes": len(self.classes)}
+
 
 # ---------------------------------------------------------------------------- sources
 
+# Pillow's one-channel modes (bilevel, 8-bit, 32-bit int, float); 16-bit ones start with "I;16".
+# Every other mode (RGBA, P, CMYK, LA, ...) is read as RGB.
+GRAY_MODES = ("1", "L", "I", "F")
+
 
 def _decode(raw: bytes, name: str) -> np.ndarray:
+    """One image as uint8 (H, W, C): C = 1 for a grayscale mode, else 3 (RGB)."""
     try:
         with Image.open(io.BytesIO(raw)) as im:
-            size = im.size
-            arr = np.asarray(im.convert("RGB"))
+            if im.mode.startswith("I;16"):
+                # Pillow's convert("L") clips 16-bit values at 255, which would turn most pixels white
+                wide = np.asarray(im).astype(np.uint32)
+                return ((wide * 255 + 32767) // 65535).astype(np.uint8)[..., None]
+            if im.mode in GRAY_MODES:
+                return np.asarray(im.convert("L"))[..., None]
+            return np.asarray(im.convert("RGB"))
     except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
         raise DataError(f"{name}: not a readable image (not a format Pillow can open)") from None
     except OSError as e:  # a truncated or corrupt image of a known format
         raise DataError(f"{name}: not a readable image ({e})") from None
-    if size != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{name}: image is {size[0]}x{size[1]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
-    return arr
+
+
+def _describe(shape: tuple[int, ...]) -> str:
+    h, w, c = shape
+    return f"{w}x{h} {'grayscale' if c == 1 else 'RGB'}"
+
+
+def _check_image(shape: tuple[int, ...], first: tuple[int, ...] | None, name: str) -> None:
+    """Refuse an image the models cannot take, or one unlike the first: one tensor holds them all."""
+    h, w = shape[:2]
+    if w != h:
+        raise DataError(f"{name}: image is {w}x{h}, not square; the models take square images")
+    if first is None:
+        if problem := image_size_problem(w):
+            raise DataError(f"{name}: {problem}")
+    elif shape != first:
+        raise DataError(f"{name}: {_describe(shape)}, but earlier images are {_describe(first)}")
 
 
 def _tree_entries(names: list[str], where: str) -> dict[str, dict[str, list[str]]]:
@@ -82,22 +121,24 @@ def _tree_entries(names: list[str], where: str) -> dict[str, dict[str, list[str]
     if set(tree["train"]) != set(tree["test"]):
         diff = sorted(set(tree["train"]) ^ set(tree["test"]))
         raise DataError(f"{where}: train/ and test/ class folders differ: {diff}")
-    if len(tree["train"]) != NUM_CLASSES:
-        raise DataError(
-            f"{where}: found {len(tree['train'])} class folders {sorted(tree['train'])}, "
-            f"the models need {NUM_CLASSES}"
-        )
+    if len(tree["train"]) < 2:
+        raise DataError(f"{where}: one class folder, train/{next(iter(tree['train']))}/; a class-conditional "
+                        "model needs at least 2 classes (one folder per class under train/ and test/)")
     return tree
 
 
 def _stack(tree, read, where: str) -> dict[str, torch.Tensor]:
     classes = sorted(tree["train"])
     out: dict[str, torch.Tensor] = {}
+    first = None  # the first image's (H, W, C): every other must match it
     for split in SPLITS:
         images, labels = [], []
         for label, cls in enumerate(classes):
             for name in sorted(tree[split][cls]):
-                images.append(_decode(read(name), f"{where}/{name}"))
+                image = _decode(read(name), f"{where}/{name}")
+                _check_image(image.shape, first, f"{where}/{name}")
+                first = first or image.shape
+                images.append(image)
                 labels.append(label)
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         out[f"{split}_x"] = x
@@ -130,21 +171,51 @@ def _read_folder(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
     return _stack(tree, lambda n: (path / n).read_bytes(), str(path)), sorted(tree["train"])
 
 
-def _read_torchvision(root: Path, download: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
-    from torchvision.datasets import CIFAR10
+@dataclass(frozen=True)
+class _Torchvision:
+    """How one of torchvision's datasets is opened and how it holds its images."""
 
+    title: str  # its name in messages
+    dataset: str  # its class in torchvision.datasets
+    files: tuple[str, ...]  # what its download leaves under ROOT: the cache key's fingerprint
+    layout: str  # its images' axes: "NHWC", "NCHW", or "NHW" (grayscale)
+    labels: str = "targets"  # the attribute holding its labels
+    by_split: bool = False  # opened with split="train"/"test" rather than train=True/False
+    classes: tuple[str, ...] = ()  # its class names, where torchvision gives none
+
+
+TORCHVISION = {
+    "cifar10": _Torchvision("CIFAR-10", "CIFAR10", ("cifar-10-batches-py",), "NHWC"),
+    "cifar100": _Torchvision("CIFAR-100", "CIFAR100", ("cifar-100-python",), "NHWC"),  # the 100 fine labels
+    "mnist": _Torchvision("MNIST", "MNIST", ("MNIST",), "NHW"),
+    "fashion-mnist": _Torchvision("Fashion-MNIST", "FashionMNIST", ("FashionMNIST",), "NHW"),
+    # torchvision gives the digit 0 label 0 (10 in SVHN's files), so label i is the digit i
+    "svhn": _Torchvision("SVHN", "SVHN", ("train_32x32.mat", "test_32x32.mat"), "NCHW", labels="labels",
+                         by_split=True, classes=tuple("0123456789")),
+}
+
+
+def _read_torchvision(name: str, root: Path, download: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    from torchvision import datasets  # its attribute looked up here, so that a test can stand in for it
+
+    spec = TORCHVISION[name]
     out = {}
-    classes: list[str] = []
     for split in SPLITS:
+        which = {"split": split} if spec.by_split else {"train": split == "train"}
         try:
-            ds = CIFAR10(str(root), train=split == "train", download=download)
+            ds = getattr(datasets, spec.dataset)(str(root), download=download, **which)
         except (RuntimeError, OSError) as e:  # not there and no download (no network: URLError)
-            raise DataError(f"{root}: torchvision CIFAR-10 unavailable ({e}); give a zip or image folder instead") \
-                from None
-        out[f"{split}_x"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        out[f"{split}_y"] = torch.tensor(ds.targets, dtype=torch.int64)
-        classes = list(ds.classes)
-    return out, classes
+            reason = " ".join(str(e).split())  # MNIST's names each mirror on a line of its own
+            raise DataError(f"{root}: torchvision {spec.title} unavailable ({reason}); "
+                            "give a zip or image folder instead") from None
+        x = torch.as_tensor(np.asarray(ds.data))
+        if spec.layout == "NHW":  # grayscale: one channel
+            x = x.unsqueeze(1)
+        elif spec.layout == "NHWC":
+            x = x.permute(0, 3, 1, 2)
+        out[f"{split}_x"] = x.contiguous()
+        out[f"{split}_y"] = torch.as_tensor(np.asarray(getattr(ds, spec.labels)), dtype=torch.int64)
+    return out, list(spec.classes or ds.classes)
 
 
 def _fingerprint(path: Path) -> str:
@@ -161,6 +232,8 @@ def _fingerprint(path: Path) -> str:
 
 
 def _check_tensors(data: dict[str, torch.Tensor], n_classes: int, where: str) -> None:
+    """What torchvision's files gave (a folder's images were checked one by one): labels in
+    range, uint8 (N, C, S, S) images the models take, one shape for both splits."""
     for split in SPLITS:
         y = data[f"{split}_y"]
         bad = ((y < 0) | (y >= n_classes)).nonzero()
@@ -168,19 +241,34 @@ def _check_tensors(data: dict[str, torch.Tensor], n_classes: int, where: str) ->
             i = int(bad[0])
             raise DataError(f"{where}: {split} label {int(y[i])} at index {i} is outside [0, {n_classes})")
         x = data[f"{split}_x"]
-        if x.dtype != torch.uint8 or tuple(x.shape[1:]) != (IMAGE_CHANNELS, IMAGE_SIZE, IMAGE_SIZE):
-            raise DataError(
-                f"{where}: {split} images are {x.dtype} {tuple(x.shape)}, expected uint8 (N, 3, 32, 32)"
-            )
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] not in CHANNELS or x.shape[2] != x.shape[3]:
+            raise DataError(f"{where}: {split} images are {x.dtype} {tuple(x.shape)}, expected uint8 "
+                            f"(N, C, S, S) with C one of {list(CHANNELS)} (grayscale, RGB)")
+        if problem := image_size_problem(x.shape[-1]):
+            raise DataError(f"{where}: {problem}")
+    if data["train_x"].shape[1:] != data["test_x"].shape[1:]:
+        raise DataError(f"{where}: train images are {tuple(data['train_x'].shape[1:])}, "
+                        f"test images {tuple(data['test_x'].shape[1:])}")
 
 
 def _cache_file(kind: str, path: Path, cache: Path) -> Path | None:
-    """Where the decoded tensors of this exact source version live; None if nothing to key on yet."""
-    target = path / "cifar-10-batches-py" if kind == "torchvision" else path
-    if not target.exists():
+    """Where the decoded tensors of this exact source version live; None if nothing to key on yet.
+    The key holds the kind ("zip", "folder" or the torchvision name: several share one ROOT) and
+    the path, sizes and mtimes of what is read, so no two sources or versions share a file."""
+    targets = [path / f for f in TORCHVISION[kind].files] if kind in TORCHVISION else [path]
+    if not all(t.exists() for t in targets):
         return None
-    key = hashlib.sha1(f"v{CACHE_VERSION}|{kind}|{_fingerprint(target)}".encode()).hexdigest()[:16]
-    return cache / "data" / f"{path.name}-{key}.pt"
+    fingerprint = "|".join(_fingerprint(t) for t in targets)
+    key = hashlib.sha1(f"v{CACHE_VERSION}|{kind}|{fingerprint}".encode()).hexdigest()[:16]
+    return cache / "data" / f"{kind if kind in TORCHVISION else path.name}-{key}.pt"
+
+
+def _read(kind: str, path: Path, download: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    if kind == "zip":
+        return _read_zip(path)
+    if kind == "folder":
+        return _read_folder(path)
+    return _read_torchvision(kind, path, download)
 
 
 def load_data(
@@ -191,9 +279,8 @@ def load_data(
 ) -> ImageData:
     """Decode `source` once, cache the tensors on disk, and return them (see module doc)."""
     source = str(source if source is not None else default_source())
-    if is_torchvision(source):
-        root = Path(source.partition(":")[2] or default_cache_dir() / "torchvision").expanduser()
-        kind, path = "torchvision", root
+    if (name := torchvision_name(source)) is not None:
+        kind, path = name, torchvision_root(source)
     else:
         path = Path(source).expanduser()
         if not path.exists():
@@ -206,16 +293,10 @@ def load_data(
         blob = torch.load(cache_file, weights_only=True)
         return ImageData(**blob["tensors"], classes=tuple(blob["classes"]), source=source, key=cache_file.stem)
 
-    if kind == "zip":
-        tensors, classes = _read_zip(path)
-    elif kind == "folder":
-        tensors, classes = _read_folder(path)
-    else:
-        tensors, classes = _read_torchvision(path, download)
+    tensors, classes = _read(kind, path, download)
     _check_tensors(tensors, len(classes), str(path))
-
-    # torchvision may only now have downloaded the files the key is made of.
-    cache_file = cache_file or _cache_file(kind, path, cache)
+    if kind in TORCHVISION:  # torchvision may only now have downloaded the files the key is made of
+        cache_file = _cache_file(kind, path, cache)
     atomic_torch_save({"tensors": tensors, "classes": classes}, cache_file)
     return ImageData(**tensors, classes=tuple(classes), source=source, key=cache_file.stem)
 

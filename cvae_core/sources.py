@@ -25,14 +25,30 @@ def default_source() -> str:
     return os.environ.get("CVAE_DATA", "cifar10")
 
 
+# The --data names torchvision downloads (cvae_core.data reads each; README: Data).
+TORCHVISION_NAMES = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn")
+
+
+def torchvision_name(source: str) -> str | None:
+    """"mnist" for "mnist" or "mnist:ROOT" (one of TORCHVISION_NAMES), None for a path."""
+    name = source.partition(":")[0]
+    return name if name in TORCHVISION_NAMES else None
+
+
 def is_torchvision(source: str) -> bool:
-    """True for "cifar10" / "cifar10:ROOT" (torchvision), False for a path."""
-    return source == "cifar10" or source.startswith("cifar10:")
+    """True for "NAME" / "NAME:ROOT" with NAME one of TORCHVISION_NAMES, False for a path."""
+    return torchvision_name(source) is not None
+
+
+def torchvision_root(source: str) -> Path:
+    """The folder torchvision keeps a NAME[:ROOT] source's files in: ROOT, else one under the cache."""
+    return Path(source.partition(":")[2] or default_cache_dir() / "torchvision").expanduser()
 
 
 def absolute_source(source: str | None) -> str:
-    """A path made absolute (trials and later commands run elsewhere); 'cifar10[:ROOT]' as is."""
+    """The source with its path made absolute, since trials and later commands run in other folders:
+    a zip or folder's path, or a torchvision NAME:ROOT's ROOT (a bare NAME stays bare)."""
     source = source if source is not None else default_source()
-    if is_torchvision(source):
-        return source
+    if (name := torchvision_name(source)) is not None:
+        return f"{name}:{torchvision_root(source).resolve()}" if source.partition(":")[2] else name
     return str(Path(source).expanduser().resolve())

@@ -1,7 +1,8 @@
 """A search's run folder: every file in it named once, and the run-level records read and written here.
 
     RUN/space.yaml                    the space file as run (compared on resume)
-    RUN/data.json                     the data source, so later commands need no --data
+    RUN/data.json                     the data source and its shape (image size, channels, class names),
+                                      so later commands need no --data (recorded_data)
     RUN/feature_extractor.json        the network each scoring stage resolved `auto` to, once
     RUN/asha_state.jsonl              ASHA's rung records, appended as they are made
     RUN/optuna.journal                the search's Optuna study (results.study), appended as it goes
@@ -23,11 +24,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cvae_core.atomic import atomic_write_text
+from cvae_core.config import describe_shape
 from cvae_core.sources import DataError, absolute_source
 
 from .names import resolve_extractor
+
+if TYPE_CHECKING:  # the run folder is read without torch
+    from cvae_core.data import ImageData
 
 SPACE_FILE = "space.yaml"
 LEADERBOARD_FILE = "leaderboard.parquet"
@@ -37,6 +43,21 @@ def trial_name(config: dict, trial_id: str) -> str:
     """A trial's folder name (RUN/<trial>), short and readable: cnn_1a2b3c4d, cnn-arch3-M3_5e6f7a8b."""
     kind = config.get("preset") or config.get("family", "trial")
     return f"{kind}_{trial_id}"
+
+
+@dataclass(frozen=True)
+class DataRecord:
+    """RUN/data.json: the data a run started with, and the shape its models are built for."""
+
+    source: str
+    image_size: int
+    channels: int  # 1 grayscale, 3 RGB
+    classes: tuple[str, ...]  # the class names, in label order
+
+    @property
+    def shape(self) -> dict[str, int]:
+        """As ImageData.shape: what a model is built for (image size, channels, number of classes)."""
+        return {"image_size": self.image_size, "channels": self.channels, "num_classes": len(self.classes)}
 
 
 @dataclass(frozen=True)
@@ -137,23 +158,49 @@ class RunFolder:
     def _extractor_file(self) -> Path:
         return self.path / "feature_extractor.json"
 
-    def record_source(self, source: str) -> None:
-        if not self._data_file.exists():
-            atomic_write_text(self._data_file, json.dumps({"source": source}))
+    def _read_data_file(self) -> dict | None:
+        return json.loads(self._data_file.read_text()) if self._data_file.exists() else None
+
+    def record_data(self, source: str, data: ImageData) -> None:
+        """Record the data the run starts with and its shape, once: a resumed run
+        keeps the first record, and gains the shape if an earlier version recorded the source alone."""
+        recorded = self._read_data_file()
+        if recorded is None or "classes" not in recorded:
+            atomic_write_text(self._data_file, json.dumps({
+                "source": source, "image_size": data.image_size, "channels": data.channels,
+                "classes": list(data.classes)}))
+
+    def recorded_data(self) -> DataRecord | None:
+        """The data the run started with and its shape; None before a record, or when an earlier
+        version recorded the source alone (source() reads that)."""
+        recorded = self._read_data_file()
+        if recorded is None or "classes" not in recorded:
+            return None
+        return DataRecord(recorded["source"], recorded["image_size"], recorded["channels"],
+                          tuple(recorded["classes"]))
+
+    def check_data(self, data: ImageData) -> None:
+        """Refuse to resume a run whose source now holds other images than it started with (its
+        models are built for the recorded shape and classes)."""
+        recorded = self.recorded_data()
+        if recorded is not None and (recorded.shape, recorded.classes) != (data.shape, tuple(data.classes)):
+            raise DataError(f"--data {data.source}: holds {describe_shape(data.shape)} now; this run started with "
+                            f"{describe_shape(recorded.shape)} (classes {list(recorded.classes)}, in "
+                            f"{self._data_file}): pass --fresh to start over or --name for a new run")
 
     def check_source(self, source: str) -> None:
         """Refuse to resume a run on other data than it started with."""
-        if self._data_file.exists() and (recorded := json.loads(self._data_file.read_text())["source"]) != source:
-            raise DataError(f"--data {source}: this run started with {recorded} (in {self._data_file}); "
+        recorded = self._read_data_file()
+        if recorded is not None and recorded["source"] != source:
+            raise DataError(f"--data {source}: this run started with {recorded['source']} (in {self._data_file}); "
                             "pass that, or --fresh to start over")
 
     def source(self, given: str | None = None) -> str:
         """--data when given, else the data the run recorded, else the default."""
         if given is not None:
             return absolute_source(given)
-        if self._data_file.exists():
-            return json.loads(self._data_file.read_text())["source"]
-        return absolute_source(None)
+        recorded = self._read_data_file()
+        return recorded["source"] if recorded is not None else absolute_source(None)
 
     def extractor(self, stage: str, requested: str, inception_weights: str | None) -> str:
         """The feature extractor `stage` scores with: the one the run recorded, else `requested`

@@ -20,22 +20,24 @@ REAL_ZIP = Path(
 )
 
 
-def png_bytes(label: int, i: int, size=(32, 32)) -> bytes:
+def png_bytes(label: int, i: int, size=(32, 32), mode: str = "RGB") -> bytes:
+    """A (width, height) PNG in Pillow's `mode` ("L": grayscale) whose colours depend on the label."""
     rng = np.random.default_rng(label * 1000 + i)
     arr = (rng.random((size[1], size[0], 3)) * 60 + label * 20).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
+    Image.fromarray(arr).convert(mode).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def make_tree(root: Path, per_class: int = 3, classes=CLASSES) -> Path:
-    """train/<class>/NNNN.png and test/<class>/NNNN.png with class-dependent colours."""
+def make_tree(root: Path, per_class: int = 3, classes=CLASSES, size: int = 32, mode: str = "RGB") -> Path:
+    """train/<class>/NNNN.png and test/<class>/NNNN.png, size x size in Pillow's `mode`, with
+    class-dependent colours."""
     for split in ("train", "test"):
         for label, cls in enumerate(classes):
             d = root / split / cls
             d.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                (d / f"{i:04d}.png").write_bytes(png_bytes(label, i))
+                (d / f"{i:04d}.png").write_bytes(png_bytes(label, i, (size, size), mode))
     return root
 
 
@@ -176,12 +178,13 @@ def finished_search(tmp_path: Path, data_dir: Path, final: dict) -> Path:
     import pandas as pd
     from cli import tiny_space
 
+    from cvae_core.data import load_data
     from results.run_folder import RunFolder
 
     run = RunFolder(tmp_path / "runs" / "t")
     run.path.mkdir(parents=True)
     run.space_file.write_text(tiny_space(tmp_path, final=final).read_text())
-    run.record_source(str(data_dir))
+    run.record_data(str(data_dir), load_data(data_dir))
     rows = [{**trial_row(f"aaaa000{i}", {**MLP_TRIAL, "lr": lr}, score=100.0 + i), "status": "TERMINATED"}
             for i, lr in enumerate((3e-3, 1e-2), start=1)]
     pd.DataFrame(rows).to_parquet(run.trials_table)

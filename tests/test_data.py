@@ -1,9 +1,13 @@
+import io
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_tree, png_bytes, shared_dir, zip_tree
+from PIL import Image
 
+from cvae_core.config import image_size_problem
 from cvae_core.data import DataError, _check_tensors, load_data, split
 
 
@@ -88,18 +92,6 @@ def test_a_truncated_image_says_what_is_wrong_with_it(tree):
         load_data(tree)
 
 
-def test_mixed_sizes_are_named(tree):
-    (tree / "train" / "ship" / "0001.png").write_bytes(png_bytes(8, 1, size=(33, 32)))
-    with pytest.raises(DataError, match=r"train/ship/0001.png: image is 33x32, expected 32x32"):
-        load_data(tree)
-
-
-def test_wrong_class_count_is_named(tmp_path):
-    root = make_tree(tmp_path / "eleven", classes=[f"c{i:02d}" for i in range(11)])
-    with pytest.raises(DataError, match="found 11 class folders"):
-        load_data(root)
-
-
 def test_train_and_test_classes_must_agree(tree):
     (tree / "test" / "truck").rename(tree / "test" / "lorry")
     with pytest.raises(DataError, match="lorry"):
@@ -120,3 +112,125 @@ def test_not_a_zip_is_named(tmp_path):
     bad.write_text("not a zip")
     with pytest.raises(DataError, match="data.zip: not a valid zip"):
         load_data(bad)
+
+
+# ---------------------------------------------------------------------------- the data decides the shape
+
+
+def test_a_five_class_grayscale_folder_gives_one_channel_28x28_images(tmp_path):
+    classes = ["ant", "bee", "cow", "dog", "eel"]
+    root = make_tree(tmp_path / "gray", per_class=2, classes=classes, size=28, mode="L")
+    data = load_data(root)
+    assert data.classes == tuple(classes) and (data.image_size, data.channels) == (28, 1)
+    assert data.train_x.shape == (10, 1, 28, 28) and data.test_x.shape == (10, 1, 28, 28)
+    assert data.train_x.dtype == torch.uint8 and data.train_y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    # The pixels as written: bee's (label 1) second training image.
+    written = np.asarray(Image.open(root / "train" / "bee" / "0001.png"))
+    assert np.array_equal(data.train_x[3, 0].numpy(), written)
+
+
+def test_a_three_class_64x64_rgb_zip_gives_three_channels(tmp_path):
+    root = make_tree(tmp_path / "rgb", per_class=2, classes=["x", "y", "z"], size=64)
+    data = load_data(zip_tree(root, tmp_path / "rgb.zip"))
+    assert data.classes == ("x", "y", "z") and (data.image_size, data.channels) == (64, 3)
+    assert data.train_x.shape == (6, 3, 64, 64) and data.test_y.tolist() == [0, 0, 1, 1, 2, 2]
+    written = np.asarray(Image.open(root / "test" / "z" / "0000.png"))  # (H, W, RGB)
+    assert np.array_equal(data.test_x[4].permute(1, 2, 0).numpy(), written)
+
+
+def image_bytes(mode: str, size=(28, 28), fmt: str = "PNG") -> bytes:
+    """An image in Pillow's `mode`, its pixels a gradient that fits every mode's range."""
+    values = np.arange(size[0] * size[1], dtype=np.float32).reshape(size[1], size[0]) % 256
+    buf = io.BytesIO()
+    Image.fromarray(values).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def two_class_tree(root, first: bytes, other: bytes, name: str = "x.png"):
+    """Two classes of one image each, the first `first`, and `name` under train/b/ holding `other`."""
+    for part in ("train", "test"):
+        for cls in ("a", "b"):
+            (root / part / cls).mkdir(parents=True)
+            (root / part / cls / "0.png").write_bytes(first)
+    (root / "train" / "b" / name).write_bytes(other)
+    return root
+
+
+@pytest.mark.parametrize("mode, fmt", [("1", "PNG"), ("I;16", "PNG"), ("I", "TIFF"), ("F", "TIFF")])
+def test_every_grayscale_mode_gives_one_channel(tmp_path, mode, fmt):
+    data = load_data(two_class_tree(tmp_path / "t", image_bytes("L"), image_bytes(mode, fmt=fmt)))
+    assert data.train_x.shape == (3, 1, 28, 28)
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    wide = (np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 83)  # up to 65,073
+    buf = io.BytesIO()
+    Image.fromarray(wide).save(buf, format="PNG")
+    data = load_data(two_class_tree(tmp_path / "t", image_bytes("L"), buf.getvalue()))
+    got = data.train_x[2, 0].numpy().astype(int)  # train/b/x.png sorts after train/b/0.png
+    assert np.abs(got - wide / 257).max() <= 0.5 and got.max() == 253
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "LA", "CMYK"])
+def test_other_modes_are_read_as_rgb(tmp_path, mode):
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    data = load_data(two_class_tree(tmp_path / "t", image_bytes("RGB"), image_bytes(mode, fmt=fmt), f"x.{fmt}"))
+    assert data.train_x.shape == (3, 3, 28, 28)
+
+
+@pytest.mark.parametrize("in_zip", [False, True])
+def test_mixed_channels_are_refused_naming_the_file(tmp_path, in_zip):
+    root = two_class_tree(tmp_path / "t", image_bytes("RGB"), image_bytes("L"))
+    source = zip_tree(root, tmp_path / "t.zip") if in_zip else root
+    with pytest.raises(DataError) as e:
+        load_data(source)
+    assert str(e.value) == f"{source}/train/b/x.png: 28x28 grayscale, but earlier images are 28x28 RGB"
+
+
+def test_mixed_sizes_are_refused_naming_the_file(tree):
+    (tree / "train" / "ship" / "0001.png").write_bytes(png_bytes(8, 1, size=(28, 28)))
+    with pytest.raises(DataError) as e:
+        load_data(tree)
+    assert str(e.value) == f"{tree}/train/ship/0001.png: 28x28 RGB, but earlier images are 32x32 RGB"
+
+
+def test_a_non_square_image_is_refused_naming_the_file(tree):
+    (tree / "test" / "frog" / "0002.png").write_bytes(png_bytes(6, 2, size=(32, 28)))
+    with pytest.raises(DataError) as e:
+        load_data(tree)
+    assert str(e.value) == f"{tree}/test/frog/0002.png: image is 32x28, not square; the models take square images"
+
+
+def test_a_size_the_models_cannot_take_is_refused_with_the_sizes_that_work(tmp_path):
+    root = make_tree(tmp_path / "t", per_class=1, classes=["a", "b"], size=30)
+    with pytest.raises(DataError) as e:
+        load_data(root)
+    assert str(e.value) == f"{root}/train/a/0000.png: {image_size_problem(30)}"
+    assert "\n" not in str(e.value) and "28, 32, 64" in str(e.value)
+
+
+def test_one_class_is_refused(tmp_path):
+    root = make_tree(tmp_path / "t", per_class=2, classes=["cat"])
+    with pytest.raises(DataError) as e:
+        load_data(root)
+    assert str(e.value) == (f"{root}: one class folder, train/cat/; a class-conditional model needs at least "
+                            "2 classes (one folder per class under train/ and test/)")
+
+
+def test_more_than_ten_classes_load(tmp_path):
+    data = load_data(make_tree(tmp_path / "t", per_class=1, classes=[f"c{i:02d}" for i in range(12)]))
+    assert len(data.classes) == 12 and data.train_y.tolist() == list(range(12))
+
+
+def test_tensors_the_models_cannot_take_are_named():
+    def tensors(train_shape, test_shape=(1, 1, 28, 28)):
+        return {"train_x": torch.zeros(train_shape, dtype=torch.uint8), "train_y": torch.tensor([0]),
+                "test_x": torch.zeros(test_shape, dtype=torch.uint8), "test_y": torch.tensor([1])}
+
+    _check_tensors(tensors((1, 1, 28, 28)), 2, "src")  # grayscale 28x28: fine
+    with pytest.raises(DataError, match=r"src: train images are torch.uint8 \(1, 2, 28, 28\), expected uint8"):
+        _check_tensors(tensors((1, 2, 28, 28)), 2, "src")
+    with pytest.raises(DataError, match="src: image size 30x30 is not supported"):
+        _check_tensors(tensors((1, 1, 30, 30)), 2, "src")
+    with pytest.raises(DataError, match=r"src: train images are \(1, 28, 28\), test images \(3, 28, 28\)"):
+        _check_tensors(tensors((1, 1, 28, 28), (1, 3, 28, 28)), 2, "src")

@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -32,8 +33,9 @@ def test_the_data_source_is_recorded_once_and_resuming_on_other_data_is_refused(
     run = RunFolder(tmp_path / "r")
     monkeypatch.setenv("CVAE_DATA", "cifar10:/somewhere")
     assert run.source() == "cifar10:/somewhere"  # nothing recorded: the default
-    run.record_source("/data/a.zip")
-    run.record_source("/data/b.zip")  # the first record stays
+    shape = SimpleNamespace(image_size=28, channels=1, classes=("a", "b"))  # as ImageData gives it
+    run.record_data("/data/a.zip", shape)
+    run.record_data("/data/b.zip", shape)  # the first record stays
     assert run.source() == "/data/a.zip" and run.source("rel.zip") == str((tmp_path.cwd() / "rel.zip").resolve())
     run.check_source("/data/a.zip")
     with pytest.raises(DataError, match="--data /data/b.zip: this run started with /data/a.zip"):
