@@ -79,7 +79,7 @@ def main() -> None:
     cfg, batch = preset_config(args.preset), args.batch_size
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"{args.preset}, {len(data.train_x)} training + {len(data.test_x)} validation images, batch {batch}, "
-          f"device {name}; scores of {10 * objective.samples_per_class} samples with {extractor} "
+          f"device {name}; scores of {len(data.classes) * objective.samples_per_class} samples with {extractor} "
           f"against {reference.label(opts.data)}")
 
     t0 = time.perf_counter()

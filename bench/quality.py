@@ -86,7 +86,7 @@ def scores(model, data: ImageData, reference: Reference, opts: MetricOptions, pe
            components: int, device: torch.device) -> dict[str, tuple[float, float, float]]:
     """{sampler: (FID, KID, seconds to sample and score)} of `model`'s samples."""
     t0 = time.perf_counter()
-    second, loss = two_stage.fit(encoder_means(model, data.train_x, data.train_y), data.train_y,
+    second, loss = two_stage.fit(encoder_means(model, data.train_x, data.train_y), data.train_y, model.cfg.num_classes,
                                  width=settings.width, layers=settings.layers, epochs=settings.epochs, device=device)
     print(f"    two_stage fit ({settings.layers} x {settings.width}, {settings.epochs} epochs): loss {loss:.2f}, "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
@@ -95,7 +95,7 @@ def scores(model, data: ImageData, reference: Reference, opts: MetricOptions, pe
         t0 = time.perf_counter()
         images = generate(model, sampler, per_class, data.train_x, data.train_y, components=components,
                           second_stage=second)
-        s = search_score(images, grid_labels(per_class), reference, opts)
+        s = search_score(images, grid_labels(per_class, model.cfg.num_classes), reference, opts)
         out[sampler] = (s.fid, s.kid, time.perf_counter() - t0)
         print(f"    {sampler}: FID {s.fid:.1f}, KID {s.kid:.4f} ({out[sampler][2]:.0f} s)", flush=True)
     return out
@@ -138,7 +138,8 @@ def main() -> None:
     reference, opts = Reference(n=args.reference_n), MetricOptions(full, extractor, device=str(dev))
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"{len(data.train_x)} training + {len(data.test_x)} validation images, {args.minutes:g} min each, device "
-          f"{name}; {10 * args.samples_per_class} samples per sampler against {reference.label(full)} with {extractor}")
+          f"{name}; {len(full.classes) * args.samples_per_class} samples per sampler against {reference.label(full)} "
+          f"with {extractor}")
     t0 = time.perf_counter()
     prime_reference(reference, opts)
     print(f"reference features + statistics: {time.perf_counter() - t0:.0f} s")

@@ -14,9 +14,30 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+# CIFAR-10's shape: the defaults of ModelConfig's data fields, which the data decides otherwise.
 IMAGE_SIZE = 32
 IMAGE_CHANNELS = 3
 NUM_CLASSES = 10
+DATA_FIELDS = ("image_size", "channels", "num_classes")  # ModelConfig's fields that come from the data
+CIFAR10_SHAPE = {"image_size": IMAGE_SIZE, "channels": IMAGE_CHANNELS, "num_classes": NUM_CLASSES}
+CHANNELS = (1, 3)  # grayscale, RGB
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, SIZE_STEP = 8, 256, 4
+
+
+def describe_shape(shape: dict[str, int]) -> str:
+    """Data of `shape` (ImageData.shape) in words, e.g. '28x28 grayscale, 5 classes'."""
+    size = shape["image_size"]
+    return f"{size}x{size} {'grayscale' if shape['channels'] == 1 else 'RGB'}, {shape['num_classes']} classes"
+
+
+def image_size_problem(size: int) -> str | None:
+    """Why square images of `size` pixels cannot be modelled, or None. The cnn and resnet families
+    halve the image at least twice (stride-2 convs, resnet stages), so the size must stay whole."""
+    if isinstance(size, int) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE and size % SIZE_STEP == 0:
+        return None
+    return (f"image size {size}x{size} is not supported: square sizes that are multiples of {SIZE_STEP} from "
+            f"{MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} work (e.g. 28, 32, 64), since the cnn and resnet families "
+            f"halve the image at least twice")
 
 FAMILIES = ("mlp", "cnn", "resnet")
 NORMS = ("none", "batch", "group")
@@ -116,7 +137,7 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...], why: str = ""
         raise ConfigError(f"{name}={value!r} must be one of {list(choices)}{why}")
 
 
-def conv_sizes(conv: tuple[ConvLayer, ...], size: int = IMAGE_SIZE) -> tuple[list[int], list[int]]:
+def conv_sizes(conv: tuple[ConvLayer, ...], size: int) -> tuple[list[int], list[int]]:
     """Spatial sizes through the encoder convs and back through their mirrors."""
     down = [size]
     for layer in conv:
@@ -155,6 +176,11 @@ class ModelConfig:
     likelihood: str = "bernoulli"
     sigma: float = 0.1  # fixed sigma of the "gaussian" likelihood, in pixel units [0, 1]
     beta: float = 1.0  # KL weight in the training loss
+    # What the data decides (DATA_FIELDS; ImageData.shape): square images of image_size pixels with
+    # `channels` channels, in `num_classes` classes. Defaults: CIFAR-10's.
+    image_size: int = IMAGE_SIZE
+    channels: int = IMAGE_CHANNELS
+    num_classes: int = NUM_CLASSES
 
     def __post_init__(self) -> None:
         _check_choice("family", self.family, FAMILIES)
@@ -178,6 +204,7 @@ class ModelConfig:
         _check_choice("likelihood", self.likelihood, LIKELIHOODS)
         RANGES["sigma"].check("sigma", self.sigma)
         RANGES["beta"].check("beta", self.beta)
+        self._check_data_fields()
         {"mlp": self._check_mlp, "cnn": self._check_cnn, "resnet": self._check_resnet}[self.family]()
 
     def _check_other_families_fields(self) -> None:
@@ -190,6 +217,13 @@ class ModelConfig:
                 if value != default:
                     raise ConfigError(f"{name}={value!r} is for family={family!r}, not {self.family!r}")
 
+    def _check_data_fields(self) -> None:
+        if problem := image_size_problem(self.image_size):
+            raise ConfigError(f"image_size={self.image_size!r}: {problem}")
+        _check_choice("channels", self.channels, CHANNELS)
+        if not (isinstance(self.num_classes, int) and self.num_classes >= 2):
+            raise ConfigError(f"num_classes={self.num_classes!r} must be an integer >= 2")
+
     def _check_mlp(self) -> None:
         if not self.hidden:
             raise ConfigError("hidden=() must list at least one width for family='mlp'")
@@ -201,7 +235,7 @@ class ModelConfig:
             raise ConfigError("conv=() must list at least one layer for family='cnn'")
         RANGES["h"].check("h", self.h)
         _check_choice("label", self.label, LABELS)
-        size = IMAGE_SIZE
+        size = self.image_size
         for i, layer in enumerate(self.conv):
             for name, value in asdict(layer).items():
                 RANGES[name].check(f"conv[{i}].{name}", value)
@@ -213,7 +247,7 @@ class ModelConfig:
                     f"conv[{i}]={tuple(asdict(layer).values())} shrinks {size}x{size} below 1x1"
                 )
             size = new
-        _, up = conv_sizes(self.conv)
+        _, up = conv_sizes(self.conv, self.image_size)
         for j, s in enumerate(up[1:]):
             if s < 1:
                 i = len(self.conv) - 1 - j
@@ -222,9 +256,10 @@ class ModelConfig:
     def _check_resnet(self) -> None:
         RANGES["width"].check("width", self.width)
         RANGES["scales"].check("scales", self.scales)
-        if IMAGE_SIZE % 2**self.scales:
-            raise ConfigError(f"scales={self.scales} halves {IMAGE_SIZE}x{IMAGE_SIZE} below 1x1 "
-                              f"(at most {IMAGE_SIZE.bit_length() - 1})")
+        if self.image_size % 2**self.scales:
+            most = next(k for k in range(self.scales, -1, -1) if self.image_size % 2**k == 0)
+            raise ConfigError(f"scales={self.scales} halves {self.image_size}x{self.image_size} to a fraction of a "
+                              f"pixel (at most {most})")
         RANGES["blocks"].check("blocks", self.blocks)
         _check_choice("upsample", self.upsample, UPSAMPLES)
         if not isinstance(self.cond_norm, bool):
@@ -235,7 +270,7 @@ class ModelConfig:
     @property
     def flat_features(self) -> int:
         """Encoder features after flattening the conv stack (CNN only)."""
-        down, _ = conv_sizes(self.conv)
+        down, _ = conv_sizes(self.conv, self.image_size)
         return self.conv[-1].out_channels * down[-1] ** 2
 
     def to_dict(self) -> dict[str, Any]:
@@ -320,4 +355,8 @@ __all__ = [
     "IMAGE_SIZE",
     "IMAGE_CHANNELS",
     "NUM_CLASSES",
+    "DATA_FIELDS",
+    "CIFAR10_SHAPE",
+    "describe_shape",
+    "image_size_problem",
 ]

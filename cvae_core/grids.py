@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .config import NUM_CLASSES
+from .layout import GRID_CLASSES
 from .models import CVAE
 
 
@@ -23,7 +23,7 @@ GRID_PADDING = 2  # black pixels between images, as in torchvision's grids
 
 
 def image_grid(images: torch.Tensor, nrow: int, padding: int = GRID_PADDING) -> Image.Image:
-    """Images (N, 3, H, W), uint8 or floats in [0, 1], `nrow` to a row, laid out as torchvision's
+    """Images (N, C, H, W) (C = 1 or 3), uint8 or floats in [0, 1], `nrow` to a row, laid out as torchvision's
     make_grid lays them out (importing torchvision for it would cost every process seconds)."""
     if images.dtype != torch.uint8:
         images = images.detach().mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
@@ -34,17 +34,17 @@ def image_grid(images: torch.Tensor, nrow: int, padding: int = GRID_PADDING) -> 
         r, col = divmod(i, columns)
         top, left = padding + r * (h + padding), padding + col * (w + padding)
         grid[:, top : top + h, left : left + w] = image
-    return Image.fromarray(grid.permute(1, 2, 0).numpy())
+    return Image.fromarray(grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy())
 
 
-def grid_labels(per_class: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """0,0,...,1,1,...: one grid row per class."""
-    return torch.arange(NUM_CLASSES, device=device).repeat_interleave(per_class)
+def grid_labels(per_class: int, classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """0,0,...,1,1,...: `per_class` of each of `classes` classes, class by class."""
+    return torch.arange(classes, device=device).repeat_interleave(per_class)
 
 
-def first_of_each_class(y: torch.Tensor, per_class: int = 1) -> torch.Tensor:
-    """Indices of the first `per_class` images of every class, in class order."""
-    idx = [torch.nonzero(y == c).flatten()[:per_class] for c in range(NUM_CLASSES)]
+def first_of_each_class(y: torch.Tensor, classes: int, per_class: int = 1) -> torch.Tensor:
+    """Indices of the first `per_class` images of each of the first `classes` classes, in class order."""
+    idx = [torch.nonzero(y == c).flatten()[:per_class] for c in range(classes)]
     return torch.cat(idx)
 
 
@@ -69,7 +69,7 @@ def save_training_grids(
         rec = model.decode(mu, y)
         image_grid(torch.cat([x, rec]), nrow=len(x)).save(out_dir / f"epoch{epoch:04d}_recon_{split}.png")
     gen = torch.Generator(device=device).manual_seed(seed)
-    labels = grid_labels(10, device)
+    labels = grid_labels(10, min(model.cfg.num_classes, GRID_CLASSES), device)
     samples = model.decode(prior_latents(model, len(labels), gen, device), labels)
     image_grid(samples, nrow=10).save(out_dir / f"epoch{epoch:04d}_samples.png")
     model.train(was_training)

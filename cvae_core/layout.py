@@ -17,6 +17,8 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
 GRIDS_DIR = "grids"
+# Image grids and per-class plots show or name at most this many classes: CIFAR-100's 100 would not read.
+GRID_CLASSES = 20
 
 
 def read_metrics(folder: str | Path) -> list[dict[str, Any]]:

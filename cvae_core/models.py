@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import IMAGE_CHANNELS, IMAGE_SIZE, NUM_CLASSES, ModelConfig, conv_sizes
+from .config import ModelConfig, conv_sizes
 
 
 def _activation(name: str) -> nn.Module:
@@ -45,14 +45,12 @@ class CVAE(nn.Module):
         # sigma-VAE: one shared log-sigma learned jointly with the networks.
         self.log_sigma = nn.Parameter(torch.zeros(())) if cfg.likelihood == "gaussian_learned" else None
 
-    @staticmethod
-    def one_hot(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(y, NUM_CLASSES).to(like.dtype)
+    def one_hot(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(y, self.cfg.num_classes).to(like.dtype)
 
-    @classmethod
-    def with_label_planes(cls, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x with the label appended as NUM_CLASSES one-hot input planes."""
-        planes = cls.one_hot(y, x)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+    def with_label_planes(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x with the label appended as one one-hot input plane per class."""
+        planes = self.one_hot(y, x)[:, :, None, None].expand(-1, -1, *x.shape[2:])
         return torch.cat([x, planes], dim=1)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,19 +73,19 @@ class CVAE(nn.Module):
 
 
 class MLPCVAE(CVAE):
-    """Label as a one-hot concatenated to the flattened image (3072 + 10 inputs)."""
+    """Label as a one-hot concatenated to the flattened image (CIFAR-10: 3072 + 10 inputs)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        n_pixels = IMAGE_CHANNELS * IMAGE_SIZE**2
-        widths = [n_pixels + NUM_CLASSES, *cfg.hidden]
+        n_pixels = cfg.channels * cfg.image_size**2
+        widths = [n_pixels + cfg.num_classes, *cfg.hidden]
         enc: list[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:]):
             enc += _dense_block(a, b, cfg)
         self.encoder = nn.Sequential(*enc)
         self.mu = nn.Linear(cfg.hidden[-1], cfg.latent)
         self.logvar = nn.Linear(cfg.hidden[-1], cfg.latent)
-        dec_widths = [cfg.latent + NUM_CLASSES, *reversed(cfg.hidden)]
+        dec_widths = [cfg.latent + cfg.num_classes, *reversed(cfg.hidden)]
         dec: list[nn.Module] = []
         for a, b in zip(dec_widths[:-1], dec_widths[1:]):
             dec += _dense_block(a, b, cfg)
@@ -100,25 +98,25 @@ class MLPCVAE(CVAE):
 
     def decode_logits(self, z, y):
         out = self.decoder(torch.cat([z, self.one_hot(y, z)], dim=1))
-        return out.view(-1, IMAGE_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
+        return out.view(-1, self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
 
 
 class CNNCVAE(CVAE):
     """Label as a 4th input channel whose pixels equal the class index (`label: index`, the
-    report's), or as NUM_CLASSES one-hot planes (`label: onehot`).
+    report's), or as one one-hot plane per class (`label: onehot`).
 
     The decoder mirrors the conv stack with transposed convolutions, then one more
-    ConvTranspose2d(3, 3, k) whose kernel brings the output to exactly 32x32.
+    ConvTranspose2d(C, C, k) whose kernel brings the output to exactly the image size.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        down, up = conv_sizes(cfg.conv)
+        down, up = conv_sizes(cfg.conv, cfg.image_size)
         self.feature_shape = (cfg.conv[-1].out_channels, down[-1], down[-1])
         n_flat = cfg.flat_features
 
-        label_channels = NUM_CLASSES if cfg.label == "onehot" else 1
-        channels = [IMAGE_CHANNELS + label_channels] + [c.out_channels for c in cfg.conv]
+        label_channels = cfg.num_classes if cfg.label == "onehot" else 1
+        channels = [cfg.channels + label_channels] + [c.out_channels for c in cfg.conv]
         enc: list[nn.Module] = []
         for layer, c_in in zip(cfg.conv, channels[:-1]):
             conv = nn.Conv2d(c_in, layer.out_channels, layer.kernel, layer.stride, layer.padding)
@@ -130,23 +128,23 @@ class CNNCVAE(CVAE):
         self.logvar = nn.Linear(cfg.h, cfg.latent)
 
         self.decoder_fc = nn.Sequential(
-            *_dense_block(cfg.latent + NUM_CLASSES, cfg.h, cfg), *_dense_block(cfg.h, n_flat, cfg)
+            *_dense_block(cfg.latent + cfg.num_classes, cfg.h, cfg), *_dense_block(cfg.h, n_flat, cfg)
         )
-        out_channels = [IMAGE_CHANNELS] + [c.out_channels for c in cfg.conv[:-1]]
+        out_channels = [cfg.channels] + [c.out_channels for c in cfg.conv[:-1]]
         dec: list[nn.Module] = []
         for layer, c_out in zip(reversed(cfg.conv), reversed(out_channels)):
             convt = nn.ConvTranspose2d(
                 layer.out_channels, c_out, layer.kernel, layer.stride, layer.padding
             )
             dec += _conv_block(convt, c_out, cfg)
-        dec.append(nn.ConvTranspose2d(IMAGE_CHANNELS, IMAGE_CHANNELS, IMAGE_SIZE - up[-1] + 1))
+        dec.append(nn.ConvTranspose2d(cfg.channels, cfg.channels, cfg.image_size - up[-1] + 1))
         self.decoder_conv = nn.Sequential(*dec)
 
     def encode(self, x, y):
         if self.cfg.label == "onehot":
             x = self.with_label_planes(x, y)
         else:
-            x = torch.cat([x, y.to(x.dtype).view(-1, 1, 1, 1).expand(-1, 1, IMAGE_SIZE, IMAGE_SIZE)], dim=1)
+            x = torch.cat([x, y.to(x.dtype).view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])], dim=1)
         hid = self.encoder(x)
         return self.mu(hid), self.logvar(hid)
 
@@ -222,16 +220,17 @@ class ResNetCVAE(CVAE):
     """Encoder: the image plus the label as one-hot planes; a 3x3 stem conv to `width`; `scales`
     stages of `blocks` residual blocks, each stage followed by 2x average pooling, channels
     doubling per stage; flatten -> linear heads. Decoder: [z, one-hot label] -> linear -> the last
-    stage's channels at IMAGE_SIZE / 2^scales; per stage, reversed, a 2x upsampling then `blocks`
+    stage's channels at image_size / 2^scales; per stage, reversed, a 2x upsampling then `blocks`
     residual blocks (class-conditional norms with `cond_norm`); a 3x3 conv to logits."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         widths = [cfg.width * 2**i for i in range(cfg.scales)]
-        self.bottom = (widths[-1], IMAGE_SIZE // 2**cfg.scales, IMAGE_SIZE // 2**cfg.scales)
+        side = cfg.image_size // 2**cfg.scales
+        self.bottom = (widths[-1], side, side)
         n_flat = math.prod(self.bottom)
 
-        enc: list[nn.Module] = [_conv3x3(IMAGE_CHANNELS + NUM_CLASSES, cfg.width)]
+        enc: list[nn.Module] = [_conv3x3(cfg.channels + cfg.num_classes, cfg.width)]
         for c_in, c_out in zip([cfg.width, *widths[:-1]], widths):
             enc += [ResBlock(c_in if b == 0 else c_out, c_out, cfg) for b in range(cfg.blocks)]
             enc.append(nn.AvgPool2d(2))
@@ -240,14 +239,14 @@ class ResNetCVAE(CVAE):
         self.mu = nn.Linear(n_flat, cfg.latent)
         self.logvar = nn.Linear(n_flat, cfg.latent)
 
-        classes = NUM_CLASSES if cfg.cond_norm else 0
-        self.decoder_fc = nn.Linear(cfg.latent + NUM_CLASSES, n_flat)
+        classes = cfg.num_classes if cfg.cond_norm else 0
+        self.decoder_fc = nn.Linear(cfg.latent + cfg.num_classes, n_flat)
         dec: list[nn.Module] = []
         for c_in, c_out in zip(reversed([*widths[1:], widths[-1]]), reversed(widths)):
             dec.append(_upsample(c_in, c_out, cfg.upsample))
             dec += [ResBlock(c_out, c_out, cfg, classes) for _ in range(cfg.blocks)]
         dec += [Norm2d(cfg.norm, cfg.width, classes), _activation(cfg.activation),
-                _conv3x3(cfg.width, IMAGE_CHANNELS)]
+                _conv3x3(cfg.width, cfg.channels)]
         self.decoder = nn.ModuleList(dec)
 
     def encode(self, x, y):

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from .cli import ArgumentParser, number
-from .config import PATIENCE, RANGES, REDUCTIONS, REPORT, Recipe, TrialConfig
+from .config import CIFAR10_SHAPE, PATIENCE, RANGES, REDUCTIONS, REPORT, Recipe, TrialConfig, describe_shape
 from .layout import BEST_FILE, CHECKPOINT_FILE
 from .presets import PRESETS, preset_config
-from .sources import TRAIN_ON, DataError, default_source
+from .sources import TORCHVISION_NAMES, TRAIN_ON, DataError, default_source
 
 
 def _recipe_flag(field: str):
@@ -37,7 +37,8 @@ def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m cvae_core.train", description=__doc__.splitlines()[0])
     p.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
                    help=f"one of the report's models: {', '.join(sorted(PRESETS))}")
-    p.add_argument("--data", default=None, help=f"zip, image folder or cifar10[:ROOT] (default: {default_source()})")
+    p.add_argument("--data", default=None,
+                   help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: {default_source()})")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--epochs", type=number(int, at_least=1), default=800)
     p.add_argument("--batch-size", type=_recipe_flag("batch_size"), default=REPORT.batch_size)
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: --data: {e}", file=sys.stderr)
         return 2
+    if data.shape != CIFAR10_SHAPE:
+        p.error(f"argument --preset: the report's presets are CIFAR-10 models ({describe_shape(CIFAR10_SHAPE)}); "
+                f"--data {data.source} is {describe_shape(data.shape)}")
     train_x, train_y, val_x, val_y = split(data, args.train_on)
     if args.batch_size > len(train_x):
         p.error(f"argument --batch-size: {args.batch_size} is more than the {len(train_x)} training images")

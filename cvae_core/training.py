@@ -16,9 +16,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .atomic import append_records, atomic_torch_save
-from .config import PATIENCE, REDUCTIONS, REPORT, ModelConfig, Recipe
+from .config import PATIENCE, REDUCTIONS, REPORT, ConfigError, ModelConfig, Recipe
 from .grids import first_of_each_class, save_training_grids
-from .layout import BEST_FILE, CHECKPOINT_FILE, GRIDS_DIR, METRICS_FILE
+from .layout import BEST_FILE, CHECKPOINT_FILE, GRID_CLASSES, GRIDS_DIR, METRICS_FILE
 from .losses import neg_elbo
 from .models import CVAE, build_model
 
@@ -279,6 +279,7 @@ def train(
     Raises TrainingDiverged on a NaN/inf loss.
     """
     _check_args(recipe, epochs, patience, reduction, grid_every, checkpoint_every, len(train_x))
+    _check_data(model_cfg, train_x, train_y)
     dev = resolve_device(device)
     out = Path(out_dir) if out_dir is not None else None
     torch.manual_seed(seed)
@@ -286,7 +287,8 @@ def train(
     train_x, train_y, val_x, val_y = train_x.to(dev), train_y.to(dev), val_x.to(dev), val_y.to(dev)
     if resume is not None:
         run.restore(resume)
-    fixed = _grid_images(train_x, train_y, val_x, val_y) if out is not None and grid_every else {}
+    fixed = {} if out is None or not grid_every else _grid_images(train_x, train_y, val_x, val_y,
+                                                                   model_cfg.num_classes)
     stop = run.progress.stop_reason(patience, epochs)  # a resumed run may already be done
     run.model.train()
     while stop is None:
@@ -314,9 +316,21 @@ def _save_epoch_files(run: _Training, out: Path, metrics: dict[str, Any], fixed,
         atomic_torch_save(run.make_checkpoint(), out / CHECKPOINT_FILE)
 
 
-def _grid_images(train_x, train_y, val_x, val_y) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The images the training grids reconstruct every time: the first of each class per split."""
-    first_train, first_val = first_of_each_class(train_y), first_of_each_class(val_y)
+def _check_data(cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The model is built for these images and labels (ModelConfig's data fields)."""
+    want = (cfg.channels, cfg.image_size, cfg.image_size)
+    if tuple(x.shape[1:]) != want:
+        raise ConfigError(f"the model is built for images {want} (channels, height, width); the data's are "
+                          f"{tuple(x.shape[1:])}: build its ModelConfig with the data's shape (ImageData.shape)")
+    if len(y) and int(y.max()) >= cfg.num_classes:
+        raise ConfigError(f"the model is built for {cfg.num_classes} classes; the data has label {int(y.max())}")
+
+
+def _grid_images(train_x, train_y, val_x, val_y, classes: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The images the training grids reconstruct every time: the first of each class per split
+    (of the first GRID_CLASSES classes)."""
+    shown = min(classes, GRID_CLASSES)
+    first_train, first_val = first_of_each_class(train_y, shown), first_of_each_class(val_y, shown)
     return {"train": (train_x[first_train], train_y[first_train]), "test": (val_x[first_val], val_y[first_val])}
 
 

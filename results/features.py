@@ -22,7 +22,6 @@ from typing import Callable
 import torch
 
 from cvae_core.atomic import atomic_torch_save
-from cvae_core.config import NUM_CLASSES
 from cvae_core.data import ImageData
 from cvae_core.sources import default_cache_dir
 
@@ -86,13 +85,14 @@ def load_extractor(name: str, inception_weights: str | None = None, device: str 
 @torch.no_grad()
 def extract(images_u8: torch.Tensor, labels: torch.Tensor, extractor, device: str | torch.device = "cpu",
             batch_size: int = EXTRACT_BATCH, progress: str | None = None) -> Features:
-    """Features of uint8 (N, 3, H, W) images: one pass, in batches, on `device`; with `progress`
-    (what is extracted), a line at every tenth of the images."""
-    if images_u8.dtype != torch.uint8 or images_u8.ndim != 4 or images_u8.shape[1] != 3:
-        raise ValueError(f"images must be uint8 (N, 3, H, W), got {images_u8.dtype} {tuple(images_u8.shape)}")
+    """Features of uint8 (N, C, H, W) images: one pass, in batches, on `device`; with `progress`
+    (what is extracted), a line at every tenth of the images. Grayscale images (C = 1) enter the
+    extractor as three equal channels, as Inception takes them."""
+    if images_u8.dtype != torch.uint8 or images_u8.ndim != 4 or images_u8.shape[1] not in (1, 3):
+        raise ValueError(f"images must be uint8 (N, 1 or 3, H, W), got {images_u8.dtype} {tuple(images_u8.shape)}")
     pools, logits, t0, shown = [], [], time.perf_counter(), 0
     for i in range(0, len(images_u8), batch_size):
-        out = extractor(images_u8[i : i + batch_size].to(device))
+        out = extractor(images_u8[i : i + batch_size].to(device).expand(-1, 3, -1, -1))
         pools.append(out[0].float().cpu())
         if len(out) > 1:
             logits.append(out[1].float().cpu())
@@ -206,7 +206,7 @@ def class_statistics(reference: Reference, opts: MetricOptions) -> tuple[Statist
 
     def compute() -> dict:
         f = real_features(reference, opts)
-        each = [moments(f.of_class(c)) for c in range(NUM_CLASSES)]
+        each = [moments(f.of_class(c)) for c in range(len(opts.data.classes))]
         return {k: torch.stack([m[k] for m in each]) for k in each[0]}
 
     _cached(path, compute)
@@ -247,7 +247,7 @@ def probe(reference: Reference, opts: MetricOptions) -> Probe:
         from sklearn.linear_model import LogisticRegression
 
         train, test = real_features(fit_on, opts), real_features(held_out, opts)
-        missing = sorted(set(range(NUM_CLASSES)) - set(train.labels.tolist()))
+        missing = sorted(set(range(len(opts.data.classes))) - set(train.labels.tolist()))
         if missing:
             raise ValueError(f"the class probe needs training images of every class; {fit_on.label(opts.data)} has "
                              f"none of classes {missing}: use a larger reference n")

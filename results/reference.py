@@ -37,7 +37,8 @@ class Reference(BaseModel):
 
     def size(self, data: ImageData) -> int | None:
         """How many images of `data` it takes; None: the whole split (n is None or not below its size)."""
-        whole = {"train": len(data.train_x), "test": len(data.test_x)}.get(self.split, len(data.train_x) + len(data.test_x))
+        train, test = len(data.train_x), len(data.test_x)
+        whole = {"train": train, "test": test}.get(self.split, train + test)
         return self.n if self.n is not None and self.n < whole else None
 
     def images(self, data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,8 +55,8 @@ class Reference(BaseModel):
     def label(self, data: ImageData) -> str:
         """How the leaderboard names the images actually used, e.g. 'cifar10-jpeg:train[500]';
         no count when they are the whole split (also when n is not below its size)."""
-        from cvae_core.sources import is_torchvision
+        from cvae_core.sources import torchvision_name
 
-        source = "cifar10" if is_torchvision(data.source) else Path(data.source).stem
+        source = torchvision_name(data.source) or Path(data.source).stem
         n = self.size(data)
         return f"{source}:{self.split}" + (f"[{n}]" if n is not None else "")

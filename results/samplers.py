@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from cvae_core.config import NUM_CLASSES
 from cvae_core.grids import GRID_PADDING, grid_labels, image_grid, prior_latents
+from cvae_core.layout import GRID_CLASSES
 from cvae_core.models import CVAE
 
 from .names import SAMPLERS
@@ -46,21 +46,21 @@ def latents(
     seed: int = 0,
     second_stage: SecondStage | None = None,
 ) -> torch.Tensor:
-    """(10 * per_class, latent) codes, class 0's first; labels are grid_labels(per_class)."""
-    gen = torch.Generator().manual_seed(seed)
+    """(classes * per_class, latent) codes, class 0's first; labels are grid_labels(per_class, classes)."""
+    gen, classes = torch.Generator().manual_seed(seed), model.cfg.num_classes
     if sampler == "prior":
-        return prior_latents(model, NUM_CLASSES * per_class, gen)
+        return prior_latents(model, classes * per_class, gen)
     if sampler == "two_stage":
         if second_stage is None:
             raise ValueError("the two_stage sampler needs its fitted second stage (results.two_stage.fit)")
-        return second_stage.sample(grid_labels(per_class), gen)
+        return second_stage.sample(grid_labels(per_class, classes), gen)
     if sampler != "gmm":
         raise ValueError(f"{sampler=} must be one of {list(SAMPLERS)}")
     from sklearn.mixture import GaussianMixture  # only here: importing scikit-learn takes seconds
     model.eval()
     mu = encoder_means(model, train_x, train_y).double().numpy()
     z = []
-    for c in range(NUM_CLASSES):
+    for c in range(classes):
         points = mu[(train_y == c).numpy()]
         gmm = GaussianMixture(n_components=min(components, len(points)), covariance_type="full",
                               reg_covar=1e-5, random_state=seed).fit(points)
@@ -82,11 +82,11 @@ def generate(
     seed: int = 0,
     second_stage: SecondStage | None = None,
 ) -> torch.Tensor:
-    """uint8 images (10 * per_class, 3, 32, 32), class by class."""
+    """uint8 images (classes * per_class, C, S, S), class by class (labels: grid_labels)."""
     model.eval()
     device = next(model.parameters()).device
     z = latents(model, sampler, per_class, train_x, train_y, components, seed, second_stage)
-    labels = grid_labels(per_class)
+    labels = grid_labels(per_class, model.cfg.num_classes)
     out = []
     for i in range(0, len(z), BATCH):
         images = model.decode(z[i : i + BATCH].to(device), labels[i : i + BATCH].to(device))
@@ -99,14 +99,15 @@ def generate(
 def save_sample_grid(
     images_u8: torch.Tensor, per_class: int, path: str | Path, classes: Sequence[str], columns: int = 10
 ) -> None:
-    """A PNG with one row per class, the first `columns` images of each, the class named on the left."""
-    columns = min(columns, per_class)
-    idx = torch.cat([torch.arange(columns) + c * per_class for c in range(NUM_CLASSES)])
+    """A PNG with one row per class (the first GRID_CLASSES classes), the first `columns` images of
+    each, the class named on the left."""
+    columns, classes = min(columns, per_class), list(classes)[:GRID_CLASSES]
+    idx = torch.cat([torch.arange(columns) + c * per_class for c in range(len(classes))])
     grid = image_grid(images_u8[idx], nrow=columns)
     font = ImageFont.load_default(size=12)
     label_width = max(int(font.getlength(name)) for name in classes) + 2 * GRID_PADDING + 4
     canvas = Image.new("RGB", (label_width + grid.width, grid.height))
-    canvas.paste(grid, (label_width, 0))
+    canvas.paste(grid.convert("RGB"), (label_width, 0))
     draw = ImageDraw.Draw(canvas)
     row_height = images_u8.shape[2] + GRID_PADDING
     for c, name in enumerate(classes):

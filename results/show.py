@@ -19,12 +19,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a GPU node
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cvae_core.cli import ArgumentParser, number  # noqa: E402
-from cvae_core.layout import read_metrics  # noqa: E402
+from cvae_core.layout import GRID_CLASSES, read_metrics  # noqa: E402
 
 from .leaderboard import SHOWN  # noqa: E402
 from .run_folder import RunFolder  # noqa: E402
@@ -47,6 +48,24 @@ def plot_samples(top: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def _class_bars(ax, names: list[str], values, color: str, lower_is_better: bool, title: str) -> None:
+    """One bar per class, named; with more classes than GRID_CLASSES (CIFAR-100's 100), sorted from
+    best to worst with only the best and the worst named, which stays readable."""
+    values = np.asarray(values, dtype=float)
+    if len(names) <= GRID_CLASSES:
+        ax.bar(names, values, color=color)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        ax.set_title(title, fontsize=9)
+        return
+    order = np.argsort(values if lower_is_better else -values, kind="stable")
+    ax.bar(range(len(order)), values[order], color=color, width=1.0)
+    ax.set_xticks([0, len(order) - 1], [names[order[0]], names[order[-1]]], fontsize=8)
+    ax.set_xlabel(f"{len(names)} classes, best to worst", fontsize=8)
+    best, worst = order[0], order[-1]
+    ax.set_title(f"{title}\nbest {names[best]} {values[best]:.2f}, worst {names[worst]} {values[worst]:.2f}",
+                 fontsize=9)
+
+
 def plot_per_class(top: pd.DataFrame, path: Path) -> None:
     """Per top row: each class's FID against its real images, and how often the probe recognises it."""
     fig, axes = plt.subplots(len(top), 2, figsize=(11, 2.6 * len(top)), squeeze=False)
@@ -57,15 +76,13 @@ def plot_per_class(top: pd.DataFrame, path: Path) -> None:
                 ax.axis("off")
             continue
         names = list(row.classes) if row.classes is not None else [str(c) for c in range(len(row.fid_per_class))]
-        ax_fid.bar(names, row.fid_per_class, color="tab:red")
-        ax_fid.set_title(f"{label(row)}: FID per class (intra-FID {row.intra_fid:.1f})", fontsize=9)
-        ax_acc.bar(names, row.class_accuracy_per_class, color="tab:blue")
+        _class_bars(ax_fid, names, row.fid_per_class, "tab:red", lower_is_better=True,
+                    title=f"{label(row)}: FID per class (intra-FID {row.intra_fid:.1f})")
+        _class_bars(ax_acc, names, row.class_accuracy_per_class, "tab:blue", lower_is_better=False,
+                    title=f"{label(row)}: recognised as its class ({row.class_accuracy:.2f})")
         ax_acc.axhline(row.probe_accuracy_real, color="k", ls="--", lw=1, label="real test images")
         ax_acc.set_ylim(0, 1)
-        ax_acc.set_title(f"{label(row)}: recognised as its class ({row.class_accuracy:.2f})", fontsize=9)
         ax_acc.legend(fontsize=7, loc="upper right")
-        for ax in (ax_fid, ax_acc):
-            ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvae_core.atomic import atomic_torch_save
-from cvae_core.config import NUM_CLASSES
 
 BATCH = 512  # codes per step
 LR = 1e-3  # Adam's, annealed to 0 over the fit (cosine)
@@ -34,7 +33,7 @@ class SecondStage(nn.Module):
     """A class-conditional VAE over the first model's codes (standardised per dimension), its
     latent u of the same size, its output variance gamma one learned scalar."""
 
-    def __init__(self, latent: int, width: int, layers: int, classes: int = NUM_CLASSES):
+    def __init__(self, latent: int, width: int, layers: int, classes: int):
         super().__init__()
         self.settings = {"latent": latent, "width": width, "layers": layers, "classes": classes}
         self.encoder = _mlp(latent + classes, width, layers)
@@ -70,12 +69,12 @@ class SecondStage(nn.Module):
         return self.decode(u.to(device), labels.to(device)).cpu()
 
 
-def fit(codes: torch.Tensor, labels: torch.Tensor, *, width: int = 1024, layers: int = 3, epochs: int = 100,
-        seed: int = 0, device: str | torch.device = "cpu") -> tuple[SecondStage, float]:
-    """The second stage fitted on `codes` (N, latent) of classes `labels` for `epochs` passes of
-    Adam; returns it in eval mode and its last epoch's mean loss."""
+def fit(codes: torch.Tensor, labels: torch.Tensor, classes: int, *, width: int = 1024, layers: int = 3,
+        epochs: int = 100, seed: int = 0, device: str | torch.device = "cpu") -> tuple[SecondStage, float]:
+    """The second stage fitted on `codes` (N, latent) of `labels` (of `classes` classes) for
+    `epochs` passes of Adam; returns it in eval mode and its last epoch's mean loss."""
     torch.manual_seed(seed)
-    model = SecondStage(codes.shape[1], width, layers).to(device)
+    model = SecondStage(codes.shape[1], width, layers, classes).to(device)
     z, y = codes.to(device, torch.float32), labels.to(device)
     model.mean.copy_(z.mean(0))
     model.std.copy_(z.std(0).clamp_min(1e-6))

@@ -114,7 +114,7 @@ def _second_stage(model: CVAE, finalist: Finalist, train_x, train_y, final: Fina
     t0 = time.perf_counter()
     settings = final.two_stage
     codes = encoder_means(model, train_x, train_y)
-    second, loss = two_stage.fit(codes, train_y, width=settings.width, layers=settings.layers,
+    second, loss = two_stage.fit(codes, train_y, model.cfg.num_classes, width=settings.width, layers=settings.layers,
                                  epochs=settings.epochs, seed=seed, device=device)
     two_stage.save(second, finalist.two_stage)
     print(f"{finalist.path.name}: two_stage sampler: second VAE ({settings.layers} x {settings.width}) fitted on "
@@ -149,12 +149,12 @@ def _score_finalist(run: RunFolder, trial: dict, config: TrialConfig, finalist: 
     preset = trial.get("preset")
     for sampler in samplers:
         t0 = time.perf_counter()
-        print(f"{name}: {sampler} sampler: scoring {10 * final.samples_per_class} images with "
+        print(f"{name}: {sampler} sampler: scoring {len(data.classes) * final.samples_per_class} images with "
               f"{final.feature_extractor}", flush=True)
         images = generate(model, sampler, final.samples_per_class, train_x, train_y,
                           components=final.gmm_components, seed=seed, second_stage=second)
         save_sample_grid(images, final.samples_per_class, finalist.sample_grid(sampler), data.classes)
-        s = score(images, grid_labels(final.samples_per_class), final.reference, opts)
+        s = score(images, grid_labels(final.samples_per_class, model.cfg.num_classes), final.reference, opts)
         is_text = f"IS {s.is_mean:.2f}" if s.is_mean is not None else "IS n/a"
         print(f"{name}: {sampler} sampler: FID {s.fid:.2f}, intra-FID {s.intra_fid:.2f}, class accuracy "
               f"{s.class_accuracy:.2f} (real {s.probe_accuracy_real:.2f}), precision {s.precision:.2f}, recall "

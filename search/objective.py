@@ -54,6 +54,6 @@ class TrialScorer:
         model = build_model(self.cfg).to(self.opts.device)
         model.load_state_dict(best_state)
         images = generate(model, "prior", self.samples_per_class, seed=SAMPLE_SEED)
-        s = search_score(images, grid_labels(self.samples_per_class), self.reference, self.opts)
+        s = search_score(images, grid_labels(self.samples_per_class, self.cfg.num_classes), self.reference, self.opts)
         return {"score": s.fid if self.metric == "fid" else s.kid, "fid": s.fid, "kid": s.kid,
                 "score_epoch": epoch, "score_seconds": s.seconds}

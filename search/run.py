@@ -17,11 +17,11 @@ from pathlib import Path
 import yaml
 
 from cvae_core.cli import ArgumentParser, stop_on_sigterm
-from cvae_core.sources import DataError, absolute_source, default_source
+from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
 from results.run_folder import RunFolder
 
 from .cluster import ClusterError, parse_address
-from .settings import RunFolderError, Spec, load_spec, run_name_problem, with_overrides
+from .settings import RunFolderError, Spec, for_data, load_spec, run_name_problem, with_overrides
 from .space import SpaceError
 
 
@@ -86,19 +86,20 @@ def _check_batch_size(spec: Spec, n_train: int) -> None:
         raise SpaceError(f"{spec.path}: space.batch_size: {largest} is more than the {n_train} training images")
 
 
-def _create_run_folder(spec: Spec, run: RunFolder, fresh: bool, resuming: bool, source: str) -> None:
+def _create_run_folder(spec: Spec, run: RunFolder, fresh: bool, resuming: bool, source: str, data) -> None:
     if fresh and run.path.exists():
         shutil.rmtree(run.path)  # _check_run_folder made sure it is a run folder
     if not resuming:
         run.path.mkdir(parents=True, exist_ok=True)
         run.space_file.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
-    run.record_source(source)
+    run.record_data(source, data)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
     p.add_argument("--space", required=True, type=Path, help="search space YAML (spaces/*.yaml)")
-    p.add_argument("--data", default=None, help=f"zip, image folder or cifar10[:ROOT] (default: {default_source()})")
+    p.add_argument("--data", default=None,
+                   help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: {default_source()})")
     p.add_argument("--storage", type=Path, default=Path("runs"), help="parent folder of run folders")
     p.add_argument("--name", default=None, help="run folder name (default: the space's name)")
     p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 
         data = load_data(source)
         _check_batch_size(spec, len(split(data, spec.search.train_on)[0]))
+        spec = for_data(spec, data.shape)
+        if resuming:
+            run.check_data(data)
         res = spec.search.resources
         connect(args.address)
         check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     from .finalists import run_and_report
     from .tuning import run_search
 
-    _create_run_folder(spec, run, args.fresh, resuming, source)
+    _create_run_folder(spec, run, args.fresh, resuming, source, data)
     stop_on_sigterm()
     try:
         finished = run_search(spec, run, data, resuming)

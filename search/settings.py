@@ -205,6 +205,12 @@ class Spec:
     notices: tuple[str, ...] = ()  # what the commands print about it, e.g. a renamed key
 
 
+def for_data(spec: Spec, shape: dict[str, int]) -> Spec:
+    """The spec with its space set for data of `shape` (ImageData.shape): a model that does not
+    fit the data, or presets with data other than CIFAR-10, is a SpaceError naming the key."""
+    return replace(spec, space=spec.space.for_data(shape, f"{spec.path}: space"))
+
+
 # ------------------------------------------------------------------------ errors
 
 

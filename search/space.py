@@ -22,17 +22,19 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cvae_core.config import (
     ACTIVATIONS,
+    CIFAR10_SHAPE,
+    DATA_FIELDS,
     FAMILIES,
     FAMILY_ACTIVATIONS,
     FAMILY_NORMS,
-    IMAGE_SIZE,
     LABELS,
     LIKELIHOODS,
+    MAX_IMAGE_SIZE,
     NORMS,
     RANGES,
     UPSAMPLES,
@@ -42,6 +44,7 @@ from cvae_core.config import (
     Range,
     Recipe,
     TrialConfig,
+    describe_shape,
 )
 from cvae_core.presets import PRESETS, preset_config
 
@@ -261,11 +264,26 @@ def _parse_group(raw: Any, params: dict[str, Param], where: str, discrete_keys=(
 
 @dataclass(frozen=True)
 class Space:
-    """Sampled model and optimiser settings (or a fixed list of presets)."""
+    """Sampled model and optimiser settings (or a fixed list of presets), and the data's shape
+    every trial is built for (`for_data`)."""
 
     top: dict[str, Dist] = field(default_factory=dict)
     groups: dict[str, dict[str, Dist]] = field(default_factory=dict)  # conv, mlp, resnet: as given
     presets: tuple[str, ...] = ()
+    data: dict[str, int] = field(default_factory=dict)  # ModelConfig's DATA_FIELDS; empty: CIFAR-10's
+
+    def for_data(self, shape: dict[str, int], where: str = "space") -> Space:
+        """This space for data of `shape` (ImageData.shape): every model it can sample must fit it,
+        and the report's presets, CIFAR-10 models, need CIFAR-10's shape."""
+        if self.presets and shape != CIFAR10_SHAPE:
+            raise SpaceError(f"{where}.presets: the report's presets are CIFAR-10 models "
+                             f"({describe_shape(CIFAR10_SHAPE)}); the data is {describe_shape(shape)}: "
+                             "search a space of families instead")
+        space = replace(self, data=dict(shape))
+        size = f"{shape['image_size']}x{shape['image_size']}"
+        if not self.presets:
+            _check_data_fit(space, where, f"does not fit {size}")
+        return space
 
     def families(self) -> tuple[str, ...]:
         return self.top["family"].values()
@@ -284,7 +302,8 @@ class Space:
     def __call__(self, trial) -> dict[str, Any]:
         """Optuna define-by-run: sample one configuration (a flat dict of plain values)."""
         family = self.top["family"].suggest(trial, "family")
-        return {"family": family, **{k: d.suggest(trial, k) for k, d in self.dists(family).items() if k != "family"}}
+        sampled = {k: d.suggest(trial, k) for k, d in self.dists(family).items() if k != "family"}
+        return {"family": family, **sampled, **self.data}
 
 
 def _option(config: dict[str, Any], key: str) -> Any:
@@ -301,6 +320,7 @@ def trial_config(config: dict[str, Any]) -> TrialConfig:
         return TrialConfig(preset_config(config["preset"]), recipe)
     family = config["family"]
     common = {k: _option(config, k) for k in ("norm", "activation", "likelihood", "sigma", "beta")}
+    common.update({k: config[k] for k in DATA_FIELDS if k in config})  # the data's shape (Space.for_data)
     if family == "cnn":
         conv = tuple(
             ConvLayer(config["conv_channels"] * 2**i, config["conv_kernel_size"],
@@ -348,12 +368,9 @@ def parse_space_section(raw: Any, where: str = "space") -> Space:
     space = Space(top=top, groups=groups)
     for family in families:
         _check_family_options(space, family, where)
-    if "cnn" in families:
-        _check_every_model(space, "cnn", ("layers", "kernel_size", "stride", "padding"), f"{where}.conv",
-                           f"does not fit {IMAGE_SIZE}x{IMAGE_SIZE}")
-    if "resnet" in families:
-        _check_every_model(space, "resnet", ("scales", "cond_norm", "norm"), f"{where}.resnet",
-                           "is not a valid resnet")
+    # Whether a model fits the images is the data's to say (Space.for_data); here, at the largest
+    # size any data may have, what is wrong at every size.
+    _check_data_fit(replace(space, data={"image_size": MAX_IMAGE_SIZE}), where, "is not a valid model")
     return space
 
 
@@ -406,13 +423,21 @@ def _first(dist: Dist) -> Any:
     return dist.low if isinstance(dist, Uniform) else dist.values()[0]
 
 
+def _check_data_fit(space: Space, where: str, problem: str) -> None:
+    """Every cnn and resnet the space can sample is a valid model for its data."""
+    if "cnn" in space.families():
+        _check_every_model(space, "cnn", ("layers", "kernel_size", "stride", "padding"), f"{where}.conv", problem)
+    if "resnet" in space.families():
+        _check_every_model(space, "resnet", ("scales", "cond_norm", "norm"), f"{where}.resnet", problem)
+
+
 def _check_every_model(space: Space, family: str, keys: tuple[str, ...], where: str, problem: str) -> None:
     """Each combination of `keys` (a family's discrete settings that decide whether its network
     can be built) must give a valid model; every other key takes one of its values."""
     dists = space.dists(family)
     names = [next(n for n in (f"{GROUPS[family]}_{k}", k) if n in dists) for k in keys if
              f"{GROUPS[family]}_{k}" in dists or k in dists]
-    base = {**{k: _first(d) for k, d in dists.items()}, "family": family}
+    base = {**{k: _first(d) for k, d in dists.items()}, "family": family, **space.data}
     for combo in itertools.product(*(dists[n].values() for n in names)):
         try:
             trial_config({**base, **dict(zip(names, combo))})

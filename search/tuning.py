@@ -29,7 +29,8 @@ def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective
     objective, res = spec.search.objective, spec.search.resources
     weights = spec.final.inception_weights
     extractor = run.extractor("search", objective.feature_extractor, weights)
-    print(f"search objective: {objective.ranked_by} of {10 * objective.samples_per_class} samples against "
+    n = len(data.classes) * objective.samples_per_class
+    print(f"search objective: {objective.ranked_by} of {n} samples against "
           f"{objective.reference.label(data)}, features from {extractor}", flush=True)
     prime_on_worker(objective.reference, MetricOptions(data, extractor, weights), res.cpu, res.gpu)
     return objective.model_copy(update={"feature_extractor": extractor})

@@ -119,3 +119,20 @@ def test_a_trial_config_round_trips_and_its_columns_are_every_field_once():
     assert (REPORT.lr, REPORT.batch_size, REPORT.weight_decay, REPORT.ema) == (1e-4, 512, 0.0, 0.0)
     with pytest.raises(ConfigError, match="unknown recipe field"):
         TrialConfig.from_dict({"model": ModelConfig(**CNN).to_dict(), "recipe": {"momentum": 0.9}})
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("image_size", 30, "image_size=30: image size 30x30 is not supported: square sizes that are multiples of 4"),
+    ("image_size", 512, "image_size=512: image size 512x512 is not supported"),
+    ("channels", 2, "channels=2 must be one of [1, 3]"),
+    ("num_classes", 1, "num_classes=1 must be an integer >= 2"),
+])
+def test_the_datas_shape_is_checked(field, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ModelConfig(family="mlp", latent=4, hidden=(8,), **{field: value})
+
+
+def test_a_resnet_cannot_halve_the_image_to_a_fraction_of_a_pixel():
+    with pytest.raises(ConfigError, match=re.escape("scales=3 halves 28x28 to a fraction of a pixel (at most 2)")):
+        ModelConfig(family="resnet", latent=4, width=4, scales=3, blocks=1, image_size=28)
+    assert ModelConfig(family="resnet", latent=4, width=4, scales=2, blocks=1, image_size=28).image_size == 28

@@ -99,7 +99,8 @@ def test_finalists_at_once_print_their_progress_in_order_and_unmangled(tmp_path,
     board = next(i for i, line in enumerate(lines) if line.startswith("leaderboard: "))
     for name in names:  # printed by the driver, in order, once each, all before the leaderboard
         said = [(i, line.split(": ", 1)[1]) for i, line in enumerate(lines) if line.startswith(f"{name}: ")]
-        assert [next((s for s in FINALIST_STEPS if line.startswith(s)), line) for _, line in said] == list(FINALIST_STEPS)
+        steps = [next((s for s in FINALIST_STEPS if line.startswith(s)), line) for _, line in said]
+        assert steps == list(FINALIST_STEPS)
         assert all(i < board for i, _ in said)
 
 

@@ -6,8 +6,8 @@ import torch
 from cvae_core.data import load_data
 from results.features import Features, MetricOptions, Probe, Statistics, extract, load_extractor, moments
 from results.metrics import class_measures, fid, inception_score, kid, score, search_score
-from results.reference import Reference
 from results.names import NVIDIA_OFFLINE, TINY, nvidia_torchscript_path, resolve_extractor
+from results.reference import Reference
 
 
 def rotation(d: int, seed: int) -> np.ndarray:
@@ -155,7 +155,8 @@ def test_the_class_probe_on_real_images_and_a_generator_that_ignores_its_label(r
     ref = Reference(n=3000)
     some = each_class(real_data.test_y, 100)
     x, y = real_data.test_x[some], real_data.test_y[some]
-    faithful = score(x, y, ref, MetricOptions(real_data, TINY, cache_dir=cache))  # real test images, asked for their own class
+    # real test images, asked for their own class
+    faithful = score(x, y, ref, MetricOptions(real_data, TINY, cache_dir=cache))
     assert faithful.probe_accuracy_real > 0.2  # chance is 0.1, even for a small random network's features
     assert faithful.class_accuracy == pytest.approx(faithful.probe_accuracy_real, abs=0.05)
     deaf = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]  # labels that mean nothing

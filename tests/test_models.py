@@ -112,3 +112,18 @@ def test_resnet_size_grows_with_width_blocks_and_scales():
     base = params()
     assert params(width=16) > base and params(blocks=2) > base and params(scales=3) > base
     assert params(upsample="transposed") != base
+
+
+@pytest.mark.parametrize("shape", [{"image_size": 28, "channels": 1, "num_classes": 5},
+                                   {"image_size": 64, "channels": 3, "num_classes": 3}])
+@pytest.mark.parametrize("family", ["mlp", "cnn", "resnet"])
+def test_every_family_is_built_for_the_datas_shape(family, shape):
+    arch = {"mlp": {"hidden": (32,)}, "cnn": {"conv": ((8, 4, 2, 1), (16, 4, 2, 1)), "h": 16, "label": "onehot"},
+            "resnet": {"width": 4, "scales": 2, "blocks": 1, "cond_norm": True, "norm": "batch"}}[family]
+    cfg = ModelConfig(family=family, latent=4, **arch, **shape)
+    model = build_model(cfg).eval()
+    n, size, channels = 2 * shape["num_classes"], shape["image_size"], shape["channels"]
+    x, y = torch.rand(n, channels, size, size), torch.arange(shape["num_classes"]).repeat(2)
+    logits, mu, _ = model(x, y)
+    assert logits.shape == x.shape and mu.shape == (n, 4)
+    assert model.decode(mu, y).shape == x.shape

@@ -31,7 +31,7 @@ from cli import (
     tiny_space,
     wait_for,
 )
-from conftest import CNN_RESNET_SPACE, TINY_TWO_STAGE, make_tree
+from conftest import CLASSES, CNN_RESNET_SPACE, TINY_TWO_STAGE, make_tree
 
 from cvae_core.atomic import read_records
 from cvae_core.config import TrialConfig, column_types
@@ -91,7 +91,7 @@ def test_a_run_is_not_resumed_on_other_data(tmp_path, data_dir, capsys):
     run_dir = tmp_path / "runs" / "t"
     run_dir.mkdir(parents=True)
     (run_dir / "space.yaml").write_text(space.read_text())
-    RunFolder(run_dir).record_source("/somewhere/else.zip")
+    RunFolder(run_dir).record_data("/somewhere/else.zip", SimpleNamespace(image_size=32, channels=3, classes=CLASSES))
     assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 2
     assert f"--data {data_dir}: this run started with /somewhere/else.zip" in capsys.readouterr().err
 

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -46,6 +48,7 @@ class TwoCodesPerClass(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(()))
+        self.cfg = SimpleNamespace(num_classes=10)
 
     def encode(self, x, y):
         b = x.mean(dim=(1, 2, 3)).round()
@@ -73,7 +76,7 @@ def test_gmm_latents_of_each_class_come_from_that_classs_codes_and_any_prefix_ho
 def test_generate_decodes_class_by_class_into_uint8(model, train_set):
     images = generate(model, "prior", 3, seed=0)
     assert images.dtype == torch.uint8 and images.shape == (30, 3, 32, 32)
-    z, labels = latents(model, "prior", 3, seed=0), grid_labels(3)
+    z, labels = latents(model, "prior", 3, seed=0), grid_labels(3, 10)
     assert labels.tolist() == [c for c in range(10) for _ in range(3)]
     with torch.no_grad():
         expected = model.decode(z, labels).mul(255).round().to(torch.uint8)
@@ -101,3 +104,13 @@ def test_sample_grid_has_one_row_per_class_named_on_the_left(model, tmp_path):
 
     save_sample_grid(generate(model, "prior", 4), 4, tmp_path / "s.png", CLASSES)
     assert Image.open(tmp_path / "s.png").size == (label_width + 2 + 4 * 34, 2 + 10 * 34)
+
+
+def test_a_grid_of_many_grayscale_classes_shows_the_first_twenty_each_named(tmp_path):
+    cfg = ModelConfig(family="mlp", latent=4, hidden=(16,), image_size=28, channels=1, num_classes=25)
+    images = generate(build_model(cfg), "prior", 3)
+    assert images.shape == (75, 1, 28, 28)
+    save_sample_grid(images, 3, tmp_path / "g.png", [f"c{i}" for i in range(25)])
+    grid = np.asarray(Image.open(tmp_path / "g.png").convert("L"))
+    assert grid.shape[0] == 2 + 20 * 30  # 20 rows of 28 + 2 pixels
+    assert np.array_equal(grid[2:30, -(2 + 28) : -2], images[2, 0].numpy())  # class 0's third image

@@ -7,7 +7,8 @@ import yaml
 from conftest import CNN_RESNET_SPACE, MIXED_SPACE
 
 from cvae_core import PRESETS
-from search.settings import load_spec, parse_spec, with_overrides
+from cvae_core.config import CIFAR10_SHAPE
+from search.settings import for_data, load_spec, parse_spec, with_overrides
 from search.space import Fixed, SpaceError
 
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
@@ -34,9 +35,13 @@ def with_change(path: str, value, delete=False):
     return raw
 
 
-@pytest.mark.parametrize("name", ["cnn", "mlp", "all", "seed", "smoke"])
-def test_shipped_spaces_are_valid(name):
-    spec = load_spec(SPACES / f"{name}.yaml")
+SHAPES = {"cifar10": CIFAR10_SHAPE, "28x28 grayscale": {"image_size": 28, "channels": 1, "num_classes": 10}}
+
+
+@pytest.mark.parametrize(("name", "data"), [("cnn", "cifar10"), ("mlp", "cifar10"), ("all", "cifar10"),
+                                            ("seed", "cifar10"), ("smoke", "cifar10"), ("mnist", "28x28 grayscale")])
+def test_shipped_spaces_are_valid_for_their_data(name, data):
+    spec = for_data(load_spec(SPACES / f"{name}.yaml"), SHAPES[data])
     assert spec.name == name
 
 
@@ -71,7 +76,7 @@ MALFORMED = [
     ("space.conv.kernel_size", {"choice": []}, "space.conv.kernel_size.choice: must be a non-empty list"),
     ("space.conv.kernel_size", {"choice": [3, 3]}, "space.conv.kernel_size.choice: has repeated"),
     ("space.conv.kernel_size", {"uniform": [3, 5]}, "space.conv.kernel_size.uniform"),
-    ("space.conv.layers", {"int": [2, 9]}, "space.conv: layers=5"),  # stride-2 stack can't fit
+    ("space.conv.layers", {"int": [2, 9]}, "space.conv: layers=8"),  # stride-2 stack fits no image
     ("space.conv.padding", -1, "space.conv.padding: -1 must be >= 0"),
     ("space.conv.stride", 0, "space.conv.stride: 0 must be >= 1"),
     ("space.conv.dilation", 2, "space.conv.dilation: unknown key"),
@@ -157,8 +162,8 @@ def test_malformed_space_names_file_key_and_problem(tmp_path, path, value, messa
 
 RESNET_MALFORMED = [
     ("resnet.width", {"choice": [0, 8]}, "space.resnet.width.choice[0]: 0 must be >= 1"),
-    ("resnet.scales", {"int": [2, 6]}, "space.resnet: scales=6, cond_norm=False, norm=batch is not a valid resnet: "
-                                       "scales=6 halves 32x32 below 1x1"),
+    ("resnet.scales", {"int": [2, 9]}, "space.resnet: scales=9, cond_norm=False, norm=batch is not a valid model: "
+                                       "scales=9 halves 256x256 to a fraction of a pixel (at most 8)"),
     ("resnet.upsample", "bilinear", "space.resnet.upsample: 'bilinear' is not one of ['nearest', 'transposed']"),
     ("resnet.cond_norm", "yes", "space.resnet.cond_norm: 'yes' is not true or false"),
     ("resnet.blocks", None, "space.resnet.blocks: missing"),

@@ -102,3 +102,22 @@ def test_results_show_reads_the_leaderboard_without_importing_torch():
 
     code = "import sys, results.show; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_with_many_classes_the_per_class_bars_are_sorted_and_name_the_best_and_the_worst():
+    import matplotlib.pyplot as plt
+
+    from results.show import _class_bars
+
+    names = [f"class{i}" for i in range(100)]
+    fids = [float((37 * i) % 100) for i in range(100)]  # class0 is best (0), class27 worst (99)
+    fig, ax = plt.subplots()
+    _class_bars(ax, names, fids, "tab:red", lower_is_better=True, title="t")
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == sorted(fids)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["class0", "class27"]
+    assert "best class0 0.00, worst class27 99.00" in ax.get_title()
+    fig2, few = plt.subplots()
+    _class_bars(few, names[:10], fids[:10], "tab:red", lower_is_better=True, title="t")  # each class named
+    assert [t.get_text() for t in few.get_xticklabels()] == names[:10]
+    plt.close("all")

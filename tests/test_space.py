@@ -7,7 +7,7 @@ from conftest import CNN_RESNET_SPACE
 from conftest import MIXED_SPACE as SPACE
 
 from cvae_core import REPORT, ModelConfig, Recipe
-from cvae_core.config import ConfigError
+from cvae_core.config import CIFAR10_SHAPE, ConfigError
 from search.space import Choice, Fixed, IntRange, SpaceError, Uniform, parse_space_section, trial_config
 
 
@@ -40,10 +40,29 @@ def test_conditional_space_samples_only_the_chosen_family():
     assert seen == {"mlp", "cnn"}
 
 
-def test_every_conv_stack_a_space_can_sample_must_fit_the_image():
+def test_every_conv_stack_a_space_can_sample_must_fit_the_datas_images():
+    deep = parse_space_section({**SPACE, "conv": {**SPACE["conv"], "layers": {"int": [2, 6]}}})  # fits 256x256
     expected = r"space\.conv: layers=5, kernel_size=5, stride=2, padding=1 does not fit 32x32"
     with pytest.raises(SpaceError, match=expected):
+        deep.for_data(CIFAR10_SHAPE)
+    with pytest.raises(SpaceError, match=r"space\.conv: layers=4, kernel_size=5, .* does not fit 28x28"):
+        deep.for_data({"image_size": 28, "channels": 1, "num_classes": 5})
+    wide = deep.for_data({"image_size": 256, "channels": 3, "num_classes": 3})
+    config = wide(optuna.create_study().ask())
+    assert (config["image_size"], config["channels"], config["num_classes"]) == (256, 3, 3)
+    model = trial_config(config).model
+    assert (model.image_size, model.channels, model.num_classes) == (256, 3, 3)
+    # a stack no image can take is refused with the file, before any data
+    with pytest.raises(SpaceError, match=r"space\.conv: layers=8, .* is not a valid model"):
         parse_space_section({**SPACE, "conv": {**SPACE["conv"], "layers": {"int": [2, 9]}}})
+
+
+def test_the_reports_presets_need_cifar10_shaped_data():
+    presets = parse_space_section({"presets": ["mlp-M1"]})
+    assert presets.for_data(CIFAR10_SHAPE).presets == ("mlp-M1",)
+    with pytest.raises(SpaceError, match=r"space\.presets: the report's presets are CIFAR-10 models \(32x32 RGB, 10 "
+                                         r"classes\); the data is 28x28 grayscale, 5 classes"):
+        presets.for_data({"image_size": 28, "channels": 1, "num_classes": 5})
 
 
 def test_a_cnn_or_resnet_space_samples_each_familys_keys_and_the_recipe():
@@ -69,7 +88,7 @@ def test_a_cnn_or_resnet_space_samples_each_familys_keys_and_the_recipe():
 
 def test_a_resnet_whose_cond_norm_has_nothing_to_condition_is_refused():
     resnet = {**CNN_RESNET_SPACE["resnet"], "norm": {"choice": ["none", "batch"]}}
-    expected = r"space\.resnet: scales=2, cond_norm=True, norm=none is not a valid resnet: cond_norm=True needs"
+    expected = r"space\.resnet: scales=2, cond_norm=True, norm=none is not a valid model: cond_norm=True needs"
     with pytest.raises(SpaceError, match=expected):
         parse_space_section({**CNN_RESNET_SPACE, "resnet": resnet})
 

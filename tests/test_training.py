@@ -161,3 +161,20 @@ def test_validation_weighs_the_kl_by_the_models_beta():
     with torch.no_grad():
         kl = kl_divergence(*elbo.encode(x.float() / 255, y)).sum().item() / len(x)
     assert evaluate(elbo, x, y) - evaluate(half, x, y) == pytest.approx(0.5 * kl, rel=1e-4)
+
+
+def test_a_model_built_for_other_images_or_classes_is_refused_before_training():
+    import re
+
+    from cvae_core.config import ConfigError
+
+    cfg = ModelConfig(family="mlp", latent=4, hidden=(8,))  # CIFAR-10's shape, the default
+    gray = torch.zeros(4, 1, 28, 28, dtype=torch.uint8)
+    with pytest.raises(ConfigError, match=re.escape("built for images (3, 32, 32) (channels, height, width); "
+                                                    "the data's are (1, 28, 28)")):
+        train(cfg, gray, torch.zeros(4, dtype=torch.long), gray, torch.zeros(4, dtype=torch.long), epochs=1,
+              recipe=Recipe(batch_size=2))
+    x = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ConfigError, match="built for 10 classes; the data has label 12"):
+        train(cfg, x, torch.tensor([0, 1, 2, 12]), x, torch.zeros(4, dtype=torch.long), epochs=1,
+              recipe=Recipe(batch_size=2))

@@ -65,7 +65,8 @@ def test_trials_parquet_is_written_with_its_declared_schema_even_with_no_trial(t
     run.path.mkdir()
     trials = [tune_trial("a", "TERMINATED", result(20, 150.0, stop="patience")), tune_trial("e", "ERROR")]
     for listed in (trials, []):
-        monkeypatch.setattr(search.trials, "ExperimentAnalysis", lambda path, listed=listed: SimpleNamespace(trials=listed))
+        monkeypatch.setattr(search.trials, "ExperimentAnalysis",
+                            lambda path, listed=listed: SimpleNamespace(trials=listed))
         write_trials_table(run, ["score"])
         assert pq.read_schema(run.trials_table).remove_metadata() == SCHEMA
         assert list(pd.read_parquet(run.trials_table).columns) == SCHEMA.names
