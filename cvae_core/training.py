@@ -265,7 +265,7 @@ def train(
     """Train with the recipe's optimiser until `epochs` or `patience` epochs without a better
     validation loss.
 
-    Images are uint8 (N, 3, 32, 32), labels int64; they are moved to `device` once. Every
+    Images are uint8 (N, C, S, S) as model_cfg is built for, labels int64; they are moved to `device` once. Every
     epoch trains on floor(N / recipe.batch_size) full batches of a fresh permutation. With
     `recipe.ema` the averaged weights are the ones validated, kept, drawn in grids and saved.
 
@@ -280,6 +280,7 @@ def train(
     """
     _check_args(recipe, epochs, patience, reduction, grid_every, checkpoint_every, len(train_x))
     _check_data(model_cfg, train_x, train_y)
+    _check_data(model_cfg, val_x, val_y)
     dev = resolve_device(device)
     out = Path(out_dir) if out_dir is not None else None
     torch.manual_seed(seed)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cvae_core.atomic import atomic_write
-from cvae_core.config import TrialConfig, column_types
+from cvae_core.config import CIFAR10_SHAPE, TrialConfig, column_types
 
 from .pareto import on_front
 from .run_folder import RunFolder
@@ -127,7 +127,8 @@ def missing_columns(row: dict[str, Any]) -> list[str]:
 
 
 def read_rows(run_dir: str | Path) -> pd.DataFrame:
-    rows = [json.loads(p.read_text()) for p in RunFolder(run_dir).row_files()]
+    # A row written before models took the data's shape was of CIFAR-10, the only data then.
+    rows = [{**CIFAR10_SHAPE, **json.loads(p.read_text())} for p in RunFolder(run_dir).row_files()]
     df = pd.DataFrame(rows, columns=SCHEMA.names)
     # Row files hold float epoch seconds; the schema keeps milliseconds.
     df["created_at"] = pd.to_datetime(df["created_at"], unit="s", utc=True).dt.floor("ms")

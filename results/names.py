@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 
 SAMPLERS = ("prior", "gmm", "two_stage")  # results.samplers
-REFERENCE_SPLITS = ("train", "test", "all")  # results.features.Reference
+REFERENCE_SPLITS = ("train", "test", "all")  # results.reference.Reference
 
 # Feature extractors (results.extractors): torch-fidelity's Inception, NVIDIA's offline port of
 # the same network, a tiny random network for tests, or `auto` (resolve_extractor below).

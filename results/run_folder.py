@@ -191,7 +191,8 @@ class RunFolder:
     def check_source(self, source: str) -> None:
         """Refuse to resume a run on other data than it started with."""
         recorded = self._read_data_file()
-        if recorded is not None and recorded["source"] != source:
+        # absolute_source: a torchvision NAME:ROOT recorded before its ROOT was made absolute
+        if recorded is not None and absolute_source(recorded["source"]) != source:
             raise DataError(f"--data {source}: this run started with {recorded['source']} (in {self._data_file}); "
                             "pass that, or --fresh to start over")
 

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         from .cluster import check_capacity, connect
 
         data = load_data(run.source(args.data))
+        run.check_data(data)
         res = spec.search.resources
         connect(args.address)
         check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")

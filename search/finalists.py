@@ -187,12 +187,18 @@ def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False
     # The reference side (features, statistics, class probe) once, before the finalists race to need it.
     prime_on_worker(final.reference, MetricOptions(data, extractor, final.inception_weights), res.cpu, res.gpu,
                     conditional=True)
-    printed = Printed()
-    futures = {
-        printed.remote(finalist_job, row, seed, data_ref, spec.search.train_on, final, str(run.path), res.gpu,
-                       res.cpu, rescore, num_cpus=res.cpu, num_gpus=res.gpu): (row["trial_id"], seed)
-        for row in chosen.to_dict("records") for seed in range(final.seeds)
-    }
+    with Printed() as printed:
+        futures = {
+            printed.remote(finalist_job, row, seed, data_ref, spec.search.train_on, final, str(run.path), res.gpu,
+                           res.cpu, rescore, num_cpus=res.cpu, num_gpus=res.gpu): (row["trial_id"], seed)
+            for row in chosen.to_dict("records") for seed in range(final.seeds)
+        }
+        failures = _wait_for_finalists(printed, futures)
+    return write_leaderboard(run.path), failures
+
+
+def _wait_for_finalists(printed: Printed, futures: dict) -> list[str]:
+    """Each finalist's end as it comes (their lines printed meanwhile); one line per failed one."""
     failures, pending = [], list(futures)
     while pending:
         ready, pending = printed.wait(pending)
@@ -204,7 +210,7 @@ def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False
                       flush=True)
             except Exception as e:  # one failed finalist must not lose the others' rows
                 failures.append(f"{trial_id} seed {seed}: {e}")
-    return write_leaderboard(run.path), failures
+    return failures
 
 
 def run_and_report(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False) -> int:

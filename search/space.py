@@ -272,6 +272,10 @@ class Space:
     presets: tuple[str, ...] = ()
     data: dict[str, int] = field(default_factory=dict)  # ModelConfig's DATA_FIELDS; empty: CIFAR-10's
 
+    def __setstate__(self, state: dict) -> None:
+        # A searcher saved by an earlier version (Tune restores it on resume) had no data: CIFAR-10's.
+        self.__dict__.update({"data": {}, **state})
+
     def for_data(self, shape: dict[str, int], where: str = "space") -> Space:
         """This space for data of `shape` (ImageData.shape): every model it can sample must fit it,
         and the report's presets, CIFAR-10 models, need CIFAR-10's shape."""

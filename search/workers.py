@@ -47,10 +47,20 @@ class _QueueLines:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        """Put a last line that has no newline."""
+        if self._partial:
+            self._queue.put(self._partial)
+            self._partial = ""
+
 
 def _printing_to(queue, fn: Callable, *args) -> Any:
-    with contextlib.redirect_stdout(_QueueLines(queue)):
-        return fn(*args)
+    lines = _QueueLines(queue)
+    try:
+        with contextlib.redirect_stdout(lines):
+            return fn(*args)
+    finally:
+        lines.close()
 
 
 class Printed:
@@ -58,12 +68,22 @@ class Printed:
     delivers a task's lines late (a finalist's last lines after the leaderboard), deduplicates
     lines that look alike, and with two nodes on one host prints each twice. Tasks started with
     `remote` put their lines on a queue (a Ray actor holding no CPU); each put blocks, so all of a
-    task's lines are queued before its result is ready, and `wait` prints them."""
+    task's lines are queued before its result is ready, and `wait` prints them. Use it as a
+    context manager: leaving prints what is left and ends the queue's actor."""
 
     def __init__(self):
         from ray.util.queue import Queue
 
         self._queue = Queue(actor_options={"num_cpus": 0})
+
+    def __enter__(self) -> Printed:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        # Leaving on an error (Ctrl-C included): that error is what the user must see.
+        with contextlib.suppress(Exception) if exc_type else contextlib.nullcontext():
+            self.show()
+            self._queue.shutdown()
 
     def remote(self, fn: Callable, *args, **options) -> ray.ObjectRef:
         """fn(*args) as a Ray task with `options` (num_cpus, num_gpus), its printed lines queued."""
@@ -100,6 +120,6 @@ def prime_on_worker(reference: Reference, opts: MetricOptions, cpus: float, gpu_
     whole cluster and has it cached already (a resume)."""
     if one_node() and reference_cached(reference, opts, conditional):
         return
-    printed = Printed()
-    printed.get(printed.remote(_prime, reference, opts, gpu_share, cpus, conditional, num_cpus=cpus,
-                               num_gpus=gpu_share))
+    with Printed() as printed:
+        printed.get(printed.remote(_prime, reference, opts, gpu_share, cpus, conditional, num_cpus=cpus,
+                                   num_gpus=gpu_share))

@@ -138,3 +138,15 @@ def test_a_space_refuses_a_number_exactly_when_the_configuration_does(key, famil
 
     assert space_problem(outside) == _config_problem(family, field, outside) is not None
     assert space_problem(inside) is None and _config_problem(family, field, inside) is None
+
+
+def test_a_space_saved_before_it_knew_the_datas_shape_samples_cifar10_models():
+    """Tune restores a resumed search's searcher, and its space, as an earlier version pickled them."""
+    import pickle
+
+    space = parse_space_section(SPACE)
+    old = pickle.loads(pickle.dumps(space))
+    del old.__dict__["data"]  # as pickled before the field existed
+    restored = pickle.loads(pickle.dumps(old))
+    model = trial_config(restored(optuna.create_study().ask())).model
+    assert (model.image_size, model.channels, model.num_classes) == (32, 3, 10)
