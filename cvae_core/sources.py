@@ -35,11 +35,6 @@ def torchvision_name(source: str) -> str | None:
     return name if name in TORCHVISION_NAMES else None
 
 
-def is_torchvision(source: str) -> bool:
-    """True for "NAME" / "NAME:ROOT" with NAME one of TORCHVISION_NAMES, False for a path."""
-    return torchvision_name(source) is not None
-
-
 def torchvision_root(source: str) -> Path:
     """The folder torchvision keeps a NAME[:ROOT] source's files in: ROOT, else one under the cache."""
     return Path(source.partition(":")[2] or default_cache_dir() / "torchvision").expanduser()

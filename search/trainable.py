@@ -82,11 +82,10 @@ def _report_last(run: RunFolder, name: str, carried: dict) -> None:
 def _scorer(trial: TrialConfig, data: ImageData, objective: Objective, inception_weights: str | None,
             device: torch.device) -> TrialScorer | None:
     """What scores the trial's kept weights for a fid/kid objective; None when it ranks by val_loss."""
-    scorer = None
-    if objective.ranked_by != "val_loss":
-        opts = MetricOptions(data, objective.feature_extractor, inception_weights, str(device))
-        scorer = TrialScorer(trial.model, objective.ranked_by, objective.samples_per_class, objective.reference, opts)
-    return scorer
+    if objective.ranked_by == "val_loss":
+        return None
+    opts = MetricOptions(data, objective.feature_extractor, inception_weights, str(device))
+    return TrialScorer(trial.model, objective.ranked_by, objective.samples_per_class, objective.reference, opts)
 
 
 class _Reporter:
@@ -113,6 +112,9 @@ class _Reporter:
             atomic_torch_save(make_checkpoint(), self.checkpoint)
         tune.report({**metrics, **(self.last_score or {}), **self.carried})
         self.reported = True
+
+    def close(self) -> None:
+        self.events.close()
 
     def _score(self, metrics: dict, make_checkpoint) -> None:
         if self.scorer is None:
@@ -185,6 +187,6 @@ def run_trial(
         record_failure(failure_file, "out_of_memory", e)
         raise
     finally:
-        report.events.close()
+        report.close()
     if not report.reported:  # restarted after it had finished (a kill before Tune saved that): say so again
         _report_last(run, name, carried)

@@ -54,7 +54,9 @@ class _QueueLines:
             self._partial = ""
 
 
+@ray.remote
 def _printing_to(queue, fn: Callable, *args) -> Any:
+    """fn(*args) in a Ray task, its printed lines put on `queue`."""
     lines = _QueueLines(queue)
     try:
         with contextlib.redirect_stdout(lines):
@@ -87,7 +89,7 @@ class Printed:
 
     def remote(self, fn: Callable, *args, **options) -> ray.ObjectRef:
         """fn(*args) as a Ray task with `options` (num_cpus, num_gpus), its printed lines queued."""
-        return ray.remote(**options)(_printing_to).remote(self._queue, fn, *args)
+        return _printing_to.options(**options).remote(self._queue, fn, *args)
 
     def show(self) -> None:
         for line in self._queue.get_nowait_batch(self._queue.qsize()):

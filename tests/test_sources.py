@@ -17,7 +17,7 @@ import torch
 from conftest import CLASSES
 
 from cvae_core.data import TORCHVISION, load_data
-from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, is_torchvision, torchvision_name
+from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, torchvision_name
 
 PER_BATCH, TEST = 6, 10  # images per data_batch_N (5 of them) and in test_batch
 
@@ -220,11 +220,11 @@ def test_a_torchvision_name_that_cannot_be_downloaded_is_one_line(tmp_path, monk
 def test_every_torchvision_name_is_known_without_torch(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn"):
-        assert is_torchvision(name) and is_torchvision(f"{name}:/data") and torchvision_name(f"{name}:x") == name
+        assert torchvision_name(name) == torchvision_name(f"{name}:/data") == torchvision_name(f"{name}:x") == name
         assert absolute_source(name) == name  # its root decided when loading: $CVAE_CACHE's
         assert absolute_source(f"{name}:rel/tv") == f"{name}:{tmp_path / 'rel' / 'tv'}"  # trials run elsewhere
     for path in ("mnist.zip", "data/svhn", "cifar10-jpeg.zip", "emnist"):
-        assert not is_torchvision(path) and absolute_source(path) == str(tmp_path / path)
+        assert torchvision_name(path) is None and absolute_source(path) == str(tmp_path / path)
     assert set(TORCHVISION) == set(TORCHVISION_NAMES)  # each name is read by cvae_core.data
     code = "import sys, cvae_core.sources; assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True).returncode == 0
