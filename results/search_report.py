@@ -24,6 +24,8 @@ from .study import NoStudy, load_study
 
 IMPORTANCE = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
 MIN_FOR_IMPORTANCE = 3  # finished trials with a score, fewer give no ranking to speak of
+MIN_FOR_AGREEMENT = 4  # trials that ran to their own end, fewer give no rank correlation to speak of
+RAN_TO_END = ("patience", "max_epochs")  # the stops a training makes itself (trials.parquet's stop_reason)
 
 
 def _save(axes, path: Path) -> None:
@@ -51,20 +53,29 @@ def importances(study) -> dict[str, float]:
         return get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), target=target)
 
 
+def _scores(run: RunFolder, trial_dir: str) -> dict[int, float]:
+    """A trial's scores by the epoch they were computed at (a resumed trial's last word on each)."""
+    return {s["score_epoch"]: s["score"] for s in read_records(run.scores_file(Path(trial_dir).name))}
+
+
+def _milestones(run: RunFolder) -> list[int]:
+    return sorted({r["milestone"] for r in read_records(run.asha_state) if "milestone" in r})
+
+
 def plot_asha(run: RunFolder, trials: pd.DataFrame, path: Path) -> None:
     """Each trial's score against the epoch it was computed at; the trials ASHA stopped marked where
     they stopped, its milestones as vertical lines."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in trials.itertuples():
-        scores = read_records(run.scores_file(Path(row.trial_dir).name))
+        scores = _scores(run, row.trial_dir)
         if not scores:
             continue
-        epochs, values = [s["score_epoch"] for s in scores], [s["score"] for s in scores]
+        epochs, values = list(scores), list(scores.values())
         stopped = row.stop_reason == "asha"
         ax.plot(epochs, values, color="tab:red" if stopped else "tab:blue", alpha=0.6, lw=1, marker=".")
         if stopped:
             ax.plot(epochs[-1], values[-1], "x", color="tab:red", ms=8)
-    for m in sorted({r["milestone"] for r in read_records(run.asha_state) if "milestone" in r}):
+    for m in _milestones(run):
         ax.axvline(m, color="k", lw=0.6, ls=":")
     ax.plot([], [], color="tab:blue", label="ran on")
     ax.plot([], [], "x-", color="tab:red", label="stopped by ASHA")
@@ -74,6 +85,29 @@ def plot_asha(run: RunFolder, trials: pd.DataFrame, path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     _save(ax, path)
+
+
+def rung_agreement(run: RunFolder, trials: pd.DataFrame) -> list[str]:
+    """Whether ASHA's milestones rank trials as their ends do: among the trials that ran to their own
+    end, the rank correlation of the score at each milestone with the last score. Where it is low,
+    ASHA stops trials that would have ended best (models that converge slowly look worst early;
+    bench/search_efficiency.py): a longer grace_period is the remedy. Markdown lines."""
+    ended = [s for row in trials.itertuples() if (s := _scores(run, row.trial_dir)) and row.stop_reason in RAN_TO_END]
+    if len(ended) < MIN_FOR_AGREEMENT:
+        return [(f"Whether ASHA's milestones rank trials as their ends do needs at least {MIN_FOR_AGREEMENT} "
+                 f"trials that ran to their own end; this search has {len(ended)}."), ""]
+    last = pd.Series([s[max(s)] for s in ended])
+    lines = [(f"Do ASHA's milestones rank trials as their ends do? Among the {len(ended)} trials that ran to their "
+              "own end (ones ASHA let run on), the rank correlation (Spearman) of each milestone's score with the "
+              "last: near 1, the milestone ranks as the end does; near 0 or below, ASHA is likely stopping trials "
+              "that would have ended well, and a longer `grace_period` would keep them."), "",
+             "| epoch | trials | Spearman |", "|---|---|---|"]
+    for m in _milestones(run):
+        at = pd.Series([s.get(m, math.nan) if m < max(s) else math.nan for s in ended])
+        pairs = at.notna()
+        if pairs.sum() >= MIN_FOR_AGREEMENT:
+            lines.append(f"| {m} | {pairs.sum()} | {at[pairs].corr(last[pairs], method='spearman'):.2f} |")
+    return lines + [""]
 
 
 def _study_figures(study, out: Path) -> list[str]:
@@ -107,8 +141,9 @@ def write_search_section(run_dir: str | Path, out: Path) -> list[str]:
     run = RunFolder(run_dir)
     lines = ["## The search", ""]
     if run.trials_table.exists():
-        plot_asha(run, pd.read_parquet(run.trials_table), out / "asha.png")
-        lines += ["![ASHA: the score of every trial at its milestones](asha.png)", ""]
+        trials = pd.read_parquet(run.trials_table)
+        plot_asha(run, trials, out / "asha.png")
+        lines += ["![ASHA: the score of every trial at its milestones](asha.png)", "", *rung_agreement(run, trials)]
     try:
         study = load_study(run.path)
     except NoStudy as e:

@@ -87,7 +87,20 @@ def test_too_few_trials_for_importances_is_one_line_and_the_rest_is_written(tmp_
     assert main([str(run_dir)]) == 0
     md = (run_dir / "report" / "report.md").read_text()
     assert "Importances need at least 3 trials with a score; this search has 2." in md
+    assert "needs at least 4 trials that ran to their own end; this search has 1." in md
     assert (run_dir / "report" / "search_history.png").exists() and (run_dir / "report" / "asha.png").exists()
+
+
+def test_the_report_says_whether_asha_milestones_rank_trials_as_their_ends_do(tmp_path):
+    run_dir = small_search(tmp_path, 8)
+    run = RunFolder(run_dir)
+    for i in range(0, 8, 2):  # the four that ran to their end: the best at the milestone ends worst
+        append_records(run.scores_file(f"mlp_t{i}"), [{"score_epoch": 2, "score": 100.0 + i},
+                                                      {"score_epoch": 4, "score": 100.0 - i}])
+    assert main([str(run_dir)]) == 0
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "Among the 4 trials that ran to their own end" in md
+    assert "| 2 | 4 | -1.00 |" in md  # the ASHA-stopped trials, which rank alike at 2 and 4, left out
 
 
 def test_a_run_without_a_study_says_so_in_the_report(scored_run_copy):
