@@ -15,11 +15,17 @@ not its numbers:
 For each of R seeds, each searcher runs N trials, K at once. Printed: the median over seeds of the
 best score after N trials, of the trial-epochs each searcher needed to reach random search's final
 best (of the same seed; trials counted in the order they ended, failed ones included), and of that
-as a ratio to what random search itself needed. Target: the configured TPE reaches it in <= half
-of random search's trial-epochs.
+as a ratio to what random search itself needed; and the best score each reached within the
+trial-epochs random search spent in all (equal compute). Target: the configured TPE reaches
+random search's best in <= half of random search's trial-epochs.
 
-    python bench/search_efficiency.py                      # 5 seeds x 64 trials, 4 at once: ~10 min on 2 cores
-    python bench/search_efficiency.py --seeds 3 --trials 24 --concurrent 4
+One seed draws the same start-up trials for all three searchers (TPE starts with random ones), so
+where random search's best is among them the ratios are 1. ASHA promotes the better trials, so a
+searcher that samples better configurations also spends more trial-epochs on them.
+--grace-period replaces the space's (max_t: no early stopping) to show the schedule's share.
+
+    python bench/search_efficiency.py                      # 5 seeds x 64 trials, 4 at once: ~17 min on 2 cores
+    python bench/search_efficiency.py --seeds 3 --trials 24 --concurrent 4 --grace-period 15
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ def dummy_trial(config, run_dir: str, max_t: int, score_at: frozenset):
                      **score})
 
 
-def one_search(searcher: str, seed: int, trials: int, concurrent: int) -> dict:
+def one_search(searcher: str, seed: int, trials: int, concurrent: int, grace_period: int | None) -> dict:
     """In this process: one search; per finished trial, in the order they ended, (score, epochs)."""
     import ray
     from ray import tune
@@ -107,7 +113,8 @@ def one_search(searcher: str, seed: int, trials: int, concurrent: int) -> dict:
     spec = with_overrides(load_spec(ROOT / "spaces" / "cnn.yaml"), num_samples=trials)
     s = spec.search
     settings = {"n_startup_trials": trials} if SEARCHERS[searcher] is None else SEARCHERS[searcher]
-    search = s.model_copy(update={"seed": seed, "max_concurrent": concurrent,
+    asha = s.asha if grace_period is None else s.asha.model_copy(update={"grace_period": grace_period})
+    search = s.model_copy(update={"seed": seed, "max_concurrent": concurrent, "asha": asha,
                                   "searcher": s.searcher.model_copy(update=settings),
                                   "resources": s.resources.model_copy(update={"cpu": 2 / concurrent, "gpu": 0})})
     spec = dataclasses.replace(spec, search=search)
@@ -137,37 +144,57 @@ def epochs_to_reach(run: dict, target: float) -> float:
     return math.inf
 
 
+def best_within(run: dict, budget: float) -> float:
+    """The best score among the trials that ended before `budget` trial-epochs were spent."""
+    spent, best = run["failed_epochs"], math.inf
+    for value, epochs in run["ended"]:
+        spent += epochs
+        if spent > budget:
+            break
+        best = min(best, value)
+    return best
+
+
+def spent(run: dict) -> int:
+    return run["failed_epochs"] + sum(e for _, e in run["ended"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--trials", type=int, default=64)
     p.add_argument("--concurrent", type=int, default=4)
+    p.add_argument("--grace-period", type=int, help="epochs; default: the space's (max_t: no early stopping)")
     p.add_argument("--one", nargs=2, metavar=("SEARCHER", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print(json.dumps(one_search(args.one[0], int(args.one[1]), args.trials, args.concurrent)))
+        print(json.dumps(one_search(args.one[0], int(args.one[1]), args.trials, args.concurrent, args.grace_period)))
         return
 
-    print(f"synthetic objective over spaces/cnn.yaml's space and ASHA schedule: {args.seeds} seeds x {args.trials} "
+    schedule = "ASHA schedule" if args.grace_period is None else f"ASHA schedule with grace_period {args.grace_period}"
+    print(f"synthetic objective over spaces/cnn.yaml's space and {schedule}: {args.seeds} seeds x {args.trials} "
           f"trials, {args.concurrent} at once, on the CPU")
     runs = {name: [] for name in SEARCHERS}
     for seed in range(args.seeds):
         for name in SEARCHERS:
             cmd = [sys.executable, __file__, "--one", name, str(seed), "--trials", str(args.trials),
                    "--concurrent", str(args.concurrent)]
+            cmd += [] if args.grace_period is None else ["--grace-period", str(args.grace_period)]
             out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
             runs[name].append(json.loads(out.strip().splitlines()[-1]))
-    print(f"{'searcher':<16}{'median best':>12}{'trial-epochs to random best':>30}{'ratio to random':>17}")
+    print(f"{'searcher':<16}{'median best':>12}{'trial-epochs to random best':>30}{'ratio to random':>17}"
+          f"{'best within random trial-epochs':>34}")
     targets = [min(v for v, _ in r["ended"]) for r in runs["random"]]
     baseline = [epochs_to_reach(r, t) for r, t in zip(runs["random"], targets)]
+    budgets = [spent(r) for r in runs["random"]]
     for name, seeds in runs.items():
         best = statistics.median(min(v for v, _ in r["ended"]) for r in seeds)
         needed = [epochs_to_reach(r, t) for r, t in zip(seeds, targets)]
         ratio = statistics.median(n / b for n, b in zip(needed, baseline))
-        print(f"{name:<16}{best:>12.1f}{statistics.median(needed):>30.0f}{ratio:>17.2f}")
+        within = statistics.median(best_within(r, b) for r, b in zip(seeds, budgets))
+        print(f"{name:<16}{best:>12.1f}{statistics.median(needed):>30.0f}{ratio:>17.2f}{within:>34.1f}")
         print("    per seed (best, trial-epochs to random best, trial-epochs in all): " + ", ".join(
-            f"({min(v for v, _ in r['ended']):.1f}, {n}, {r['failed_epochs'] + sum(e for _, e in r['ended'])})"
-            for r, n in zip(seeds, needed)))
+            f"({min(v for v, _ in r['ended']):.1f}, {n}, {spent(r)})" for r, n in zip(seeds, needed)))
     print("target: tpe-configured's ratio <= 0.50 (inf: never reached random search's best)")
 
 

@@ -25,7 +25,7 @@ BENCHES = {
                 "--two-stage-epochs", "1",
                 "--config", '{"model": {"family": "resnet", "latent": 4, "width": 4, "scales": 2, "blocks": 1}, '
                 '"recipe": {"batch_size": 20}}'],
-    "search_efficiency": ["--seeds", "1", "--trials", "3", "--concurrent", "2"],
+    "search_efficiency": ["--seeds", "1", "--trials", "3", "--concurrent", "2", "--grace-period", "15"],
     "driver_scale": ["--trials", "3", "--concurrent", "2", "--epochs", "2", "--epoch-seconds", "0.01"],
 }
 DATALESS = {"driver_scale", "search_efficiency"}
