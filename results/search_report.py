@@ -1,5 +1,6 @@
-"""The search itself, for results.show: how the score improved, which settings mattered and what
-ASHA cut, from the run's Optuna study (results.study) and its trials' own records.
+"""The search itself, for results.show: how the score improved, which settings mattered, what ASHA
+cut and whether its milestones rank trials as their ends do, from the run's Optuna study
+(results.study) and its trials' own records.
 
 The history, the importances and the slice view are Optuna's own (optuna.visualization.matplotlib,
 optuna.importance with PED-ANOVA, Optuna 5's default, named here since earlier versions default
@@ -90,8 +91,9 @@ def plot_asha(run: RunFolder, trials: pd.DataFrame, path: Path) -> None:
 def rung_agreement(run: RunFolder, trials: pd.DataFrame) -> list[str]:
     """Whether ASHA's milestones rank trials as their ends do: among the trials that ran to their own
     end, the rank correlation of the score at each milestone with the last score. Where it is low,
-    ASHA stops trials that would have ended best (models that converge slowly look worst early;
-    bench/search_efficiency.py): a longer grace_period is the remedy. Markdown lines."""
+    ASHA is likely stopping trials that would have ended best (models that converge slowly look
+    worst early, as in bench/search_efficiency.py's function), and a longer grace_period would keep
+    them. Markdown lines."""
     ended = [s for row in trials.itertuples() if (s := _scores(run, row.trial_dir)) and row.stop_reason in RAN_TO_END]
     if len(ended) < MIN_FOR_AGREEMENT:
         return [(f"Whether ASHA's milestones rank trials as their ends do needs at least {MIN_FOR_AGREEMENT} "
