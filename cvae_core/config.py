@@ -59,6 +59,10 @@ LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
 # sum: the report's BCE + KL summed over pixels, latents and the batch; mean: its failure mode
 REDUCTIONS = ("sum", "mean")
 PATIENCE = 20  # the report's: epochs without a better validation loss before training stops
+# Why a training ends by itself (each epoch record's `stop`, trials.parquet's stop_reason): its
+# patience ran out, or its epochs did.
+PATIENCE_STOP, MAX_EPOCHS_STOP = "patience", "max_epochs"
+STOP_REASONS = (PATIENCE_STOP, MAX_EPOCHS_STOP)
 
 
 class ConfigError(ValueError):

@@ -21,13 +21,12 @@ from .sources import TORCHVISION_NAMES, TRAIN_ON, DataError, default_source
 def _recipe_flag(field: str):
     """An argparse type for a Recipe field: its range (cvae_core.config.RANGES), answered at once."""
     r = RANGES[field]
-    bound = {"above": r.minimum} if r.exclusive else {"at_least": r.minimum}
-    parse = number(int if r.kind == "int" else float, **bound)
+    parse = number(int if r.kind == "int" else float)
 
     def in_range(text: str):
         value = parse(text)
-        if r.below is not None and value >= r.below:
-            raise argparse.ArgumentTypeError(f"{value} must be < {r.below}")
+        if problem := r.bound_problem(value):
+            raise argparse.ArgumentTypeError(f"{value} {problem}")
         return value
 
     return in_range

@@ -16,7 +16,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .atomic import append_records, atomic_torch_save
-from .config import PATIENCE, REDUCTIONS, REPORT, ConfigError, ModelConfig, Recipe
+from .config import MAX_EPOCHS_STOP, PATIENCE, PATIENCE_STOP, REDUCTIONS, REPORT, ConfigError, ModelConfig, Recipe
 from .grids import first_of_each_class, save_training_grids
 from .layout import BEST_FILE, CHECKPOINT_FILE, GRID_CLASSES, GRIDS_DIR, METRICS_FILE
 from .losses import neg_elbo
@@ -43,7 +43,7 @@ class TrainResult:
     best_val_loss: float  # the training objective per validation image, nats (see evaluate)
     best_epoch: int
     epochs_run: int
-    stop_reason: str  # "patience" or "max_epochs" (_Progress.stop_reason)
+    stop_reason: str  # one of config.STOP_REASONS (_Progress.stop_reason)
     model: CVAE  # holding the best weights
 
 
@@ -152,8 +152,8 @@ class _Progress:
 
     def stop_reason(self, patience: int, epochs: int) -> str | None:
         if self.epochs_since_best >= patience:
-            return "patience"
-        return "max_epochs" if self.epoch >= epochs else None
+            return PATIENCE_STOP
+        return MAX_EPOCHS_STOP if self.epoch >= epochs else None
 
 
 def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -272,7 +272,7 @@ def train(
     out_dir: if given, receives METRICS_FILE (one record per epoch), GRIDS_DIR every
     `grid_every` epochs, CHECKPOINT_FILE every `checkpoint_every` epochs and at the last, and
     BEST_FILE at the end.
-    Each epoch's record says whether training stops after it (`stop`: "patience", "max_epochs" or None).
+    Each epoch's record says whether training stops after it (`stop`: one of config.STOP_REASONS, or None).
     resume: a checkpoint dict (see `make_checkpoint`) to continue from, bit for bit.
     callback(metrics, make_checkpoint) is called after every epoch; make_checkpoint() builds
     the checkpoint dict only when the caller wants one.

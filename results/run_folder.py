@@ -22,7 +22,7 @@ Every file a trial or the driver writes again and again is appended to, never re
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -164,11 +164,9 @@ class RunFolder:
     def record_data(self, source: str, data: ImageData) -> None:
         """Record the data the run starts with and its shape, once: a resumed run
         keeps the first record, and gains the shape if an earlier version recorded the source alone."""
-        recorded = self._read_data_file()
-        if recorded is None or "classes" not in recorded:
-            atomic_write_text(self._data_file, json.dumps({
-                "source": source, "image_size": data.image_size, "channels": data.channels,
-                "classes": list(data.classes)}))
+        if self.recorded_data() is None:
+            record = DataRecord(source, data.image_size, data.channels, tuple(data.classes))
+            atomic_write_text(self._data_file, json.dumps(asdict(record)))
 
     def recorded_data(self) -> DataRecord | None:
         """The data the run started with and its shape; None before a record, or when an earlier

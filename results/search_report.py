@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cvae_core.atomic import read_records
+from cvae_core.config import STOP_REASONS
 
 from .run_folder import RunFolder
 from .study import NoStudy, load_study
@@ -26,7 +27,6 @@ from .study import NoStudy, load_study
 IMPORTANCE = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
 MIN_FOR_IMPORTANCE = 3  # finished trials with a score, fewer give no ranking to speak of
 MIN_FOR_AGREEMENT = 4  # trials that ran to their own end, fewer give no rank correlation to speak of
-RAN_TO_END = ("patience", "max_epochs")  # the stops a training makes itself (trials.parquet's stop_reason)
 
 
 def _save(axes, path: Path) -> None:
@@ -54,21 +54,23 @@ def importances(study) -> dict[str, float]:
         return get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), target=target)
 
 
-def _scores(run: RunFolder, trial_dir: str) -> dict[int, float]:
-    """A trial's scores by the epoch they were computed at (a resumed trial's last word on each)."""
-    return {s["score_epoch"]: s["score"] for s in read_records(run.scores_file(Path(trial_dir).name))}
+def _scores(run: RunFolder, trials: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """Each trial's scores (by its trial_dir) by the epoch they were computed at (a resumed trial's
+    last word on each)."""
+    records = {row.trial_dir: read_records(run.scores_file(Path(row.trial_dir).name)) for row in trials.itertuples()}
+    return {trial_dir: {r["score_epoch"]: r["score"] for r in rs} for trial_dir, rs in records.items()}
 
 
 def _milestones(run: RunFolder) -> list[int]:
     return sorted({r["milestone"] for r in read_records(run.asha_state) if "milestone" in r})
 
 
-def plot_asha(run: RunFolder, trials: pd.DataFrame, path: Path) -> None:
-    """Each trial's score against the epoch it was computed at; the trials ASHA stopped marked where
-    they stopped, its milestones as vertical lines."""
+def plot_asha(trials: pd.DataFrame, scored: dict[str, dict[int, float]], milestones: list[int], path: Path) -> None:
+    """Each trial's score against the epoch it was computed at (`scored`: _scores); the trials ASHA
+    stopped marked where they stopped, its milestones as vertical lines."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in trials.itertuples():
-        scores = _scores(run, row.trial_dir)
+        scores = scored[row.trial_dir]
         if not scores:
             continue
         epochs, values = list(scores), list(scores.values())
@@ -76,7 +78,7 @@ def plot_asha(run: RunFolder, trials: pd.DataFrame, path: Path) -> None:
         ax.plot(epochs, values, color="tab:red" if stopped else "tab:blue", alpha=0.6, lw=1, marker=".")
         if stopped:
             ax.plot(epochs[-1], values[-1], "x", color="tab:red", ms=8)
-    for m in _milestones(run):
+    for m in milestones:
         ax.axvline(m, color="k", lw=0.6, ls=":")
     ax.plot([], [], color="tab:blue", label="ran on")
     ax.plot([], [], "x-", color="tab:red", label="stopped by ASHA")
@@ -88,13 +90,13 @@ def plot_asha(run: RunFolder, trials: pd.DataFrame, path: Path) -> None:
     _save(ax, path)
 
 
-def rung_agreement(run: RunFolder, trials: pd.DataFrame) -> list[str]:
+def rung_agreement(trials: pd.DataFrame, scored: dict[str, dict[int, float]], milestones: list[int]) -> list[str]:
     """Whether ASHA's milestones rank trials as their ends do: among the trials that ran to their own
     end, the rank correlation of the score at each milestone with the last score. Where it is low,
     ASHA is likely stopping trials that would have ended best (models that converge slowly look
     worst early, as in bench/search_efficiency.py's function), and a longer grace_period would keep
     them. Markdown lines."""
-    ended = [s for row in trials.itertuples() if (s := _scores(run, row.trial_dir)) and row.stop_reason in RAN_TO_END]
+    ended = [s for row in trials.itertuples() if (s := scored[row.trial_dir]) and row.stop_reason in STOP_REASONS]
     if len(ended) < MIN_FOR_AGREEMENT:
         return [(f"Whether ASHA's milestones rank trials as their ends do needs at least {MIN_FOR_AGREEMENT} "
                  f"trials that ran to their own end; this search has {len(ended)}."), ""]
@@ -104,7 +106,7 @@ def rung_agreement(run: RunFolder, trials: pd.DataFrame) -> list[str]:
               "last: near 1, the milestone ranks as the end does; near 0 or below, ASHA is likely stopping trials "
               "that would have ended well, and a longer `grace_period` would keep them."), "",
              "| epoch | trials | Spearman |", "|---|---|---|"]
-    for m in _milestones(run):
+    for m in milestones:
         at = pd.Series([s.get(m, math.nan) if m < max(s) else math.nan for s in ended])
         pairs = at.notna()
         if pairs.sum() >= MIN_FOR_AGREEMENT:
@@ -144,8 +146,10 @@ def write_search_section(run_dir: str | Path, out: Path) -> list[str]:
     lines = ["## The search", ""]
     if run.trials_table.exists():
         trials = pd.read_parquet(run.trials_table)
-        plot_asha(run, trials, out / "asha.png")
-        lines += ["![ASHA: the score of every trial at its milestones](asha.png)", "", *rung_agreement(run, trials)]
+        scored, milestones = _scores(run, trials), _milestones(run)
+        plot_asha(trials, scored, milestones, out / "asha.png")
+        lines += ["![ASHA: the score of every trial at its milestones](asha.png)", "",
+                  *rung_agreement(trials, scored, milestones)]
     try:
         study = load_study(run.path)
     except NoStudy as e:
