@@ -1,31 +1,41 @@
-"""What the searcher buys: random search, TPE with Optuna's defaults and TPE as configured here, on a
-synthetic objective, in one run (CPU, nothing trained).
+"""What the search buys: the configured search against what users would pick instead, at equal
+compute, on a synthetic objective or on real learning curves (LCBench), in one run (CPU, nothing trained).
 
 Each search is the project's real Tuner (search.tuning.new_tuner: the searcher and its study,
-PersistentASHA, trials several at once) over spaces/cnn.yaml's space and schedule, with a dummy
-trainable whose learning curve is a closed-form function of the configuration plus noise
-(`final_score` and `curve` below). The function is synthetic: it has the shape of the real problem,
-not its numbers:
-- the family decides what score can be reached (resnet lower than cnn), and each family's own
-  settings matter (resnet: width, blocks, cond_norm, norm; cnn: channels, layers, h);
-- latent, beta and lr each have an optimum, quadratic in their logarithm; EMA and a learned sigma help;
-- lr above 8e-4 with batch 64 diverges: the trial fails, as a real divergence does;
-- larger models converge more slowly: the curve's time constant grows with the parameter count;
-- every score has noise (sd 3), as a FID of 1,000 samples has.
-For each of R seeds, each searcher runs N trials, K at once. Printed: the median over seeds of the
-best score after N trials, of the trial-epochs each searcher needed to reach random search's final
-best (of the same seed; trials counted in the order they ended, failed ones included), and of that
-as a ratio to what random search itself needed; and the best score each reached within the
-trial-epochs random search spent in all (equal compute). Target: the configured TPE reaches
-random search's best in <= half of random search's trial-epochs.
+PersistentASHA, trials several at once) with a trainable that reports as search.trainable.run_trial
+does (an epoch record every epoch, the score when it is computed, the stop at the last epoch).
+Methods (the names of --methods and the JSON):
+- `random`: random search + ASHA, Ray Tune's own pairing, the reference for every ratio (TPE that
+  never leaves its random start-up: random search through the same machinery);
+- `tpe-defaults`: TPE with Optuna's defaults + ASHA;
+- `no-early-stopping`: the configured searcher, every trial run to max_t;
+- `configured`: the search as the space file configures it.
+Benchmarks:
+- `synthetic` (default): spaces/cnn.yaml's space and schedule, each trial's curve a closed-form
+  function of its configuration plus noise (`final_score`, `curve`): the shape of the real problem,
+  not its numbers. The family decides what can be reached (resnet lower than cnn) and each family's
+  settings matter; latent, beta and lr have optima; lr above 8e-4 with batch 64 diverges (the trial
+  fails); larger models converge more slowly; every score has noise (sd 3), as a FID of 1,000 samples.
+- `lcbench`: real curves of MLPs on OpenML tasks (bench/lcbench.py; --tasks), LCBench's seven
+  settings with its ranges and log scales; the score is the validation error (100 - accuracy),
+  reported every epoch to 52. The searcher and schedule are cnn.yaml's with max_t = 52 and the
+  grace period scaled by 52/100 (rounded; the reduction factor kept): cnn.yaml's milestones 5, 15,
+  45 of 100 epochs become 3, 9, 27 of 52.
+Measures for each task over S seeds (bench/efficiency.py): B, the median of random search's
+trial-epochs for N trials; T, the median of its final best (the lowest last score of trials that
+ran to max_t); per method, the median best within B trial-epochs (equal compute) and the ratio:
+the median over seeds of the trial-epochs needed to reach T (trials counted in the order they
+ended, failed ones included; never: infinite), over B, with a 90% bootstrap interval over seeds,
+and the same ratio counted in the surrogate's seconds (LCBench's `time`: a wide network's epoch
+costs more). Target: the configured search's median ratio over tasks <= 0.5.
 
-One seed draws the same start-up trials for all three searchers (TPE starts with random ones), so
-where random search's best is among them the ratios are 1. ASHA promotes the better trials, so a
-searcher that samples better configurations also spends more trial-epochs on them.
---grace-period replaces the space's (max_t: no early stopping) to show the schedule's share.
+One seed draws the same start-up trials for every TPE method, so where random search's best is
+among them the ratios are 1. ASHA promotes the better trials, so a searcher that samples better
+configurations also spends more trial-epochs on them. --grace-period replaces the schedule's
+(max_t: no early stopping) for every method.
 
-    python bench/search_efficiency.py                      # 5 seeds x 64 trials, 4 at once: ~17 min on 2 cores
-    python bench/search_efficiency.py --seeds 3 --trials 24 --concurrent 4 --grace-period 15
+    python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --json out.json
+    python bench/search_efficiency.py --seeds 3 --trials 24 --methods random,configured
 """
 
 from __future__ import annotations
@@ -42,16 +52,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "bench"))
 
-SEARCHERS = {
-    "random": None,  # TPE that never leaves its random start-up: random search through the same machinery
-    "tpe-defaults": {"n_startup_trials": 10, "multivariate": False, "group": False, "constant_liar": False},
-    "tpe-configured": {},  # the space file's own searcher settings
-}
+import efficiency  # noqa: E402  (bench/, beside this script)
+import lcbench  # noqa: E402
+
+METHODS = ("random", "tpe-defaults", "no-early-stopping", "configured")
+OPTUNA_DEFAULTS = {"n_startup_trials": 10, "multivariate": False, "group": False, "constant_liar": False}
+SPACE_FILE = ROOT / "spaces" / "cnn.yaml"
 
 
 def final_score(config: dict) -> float:
-    """The score (lower is better) the configuration would reach at convergence; inf: it diverges."""
+    """The synthetic score (lower is better) the configuration would reach at convergence; inf: it diverges."""
     lr, batch = config["lr"], config["batch_size"]
     if lr > 8e-4 and batch == 64:
         return math.inf
@@ -67,40 +79,81 @@ def final_score(config: dict) -> float:
 
 
 def curve(final: float, params: int, epoch: int) -> float:
-    """The score after `epoch` epochs: 250 above the final score at the start, decaying with a time
-    constant that grows with the model (8 epochs at 5M parameters, 20 at 30M)."""
+    """The synthetic score after `epoch` epochs: 250 above the final score at the start, decaying
+    with a time constant that grows with the model (8 epochs at 5M parameters, 20 at 30M)."""
     tau = 8.0 * (params / 5e6) ** 0.5
     return final + 250.0 * math.exp(-epoch / tau)
 
 
-def dummy_trial(config, run_dir: str, max_t: int, score_at: frozenset):
-    """Reports as search.trainable.run_trial does: an epoch record every epoch, a score at ASHA's
-    milestones and the last epoch, the stop at the last; raises as a divergence does."""
+def report_curve(score, max_t: int, score_at: frozenset, params: int | None = None, seconds=None,
+                 fail_at: int | None = None) -> None:
+    """Report as search.trainable.run_trial does: an epoch record every epoch, `score(epoch)` at the
+    epochs in `score_at` and the last, the stop at the last; `seconds(epoch)`: the cumulative cost
+    the benchmark gives; raise at `fail_at` as a divergence does."""
+    from ray import tune
+
+    last = {}
+    for epoch in range(1, max_t + 1):
+        if epoch == fail_at:
+            raise RuntimeError(f"loss diverged at epoch {epoch} (synthetic)")
+        stop = "max_epochs" if epoch == max_t else None
+        if epoch in score_at or stop:
+            last = {"score": score(epoch), "score_epoch": epoch}
+        timing = {} if seconds is None else {"seconds": seconds(epoch)}
+        tune.report({"epoch": epoch, "best_val_loss": 0.0, "stop": stop, "params": params, **last, **timing})
+
+
+def _trial_folder(run_dir: str, config: dict) -> None:
+    from ray import tune
+
+    from results.run_folder import RunFolder, trial_name
+
+    RunFolder(run_dir).trial(trial_name(config, tune.get_context().get_trial_id())).mkdir(parents=True, exist_ok=True)
+
+
+def synthetic_trial(config, run_dir: str, max_t: int, score_at: frozenset):
+    """The synthetic function's curve, with noise seeded by the trial."""
     import random
 
     from ray import tune
 
     from cvae_core.models import config_params
-    from results.run_folder import RunFolder, trial_name
     from search.space import trial_config
 
-    trial_id = tune.get_context().get_trial_id()
-    RunFolder(run_dir).trial(trial_name(config, trial_id)).mkdir(parents=True, exist_ok=True)
+    _trial_folder(run_dir, config)
     params = config_params(trial_config(config).model)
-    final, rng, score = final_score(config), random.Random(trial_id), {}
-    for epoch in range(1, max_t + 1):
-        if math.isinf(final) and epoch == 2:
-            raise RuntimeError("loss diverged at epoch 2 (synthetic)")
-        stop = "max_epochs" if epoch == max_t else None
-        if epoch in score_at or stop:
-            value = curve(final, params, epoch) + rng.gauss(0.0, 3.0)
-            score = {"score": value, "fid": value, "kid": 0.0, "score_epoch": epoch}
-        tune.report({"epoch": epoch, "best_val_loss": 0.0, "stop": stop, "objective": "fid", "params": params,
-                     **score})
+    final, rng = final_score(config), random.Random(tune.get_context().get_trial_id())
+    report_curve(lambda epoch: curve(final, params, epoch) + rng.gauss(0.0, 3.0), max_t, score_at, params,
+                 fail_at=2 if math.isinf(final) else None)
 
 
-def one_search(searcher: str, seed: int, trials: int, concurrent: int, grace_period: int | None) -> dict:
-    """In this process: one search; per finished trial, in the order they ended, (score, epochs)."""
+def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t: int, score_at: frozenset):
+    """The surrogate's curve of `config` on `task`: its validation error every epoch."""
+    _trial_folder(run_dir, config)
+    error, seconds = lcbench.curve(folder, task, config)
+    report_curve(lambda epoch: error[epoch - 1], max_t, score_at, seconds=lambda epoch: seconds[epoch - 1])
+
+
+def method_search(method: str, search, trials: int, grace_period: int | None):
+    """The space's search settings as `method` runs them (module doc)."""
+    searcher, asha = search.searcher, search.asha
+    if method == "random":
+        searcher = searcher.model_copy(update={"n_startup_trials": trials})
+    elif method == "tpe-defaults":
+        searcher = searcher.model_copy(update=OPTUNA_DEFAULTS)
+    if method == "no-early-stopping" or grace_period is not None:
+        asha = asha.model_copy(update={"grace_period": asha.max_t if method == "no-early-stopping" else grace_period})
+    return search.model_copy(update={"searcher": searcher, "asha": asha})
+
+
+def _scaled(asha, max_t: int):
+    """cnn.yaml's schedule on a horizon of `max_t` epochs: the grace period scaled, the reduction factor kept."""
+    grace = max(1, round(asha.grace_period * max_t / asha.max_t))
+    return asha.model_copy(update={"max_t": max_t, "grace_period": grace})
+
+
+def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
+    """In this process: one search; its trials in the order they ended."""
     import ray
     from ray import tune
 
@@ -110,92 +163,120 @@ def one_search(searcher: str, seed: int, trials: int, concurrent: int, grace_per
     from search.objective import milestones
     from search.settings import load_spec, with_overrides
 
-    spec = with_overrides(load_spec(ROOT / "spaces" / "cnn.yaml"), num_samples=trials)
+    spec = with_overrides(load_spec(SPACE_FILE), num_samples=args.trials)
     s = spec.search
-    settings = {"n_startup_trials": trials} if SEARCHERS[searcher] is None else SEARCHERS[searcher]
-    asha = s.asha if grace_period is None else s.asha.model_copy(update={"grace_period": grace_period})
-    search = s.model_copy(update={"seed": seed, "max_concurrent": concurrent, "asha": asha,
-                                  "searcher": s.searcher.model_copy(update=settings),
-                                  "resources": s.resources.model_copy(update={"cpu": 2 / concurrent, "gpu": 0})})
-    spec = dataclasses.replace(spec, search=search)
-    run = RunFolder(Path(tempfile.mkdtemp(prefix="search-efficiency-")) / searcher)
+    if args.benchmark == "lcbench":
+        s = s.model_copy(update={"asha": _scaled(s.asha, lcbench.EPOCHS)})
+    s = method_search(method, s, args.trials, args.grace_period)
+    s = s.model_copy(update={"seed": seed, "max_concurrent": args.concurrent,
+                             "resources": s.resources.model_copy(update={"cpu": 2 / args.concurrent, "gpu": 0})})
+    spec = dataclasses.replace(spec, search=s)
+    run = RunFolder(Path(tempfile.mkdtemp(prefix="search-efficiency-")) / method)
     run.path.mkdir(parents=True)
-    trainable = tune.with_resources(tune.with_parameters(
-        dummy_trial, run_dir=str(run.path), max_t=search.asha.max_t,
-        score_at=milestones(search.asha.grace_period, search.asha.reduction_factor, search.asha.max_t),
-    ), {"cpu": search.resources.cpu})
+    score_at = milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t)
+    if args.benchmark == "lcbench":
+        folder = lcbench.read_folder(args.lcbench)
+        space = lcbench.Space(folder)
+        trainable = tune.with_parameters(lcbench_trial, run_dir=str(run.path), folder=folder, task=task,
+                                         max_t=s.asha.max_t, score_at=frozenset(range(1, s.asha.max_t + 1)))
+    else:
+        space = None
+        trainable = tune.with_parameters(synthetic_trial, run_dir=str(run.path), max_t=s.asha.max_t, score_at=score_at)
     tuning.configure_tune()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    results = tuning.new_tuner(spec, run, trainable).fit()
-    epochs = {r.metrics["trial_id"]: r.metrics["epoch"] for r in results if r.metrics and "epoch" in r.metrics}
+    results = tuning.new_tuner(spec, run, tune.with_resources(trainable, {"cpu": s.resources.cpu}), space).fit()
+    last = {r.metrics["trial_id"]: r.metrics for r in results if r.metrics and "epoch" in r.metrics}
     ray.shutdown()
-    done = sorted((t for t in load_study(run.path).trials if t.value is not None), key=lambda t: t.datetime_complete)
-    return {"ended": [(t.value, epochs[t.user_attrs[TUNE_TRIAL_ID]]) for t in done],
-            "failed_epochs": sum(e for i, e in epochs.items() if i not in {t.user_attrs[TUNE_TRIAL_ID] for t in done})}
+    ended = sorted((t for t in load_study(run.path).trials if t.datetime_complete), key=lambda t: t.datetime_complete)
+    out = []
+    for t in ended:
+        m = last.get(t.user_attrs[TUNE_TRIAL_ID], {})
+        out.append(efficiency.Ended(t.value, m.get("epoch", 0), m.get("seconds"), m.get("epoch") == s.asha.max_t))
+    return out
 
 
-def epochs_to_reach(run: dict, target: float) -> float:
-    """Trial-epochs spent (trials in the order they ended, failed ones counted) until a trial's score <= target."""
-    spent = run["failed_epochs"]
-    for value, epochs in run["ended"]:
-        spent += epochs
-        if value <= target:
-            return spent
-    return math.inf
+def _searches(args: argparse.Namespace, task: str) -> dict[str, list[list[efficiency.Ended]]]:
+    """Every method's search for each seed on `task`, each in a fresh process (Ray's state is per process)."""
+    runs = {m: [] for m in args.methods}
+    for seed in range(args.seeds):
+        for method in args.methods:
+            cmd = [sys.executable, __file__, "--one", method, str(seed), task, *sys.argv[1:]]
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"error: the {method} search (seed {seed}, task {task}) failed:\n{out.stderr[-3000:]}")
+            runs[method].append([efficiency.Ended(*t) for t in json.loads(out.stdout.strip().splitlines()[-1])])
+    return runs
 
 
-def best_within(run: dict, budget: float) -> float:
-    """The best score among the trials that ended before `budget` trial-epochs were spent."""
-    spent, best = run["failed_epochs"], math.inf
-    for value, epochs in run["ended"]:
-        spent += epochs
-        if spent > budget:
-            break
-        best = min(best, value)
-    return best
+def _print_task(task: str, figures: dict[str, dict], searches: dict[str, list], budget_unit: str) -> None:
+    print(f"task {task}:")
+    print(f"  {'method':<19}{'final best':>11}{'best within B':>15}{'ratio':>8}{'90% interval':>18}"
+          f"{'ratio (time)':>14}{'trial-epochs':>14}")
+    show = lambda x: "inf" if x is None else f"{x:.2f}"  # noqa: E731
+    for method, f in figures.items():
+        interval = f"[{show(f['interval'][0])}, {show(f['interval'][1])}]"
+        ratio_time = "-" if budget_unit == "epochs" else show(f["ratio_time"])
+        print(f"  {method:<19}{show(f['final_best']):>11}{show(f['median_best']):>15}{show(f['ratio']):>8}"
+              f"{interval:>18}{ratio_time:>14}{f['trial_epochs']:>14.0f}")
+        print("      per seed (final best, trial-epochs in all): " + ", ".join(
+            f"({efficiency.final_best(s):.1f}, {efficiency.spent(s):.0f})" for s in searches[method]))
 
 
-def spent(run: dict) -> int:
-    return run["failed_epochs"] + sum(e for _, e in run["ended"])
+def _arguments() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--benchmark", choices=("synthetic", "lcbench"), default="synthetic")
+    p.add_argument("--tasks", default="7593", help="LCBench's OpenML task ids, comma-separated (lcbench only)")
+    p.add_argument("--lcbench", type=Path, default=lcbench.DEFAULT_DIR, help="the surrogate's folder")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"a comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--trials", type=int, default=128)
+    p.add_argument("--concurrent", type=int, default=4)
+    p.add_argument("--grace-period", type=int, help="epochs, for every method; default: the schedule's")
+    p.add_argument("--json", type=Path, help="write every figure there")
+    p.add_argument("--one", nargs=3, metavar=("METHOD", "SEED", "TASK"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.methods = args.methods.split(",")
+    args.tasks = args.tasks.split(",") if args.benchmark == "lcbench" else ["synthetic"]
+    for method in args.methods:
+        if method not in METHODS:
+            p.exit(2, f"error: --methods: {method!r} is not one of {','.join(METHODS)}\n")
+    if "random" not in args.methods:
+        p.exit(2, "error: --methods: random must be among them: it is the reference of every ratio\n")
+    for flag in ("seeds", "trials", "concurrent"):
+        if getattr(args, flag) < 1:
+            p.exit(2, f"error: --{flag}: {getattr(args, flag)} must be >= 1\n")
+    if args.benchmark == "lcbench":
+        try:
+            known = lcbench.read_folder(args.lcbench).task_codes
+        except lcbench.LCBenchError as e:
+            p.exit(2, f"error: --lcbench {e}\n")
+        for task in args.tasks:
+            if task not in known:
+                p.exit(2, f"error: --tasks: {task!r} is not an LCBench task; the tasks are {', '.join(sorted(known))}\n")
+    return args
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--trials", type=int, default=64)
-    p.add_argument("--concurrent", type=int, default=4)
-    p.add_argument("--grace-period", type=int, help="epochs; default: the space's (max_t: no early stopping)")
-    p.add_argument("--one", nargs=2, metavar=("SEARCHER", "SEED"), help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = _arguments()
     if args.one:
-        print(json.dumps(one_search(args.one[0], int(args.one[1]), args.trials, args.concurrent, args.grace_period)))
+        method, seed, task = args.one
+        print(json.dumps(one_search(args, method, int(seed), task)))
         return
-
-    schedule = "ASHA schedule" if args.grace_period is None else f"ASHA schedule with grace_period {args.grace_period}"
-    print(f"synthetic objective over spaces/cnn.yaml's space and {schedule}: {args.seeds} seeds x {args.trials} "
-          f"trials, {args.concurrent} at once, on the CPU")
-    runs = {name: [] for name in SEARCHERS}
-    for seed in range(args.seeds):
-        for name in SEARCHERS:
-            cmd = [sys.executable, __file__, "--one", name, str(seed), "--trials", str(args.trials),
-                   "--concurrent", str(args.concurrent)]
-            cmd += [] if args.grace_period is None else ["--grace-period", str(args.grace_period)]
-            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-            runs[name].append(json.loads(out.strip().splitlines()[-1]))
-    print(f"{'searcher':<16}{'median best':>12}{'trial-epochs to random best':>30}{'ratio to random':>17}"
-          f"{'best within random trial-epochs':>34}")
-    targets = [min(v for v, _ in r["ended"]) for r in runs["random"]]
-    baseline = [epochs_to_reach(r, t) for r, t in zip(runs["random"], targets)]
-    budgets = [spent(r) for r in runs["random"]]
-    for name, seeds in runs.items():
-        best = statistics.median(min(v for v, _ in r["ended"]) for r in seeds)
-        needed = [epochs_to_reach(r, t) for r, t in zip(seeds, targets)]
-        ratio = statistics.median(n / b for n, b in zip(needed, baseline))
-        within = statistics.median(best_within(r, b) for r, b in zip(seeds, budgets))
-        print(f"{name:<16}{best:>12.1f}{statistics.median(needed):>30.0f}{ratio:>17.2f}{within:>34.1f}")
-        print("    per seed (best, trial-epochs to random best, trial-epochs in all): " + ", ".join(
-            f"({min(v for v, _ in r['ended']):.1f}, {n}, {spent(r)})" for r, n in zip(seeds, needed)))
-    print("target: tpe-configured's ratio <= 0.50 (inf: never reached random search's best)")
+    schedule = "the schedule" if args.grace_period is None else f"grace period {args.grace_period}"
+    print(f"{args.benchmark} benchmark, spaces/cnn.yaml's searcher and {schedule}: {args.seeds} seeds x "
+          f"{args.trials} trials, {args.concurrent} at once, on the CPU; reference: random (search + ASHA)")
+    tasks = {}
+    for task in args.tasks:
+        searches = _searches(args, task)
+        tasks[task] = efficiency.measure(searches)
+        _print_task(task, tasks[task], searches, "seconds" if args.benchmark == "lcbench" else "epochs")
+    figures = {"tasks": tasks, "median_ratio": efficiency.median_ratios(tasks)}
+    print("median ratio over tasks: " + ", ".join(f"{m} {'inf' if r is None else f'{r:.2f}'}"
+                                                  for m, r in figures["median_ratio"].items()))
+    print("target: configured's median ratio <= 0.50 (inf: never reached random search's best)")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+        print(f"figures in {args.json}")
 
 
 if __name__ == "__main__":

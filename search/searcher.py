@@ -22,12 +22,10 @@ from optuna.samplers import TPESampler
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from cvae_core.models import config_params
 from results import study as study_files
 from results.run_folder import RunFolder, trial_name
 
 from .settings import Searcher
-from .space import trial_config
 from .trials import stop_reason
 
 
@@ -52,11 +50,12 @@ def create_study(run: RunFolder, metric_names: list[str]) -> None:
 class ScoreOptunaSearch(OptunaSearch):
     """OptunaSearch told only of results that carry the metric (a trial is scored from its first
     ASHA milestone on, and OptunaSearch reads the metric of every result it is given), whose study
-    trials say which Tune trial they are (see the module doc). `run_dir`: the run folder."""
+    trials say which Tune trial they are (see the module doc). `run_dir`: the run folder; `space`
+    also says a sampled configuration's parameter count (`params`, None where it has none)."""
 
-    def __init__(self, *args, run_dir: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._run_dir = run_dir
+    def __init__(self, *args, space, run_dir: str, **kwargs):
+        super().__init__(*args, space=space, **kwargs)
+        self._params, self._run_dir = space.params, run_dir
 
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials and (lost := self._sampled_before_a_kill()) is not None:
@@ -66,7 +65,8 @@ class ScoreOptunaSearch(OptunaSearch):
             trial, folder = self._ot_trials[trial_id], RunFolder(self._run_dir).trial(trial_name(config, trial_id))
             trial.set_user_attr(study_files.TUNE_TRIAL_ID, trial_id)
             trial.set_user_attr(study_files.TRIAL_DIR, str(folder))
-            trial.set_user_attr(study_files.PARAMS, config_params(trial_config(config).model))
+            if (params := self._params(config)) is not None:
+                trial.set_user_attr(study_files.PARAMS, params)
         return config
 
     def _sampled_before_a_kill(self) -> optuna.Trial | None:

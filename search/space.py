@@ -309,6 +309,12 @@ class Space:
         sampled = {k: d.suggest(trial, k) for k, d in self.dists(family).items() if k != "family"}
         return {"family": family, **sampled, **self.data}
 
+    def params(self, config: dict[str, Any]) -> int:
+        """The trainable parameters of the model a sampled configuration builds."""
+        from cvae_core.models import config_params  # torch: not for the commands' input checks
+
+        return config_params(trial_config(config).model)
+
 
 def _option(config: dict[str, Any], key: str) -> Any:
     """A model option of the flat configuration: its family group's own value, else the top-level

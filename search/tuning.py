@@ -36,9 +36,10 @@ def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective
     return objective.model_copy(update={"feature_extractor": extractor})
 
 
-def new_tuner(spec: Spec, run: RunFolder, trainable):
+def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
     """The search's Tuner: the searcher, ASHA (which also decides when the state is saved) and
-    the run folder. Trials keep their own checkpoints, so Tune keeps none."""
+    the run folder. Trials keep their own checkpoints, so Tune keeps none. `space`: Optuna's
+    define-by-run space with a `params(config)`, when not the spec's (a benchmark's)."""
     s = spec.search
     scheduler = PersistentASHA(run.asha_state, time_attr="epoch", max_t=s.asha.max_t, grace_period=s.asha.grace_period,
                                reduction_factor=s.asha.reduction_factor, metric=METRIC, mode=MODE)
@@ -53,7 +54,7 @@ def new_tuner(spec: Spec, run: RunFolder, trainable):
         # A define-by-run space takes metric/mode here (OptunaSearch ignores TuneConfig's),
         # so they are given to the searcher and scheduler and not to TuneConfig.
         metric, mode = (METRIC, MODE) if len(keys) == 1 else (keys, [MODE] * len(keys))
-        search_alg = ScoreOptunaSearch(space=spec.space, metric=metric, mode=mode, seed=s.seed,
+        search_alg = ScoreOptunaSearch(space=space or spec.space, metric=metric, mode=mode, seed=s.seed,
                                        sampler=tpe_sampler(s.searcher, s.seed), storage=journal_storage(run),
                                        study_name=run.name, run_dir=str(run.path))
         param_space, num_samples = None, s.num_samples

@@ -3,6 +3,7 @@ not when someone needs its figures. Nothing is timed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -25,7 +26,8 @@ BENCHES = {
                 "--two-stage-epochs", "1",
                 "--config", '{"model": {"family": "resnet", "latent": 4, "width": 4, "scales": 2, "blocks": 1}, '
                 '"recipe": {"batch_size": 20}}'],
-    "search_efficiency": ["--seeds", "1", "--trials", "3", "--concurrent", "2", "--grace-period", "15"],
+    "search_efficiency": ["--seeds", "1", "--trials", "3", "--concurrent", "2", "--grace-period", "15",
+                          "--methods", "random,configured"],
     "driver_scale": ["--trials", "3", "--concurrent", "2", "--epochs", "2", "--epoch-seconds", "0.01"],
 }
 DATALESS = {"driver_scale", "search_efficiency"}
@@ -39,3 +41,20 @@ def test_benchmark_runs(name, tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip(), "a benchmark prints its figures"
+
+
+def test_search_efficiency_on_lcbench_writes_every_figure(tmp_path):
+    """Every method on two real tasks, in the JSON the README describes."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--benchmark", "lcbench",
+                          "--tasks", "7593,126025", "--seeds", "2", "--trials", "4", "--concurrent", "2",
+                          "--json", str(tmp_path / "figures.json")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    methods = ["random", "tpe-defaults", "no-early-stopping", "configured"]
+    assert sorted(figures["tasks"]) == ["126025", "7593"] and list(figures["median_ratio"]) == methods
+    for task in figures["tasks"].values():
+        assert list(task) == methods
+        for f in task.values():
+            assert {"median_best", "ratio", "interval", "ratio_time"} <= set(f) and len(f["interval"]) == 2
+            assert f["median_best"] is None or 0 < f["median_best"] < 100  # a validation error in percent

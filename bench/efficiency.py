@@ -1,0 +1,110 @@
+"""bench/search_efficiency.py's measures: how much of random search + ASHA's compute another
+search needs to reach random search's final best, from the trials each seed's search ended.
+
+A search is its trials in the order they ended, each `Ended(value, epochs, seconds, full)`: its
+last score (None when it failed), the epochs it trained, their cost in the benchmark's seconds
+(None where the benchmark has no time) and whether it ran to max_t. A search's best is the
+lowest last score among its trials that ran to max_t.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from typing import NamedTuple
+
+BOOTSTRAP = 2000  # resamples of the seeds for each interval
+INTERVAL = (0.05, 0.95)  # a 90% interval
+
+
+class Ended(NamedTuple):
+    value: float | None
+    epochs: int
+    seconds: float | None
+    full: bool
+
+
+def _cost(trial: Ended, unit: str) -> float:
+    return trial.epochs if unit == "epochs" else (trial.seconds or 0.0)
+
+
+def spent(search: list[Ended], unit: str = "epochs") -> float:
+    """Everything the search trained, in trial-epochs or seconds."""
+    return sum(_cost(t, unit) for t in search)
+
+
+def final_best(search: list[Ended]) -> float:
+    return min((t.value for t in search if t.full and t.value is not None), default=math.inf)
+
+
+def cost_to_reach(search: list[Ended], target: float, unit: str = "epochs") -> float:
+    """What the search had spent when a trial that ran to max_t first ended at or below `target`
+    (inf: never)."""
+    total = 0.0
+    for t in search:
+        total += _cost(t, unit)
+        if t.full and t.value is not None and t.value <= target:
+            return total
+    return math.inf
+
+
+def best_within(search: list[Ended], budget: float) -> float:
+    """The best among the trials that ran to max_t and ended within `budget` trial-epochs (equal compute)."""
+    total, best = 0.0, math.inf
+    for t in search:
+        total += t.epochs
+        if total > budget:
+            break
+        if t.full and t.value is not None:
+            best = min(best, t.value)
+    return best
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """The nearest-rank quantile (infinities allowed, where interpolation would give nan)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def bootstrap_interval(per_seed: list[float], rng: random.Random) -> tuple[float, float]:
+    """A 90% percentile-bootstrap interval of the median over seeds."""
+    medians = [statistics.median(rng.choices(per_seed, k=len(per_seed))) for _ in range(BOOTSTRAP)]
+    return _quantile(medians, INTERVAL[0]), _quantile(medians, INTERVAL[1])
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no infinity: null means never reached
+
+
+def measure(searches: dict[str, list[list[Ended]]], reference: str = "random") -> dict[str, dict]:
+    """Each method's figures on one task, from its searches (one per seed): B, the median over
+    seeds of the reference's trial-epochs; T, the median of its final best; per method, the median
+    best within B, the ratio (median over seeds of the trial-epochs to reach T, over B) with a 90%
+    bootstrap interval, and the same ratio in the benchmark's seconds (None where it has none)."""
+    ref = searches[reference]
+    budget = statistics.median(spent(s) for s in ref)
+    target = statistics.median(final_best(s) for s in ref)
+    timed = all(t.seconds is not None for s in ref for t in s)
+    budget_s = statistics.median(spent(s, "seconds") for s in ref) if timed else None
+    rng, out = random.Random(0), {}
+    for method, seeds in searches.items():
+        needed = [cost_to_reach(s, target) / budget for s in seeds]
+        low, high = bootstrap_interval(needed, rng)
+        ratio_time = statistics.median(cost_to_reach(s, target, "seconds") / budget_s for s in seeds) if timed else None
+        out[method] = {
+            "median_best": _finite_or_none(statistics.median(best_within(s, budget) for s in seeds)),
+            "ratio": _finite_or_none(statistics.median(needed)),
+            "interval": [_finite_or_none(low), _finite_or_none(high)],
+            "ratio_time": None if ratio_time is None else _finite_or_none(ratio_time),
+            "final_best": _finite_or_none(statistics.median(final_best(s) for s in seeds)),
+            "trial_epochs": statistics.median(spent(s) for s in seeds),
+        }
+    return out
+
+
+def median_ratios(tasks: dict[str, dict[str, dict]]) -> dict[str, float | None]:
+    """Each method's median ratio over the tasks (a task where it never reached T counts as infinite)."""
+    methods = next(iter(tasks.values())).keys()
+    ratios = {m: [math.inf if t[m]["ratio"] is None else t[m]["ratio"] for t in tasks.values()] for m in methods}
+    return {m: _finite_or_none(statistics.median(r)) for m, r in ratios.items()}

@@ -1,0 +1,55 @@
+"""bench/efficiency.py: the benchmark's measures on hand-made searches whose figures are known."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+from cli import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+from efficiency import Ended, best_within, cost_to_reach, measure, median_ratios  # noqa: E402
+
+
+def full(value, epochs=10, seconds=None):
+    return Ended(value, epochs, seconds, True)
+
+
+def cut(value, epochs=2, seconds=None):
+    return Ended(value, epochs, seconds, False)
+
+
+def test_a_cut_trial_never_reaches_the_target_however_low_its_score():
+    search = [cut(1.0), full(50.0), full(30.0)]
+    assert cost_to_reach(search, 40.0) == 2 + 10 + 10
+    assert cost_to_reach(search, 10.0) == math.inf
+    assert best_within(search, 12) == 50.0  # the third trial ends past 12 trial-epochs
+
+
+def test_failed_trials_count_their_epochs():
+    assert cost_to_reach([Ended(None, 3, None, False), full(5.0)], 5.0) == 13
+
+
+def test_ratios_against_random_searchs_budget_and_best():
+    # random: 20 trial-epochs and best 40 on both seeds; T = 40, B = 20
+    random = [[cut(90.0), cut(80.0), full(40.0, epochs=16)]] * 2
+    # fast reaches 40 after 10 trial-epochs on one seed, never on the other
+    fast = [[full(40.0)], [full(60.0)]]
+    # slow reaches 30 after 30 trial-epochs on both
+    slow = [[full(70.0, 20), full(30.0)]] * 2
+    figures = measure({"random": random, "fast": fast, "slow": slow})
+    assert figures["random"]["ratio"] == 1.0
+    assert figures["fast"]["ratio"] is None  # median of 0.5 and infinity
+    assert figures["slow"]["ratio"] == 1.5
+    assert figures["slow"]["median_best"] == 70.0  # within B = 20 trial-epochs only the first ended
+    assert figures["fast"]["interval"] == [0.5, None]
+    assert figures["slow"]["ratio_time"] is None  # no seconds in these searches
+    assert median_ratios({"a": figures, "b": figures}) == {"random": 1.0, "fast": None, "slow": 1.5}
+
+
+def test_time_ratio_counts_the_benchmarks_seconds():
+    random = [[cut(90.0, 2, 10.0), full(40.0, 8, 90.0)]]
+    wide = [[full(35.0, 10, 25.0)]]  # ten cheap epochs
+    figures = measure({"random": random, "wide": wide})
+    assert figures["wide"]["ratio"] == 1.0 and figures["wide"]["ratio_time"] == pytest.approx(0.25)
