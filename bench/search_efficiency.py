@@ -58,7 +58,8 @@ import efficiency  # noqa: E402  (bench/, beside this script)
 import lcbench  # noqa: E402
 
 METHODS = ("random", "tpe-defaults", "no-early-stopping", "configured")
-OPTUNA_DEFAULTS = {"n_startup_trials": 10, "multivariate": False, "group": False, "constant_liar": False}
+OPTUNA_DEFAULTS = {"n_startup_trials": 10, "multivariate": False, "group": False, "constant_liar": False,
+                   "fit_on": "last"}
 SPACE_FILE = ROOT / "spaces" / "cnn.yaml"
 
 

@@ -22,7 +22,7 @@ from cvae_core.atomic import read_records
 from cvae_core.config import STOP_REASONS
 
 from .run_folder import RunFolder
-from .study import NoStudy, load_study
+from .study import FITTED_ON, NoStudy, load_study
 
 IMPORTANCE = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
 MIN_FOR_IMPORTANCE = 3  # finished trials with a score, fewer give no ranking to speak of
@@ -114,6 +114,39 @@ def rung_agreement(trials: pd.DataFrame, scored: dict[str, dict[int, float]], mi
     return lines + [""]
 
 
+def asha_decisions(run: RunFolder, trials: pd.DataFrame) -> list[str]:
+    """What ASHA decided: at each milestone, how many trials were scored there and how many it
+    stopped; then each stop, on what (the trial's score against the cutoff: the best
+    1/reduction_factor of the scores recorded there before it). Markdown lines."""
+    records = read_records(run.asha_state)
+    stops = sorted((r for r in records if "stopped" in r and "milestone" in r), key=lambda r: (r["milestone"], r["score"]))
+    if not stops:
+        return ["ASHA stopped no trial at a milestone.", ""]
+    names = {row.trial_id: Path(row.trial_dir).name for row in trials.itertuples()}
+    lines = ["What ASHA decided at each milestone:", "", "| epoch | trials scored there | stopped there |", "|---|---|---|"]
+    for m in _milestones(run):
+        scored = sum(1 for r in records if r.get("milestone") == m and "rung" in r)
+        lines.append(f"| {m} | {scored} | {sum(1 for r in stops if r['milestone'] == m)} |")
+    lines += ["", "Each stop: the trial's score at the milestone against the cutoff it had to beat.", "",
+              "| trial | stopped at epoch | its score | cutoff | scores compared |", "|---|---|---|---|---|"]
+    lines += [f"| {names.get(r['trial'], r['trial'])} | {r['milestone']} | {r['score']:.4g} | {r['cutoff']:.4g} | "
+              f"{r['compared']} |" for r in stops]
+    return lines + [""]
+
+
+def searcher_decisions(study) -> list[str]:
+    """What TPE was fitted on to sample each trial (search.milestone_tpe): how many trials it sampled
+    at random and how many from each milestone's scores. Markdown lines."""
+    fitted = pd.Series([t.user_attrs.get(FITTED_ON) for t in study.trials], dtype=object)
+    if fitted.isna().all():
+        return []
+    counts = fitted.fillna("at random").value_counts()
+    order = sorted(counts.index, key=lambda k: -1 if k == "at random" else k)
+    lines = ["How TPE sampled each trial: at random (its start-up), or fitted on the scores at one milestone "
+             "(the highest with enough of them):", "", "| sampled | trials |", "|---|---|"]
+    return lines + [f"| {k if k == 'at random' else f'from epoch-{k} scores'} | {counts[k]} |" for k in order] + [""]
+
+
 def _study_figures(study, out: Path) -> list[str]:
     """Optuna's history and slice figures, and the importances table; markdown lines."""
     import optuna.visualization.matplotlib as ovm
@@ -149,9 +182,9 @@ def write_search_section(run_dir: str | Path, out: Path) -> list[str]:
         scored, milestones = _scores(run, trials), _milestones(run)
         plot_asha(trials, scored, milestones, out / "asha.png")
         lines += ["![ASHA: the score of every trial at its milestones](asha.png)", "",
-                  *rung_agreement(trials, scored, milestones)]
+                  *rung_agreement(trials, scored, milestones), *asha_decisions(run, trials)]
     try:
         study = load_study(run.path)
     except NoStudy as e:
         return lines + [f"{e}.", ""]
-    return lines + _study_figures(study, out)
+    return lines + searcher_decisions(study) + _study_figures(study, out)

@@ -84,9 +84,15 @@ class SavesOnEvents:
         self._want_save()
 
 
+def asha_stops(state_path: str | Path) -> dict[str, dict]:
+    """The trials ASHA has stopped, as recorded in its state file: by trial id, the milestone, its
+    score and the cutoff it was compared with (absent from records written before they were kept)."""
+    return {r["trial"]: r for r in read_records(state_path) if "trial" in r and "stopped" in r}
+
+
 def stopped_by_asha(state_path: str | Path) -> set[str]:
     """The trials ASHA has stopped, as recorded in its state file."""
-    return {r["trial"] for r in read_records(state_path) if "trial" in r and "stopped" in r}
+    return set(asha_stops(state_path))
 
 
 class PersistentASHA(SavesOnEvents, ASHAScheduler):
@@ -112,15 +118,21 @@ class PersistentASHA(SavesOnEvents, ASHAScheduler):
             self._written.add((b, r, trial_id))
 
     def _append_new_records(self, trial_id: str, stopped: bool) -> None:
-        lines = []
+        """New rung records; for a stop, on what: the milestone, the trial's score and the cutoff it
+        was compared with (the best 1/reduction_factor of the scores recorded there before it)."""
+        lines, stop = [], {}
         for b, bracket in enumerate(self._brackets):
             for r, (milestone, recorded) in enumerate(bracket._rungs):
                 if trial_id in recorded and (b, r, trial_id) not in self._written:
                     lines.append({"bracket": b, "rung": r, "milestone": milestone, "trial": trial_id,
                                   "value": recorded[trial_id]})
                     self._written.add((b, r, trial_id))
+                    peers = {k: v for k, v in recorded.items() if k != trial_id}
+                    if stopped and peers:  # the first trial at a milestone is never stopped there
+                        stop = {"milestone": milestone, "score": self._metric_op * recorded[trial_id],
+                                "cutoff": self._metric_op * float(bracket.cutoff(peers)), "compared": len(peers)}
         if stopped:
-            lines.append({"stopped": self._num_stopped, "trial": trial_id})
+            lines.append({"stopped": self._num_stopped, "trial": trial_id, **stop})
         if lines:
             append_records(self._state_path, lines)
 

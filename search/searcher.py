@@ -25,16 +25,21 @@ from ray.tune.search.optuna import OptunaSearch
 from results import study as study_files
 from results.run_folder import RunFolder, trial_name
 
+from .milestone_tpe import MilestoneTPE
 from .settings import Searcher
 from .trials import stop_reason
 
 
-def tpe_sampler(searcher: Searcher, seed: int) -> TPESampler:
-    """TPE with every setting given (search.settings.Searcher says why each is what it is)."""
+def tpe_sampler(searcher: Searcher, seed: int, milestones: tuple[int, ...] = ()) -> TPESampler | MilestoneTPE:
+    """TPE with every setting given (search.settings.Searcher says why each is what it is), fitted
+    on the scores at one of `milestones` (epochs: ASHA's and the last) when `fit_on: milestone`."""
     with warnings.catch_warnings():  # `group` is marked experimental; it is chosen, and tested here
         warnings.simplefilter("ignore", ExperimentalWarning)
-        return TPESampler(seed=seed, n_startup_trials=searcher.n_startup_trials, multivariate=searcher.multivariate,
-                          group=searcher.group, constant_liar=searcher.constant_liar)
+        tpe = TPESampler(seed=seed, n_startup_trials=searcher.n_startup_trials, multivariate=searcher.multivariate,
+                         group=searcher.group, constant_liar=searcher.constant_liar)
+    if searcher.fit_on == "last":
+        return tpe
+    return MilestoneTPE(tpe, milestones, n_min=searcher.n_startup_trials)
 
 
 def create_study(run: RunFolder, metric_names: list[str]) -> None:

@@ -75,6 +75,11 @@ class Searcher(Settings):
     # Several trials run at once: without a value for the running ones (the worst so far, the "constant
     # liar"), TPE would suggest each worker the same point until the first result arrives.
     constant_liar: bool = Field(True, description="count running trials as the worst so far")
+    # Under ASHA a trial's last score comes from the milestone it was stopped at; TPE fitted on last
+    # scores ranks epoch-5 scores with final ones (search.milestone_tpe, bench/search_efficiency.py).
+    fit_on: Literal["milestone", "last"] = Field(
+        "milestone", description="milestone: each trial's score at the highest milestone with n_startup_trials "
+                                 "scores (as BOHB); last: each trial's last score")
 
     @model_validator(mode="after")
     def _group_needs_multivariate(self):

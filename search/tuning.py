@@ -50,12 +50,14 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
         num_samples = 1
     else:
         create_study(run, list(s.objective.metric))
+        score_at = tuple(milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t))
         keys = searched_keys(s.objective.metric)
         # A define-by-run space takes metric/mode here (OptunaSearch ignores TuneConfig's),
         # so they are given to the searcher and scheduler and not to TuneConfig.
         metric, mode = (METRIC, MODE) if len(keys) == 1 else (keys, [MODE] * len(keys))
         search_alg = ScoreOptunaSearch(space=space or spec.space, metric=metric, mode=mode, seed=s.seed,
-                                       sampler=tpe_sampler(s.searcher, s.seed), storage=journal_storage(run),
+                                       sampler=tpe_sampler(s.searcher, s.seed, (*score_at, s.asha.max_t)),
+                                       storage=journal_storage(run),
                                        study_name=run.name, run_dir=str(run.path))
         param_space, num_samples = None, s.num_samples
     return tune.Tuner(

@@ -35,11 +35,12 @@ def result(score: float, stop: str | None = None, epoch: int = 4) -> dict:
 
 
 def test_tpe_is_built_with_every_setting_given():
-    sampler = tpe_sampler(Searcher(n_startup_trials=7), seed=3)
+    sampler = tpe_sampler(Searcher(n_startup_trials=7), seed=3, milestones=(5, 15, 45, 100))
+    assert (sampler.milestones, sampler.n_min) == ((5, 15, 45, 100), 7)  # fit on one milestone's scores
     # Optuna keeps them private; these are the settings search.settings.Searcher explains.
-    assert (sampler._n_startup_trials, sampler._multivariate, sampler._group, sampler._constant_liar) == (
-        7, True, True, True)
-    plain = tpe_sampler(Searcher(multivariate=False, group=False, constant_liar=False), seed=3)
+    tpe = sampler.tpe
+    assert (tpe._n_startup_trials, tpe._multivariate, tpe._group, tpe._constant_liar) == (7, True, True, True)
+    plain = tpe_sampler(Searcher(multivariate=False, group=False, constant_liar=False, fit_on="last"), seed=3)
     assert (plain._multivariate, plain._group, plain._constant_liar) == (False, False, False)
 
 

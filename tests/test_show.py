@@ -50,8 +50,9 @@ def test_fid_vs_params_tick_labels_never_overlap(params):
     plt.close(fig)
 
 
-def small_search(tmp_path, n_trials: int) -> Path:
-    """A run folder as a search of n_trials leaves it before its final stage: a study and trials.parquet."""
+def small_search(tmp_path, n_trials: int, fitted_on: dict[int, int] | None = None) -> Path:
+    """A run folder as a search of n_trials leaves it before its final stage: a study and trials.parquet;
+    `fitted_on`: by trial, the milestone TPE was fitted on to sample it."""
     run = RunFolder(tmp_path / "runs" / "s")
     run.path.mkdir(parents=True)
     run.space_file.write_text("space: {}\n")
@@ -61,6 +62,7 @@ def small_search(tmp_path, n_trials: int) -> Path:
         lr, latent = 10 ** (-4 + i / 4), 4 * (1 + i % 2)
         study.add_trial(optuna.trial.create_trial(
             params={"lr": lr, "latent": latent}, value=100.0 - 10 * i + latent,
+            user_attrs={study_files.FITTED_ON: fitted_on[i]} if i in (fitted_on or {}) else {},
             distributions={"lr": FloatDistribution(1e-4, 1e-2, log=True), "latent": IntDistribution(4, 8)}))
         name = f"mlp_t{i}"
         run.trial(name).mkdir()
@@ -134,3 +136,17 @@ def test_with_many_classes_the_per_class_bars_are_sorted_and_name_the_best_and_t
     _class_bars(few, names[:10], fids[:10], "tab:red", lower_is_better=True, title="t")  # each class named
     assert [t.get_text() for t in few.get_xticklabels()] == names[:10]
     plt.close("all")
+
+
+def test_the_report_shows_what_asha_and_tpe_decided(tmp_path):
+    run_dir = small_search(tmp_path, 4, fitted_on={2: 2, 3: 2})
+    run = RunFolder(run_dir)
+    append_records(run.asha_state, [{"bracket": 0, "rung": 0, "milestone": 2, "trial": "t1", "value": -118.0},
+                                    {"stopped": 1, "trial": "t1", "milestone": 2, "score": 118.0, "cutoff": 101.5,
+                                     "compared": 1},
+                                    {"stopped": 2, "trial": "t0"}])  # at max_t: no milestone, not a cut
+    assert main([str(run_dir)]) == 0
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "| 2 | 2 | 1 |" in md  # two trials scored at epoch 2, one stopped there
+    assert "| mlp_t1 | 2 | 118 | 101.5 | 1 |" in md and "| mlp_t0 |" not in md
+    assert "| at random | 2 |" in md and "| from epoch-2 scores | 2 |" in md

@@ -1,0 +1,128 @@
+"""TPE fitted on what a milestone can compare (as BOHB does): one budget's scores, not last scores.
+
+Under ASHA a trial's last score comes from whichever milestone it was stopped at. Told to TPE as
+if final, an epoch-5 score and an epoch-100 score are ranked together: slowly converging models
+look bad, and a stopped trial can look better than one that ran on. `MilestoneTPE` instead shows
+TPE, before each new trial, a view of the study in which every trial is valued by its score at
+one milestone: the highest milestone (ASHA's, or the last epoch) at which at least
+`n_startup_trials` trials have a score. Trials scored there count, whether they are still running
+or have ended; a trial whose own training stopped earlier (patience) counts with its last score;
+the other running trials are TPE's "constant liar"; trials that never reached the milestone are
+left out (they say nothing about that budget). Before any milestone has that many scores, TPE
+samples at random, as in its start-up. Measured on LCBench's real curves: bench/search_efficiency.py.
+
+The scores are the study's intermediate values (search.searcher reports each at the epoch it was
+computed). Optuna keeps intermediate values for one objective only, so a multi-objective search
+(`metric: [fid, params]`) fits TPE on its finished trials as before.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, TPESampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from cvae_core.config import STOP_REASONS
+from results.study import FITTED_ON, STOP_REASON
+
+
+def score_at(trial: FrozenTrial, milestone: int) -> float | None:
+    """The trial's score at `milestone`: its intermediate value there, or for a trial whose own
+    training stopped before it (patience), its last score; None where it has none."""
+    if milestone in trial.intermediate_values:
+        return trial.intermediate_values[milestone]
+    own_stop = trial.state == TrialState.COMPLETE and trial.user_attrs.get(STOP_REASON) in STOP_REASONS
+    if own_stop and trial.intermediate_values and max(trial.intermediate_values) < milestone:
+        return trial.value
+    return None
+
+
+def milestone_view(trials: list[FrozenTrial], milestones: tuple[int, ...], n_min: int) -> tuple[int | None, list]:
+    """The highest milestone with at least `n_min` scores, and the trials as TPE should see them:
+    each trial scored there COMPLETE with that score, the other running ones RUNNING, the rest
+    left out. (None, the running ones) when no milestone has enough."""
+    for milestone in sorted(milestones, reverse=True):
+        scored = {t.number: s for t in trials if (s := score_at(t, milestone)) is not None}
+        if len(scored) >= n_min:
+            break
+    else:
+        milestone, scored = None, {}
+    view = []
+    for t in trials:
+        if t.number in scored:
+            seen = copy.copy(t)
+            seen.state, seen.values = TrialState.COMPLETE, [scored[t.number]]
+            view.append(seen)
+        elif t.state == TrialState.RUNNING:
+            view.append(t)
+    return milestone, view
+
+
+class _StudyView:
+    """The study as TPE reads it, with its trials replaced by a milestone view; everything else
+    (its storage, where TPE shares a running trial's relative settings, its directions) is the study's."""
+
+    def __init__(self, study: Study, trials: list[FrozenTrial]):
+        self._study, self._trials = study, trials
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
+        return [t for t in self._trials if states is None or t.state in states]
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy, states)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self._get_trials()
+
+
+class MilestoneTPE(BaseSampler):
+    """`tpe` (Optuna's TPESampler) shown each study through `milestone_view` at `milestones`
+    (epochs: ASHA's and the last), from `n_min` scores at a milestone on (module doc)."""
+
+    def __init__(self, tpe: TPESampler, milestones: tuple[int, ...], n_min: int):
+        if n_min < 1:
+            raise ValueError(f"n_min: {n_min} must be >= 1")
+        self.tpe, self.milestones, self.n_min = tpe, tuple(sorted(milestones)), n_min
+        self._view: tuple[int, _StudyView] | None = None  # (trial number, its view)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_view": None}  # saved with the searcher: the study is not part of it
+
+    def _seen(self, study: Study, trial: FrozenTrial):
+        """The view this trial is sampled against, built once per trial."""
+        if study._is_multi_objective():
+            return study
+        if self._view is None or self._view[0] != trial.number:
+            others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+            milestone, view = milestone_view(others, self.milestones, self.n_min)
+            if milestone is not None:  # results.show counts them
+                study._storage.set_trial_user_attr(trial._trial_id, FITTED_ON, milestone)
+            self._view = (trial.number, _StudyView(study, view))
+        return self._view[1]
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.tpe.infer_relative_search_space(self._seen(study, trial), trial)
+
+    def sample_relative(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict:
+        return self.tpe.sample_relative(self._seen(study, trial), trial, search_space)
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.tpe.sample_independent(self._seen(study, trial), trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self.tpe.before_trial(study, trial)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values) -> None:
+        self.tpe.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.tpe.reseed_rng()

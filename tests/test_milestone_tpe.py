@@ -1,0 +1,77 @@
+"""search.milestone_tpe: TPE fitted on one milestone's scores, on hand-made trials whose right answer is known."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from results.study import STOP_REASON
+from search.milestone_tpe import MilestoneTPE, milestone_view, score_at
+
+X = {"x": FloatDistribution(0.0, 1.0)}
+MILESTONES = (5, 15, 45, 100)
+
+
+def trial(number: int, scores: dict[int, float], state=TrialState.COMPLETE, stop: str | None = None, x: float = 0.5):
+    """A study trial with its scores as intermediate values; a finished one valued by its last score."""
+    t = create_trial(params={"x": x}, distributions=X, intermediate_values=scores, state=state,
+                     value=scores[max(scores)] if state == TrialState.COMPLETE and scores else None,
+                     user_attrs={STOP_REASON: stop or ("max_epochs" if max(scores, default=0) == 100 else "asha")})
+    t.number = number
+    return t
+
+
+def test_a_slow_starter_that_ends_best_is_best_where_it_is_compared_with_its_peers():
+    slow = trial(0, {5: 200.0, 15: 120.0, 45: 40.0, 100: 30.0})
+    fast = trial(1, {5: 100.0, 15: 90.0, 45: 85.0, 100: 84.0})
+    cut_early = trial(2, {5: 60.0})  # looks better than every final score if told as final
+    milestone, view = milestone_view([slow, fast, cut_early], MILESTONES, n_min=2)
+    assert milestone == 100
+    assert {t.number: t.value for t in view} == {0: 30.0, 1: 84.0}  # the early cut says nothing of epoch 100
+
+
+def test_the_highest_milestone_with_enough_scores_and_the_running_trials():
+    trials = [trial(0, {5: 50.0, 15: 45.0}, stop="asha"), trial(1, {5: 70.0, 15: 30.0}, TrialState.RUNNING),
+              trial(2, {5: 10.0}, stop="asha"), trial(3, {5: 20.0}, TrialState.RUNNING),
+              trial(4, {}, TrialState.RUNNING), trial(5, {}, TrialState.FAIL)]
+    milestone, view = milestone_view(trials, MILESTONES, n_min=2)
+    assert milestone == 15  # two scores there, one at 45
+    seen = {t.number: (t.state, t.value) for t in view}
+    assert seen == {0: (TrialState.COMPLETE, 45.0), 1: (TrialState.COMPLETE, 30.0),  # running, scored at 15
+                    3: (TrialState.RUNNING, None), 4: (TrialState.RUNNING, None)}  # TPE's constant liars
+    assert trials[1].state == TrialState.RUNNING  # the study's own trials are untouched
+    assert milestone_view(trials, MILESTONES, n_min=5) == (None, [trials[1], trials[3], trials[4]])
+
+
+def test_a_trial_its_own_training_stopped_counts_at_later_milestones():
+    patient = trial(0, {5: 80.0, 15: 50.0}, stop="patience")
+    assert score_at(patient, 45) == score_at(patient, 100) == 50.0
+    assert score_at(trial(1, {5: 80.0, 15: 50.0}, stop="asha"), 45) is None
+
+
+def _suggestions(sampler, n: int = 30) -> list[float]:
+    """The study of 40 hand-made trials: x > 0.6 starts slowly and ends best (30 at epoch 100, 200 at
+    epoch 5); x < 0.4 starts fast and ends at 80; under ASHA most slow starters were cut at epoch 5."""
+    study = optuna.create_study(sampler=sampler)
+    for i in range(40):
+        x = (i % 20) / 20
+        if x > 0.6:
+            scores = {5: 200.0} if i < 34 else {5: 200.0, 15: 120.0, 45: 40.0, 100: 30.0}
+        else:
+            scores = {5: 100.0, 15: 90.0, 45: 85.0, 100: 80.0 + x} if x < 0.4 else {5: 150.0}
+        study.add_trial(trial(i, scores, x=x))
+    return [study.ask(X).params["x"] for _ in range(n)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tpe_on_a_milestone_samples_where_the_slow_starters_end_best(seed):
+    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, constant_liar=True)
+    suggested = _suggestions(MilestoneTPE(tpe, MILESTONES, n_min=5))
+    assert sum(x > 0.6 for x in suggested) > 0.6 * len(suggested)
+
+
+def test_n_min_is_checked():
+    with pytest.raises(ValueError, match="n_min: 0"):
+        MilestoneTPE(optuna.samplers.TPESampler(), MILESTONES, n_min=0)
