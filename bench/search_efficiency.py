@@ -17,10 +17,11 @@ Benchmarks:
   settings matter; latent, beta and lr have optima; lr above 8e-4 with batch 64 diverges (the trial
   fails); larger models converge more slowly; every score has noise (sd 3), as a FID of 1,000 samples.
 - `lcbench`: real curves of MLPs on OpenML tasks (bench/lcbench.py; --tasks), LCBench's seven
-  settings with its ranges and log scales; the score is the validation error (100 - accuracy),
-  reported every epoch to 52. The searcher and schedule are cnn.yaml's with max_t = 52 and the
-  grace period scaled by 52/100 (rounded; the reduction factor kept): cnn.yaml's milestones 5, 15,
-  45 of 100 epochs become 3, 9, 27 of 52.
+  settings with its ranges and log scales. Each epoch reports the validation error (100 -
+  accuracy) and the surrogate's seconds; the score is that error, at ASHA's milestones and the
+  last epoch, as a real trial's FID. The searcher and schedule are cnn.yaml's with max_t = 52
+  instead of 100: ASHA's milestones (grace_period x reduction_factor^k <= max_t) stay 5, 15 and
+  45, the last of them 7 epochs before the end instead of 55.
 Measures for each task over S seeds (bench/efficiency.py): B, the median of random search's
 trial-epochs for N trials; T, the median of its final best (the lowest last score of trials that
 ran to max_t); per method, the median best within B trial-epochs (equal compute) and the ratio:
@@ -48,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +60,8 @@ import efficiency  # noqa: E402  (bench/, beside this script)
 import lcbench  # noqa: E402
 
 METHODS = ("random", "tpe-defaults", "no-early-stopping", "configured")
-OPTUNA_DEFAULTS = {"n_startup_trials": 10, "multivariate": False, "group": False, "constant_liar": False,
-                   "fit_on": "last"}
+# TPESampler()'s own settings in the pinned Optuna 5.0 (multivariate: None means multivariate for one objective)
+OPTUNA_DEFAULTS = {"n_startup_trials": 10, "multivariate": True, "group": False, "constant_liar": True, "fit_on": "last"}
 SPACE_FILE = ROOT / "spaces" / "cnn.yaml"
 
 
@@ -86,11 +88,11 @@ def curve(final: float, params: int, epoch: int) -> float:
     return final + 250.0 * math.exp(-epoch / tau)
 
 
-def report_curve(score, max_t: int, score_at: frozenset, params: int | None = None, seconds=None,
+def report_curve(score, max_t: int, score_at: frozenset, params: int | None = None, per_epoch=None,
                  fail_at: int | None = None) -> None:
-    """Report as search.trainable.run_trial does: an epoch record every epoch, `score(epoch)` at the
-    epochs in `score_at` and the last, the stop at the last; `seconds(epoch)`: the cumulative cost
-    the benchmark gives; raise at `fail_at` as a divergence does."""
+    """Report as search.trainable.run_trial does: an epoch record every epoch (with `per_epoch(epoch)`'s
+    entries), `score(epoch)` at the epochs in `score_at` and the last, the stop at the last; raise at
+    `fail_at` as a divergence does."""
     from ray import tune
 
     last = {}
@@ -100,8 +102,8 @@ def report_curve(score, max_t: int, score_at: frozenset, params: int | None = No
         stop = "max_epochs" if epoch == max_t else None
         if epoch in score_at or stop:
             last = {"score": score(epoch), "score_epoch": epoch}
-        timing = {} if seconds is None else {"seconds": seconds(epoch)}
-        tune.report({"epoch": epoch, "best_val_loss": 0.0, "stop": stop, "params": params, **last, **timing})
+        own = {} if per_epoch is None else per_epoch(epoch)
+        tune.report({"epoch": epoch, "best_val_loss": 0.0, "stop": stop, "params": params, **own, **last})
 
 
 def _trial_folder(run_dir: str, config: dict) -> None:
@@ -129,10 +131,12 @@ def synthetic_trial(config, run_dir: str, max_t: int, score_at: frozenset):
 
 
 def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t: int, score_at: frozenset):
-    """The surrogate's curve of `config` on `task`: its validation error every epoch."""
+    """The surrogate's curve of `config` on `task`: its validation error and cumulative seconds every
+    epoch, as `val_error` and `seconds`; the error as the score at `score_at`, as a trial's FID."""
     _trial_folder(run_dir, config)
     error, seconds = lcbench.curve(folder, task, config)
-    report_curve(lambda epoch: error[epoch - 1], max_t, score_at, seconds=lambda epoch: seconds[epoch - 1])
+    report_curve(lambda epoch: error[epoch - 1], max_t, score_at,
+                 per_epoch=lambda epoch: {"val_error": error[epoch - 1], "seconds": seconds[epoch - 1]})
 
 
 def method_search(method: str, search, trials: int, grace_period: int | None):
@@ -145,12 +149,6 @@ def method_search(method: str, search, trials: int, grace_period: int | None):
     if method == "no-early-stopping" or grace_period is not None:
         asha = asha.model_copy(update={"grace_period": asha.max_t if method == "no-early-stopping" else grace_period})
     return search.model_copy(update={"searcher": searcher, "asha": asha})
-
-
-def _scaled(asha, max_t: int):
-    """cnn.yaml's schedule on a horizon of `max_t` epochs: the grace period scaled, the reduction factor kept."""
-    grace = max(1, round(asha.grace_period * max_t / asha.max_t))
-    return asha.model_copy(update={"max_t": max_t, "grace_period": grace})
 
 
 def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
@@ -167,7 +165,7 @@ def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> l
     spec = with_overrides(load_spec(SPACE_FILE), num_samples=args.trials)
     s = spec.search
     if args.benchmark == "lcbench":
-        s = s.model_copy(update={"asha": _scaled(s.asha, lcbench.EPOCHS)})
+        s = s.model_copy(update={"asha": s.asha.model_copy(update={"max_t": lcbench.EPOCHS})})
     s = method_search(method, s, args.trials, args.grace_period)
     s = s.model_copy(update={"seed": seed, "max_concurrent": args.concurrent,
                              "resources": s.resources.model_copy(update={"cpu": 2 / args.concurrent, "gpu": 0})})
@@ -179,7 +177,7 @@ def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> l
         folder = lcbench.read_folder(args.lcbench)
         space = lcbench.Space(folder)
         trainable = tune.with_parameters(lcbench_trial, run_dir=str(run.path), folder=folder, task=task,
-                                         max_t=s.asha.max_t, score_at=frozenset(range(1, s.asha.max_t + 1)))
+                                         max_t=s.asha.max_t, score_at=score_at)
     else:
         space = None
         trainable = tune.with_parameters(synthetic_trial, run_dir=str(run.path), max_t=s.asha.max_t, score_at=score_at)
@@ -196,17 +194,21 @@ def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> l
     return out
 
 
+def _search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
+    """One search in a fresh process (Ray's state is per process)."""
+    cmd = [sys.executable, __file__, "--one", method, str(seed), task, *sys.argv[1:]]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"error: the {method} search (seed {seed}, task {task}) failed:\n{out.stderr[-3000:]}")
+    return [efficiency.Ended(*t) for t in json.loads(out.stdout.strip().splitlines()[-1])]
+
+
 def _searches(args: argparse.Namespace, task: str) -> dict[str, list[list[efficiency.Ended]]]:
-    """Every method's search for each seed on `task`, each in a fresh process (Ray's state is per process)."""
-    runs = {m: [] for m in args.methods}
-    for seed in range(args.seeds):
-        for method in args.methods:
-            cmd = [sys.executable, __file__, "--one", method, str(seed), task, *sys.argv[1:]]
-            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            if out.returncode != 0:
-                sys.exit(f"error: the {method} search (seed {seed}, task {task}) failed:\n{out.stderr[-3000:]}")
-            runs[method].append([efficiency.Ended(*t) for t in json.loads(out.stdout.strip().splitlines()[-1])])
-    return runs
+    """Every method's search for each seed on `task`, --parallel at a time."""
+    jobs = [(method, seed) for seed in range(args.seeds) for method in args.methods]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        done = dict(zip(jobs, pool.map(lambda job: _search(args, job[0], job[1], task), jobs)))
+    return {m: [done[m, seed] for seed in range(args.seeds)] for m in args.methods}
 
 
 def _print_task(task: str, figures: dict[str, dict], searches: dict[str, list], budget_unit: str) -> None:
@@ -233,6 +235,8 @@ def _arguments() -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=128)
     p.add_argument("--concurrent", type=int, default=4)
     p.add_argument("--grace-period", type=int, help="epochs, for every method; default: the schedule's")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="searches at once, each its own Ray instance (its trials still --concurrent at once)")
     p.add_argument("--json", type=Path, help="write every figure there")
     p.add_argument("--one", nargs=3, metavar=("METHOD", "SEED", "TASK"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -243,7 +247,7 @@ def _arguments() -> argparse.Namespace:
             p.exit(2, f"error: --methods: {method!r} is not one of {','.join(METHODS)}\n")
     if "random" not in args.methods:
         p.exit(2, "error: --methods: random must be among them: it is the reference of every ratio\n")
-    for flag in ("seeds", "trials", "concurrent"):
+    for flag in ("seeds", "trials", "concurrent", "parallel"):
         if getattr(args, flag) < 1:
             p.exit(2, f"error: --{flag}: {getattr(args, flag)} must be >= 1\n")
     if args.benchmark == "lcbench":

@@ -131,6 +131,7 @@ def assert_study_matches_trials(run_dir: Path) -> None:
     import pandas as pd
     from optuna.trial import TrialState
 
+    from cvae_core.atomic import read_records
     from results import study as study_files
 
     table = pd.read_parquet(Path(run_dir) / "trials.parquet").set_index("trial_id")
@@ -142,6 +143,12 @@ def assert_study_matches_trials(run_dir: Path) -> None:
     assert sorted(by_tune_id) == sorted(table.index), (sorted(by_tune_id), sorted(table.index))
     for tune_id, row in table.iterrows():
         [t] = by_tune_id[tune_id]
+        # What TPE is fitted on (search.milestone_tpe): the trial's scores, at the epochs they were computed
+        scores = {}
+        for r in read_records(Path(row["trial_dir"]) / "scores.jsonl"):
+            scores.setdefault(r["score_epoch"], []).append(r["score"])  # a resumed trial may score an epoch again
+        assert set(t.intermediate_values) == set(scores), (tune_id, t.intermediate_values, scores)
+        assert all(v in scores[e] for e, v in t.intermediate_values.items()), (tune_id, t.intermediate_values, scores)
         if row["status"] == "TERMINATED":
             assert t.state == TrialState.COMPLETE and t.value == row["score"], (tune_id, t.state, t.value, row["score"])
             assert t.user_attrs[study_files.STOP_REASON] == row["stop_reason"]

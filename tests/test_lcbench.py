@@ -27,10 +27,13 @@ def test_the_trainable_reports_every_epoch_of_the_surrogates_curve(monkeypatch, 
     reports = []
     monkeypatch.setattr(tune, "report", reports.append)
     monkeypatch.setattr(tune, "get_context", lambda: type("Context", (), {"get_trial_id": lambda self: "t1"})())
-    search_efficiency.lcbench_trial(CONFIG, str(tmp_path), folder, "7593", 52, frozenset(range(1, 53)))
+    search_efficiency.lcbench_trial(CONFIG, str(tmp_path), folder, "7593", 52, frozenset({5, 15, 45}))
     error, seconds = lcbench.curve(folder, "7593", CONFIG)
     assert [r["epoch"] for r in reports] == list(range(1, 53))
-    assert [r["score"] for r in reports] == error and [r["seconds"] for r in reports] == seconds
+    assert [r["val_error"] for r in reports] == error and [r["seconds"] for r in reports] == seconds
+    # the score, as a trial's FID: computed at the milestones and the last epoch, carried between them
+    assert sorted({r["score_epoch"] for r in reports if "score_epoch" in r}) == [5, 15, 45, 52]
+    assert all(r["score"] == error[r["score_epoch"] - 1] for r in reports if "score" in r)
     assert 0 < error[-1] < error[0] <= 100  # it learns
     assert seconds == sorted(seconds)  # the surrogate's time is cumulative
     assert [r["stop"] for r in reports][-2:] == [None, "max_epochs"]

@@ -75,3 +75,25 @@ def test_tpe_on_a_milestone_samples_where_the_slow_starters_end_best(seed):
 def test_n_min_is_checked():
     with pytest.raises(ValueError, match="n_min: 0"):
         MilestoneTPE(optuna.samplers.TPESampler(), MILESTONES, n_min=0)
+
+
+def test_saved_and_restored_it_samples_what_it_would_have_sampled():
+    """Tune pickles the searcher with its sampler when it saves, and unpickles it on resume; the
+    milestone view is rebuilt from the study, so the restored sampler goes on as the original."""
+    import pickle
+
+    def study_with(sampler):
+        study = optuna.create_study(sampler=sampler)
+        for i in range(12):
+            study.add_trial(trial(i, {5: 100.0 - i, 15: 90.0 - 2 * i} if i % 3 else {5: 120.0 + i}, x=i / 12))
+        return study
+
+    def sampler():
+        return MilestoneTPE(optuna.samplers.TPESampler(seed=3, n_startup_trials=4), MILESTONES, n_min=4)
+
+    uninterrupted, before_kill = study_with(sampler()), study_with(sampler())
+    uninterrupted.ask(X), before_kill.ask(X)
+    saved = pickle.dumps(before_kill.sampler)  # its view of the last trial is not part of it
+    before_kill.sampler = pickle.loads(saved)  # the same study (the journal), the sampler restored
+    assert [uninterrupted.ask(X).params["x"] for _ in range(5)] == [before_kill.ask(X).params["x"] for _ in range(5)]
+    assert pickle.loads(saved)._view is None
