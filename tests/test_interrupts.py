@@ -28,6 +28,7 @@ from cli import (
 from conftest import make_tree
 
 from cvae_core.layout import CHECKPOINT_FILE, METRICS_FILE
+from results.study import FITTED_ON, load_study
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,9 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     after a checkpoint, SIGKILL right after a trial finished (before any periodic save) and SIGTERM
     in the final stage: after each the same command resumes; in the end no trial or finalist is
     forgotten, rerun or restarted."""
-    space = tiny_space(tmp_path, num_samples=3, asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
+    # n_startup_trials 2: the third trial is sampled by TPE fitted on the first two's epoch-8 scores
+    space = tiny_space(tmp_path, num_samples=3, asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2},
+                       searcher={"n_startup_trials": 2})
     raw = yaml.safe_load(space.read_text())
     raw["space"] = {"family": "cnn", "conv": {"layers": 2, "channels": 16, "kernel_size": 4, "stride": 2,
                     "padding": 1}, "h": 64, "latent": 8, "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 20}
@@ -121,5 +124,7 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
         assert len(epochs) - len(set(epochs)) <= 3, (name, epochs)  # at most the epoch under way, per kill
     assert set(df["score_epoch"]) == {8} and df["score"].notna().all()
     assert_study_matches_trials(run_dir)  # the Optuna study went through the kills with the search
+    fitted = [t.user_attrs.get(FITTED_ON) for t in load_study(run_dir).trials]
+    assert sorted(fitted, key=str) == [8, None, None], fitted  # ... and TPE was fitted on it
     [finalist] = epochs_done(run_dir / "final").values()  # the finalist continued from its checkpoint
     assert sorted(set(finalist)) == list(range(1, len(set(finalist)) + 1)) and finalist.count(1) == 1, finalist

@@ -213,10 +213,16 @@ def test_asha_the_table_and_the_finalists_follow_each_trials_score(searched):
     assert df["score"].notna().all() and df["score"].is_monotonic_increasing
     assert set(df["objective"]) == {"fid"} and (df["score"] == df["fid"]).all() and df["kid"].notna().all()
     rungs = {}  # (milestone, trial) -> what ASHA recorded, from its append-only file
+    stops = {}  # trial -> on what ASHA stopped it
     for record in read_records(run_dir / "asha_state.jsonl"):
-        if "milestone" in record:  # a rung record, not a stop
+        if "rung" in record:  # a rung record, not a stop
             rungs[record["milestone"], record["trial"]] = record["value"]
+        elif "milestone" in record:
+            stops[record["trial"]] = record
     assert rungs, "ASHA recorded something"
+    assert set(stops) == set(df.loc[df["stop_reason"] == "asha", "trial_id"])
+    for trial_id, stop in stops.items():  # stopped at a milestone for a score worse than its cutoff
+        assert stop["score"] > stop["cutoff"] and rungs[stop["milestone"], trial_id] == -stop["score"]
     for row in df.itertuples():
         scores = records(row.trial_dir, "scores.jsonl")
         # scored at the milestones it reached and at its last epoch, nowhere else, each once
@@ -461,8 +467,9 @@ def test_a_search_of_quality_against_size_keeps_its_front_and_retrains_from_it(t
     """objective [fid, params]: trials.parquet marks the Pareto front of (score, params) among
     finished trials (checked by brute force), the study is multi-objective, the final stage
     retrains trials from the front, and the leaderboard marks each sampler's front of (fid, params)."""
+    # trials 4 and 5 sampled by TPE: a multi-objective study has no milestone scores, it models finished trials
     space = tiny_space(tmp_path, num_samples=5, asha={"max_t": 2, "grace_period": 2, "reduction_factor": 2},
-                       searcher={"n_startup_trials": 5}, objective={**TINY_OBJECTIVE, "metric": ["fid", "params"]},
+                       searcher={"n_startup_trials": 3}, objective={**TINY_OBJECTIVE, "metric": ["fid", "params"]},
                        final={"top_k": 2, "samplers": ["prior"]})
     raw = yaml.safe_load(space.read_text())
     raw["space"]["mlp"] = {"layers": 1, "width": {"choice": [8, 16, 32, 64]}}
