@@ -49,7 +49,6 @@ import argparse
 import dataclasses
 import json
 import math
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,8 +63,9 @@ import efficiency  # noqa: E402  (bench/, beside this script)
 import lcbench  # noqa: E402
 
 METHODS = ("random", "tpe-defaults", "no-early-stopping", "configured")
-# TPESampler()'s own settings in the pinned Optuna 5.0 (multivariate: None means multivariate for one objective)
-OPTUNA_DEFAULTS = {"n_startup_trials": 10, "multivariate": True, "group": False, "constant_liar": True, "fit_on": "last"}
+# TPESampler()'s own settings in the pinned Optuna 5.0 (its multivariate=None: multivariate for one objective)
+OPTUNA_DEFAULTS = {"n_startup_trials": 10, "multivariate": True, "group": False, "constant_liar": True,
+                   "fit_on": "last"}
 SPACE_FILE = ROOT / "spaces" / "cnn.yaml"
 
 
@@ -147,7 +147,7 @@ def method_search(method: str, search, trials: int, grace_period: int | None):
     """The space's search settings as `method` runs them (module doc)."""
     searcher, asha = search.searcher, search.asha
     if method == "random":
-        searcher = searcher.model_copy(update={"n_startup_trials": trials})
+        searcher = searcher.model_copy(update={"n_startup_trials": trials, "fit_on": "last"})
     elif method == "tpe-defaults":
         searcher = searcher.model_copy(update=OPTUNA_DEFAULTS)
     if method == "no-early-stopping" or grace_period is not None:
@@ -155,27 +155,15 @@ def method_search(method: str, search, trials: int, grace_period: int | None):
     return search.model_copy(update={"searcher": searcher, "asha": asha})
 
 
-def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
-    """In this process: one search; its trials in the order they ended."""
+def _fit(args: argparse.Namespace, spec, run, task: str) -> dict[str, dict]:
+    """Run the search in `run` with the benchmark's trainable; each trial's last result by its id."""
     import ray
     from ray import tune
 
-    from results.run_folder import RunFolder
-    from results.study import TUNE_TRIAL_ID, load_study
     from search import tuning
     from search.objective import milestones
-    from search.settings import load_spec, with_overrides
 
-    spec = with_overrides(load_spec(SPACE_FILE), num_samples=args.trials)
     s = spec.search
-    if args.benchmark == "lcbench":
-        s = s.model_copy(update={"asha": s.asha.model_copy(update={"max_t": lcbench.EPOCHS})})
-    s = method_search(method, s, args.trials, args.grace_period)
-    s = s.model_copy(update={"seed": seed, "max_concurrent": args.concurrent,
-                             "resources": s.resources.model_copy(update={"cpu": 2 / args.concurrent, "gpu": 0})})
-    spec = dataclasses.replace(spec, search=s)
-    run = RunFolder(Path(tempfile.mkdtemp(prefix="search-efficiency-")) / method)
-    run.path.mkdir(parents=True)
     score_at = milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t)
     if args.benchmark == "lcbench":
         folder = lcbench.read_folder(args.lcbench)
@@ -188,9 +176,30 @@ def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> l
     tuning.configure_tune()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = tuning.new_tuner(spec, run, tune.with_resources(trainable, {"cpu": s.resources.cpu}), space).fit()
-    last = {r.metrics["trial_id"]: r.metrics for r in results if r.metrics and "epoch" in r.metrics}
     ray.shutdown()
-    ended = sorted((t for t in load_study(run.path).trials if t.datetime_complete), key=lambda t: t.datetime_complete)
+    return {r.metrics["trial_id"]: r.metrics for r in results if r.metrics and "epoch" in r.metrics}
+
+
+def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
+    """In this process: one search; its trials in the order they ended."""
+    from results.run_folder import RunFolder
+    from results.study import TUNE_TRIAL_ID, load_study
+    from search.settings import load_spec, with_overrides
+
+    spec = with_overrides(load_spec(SPACE_FILE), num_samples=args.trials)
+    s = spec.search
+    if args.benchmark == "lcbench":
+        s = s.model_copy(update={"asha": s.asha.model_copy(update={"max_t": lcbench.EPOCHS})})
+    s = method_search(method, s, args.trials, args.grace_period)
+    s = s.model_copy(update={"seed": seed, "max_concurrent": args.concurrent,
+                             "resources": s.resources.model_copy(update={"cpu": 2 / args.concurrent, "gpu": 0})})
+    spec = dataclasses.replace(spec, search=s)
+    with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:  # the bench's own run folder
+        run = RunFolder(Path(tmp) / method)
+        run.path.mkdir()
+        last = _fit(args, spec, run, task)
+        trials = [t for t in load_study(run.path).trials if t.datetime_complete]
+    ended = sorted(trials, key=lambda t: t.datetime_complete)
     out = []
     for t in ended:
         m = last.get(t.user_attrs[TUNE_TRIAL_ID], {})
@@ -215,15 +224,18 @@ def _searches(args: argparse.Namespace, task: str) -> dict[str, list[list[effici
     return {m: [done[m, seed] for seed in range(args.seeds)] for m in args.methods}
 
 
+def _show(x: float | None) -> str:
+    return "inf" if x is None else f"{x:.2f}"
+
+
 def _print_task(task: str, figures: dict[str, dict], searches: dict[str, list], budget_unit: str) -> None:
     print(f"task {task}:")
     print(f"  {'method':<19}{'final best':>11}{'best within B':>15}{'ratio':>8}{'90% interval':>18}"
           f"{'ratio (time)':>14}{'trial-epochs':>14}")
-    show = lambda x: "inf" if x is None else f"{x:.2f}"  # noqa: E731
     for method, f in figures.items():
-        interval = f"[{show(f['interval'][0])}, {show(f['interval'][1])}]"
-        ratio_time = "-" if budget_unit == "epochs" else show(f["ratio_time"])
-        print(f"  {method:<19}{show(f['final_best']):>11}{show(f['median_best']):>15}{show(f['ratio']):>8}"
+        interval = f"[{_show(f['interval'][0])}, {_show(f['interval'][1])}]"
+        ratio_time = "-" if budget_unit == "epochs" else _show(f["ratio_time"])
+        print(f"  {method:<19}{_show(f['final_best']):>11}{_show(f['median_best']):>15}{_show(f['ratio']):>8}"
               f"{interval:>18}{ratio_time:>14}{f['trial_epochs']:>14.0f}")
         print("      per seed (final best, trial-epochs in all): " + ", ".join(
             f"({efficiency.final_best(s):.1f}, {efficiency.spent(s):.0f})" for s in searches[method]))
@@ -261,7 +273,8 @@ def _arguments() -> argparse.Namespace:
             p.exit(2, f"error: --lcbench {e}\n")
         for task in args.tasks:
             if task not in known:
-                p.exit(2, f"error: --tasks: {task!r} is not an LCBench task; the tasks are {', '.join(sorted(known))}\n")
+                p.exit(2, f"error: --tasks: {task!r} is not an LCBench task; the tasks are "
+                          f"{', '.join(sorted(known))}\n")
     return args
 
 

@@ -119,11 +119,13 @@ def asha_decisions(run: RunFolder, trials: pd.DataFrame) -> list[str]:
     stopped; then each stop, on what (the trial's score against the cutoff: the best
     1/reduction_factor of the scores recorded there before it). Markdown lines."""
     records = read_records(run.asha_state)
-    stops = sorted((r for r in records if "stopped" in r and "milestone" in r), key=lambda r: (r["milestone"], r["score"]))
+    stops = sorted((r for r in records if "stopped" in r and "milestone" in r),
+                   key=lambda r: (r["milestone"], r["score"]))
     if not stops:
         return ["ASHA stopped no trial at a milestone.", ""]
     names = {row.trial_id: Path(row.trial_dir).name for row in trials.itertuples()}
-    lines = ["What ASHA decided at each milestone:", "", "| epoch | trials scored there | stopped there |", "|---|---|---|"]
+    lines = ["What ASHA decided at each milestone:", "",
+             "| epoch | trials scored there | stopped there |", "|---|---|---|"]
     for m in _milestones(run):
         scored = sum(1 for r in records if r.get("milestone") == m and "rung" in r)
         lines.append(f"| {m} | {scored} | {sum(1 for r in stops if r['milestone'] == m)} |")
