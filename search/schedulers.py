@@ -84,15 +84,9 @@ class SavesOnEvents:
         self._want_save()
 
 
-def asha_stops(state_path: str | Path) -> dict[str, dict]:
-    """The trials ASHA has stopped, as recorded in its state file: by trial id, the milestone, its
-    score and the cutoff it was compared with (absent from records written before they were kept)."""
-    return {r["trial"]: r for r in read_records(state_path) if "trial" in r and "stopped" in r}
-
-
 def stopped_by_asha(state_path: str | Path) -> set[str]:
     """The trials ASHA has stopped, as recorded in its state file."""
-    return set(asha_stops(state_path))
+    return {r["trial"] for r in read_records(state_path) if "trial" in r and "stopped" in r}
 
 
 class PersistentASHA(SavesOnEvents, ASHAScheduler):

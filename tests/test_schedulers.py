@@ -3,7 +3,8 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import TrialScheduler
 
-from search.schedulers import PersistentASHA, asha_stops, stopped_by_asha
+from cvae_core.atomic import read_records
+from search.schedulers import PersistentASHA, stopped_by_asha
 
 
 def _asha(path):
@@ -59,6 +60,7 @@ def test_a_stop_is_recorded_with_its_trial(tmp_path):
     assert _feed(sched, "late", 1, 11.0) == TrialScheduler.STOP
     assert stopped_by_asha(state) == {"late"}  # what a restarted "late" reads to end at once
     # on what, as results.show reports it: the loss against the best half of the four before it
-    assert {k: asha_stops(state)["late"][k] for k in ("milestone", "score", "cutoff", "compared")} == {
+    [stop] = [r for r in read_records(state) if "stopped" in r]
+    assert {k: stop[k] for k in ("milestone", "score", "cutoff", "compared")} == {
         "milestone": 1, "score": 11.0, "cutoff": 8.5, "compared": 4}
     assert "num_stopped=1" in pickle.loads(pickle.dumps(sched)).debug_string()  # Tune's status line
