@@ -36,6 +36,7 @@ from results.run_folder import Finalist, RunFolder
 from results.samplers import encoder_means, generate, save_sample_grid
 
 from .objective import METRIC, searched_keys
+from .seeds import retraining_seed
 from .settings import Final, RunFolderError, Spec
 from .workers import Printed, claim_device, prime_on_worker
 
@@ -125,15 +126,18 @@ def _second_stage(model: CVAE, finalist: Finalist, train_x, train_y, final: Fina
 
 def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: Final, run_dir: str,
                  gpu_share: float = 0.0, cpus: float = 1.0, rescore: bool = False) -> list[dict]:
-    """Train one finalist (a row of trials.parquet) with one seed, resuming, then score each sampler
-    not yet scored (with `rescore`, also the rows written before a leaderboard column existed)."""
+    """Train one finalist (a row of trials.parquet) as its retraining number `seed` (its training
+    seed from the row's, search.seeds), resuming, then score each sampler not yet scored (with
+    `rescore`, also the rows written before a leaderboard column existed). Its images are drawn
+    with `seed`, the leaderboard row's."""
     run = RunFolder(run_dir)
     config = TrialConfig.from_dict(json.loads(trial["config"]))
     finalist = run.finalist(Path(trial["trial_dir"]).name, seed)
     todo = [s for s in final.samplers if _needs_scoring(finalist.row(s), rescore)]
     if todo:
         device = claim_device(gpu_share, cpus)
-        model, summary = _train_finalist(config, finalist, data, train_on, final, seed, device)
+        model, summary = _train_finalist(config, finalist, data, train_on, final, retraining_seed(trial["seed"], seed),
+                                         device)
         _score_finalist(run, trial, config, finalist, model, summary, todo, data, train_on, final, seed, device)
     return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
 

@@ -26,6 +26,7 @@ from results import study as study_files
 from results.run_folder import RunFolder, trial_name
 
 from .milestone_tpe import MilestoneTPE
+from .seeds import TRIAL_NUMBER
 from .settings import Searcher
 from .trials import stop_reason
 
@@ -55,8 +56,9 @@ def create_study(run: RunFolder, metric_names: list[str]) -> None:
 class ScoreOptunaSearch(OptunaSearch):
     """OptunaSearch told only of results that carry the metric (a trial is scored from its first
     ASHA milestone on, and OptunaSearch reads the metric of every result it is given), whose study
-    trials say which Tune trial they are (see the module doc). `run_dir`: the run folder; `space`
-    also says a sampled configuration's parameter count (`params`, None where it has none)."""
+    trials say which Tune trial they are (see the module doc), and whose suggestions carry their
+    study trial number (search.seeds). `run_dir`: the run folder; `space` also says a sampled
+    configuration's parameter count (`params`, None where it has none)."""
 
     def __init__(self, *args, space, run_dir: str, **kwargs):
         super().__init__(*args, space=space, **kwargs)
@@ -67,6 +69,7 @@ class ScoreOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id] = lost
         config = super().suggest(trial_id)
         if config is not None:
+            config[TRIAL_NUMBER] = self._ot_trials[trial_id].number
             trial, folder = self._ot_trials[trial_id], RunFolder(self._run_dir).trial(trial_name(config, trial_id))
             trial.set_user_attr(study_files.TUNE_TRIAL_ID, trial_id)
             trial.set_user_attr(study_files.TRIAL_DIR, str(folder))

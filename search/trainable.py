@@ -8,7 +8,6 @@ count and its latest score. A failure that ends it is also written to its failur
 from __future__ import annotations
 
 import json
-import zlib
 from pathlib import Path
 
 import ray
@@ -27,6 +26,7 @@ from results.run_folder import RunFolder, trial_name
 
 from .objective import TrialScorer
 from .schedulers import stopped_by_asha
+from .seeds import trial_seed
 from .settings import Objective
 from .space import trial_config
 from .workers import claim_device
@@ -142,12 +142,14 @@ def run_trial(
     objective: Objective = Objective(metric="val_loss"),
     inception_weights: str | None = None,
     score_at: frozenset[int] = frozenset(),
+    search_seed: int = 0,
 ) -> None:
     """Train until max_t epochs or `patience` epochs without improvement, reporting every epoch.
 
     `data` comes from the object store; the training function moves it to this trial's device
     once. With a fid/kid `objective` (its extractor already resolved) the kept weights are scored
     at the epochs in `score_at` and at the last epoch; every later result carries that score.
+    It trains with the seed search.seeds derives from `search_seed` and its place in the search.
     Everything the trial keeps is in its folder of the run folder (`run_dir`, a path every node
     sees): its epoch records, checkpoint, scores, grids, failure record and TensorBoard events.
     A restarted trial continues from its own checkpoint, so Tune keeps no checkpoints and the
@@ -162,7 +164,8 @@ def run_trial(
 
     device = claim_device(gpu_share, cpus)
     trial = trial_config(config)
-    carried = {"objective": objective.ranked_by, "params": config_params(trial.model),
+    seed = trial_seed(search_seed, config)
+    carried = {"objective": objective.ranked_by, "params": config_params(trial.model), "seed": seed,
                "node_id": ray.get_runtime_context().get_node_id()}  # in every result
     if trial_id in stopped_by_asha(run.asha_state):
         _report_last(run, name, carried)  # ASHA stopped it, but the kill came before Tune saved that
@@ -176,7 +179,7 @@ def run_trial(
     try:
         train(
             trial.model, x, y, vx, vy,
-            recipe=trial.recipe, epochs=max_t, patience=patience, seed=zlib.crc32(trial_id.encode()),
+            recipe=trial.recipe, epochs=max_t, patience=patience, seed=seed,
             device=device, out_dir=trial_dir, grid_every=grid_every, checkpoint_every=0, resume=resume,
             callback=report,
         )

@@ -36,6 +36,7 @@ SCHEMA = pa.schema([
     ("best_epoch", pa.int64()),
     ("params", pa.int64()),
     ("node_id", pa.string()),
+    ("seed", pa.int64()),  # its training seed (search.seeds)
     ("config", pa.string()),  # TrialConfig.to_dict() as JSON: what the final stage retrains
     ("preset", pa.string()),
     *config_schema(),
@@ -82,6 +83,7 @@ def trial_row(run: RunFolder, trial) -> dict:
         "best_epoch": int(last.get("best_epoch", 0)),
         "params": last.get("params"),
         "node_id": last.get("node_id"),
+        "seed": last.get("seed"),
         "config": json.dumps(config.to_dict()),
         "preset": trial.config.get("preset"),
         **config.columns(),

@@ -55,7 +55,7 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
         # A define-by-run space takes metric/mode here (OptunaSearch ignores TuneConfig's),
         # so they are given to the searcher and scheduler and not to TuneConfig.
         metric, mode = (METRIC, MODE) if len(keys) == 1 else (keys, [MODE] * len(keys))
-        search_alg = ScoreOptunaSearch(space=space or spec.space, metric=metric, mode=mode, seed=s.seed,
+        search_alg = ScoreOptunaSearch(space=space or spec.space, metric=metric, mode=mode,
                                        sampler=tpe_sampler(s.searcher, s.seed, (*score_at, s.asha.max_t)),
                                        storage=journal_storage(run),
                                        study_name=run.name, run_dir=str(run.path))
@@ -118,7 +118,7 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
         run_trial, data=data, run_dir=str(run.path), train_on=s.train_on, max_t=s.asha.max_t, patience=s.patience,
         checkpoint_every=s.checkpoint_every, grid_every=s.grid_every, gpu_share=res.gpu, cpus=res.cpu,
         objective=objective, inception_weights=spec.final.inception_weights,
-        score_at=milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t),
+        score_at=milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t), search_seed=s.seed,
     ), {"cpu": res.cpu, "gpu": res.gpu})
     if resuming and tune.Tuner.can_restore(str(run.path)):
         print(f"resuming {run.path}")

@@ -1,0 +1,31 @@
+"""Every seed of a search comes from `search.seed` and a trial's place in the search, so the same
+space file, seed and data give the same search (with one trial at a time: with several, the
+order in which trials end changes what TPE is told before it samples the next).
+
+A trial's place is its study trial number (the order TPE sampled it in), or its preset's name in
+a presets grid. A retraining of the final stage takes its seed from its trial's and its index.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+TRIAL_NUMBER = "trial_number"  # the study trial number, in the configuration the searcher suggests
+
+
+def _derive(*parts: int | str) -> int:
+    return zlib.crc32(json.dumps(parts).encode())
+
+
+def trial_seed(search_seed: int, config: dict) -> int:
+    """The training seed of the trial with this configuration."""
+    place = config[TRIAL_NUMBER] if TRIAL_NUMBER in config else config["preset"]
+    return _derive(search_seed, place)
+
+
+def retraining_seed(seed: int, retraining: int) -> int:
+    """The final stage's seed for retraining `retraining` (0, 1, ...) of a trial trained with
+    `seed`: another seed, so that the retraining measures the configuration, not the draw that
+    ranked it first."""
+    return _derive(int(seed), "retraining", int(retraining))
