@@ -29,6 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 from cvae_core.config import STOP_REASONS
 from results.study import FITTED_ON, STOP_REASON
 
+from .private_api import StudyView, set_trial_user_attr
+
 
 def score_at(trial: FrozenTrial, milestone: int) -> float | None:
     """The trial's score at `milestone`: its intermediate value there, or for a trial whose own
@@ -62,27 +64,6 @@ def milestone_view(trials: list[FrozenTrial], milestones: tuple[int, ...], n_min
     return milestone, view
 
 
-class _StudyView:
-    """The study as TPE reads it, with its trials replaced by a milestone view; everything else
-    (its storage, where TPE shares a running trial's relative settings, its directions) is the study's."""
-
-    def __init__(self, study: Study, trials: list[FrozenTrial]):
-        self._study, self._trials = study, trials
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
-        return [t for t in self._trials if states is None or t.state in states]
-
-    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy, states)
-
-    @property
-    def trials(self) -> list[FrozenTrial]:
-        return self._get_trials()
-
-
 class MilestoneTPE(BaseSampler):
     """`tpe` (Optuna's TPESampler) shown each study through `milestone_view` at `milestones`
     (epochs: ASHA's and the last), from `n_min` scores at a milestone on (module doc)."""
@@ -91,21 +72,21 @@ class MilestoneTPE(BaseSampler):
         if n_min < 1:
             raise ValueError(f"n_min: {n_min} must be >= 1")
         self.tpe, self.milestones, self.n_min = tpe, tuple(sorted(milestones)), n_min
-        self._view: tuple[int, _StudyView] | None = None  # (trial number, its view)
+        self._view: tuple[int, StudyView] | None = None  # (trial number, its view)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_view": None}  # saved with the searcher: the study is not part of it
 
     def _seen(self, study: Study, trial: FrozenTrial):
         """The view this trial is sampled against, built once per trial."""
-        if study._is_multi_objective():
+        if len(study.directions) > 1:
             return study
         if self._view is None or self._view[0] != trial.number:
             others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
             milestone, view = milestone_view(others, self.milestones, self.n_min)
             if milestone is not None:  # results.show counts them
-                study._storage.set_trial_user_attr(trial._trial_id, FITTED_ON, milestone)
-            self._view = (trial.number, _StudyView(study, view))
+                set_trial_user_attr(study, trial, FITTED_ON, milestone)
+            self._view = (trial.number, StudyView(study, view))
         return self._view[1]
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:

@@ -17,6 +17,8 @@ from ray.tune.schedulers import ASHAScheduler
 
 from cvae_core.atomic import append_records, read_records
 
+from .private_api import asha_cutoff, asha_rungs, asha_sign, asha_stopped, save_experiment_state, set_asha_stopped
+
 SAVE_BUDGET = 0.05  # the share of the driver's time that event-driven saves may take
 STATE_PERIOD_S = 300  # Tune's own periodic save, for whatever no event covers
 
@@ -57,9 +59,7 @@ class SavesOnEvents:
             self._save_clock = now
         if not self._save_wanted or self._save_spent > SAVE_BUDGET * (now - self._save_clock):
             return
-        # The scheduler API hands over Tune's controller wrapped; its checkpoint() is the one Tune's
-        # own timer calls, here forced.
-        getattr(tune_controller, "_tune_controller", tune_controller).checkpoint(force=True)
+        save_experiment_state(tune_controller)
         self._save_wanted = False
         self._save_spent += time.monotonic() - now
 
@@ -105,35 +105,35 @@ class PersistentASHA(SavesOnEvents, ASHAScheduler):
     def _load(self) -> None:
         for record in read_records(self._state_path):
             if "stopped" in record:
-                self._num_stopped = record["stopped"]
+                set_asha_stopped(self, record["stopped"])
                 continue
             b, r, trial_id = record["bracket"], record["rung"], record["trial"]
-            self._brackets[b]._rungs[r][1][trial_id] = record["value"]
+            asha_rungs(self)[b][r][1][trial_id] = record["value"]
             self._written.add((b, r, trial_id))
 
     def _append_new_records(self, trial_id: str, stopped: bool) -> None:
         """New rung records; for a stop, on what: the milestone, the trial's score and the cutoff it
         was compared with (the best 1/reduction_factor of the scores recorded there before it)."""
-        lines, stop = [], {}
-        for b, bracket in enumerate(self._brackets):
-            for r, (milestone, recorded) in enumerate(bracket._rungs):
+        lines, stop, sign = [], {}, asha_sign(self)
+        for b, rungs in enumerate(asha_rungs(self)):
+            for r, (milestone, recorded) in enumerate(rungs):
                 if trial_id in recorded and (b, r, trial_id) not in self._written:
                     lines.append({"bracket": b, "rung": r, "milestone": milestone, "trial": trial_id,
                                   "value": recorded[trial_id]})
                     self._written.add((b, r, trial_id))
                     peers = {k: v for k, v in recorded.items() if k != trial_id}
                     if stopped and peers:  # the first trial at a milestone is never stopped there
-                        stop = {"milestone": milestone, "score": self._metric_op * recorded[trial_id],
-                                "cutoff": self._metric_op * float(bracket.cutoff(peers)), "compared": len(peers)}
+                        stop = {"milestone": milestone, "score": sign * recorded[trial_id],
+                                "cutoff": sign * float(asha_cutoff(self, b, peers)), "compared": len(peers)}
         if stopped:
-            lines.append({"stopped": self._num_stopped, "trial": trial_id, **stop})
+            lines.append({"stopped": asha_stopped(self), "trial": trial_id, **stop})
         if lines:
             append_records(self._state_path, lines)
 
     def on_trial_result(self, tune_controller, trial, result):
-        before = self._num_stopped
+        before = asha_stopped(self)
         action = super().on_trial_result(tune_controller, trial, result)
-        self._append_new_records(trial.trial_id, self._num_stopped != before)
+        self._append_new_records(trial.trial_id, asha_stopped(self) != before)
         return action
 
     def on_trial_complete(self, tune_controller, trial, result):

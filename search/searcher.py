@@ -26,6 +26,7 @@ from results import study as study_files
 from results.run_folder import RunFolder, trial_name
 
 from .milestone_tpe import MilestoneTPE
+from .private_api import open_trial, searcher_completed, searcher_study, searcher_trials
 from .seeds import TRIAL_NUMBER
 from .settings import Searcher
 from .trials import stop_reason
@@ -65,12 +66,13 @@ class ScoreOptunaSearch(OptunaSearch):
         self._params, self._run_dir = space.params, run_dir
 
     def suggest(self, trial_id: str) -> dict | None:
-        if trial_id not in self._ot_trials and (lost := self._sampled_before_a_kill()) is not None:
-            self._ot_trials[trial_id] = lost
+        owned = searcher_trials(self)
+        if trial_id not in owned and (lost := self._sampled_before_a_kill()) is not None:
+            owned[trial_id] = lost
         config = super().suggest(trial_id)
         if config is not None:
-            config[TRIAL_NUMBER] = self._ot_trials[trial_id].number
-            trial, folder = self._ot_trials[trial_id], RunFolder(self._run_dir).trial(trial_name(config, trial_id))
+            config[TRIAL_NUMBER] = owned[trial_id].number
+            trial, folder = owned[trial_id], RunFolder(self._run_dir).trial(trial_name(config, trial_id))
             trial.set_user_attr(study_files.TUNE_TRIAL_ID, trial_id)
             trial.set_user_attr(study_files.TRIAL_DIR, str(folder))
             if (params := self._params(config)) is not None:
@@ -81,15 +83,15 @@ class ScoreOptunaSearch(OptunaSearch):
         """A study trial still running that no trial of this search owns: sampled by a driver that
         was killed before Tune saved the trial. Optuna gives a trial's settings again when asked for
         them again, so the next trial takes it up instead of sampling anew."""
-        owned = {trial.number for trial in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owned, study = {trial.number for trial in searcher_trials(self).values()}, searcher_study(self)
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number not in owned:
-                return optuna.Trial(self._ot_study, frozen._trial_id)  # Optuna's own handle on that trial
+                return open_trial(study, frozen)
         return None
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if trial_id in self._ot_trials:
-            self._report_score(self._ot_trials[trial_id], result)
+        if trial_id in searcher_trials(self):
+            self._report_score(searcher_trials(self)[trial_id], result)
 
     def _report_score(self, trial: optuna.Trial, result: dict) -> None:
         """A new score, as Optuna's intermediate value at the epoch it was computed (Tune's
@@ -102,9 +104,9 @@ class ScoreOptunaSearch(OptunaSearch):
             trial.report(result[self.metric], result["epoch"])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        trial = self._ot_trials.get(trial_id)
+        trial = searcher_trials(self).get(trial_id)
         if trial is not None and self._state(trial.number).is_finished():
-            self._completed_trials.add(trial_id)  # told before a kill that came before Tune saved its end
+            searcher_completed(self).add(trial_id)  # told before a kill that came before Tune saved its end
             return
         if trial is None:
             return super().on_trial_complete(trial_id, result, error)
@@ -115,7 +117,7 @@ class ScoreOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, None if error else result, error)
 
     def _state(self, number: int) -> TrialState:
-        return next(t.state for t in self._ot_study.get_trials(deepcopy=False) if t.number == number)
+        return next(t.state for t in searcher_study(self).get_trials(deepcopy=False) if t.number == number)
 
     def _label_end(self, trial: optuna.Trial, result: dict, error: bool) -> None:
         """Why it stopped and when it was scored, and its last sample grid (a finished trial takes

@@ -1,54 +1,106 @@
-"""The private parts of Ray Tune and Optuna this project relies on, each checked once here so that an
-upgrade past the versions pyproject pins fails with the reason, not somewhere deep in a search.
+"""search.private_api: each private part of Ray Tune and Optuna the search relies on, checked on the
+real objects of the pinned versions, so that an upgrade that changes one fails here with the reason.
 Behaviour is tested elsewhere through the project's own code."""
-
-import inspect
 
 import optuna
 import pytest
-from ray.tune.execution.tune_controller import TuneController
+from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-TESTED = "tested with ray 2.60 and optuna 5.0 (pyproject pins them)"
+from search import private_api
+from search.private_api import PrivateAPIChanged
 
 
-def _fail(what: str, who: str) -> None:
-    pytest.fail(f"{what}: {who} relies on it; {TESTED}")
+def asha(mode: str = "min") -> ASHAScheduler:
+    return ASHAScheduler(time_attr="epoch", metric="score", mode=mode, max_t=8, grace_period=1, reduction_factor=2)
 
 
-def test_asha_keeps_its_rungs_and_stop_count_as_persistent_asha_rewrites_them():
-    asha = ASHAScheduler(time_attr="epoch", metric="score", mode="min", max_t=8, grace_period=1, reduction_factor=2)
-    who = "search.schedulers.PersistentASHA (rungs survive a restore, ray#30838)"
-    if not isinstance(getattr(asha, "_num_stopped", None), int):
-        _fail("ASHAScheduler._num_stopped is no longer an int", who)
-    brackets = getattr(asha, "_brackets", None)
-    if not brackets or not all(isinstance(getattr(b, "_rungs", None), list) for b in brackets):
-        _fail("ASHAScheduler._brackets[i]._rungs is no longer a list", who)
-    milestone, recorded = brackets[0]._rungs[0]
-    if not (isinstance(milestone, (int, float)) and isinstance(recorded, dict)):
-        _fail("an ASHA rung is no longer (milestone, {trial_id: value})", who)
+def test_ashas_rungs_are_its_own_lists_of_milestone_and_recorded_values():
+    scheduler = asha()
+    [rungs] = private_api.asha_rungs(scheduler)
+    assert [milestone for milestone, _ in rungs] == [8, 4, 2, 1]
+    rungs[-1][1]["t1"] = -3.0  # written back as PersistentASHA does after a restore
+    assert scheduler._brackets[0]._rungs[-1][1] == {"t1": -3.0}
 
 
-def test_optuna_search_keeps_its_study_and_trials_where_the_searcher_reads_them(tmp_path):
+def test_ashas_sign_cutoff_and_stop_count():
+    assert private_api.asha_sign(asha("min")) == -1 and private_api.asha_sign(asha("max")) == 1
+    scheduler = asha()
+    assert private_api.asha_cutoff(scheduler, 0, {"a": -1.0, "b": -2.0, "c": -3.0, "d": -4.0}) == pytest.approx(-2.5)
+    assert private_api.asha_stopped(scheduler) == 0
+    private_api.set_asha_stopped(scheduler, 3)
+    assert private_api.asha_stopped(scheduler) == 3
+
+
+def test_the_experiment_state_is_saved_through_the_controller_a_scheduler_is_handed(monkeypatch):
+    saved = []
+    monkeypatch.setattr(TuneController, "checkpoint", lambda self, force=False, wait=False: saved.append(force))
+    controller = TuneController.__new__(TuneController)  # only its checkpoint() is called
+    private_api.save_experiment_state(TrialRunnerWrapper(controller, trial_executor=None))
+    assert saved == [True]
+
+
+def test_anything_but_tunes_wrapper_is_refused_rather_than_called():
+    with pytest.raises(PrivateAPIChanged, match=r"handed a TuneController, not a TrialRunnerWrapper .*ray 2\.60"):
+        private_api.save_experiment_state(TuneController.__new__(TuneController))
+
+
+def test_optuna_search_keeps_its_study_its_trials_and_the_ones_it_told():
     search = OptunaSearch(space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="score", mode="min")
     search.suggest("t1")
-    who = "search.searcher.ScoreOptunaSearch (labels study trials, takes up trials sampled before a kill)"
-    if not isinstance(getattr(search, "_ot_study", None), optuna.Study):
-        _fail("OptunaSearch._ot_study is no longer the optuna.Study", who)
-    trials = getattr(search, "_ot_trials", None)
-    if not (isinstance(trials, dict) and isinstance(trials.get("t1"), optuna.Trial)):
-        _fail("OptunaSearch._ot_trials is no longer {tune trial id: optuna.Trial}", who)
-    if not isinstance(getattr(search, "_completed_trials", None), set):
-        _fail("OptunaSearch._completed_trials is no longer a set", who)
-    frozen = search._ot_study.get_trials(deepcopy=False)[0]
-    if not isinstance(getattr(frozen, "_trial_id", None), int):
-        _fail("optuna FrozenTrial._trial_id (the storage's id, which optuna.Trial takes) is gone", who)
-    if optuna.Trial(search._ot_study, frozen._trial_id).number != frozen.number:
-        _fail("optuna.Trial(study, trial_id) no longer opens a stored trial", who)
+    study, trials = private_api.searcher_study(search), private_api.searcher_trials(search)
+    assert isinstance(study, optuna.Study) and list(trials) == ["t1"] and isinstance(trials["t1"], optuna.Trial)
+    search.on_trial_complete("t1", {"score": 1.0})
+    assert private_api.searcher_completed(search) == {"t1"}
+    assert study.trials[0].value == 1.0
 
 
-def test_tune_controller_saves_its_state_on_demand():
-    who = "search.schedulers.SavesOnEvents (saves the experiment state on trial events)"
-    if "force" not in inspect.signature(getattr(TuneController, "checkpoint", lambda: None)).parameters:
-        _fail("TuneController.checkpoint(force=...) is gone", who)
+def test_a_stored_trial_is_opened_and_labelled_by_its_storage_id():
+    study = optuna.create_study()
+    study.ask()
+    frozen = study.trials[0]
+    assert private_api.open_trial(study, frozen).number == frozen.number
+    private_api.set_trial_user_attr(study, frozen, "k", 5)
+    assert study.trials[0].user_attrs == {"k": 5}
+
+
+def test_tpe_reads_a_study_view_in_place_of_the_studys_trials():
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(n_startup_trials=2, seed=0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    study.ask()
+    shown = study.trials[:3]
+    read = []
+
+    class Counted(private_api.StudyView):
+        def _get_trials(self, deepcopy=True, states=None, use_cache=False):
+            read.append(states)
+            return super()._get_trials(deepcopy, states, use_cache)
+
+    view = Counted(study, shown)
+    assert view.get_trials(states=(optuna.trial.TrialState.COMPLETE,)) == shown and view.trials == shown
+    assert view.directions == study.directions  # the rest is the study's
+    tpe = optuna.samplers.TPESampler(n_startup_trials=2, seed=0, multivariate=True, constant_liar=True)
+    trial = study.trials[3]
+    space = tpe.infer_relative_search_space(view, trial)
+    read.clear()
+    assert 0 <= tpe.sample_relative(view, trial, space)["x"] <= 1
+    assert read, "TPESampler no longer reads a study's trials through Study._get_trials"
+
+
+def test_a_missing_attribute_is_one_line_naming_it_and_the_pin():
+    class Gone:
+        pass
+
+    with pytest.raises(PrivateAPIChanged) as raised:
+        private_api.asha_stopped(Gone())
+    message = str(raised.value)
+    assert message.startswith("Gone._num_stopped is gone (") and "ray 2.60.0 and optuna 5.0.0" in message
+    assert "\n" not in message
+    for call in (private_api.asha_rungs, private_api.asha_sign, private_api.searcher_trials,
+                 private_api.searcher_study, private_api.searcher_completed,
+                 lambda o: private_api.set_asha_stopped(o, 1), lambda o: private_api.open_trial(None, o),
+                 lambda o: private_api.set_trial_user_attr(o, o, "k", 1), lambda o: private_api.asha_cutoff(o, 0, {}),
+                 lambda o: private_api.save_experiment_state(o)):
+        with pytest.raises(PrivateAPIChanged):
+            call(Gone())

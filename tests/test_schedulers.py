@@ -64,3 +64,45 @@ def test_a_stop_is_recorded_with_its_trial(tmp_path):
     assert {k: stop[k] for k in ("milestone", "score", "cutoff", "compared")} == {
         "milestone": 1, "score": 11.0, "cutoff": 8.5, "compared": 4}
     assert "num_stopped=1" in pickle.loads(pickle.dumps(sched)).debug_string()  # Tune's status line
+
+
+def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_time(monkeypatch):
+    """SavesOnEvents: a trial added, completed, failed or removed asks for a save at Tune's next
+    step; saves wait while they have taken more than SAVE_BUDGET of the time since the start."""
+    from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
+    from ray.tune.schedulers import FIFOScheduler
+
+    from search import schedulers
+
+    clock, saves = [100.0], []
+
+    def checkpoint(self, force=False, wait=False):  # a save that takes 1 s of the driver's time
+        saves.append(clock[0])
+        clock[0] += 1.0
+
+    monkeypatch.setattr(schedulers.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(TuneController, "checkpoint", checkpoint)
+    monkeypatch.setattr(TuneController, "get_trials", lambda self: [])
+    controller = TrialRunnerWrapper(TuneController.__new__(TuneController), trial_executor=None,
+                                    runner_whitelist_attr={"get_trials"})
+    scheduler = type("Saving", (schedulers.SavesOnEvents, FIFOScheduler), {})()
+
+    def step(at: float) -> None:
+        clock[0] = at
+        scheduler.choose_trial_to_run(controller)
+
+    step(100.0)  # the clock starts; nothing happened, nothing is saved
+    scheduler.on_trial_add(controller, SimpleNamespace(trial_id="a"))
+    step(100.0)
+    step(100.5)  # saved once per event, not per step
+    assert saves == [100.0]
+    scheduler.on_trial_complete(controller, SimpleNamespace(trial_id="a"), {})
+    step(110.0)  # 1 s of saves in 10 s: over 5%, so it waits ...
+    step(119.0)
+    assert saves == [100.0]
+    step(121.0)  # ... until 1 s is at most 5% of the time since the start
+    assert saves == [100.0, 121.0]
+    for event in (scheduler.on_trial_error, scheduler.on_trial_remove):
+        event(controller, SimpleNamespace(trial_id="b"))
+        step(clock[0] + 1000.0)
+    assert len(saves) == 4

@@ -1,0 +1,125 @@
+"""Every private part of Ray Tune and Optuna the search relies on, and nowhere else.
+
+Each entry says what it is for and was read from the versions in PINS (pyproject pins them). An
+attribute that an upgrade took away fails here with one line naming it and the pin
+(PrivateAPIChanged), not as a wrong result deep in a search. tests/test_private_api.py checks each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PINS = "read from ray 2.60.0 and optuna 5.0.0 (pyproject pins them)"
+
+
+class PrivateAPIChanged(RuntimeError):
+    """A private attribute of Ray or Optuna that the search relies on is gone or changed."""
+
+
+def _attr(obj: Any, name: str, what: str) -> Any:
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise PrivateAPIChanged(f"{type(obj).__name__}.{name} is gone ({what}); {PINS}") from None
+
+
+# ray.tune.schedulers.AsyncHyperBandScheduler (async_hyperband.py). PersistentASHA writes its rung
+# records to the run folder and back into these after a restore, which rebuilds them empty (ray#30838).
+
+def asha_rungs(asha) -> list[list[tuple[float, dict[str, float]]]]:
+    """Per bracket, its rungs: [(milestone, {trial id: value times asha_sign})], ASHA's own lists."""
+    return [_attr(bracket, "_rungs", "an ASHA bracket's rungs") for bracket in _attr(asha, "_brackets", "ASHA's brackets")]
+
+
+def asha_cutoff(asha, bracket: int, recorded: dict[str, float]) -> float:
+    """The value a trial must beat at a rung holding `recorded` (times asha_sign), as ASHA computes it."""
+    return _attr(_attr(asha, "_brackets", "ASHA's brackets")[bracket], "cutoff", "an ASHA bracket's cutoff")(recorded)
+
+
+def asha_sign(asha) -> float:
+    """1 or -1: what ASHA multiplies a result's metric by before recording it (it keeps maxima)."""
+    return _attr(asha, "_metric_op", "ASHA's sign for mode min/max")
+
+
+def asha_stopped(asha) -> int:
+    """How many trials ASHA has stopped; it counts up by one on each stop."""
+    return _attr(asha, "_num_stopped", "ASHA's count of stopped trials")
+
+
+def set_asha_stopped(asha, count: int) -> None:
+    asha_stopped(asha)  # fails when the attribute is gone, rather than creating it
+    asha._num_stopped = count
+
+
+# ray.tune.execution.tune_controller. A scheduler is handed the controller wrapped in a
+# TrialRunnerWrapper, which lets it call only a few methods; SavesOnEvents saves the experiment
+# state with the controller's own checkpoint(force=True), the call Tune's periodic save makes.
+
+def save_experiment_state(wrapped_controller) -> None:
+    """Save Tune's experiment state now (SavesOnEvents)."""
+    from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
+
+    if not isinstance(wrapped_controller, TrialRunnerWrapper):
+        raise PrivateAPIChanged(f"a scheduler is handed a {type(wrapped_controller).__name__}, not a "
+                                f"TrialRunnerWrapper (saving the experiment state); {PINS}")
+    controller = _attr(wrapped_controller, "_tune_controller", "the wrapped TuneController")
+    if not isinstance(controller, TuneController):
+        raise PrivateAPIChanged(f"TrialRunnerWrapper._tune_controller is a {type(controller).__name__}, "
+                                f"not a TuneController; {PINS}")
+    controller.checkpoint(force=True)
+
+
+# ray.tune.search.optuna.OptunaSearch (optuna_search.py). ScoreOptunaSearch labels the study
+# trials it owns and takes up a study trial sampled before a kill (search.searcher).
+
+def searcher_trials(search) -> dict:
+    """{Tune trial id: optuna.Trial}, the study trials OptunaSearch has handed out."""
+    return _attr(search, "_ot_trials", "OptunaSearch's study trial per Tune trial")
+
+
+def searcher_study(search):
+    """The optuna.Study OptunaSearch samples in."""
+    return _attr(search, "_ot_study", "OptunaSearch's study")
+
+
+def searcher_completed(search) -> set[str]:
+    """The Tune trial ids OptunaSearch has told the study the end of (it tells no trial twice)."""
+    return _attr(search, "_completed_trials", "OptunaSearch's told trials")
+
+
+# optuna: a FrozenTrial's storage id (FrozenTrial._trial_id), which optuna.Trial and the storage
+# take; a study's trials as TPESampler reads them (Study._get_trials, which StudyView replaces).
+
+def open_trial(study, frozen):
+    """Optuna's own handle (optuna.Trial) on a stored trial, to set its attributes or tell it."""
+    import optuna
+
+    return optuna.Trial(study, _attr(frozen, "_trial_id", "a stored trial's id"))
+
+
+def set_trial_user_attr(study, frozen, key: str, value: Any) -> None:
+    """A user attribute on a trial a sampler is handed as a FrozenTrial (samplers get no optuna.Trial)."""
+    storage = _attr(study, "_storage", "the study's storage")
+    storage.set_trial_user_attr(_attr(frozen, "_trial_id", "a stored trial's id"), key, value)
+
+
+class StudyView:
+    """A study as TPESampler reads it, with its trials replaced (search.milestone_tpe): TPE reads
+    trials through Study._get_trials and get_trials; everything else (its storage, where TPE shares
+    a running trial's relative settings, its directions) is the study's."""
+
+    def __init__(self, study, trials: list):
+        self._study, self._trials = study, trials
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
+        return [t for t in self._trials if states is None or t.state in states]
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return self._get_trials(deepcopy, states)
+
+    @property
+    def trials(self) -> list:
+        return self._get_trials()
