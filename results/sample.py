@@ -7,6 +7,10 @@ row per class. Everything comes from the row: its weights, its sampler (unless -
 otherwise) and that sampler's settings, and the data it was trained on ("gmm" refits its
 mixtures on those training images; --data points elsewhere; "two_stage" loads the second VAE the
 final stage fitted and saved beside the weights).
+
+By default the draw is the one the row was scored on: the row's seed and its images per class
+(n_samples over the number of classes), on the kind of device the row was scored on, so the
+images are exactly those its FID was computed from. --seed, --n, --sampler or --device draw others.
 """
 
 from __future__ import annotations
@@ -32,66 +36,112 @@ def class_index(name: str, classes: list[str]) -> int:
     raise ValueError(f"--class {name!r} is not one of {list(classes)} or an index below {len(classes)}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def scored_per_class(row: pd.Series, classes: int) -> int:
+    """The images per class the row was scored on: its n_samples are `classes` x that many."""
+    if pd.isna(row["n_samples"]):
+        raise ValueError("the row does not say how many images it scored; give --n")
+    return int(row["n_samples"]) // classes
+
+
+def scored_device(row: pd.Series) -> str | None:
+    """The row's kind of device (None: cuda when present): drawn on another kind, the decoder's
+    rounding may differ in a pixel or a GMM's fit in its last digits."""
+    return "cpu" if row.get("device") == "cpu" else None
+
+
+def parse_args(argv: list[str] | None):
     p = ArgumentParser(prog="python -m results.sample", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--row", type=int, default=0, help="leaderboard position, 0 = best FID")
     p.add_argument("--class", dest="cls", default=None, help="class name or index (default: every class)")
-    p.add_argument("--n", type=number(int, at_least=1), default=10, help="images (per class without --class)")
+    p.add_argument("--n", type=number(int, at_least=1), default=None,
+                   help="images per class (default: as many as the row scored)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the row's sampler")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default: the row's seed, which its images were drawn with")
     p.add_argument("--data", default=None, help="default: the data the row was trained on")
-    p.add_argument("--device", default=None, help="default: cuda when present")
+    p.add_argument("--device", default=None, help="default: the kind the row was scored on (cpu, else cuda when "
+                                                  "present)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
-    args = p.parse_args(argv)
-    run = RunFolder(args.run_dir)
-    try:
-        if not run.leaderboard.exists():
-            raise ValueError(f"{run.leaderboard}: no leaderboard; run python -m search.final {args.run_dir}")
-        board = pd.read_parquet(run.leaderboard)
-        if not 0 <= args.row < len(board):
-            raise ValueError(f"--row {args.row}: the leaderboard has rows 0..{len(board) - 1}")
-        row = board.iloc[args.row]
-        if not Path(row["checkpoint"]).exists():
-            raise ValueError(f"{row['checkpoint']}: checkpoint of row {args.row} not found")
-        if any(pd.isna(row[c]) for c in ("train_on", "gmm_components", "data_source")):
-            raise ValueError(f"row {args.row} was written before rows named their data and sampler settings; "
-                             f"fill them in with python -m search.final {args.run_dir} --rescore")
-        sampler = args.sampler or row["sampler"]
-        fitted = Finalist(Path(row["checkpoint"]).parent).two_stage
-        if sampler == "two_stage" and not fitted.exists():
-            raise ValueError(f"{fitted}: row {args.row} has no fitted two_stage sampler; the final stage fits one "
-                             "when final.samplers lists two_stage")
+    return p.parse_args(argv)
 
-        from cvae_core.data import load_data, split  # the heavy part starts here
 
-        data = load_data(absolute_source(args.data) if args.data is not None else row["data_source"])
-        cls = class_index(args.cls, list(data.classes)) if args.cls is not None else None
-    except ValueError as e:  # DataError included
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def leaderboard_row(run_dir: Path, index: int) -> pd.Series:
+    """Row `index` of the run's leaderboard, checked to hold what regenerating its images needs."""
+    run = RunFolder(run_dir)
+    if not run.leaderboard.exists():
+        raise ValueError(f"{run.leaderboard}: no leaderboard; run python -m search.final {run_dir}")
+    board = pd.read_parquet(run.leaderboard)
+    if not 0 <= index < len(board):
+        raise ValueError(f"--row {index}: the leaderboard has rows 0..{len(board) - 1}")
+    row = board.iloc[index]
+    if not Path(row["checkpoint"]).exists():
+        raise ValueError(f"{row['checkpoint']}: checkpoint of row {index} not found")
+    if any(pd.isna(row[c]) for c in ("train_on", "gmm_components", "data_source")):
+        raise ValueError(f"row {index} was written before rows named their data and sampler settings; "
+                         f"fill them in with python -m search.final {run_dir} --rescore")
+    return row
 
-    from cvae_core.grids import image_grid
+
+def fitted_second_stage(row: pd.Series, sampler: str, index: int) -> Path:
+    """Where the row's two_stage fit is saved; a ValueError when the sampler needs it and it is not there."""
+    fitted = Finalist(Path(row["checkpoint"]).parent).two_stage
+    if sampler == "two_stage" and not fitted.exists():
+        raise ValueError(f"{fitted}: row {index} has no fitted two_stage sampler; the final stage fits one "
+                         "when final.samplers lists two_stage")
+    return fitted
+
+
+def draw(row: pd.Series, sampler: str, per_class: int, seed: int, data, device: str | None, fitted: Path):
+    """The row's model's images, `per_class` per class, class by class: as the final stage drew them."""
+    from cvae_core.data import split
     from cvae_core.training import load_model, resolve_device
 
     from . import two_stage
-    from .samplers import generate, save_sample_grid
+    from .samplers import generate
 
     train_x, train_y, _, _ = split(data, row["train_on"])
-    device = resolve_device(args.device)
+    device = resolve_device(device)
     model = load_model(row["checkpoint"], device)
     second = two_stage.load(fitted, device) if sampler == "two_stage" else None
-    images = generate(model, sampler, args.n, train_x, train_y, components=int(row["gmm_components"]),
-                      seed=args.seed, second_stage=second)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    return generate(model, sampler, per_class, train_x, train_y, components=int(row["gmm_components"]),
+                    seed=seed, second_stage=second)
+
+
+def save(images, per_class: int, cls: int | None, classes, out: Path) -> None:
+    from cvae_core.grids import image_grid
+
+    from .samplers import save_sample_grid
+
+    out.parent.mkdir(parents=True, exist_ok=True)
     if cls is not None:
-        images = images[cls * args.n : (cls + 1) * args.n]
-        image_grid(images, nrow=math.ceil(math.sqrt(args.n))).save(args.out)
+        image_grid(images[cls * per_class : (cls + 1) * per_class], nrow=math.ceil(math.sqrt(per_class))).save(out)
     else:
-        save_sample_grid(images, args.n, args.out, data.classes, columns=args.n)
+        save_sample_grid(images, per_class, out, classes, columns=per_class)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        row = leaderboard_row(args.run_dir, args.row)
+        sampler = args.sampler or row["sampler"]
+        fitted = fitted_second_stage(row, sampler, args.row)
+
+        from cvae_core.data import load_data  # the heavy part starts here
+
+        data = load_data(absolute_source(args.data) if args.data is not None else row["data_source"])
+        cls = class_index(args.cls, list(data.classes)) if args.cls is not None else None
+        per_class = args.n if args.n is not None else scored_per_class(row, len(data.classes))
+    except ValueError as e:  # DataError included
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else int(row["seed"])
+    device = args.device if args.device is not None else scored_device(row)
+    images = draw(row, sampler, per_class, seed, data, device, fitted)
+    save(images, per_class, cls, data.classes, args.out)
     what = data.classes[cls] if cls is not None else "every class"
-    print(f"{args.out}: {len(images)} images of {what} from row {args.row} "
-          f"({row['trial_id']} seed {row['seed']}, {sampler})")
+    count = per_class if cls is not None else len(images)
+    print(f"{args.out}: {count} images of {what} from row {args.row} "
+          f"({row['trial_id']} seed {row['seed']}, {sampler}; drawn with seed {seed}, {per_class} per class)")
     return 0
 
 

@@ -1,12 +1,17 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import final_in_process
 from PIL import Image
 
+import search.finalists
 from cvae_core.data import load_data
 from cvae_core.training import load_model
+from results.names import SAMPLERS
 from results.run_folder import RunFolder
 from results.sample import main
 from results.samplers import generate, save_sample_grid
@@ -82,3 +87,46 @@ def test_a_row_without_a_fitted_second_stage_says_so(scored_run_copy, tmp_path, 
     assert main([str(scored_run_copy), "--row", "0", "--sampler", "two_stage", "--out", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {fitted}: row 0 has no fitted two_stage sampler; the final "
                                                "stage fits one when final.samplers lists two_stage")
+
+
+@pytest.fixture(scope="module")
+def retrained(_scored_run, tmp_path_factory):
+    """A copy of the scored run whose best trial is also retrained with seed 1 (a row seed that is
+    not --seed's old default), and the very images the final stage scored for each of its samplers,
+    taken where they are handed to the scoring."""
+    run_dir = Path(shutil.copytree(_scored_run, tmp_path_factory.mktemp("retrained") / "t"))
+    space = RunFolder(run_dir).space_file
+    raw = yaml.safe_load(space.read_text())
+    raw["final"].update(top_k=1, seeds=2)
+    space.write_text(yaml.safe_dump(raw))
+    score, scored = search.finalists.score, []
+
+    def recording(images, *args, **kwargs):
+        scored.append(images.clone())
+        return score(images, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(search.finalists, "score", recording)
+        final_in_process(run_dir, Path(RunFolder(run_dir).source()))
+    assert len(scored) == len(SAMPLERS)  # seed 0's rows were there: only seed 1 was scored
+    return run_dir, dict(zip(raw["final"]["samplers"], scored))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_by_default_a_row_is_drawn_exactly_as_it_was_scored(retrained, tmp_path, sampler):
+    """No --seed, no --n: the row's seed and images per class give the images its FID came from."""
+    run_dir, scored = retrained
+    board = pd.read_parquet(run_dir / "leaderboard.parquet")
+    i = board.index[(board["sampler"] == sampler) & (board["seed"] == 1)][0]
+    classes, per_class = board.loc[i, "classes"], 3  # the tiny final stage's samples_per_class
+    assert len(scored[sampler]) == board.loc[i, "n_samples"] == len(classes) * per_class
+
+    def drawn(*flags):
+        out = tmp_path / f"drawn{len(flags)}.png"
+        assert main([str(run_dir), "--row", str(i), *flags, "--out", str(out)]) == 0
+        return np.asarray(Image.open(out))
+
+    expected = tmp_path / "scored.png"
+    save_sample_grid(scored[sampler], per_class, expected, classes, columns=per_class)
+    assert np.array_equal(drawn(), np.asarray(Image.open(expected)))
+    assert not np.array_equal(drawn("--seed", "0"), np.asarray(Image.open(expected)))  # the seed is the row's
