@@ -39,28 +39,17 @@ def _folder_bytes(path: str) -> int:
 
 def _instrument() -> dict:
     """Count and time Tune's state saves and measure what they write and copy."""
-    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+    from search.private_api import on_state_saves
 
     stats = {"saves": 0, "save_seconds": 0.0, "bytes_written": 0, "bytes_copied": 0}
-    original = _ExperimentCheckpointManager.sync_up_experiment_state
 
-    def sync_up(self, save_fn, force=False, wait=False):
-        saved = []
+    def saved(seconds: float, staging: str) -> None:
+        stats["saves"] += 1
+        stats["save_seconds"] += seconds
+        stats["bytes_written"] += sum(f.stat().st_size for f in Path(staging).glob("*") if f.is_file())
+        stats["bytes_copied"] += _folder_bytes(staging)
 
-        def counted_save():
-            save_fn()
-            saved.append(True)
-
-        t0 = time.perf_counter()
-        original(self, counted_save, force=force, wait=wait)
-        if saved:
-            staging = self._storage.experiment_driver_staging_path
-            stats["saves"] += 1
-            stats["save_seconds"] += time.perf_counter() - t0
-            stats["bytes_written"] += sum(f.stat().st_size for f in Path(staging).glob("*") if f.is_file())
-            stats["bytes_copied"] += _folder_bytes(staging)
-
-    _ExperimentCheckpointManager.sync_up_experiment_state = sync_up
+    on_state_saves(saved)
     return stats
 
 
@@ -109,6 +98,7 @@ def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: flo
     from results.run_folder import RunFolder
     from search import schedulers, tuning
     from search.objective import milestones
+    from search.private_api import tuner_run_config
     from search.settings import parse_spec
 
     tuning.configure_tune()
@@ -137,7 +127,7 @@ def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: flo
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     tuner = tuning.new_tuner(spec, run, trainable)
     if policy == "every_second":
-        tuner._local_tuner._run_config.checkpoint_config = tune.CheckpointConfig(num_to_keep=2)
+        tuner_run_config(tuner).checkpoint_config = tune.CheckpointConfig(num_to_keep=2)
     wall, cpu = time.perf_counter(), time.process_time()
     results = tuner.fit()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

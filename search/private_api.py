@@ -69,6 +69,34 @@ def save_experiment_state(wrapped_controller) -> None:
     controller.checkpoint(force=True)
 
 
+def tuner_run_config(tuner):
+    """A built Tuner's RunConfig, which bench/driver_scale.py changes after new_tuner built it (the
+    Tuner keeps it in its local tuner, Tuner._local_tuner._run_config)."""
+    return _attr(_attr(tuner, "_local_tuner", "a Tuner's local tuner"), "_run_config", "a Tuner's RunConfig")
+
+
+def on_state_saves(saved) -> None:
+    """From now on in this process, call `saved(seconds, staging_dir)` after each save of Tune's
+    experiment state (bench/driver_scale.py counts, times and sizes them): Tune saves through
+    ray.tune.execution.experiment_state._ExperimentCheckpointManager.sync_up_experiment_state,
+    which skips a save that is not due, into its _storage.experiment_driver_staging_path."""
+    import time
+
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    original = _attr(_ExperimentCheckpointManager, "sync_up_experiment_state", "Tune's state save")
+
+    def sync_up(self, save_fn, force=False, wait=False):
+        done = []
+        t0 = time.perf_counter()
+        original(self, lambda: done.append(save_fn()), force=force, wait=wait)
+        if done:
+            storage = _attr(self, "_storage", "the checkpoint manager's storage context")
+            saved(time.perf_counter() - t0, storage.experiment_driver_staging_path)
+
+    _ExperimentCheckpointManager.sync_up_experiment_state = sync_up
+
+
 # ray.tune.search.optuna.OptunaSearch (optuna_search.py). ScoreOptunaSearch labels the study
 # trials it owns and takes up a study trial sampled before a kill (search.searcher).
 

@@ -46,6 +46,32 @@ def test_anything_but_tunes_wrapper_is_refused_rather_than_called():
         private_api.save_experiment_state(TuneController.__new__(TuneController))
 
 
+def test_a_tuners_run_config_is_the_one_it_runs_with():
+    from ray import tune
+
+    config = tune.RunConfig(name="x")
+    assert private_api.tuner_run_config(tune.Tuner(lambda c: None, run_config=config)) == config
+
+
+def test_tunes_state_saves_can_be_watched(monkeypatch):
+    import inspect
+
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    assert list(inspect.signature(_ExperimentCheckpointManager.sync_up_experiment_state).parameters) == [
+        "self", "save_fn", "force", "wait"]
+    assert isinstance(getattr(StorageContext, "experiment_driver_staging_path", None), property)
+    monkeypatch.setattr(_ExperimentCheckpointManager, "sync_up_experiment_state",
+                        lambda self, save_fn, force=False, wait=False: save_fn())
+    seen = []
+    private_api.on_state_saves(lambda seconds, staging: seen.append(staging))
+    manager = _ExperimentCheckpointManager.__new__(_ExperimentCheckpointManager)
+    manager._storage = type("Storage", (), {"experiment_driver_staging_path": "/staging"})()
+    manager.sync_up_experiment_state(lambda: None, force=True)
+    assert seen == ["/staging"]
+
+
 def test_optuna_search_keeps_its_study_its_trials_and_the_ones_it_told():
     search = OptunaSearch(space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="score", mode="min")
     search.suggest("t1")
@@ -98,7 +124,7 @@ def test_a_missing_attribute_is_one_line_naming_it_and_the_pin():
     assert message.startswith("Gone._num_stopped is gone (") and "ray 2.60.0 and optuna 5.0.0" in message
     assert "\n" not in message
     for call in (private_api.asha_rungs, private_api.asha_sign, private_api.searcher_trials,
-                 private_api.searcher_study, private_api.searcher_completed,
+                 private_api.searcher_study, private_api.searcher_completed, private_api.tuner_run_config,
                  lambda o: private_api.set_asha_stopped(o, 1), lambda o: private_api.open_trial(None, o),
                  lambda o: private_api.set_trial_user_attr(o, o, "k", 1), lambda o: private_api.asha_cutoff(o, 0, {}),
                  lambda o: private_api.save_experiment_state(o)):
