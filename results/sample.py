@@ -10,7 +10,8 @@ final stage fitted and saved beside the weights).
 
 By default the draw is the one the row was scored on: the row's seed and its images per class
 (n_samples over the number of classes), on the kind of device the row was scored on, so the
-images are exactly those its FID was computed from. --seed, --n, --sampler or --device draw others.
+images are those its FID was computed from: exactly on a CPU (tests/test_sample.py), on a GPU up to
+cuDNN's rounding. --seed, --n, --sampler or --device draw others.
 """
 
 from __future__ import annotations
