@@ -2,16 +2,17 @@
 (`Recipe`), and the two together (`TrialConfig`).
 
 Each is checked completely on construction, so a bad value fails before any tensor is
-allocated, with a message naming the field and the value. A new hyperparameter is one field
-here (a number also its range in RANGES, which search.space offers too) plus its key in
-search.space: the training function, the trials table and the leaderboard take their fields
-from these classes.
+allocated, with a message naming the field and the value. A new setting of Recipe is one field
+here, with its help text, and its range (a number's in RANGES, a name's choices in CHOICES), which
+search.space offers too: the training function, cvae_core.train's flags, a space file's keys,
+the trials table and the leaderboard take their fields from this class, and rows written before
+it existed read its default.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 # CIFAR-10's shape: the defaults of ModelConfig's data fields, which the data decides otherwise.
@@ -56,6 +57,8 @@ UPSAMPLES = ("nearest", "transposed")
 # bernoulli: the report's BCE; gaussian: fixed sigma; gaussian_learned: one shared,
 # learned sigma (sigma-VAE, Rybkin et al. 2021).
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
+# How the learning rate moves after its warm-up: kept, or a cosine decay to 0 at the last epoch.
+LR_SCHEDULES = ("constant", "cosine")
 # sum: the report's BCE + KL summed over pixels, latents and the batch; mean: its failure mode
 REDUCTIONS = ("sum", "mean")
 PATIENCE = 20  # the report's: epochs without a better validation loss before training stops
@@ -133,7 +136,11 @@ RANGES = {
     "batch_size": Range("int", 1),
     "weight_decay": Range("float", 0),
     "ema": Range("float", 0, below=1),
+    "grad_clip": Range("float", 0),
+    "warmup_epochs": Range("int", 0),
 }
+# The names each text field of Recipe takes (checked on construction, offered by search.space).
+CHOICES = {"lr_schedule": LR_SCHEDULES}
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...], why: str = "") -> None:
@@ -296,18 +303,30 @@ def _known_fields(cls: type, d: dict[str, Any], what: str) -> dict[str, Any]:
     return d
 
 
+def _setting(default: Any, help: str) -> Any:
+    """A Recipe field: its default and what it does, in the words cvae_core.train's --help shows."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a model is trained. The defaults are the report's recipe (Adam, lr 1e-4, batch 512)."""
 
-    lr: float = 1e-4  # Adam's (AdamW's when weight_decay > 0)
-    batch_size: int = 512  # images per step
-    weight_decay: float = 0.0  # decoupled (AdamW); 0: plain Adam, the report's
-    ema: float = 0.0  # decay of an exponential moving average of the weights per step; 0: off
+    lr: float = _setting(1e-4, "Adam's learning rate (AdamW's when weight_decay > 0)")
+    batch_size: int = _setting(512, "images per step")
+    weight_decay: float = _setting(0.0, "AdamW's decoupled weight decay (0: Adam, the report's)")
+    ema: float = _setting(0.0, "decay per step of an exponential moving average of the weights, e.g. 0.999 (0: off)")
+    grad_clip: float = _setting(0.0, "the gradients' total norm is clipped to this before each step (0: off)")
+    lr_schedule: str = _setting("constant", "after the warm-up: constant, or cosine (a cosine decay to 0 at the "
+                                            "last epoch)")
+    warmup_epochs: int = _setting(0, "epochs over which the learning rate rises linearly from 0, step by step")
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            RANGES[name].check(name, value)
+            if name in CHOICES:
+                _check_choice(name, value, CHOICES[name])
+            else:
+                RANGES[name].check(name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -346,6 +365,11 @@ def column_types() -> dict[str, str]:
     return {f.name: f.type for cls in (ModelConfig, Recipe) for f in fields(cls)}
 
 
+def column_defaults() -> dict[str, Any]:
+    """The configuration columns' defaults: what a row written before its field existed reads."""
+    return {f.name: f.default for cls in (ModelConfig, Recipe) for f in fields(cls) if f.default is not MISSING}
+
+
 __all__ = [
     "PATIENCE",
     "REPORT",
@@ -353,6 +377,8 @@ __all__ = [
     "ConvLayer",
     "ModelConfig",
     "RANGES",
+    "CHOICES",
+    "LR_SCHEDULES",
     "Range",
     "Recipe",
     "TrialConfig",

@@ -9,18 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from .cli import ArgumentParser, number
-from .config import CIFAR10_SHAPE, PATIENCE, RANGES, REDUCTIONS, REPORT, Recipe, TrialConfig, describe_shape
+from .config import CHOICES, CIFAR10_SHAPE, PATIENCE, RANGES, REDUCTIONS, REPORT, Recipe, TrialConfig, describe_shape
 from .layout import BEST_FILE, CHECKPOINT_FILE
 from .presets import PRESETS, preset_config
 from .sources import TORCHVISION_NAMES, TRAIN_ON, DataError, default_source
 
 
-def _recipe_flag(field: str):
-    """An argparse type for a Recipe field: its range (cvae_core.config.RANGES), answered at once."""
-    r = RANGES[field]
+def _in_range(name: str):
+    """An argparse type for a numeric Recipe field: its range (cvae_core.config.RANGES), answered at once."""
+    r = RANGES[name]
     parse = number(int if r.kind == "int" else float)
 
     def in_range(text: str):
@@ -32,6 +33,18 @@ def _recipe_flag(field: str):
     return in_range
 
 
+def _add_recipe_flags(p: ArgumentParser) -> None:
+    """A flag per Recipe field (--batch-size for batch_size), its default the report's recipe's
+    and its help the field's."""
+    for f in fields(Recipe):
+        default, help = getattr(REPORT, f.name), f.metadata["help"]
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in CHOICES:
+            p.add_argument(flag, choices=CHOICES[f.name], default=default, help=f"{help} (default {default})")
+        else:
+            p.add_argument(flag, type=_in_range(f.name), default=default, help=f"{help} (default {default})")
+
+
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m cvae_core.train", description=__doc__.splitlines()[0])
     p.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
@@ -40,12 +53,7 @@ def _parser() -> ArgumentParser:
                    help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: {default_source()})")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--epochs", type=number(int, at_least=1), default=800)
-    p.add_argument("--batch-size", type=_recipe_flag("batch_size"), default=REPORT.batch_size)
-    p.add_argument("--lr", type=_recipe_flag("lr"), default=REPORT.lr)
-    p.add_argument("--weight-decay", type=_recipe_flag("weight_decay"), default=REPORT.weight_decay,
-                   help="AdamW's decoupled weight decay (default 0: Adam, the report's)")
-    p.add_argument("--ema", type=_recipe_flag("ema"), default=REPORT.ema,
-                   help="decay of an exponential moving average of the weights, e.g. 0.999 (default 0: off)")
+    _add_recipe_flags(p)
     p.add_argument("--patience", type=number(int, at_least=1), default=PATIENCE,
                    help="epochs without a better val loss before stopping")
     p.add_argument("--reduction", choices=REDUCTIONS, default="sum")
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from .training import TrainingDiverged, epoch_line, train
 
     cfg = preset_config(args.preset)
-    recipe = Recipe(lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay, ema=args.ema)
+    recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
     try:
         data = load_data(args.data)
     except DataError as e:

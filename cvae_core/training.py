@@ -160,32 +160,31 @@ def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-def _train_epoch(step_model, optimizer, after_step: Callable[[], None] | None, x_u8: torch.Tensor,
-                 y: torch.Tensor, batch_size: int, beta: float, reduction: str) -> float:
-    """floor(N / batch_size) steps over a fresh permutation; the mean loss per image ("sum") or
-    per element ("mean")."""
-    n, steps = len(x_u8), len(x_u8) // batch_size
-    perm = torch.randperm(n, device=x_u8.device)
-    total = torch.zeros((), device=x_u8.device)
-    for i in range(steps):
-        idx = perm[i * batch_size : (i + 1) * batch_size]
-        loss = _loss(step_model, x_u8[idx].float().div_(255), y[idx], beta, reduction)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if after_step is not None:
-            after_step()
-        total += loss.detach()
-    return total.item() / steps / (batch_size if reduction == "sum" else 1)
+def _lr_factor(recipe: Recipe, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
+    """The learning rate's factor after `step` optimiser steps: a linear warm-up over
+    recipe.warmup_epochs, then constant or a cosine decay to 0 at the end of epoch `epochs`."""
+    warm, total = recipe.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if recipe.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+        return 1.0
+
+    return factor
 
 
 class _Training:
-    """One training's model, optimiser, averaged weights and progress: what a checkpoint holds."""
+    """One training's model, optimiser, learning-rate schedule, averaged weights and progress: what
+    a checkpoint holds. `steps_per_epoch` and `epochs` place the schedule."""
 
-    def __init__(self, model_cfg: ModelConfig, recipe: Recipe, dev: torch.device, compile: bool):
-        self.model_cfg, self.dev = model_cfg, dev
+    def __init__(self, model_cfg: ModelConfig, recipe: Recipe, dev: torch.device, compile: bool,
+                 steps_per_epoch: int, epochs: int):
+        self.model_cfg, self.recipe, self.dev = model_cfg, recipe, dev
         self.model = build_model(model_cfg).to(dev)
         self.optimizer = _optimizer(self.model, recipe, dev)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(recipe, steps_per_epoch, epochs))
         self.ema = _averaged(self.model, recipe)
         self.kept = self.ema.module if self.ema is not None else self.model  # validated, kept, drawn, saved
         # CUDA graphs ("reduce-overhead") were measured fastest for these launch-bound models.
@@ -197,6 +196,8 @@ class _Training:
         """Continue from `checkpoint` (see `make_checkpoint`), bit for bit."""
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if "lr_schedule" in checkpoint:  # a checkpoint from before schedules had a constant rate
+            self.schedule.load_state_dict(checkpoint["lr_schedule"])
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint["ema"])
         self.best_state = {k: v.to(self.dev) for k, v in checkpoint["best_state"].items()}
@@ -204,24 +205,41 @@ class _Training:
                                   checkpoint["epochs_since_best"])
         _set_rng_state(checkpoint["rng"], self.dev)
 
-    def _update_average(self) -> None:
-        self.ema.update_parameters(self.model)
+    def _train_epoch(self, x_u8: torch.Tensor, y: torch.Tensor, reduction: str) -> float:
+        """floor(N / batch_size) steps over a fresh permutation; the mean loss per image ("sum") or
+        per element ("mean")."""
+        recipe, n = self.recipe, len(x_u8)
+        steps, size = n // recipe.batch_size, recipe.batch_size
+        perm = torch.randperm(n, device=x_u8.device)
+        total = torch.zeros((), device=x_u8.device)
+        for i in range(steps):
+            idx = perm[i * size : (i + 1) * size]
+            loss = _loss(self.step_model, x_u8[idx].float().div_(255), y[idx], self.model_cfg.beta, reduction)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
+            self.optimizer.step()
+            self.schedule.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            total += loss.detach()
+        return total.item() / steps / (size if reduction == "sum" else 1)
 
     def make_checkpoint(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "lr_schedule": self.schedule.state_dict(),
                 "best_state": self.best_state, **asdict(self.progress), "rng": _rng_state(self.dev),
                 "model_config": self.model_cfg.to_dict(),
                 **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
-    def epoch(self, train_x, train_y, val_x, val_y, batch_size: int, reduction: str, patience: int,
-              epochs: int) -> dict[str, Any]:
+    def epoch(self, train_x, train_y, val_x, val_y, reduction: str, patience: int, epochs: int) -> dict[str, Any]:
         """Train one epoch, validate, keep the weights when they are the best so far: the epoch's record."""
         progress = self.progress
         progress.epoch += 1
         t0 = time.perf_counter()
-        after_step = self._update_average if self.ema is not None else None
-        train_loss = _train_epoch(self.step_model, self.optimizer, after_step, train_x, train_y, batch_size,
-                                  self.model_cfg.beta, reduction)
+        lr = self.optimizer.param_groups[0]["lr"]
+        train_loss = self._train_epoch(train_x, train_y, reduction)
         step_seconds = time.perf_counter() - t0
         val_loss = evaluate(self.kept, val_x, val_y)
         if math.isfinite(train_loss) and math.isfinite(val_loss) and val_loss < progress.best_val_loss:
@@ -230,7 +248,7 @@ class _Training:
         else:
             progress.epochs_since_best += 1
         stop = progress.stop_reason(patience, epochs)
-        return {**_epoch_record(progress, train_loss, val_loss, stop, step_seconds, t0), **_sigma(self.kept)}
+        return {**_epoch_record(progress, train_loss, val_loss, stop, step_seconds, t0), "lr": lr, **_sigma(self.kept)}
 
     def finish(self, stop: str, out: Path | None) -> TrainResult:
         """Load the best weights (and save them as BEST_FILE in `out`)."""
@@ -284,7 +302,7 @@ def train(
     dev = resolve_device(device)
     out = Path(out_dir) if out_dir is not None else None
     torch.manual_seed(seed)
-    run = _Training(model_cfg, recipe, dev, compile)
+    run = _Training(model_cfg, recipe, dev, compile, len(train_x) // recipe.batch_size, epochs)
     train_x, train_y, val_x, val_y = train_x.to(dev), train_y.to(dev), val_x.to(dev), val_y.to(dev)
     if resume is not None:
         run.restore(resume)
@@ -293,7 +311,7 @@ def train(
     stop = run.progress.stop_reason(patience, epochs)  # a resumed run may already be done
     run.model.train()
     while stop is None:
-        metrics = run.epoch(train_x, train_y, val_x, val_y, recipe.batch_size, reduction, patience, epochs)
+        metrics = run.epoch(train_x, train_y, val_x, val_y, reduction, patience, epochs)
         stop = metrics["stop"]
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cvae_core.atomic import atomic_write
-from cvae_core.config import CIFAR10_SHAPE, TrialConfig, column_types
+from cvae_core.config import TrialConfig, column_defaults, column_types
 
 from .pareto import on_front
 from .run_folder import RunFolder
@@ -121,14 +121,14 @@ def make_row(*, run: str, trial_id: str, seed: int, sampler: str, search_objecti
 
 def missing_columns(row: dict[str, Any]) -> list[str]:
     """The columns a row file lacks: it was written before they existed (IS may be null by design)."""
-    optional = {"is_mean", "is_std", "is_missing_reason", "preset", *DERIVED,
-                *(name for name, annotation in column_types().items() if "None" in annotation)}
+    optional = {"is_mean", "is_std", "is_missing_reason", "preset", *DERIVED, *column_defaults()}
     return [c for c in SCHEMA.names if c not in optional and row.get(c) is None]
 
 
 def read_rows(run_dir: str | Path) -> pd.DataFrame:
-    # A row written before models took the data's shape was of CIFAR-10, the only data then.
-    rows = [{**CIFAR10_SHAPE, **json.loads(p.read_text())} for p in RunFolder(run_dir).row_files()]
+    # A row written before a configuration field existed reads its default (before models took the
+    # data's shape: CIFAR-10's, the only data then, which ModelConfig's data fields default to).
+    rows = [{**column_defaults(), **json.loads(p.read_text())} for p in RunFolder(run_dir).row_files()]
     df = pd.DataFrame(rows, columns=SCHEMA.names)
     # Row files hold float epoch seconds; the schema keeps milliseconds.
     df["created_at"] = pd.to_datetime(df["created_at"], unit="s", utc=True).dt.floor("ms")

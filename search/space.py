@@ -27,6 +27,7 @@ from typing import Any
 
 from cvae_core.config import (
     ACTIVATIONS,
+    CHOICES,
     CIFAR10_SHAPE,
     DATA_FIELDS,
     FAMILIES,
@@ -118,7 +119,10 @@ class Param:
 
     @classmethod
     def field(cls, name: str) -> Param:
-        """A numeric field of ModelConfig or Recipe, in the range they check (cvae_core.config.RANGES)."""
+        """A field of ModelConfig or Recipe, in the range or among the names they check
+        (cvae_core.config.RANGES, CHOICES)."""
+        if name in CHOICES:
+            return cls("str", names=CHOICES[name])
         return cls(RANGES[name].kind, range=RANGES[name])
 
     def check(self, value: Any, where: str) -> Any:

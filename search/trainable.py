@@ -103,7 +103,7 @@ class _Reporter:
 
     def __call__(self, metrics: dict, make_checkpoint) -> None:
         self._score(metrics, make_checkpoint)
-        for key in ("train_loss", "val_loss", "best_val_loss", "score"):
+        for key in ("train_loss", "val_loss", "best_val_loss", "lr", "score"):
             value = {**metrics, **(self.last_score or {})}.get(key)
             if value is not None:
                 self.events.add_scalar(key, value, metrics["epoch"])

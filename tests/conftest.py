@@ -126,13 +126,14 @@ def real_data(tmp_path_factory):
         return load_data(REAL_ZIP, cache_dir=shared_dir(tmp_path_factory, "real-data"))
 
 
-def trial_row(trial_id: str, config: dict, score: float = 100.0) -> dict:
-    """A row of trials.parquet, as much of it as the final stage reads, for a sampled `config`."""
+def trial_row(trial_id: str, config: dict, score: float = 100.0, seed: int = 0) -> dict:
+    """A row of trials.parquet, as much of it as the final stage reads, for a sampled `config`
+    that trained with `seed`."""
     from search.space import trial_config
 
     trial = trial_config(config)
     return {"trial_id": trial_id, "trial_dir": f"/runs/t/{trial.model.family}_{trial_id}",
-            "config": json.dumps(trial.to_dict()), "objective": "fid", "score": score}
+            "config": json.dumps(trial.to_dict()), "objective": "fid", "score": score, "seed": seed}
 
 
 # A space section with every kind of distribution, MLP and CNN trials alike.

@@ -4,7 +4,17 @@ import re
 
 import pytest
 
-from cvae_core.config import REPORT, ConfigError, ConvLayer, ModelConfig, Recipe, TrialConfig, column_types
+from cvae_core.config import (
+    CHOICES,
+    RANGES,
+    REPORT,
+    ConfigError,
+    ConvLayer,
+    ModelConfig,
+    Recipe,
+    TrialConfig,
+    column_types,
+)
 
 CNN = dict(family="cnn", latent=8, conv=[(16, 3, 2, 1)], h=32)
 
@@ -102,11 +112,24 @@ def test_each_family_keeps_its_own_options():
     "kwargs, field",
     [(dict(lr=0.0), "lr"), (dict(lr=float("inf")), "lr"), (dict(batch_size=0), "batch_size"),
      (dict(batch_size=2.5), "batch_size"), (dict(weight_decay=-1e-4), "weight_decay"), (dict(ema=1.0), "ema"),
-     (dict(ema=-0.1), "ema"), (dict(ema="0.999"), "ema")],
+     (dict(ema=-0.1), "ema"), (dict(ema="0.999"), "ema"), (dict(warmup_epochs=0.5), "warmup_epochs")],
 )
 def test_bad_recipe_field_is_named(kwargs, field):
     with pytest.raises(ConfigError, match="^" + field):
         Recipe(**kwargs)
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(Recipe)])
+def test_every_recipe_field_is_checked_against_its_range_or_choices(field):
+    """A new field is checked as soon as it has its range (RANGES) or its names (CHOICES)."""
+    if field in CHOICES:
+        refused, allowed = "nope", CHOICES[field][-1]
+    else:
+        r = RANGES[field]
+        refused, allowed = (r.minimum if r.exclusive else r.minimum - 1), r.minimum + (r.kind == "int" or r.exclusive)
+    with pytest.raises(ConfigError, match=f"^{field}={refused!r} must be "):
+        Recipe(**{field: refused})
+    assert getattr(Recipe(**{field: allowed}), field) == allowed
 
 
 def test_a_trial_config_round_trips_and_its_columns_are_every_field_once():

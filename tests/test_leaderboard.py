@@ -126,3 +126,15 @@ def test_pareto_marks_each_samplers_rows_that_no_smaller_row_beats(tmp_path):
     # prior: big (260) is larger and worse than mid (250); gmm: mid (290) is larger and worse than small (280)
     assert board["prior"].to_dict() == {"small": True, "mid": True, "big": False}
     assert board["gmm"].to_dict() == {"small": True, "mid": False, "big": True}
+
+
+def test_a_row_written_before_a_configuration_field_existed_reads_its_default(tmp_path):
+    """No rescoring to fill a new setting's column: the row was trained with its default."""
+    from cvae_core.config import column_defaults
+
+    old = {k: v for k, v in row("a", "prior", 1.0).items() if k not in ("grad_clip", "lr_schedule", "image_size")}
+    assert missing_columns(old) == []
+    put(tmp_path, old)
+    board = write_leaderboard(tmp_path)
+    assert board.loc[0, "grad_clip"] == 0.0 and board.loc[0, "lr_schedule"] == "constant"
+    assert board.loc[0, "image_size"] == column_defaults()["image_size"] == 32

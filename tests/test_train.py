@@ -1,9 +1,11 @@
 """The `python -m cvae_core.train` command line."""
 
+import dataclasses
 import json
 
 import pytest
 
+from cvae_core.config import CHOICES, RANGES, Recipe
 from cvae_core.train import main
 
 
@@ -13,8 +15,7 @@ def test_cli_trains_writes_and_resumes(tree, tmp_path, capsys):
             "--device", "cpu", "--grid-every", "1"]
     assert main([*args, "--epochs", "1"]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["latent"] == 64 and config["recipe"] == {"lr": 1e-4, "batch_size": 10, "weight_decay": 0.0,
-                                                                    "ema": 0.0}
+    assert config["model"]["latent"] == 64 and config["recipe"] == Recipe(batch_size=10).to_dict()
     assert (out / "best.pt").exists() and (out / "grids" / "epoch0001_samples.png").exists()
 
     with pytest.raises(SystemExit):  # an existing run is never silently overwritten
@@ -47,6 +48,29 @@ def test_a_bad_number_is_one_line_naming_the_flag_and_nothing_is_written(tree, t
     with pytest.raises(SystemExit) as exit_:
         main(["--preset", "mlp-M1", "--data", str(tree), "--out", str(out), *args])
     assert exit_.value.code == 2 and capsys.readouterr().err.strip() == message
+    assert not out.exists()
+
+
+def _refused(name: str) -> str:
+    """A value the Recipe field `name` refuses."""
+    if name in CHOICES:
+        return "nope"
+    r = RANGES[name]
+    return str(r.minimum if r.exclusive else r.minimum - 1)
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(Recipe)])
+def test_every_recipe_field_is_a_flag_with_its_help_range_and_default(tree, tmp_path, capsys, name):
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert " ".join(Recipe.__dataclass_fields__[name].metadata["help"].split()) in " ".join(
+        capsys.readouterr().out.split())
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "mlp-M1", "--data", str(tree), "--out", str(out), flag, _refused(name)])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.startswith(f"error: argument {flag}: ") and "\n" not in err
     assert not out.exists()
 
 

@@ -31,7 +31,9 @@ def test_a_few_epochs_on_real_images_reduce_the_loss(real_data):
 
 
 @pytest.mark.parametrize("recipe", [Recipe(lr=1e-3, batch_size=32),
-                                    Recipe(lr=1e-3, batch_size=32, ema=0.9, weight_decay=0.01)])
+                                    Recipe(lr=1e-3, batch_size=32, ema=0.9, weight_decay=0.01),
+                                    Recipe(lr=1e-3, batch_size=32, grad_clip=1.0, lr_schedule="cosine",
+                                           warmup_epochs=1)])
 def test_resume_from_checkpoint_is_bit_for_bit(tmp_path, recipe):
     x, y = _tiny()
     args = dict(epochs=4, recipe=recipe, device="cpu", grid_every=0)
@@ -142,6 +144,44 @@ def test_weight_decay_trains_with_adamw():
     assert seen["groups"][0]["weight_decay"] == 0.05 and seen["groups"][0]["decoupled_weight_decay"]
     train(SMALL, x, y, x, y, epochs=1, recipe=Recipe(batch_size=32), device="cpu", grid_every=0, callback=grab)
     assert seen["groups"][0]["weight_decay"] == 0 and not seen["groups"][0].get("decoupled_weight_decay")
+
+
+def test_the_learning_rate_warms_up_linearly_then_decays_to_zero_by_a_cosine_at_the_last_epoch():
+    x, y = _tiny(128)  # 4 steps per epoch
+    rates = []
+    hook = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: rates.append(
+        optimizer.param_groups[0]["lr"]))
+    try:
+        records = []
+        train(SMALL, x, y, x[:64], y[:64], epochs=3, recipe=Recipe(lr=1e-2, batch_size=32, lr_schedule="cosine",
+              warmup_epochs=1), device="cpu", grid_every=0, callback=lambda m, _: records.append(m["lr"]))
+        constant = []
+        train(SMALL, x, y, x[:64], y[:64], epochs=2, recipe=Recipe(lr=1e-2, batch_size=32), device="cpu", grid_every=0,
+              callback=lambda m, _: constant.append(m["lr"]))
+    finally:
+        hook.remove()
+    warm = [1e-2 * (i + 1) / 4 for i in range(4)]
+    decay = [1e-2 * 0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]
+    assert rates[:12] == pytest.approx(warm + decay) and rates[12:] == [1e-2] * 8
+    assert records == pytest.approx([warm[0], decay[0], decay[4]]) and constant == [1e-2, 1e-2]
+
+
+def test_gradients_are_clipped_to_the_recipes_norm():
+    x, y = _tiny(64)
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for p in optimizer.param_groups[0]["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+    hook = register_optimizer_step_post_hook(record)
+    try:
+        train(SMALL, x, y, x, y, epochs=1, recipe=Recipe(batch_size=32, grad_clip=0.5), device="cpu", grid_every=0)
+        clipped, norms[:] = norms[:], []
+        train(SMALL, x, y, x, y, epochs=1, recipe=Recipe(batch_size=32), device="cpu", grid_every=0)
+    finally:
+        hook.remove()
+    assert max(clipped) == pytest.approx(0.5, rel=1e-4) and min(norms) > 0.5  # a summed loss: large gradients
 
 
 def test_validation_weighs_the_kl_by_the_models_beta():
