@@ -1,0 +1,55 @@
+"""The field tables of docs/spaces.md say what the classes they describe say, so adding a setting
+cannot leave the docs behind (a new Recipe field fails here until its row is written)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from cvae_core.config import ModelConfig, Recipe
+from search.space import DEFAULTS, GROUP_PARAMS, TOP_PARAMS
+
+SPACES = Path(__file__).resolve().parents[1] / "docs" / "spaces.md"
+
+
+def table(header: str) -> list[list[str]]:
+    """The rows of the table whose header row starts with `header`, as cells."""
+    lines = SPACES.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+def names(cell: str) -> list[str]:
+    """The `code` names in a cell: "`lr`, `batch_size`" -> [lr, batch_size]."""
+    return [part.split("`")[1] for part in cell.split(", ") if part.startswith("`")]
+
+
+def test_the_recipe_table_is_every_field_with_its_default_and_help():
+    rows = table("| `Recipe` field |")
+    assert rows == [[f"`{f.name}`", str(f.default), f.metadata["help"]] for f in dataclasses.fields(Recipe)]
+
+
+def test_the_model_table_names_every_field_once():
+    named = [n for row in table("| `ModelConfig` field |") for n in names(row[0])]
+    assert sorted(named) == sorted(f.name for f in dataclasses.fields(ModelConfig))
+
+
+def test_the_defaults_table_is_the_spaces_defaults():
+    rows = table("| key | default |")
+    assert {row[0].strip("`"): yaml.safe_load(row[1]) for row in rows} == DEFAULTS
+
+
+def test_the_language_table_names_every_key():
+    first = [row[0] for row in table("| key | read by | value |")]
+    keys = {n for cell in first for n in names(cell)}
+    groups = {cell.split("`")[1].split(":")[0]: cell for cell in first if ": {" in cell}
+    assert set(TOP_PARAMS) <= keys
+    for group, params in GROUP_PARAMS.items():
+        assert all(p in groups[group] for p in params), group
