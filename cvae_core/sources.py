@@ -25,7 +25,7 @@ def default_source() -> str:
     return os.environ.get("CVAE_DATA", "cifar10")
 
 
-# The --data names torchvision downloads (cvae_core.data reads each; README: Data).
+# The --data names torchvision downloads (cvae_core.data reads each; docs/data.md).
 TORCHVISION_NAMES = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn")
 
 

@@ -3,7 +3,7 @@
 A row is made by `make_row`, beside its schema, and kept as a JSON file in the finalist's folder
 until the leaderboard is built from the row files, merged with the rows an earlier leaderboard
 already holds (a row file wins over an older row with the same key), and written atomically.
-The schema is fixed: see SCHEMA and the README.
+The schema is fixed: see SCHEMA and docs/run-folder.md.
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def class_measures(gen: Features, class_stats: tuple[Statistics, ...], classifie
 
 @dataclass(frozen=True)
 class Score:
-    """A leaderboard row's measures of its samples (see the README's leaderboard columns)."""
+    """A leaderboard row's measures of its samples (see docs/run-folder.md, leaderboard columns)."""
 
     fid: float
     fid_per_class: list[float]

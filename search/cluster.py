@@ -15,7 +15,7 @@ import threading
 
 CONNECT_TIMEOUT_S = 20  # Ray itself retries for minutes; a refused token for ~20 s
 PROBE_TIMEOUT_S = 3
-TOKEN_SETTINGS = "RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (README: More nodes)"
+TOKEN_SETTINGS = "RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (docs/clusters.md)"
 
 
 class ClusterError(RuntimeError):

@@ -46,7 +46,7 @@ def _installed(name: str) -> str:
 _ITEM_OR_KEY = re.compile(r"^(\[\d+\]|\w+): (.*)$", re.S)  # a validator's message naming a list item or a key
 
 
-Extractor = Annotated[Literal[EXTRACTORS], Field(description="feature network; auto: see the README")]
+Extractor = Annotated[Literal[EXTRACTORS], Field(description="feature network; auto: see docs/scores.md")]
 
 
 class Resources(Settings):

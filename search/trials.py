@@ -1,6 +1,6 @@
 """RUN/trials.parquet: one row per trial, read from what each trial reported to Tune (its last
-result) and, for a trial that failed, its failure file. The columns are fixed: see SCHEMA and the
-README."""
+result) and, for a trial that failed, its failure file. The columns are fixed: see SCHEMA and
+docs/run-folder.md."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ LONGEST_FIRST = ("test_interrupts.py", "test_run.py", "test_cluster.py", "test_m
 
 def pytest_collection_modifyitems(items):
     """The longest files first, then the other slow tests, then the quick ones: run in parallel
-    (README: Tests), the workers are handed the long work first and so end together."""
+    (docs/testing.md), the workers are handed the long work first and so end together."""
     def order(item):
         name = item.path.name
         return (LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST),

@@ -44,7 +44,7 @@ def test_benchmark_runs(name, tmp_path):
 
 
 def test_search_efficiency_on_lcbench_writes_every_figure(tmp_path):
-    """Every method on two real tasks, in the JSON the README describes."""
+    """Every method on two real tasks, in the JSON docs/benchmarks.md describes."""
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--benchmark", "lcbench",
                           "--tasks", "7593,126025", "--seeds", "2", "--trials", "4", "--concurrent", "2",
                           "--json", str(tmp_path / "figures.json")], cwd=ROOT, capture_output=True, text=True,

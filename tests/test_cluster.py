@@ -45,7 +45,7 @@ def test_an_address_that_answers_but_not_as_ray_ends_in_one_line():
     assert proc.stderr.strip().splitlines() == [
         f"error: --address {address}: no Ray cluster answered within 3 s; check that it is the head node's GCS "
         "port and, for a cluster with token authentication, RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN "
-        "(README: More nodes)"]
+        "(docs/clusters.md)"]
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_a_cluster_that_refuses_the_token_ends_in_one_line_naming_the_settings(r
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: --address 127.0.0.1:{port}: the cluster refused this driver's authentication token; "
-        "set RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (README: More nodes)")
+        "set RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (docs/clusters.md)")
 
 
 @pytest.mark.slow

@@ -306,7 +306,7 @@ def test_the_same_command_resumes_and_a_changed_one_is_refused(searched, tmp_pat
 
 @pytest.mark.slow
 def test_rays_own_api_reads_each_trials_config_and_last_result_and_no_more(searched):
-    """What the README (The run folder: Ray's own API) says ExperimentAnalysis and Tuner.restore show."""
+    """What docs/run-folder.md (Ray's own API) says ExperimentAnalysis and Tuner.restore show."""
     from ray.tune import ExperimentAnalysis, Tuner
 
     from search.trainable import run_trial
@@ -429,7 +429,7 @@ def get_json(url: str, timeout: float = 60.0):
 
 @pytest.mark.slow
 def test_optuna_dashboard_shows_the_search(searched, tmp_path):
-    """optuna-dashboard on the run's journal, as the README starts it: its JSON API has the study
+    """optuna-dashboard on the run's journal, as docs/run-folder.md starts it: its JSON API has the study
     and every trial with its settings and score, and its page, in headless Chromium, names them."""
     run = RunFolder(searched.run_dir)
     table = trials(run.path)

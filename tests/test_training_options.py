@@ -107,7 +107,7 @@ def test_on_the_cpu_a_worker_takes_its_cpus_as_threads_and_caps_no_memory(monkey
 @pytest.mark.parametrize("gpu_share, capped", [(0.25, True), (0.5, True), (1.0, False)])
 def test_a_worker_sharing_a_gpu_is_capped_to_its_share_of_its_memory(monkeypatch, threads, memory_fraction_calls,
                                                                      gpu_share, capped):
-    """README: `resources: {gpu: 0.25}` = four trials per GPU, each capped to that share of GPU
+    """docs/search.md: `resources: {gpu: 0.25}` = four trials per GPU, each capped to that share of GPU
     memory; a whole GPU is not capped."""
     from search.workers import claim_device
 
