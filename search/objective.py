@@ -34,12 +34,16 @@ def searched_keys(metrics: tuple[str, ...]) -> list[str]:
 
 
 def milestones(grace_period: int, reduction_factor: int, max_t: int) -> frozenset[int]:
-    """The epochs at which ASHA compares trials: grace_period * reduction_factor^k <= max_t."""
-    out, t = set(), grace_period
-    while t <= max_t:
-        out.add(t)
-        t *= reduction_factor
-    return frozenset(out)
+    """The epochs at which ASHA compares trials (grace_period * reduction_factor^k <= max_t), as
+    Ray's ASHA computes them: its floating-point logarithm leaves max_t out when max_t / grace_period
+    is a power of reduction_factor above a few (1, 3, 243: up to 81), and ASHA decides on its own."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from .private_api import asha_rungs
+
+    asha = ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=max_t, grace_period=grace_period,
+                         reduction_factor=reduction_factor)
+    return frozenset(int(milestone) for milestone, _ in asha_rungs(asha)[0])
 
 
 class TrialScorer:

@@ -13,7 +13,9 @@ from search.objective import TrialScorer, milestones
 def test_milestones_are_ashas_rungs():
     assert milestones(15, 3, 300) == {15, 45, 135}
     assert milestones(2, 2, 16) == {2, 4, 8, 16}
-    assert milestones(10, 3, 9) == set()
+    assert milestones(5, 3, 100) == {5, 15, 45}  # spaces/cnn.yaml's
+    # 243 / 1 = 3^5, but Ray's float logarithm makes 4 rungs: ASHA decides nothing at 243
+    assert milestones(1, 3, 243) == {1, 3, 9, 27, 81}
 
 
 def test_a_trial_scores_the_weights_it_is_given_and_builds_the_extractor_once(tree, monkeypatch):
