@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import signal
 import sys
@@ -48,3 +49,35 @@ def stop_on_sigterm() -> None:
         handler(signal.SIGINT, frame)
 
     signal.signal(signal.SIGTERM, as_ctrl_c)
+
+
+# The packages whose loggers the commands show; library code logs to its package's logger
+# (logging.getLogger("search") ...), which a notebook can quiet or redirect.
+PACKAGES = ("cvae_core", "results", "search")
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """Writes to sys.stdout as it is when a record comes (a test's or a Ray task's redirection),
+    not as it was when the handler was made."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _) -> None:
+        pass
+
+
+def show_logs() -> None:
+    """How the commands show what the packages log: each message alone on its line on stdout, from
+    INFO up, as printed lines. Once per process, however often it is called."""
+    for name in PACKAGES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _CurrentStdout) for h in logger.handlers):
+            logger.addHandler(_CurrentStdout())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # printed once, whatever the root logger does

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from cvae_core.sources import default_cache_dir
 
 from .names import COMPAT
 from .reference import SUBSET_SEED, Reference
+
+log = logging.getLogger("results")
 
 EXTRACT_BATCH = 200  # images per extractor call
 PROBE_MAX_ITER = 1000  # L-BFGS iterations of the class probe
@@ -99,7 +102,7 @@ def extract(images_u8: torch.Tensor, labels: torch.Tensor, extractor, device: st
         done = min(i + batch_size, len(images_u8))
         if progress and (done - shown >= len(images_u8) / 10 or done == len(images_u8)):
             shown = done
-            print(f"{progress}: {done}/{len(images_u8)} images ({time.perf_counter() - t0:.0f} s)", flush=True)
+            log.info(f"{progress}: {done}/{len(images_u8)} images ({time.perf_counter() - t0:.0f} s)")
     pool = torch.cat(pools)
     if not torch.isfinite(pool).all():
         raise ValueError("the feature extractor gave non-finite features")

@@ -8,6 +8,7 @@ scoring device, so a trial on a GPU does not wait for the CPU. The real side com
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from .features import (
     reference_statistics,
 )
 from .reference import Reference
+
+log = logging.getLogger("results")
 
 KID_SUBSETS = 100  # torch-fidelity's defaults (Binkowski et al. 2018)
 KID_SUBSET_SIZE = 1000
@@ -197,9 +200,8 @@ def prime_reference(reference: Reference, opts: MetricOptions, conditional: bool
     """Compute and cache the reference side of a score: its statistics, and with `conditional`
     the class statistics and class probe (a no-op when cached); with opts.progress, says what it computes."""
     if opts.progress and not reference_cached(reference, opts, conditional):
-        print(f"reference {reference.label(opts.data)}: computing its {opts.extractor} features and statistics"
-              f"{', per class and a class probe' if conditional else ''} (cached in {cache_root(opts.cache_dir)})",
-              flush=True)
+        log.info(f"reference {reference.label(opts.data)}: computing its {opts.extractor} features and statistics"
+                 f"{', per class and a class probe' if conditional else ''} (cached in {cache_root(opts.cache_dir)})")
     reference_statistics(reference, opts)
     if conditional:
         class_statistics(reference, opts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cvae_core.cli import ArgumentParser, stop_on_sigterm
+from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
 from cvae_core.sources import DataError
 from results.run_folder import RunFolder
 
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inception-weights", default=None,
                    help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
     args = p.parse_args(argv)
+    show_logs()
     run = RunFolder(args.run_dir)
     try:
         parse_address(args.address)

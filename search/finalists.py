@@ -10,6 +10,7 @@ The leaderboard is rebuilt from the row files.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -40,6 +41,8 @@ from .seeds import retraining_seed
 from .settings import Final, RunFolderError, Spec
 from .workers import Printed, claim_device, prime_on_worker
 
+log = logging.getLogger("search")
+
 PROGRESS_EVERY_S = 30.0  # seconds between a finalist's epoch lines
 
 
@@ -66,7 +69,7 @@ def _progress(name: str, every_s: float = PROGRESS_EVERY_S):
         now = time.monotonic()
         if now - last >= every_s:
             last = now
-            print(f"{name}: {epoch_line(metrics)}  {now - start:.0f} s", flush=True)
+            log.info(f"{name}: {epoch_line(metrics)}  {now - start:.0f} s")
 
     return show
 
@@ -86,7 +89,7 @@ def _train_finalist(config: TrialConfig, finalist: Finalist, data: ImageData, tr
         return load_model(out / BEST_FILE, device), json.loads(finalist.summary.read_text())
     ckpt = out / CHECKPOINT_FILE
     resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
-    print(f"{name}: {'resuming at epoch ' + str(resume['epoch']) if resume else 'training'} on {device}", flush=True)
+    log.info(f"{name}: {'resuming at epoch ' + str(resume['epoch']) if resume else 'training'} on {device}")
     result = train(
         config.model, *split(data, train_on),
         recipe=config.recipe, epochs=final.max_epochs, patience=final.patience, seed=seed, device=device,
@@ -101,8 +104,8 @@ def _train_finalist(config: TrialConfig, finalist: Finalist, data: ImageData, tr
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
     atomic_write_text(finalist.summary, json.dumps(summary))
-    print(f"{name}: trained {result.epochs_run} epochs ({result.stop_reason}), best val "
-          f"{result.best_val_loss:.2f} at epoch {result.best_epoch}, {summary['train_seconds']:.0f} s", flush=True)
+    log.info(f"{name}: trained {result.epochs_run} epochs ({result.stop_reason}), best val "
+             f"{result.best_val_loss:.2f} at epoch {result.best_epoch}, {summary['train_seconds']:.0f} s")
     return result.model, summary
 
 
@@ -118,9 +121,8 @@ def _second_stage(model: CVAE, finalist: Finalist, train_x, train_y, final: Fina
     second, loss = two_stage.fit(codes, train_y, model.cfg.num_classes, width=settings.width, layers=settings.layers,
                                  epochs=settings.epochs, seed=seed, device=device)
     two_stage.save(second, finalist.two_stage)
-    print(f"{finalist.path.name}: two_stage sampler: second VAE ({settings.layers} x {settings.width}) fitted on "
-          f"{len(codes)} encoder means, {settings.epochs} epochs, loss {loss:.2f} ({time.perf_counter() - t0:.0f} s)",
-          flush=True)
+    log.info(f"{finalist.path.name}: two_stage sampler: second VAE ({settings.layers} x {settings.width}) fitted on "
+             f"{len(codes)} encoder means, {settings.epochs} epochs, loss {loss:.2f} ({time.perf_counter() - t0:.0f} s)")
     return second
 
 
@@ -153,16 +155,16 @@ def _score_finalist(run: RunFolder, trial: dict, config: TrialConfig, finalist: 
     preset = trial.get("preset")
     for sampler in samplers:
         t0 = time.perf_counter()
-        print(f"{name}: {sampler} sampler: scoring {len(data.classes) * final.samples_per_class} images with "
-              f"{final.feature_extractor}", flush=True)
+        log.info(f"{name}: {sampler} sampler: scoring {len(data.classes) * final.samples_per_class} images with "
+                 f"{final.feature_extractor}")
         images = generate(model, sampler, final.samples_per_class, train_x, train_y,
                           components=final.gmm_components, seed=seed, second_stage=second)
         save_sample_grid(images, final.samples_per_class, finalist.sample_grid(sampler), data.classes)
         s = score(images, grid_labels(final.samples_per_class, model.cfg.num_classes), final.reference, opts)
         is_text = f"IS {s.is_mean:.2f}" if s.is_mean is not None else "IS n/a"
-        print(f"{name}: {sampler} sampler: FID {s.fid:.2f}, intra-FID {s.intra_fid:.2f}, class accuracy "
-              f"{s.class_accuracy:.2f} (real {s.probe_accuracy_real:.2f}), precision {s.precision:.2f}, recall "
-              f"{s.recall:.2f}, {is_text} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        log.info(f"{name}: {sampler} sampler: FID {s.fid:.2f}, intra-FID {s.intra_fid:.2f}, class accuracy "
+                 f"{s.class_accuracy:.2f} (real {s.probe_accuracy_real:.2f}), precision {s.precision:.2f}, recall "
+                 f"{s.recall:.2f}, {is_text} ({time.perf_counter() - t0:.0f} s)")
         row = make_row(
             run=run.name, trial_id=trial["trial_id"], seed=seed, sampler=sampler,
             search_objective=trial["objective"], search_score=trial["score"],
@@ -186,8 +188,7 @@ def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False
     extractor = run.extractor("final", spec.final.feature_extractor, spec.final.inception_weights)
     final = spec.final.model_copy(update={"feature_extractor": extractor})
     data_ref = ray.put(data)
-    print(f"final stage: retraining {len(chosen)} trial(s) x {final.seeds} seed(s), scoring with {extractor}",
-          flush=True)
+    log.info(f"final stage: retraining {len(chosen)} trial(s) x {final.seeds} seed(s), scoring with {extractor}")
     # The reference side (features, statistics, class probe) once, before the finalists race to need it.
     prime_on_worker(final.reference, MetricOptions(data, extractor, final.inception_weights), res.cpu, res.gpu,
                     conditional=True)
@@ -210,8 +211,7 @@ def _wait_for_finalists(printed: Printed, futures: dict) -> list[str]:
             trial_id, seed = futures[future]
             try:
                 ray.get(future)
-                print(f"final stage: {trial_id} seed {seed} scored ({len(futures) - len(pending)}/{len(futures)})",
-                      flush=True)
+                log.info(f"final stage: {trial_id} seed {seed} scored ({len(futures) - len(pending)}/{len(futures)})")
             except Exception as e:  # one failed finalist must not lose the others' rows
                 failures.append(f"{trial_id} seed {seed}: {e}")
     return failures

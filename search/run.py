@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from cvae_core.cli import ArgumentParser, stop_on_sigterm
+from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
 from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
 from results.run_folder import RunFolder
 
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inception-weights", default=None,
                    help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
     args = p.parse_args(argv)
+    show_logs()
 
     try:
         if args.name is not None and (problem := run_name_problem(args.name)):

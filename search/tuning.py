@@ -22,6 +22,8 @@ from .trainable import run_trial, tune_trial_dirname
 from .trials import write_trials_table
 from .workers import prime_on_worker
 
+log = logging.getLogger("search")
+
 
 def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective:
     """Resolve the objective's feature extractor once, here, and cache the reference's features
@@ -30,8 +32,8 @@ def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective
     weights = spec.final.inception_weights
     extractor = run.extractor("search", objective.feature_extractor, weights)
     n = len(data.classes) * objective.samples_per_class
-    print(f"search objective: {objective.ranked_by} of {n} samples against "
-          f"{objective.reference.label(data)}, features from {extractor}", flush=True)
+    log.info(f"search objective: {objective.ranked_by} of {n} samples against "
+             f"{objective.reference.label(data)}, features from {extractor}")
     prime_on_worker(objective.reference, MetricOptions(data, extractor, weights), res.cpu, res.gpu)
     return objective.model_copy(update={"feature_extractor": extractor})
 
@@ -80,7 +82,7 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
 
 
 def configure_tune() -> None:
-    """Tune's process-wide settings for a search (read when a Tuner starts)."""
+    """Tune's and Optuna's process-wide settings for a search (read when a Tuner starts)."""
     # The state is saved when a trial is added, finishes or fails (SavesOnEvents), else rarely.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_PERIOD_S))
     # Each trial writes its own records into the run folder. Tune's driver-side copies of them
@@ -93,6 +95,14 @@ def configure_tune() -> None:
     # The command's own line says how to resume (the same command); Tune's would point to Tuner.restore.
     # (addFilter keeps one copy, however many searches this process runs.)
     logging.getLogger("ray.tune.tune").addFilter(_not_tunes_resume_hint)
+    # The command says whether it starts or resumes; Optuna would say it of the study, twice.
+    for name in ("optuna.storages.journal._storage", "optuna.study.study"):
+        logging.getLogger(name).addFilter(_not_optunas_study_notice)
+
+
+def _not_optunas_study_notice(record: logging.LogRecord) -> bool:
+    """False for Optuna's "A new study created in Journal" and "Using an existing study"."""
+    return not record.getMessage().startswith(("A new study created", "Using an existing study"))
 
 
 def _not_tunes_resume_hint(record: logging.LogRecord) -> bool:
@@ -112,7 +122,7 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
         try:
             objective = _prepare_objective(run, spec, data)
         except Exception as e:  # the extractor cannot load, the reference cannot be computed
-            print(f"error: search.objective: {e}", flush=True)
+            log.error(f"error: search.objective: {e}")
             return None
     trainable = tune.with_resources(tune.with_parameters(
         run_trial, data=data, run_dir=str(run.path), train_on=s.train_on, max_t=s.asha.max_t, patience=s.patience,
@@ -121,10 +131,10 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
         score_at=milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t), search_seed=s.seed,
     ), {"cpu": res.cpu, "gpu": res.gpu})
     if resuming and tune.Tuner.can_restore(str(run.path)):
-        print(f"resuming {run.path}")
+        log.info(f"resuming {run.path}")
         tuner = tune.Tuner.restore(str(run.path), trainable, resume_errored=True)
     else:
-        print(f"starting {run.path}")
+        log.info(f"starting {run.path}")
         tuner = new_tuner(spec, run, trainable)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
     try:
@@ -135,8 +145,8 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
                 signal.signal(sig, handler)
     table = write_trials_table(run, searched_keys(objective.metric))
     done = int(table["status"].isin(["TERMINATED", "ERROR"]).sum())
-    print(f"{done}/{len(table)} trials finished, {int((table['status'] == 'ERROR').sum())} failed; "
-          f"table in {run.trials_table}")
+    log.info(f"{done}/{len(table)} trials finished, {int((table['status'] == 'ERROR').sum())} failed; "
+             f"table in {run.trials_table}")
     finished = results.num_terminated + results.num_errors >= s.num_samples
     if finished and not spec.space.presets:
         settle(run, table, searched_keys(objective.metric))

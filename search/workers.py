@@ -8,18 +8,22 @@ Kept apart from search.trainable so that a finalist's worker does not import Ray
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import replace
 from typing import Any, Callable
 
 import ray
 import torch
 
+from cvae_core.cli import show_logs
 from cvae_core.training import resolve_device
 from results.features import MetricOptions
 from results.metrics import prime_reference, reference_cached
 from results.reference import Reference
 
 from .cluster import one_node
+
+log = logging.getLogger("search")
 
 
 def claim_device(gpu_share: float, cpus: float) -> torch.device:
@@ -58,6 +62,7 @@ class _QueueLines:
 def _printing_to(queue, fn: Callable, *args) -> Any:
     """fn(*args) in a Ray task, its printed lines put on `queue`."""
     lines = _QueueLines(queue)
+    show_logs()  # this worker's log records, as printed lines, onto the queue
     try:
         with contextlib.redirect_stdout(lines):
             return fn(*args)
@@ -93,7 +98,7 @@ class Printed:
 
     def show(self) -> None:
         for line in self._queue.get_nowait_batch(self._queue.qsize()):
-            print(line, flush=True)
+            log.info(line)
 
     def wait(self, pending: list) -> tuple[list, list]:
         """ray.wait for one of `pending` (a second at most), printing what the tasks printed meanwhile."""

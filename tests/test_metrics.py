@@ -282,15 +282,40 @@ def test_a_primed_reference_is_known_cached_and_scoring_then_extracts_only_the_i
     assert sum(calls) == len(data.test_x)  # the reference side came from the cache
 
 
-def test_priming_a_reference_says_what_it_computes_and_shows_progress(data, tmp_path, capsys):
+def test_priming_a_reference_logs_what_it_computes_and_its_progress(data, tmp_path):
+    """Through the package's logger, which a notebook can quiet; the commands print it (show_logs)."""
+    import logging
+
     from results.metrics import prime_reference
 
-    opts = MetricOptions(data, TINY, cache_dir=tmp_path / "fidelity", progress=True)
-    prime_reference(Reference(), opts, conditional=True)
-    lines = capsys.readouterr().out.splitlines()
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("results")
+    level, logger.level = logger.level, logging.INFO
+    logger.addHandler(handler)
+    try:
+        opts = MetricOptions(data, TINY, cache_dir=tmp_path / "fidelity", progress=True)
+        prime_reference(Reference(), opts, conditional=True)
+        lines, records[:] = records[:], []
+        prime_reference(Reference(), opts, conditional=True)  # cached: silent
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     assert lines[0].startswith(f"reference tree:train: computing its {TINY} features and statistics, per class and "
                                f"a class probe (cached in {tmp_path / 'fidelity'})")
     n = len(data.train_x)
     assert any(line.startswith(f"reference tree:train: {TINY} features: {n}/{n} images (") for line in lines)
-    prime_reference(Reference(), opts, conditional=True)  # cached: silent
-    assert capsys.readouterr().out == ""
+    assert records == []
+
+
+def test_the_commands_print_what_the_packages_log_once_to_the_current_stdout(capsys):
+    import logging
+
+    from cvae_core.cli import show_logs
+
+    show_logs()
+    show_logs()
+    logging.getLogger("search").info("a line")
+    logging.getLogger("results").debug("not shown")
+    assert capsys.readouterr().out == "a line\n"

@@ -180,6 +180,14 @@ MILESTONES = {2, 4, 8}
 
 
 @pytest.mark.slow
+def test_a_search_says_what_it_does_without_optunas_and_rays_notices(searched):
+    out = searched.proc.stdout + searched.proc.stderr
+    assert f"starting {searched.run_dir}" in out and "search objective: fid of 30 samples" in out
+    for notice in ("A new study created", "Using an existing study", "will be ignored", "Resume experiment with"):
+        assert notice not in out, notice
+
+
+@pytest.mark.slow
 def test_a_search_writes_each_trials_record_into_the_run_folder(searched):
     run_dir, df = searched.run_dir, converged(trials(searched.run_dir))
     assert len(df) == 3 and set(df["status"]) == {"TERMINATED"}
