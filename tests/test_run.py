@@ -188,6 +188,22 @@ def test_a_search_says_what_it_does_without_optunas_and_rays_notices(searched):
 
 
 @pytest.mark.slow
+def test_tensorboard_reads_every_trials_curves_from_the_run_folder(searched):
+    """What `tensorboard --logdir runs/NAME` shows (TensorBoard is in the default install): a run per
+    trial with its losses, learning rate and scores, epoch by epoch."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    tensorboard = EventMultiplexer().AddRunsFromDirectory(str(searched.run_dir)).Reload()
+    df = trials(searched.run_dir)
+    assert set(tensorboard.Runs()) >= {Path(d).name for d in df["trial_dir"]}
+    for row in converged(df).itertuples():
+        run = Path(row.trial_dir).name
+        assert {"train_loss", "val_loss", "best_val_loss", "lr", "score"} <= set(tensorboard.Runs()[run]["scalars"])
+        assert [e.step for e in tensorboard.Scalars(run, "val_loss")] == list(range(1, row.epochs + 1))
+        assert [e.value for e in tensorboard.Scalars(run, "lr")] == pytest.approx([row.lr] * row.epochs)
+
+
+@pytest.mark.slow
 def test_a_search_writes_each_trials_record_into_the_run_folder(searched):
     run_dir, df = searched.run_dir, converged(trials(searched.run_dir))
     assert len(df) == 3 and set(df["status"]) == {"TERMINATED"}
