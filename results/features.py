@@ -51,9 +51,10 @@ class Features:
 class MetricOptions:
     """What every measure of a set of images shares besides the images and the reference (as
     stylegan2-ada's MetricOptions): the dataset the reference's images come from, the feature
-    extractor and its weights file, the device, the cache folder, and whether to print progress."""
+    extractor and its weights file, the device, the cache folder, and whether to print progress.
+    On its way to a Ray task `data` is None: the task is handed the object store's copy beside it."""
 
-    data: ImageData
+    data: ImageData | None
     extractor: str
     inception_weights: str | None = None
     device: str = "cpu"

@@ -16,6 +16,7 @@ import ray
 import torch
 
 from cvae_core.cli import show_logs
+from cvae_core.data import ImageData
 from cvae_core.training import resolve_device
 from results.features import MetricOptions
 from results.metrics import prime_reference, reference_cached
@@ -114,19 +115,21 @@ class Printed:
         return ray.get(future)
 
 
-def _prime(reference: Reference, opts: MetricOptions, gpu_share: float, cpus: float, conditional: bool) -> None:
+def _prime(reference: Reference, opts: MetricOptions, data: ImageData, gpu_share: float, cpus: float,
+           conditional: bool) -> None:
     device = str(claim_device(gpu_share, cpus))
-    prime_reference(reference, replace(opts, device=device, progress=True), conditional)
+    prime_reference(reference, replace(opts, data=data, device=device, progress=True), conditional)
 
 
-def prime_on_worker(reference: Reference, opts: MetricOptions, cpus: float, gpu_share: float,
-                    conditional: bool = False) -> None:
+def prime_on_worker(reference: Reference, opts: MetricOptions, data_ref: ray.ObjectRef, cpus: float,
+                    gpu_share: float, conditional: bool = False) -> None:
     """Cache the reference side of a score (results.metrics.prime_reference) in a Ray task with a
     trial's resources (a GPU when trials get one; opts.device is the worker's), before the trials
-    or finalists that read it start, printing what it computes. Skipped when this machine is the
+    or finalists that read it start, printing what it computes. The task is handed opts.data as
+    `data_ref`, the object store's copy, not a copy of its own. Skipped when this machine is the
     whole cluster and has it cached already (a resume)."""
     if one_node() and reference_cached(reference, opts, conditional):
         return
     with Printed() as printed:
-        printed.get(printed.remote(_prime, reference, opts, gpu_share, cpus, conditional, num_cpus=cpus,
-                                   num_gpus=gpu_share))
+        printed.get(printed.remote(_prime, reference, replace(opts, data=None), data_ref, gpu_share, cpus, conditional,
+                                   num_cpus=cpus, num_gpus=gpu_share))

@@ -1,0 +1,34 @@
+"""search.workers: what a Ray worker does before it trains or scores."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from cvae_core.data import ImageData, load_data
+from results.extractors import TINY
+from results.features import MetricOptions
+from results.metrics import reference_cached
+from results.reference import Reference
+from search import workers
+
+
+@pytest.mark.slow
+def test_a_reference_is_primed_in_a_task_handed_the_object_stores_data_not_a_copy(tree, tmp_path, monkeypatch,
+                                                                                  ray_session):
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    data = load_data(tree)
+    opts = MetricOptions(data, TINY, cache_dir=str(tmp_path / "fidelity"))
+    handed, remote = [], workers.Printed.remote
+    monkeypatch.setattr(workers.Printed, "remote", lambda self, fn, *args, **o: handed.append(args) or
+                        remote(self, fn, *args, **o))
+    monkeypatch.setattr(workers, "one_node", lambda: False)  # as on a cluster: always in a task
+    workers.prime_on_worker(Reference(), opts, ray.put(data), cpus=1, gpu_share=0)
+    assert reference_cached(Reference(), opts)
+    [args] = handed
+    assert not any(isinstance(a, ImageData) for a in args) and any(isinstance(a, ray.ObjectRef) for a in args)
+    assert len(pickle.dumps([a for a in args if not isinstance(a, ray.ObjectRef)])) < 10_000  # no images inside
