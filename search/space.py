@@ -20,14 +20,15 @@ configuration it samples to the trial's TrialConfig. Every error names the key p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import ConfigDict, Field, create_model, field_validator, model_validator
+
 from cvae_core.config import (
     ACTIVATIONS,
-    CHOICES,
     CIFAR10_SHAPE,
     DATA_FIELDS,
     FAMILIES,
@@ -37,7 +38,6 @@ from cvae_core.config import (
     LIKELIHOODS,
     MAX_IMAGE_SIZE,
     NORMS,
-    RANGES,
     UPSAMPLES,
     ConfigError,
     ConvLayer,
@@ -49,125 +49,8 @@ from cvae_core.config import (
 )
 from cvae_core.presets import PRESETS, preset_config
 
-
-class SpaceError(ValueError):
-    """A space file is invalid: `file: key.path: problem`."""
-
-
-# ------------------------------------------------------------------------ distributions
-
-
-@dataclass(frozen=True)
-class Fixed:
-    value: Any
-
-    def suggest(self, trial, name: str) -> Any:
-        return self.value
-
-    def values(self) -> tuple:
-        return (self.value,)
-
-
-@dataclass(frozen=True)
-class Choice:
-    options: tuple
-
-    def suggest(self, trial, name: str) -> Any:
-        return trial.suggest_categorical(name, list(self.options))
-
-    def values(self) -> tuple:
-        return self.options
-
-
-@dataclass(frozen=True)
-class Uniform:
-    low: float
-    high: float
-    log: bool = False
-
-    def suggest(self, trial, name: str) -> float:
-        return trial.suggest_float(name, self.low, self.high, log=self.log)
-
-    def values(self) -> tuple:
-        return (self.low, self.high)
-
-
-@dataclass(frozen=True)
-class IntRange:
-    low: int
-    high: int
-
-    def suggest(self, trial, name: str) -> int:
-        return trial.suggest_int(name, self.low, self.high)
-
-    def values(self) -> tuple:
-        return tuple(range(self.low, self.high + 1))
-
-
-Dist = Fixed | Choice | Uniform | IntRange
-
-
-# ------------------------------------------------------------------------ parameters
-
-@dataclass(frozen=True)
-class Param:
-    """What one key accepts: kind "int" | "float" | "str" | "bool"; allowed names, or a number's range."""
-
-    kind: str
-    names: tuple[str, ...] = ()
-    range: Range | None = None
-
-    @classmethod
-    def field(cls, name: str) -> Param:
-        """A field of ModelConfig or Recipe, in the range or among the names they check
-        (cvae_core.config.RANGES, CHOICES)."""
-        if name in CHOICES:
-            return cls("str", names=CHOICES[name])
-        return cls(RANGES[name].kind, range=RANGES[name])
-
-    def check(self, value: Any, where: str) -> Any:
-        if self.kind == "str":
-            if value not in self.names:
-                raise SpaceError(f"{where}: {value!r} is not one of {list(self.names)}")
-            return value
-        if self.kind == "bool":
-            if not isinstance(value, bool):
-                raise SpaceError(f"{where}: {value!r} is not true or false")
-            return value
-        if text := number_as_text_problem(value):
-            raise SpaceError(f"{where}: {text}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpaceError(f"{where}: {value!r} is not a number")
-        if self.kind == "int" and not isinstance(value, int):
-            raise SpaceError(f"{where}: {value!r} is not an integer")
-        if not math.isfinite(value):
-            raise SpaceError(f"{where}: {value!r} is not finite")
-        if problem := self.range.bound_problem(value):
-            raise SpaceError(f"{where}: {value!r} {problem}")
-        return float(value) if self.kind == "float" else value
-
-
-def number_as_text_problem(value: Any) -> str | None:
-    """For a number that YAML read as text (1e-4: PyYAML wants a dot and a signed exponent), the
-    problem and how to write it; None for anything else."""
-    if not isinstance(value, str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return (f"{value!r} is text to YAML, not a number: write {_yaml_float(number)} "
-            "(a dot before the e, a signed exponent)")
-
-
-def _yaml_float(value: float) -> str:
-    """`value` as YAML 1.1 reads a float: 1e-4 -> 1.0e-04 (PyYAML takes 1e-4 for a string)."""
-    text = repr(value)
-    if "e" not in text:
-        return text
-    mantissa, exponent = text.split("e")
-    return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent if exponent[0] in '+-' else '+' + exponent}"
-
+from .distributions import Choice, Dist, Fixed, IntRange, Param, Strict, Uniform, dist_type
+from .validation import SpaceError, number_as_text_problem, validated
 
 RECIPE_PARAMS = {f.name: Param.field(f.name) for f in dataclasses.fields(Recipe)}
 TOP_PARAMS = {
@@ -215,52 +98,6 @@ DEFAULTS = {**Recipe().to_dict(),
             **{f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in TOP_PARAMS
                and f.name not in FAMILY_TOP and f.default is not dataclasses.MISSING}}
 DISCRETE_ONLY = {"family", "norm", "activation", "likelihood", "label"}
-
-
-def _parse_dist(raw: Any, param: Param, where: str, discrete: bool = False) -> Dist:
-    if not isinstance(raw, dict):
-        if isinstance(raw, list):
-            raise SpaceError(f"{where}: a list is not a value; write {{choice: [...]}} to choose")
-        return Fixed(param.check(raw, where))
-    if len(raw) != 1:
-        raise SpaceError(f"{where}: a distribution has exactly one key (choice, uniform, loguniform, int), "
-                         f"got {sorted(raw)}")
-    (kind, arg), = raw.items()
-    at = f"{where}.{kind}"
-    if kind == "choice":
-        if not isinstance(arg, list) or not arg:
-            raise SpaceError(f"{at}: must be a non-empty list")
-        opts = tuple(param.check(v, f"{at}[{i}]") for i, v in enumerate(arg))
-        if len(set(opts)) != len(opts):
-            raise SpaceError(f"{at}: has repeated options {list(opts)}")
-        return Choice(opts)
-    if kind not in ("uniform", "loguniform", "int"):
-        raise SpaceError(f"{where}: unknown distribution {kind!r}; use choice, uniform, loguniform or int")
-    if discrete and kind != "int":
-        raise SpaceError(f"{at}: this key takes a fixed value, choice or int only")
-    if param.kind in ("str", "bool"):
-        raise SpaceError(f"{at}: {'a name' if param.kind == 'str' else 'true/false'} takes a fixed value or a choice")
-    if not isinstance(arg, list) or len(arg) != 2:
-        raise SpaceError(f"{at}: must be [low, high]")
-    if kind == "int" and param.kind != "int":
-        raise SpaceError(f"{at}: this key is not an integer; use uniform or loguniform")
-    if kind != "int" and param.kind == "int":
-        raise SpaceError(f"{at}: this key is an integer; use int or choice")
-    low, high = (param.check(v, f"{at}[{i}]") for i, v in enumerate(arg))
-    if not low < high:
-        raise SpaceError(f"{at}: low={low} must be < high={high}")
-    if kind == "loguniform" and low <= 0:
-        raise SpaceError(f"{at}[0]: loguniform needs low > 0, got {low}")
-    return IntRange(low, high) if kind == "int" else Uniform(low, high, log=kind == "loguniform")
-
-
-def _parse_group(raw: Any, params: dict[str, Param], where: str, discrete_keys=()) -> dict[str, Dist]:
-    if not isinstance(raw, dict):
-        raise SpaceError(f"{where}: must be a mapping, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(params))
-    if unknown:
-        raise SpaceError(f"{where}.{unknown[0]}: unknown key; known: {sorted(params)}")
-    return {k: _parse_dist(v, params[k], f"{where}.{k}", k in discrete_keys) for k, v in raw.items()}
 
 
 # ------------------------------------------------------------------------ the space
@@ -352,26 +189,79 @@ def trial_config(config: dict[str, Any]) -> TrialConfig:
     return TrialConfig(model, recipe)
 
 
+# ------------------------------------------------------------------------ the section's models
+
+
+class _Sampled(Strict):
+    model_config = ConfigDict(json_schema_extra={"required": ["family", "latent"]})
+
+
+class _Presets(Strict):
+    presets: list[str] = Field(json_schema_extra={"minItems": 1, "items": {"enum": sorted(PRESETS)}})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _beside_presets(cls, raw: Any) -> Any:
+        others = sorted(set(raw) - {"presets", *RECIPE_PARAMS}) if isinstance(raw, dict) else []
+        if others:
+            raise ValueError(f"{others[0]}: not allowed beside presets (presets fix the model)")
+        return raw
+
+    @field_validator("presets")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        if not names:
+            raise ValueError("must be a non-empty list of preset names")
+        for i, name in enumerate(names):
+            if name not in PRESETS:
+                raise ValueError(f"[{i}]: unknown preset {name!r}; known: {sorted(PRESETS)}")
+        return names
+
+
+@functools.cache
+def _forms() -> tuple[type[Strict], type[Strict]]:
+    """The `space:` section's two forms as pydantic models: named presets, or sampled families
+    (each family's group a model of its own). Built once, when a space is first read."""
+    groups = {}
+    for family, name in GROUPS.items():
+        params = {**GROUP_PARAMS[name], **{k: TOP_PARAMS[k] for k in OVERRIDES}}
+        required = set(GROUP_PARAMS[name]) - set(GROUP_OPTIONAL.get(name, ()))
+        fields = {k: (dist_type(f"{name}_{k}", p, discrete=True), ... if k in required else None)
+                  for k, p in params.items()}
+        groups[name] = (create_model(name, __base__=Strict, **fields), Field(None, description=f"{family} trials only"))
+    sampled = create_model("space", __base__=_Sampled, **groups,
+                           **{k: (dist_type(k, p, k in DISCRETE_ONLY), None) for k, p in TOP_PARAMS.items()})
+    presets = create_model("space_presets", __base__=_Presets,
+                           **{k: (dist_type(k, p), None) for k, p in RECIPE_PARAMS.items()})
+    return presets, sampled
+
+
+def _given(section: Strict) -> dict[str, Any]:
+    """What a validated mapping of the file sets: its keys' distributions, or groups."""
+    return {k: getattr(section, k) for k in section.model_fields_set}
+
+
 def parse_space_section(raw: Any, where: str = "space") -> Space:
     if not isinstance(raw, dict):
         raise SpaceError(f"{where}: must be a mapping, got {type(raw).__name__}")
+    presets, sampled = _forms()
     if "presets" in raw:
-        return _parse_presets(raw, where)
-    body = {k: v for k, v in raw.items() if k not in GROUP_PARAMS}
-    if "family" not in body:
+        return _presets_space(validated(presets, raw, where), where)
+    if "family" not in raw:
         raise SpaceError(f"{where}.family: missing ({', '.join(FAMILIES)} or {{choice: [...]}})")
-    if "latent" not in body:
+    if "latent" not in raw:
         raise SpaceError(f"{where}.latent: missing")
-    top = _parse_group(body, TOP_PARAMS, where, discrete_keys=DISCRETE_ONLY)
+    given = _given(validated(sampled, raw, where))
+    top = {k: d for k, d in given.items() if k in TOP_PARAMS}
     families = top["family"].values()
     groups = {}
     for family, name in GROUPS.items():
-        if family not in families and name in raw:
+        if family not in families and name in given:
             raise SpaceError(f"{where}.{name}: given, but family is never {family!r}")
         if family in families:
-            if name not in raw:
+            if name not in given:
                 raise SpaceError(f"{where}.{name}: missing (family can be {family!r})")
-            groups[name] = _parse_family_group(raw[name], name, f"{where}.{name}")
+            groups[name] = _given(given[name])
     for key, family in FAMILY_TOP.items():
         if family not in families and key in top:
             raise SpaceError(f"{where}.{key}: given, but family is never {family!r}")
@@ -388,32 +278,23 @@ def parse_space_section(raw: Any, where: str = "space") -> Space:
     return space
 
 
-def _parse_presets(raw: dict, where: str) -> Space:
-    others = sorted(set(raw) - {"presets", *RECIPE_PARAMS})
-    if others:
-        raise SpaceError(f"{where}.{others[0]}: not allowed beside presets (presets fix the model)")
-    names = raw["presets"]
-    if not isinstance(names, list) or not names:
-        raise SpaceError(f"{where}.presets: must be a non-empty list of preset names")
-    for i, n in enumerate(names):
-        if n not in PRESETS:
-            raise SpaceError(f"{where}.presets[{i}]: unknown preset {n!r}; known: {sorted(PRESETS)}")
-    top = _parse_group({k: v for k, v in raw.items() if k != "presets"}, TOP_PARAMS, where)
+def _presets_space(section: Strict, where: str) -> Space:
+    top = {k: d for k, d in _given(section).items() if k != "presets"}
     for k, d in top.items():
         if not isinstance(d, Fixed):
             raise SpaceError(f"{where}.{k}: must be a fixed value beside presets (they run as a grid)")
     for k in RECIPE_PARAMS:
         top.setdefault(k, Fixed(DEFAULTS[k]))
-    return Space(top=top, presets=tuple(names))
+    return Space(top=top, presets=tuple(section.presets))
 
 
-def _parse_family_group(raw: Any, name: str, where: str) -> dict[str, Dist]:
-    params = {**GROUP_PARAMS[name], **{k: TOP_PARAMS[k] for k in OVERRIDES}}
-    group = _parse_group(raw, params, where, discrete_keys=set(params))
-    missing = sorted(set(GROUP_PARAMS[name]) - set(group) - set(GROUP_OPTIONAL.get(name, ())))
-    if missing:
-        raise SpaceError(f"{where}.{missing[0]}: missing")
-    return group
+def space_json_schema() -> tuple[dict, dict]:
+    """JSON Schema of the `space:` section (what an editor can check as it is typed), from its
+    models, and the definitions it refers to (#/$defs/...)."""
+    presets, sampled = (form.model_json_schema() for form in _forms())
+    definitions = {**presets.pop("$defs", {}), **sampled.pop("$defs", {})}
+    return ({"description": "what Optuna samples: fixed values or distributions; or a list of presets",
+             "oneOf": [presets, sampled]}, definitions)
 
 
 def _check_family_options(space: Space, family: str, where: str) -> None:
@@ -458,56 +339,6 @@ def _check_every_model(space: Space, family: str, keys: tuple[str, ...], where: 
         except ConfigError as e:
             settings = ", ".join(f"{n.removeprefix(GROUPS[family] + '_')}={v}" for n, v in zip(names, combo))
             raise SpaceError(f"{where}: {settings} {problem}: {e}") from None
-
-
-# ------------------------------------------------------------------------ JSON Schema
-
-
-def _value_schema(param: Param) -> dict:
-    if param.kind == "str":
-        return {"enum": list(param.names)}
-    if param.kind == "bool":
-        return {"type": "boolean"}
-    r = param.range
-    bound = {"exclusiveMinimum": r.minimum} if r.exclusive else {"minimum": r.minimum}
-    if r.below is not None:
-        bound["exclusiveMaximum"] = r.below
-    return {"type": "integer" if param.kind == "int" else "number", **bound}
-
-
-def _dist_schema(param: Param, discrete: bool) -> dict:
-    value = _value_schema(param)
-    pair = {"type": "array", "items": value, "minItems": 2, "maxItems": 2}
-    options = [value, {"type": "object", "properties": {"choice": {"type": "array", "items": value, "minItems": 1}},
-                       "required": ["choice"], "additionalProperties": False}]
-    if param.kind == "int":
-        options.append({"type": "object", "properties": {"int": pair}, "required": ["int"],
-                        "additionalProperties": False})
-    if param.kind == "float" and not discrete:
-        for kind in ("uniform", "loguniform"):
-            options.append({"type": "object", "properties": {kind: pair}, "required": [kind],
-                            "additionalProperties": False})
-    return {"anyOf": options}
-
-
-def space_json_schema() -> dict:
-    """JSON Schema of the `space:` section (what an editor can check as it is typed)."""
-    def group(params, discrete=()):
-        return {"type": "object", "additionalProperties": False,
-                "properties": {k: _dist_schema(p, k in discrete) for k, p in params.items()}}
-
-    sampled = group(TOP_PARAMS, DISCRETE_ONLY)
-    for family, name in GROUPS.items():
-        params = {**GROUP_PARAMS[name], **{k: TOP_PARAMS[k] for k in OVERRIDES}}
-        sampled["properties"][name] = {
-            **group(params, set(params)), "description": f"{family} trials only",
-            "required": sorted(set(GROUP_PARAMS[name]) - set(GROUP_OPTIONAL.get(name, ())))}
-    sampled["required"] = ["family", "latent"]
-    presets = {"type": "object", "additionalProperties": False, "required": ["presets"],
-               "properties": {"presets": {"type": "array", "minItems": 1, "items": {"enum": sorted(PRESETS)}},
-                              **{k: _value_schema(p) for k, p in RECIPE_PARAMS.items()}}}
-    return {"description": "what Optuna samples: fixed values or distributions; or a list of presets",
-            "oneOf": [presets, {**sampled, "not": {"required": ["presets"]}}]}
 
 
 __all__ = ["SpaceError", "Space", "Fixed", "Choice", "Uniform", "IntRange", "parse_space_section", "trial_config",
