@@ -123,8 +123,6 @@ class _ChoiceOf(Strict):
 
     @model_validator(mode="after")
     def _options(self) -> _ChoiceOf:
-        if not self.choice:
-            raise ValueError("choice: must be a non-empty list")
         if len(set(self.choice)) != len(self.choice):
             raise ValueError(f"choice: has repeated options {list(self.choice)}")
         return self
@@ -140,10 +138,7 @@ class _Between(Strict):
 
     @model_validator(mode="after")
     def _bounds(self) -> _Between:
-        (kind, pair), = self.model_dump().items()
-        if len(pair) != 2:
-            raise ValueError(f"{kind}: must be [low, high]")
-        low, high = pair
+        (kind, (low, high)), = self.model_dump().items()
         if not low < high:
             raise ValueError(f"{kind}: low={low} must be < high={high}")
         if kind == "loguniform" and low <= 0:
@@ -171,19 +166,25 @@ def _one_form(param: Param, discrete: bool):
             return raw
         if len(raw) != 1:
             raise ValueError(f"a distribution has exactly one key (choice, uniform, loguniform, int), got {sorted(raw)}")
-        (kind, _), = raw.items()
+        (kind, arg), = raw.items()
+        if kind == "choice":
+            if not isinstance(arg, list) or not arg:
+                raise ValueError("choice: must be a non-empty list")
+            return raw
         if kind not in KINDS:
             raise ValueError(f"unknown distribution {kind!r}; use choice, uniform, loguniform or int")
-        if kind == "choice" or kind in _kinds(param, discrete):
-            return raw
         if discrete and kind != "int":
             raise ValueError(f"{kind}: this key takes a fixed value, choice or int only")
         if param.kind in ("str", "bool"):
             raise ValueError(f"{kind}: {'a name' if param.kind == 'str' else 'true/false'} takes a fixed value or a "
                              "choice")
-        if kind == "int":
+        if not isinstance(arg, list) or len(arg) != 2:
+            raise ValueError(f"{kind}: must be [low, high]")
+        if kind == "int" and param.kind != "int":
             raise ValueError(f"{kind}: this key is not an integer; use uniform or loguniform")
-        raise ValueError(f"{kind}: this key is an integer; use int or choice")
+        if kind != "int" and param.kind == "int":
+            raise ValueError(f"{kind}: this key is an integer; use int or choice")
+        return raw
 
     return check
 
@@ -208,3 +209,15 @@ def dist_type(name: str, param: Param, discrete: bool = False) -> Any:
         members.append(Annotated[model, AfterValidator(lambda m: m.dist()), Tag(f"<{kind}>")])
     union = Annotated[Union[tuple(members)], Discriminator(_form_of)]  # noqa: UP007 (a tuple of members)
     return Annotated[union, BeforeValidator(_one_form(param, discrete))]
+
+
+def fixed_type(param: Param, why: str) -> Any:
+    """The pydantic type of a key that takes a fixed value only (validated into Fixed); a
+    distribution is refused with `why`."""
+
+    def fixed_only(raw: Any) -> Any:
+        if isinstance(raw, (dict, list)):
+            raise ValueError(why)
+        return raw
+
+    return Annotated[param.value_type(), AfterValidator(Fixed), BeforeValidator(fixed_only)]

@@ -16,7 +16,7 @@ from results.run_folder import RunFolder
 
 from .cluster import ClusterError, parse_address
 from .settings import RunFolderError, load_spec, with_overrides
-from .space import SpaceError
+from .validation import SpaceError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,7 +138,7 @@ def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: 
     todo = [s for s in final.samplers if _needs_scoring(finalist.row(s), rescore)]
     if todo:
         device = claim_device(gpu_share, cpus)
-        model, summary = _train_finalist(config, finalist, data, train_on, final, retraining_seed(trial["seed"], seed),
+        model, summary = _train_finalist(config, finalist, data, train_on, final, retraining_seed(trial.get("seed"), seed),
                                          device)
         _score_finalist(run, trial, config, finalist, model, summary, todo, data, train_on, final, seed, device)
     return [json.loads(finalist.row(s).read_text()) for s in final.samplers]

@@ -115,6 +115,10 @@ def searcher_completed(search) -> set[str]:
     return _attr(search, "_completed_trials", "OptunaSearch's told trials")
 
 
+# optuna's loggers that say a study was created or opened (search.tuning drops those lines).
+OPTUNA_STUDY_NOTICE_LOGGERS = ("optuna.storages.journal._storage", "optuna.study.study")
+
+
 # optuna: a FrozenTrial's storage id (FrozenTrial._trial_id), which optuna.Trial and the storage
 # take; a study's trials as TPESampler reads them (Study._get_trials, which StudyView replaces).
 
@@ -137,6 +141,7 @@ class StudyView:
     a running trial's relative settings, its directions) is the study's."""
 
     def __init__(self, study, trials: list):
+        _attr(study, "_get_trials", "how TPESampler reads a study's trials, which this view replaces")
         self._study, self._trials = study, trials
 
     def __getattr__(self, name: str) -> Any:

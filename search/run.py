@@ -22,7 +22,7 @@ from results.run_folder import RunFolder
 
 from .cluster import ClusterError, parse_address
 from .settings import RunFolderError, Spec, for_data, load_spec, run_name_problem, with_overrides
-from .space import SpaceError
+from .validation import SpaceError
 
 
 def _check_storage(storage: Path, run_path: Path) -> None:

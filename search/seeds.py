@@ -9,6 +9,7 @@ a presets grid. A retraining of the final stage takes its seed from its trial's 
 from __future__ import annotations
 
 import json
+import math
 import zlib
 
 TRIAL_NUMBER = "trial_number"  # the study trial number, in the configuration the searcher suggests
@@ -18,14 +19,21 @@ def _derive(*parts: int | str) -> int:
     return zlib.crc32(json.dumps(parts).encode())
 
 
-def trial_seed(search_seed: int, config: dict) -> int:
-    """The training seed of the trial with this configuration."""
-    place = config[TRIAL_NUMBER] if TRIAL_NUMBER in config else config["preset"]
-    return _derive(search_seed, place)
+def trial_seed(search_seed: int, config: dict, trial_id: str) -> int:
+    """The training seed of the trial with this configuration and Tune trial id."""
+    if TRIAL_NUMBER in config:
+        return _derive(search_seed, config[TRIAL_NUMBER])
+    if "preset" in config:
+        return _derive(search_seed, config["preset"])
+    # Sampled by a version before seeds were derived, and resumed: the seed it started with.
+    return zlib.crc32(trial_id.encode())
 
 
-def retraining_seed(seed: int, retraining: int) -> int:
+def retraining_seed(seed: int | float | None, retraining: int) -> int:
     """The final stage's seed for retraining `retraining` (0, 1, ...) of a trial trained with
     `seed`: another seed, so that the retraining measures the configuration, not the draw that
-    ranked it first."""
+    ranked it first. A trial of a version that recorded no seed (None, or NaN as pandas reads a
+    missing one) retrains with `retraining` itself, as that version did."""
+    if seed is None or (isinstance(seed, float) and math.isnan(seed)):
+        return int(retraining)
     return _derive(int(seed), "retraining", int(retraining))

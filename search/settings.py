@@ -147,7 +147,8 @@ class Objective(Settings):
 class Search(Settings):
     num_samples: int = Field(32, ge=1, description="trials (a presets space runs each preset once)")
     max_concurrent: int = Field(0, ge=0, description="0: as many as the resources allow")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seeds TPE and, with each trial's study number, every trial's "
+                                           "training and the final stage's retrainings (search.seeds)")
     searcher: Searcher = Searcher()
     asha: Asha = Asha()
     patience: int = Field(PATIENCE, ge=1, description="epochs without a better validation loss")
@@ -212,8 +213,6 @@ def for_data(spec: Spec, shape: dict[str, int]) -> Spec:
     """The spec with its space set for data of `shape` (ImageData.shape): a model that does not
     fit the data, or presets with data other than CIFAR-10, is a SpaceError naming the key."""
     return replace(spec, space=spec.space.for_data(shape, f"{spec.path}: space"))
-
-
 
 
 # ------------------------------------------------------------------------ the file

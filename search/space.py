@@ -49,8 +49,10 @@ from cvae_core.config import (
 )
 from cvae_core.presets import PRESETS, preset_config
 
-from .distributions import Choice, Dist, Fixed, IntRange, Param, Strict, Uniform, dist_type
-from .validation import SpaceError, number_as_text_problem, validated
+# Fixed, Choice, Uniform and IntRange stay importable from here: a searcher pickled by an earlier
+# version, where they were defined, refers to them as search.space's on resume.
+from .distributions import Choice, Dist, Fixed, IntRange, Param, Strict, Uniform, dist_type, fixed_type
+from .validation import SpaceError, validated
 
 RECIPE_PARAMS = {f.name: Param.field(f.name) for f in dataclasses.fields(Recipe)}
 TOP_PARAMS = {
@@ -196,6 +198,13 @@ class _Sampled(Strict):
     model_config = ConfigDict(json_schema_extra={"required": ["family", "latent"]})
 
 
+class _Group(Strict):
+    """A family's group (conv, mlp, resnet, the model's name). What it must hold is checked once its
+    family is known to be sampled (parse_space_section); the JSON Schema says it at once."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema, model: schema.update(required=_required(model.__name__)))
+
+
 class _Presets(Strict):
     presets: list[str] = Field(json_schema_extra={"minItems": 1, "items": {"enum": sorted(PRESETS)}})
 
@@ -225,15 +234,20 @@ def _forms() -> tuple[type[Strict], type[Strict]]:
     groups = {}
     for family, name in GROUPS.items():
         params = {**GROUP_PARAMS[name], **{k: TOP_PARAMS[k] for k in OVERRIDES}}
-        required = set(GROUP_PARAMS[name]) - set(GROUP_OPTIONAL.get(name, ()))
-        fields = {k: (dist_type(f"{name}_{k}", p, discrete=True), ... if k in required else None)
-                  for k, p in params.items()}
-        groups[name] = (create_model(name, __base__=Strict, **fields), Field(None, description=f"{family} trials only"))
+        model = create_model(name, __base__=_Group,
+                             **{k: (dist_type(f"{name}_{k}", p, discrete=True), None) for k, p in params.items()})
+        groups[name] = (model, Field(None, description=f"{family} trials only"))
     sampled = create_model("space", __base__=_Sampled, **groups,
                            **{k: (dist_type(k, p, k in DISCRETE_ONLY), None) for k, p in TOP_PARAMS.items()})
+    beside = "must be a fixed value beside presets (they run as a grid)"
     presets = create_model("space_presets", __base__=_Presets,
-                           **{k: (dist_type(k, p), None) for k, p in RECIPE_PARAMS.items()})
+                           **{k: (fixed_type(p, beside), None) for k, p in RECIPE_PARAMS.items()})
     return presets, sampled
+
+
+def _required(group: str) -> list[str]:
+    """The keys a family's group must set."""
+    return sorted(set(GROUP_PARAMS[group]) - set(GROUP_OPTIONAL.get(group, ())))
 
 
 def _given(section: Strict) -> dict[str, Any]:
@@ -246,7 +260,7 @@ def parse_space_section(raw: Any, where: str = "space") -> Space:
         raise SpaceError(f"{where}: must be a mapping, got {type(raw).__name__}")
     presets, sampled = _forms()
     if "presets" in raw:
-        return _presets_space(validated(presets, raw, where), where)
+        return _presets_space(validated(presets, raw, where))
     if "family" not in raw:
         raise SpaceError(f"{where}.family: missing ({', '.join(FAMILIES)} or {{choice: [...]}})")
     if "latent" not in raw:
@@ -262,6 +276,8 @@ def parse_space_section(raw: Any, where: str = "space") -> Space:
             if name not in given:
                 raise SpaceError(f"{where}.{name}: missing (family can be {family!r})")
             groups[name] = _given(given[name])
+            if missing := sorted(set(_required(name)) - set(groups[name])):
+                raise SpaceError(f"{where}.{name}.{missing[0]}: missing")
     for key, family in FAMILY_TOP.items():
         if family not in families and key in top:
             raise SpaceError(f"{where}.{key}: given, but family is never {family!r}")
@@ -278,11 +294,8 @@ def parse_space_section(raw: Any, where: str = "space") -> Space:
     return space
 
 
-def _presets_space(section: Strict, where: str) -> Space:
+def _presets_space(section: Strict) -> Space:
     top = {k: d for k, d in _given(section).items() if k != "presets"}
-    for k, d in top.items():
-        if not isinstance(d, Fixed):
-            raise SpaceError(f"{where}.{k}: must be a fixed value beside presets (they run as a grid)")
     for k in RECIPE_PARAMS:
         top.setdefault(k, Fixed(DEFAULTS[k]))
     return Space(top=top, presets=tuple(section.presets))
@@ -342,4 +355,4 @@ def _check_every_model(space: Space, family: str, keys: tuple[str, ...], where: 
 
 
 __all__ = ["SpaceError", "Space", "Fixed", "Choice", "Uniform", "IntRange", "parse_space_section", "trial_config",
-           "space_json_schema", "number_as_text_problem"]
+           "space_json_schema"]

@@ -164,7 +164,7 @@ def run_trial(
 
     device = claim_device(gpu_share, cpus)
     trial = trial_config(config)
-    seed = trial_seed(search_seed, config)
+    seed = trial_seed(search_seed, config, trial_id)
     carried = {"objective": objective.ranked_by, "params": config_params(trial.model), "seed": seed,
                "node_id": ray.get_runtime_context().get_node_id()}  # in every result
     if trial_id in stopped_by_asha(run.asha_state):

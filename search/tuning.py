@@ -16,6 +16,7 @@ from results.run_folder import RunFolder
 from results.study import journal_storage
 
 from .objective import METRIC, MODE, milestones, searched_keys
+from .private_api import OPTUNA_STUDY_NOTICE_LOGGERS
 from .schedulers import STATE_PERIOD_S, PersistentASHA
 from .searcher import ScoreOptunaSearch, create_study, settle, tpe_sampler
 from .settings import Objective, Spec
@@ -97,7 +98,7 @@ def configure_tune() -> None:
     # (addFilter keeps one copy, however many searches this process runs.)
     logging.getLogger("ray.tune.tune").addFilter(_not_tunes_resume_hint)
     # The command says whether it starts or resumes; Optuna would say it of the study, twice.
-    for name in ("optuna.storages.journal._storage", "optuna.study.study"):
+    for name in OPTUNA_STUDY_NOTICE_LOGGERS:
         logging.getLogger(name).addFilter(_not_optunas_study_notice)
 
 

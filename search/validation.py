@@ -19,7 +19,7 @@ class SpaceError(ValueError):
 # A validator's message that names a key or a list item below the one it validates:
 # "[1]: listed twice", "grace_period: must be <= max_t", "loguniform[0]: ...".
 _ITEM_OR_KEY = re.compile(r"^(\w*(?:\[\d+\])*): (.*)$", re.S)
-# A tagged union's member (search.space's distributions) adds its tag to an error's location:
+# A tagged union's member (search.distributions' forms of a key) adds its tag to an error's location:
 # tags are written <like-this>, and left out of the key path.
 TAG = re.compile(r"^<.*>$")
 _NAMED = re.compile(r"'([^']*)'")  # the names in pydantic's "'a', 'b' or 'c'"

@@ -51,9 +51,13 @@ def zip_tree(root: Path, zip_path: Path) -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_machine(tmp_path_factory):
     """Tests never touch the user's cache, and torch uses one thread: a loaded machine does not
-    turn a fast suite slow."""
+    turn a fast suite slow. What the packages log is printed as the commands print it, whether or
+    not a test ran a command first."""
     import torch
 
+    from cvae_core.cli import show_logs
+
+    show_logs()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CVAE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

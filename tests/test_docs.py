@@ -8,10 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from cvae_core.config import ModelConfig, Recipe
+from cvae_core.config import ModelConfig, Recipe, column_types
 from search.space import DEFAULTS, GROUP_PARAMS, TOP_PARAMS
 
 SPACES = Path(__file__).resolve().parents[1] / "docs" / "spaces.md"
+RUN_FOLDER = SPACES.with_name("run-folder.md")
 
 
 def table(header: str) -> list[list[str]]:
@@ -44,6 +45,11 @@ def test_the_model_table_names_every_field_once():
 def test_the_defaults_table_is_the_spaces_defaults():
     rows = table("| key | default |")
     assert {row[0].strip("`"): yaml.safe_load(row[1]) for row in rows} == DEFAULTS
+
+
+def test_the_run_folders_tables_name_every_configuration_column():
+    text = RUN_FOLDER.read_text()
+    assert [c for c in column_types() if f"`{c}`" not in text] == []
 
 
 def test_the_language_table_names_every_key():

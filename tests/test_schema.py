@@ -28,6 +28,7 @@ def test_every_shipped_space_validates_against_the_schema(validator, name):
     {"space": {"family": "cnn", "latent": 8, "lr": {"normal": [0, 1]}}},
     {"space": {"family": "rnn", "latent": 8}},
     {"space": {"presets": ["mlp-M1"], "latent": 8}},
+    {"space": {"presets": ["mlp-M1"], "lr": {"uniform": [1.0e-4, 1.0e-3]}}},  # presets run as a grid
     {"search": {"asha": {"brackets": 2}}},
     {"search": {"objective": {"metric": "psnr"}}},
     {"final": {"samplers": ["flow"]}},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pandas as pd
 import pytest
 from cli import command, in_process, tiny_space
@@ -11,12 +13,19 @@ from search.seeds import TRIAL_NUMBER, retraining_seed, trial_seed
 
 
 def test_each_trial_and_retraining_has_its_own_seed_fixed_by_the_search_seed():
-    seeds = {trial_seed(s, {TRIAL_NUMBER: n}) for s in (0, 1) for n in range(50)}
+    seeds = {trial_seed(s, {TRIAL_NUMBER: n}, f"t{n}") for s in (0, 1) for n in range(50)}
     assert len(seeds) == 100
-    assert trial_seed(3, {TRIAL_NUMBER: 7, "family": "cnn"}) == trial_seed(3, {TRIAL_NUMBER: 7, "family": "mlp"})
-    assert trial_seed(0, {"preset": "cnn-arch3-M3"}) != trial_seed(0, {"preset": "cnn-arch3-M4"})
-    own = trial_seed(0, {TRIAL_NUMBER: 0})
+    assert trial_seed(3, {TRIAL_NUMBER: 7, "family": "cnn"}, "a") == trial_seed(3, {TRIAL_NUMBER: 7}, "b")
+    assert trial_seed(0, {"preset": "cnn-arch3-M3"}, "a") != trial_seed(0, {"preset": "cnn-arch3-M4"}, "a")
+    own = trial_seed(0, {TRIAL_NUMBER: 0}, "a")
     assert len({own, *(retraining_seed(own, k) for k in range(3))}) == 4
+
+
+def test_a_run_of_a_version_without_derived_seeds_goes_on_with_the_seeds_it_had():
+    """Its trials trained with crc32 of their Tune id and its finalists with their index; a
+    resumed search and its final stage keep to them instead of failing."""
+    assert trial_seed(0, {"family": "mlp", "lr": 1e-3}, "5e6f7a8b") == zlib.crc32(b"5e6f7a8b")
+    assert [retraining_seed(None, k) for k in range(2)] == [retraining_seed(float("nan"), k) for k in range(2)] == [0, 1]
 
 
 @pytest.mark.slow

@@ -102,6 +102,8 @@ MALFORMED = [
     ("space.mlp.width", {"choice": [0, 128]}, "space.mlp.width.choice[0]: 0 must be >= 1"),
     ("space.mlp.layers", 1.5, "space.mlp.layers: 1.5 is not an integer"),
     ("space.lr", float("nan"), "space.lr: nan is not finite"),
+    ("space.lr", {"uniform": "abc"}, "space.lr.uniform: must be [low, high]"),
+    ("space.lr", {"int": "x"}, "space.lr.int: must be [low, high]"),
     ("search.resources.gpu", 1.5, "search.resources.gpu: 1.5 is fractional and > 1"),
     ("search.resources.gpu", -1, "search.resources.gpu: -1 must be >= 0"),
     ("search.resources.cpu", 0, "search.resources.cpu: 0 must be > 0"),
@@ -204,6 +206,9 @@ def test_a_space_with_resnet_trials_needs_their_group_and_cnn_only_keys_need_cnn
     only_resnet = {k: v for k, v in CNN_RESNET_SPACE.items() if k not in ("conv", "h")}
     with pytest.raises(SpaceError, match=re.escape("space.label: given, but family is never 'cnn'")):
         parse_spec({**BASE, "space": {**only_resnet, "family": "resnet"}})
+    # What is wrong first: the group is there at all, before what it lacks
+    with pytest.raises(SpaceError, match=re.escape("space.resnet: given, but family is never 'resnet'")):
+        parse_spec({**BASE, "space": {**CNN_RESNET_SPACE, "family": "cnn", "resnet": {"width": 4}}})
 
 
 @pytest.mark.parametrize(
