@@ -114,7 +114,7 @@ def test_tpe_reads_a_study_view_in_place_of_the_studys_trials():
     assert read, "TPESampler no longer reads a study's trials through Study._get_trials"
 
 
-def test_optunas_study_notices_come_from_the_loggers_the_search_quiets(tmp_path):
+def test_optunas_study_notices_come_from_the_loggers_the_search_quiets(tmp_path, monkeypatch):
     import logging
 
     from optuna.storages import JournalStorage
@@ -123,14 +123,13 @@ def test_optunas_study_notices_come_from_the_loggers_the_search_quiets(tmp_path)
     seen = []
     handler = logging.Handler()
     handler.emit = lambda record: seen.append((record.name, record.getMessage().split(" with")[0]))
-    optuna_logger = logging.getLogger("optuna")
-    optuna_logger.addHandler(handler)
-    try:
-        storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal")))
-        optuna.create_study(storage=storage, study_name="s")
-        optuna.create_study(storage=storage, study_name="s", load_if_exists=True)
-    finally:
-        optuna_logger.removeHandler(handler)
+    for name in private_api.OPTUNA_STUDY_NOTICE_LOGGERS:  # without the filters a search in this process added
+        monkeypatch.setattr(logging.getLogger(name), "filters", [])
+    monkeypatch.setattr(logging.getLogger("optuna"), "level", logging.INFO)
+    monkeypatch.setattr(logging.getLogger("optuna"), "handlers", [handler])
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal")))
+    optuna.create_study(storage=storage, study_name="s")
+    optuna.create_study(storage=storage, study_name="s", load_if_exists=True)
     assert set(seen) == {(private_api.OPTUNA_STUDY_NOTICE_LOGGERS[0], "A new study created in Journal"),
                          (private_api.OPTUNA_STUDY_NOTICE_LOGGERS[1], "Using an existing study")}
 
