@@ -250,9 +250,11 @@ def _required(group: str) -> list[str]:
     return sorted(set(GROUP_PARAMS[group]) - set(GROUP_OPTIONAL.get(group, ())))
 
 
-def _given(section: Strict) -> dict[str, Any]:
-    """What a validated mapping of the file sets: its keys' distributions, or groups."""
-    return {k: getattr(section, k) for k in section.model_fields_set}
+def _given(section: Strict, raw: dict) -> dict[str, Any]:
+    """What a validated mapping of the file sets (its keys' distributions, or groups), in the file's
+    order: the order Optuna samples them in, so that a seed gives the same trials in every process
+    (a set's order changes with the process's hash seed)."""
+    return {k: getattr(section, k) for k in raw if k in section.model_fields_set}
 
 
 def parse_space_section(raw: Any, where: str = "space") -> Space:
@@ -260,12 +262,12 @@ def parse_space_section(raw: Any, where: str = "space") -> Space:
         raise SpaceError(f"{where}: must be a mapping, got {type(raw).__name__}")
     presets, sampled = _forms()
     if "presets" in raw:
-        return _presets_space(validated(presets, raw, where))
+        return _presets_space(validated(presets, raw, where), raw)
     if "family" not in raw:
         raise SpaceError(f"{where}.family: missing ({', '.join(FAMILIES)} or {{choice: [...]}})")
     if "latent" not in raw:
         raise SpaceError(f"{where}.latent: missing")
-    given = _given(validated(sampled, raw, where))
+    given = _given(validated(sampled, raw, where), raw)
     top = {k: d for k, d in given.items() if k in TOP_PARAMS}
     families = top["family"].values()
     groups = {}
@@ -275,7 +277,7 @@ def parse_space_section(raw: Any, where: str = "space") -> Space:
         if family in families:
             if name not in given:
                 raise SpaceError(f"{where}.{name}: missing (family can be {family!r})")
-            groups[name] = _given(given[name])
+            groups[name] = _given(given[name], raw[name])
             if missing := sorted(set(_required(name)) - set(groups[name])):
                 raise SpaceError(f"{where}.{name}.{missing[0]}: missing")
     for key, family in FAMILY_TOP.items():
@@ -294,8 +296,8 @@ def parse_space_section(raw: Any, where: str = "space") -> Space:
     return space
 
 
-def _presets_space(section: Strict) -> Space:
-    top = {k: d for k, d in _given(section).items() if k != "presets"}
+def _presets_space(section: Strict, raw: dict) -> Space:
+    top = {k: d for k, d in _given(section, raw).items() if k != "presets"}
     for k in RECIPE_PARAMS:
         top.setdefault(k, Fixed(DEFAULTS[k]))
     return Space(top=top, presets=tuple(section.presets))
