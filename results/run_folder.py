@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the run folder is read without torch
     from cvae_core.data import ImageData
 
 SPACE_FILE = "space.yaml"
+FINAL_DIR = "final"  # RUN/final/<trial>_s<seed>/: the final stage's retrainings
 LEADERBOARD_FILE = "leaderboard.parquet"
 
 
@@ -143,10 +144,18 @@ class RunFolder:
         return self.trial(trial_name) / "scores.jsonl"
 
     def finalist(self, trial_name: str, seed: int) -> Finalist:
-        return Finalist(self.path / "final" / f"{trial_name}_s{seed}")
+        return Finalist(self.path / FINAL_DIR / f"{trial_name}_s{seed}")
+
+    def finalist_file(self, recorded: str) -> Path:
+        """A finalist's file as a leaderboard row recorded it (checkpoint, sample_grid), in this run
+        folder wherever it is now: the row holds the path it was written at, which a run folder
+        moved or copied elsewhere (another disk, another machine) no longer has."""
+        parts = Path(recorded).parts
+        below = [i for i, part in enumerate(parts[:-2]) if part == FINAL_DIR]
+        return self.path.joinpath(*parts[below[-1]:]) if below else Path(recorded)
 
     def row_files(self) -> list[Path]:
-        return sorted(self.path.glob("final/*/rows/*.json"))
+        return sorted(self.path.glob(f"{FINAL_DIR}/*/rows/*.json"))
 
     # ------------------------------------------------------------------ run-level records
 

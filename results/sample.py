@@ -74,7 +74,8 @@ def leaderboard_row(run_dir: Path, index: int) -> pd.Series:
     board = pd.read_parquet(run.leaderboard)
     if not 0 <= index < len(board):
         raise ValueError(f"--row {index}: the leaderboard has rows 0..{len(board) - 1}")
-    row = board.iloc[index]
+    row = board.iloc[index].copy()
+    row["checkpoint"] = str(run.finalist_file(row["checkpoint"]))
     if not Path(row["checkpoint"]).exists():
         raise ValueError(f"{row['checkpoint']}: checkpoint of row {index} not found")
     if any(pd.isna(row[c]) for c in ("train_on", "gmm_components", "data_source")):

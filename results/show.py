@@ -32,6 +32,11 @@ from .run_folder import RunFolder  # noqa: E402
 from .search_report import write_search_section  # noqa: E402
 
 
+def located(run: RunFolder, board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard with its finalists' files where they are now (RunFolder.finalist_file)."""
+    return board.assign(**{c: board[c].map(lambda p: str(run.finalist_file(p))) for c in ("checkpoint", "sample_grid")})
+
+
 def label(row) -> str:
     return f"{row.trial_id} s{row.seed} {row.sampler}"
 
@@ -184,7 +189,7 @@ def write_report(run_dir: Path, top_n: int = 5) -> Path:
     out.mkdir(exist_ok=True)
     md = [f"# {run.name}", ""]
     if run.leaderboard.exists():
-        md += leaderboard_section(pd.read_parquet(run.leaderboard), top_n, out)
+        md += leaderboard_section(located(run, pd.read_parquet(run.leaderboard)), top_n, out)
     else:
         md += [f"No leaderboard yet: run `python -m search.final {run.path}`.", ""]
     md += write_search_section(run.path, out)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -52,3 +53,14 @@ def test_a_folder_is_a_run_once_it_holds_its_space_file(tmp_path):
     assert run.is_run()
     finalist = run.finalist("mlp_ab12", 1)
     assert finalist.path == run.path / "final" / "mlp_ab12_s1" and finalist.row("gmm").name == "gmm.json"
+
+
+def test_a_finalists_file_is_found_in_the_run_folder_wherever_it_has_moved(tmp_path):
+    """A leaderboard row holds the path its files were written at; a run folder copied to another
+    disk or machine (or renamed) finds them in itself."""
+    moved = RunFolder(tmp_path / "elsewhere" / "renamed")
+    written = "/home/someone/runs/cnn/final/cnn_1a2b3c4d_s0/best.pt"
+    assert moved.finalist_file(written) == moved.path / "final" / "cnn_1a2b3c4d_s0" / "best.pt"
+    assert moved.finalist_file("/data/final/runs/x/final/mlp_1_s1/samples_gmm.png") == (
+        moved.path / "final" / "mlp_1_s1" / "samples_gmm.png")  # the run folder's own final/, the last one
+    assert moved.finalist_file("/somewhere/best.pt") == Path("/somewhere/best.pt")  # not a finalist's: as recorded

@@ -82,8 +82,8 @@ def test_the_images_a_row_scored_are_drawn_again_exactly(scored_run, tmp_path, s
 
 def test_a_row_without_a_fitted_second_stage_says_so(scored_run_copy, tmp_path, capsys):
     board = pd.read_parquet(scored_run_copy / "leaderboard.parquet")
-    fitted = Path(board.loc[0, "checkpoint"]).parent / "two_stage.pt"
-    fitted.unlink()
+    fitted = RunFolder(scored_run_copy).finalist_file(board.loc[0, "checkpoint"]).parent / "two_stage.pt"
+    fitted.unlink()  # the copy's: its rows still name the files where the original run wrote them
     assert main([str(scored_run_copy), "--row", "0", "--sampler", "two_stage", "--out", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {fitted}: row 0 has no fitted two_stage sampler; the final "
                                                "stage fits one when final.samplers lists two_stage")
