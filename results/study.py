@@ -47,4 +47,6 @@ def load_study(run_dir: str | Path):
     if not run.study_journal.exists():
         why = "a presets space runs a grid without Optuna" if run.is_run() else "not a search run folder"
         raise NoStudy(f"{run.study_journal}: no Optuna study in {run.path} ({why})")
-    return optuna.load_study(study_name=run.name, storage=journal_storage(run))
+    # The journal holds this run's study alone, named as the run was when it started: a run folder
+    # renamed since still opens it.
+    return optuna.load_study(study_name=None, storage=journal_storage(run))
