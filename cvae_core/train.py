@@ -39,10 +39,8 @@ def _add_recipe_flags(p: ArgumentParser) -> None:
     for f in fields(Recipe):
         default, help = getattr(REPORT, f.name), f.metadata["help"]
         flag = "--" + f.name.replace("_", "-")
-        if f.name in CHOICES:
-            p.add_argument(flag, choices=CHOICES[f.name], default=default, help=f"{help} (default {default})")
-        else:
-            p.add_argument(flag, type=_in_range(f.name), default=default, help=f"{help} (default {default})")
+        check = {"choices": CHOICES[f.name]} if f.name in CHOICES else {"type": _in_range(f.name)}
+        p.add_argument(flag, **check, default=default, help=f"{help} (default {default})")
 
 
 def _parser() -> ArgumentParser:

@@ -128,7 +128,8 @@ def missing_columns(row: dict[str, Any]) -> list[str]:
 def read_rows(run_dir: str | Path) -> pd.DataFrame:
     # A row written before a configuration field existed reads its default (before models took the
     # data's shape: CIFAR-10's, the only data then, which ModelConfig's data fields default to).
-    rows = [{**column_defaults(), **json.loads(p.read_text())} for p in RunFolder(run_dir).row_files()]
+    defaults = column_defaults()
+    rows = [{**defaults, **json.loads(p.read_text())} for p in RunFolder(run_dir).row_files()]
     df = pd.DataFrame(rows, columns=SCHEMA.names)
     # Row files hold float epoch seconds; the schema keeps milliseconds.
     df["created_at"] = pd.to_datetime(df["created_at"], unit="s", utc=True).dt.floor("ms")

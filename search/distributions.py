@@ -131,14 +131,17 @@ class _ChoiceOf(Strict):
 class _Between(Strict):
     """{kind: [low, high]}: one field, named as its kind."""
 
+    def _kind_pair(self) -> tuple[str, Any, Any]:
+        (kind, (low, high)), = self.model_dump().items()
+        return kind, low, high
+
     def dist(self) -> Uniform | IntRange:
-        (kind, pair), = self.model_dump().items()
-        low, high = pair
+        kind, low, high = self._kind_pair()
         return IntRange(low, high) if kind == "int" else Uniform(low, high, log=kind == "loguniform")
 
     @model_validator(mode="after")
     def _bounds(self) -> _Between:
-        (kind, (low, high)), = self.model_dump().items()
+        kind, low, high = self._kind_pair()
         if not low < high:
             raise ValueError(f"{kind}: low={low} must be < high={high}")
         if kind == "loguniform" and low <= 0:
@@ -165,14 +168,14 @@ def _one_form(param: Param, discrete: bool):
         if not isinstance(raw, dict):
             return raw
         if len(raw) != 1:
-            raise ValueError(f"a distribution has exactly one key (choice, uniform, loguniform, int), got {sorted(raw)}")
+            raise ValueError(f"a distribution has exactly one key ({', '.join(KINDS)}), got {sorted(raw)}")
         (kind, arg), = raw.items()
         if kind == "choice":
             if not isinstance(arg, list) or not arg:
                 raise ValueError("choice: must be a non-empty list")
             return raw
         if kind not in KINDS:
-            raise ValueError(f"unknown distribution {kind!r}; use choice, uniform, loguniform or int")
+            raise ValueError(f"unknown distribution {kind!r}; use {', '.join(KINDS[:-1])} or {KINDS[-1]}")
         if discrete and kind != "int":
             raise ValueError(f"{kind}: this key takes a fixed value, choice or int only")
         if param.kind in ("str", "bool"):

@@ -190,8 +190,8 @@ def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False
     data_ref = ray.put(data)
     log.info(f"final stage: retraining {len(chosen)} trial(s) x {final.seeds} seed(s), scoring with {extractor}")
     # The reference side (features, statistics, class probe) once, before the finalists race to need it.
-    prime_on_worker(final.reference, MetricOptions(data, extractor, final.inception_weights), data_ref, res.cpu,
-                    res.gpu, conditional=True)
+    prime_on_worker(final.reference, MetricOptions(data, extractor, final.inception_weights), res.cpu, res.gpu,
+                    conditional=True, data_ref=data_ref)
     with Printed() as printed:
         futures = {
             printed.remote(finalist_job, row, seed, data_ref, spec.search.train_on, final, str(run.path), res.gpu,

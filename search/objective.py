@@ -9,6 +9,7 @@ e.g. [fid, params], the first is the score and the search trades them off (searc
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ def searched_keys(metrics: tuple[str, ...]) -> list[str]:
     return [METRIC, *(RESULT_KEYS[m] for m in metrics[1:])]
 
 
+@functools.cache  # an ASHAScheduler built per search, not per caller
 def milestones(grace_period: int, reduction_factor: int, max_t: int) -> frozenset[int]:
     """The epochs at which ASHA compares trials (grace_period * reduction_factor^k <= max_t), as
     Ray's ASHA computes them: its floating-point logarithm leaves max_t out when max_t / grace_period

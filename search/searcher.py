@@ -90,8 +90,8 @@ class ScoreOptunaSearch(OptunaSearch):
         return None
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if trial_id in searcher_trials(self):
-            self._report_score(searcher_trials(self)[trial_id], result)
+        if (trial := searcher_trials(self).get(trial_id)) is not None:
+            self._report_score(trial, result)
 
     def _report_score(self, trial: optuna.Trial, result: dict) -> None:
         """A new score, as Optuna's intermediate value at the epoch it was computed (Tune's

@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 
-import ray
 from ray import tune
 
 from cvae_core.data import ImageData
@@ -36,7 +35,7 @@ def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective
     n = len(data.classes) * objective.samples_per_class
     log.info(f"search objective: {objective.ranked_by} of {n} samples against "
              f"{objective.reference.label(data)}, features from {extractor}")
-    prime_on_worker(objective.reference, MetricOptions(data, extractor, weights), ray.put(data), res.cpu, res.gpu)
+    prime_on_worker(objective.reference, MetricOptions(data, extractor, weights), res.cpu, res.gpu)
     return objective.model_copy(update={"feature_extractor": extractor})
 
 

@@ -74,16 +74,13 @@ def _literal_values(model: type[BaseModel] | None, key: Any) -> list | None:
 def _problem(error: dict, root: type[BaseModel], where: str) -> tuple[str, str]:
     """(key path, problem) of one pydantic error, worded as the rest of the project words them."""
     loc = tuple(k for k in error["loc"] if not (isinstance(k, str) and TAG.match(k)))
+    path = where + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc)
     if error["type"] == "value_error":
         text = str(error["ctx"]["error"])
-        path = where + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc)
         if (m := _ITEM_OR_KEY.match(text)) and m.group(1):
             part, text = m.groups()
             path += part if part.startswith("[") else f".{part}"
         return path, text
-    path = where
-    for k in loc:
-        path += f"[{k}]" if isinstance(k, int) else f".{k}"
     value, kind, ctx = error.get("input"), error["type"], error.get("ctx", {})
     holder = _model_at(root, loc)
     if kind == "missing":

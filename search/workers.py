@@ -121,15 +121,16 @@ def _prime(reference: Reference, opts: MetricOptions, data: ImageData, gpu_share
     prime_reference(reference, replace(opts, data=data, device=device, progress=True), conditional)
 
 
-def prime_on_worker(reference: Reference, opts: MetricOptions, data_ref: ray.ObjectRef, cpus: float,
-                    gpu_share: float, conditional: bool = False) -> None:
+def prime_on_worker(reference: Reference, opts: MetricOptions, cpus: float, gpu_share: float,
+                    conditional: bool = False, data_ref: ray.ObjectRef | None = None) -> None:
     """Cache the reference side of a score (results.metrics.prime_reference) in a Ray task with a
     trial's resources (a GPU when trials get one; opts.device is the worker's), before the trials
     or finalists that read it start, printing what it computes. The task is handed opts.data as
-    `data_ref`, the object store's copy, not a copy of its own. Skipped when this machine is the
-    whole cluster and has it cached already (a resume)."""
+    the object store's copy (`data_ref` when the caller has put it there already), not in its
+    arguments. Skipped when this machine is the whole cluster and has it cached already (a resume)."""
     if one_node() and reference_cached(reference, opts, conditional):
         return
+    data_ref = data_ref if data_ref is not None else ray.put(opts.data)
     with Printed() as printed:
         printed.get(printed.remote(_prime, reference, replace(opts, data=None), data_ref, gpu_share, cpus, conditional,
                                    num_cpus=cpus, num_gpus=gpu_share))

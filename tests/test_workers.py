@@ -27,7 +27,7 @@ def test_a_reference_is_primed_in_a_task_handed_the_object_stores_data_not_a_cop
     monkeypatch.setattr(workers.Printed, "remote", lambda self, fn, *args, **o: handed.append(args) or
                         remote(self, fn, *args, **o))
     monkeypatch.setattr(workers, "one_node", lambda: False)  # as on a cluster: always in a task
-    workers.prime_on_worker(Reference(), opts, ray.put(data), cpus=1, gpu_share=0)
+    workers.prime_on_worker(Reference(), opts, cpus=1, gpu_share=0)
     assert reference_cached(Reference(), opts)
     [args] = handed
     assert not any(isinstance(a, ImageData) for a in args) and any(isinstance(a, ray.ObjectRef) for a in args)
