@@ -112,8 +112,10 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, monkeypatch, ray_t
     try:
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
+        # Trials long enough (8 epochs) that the second starts while the first runs, also on a loaded
+        # machine: with shorter ones a reused actor took all four on one node once in six CI runs.
         space = tiny_space(tmp_path, num_samples=4, max_concurrent=2,
-                           asha={"max_t": 4, "grace_period": 4, "reduction_factor": 2})
+                           asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
         proc = run(command(space, make_tree(tmp_path / "tree", per_class=8), tmp_path / "runs", "--address",
                            cluster.address))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
