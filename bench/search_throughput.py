@@ -46,7 +46,7 @@ def through_ray(preset: str, k: int, data, epochs: int, batch_size: int, gpu: bo
     run_dir = storage / f"k{k}"
     cpus = max(1.0, (ray.cluster_resources().get("CPU", 1) // k))
     trainable = tune.with_parameters(
-        run_trial, data=data, run_dir=str(run_dir), max_t=epochs, patience=epochs + 1,
+        run_trial, data=data, run_location=str(run_dir), max_t=epochs, patience=epochs + 1,
         checkpoint_every=epochs, gpu_share=1 / k if gpu else 0.0, cpus=cpus,
     )
     resources = {"cpu": cpus, "gpu": 1 / k if gpu else 0}

@@ -100,7 +100,7 @@ FRONT = ["fid", "params"]  # quality against size: the trade-off `pareto` marks
 
 def make_row(*, run: str, trial_id: str, seed: int, sampler: str, search_objective: str, search_score: float,
              preset: str | None, trial: TrialConfig, params: int, training: dict[str, Any], score: Score,
-             classes: tuple[str, ...], checkpoint: Path, sample_grid: Path, data_source: str, train_on: str,
+             classes: tuple[str, ...], checkpoint: str | Path, sample_grid: str | Path, data_source: str, train_on: str,
              gmm_components: int) -> dict[str, Any]:
     """One leaderboard row, as a JSON-able dict with exactly SCHEMA's columns. `training` holds
     epochs_trained, best_epoch, best_val_loss, train_seconds and device."""

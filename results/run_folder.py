@@ -17,6 +17,10 @@
 
 Tune writes its own experiment state beside these (experiment_state-*.json, searcher state).
 Every file a trial or the driver writes again and again is appended to, never rewritten whole.
+
+A run folder at a URI (s3://bucket/prefix/NAME, results.storage) is worked on in this node's
+mirror of it: `path` is the mirror, and whoever writes there pushes, whoever reads what another
+node wrote pulls. For a local run folder push and pull do nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from cvae_core.config import describe_shape
 from cvae_core.sources import DataError, absolute_source
 
 from .names import resolve_extractor
+from .storage import Remote, check_uri, is_uri
 
 if TYPE_CHECKING:  # the run folder is read without torch
     from cvae_core.data import ImageData
@@ -38,6 +43,7 @@ if TYPE_CHECKING:  # the run folder is read without torch
 SPACE_FILE = "space.yaml"
 FINAL_DIR = "final"  # RUN/final/<trial>_s<seed>/: the final stage's retrainings
 LEADERBOARD_FILE = "leaderboard.parquet"
+FAILURE_FILE = "failure.json"  # RUN/<trial>/failure.json
 
 
 def trial_name(config: dict, trial_id: str) -> str:
@@ -84,14 +90,53 @@ class Finalist:
 
 @dataclass(frozen=True)
 class RunFolder:
-    path: Path
+    path: Path  # where this node reads and writes it: the run folder, or its mirror
+    remote: Remote | None = None  # where it lives, when at a URI
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path).resolve())
 
+    @classmethod
+    def at(cls, location: str | Path) -> RunFolder:
+        """The run folder at a path or a URI (then `path` is this node's mirror of it)."""
+        if is_uri(location):
+            remote = Remote(str(location))
+            return cls(remote.scratch, remote)
+        return cls(Path(location).expanduser())
+
+    @property
+    def location(self) -> str:
+        """Where the run lives, the same on every node: its URI, or its folder."""
+        return self.remote.uri if self.remote else str(self.path)
+
+    @property
+    def storage(self) -> str:
+        """Where the run lives, less its name: `--storage`, as Tune's storage_path."""
+        return self.location.rsplit("/", 1)[0] if self.remote else str(self.path.parent)
+
     @property
     def name(self) -> str:
         return self.path.name
+
+    def address(self, path: Path) -> str:
+        """Where a file of the run lives, as records name it: its path, or its URI."""
+        return f"{self.location}/{path.relative_to(self.path).as_posix()}" if self.remote else str(path)
+
+    def pull(self, local: Path | None = None, recursive: bool = True, keep=lambda path: True) -> None:
+        """Bring the files under `local` (default: the whole run) from the bucket to this node."""
+        if self.remote:
+            self.remote.pull(local, recursive, keep)
+
+    def push(self, local: Path | None = None, recursive: bool = True) -> None:
+        """Upload the files under `local` that changed here (default: the whole run)."""
+        if self.remote:
+            self.remote.push(local, recursive)
+
+    def remove(self, path: Path) -> None:
+        """Delete a file of the run, here and in the bucket."""
+        path.unlink(missing_ok=True)
+        if self.remote:
+            self.remote.remove(path)
 
     @property
     def space_file(self) -> Path:
@@ -133,7 +178,7 @@ class RunFolder:
         return self.path / name
 
     def failure_file(self, trial_name: str) -> Path:
-        return self.trial(trial_name) / "failure.json"
+        return self.trial(trial_name) / FAILURE_FILE
 
     def read_failure(self, trial_name: str) -> dict | None:
         """A failed trial's record (kind, reason, and the epoch of a divergence), or None."""
@@ -224,3 +269,14 @@ class RunFolder:
         name = resolve_extractor(requested, inception_weights)
         atomic_write_text(self._extractor_file, json.dumps({**recorded, stage: name}))
         return name
+
+
+def open_run(location: str | Path) -> RunFolder:
+    """A run folder to read or go on with, at a path or a URI (its own files, not its trials' or
+    finalists', are pulled into this node's mirror). Raises StorageError for a URI no run can be at."""
+    if not is_uri(location):
+        return RunFolder(location)
+    check_uri(str(location), "RUN_DIR")
+    run = RunFolder.at(location)
+    run.pull(run.path, recursive=False)
+    return run

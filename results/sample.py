@@ -26,7 +26,7 @@ from cvae_core.cli import ArgumentParser, number
 from cvae_core.sources import absolute_source
 
 from .names import SAMPLERS
-from .run_folder import Finalist, RunFolder
+from .run_folder import Finalist, open_run
 
 
 def class_index(name: str, classes: list[str]) -> int:
@@ -52,7 +52,7 @@ def scored_device(row: pd.Series) -> str | None:
 
 def parse_args(argv: list[str] | None):
     p = ArgumentParser(prog="python -m results.sample", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", help="a run folder, or its URI")
     p.add_argument("--row", type=int, default=0, help="leaderboard position, 0 = best FID")
     p.add_argument("--class", dest="cls", default=None, help="class name or index (default: every class)")
     p.add_argument("--n", type=number(int, at_least=1), default=None,
@@ -66,16 +66,19 @@ def parse_args(argv: list[str] | None):
     return p.parse_args(argv)
 
 
-def leaderboard_row(run_dir: Path, index: int) -> pd.Series:
-    """Row `index` of the run's leaderboard, checked to hold what regenerating its images needs."""
-    run = RunFolder(run_dir)
+def leaderboard_row(run_dir: str | Path, index: int) -> pd.Series:
+    """Row `index` of the run's leaderboard (a run at a URI: with its finalist's weights brought to
+    this node), checked to hold what regenerating its images needs."""
+    run = open_run(run_dir)
     if not run.leaderboard.exists():
-        raise ValueError(f"{run.leaderboard}: no leaderboard; run python -m search.final {run_dir}")
+        raise ValueError(f"{run.location}/{run.leaderboard.name}: no leaderboard; run python -m search.final "
+                         f"{run_dir}")
     board = pd.read_parquet(run.leaderboard)
     if not 0 <= index < len(board):
         raise ValueError(f"--row {index}: the leaderboard has rows 0..{len(board) - 1}")
     row = board.iloc[index].copy()
     row["checkpoint"] = str(run.finalist_file(row["checkpoint"]))
+    run.pull(Path(row["checkpoint"]).parent, recursive=False)
     if not Path(row["checkpoint"]).exists():
         raise ValueError(f"{row['checkpoint']}: checkpoint of row {index} not found")
     if any(pd.isna(row[c]) for c in ("train_on", "gmm_components", "data_source")):

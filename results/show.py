@@ -1,8 +1,8 @@
 """Print a run's leaderboard and write a small report beside it.
 
-    python -m results.show RUN_DIR [--top 5]
+    python -m results.show RUN_DIR [--top 5] [--out DIR]
 
-RUN_DIR/report/ gets report.md (the top rows, linking the figures), samples.png (the
+RUN_DIR (a folder, or a URI such as s3://bucket/prefix/NAME) /report/, or --out DIR, gets report.md (the top rows, linking the figures), samples.png (the
 per-class sample grids of the top rows), per_class.png (their FID and class accuracy per class),
 precision_recall.png (every row), fid_vs_params.png and val_loss.png (validation-loss curves of
 every finalist training), and a section on the search (results.search_report): search_history.png,
@@ -28,7 +28,8 @@ from cvae_core.cli import ArgumentParser, number  # noqa: E402
 from cvae_core.layout import GRID_CLASSES, read_metrics  # noqa: E402
 
 from .leaderboard import SHOWN  # noqa: E402
-from .run_folder import RunFolder  # noqa: E402
+from .run_folder import RunFolder, open_run  # noqa: E402
+from .storage import StorageError  # noqa: E402
 from .search_report import write_search_section  # noqa: E402
 
 
@@ -181,12 +182,12 @@ def leaderboard_section(board: pd.DataFrame, top_n: int, out: Path) -> list[str]
     ]
 
 
-def write_report(run_dir: Path, top_n: int = 5) -> Path:
-    """Write RUN_DIR/report/ (the leaderboard, once there is one, and the search) and return the
-    path of its report.md."""
+def write_report(run_dir: Path, top_n: int = 5, out: Path | None = None) -> Path:
+    """Write RUN_DIR/report/, or `out` (the leaderboard, once there is one, and the search), and
+    return the path of its report.md."""
     run = RunFolder(run_dir)
-    out = run.report_dir
-    out.mkdir(exist_ok=True)
+    out = out or run.report_dir
+    out.mkdir(parents=True, exist_ok=True)
     md = [f"# {run.name}", ""]
     if run.leaderboard.exists():
         md += leaderboard_section(located(run, pd.read_parquet(run.leaderboard)), top_n, out)
@@ -199,21 +200,31 @@ def write_report(run_dir: Path, top_n: int = 5) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m results.show", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", help="a run folder, or its URI")
     p.add_argument("--top", type=number(int, at_least=1), default=5, help="rows to print and show samples of")
+    p.add_argument("--out", type=Path, default=None, help="the folder to write the report in (default: RUN_DIR/report)")
     args = p.parse_args(argv)
-    run = RunFolder(args.run_dir)
-    if not run.leaderboard.exists() and not run.trials_table.exists():
-        print(f"error: {run.leaderboard}: no leaderboard yet; run python -m search.final {args.run_dir}",
-              file=sys.stderr)
+    try:
+        run = open_run(args.run_dir)
+    except StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    if not run.leaderboard.exists() and not run.trials_table.exists():
+        print(f"error: {run.location}/{run.leaderboard.name}: no leaderboard yet; run python -m search.final "
+              f"{args.run_dir}", file=sys.stderr)
+        return 2
+    run.pull(keep=lambda path: path.suffix != ".pt")  # a run at a URI: its records and images, not its weights
     if run.leaderboard.exists():
         board = pd.read_parquet(run.leaderboard)
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(board.head(args.top)[SHOWN].to_string(index=False))
     else:
         print(f"no leaderboard yet (python -m search.final {args.run_dir}); the report shows the search")
-    print(f"report: {write_report(args.run_dir, args.top)}")
+    report = write_report(run.path, args.top, args.out)
+    if args.out is None and run.remote:
+        run.push(run.report_dir)
+        report = f"{run.location}/{report.relative_to(run.path).as_posix()}"
+    print(f"report: {report}")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .run_folder import RunFolder
+from .run_folder import RunFolder, open_run
 
 # What each study trial carries besides its parameters and values (user attributes):
 TUNE_TRIAL_ID = "tune_trial_id"  # Tune's id: trials.parquet's trial_id
@@ -27,9 +27,21 @@ class NoStudy(ValueError):
 def journal_storage(run: RunFolder):
     """The run's journal storage (Optuna creates the file, empty, if it is missing)."""
     from optuna.storages import JournalStorage
+
+    return JournalStorage(_journal_file(run.location))
+
+
+def _journal_file(location: str):
+    """Optuna's journal file backend for the run at `location`, which, unpickled (a searcher Tune
+    restores, on this machine or another), opens the journal where this node has the run: a
+    pickled JournalFileBackend holds the path of the machine that pickled it."""
     from optuna.storages.journal import JournalFileBackend
 
-    return JournalStorage(JournalFileBackend(str(run.study_journal)))
+    class RunJournal(JournalFileBackend):
+        def __reduce__(self):
+            return _journal_file, (location,)
+
+    return RunJournal(str(RunFolder.at(location).study_journal))
 
 
 def artifact_store(run: RunFolder):
@@ -40,13 +52,16 @@ def artifact_store(run: RunFolder):
 
 
 def load_study(run_dir: str | Path):
-    """The run's study, as `optuna.load_study` opens it; NoStudy when the run has none."""
+    """The run's study (the run's folder or URI), as `optuna.load_study` opens it; NoStudy when the
+    run has none."""
     import optuna
 
-    run = RunFolder(run_dir)
+    run = open_run(run_dir)
     if not run.study_journal.exists():
         why = "a presets space runs a grid without Optuna" if run.is_run() else "not a search run folder"
         raise NoStudy(f"{run.study_journal}: no Optuna study in {run.path} ({why})")
     # The journal holds this run's study alone, named as the run was when it started: a run folder
     # renamed since still opens it.
-    return optuna.load_study(study_name=None, storage=journal_storage(run))
+    storage = journal_storage(run)
+    names = [study.study_name for study in storage.get_all_studies()]
+    return optuna.load_study(study_name=names[0] if len(names) == 1 else None, storage=storage)

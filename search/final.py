@@ -8,11 +8,11 @@ what is missing. The command line and the run folder are checked before torch or
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
 from cvae_core.sources import DataError
-from results.run_folder import RunFolder
+from results.run_folder import open_run
+from results.storage import StorageError
 
 from .cluster import ClusterError, parse_address
 from .settings import RunFolderError, load_spec, with_overrides
@@ -21,7 +21,7 @@ from .validation import SpaceError
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m search.final", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", type=Path, help="a search's run folder (holding space.yaml and trials.parquet)")
+    p.add_argument("run_dir", help="a search's run folder (holding space.yaml and trials.parquet), or its URI")
     p.add_argument("--data", default=None, help="the data to use (default: what the search recorded)")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
     p.add_argument("--rescore", action="store_true",
@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
     args = p.parse_args(argv)
     show_logs()
-    run = RunFolder(args.run_dir)
     try:
         parse_address(args.address)
+        run = open_run(args.run_dir)
         if not run.trials_table.exists():
-            raise RunFolderError(f"{run.path}: no {run.trials_table.name}; run python -m search.run first")
+            raise RunFolderError(f"{run.location}: no {run.trials_table.name}; run python -m search.run first")
         spec = with_overrides(load_spec(run.space_file), inception_weights=args.inception_weights)
 
         from cvae_core.data import load_data  # the heavy part starts here
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         res = spec.search.resources
         connect(args.address)
         check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")
-    except (SpaceError, RunFolderError, DataError, ClusterError) as e:
+    except (SpaceError, RunFolderError, DataError, ClusterError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for notice in spec.notices:

@@ -33,7 +33,8 @@ from results import two_stage
 from results.features import MetricOptions
 from results.leaderboard import SHOWN, make_row, missing_columns, write_leaderboard
 from results.metrics import score
-from results.run_folder import Finalist, RunFolder
+from results.run_folder import FINAL_DIR, Finalist, RunFolder
+from results.storage import Uploads
 from results.samplers import encoder_means, generate, save_sample_grid
 
 from .objective import METRIC, searched_keys
@@ -80,8 +81,19 @@ def _needs_scoring(row_file, rescore: bool) -> bool:
     return rescore and bool(missing_columns(json.loads(row_file.read_text())))
 
 
-def _train_finalist(config: TrialConfig, finalist: Finalist, data: ImageData, train_on: str, final: Final,
-                    seed: int, device: torch.device) -> tuple[CVAE, dict]:
+def _uploading(run: RunFolder, finalist: Finalist, every: int, uploads: Uploads | None, show):
+    """train()'s callback: `show`, and in a run folder at a URI, each checkpoint's upload in the background."""
+
+    def callback(metrics, make_checkpoint):
+        show(metrics, make_checkpoint)
+        if uploads is not None and every and metrics["epoch"] % every == 0:
+            uploads.later(lambda: run.push(finalist.path))
+
+    return callback
+
+
+def _train_finalist(run: RunFolder, config: TrialConfig, finalist: Finalist, data: ImageData, train_on: str,
+                    final: Final, seed: int, device: torch.device) -> tuple[CVAE, dict]:
     """The finalist's model with its kept weights and its training summary: trained (resuming from
     its checkpoint), or loaded when it was trained before."""
     out, name = finalist.path, finalist.path.name
@@ -90,12 +102,15 @@ def _train_finalist(config: TrialConfig, finalist: Finalist, data: ImageData, tr
     ckpt = out / CHECKPOINT_FILE
     resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
     log.info(f"{name}: {'resuming at epoch ' + str(resume['epoch']) if resume else 'training'} on {device}")
+    uploads = Uploads() if run.remote else None
     result = train(
         config.model, *split(data, train_on),
         recipe=config.recipe, epochs=final.max_epochs, patience=final.patience, seed=seed, device=device,
         out_dir=out, grid_every=final.grid_every, checkpoint_every=final.checkpoint_every, resume=resume,
-        callback=_progress(name),
+        callback=_uploading(run, finalist, final.checkpoint_every, uploads, _progress(name)),
     )
+    if uploads is not None:
+        uploads.wait()
     summary = {
         "epochs_trained": result.epochs_run, "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss, "stop_reason": result.stop_reason,
@@ -104,6 +119,7 @@ def _train_finalist(config: TrialConfig, finalist: Finalist, data: ImageData, tr
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
     atomic_write_text(finalist.summary, json.dumps(summary))
+    run.push(finalist.path)
     log.info(f"{name}: trained {result.epochs_run} epochs ({result.stop_reason}), best val "
              f"{result.best_val_loss:.2f} at epoch {result.best_epoch}, {summary['train_seconds']:.0f} s")
     return result.model, summary
@@ -126,19 +142,20 @@ def _second_stage(model: CVAE, finalist: Finalist, train_x, train_y, final: Fina
     return second
 
 
-def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: Final, run_dir: str,
+def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: Final, run_location: str,
                  gpu_share: float = 0.0, cpus: float = 1.0, rescore: bool = False) -> list[dict]:
     """Train one finalist (a row of trials.parquet) as its retraining number `seed` (its training
     seed from the row's, search.seeds), resuming, then score each sampler not yet scored (with
     `rescore`, also the rows written before a leaderboard column existed). Its images are drawn
-    with `seed`, the leaderboard row's."""
-    run = RunFolder(run_dir)
+    with `seed`, the leaderboard row's. `run_location`: the run's folder or URI (RunFolder.at)."""
+    run = RunFolder.at(run_location)
     config = TrialConfig.from_dict(json.loads(trial["config"]))
     finalist = run.finalist(Path(trial["trial_dir"]).name, seed)
+    run.pull(finalist.path)  # what an earlier attempt finished, on whichever node
     todo = [s for s in final.samplers if _needs_scoring(finalist.row(s), rescore)]
     if todo:
         device = claim_device(gpu_share, cpus)
-        model, summary = _train_finalist(config, finalist, data, train_on, final, retraining_seed(trial.get("seed"), seed),
+        model, summary = _train_finalist(run, config, finalist, data, train_on, final, retraining_seed(trial.get("seed"), seed),
                                          device)
         _score_finalist(run, trial, config, finalist, model, summary, todo, data, train_on, final, seed, device)
     return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
@@ -170,10 +187,12 @@ def _score_finalist(run: RunFolder, trial: dict, config: TrialConfig, finalist: 
             search_objective=trial["objective"], search_score=trial["score"],
             preset=preset if isinstance(preset, str) else None,  # pandas reads a missing string as NaN
             trial=config, params=count_params(model), training=summary, score=s, classes=data.classes,
-            checkpoint=finalist.path / BEST_FILE, sample_grid=finalist.sample_grid(sampler), data_source=data.source,
+            checkpoint=run.address(finalist.path / BEST_FILE), sample_grid=run.address(finalist.sample_grid(sampler)),
+            data_source=data.source,
             train_on=train_on, gmm_components=final.gmm_components,
         )
         atomic_write_text(finalist.row(sampler), json.dumps(row))
+        run.push(finalist.path)
 
 
 def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False) -> tuple[pd.DataFrame, list[str]]:
@@ -194,12 +213,15 @@ def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False
                     conditional=True, data_ref=data_ref)
     with Printed() as printed:
         futures = {
-            printed.remote(finalist_job, row, seed, data_ref, spec.search.train_on, final, str(run.path), res.gpu,
+            printed.remote(finalist_job, row, seed, data_ref, spec.search.train_on, final, run.location, res.gpu,
                            res.cpu, rescore, num_cpus=res.cpu, num_gpus=res.gpu): (row["trial_id"], seed)
             for row in chosen.to_dict("records") for seed in range(final.seeds)
         }
         failures = _wait_for_finalists(printed, futures)
-    return write_leaderboard(run.path), failures
+    run.pull(run.path / FINAL_DIR, keep=lambda path: path.parent.name == "rows")  # written on their nodes
+    board = write_leaderboard(run.path)
+    run.push(run.path, recursive=False)
+    return board, failures
 
 
 def _wait_for_finalists(printed: Printed, futures: dict) -> list[str]:
@@ -225,12 +247,12 @@ def run_and_report(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = 
         print(f"error: final stage: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what the finalists finished is on disk
-        print(f"interrupted: run the same command, or python -m search.final {run.path}, to go on", flush=True)
+        print(f"interrupted: run the same command, or python -m search.final {run.location}, to go on", flush=True)
         return 130
     print(board[SHOWN].to_string(index=False))
-    print(f"leaderboard: {run.leaderboard}")
+    print(f"leaderboard: {run.location}/{run.leaderboard.name}")
     for f in failures:
         print(f"final stage: failed {f}", file=sys.stderr)
     if failures:
-        print(f"rerun python -m search.final {run.path} to retry the failed finalists", file=sys.stderr)
+        print(f"rerun python -m search.final {run.location} to retry the failed finalists", file=sys.stderr)
     return 1 if failures else 0

@@ -1,6 +1,7 @@
-"""Run a search: `python -m search.run --space spaces/cnn.yaml [--data PATH] [--storage DIR] ...`.
+"""Run a search: `python -m search.run --space spaces/cnn.yaml [--data PATH] [--storage DIR|URI] ...`.
 
-The run folder STORAGE/NAME (results.run_folder) holds the space file as run, Tune's experiment
+The run folder STORAGE/NAME (results.run_folder; STORAGE a folder, or a URI such as
+s3://bucket/prefix: results.storage) holds the space file as run, Tune's experiment
 state, one folder per trial and trials.parquet, then the final stage's leaderboard. Running the
 same command again resumes an interrupted search; --fresh starts over. Every input is checked
 before anything is written; the command line and the space file before torch or Ray is imported.
@@ -19,6 +20,7 @@ import yaml
 from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
 from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
 from results.run_folder import RunFolder
+from results.storage import StorageError, check_uri, is_uri
 
 from .cluster import ClusterError, parse_address
 from .settings import RunFolderError, Spec, for_data, load_spec, run_name_problem, with_overrides
@@ -55,9 +57,36 @@ def _try_to_make(folder: Path, storage: Path) -> None:
                 p.rmdir()
 
 
+def _run_folder(storage: str, name: str) -> RunFolder:
+    """The run folder STORAGE/NAME, checked to be one that can be made, before anything starts."""
+    if is_uri(storage):
+        check_uri(storage, "--storage")
+        return RunFolder.at(f"{storage.rstrip('/')}/{name}")
+    folder = Path(storage).expanduser().resolve()
+    run = RunFolder(folder / name)
+    _check_storage(folder, run.path)
+    return run
+
+
+def _check_remote_run(run: RunFolder) -> bool:
+    """A run folder at a URI: whether it holds a run (then its own files are pulled into this
+    node's mirror), or nothing (then a mirror left from a run deleted since is cleared)."""
+    held = {Path(info.path).name for info in run.remote.listing(recursive=False, folders=True)}
+    if not held:
+        shutil.rmtree(run.path, ignore_errors=True)  # the mirror is this program's scratch, not the user's
+        return False
+    if run.space_file.name not in held:
+        raise RunFolderError(f"{run.location}: holds files and is not a search run (no {run.space_file.name}); "
+                             "nothing was deleted; pass another --name or --storage")
+    run.pull(run.path, recursive=False)
+    return True
+
+
 def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> bool:
     """Check an existing run folder against this command, changing nothing; True if it holds a run
     to continue."""
+    if run.remote and not _check_remote_run(run):
+        return False
     if not run.path.exists():
         return False
     if not run.path.is_dir():
@@ -71,7 +100,8 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
     if fresh:
         return False
     if yaml.safe_load(run.space_file.read_text()) != spec.raw:
-        raise RunFolderError(f"{spec.path}: differs from {run.space_file}, which this run started with; "
+        raise RunFolderError(f"{spec.path}: differs from {run.location}/{run.space_file.name}, which this run "
+                             "started with; "
                              "pass --fresh to start over or --name for a new run")
     run.check_source(source)
     if not spec.space.presets and run.has_tune_state() and not run.study_journal.exists():
@@ -89,10 +119,13 @@ def _check_batch_size(spec: Spec, n_train: int) -> None:
 def _create_run_folder(spec: Spec, run: RunFolder, fresh: bool, resuming: bool, source: str, data) -> None:
     if fresh and run.path.exists():
         shutil.rmtree(run.path)  # _check_run_folder made sure it is a run folder
+    if fresh and run.remote:
+        run.remote.delete()
     if not resuming:
         run.path.mkdir(parents=True, exist_ok=True)
         run.space_file.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
     run.record_data(source, data)
+    run.push(run.path, recursive=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", required=True, type=Path, help="search space YAML (spaces/*.yaml)")
     p.add_argument("--data", default=None,
                    help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: {default_source()})")
-    p.add_argument("--storage", type=Path, default=Path("runs"), help="parent folder of run folders")
+    p.add_argument("--storage", default="runs",
+                   help="parent folder of run folders, or a URI such as s3://bucket/prefix (docs/clusters.md)")
     p.add_argument("--name", default=None, help="run folder name (default: the space's name)")
     p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
@@ -115,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RunFolderError(f"--name: {problem}")
         parse_address(args.address)
         spec = with_overrides(load_spec(args.space), args.num_samples, args.inception_weights)
-        storage = args.storage.expanduser().resolve()
-        run = RunFolder(storage / (args.name or spec.name))
-        _check_storage(storage, run.path)
+        run = _run_folder(args.storage, args.name or spec.name)
         source = absolute_source(args.data)
         resuming = _check_run_folder(spec, run, args.fresh, source)
 
@@ -133,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         res = spec.search.resources
         connect(args.address)
         check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")
-    except (SpaceError, RunFolderError, DataError, ClusterError) as e:
+    except (SpaceError, RunFolderError, DataError, ClusterError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for notice in spec.notices:
@@ -151,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if finished is None:
         return 1
     if not finished:
-        print(f"interrupted: run the same command to resume {run.path}")
+        print(f"interrupted: run the same command to resume {run.location}")
         return 130
     return run_and_report(run, spec, data)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from ray.tune.schedulers import ASHAScheduler
 
 from cvae_core.atomic import append_records, read_records
+from results.run_folder import RunFolder
 
 from .private_api import asha_cutoff, asha_rungs, asha_sign, asha_stopped, save_experiment_state, set_asha_stopped
 
@@ -90,9 +91,12 @@ def stopped_by_asha(state_path: str | Path) -> set[str]:
 
 
 class PersistentASHA(SavesOnEvents, ASHAScheduler):
-    def __init__(self, state_path: str | Path, **kwargs):
+    """ASHA whose rungs are kept in the run's RUN/asha_state.jsonl (`run_location`: the run's
+    folder or URI, found again wherever a resumed search unpickles it)."""
+
+    def __init__(self, run_location: str, **kwargs):
         super().__init__(**kwargs)
-        self._state_path = str(Path(state_path).resolve())
+        self._location = str(run_location)
         self._written: set[tuple[int, int, str]] = set()  # (bracket, rung, trial) already in the file
         self._load()
 
@@ -101,6 +105,10 @@ class PersistentASHA(SavesOnEvents, ASHAScheduler):
         self.__dict__.update(state)
         self._reset_save_clock()
         self._load()
+
+    @property
+    def _state_path(self) -> Path:
+        return RunFolder.at(self._location).asha_state
 
     def _load(self) -> None:
         for record in read_records(self._state_path):

@@ -58,12 +58,13 @@ class ScoreOptunaSearch(OptunaSearch):
     """OptunaSearch told only of results that carry the metric (a trial is scored from its first
     ASHA milestone on, and OptunaSearch reads the metric of every result it is given), whose study
     trials say which Tune trial they are (see the module doc), and whose suggestions carry their
-    study trial number (search.seeds). `run_dir`: the run folder; `space` also says a sampled
-    configuration's parameter count (`params`, None where it has none)."""
+    study trial number (search.seeds). `run_location`: the run's folder or URI (RunFolder.at), the
+    same wherever a resumed search unpickles it; `space` also says a sampled configuration's
+    parameter count (`params`, None where it has none)."""
 
-    def __init__(self, *args, space, run_dir: str, **kwargs):
+    def __init__(self, *args, space, run_location: str, **kwargs):
         super().__init__(*args, space=space, **kwargs)
-        self._params, self._run_dir = space.params, run_dir
+        self._params, self._run_location = space.params, run_location
 
     def suggest(self, trial_id: str) -> dict | None:
         owned = searcher_trials(self)
@@ -72,7 +73,7 @@ class ScoreOptunaSearch(OptunaSearch):
         config = super().suggest(trial_id)
         if config is not None:
             config[TRIAL_NUMBER] = owned[trial_id].number
-            trial, folder = owned[trial_id], RunFolder(self._run_dir).trial(trial_name(config, trial_id))
+            trial, folder = owned[trial_id], RunFolder.at(self._run_location).trial(trial_name(config, trial_id))
             trial.set_user_attr(study_files.TUNE_TRIAL_ID, trial_id)
             trial.set_user_attr(study_files.TRIAL_DIR, str(folder))
             if (params := self._params(config)) is not None:
@@ -122,7 +123,9 @@ class ScoreOptunaSearch(OptunaSearch):
     def _label_end(self, trial: optuna.Trial, result: dict, error: bool) -> None:
         """Why it stopped and when it was scored, and its last sample grid (a finished trial takes
         no more attributes, so before it is told)."""
-        run, folder = RunFolder(self._run_dir), Path(trial.user_attrs[study_files.TRIAL_DIR])
+        run = RunFolder.at(self._run_location)
+        folder = run.trial(Path(trial.user_attrs[study_files.TRIAL_DIR]).name)  # where this node has it
+        run.pull(folder, keep=lambda path: path.suffix != ".pt")  # written on its trial's node
         failure = run.read_failure(folder.name)
         trial.set_user_attr(study_files.STOP_REASON, stop_reason("ERROR" if error else "TERMINATED", result, failure))
         if "score_epoch" in result:
@@ -136,7 +139,7 @@ class ScoreOptunaSearch(OptunaSearch):
 def settle(run: RunFolder, table: pd.DataFrame, keys: list[str]) -> None:
     """Once the search has ended: every study trial still running is told how its Tune trial ended
     (its row of trials.parquet: the objectives' columns `keys`), or fails when no trial ran it."""
-    study = study_files.load_study(run.path)
+    study = study_files.load_study(run.location)
     rows = table.set_index("trial_id")
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tune_id = trial.user_attrs.get(study_files.TUNE_TRIAL_ID)

@@ -23,6 +23,7 @@ from cvae_core.models import config_params
 from cvae_core.training import TrainingDiverged, train
 from results.features import MetricOptions
 from results.run_folder import RunFolder, trial_name
+from results.storage import Uploads
 
 from .objective import TrialScorer
 from .schedulers import stopped_by_asha
@@ -49,14 +50,14 @@ def record_failure(failure_file: Path, kind: str, error: BaseException) -> None:
     failure_file.write_text(json.dumps({"kind": kind, "reason": str(error), **epoch}))
 
 
-def check_earlier_failure(failure_file: Path) -> None:
+def check_earlier_failure(run: RunFolder, name: str) -> None:
     """Before a retry: a divergence would only happen again (TrialFailed); any other recorded
     failure is cleared, since this attempt may finish or fail otherwise."""
-    if failure_file.exists():
-        recorded = json.loads(failure_file.read_text())
+    recorded = run.read_failure(name)
+    if recorded is not None:
         if recorded["kind"] == "diverged":
             raise TrialFailed(recorded["reason"])
-        failure_file.unlink()
+        run.remove(run.failure_file(name))
 
 
 def _scores(scores_file: Path, up_to_epoch: int) -> dict | None:
@@ -65,12 +66,12 @@ def _scores(scores_file: Path, up_to_epoch: int) -> dict | None:
     return next((r for r in reversed(read_records(scores_file)) if r["score_epoch"] <= up_to_epoch), None)
 
 
-def remove_empty_event_files(trial_dir: Path) -> None:
+def remove_empty_event_files(run: RunFolder, trial_dir: Path) -> None:
     """An attempt killed before its TensorBoard writer first flushed (every 30 s) left an empty
     event file, which shows nothing. A non-empty one holds an earlier attempt's curves: it stays."""
     for path in trial_dir.glob(EVENT_FILES):
         if path.stat().st_size == 0:
-            path.unlink()
+            run.remove(path)
 
 
 def _report_last(run: RunFolder, name: str, carried: dict) -> None:
@@ -90,16 +91,22 @@ def _scorer(trial: TrialConfig, data: ImageData, objective: Objective, inception
 
 class _Reporter:
     """train()'s callback for one trial: scores the kept weights when due, writes TensorBoard events
-    and the checkpoint, and reports the epoch to Tune with its latest score and `carried`."""
+    and the checkpoint, and reports the epoch to Tune with its latest score and `carried`.
+
+    In a run folder at a URI it also uploads the trial's folder: in the background after a
+    checkpoint, and before the report at a milestone and at the last epoch, where Tune may stop
+    the trial (ASHA) and never come back."""
 
     def __init__(self, run: RunFolder, name: str, scorer: TrialScorer | None, score_at: frozenset[int],
                  checkpoint_every: int, carried: dict, last_score: dict | None):
-        self.checkpoint, self.failure_file = run.trial(name) / CHECKPOINT_FILE, run.failure_file(name)
+        self.run, self.folder = run, run.trial(name)
+        self.checkpoint, self.failure_file = self.folder / CHECKPOINT_FILE, run.failure_file(name)
         self.scores_file = run.scores_file(name)
         self.scorer, self.score_at, self.checkpoint_every = scorer, score_at, checkpoint_every
         self.carried, self.last_score = carried, last_score
         self.reported = False
-        self.events = SummaryWriter(str(run.trial(name)), flush_secs=30)
+        self.events = SummaryWriter(str(self.folder), flush_secs=30)
+        self.uploads = Uploads() if run.remote else None
 
     def __call__(self, metrics: dict, make_checkpoint) -> None:
         self._score(metrics, make_checkpoint)
@@ -107,14 +114,27 @@ class _Reporter:
             value = {**metrics, **(self.last_score or {})}.get(key)
             if value is not None:
                 self.events.add_scalar(key, value, metrics["epoch"])
+        decisive = metrics["epoch"] in self.score_at or metrics["stop"] is not None
         if metrics["epoch"] % self.checkpoint_every == 0 or metrics["stop"] is not None:
             # Before reporting: Tune may stop the trial on this report (ASHA) and never return.
             atomic_torch_save(make_checkpoint(), self.checkpoint)
+            if self.uploads and not decisive:
+                self.uploads.later(lambda: self.run.push(self.folder))
+        if decisive:
+            self.upload()
         tune.report({**metrics, **(self.last_score or {}), **self.carried})
         self.reported = True
 
+    def upload(self) -> None:
+        """Everything the trial wrote so far into the bucket, now (nothing for a local run)."""
+        if self.uploads:
+            self.events.flush()
+            self.uploads.wait()
+            self.run.push(self.folder)
+
     def close(self) -> None:
         self.events.close()
+        self.upload()
 
     def _score(self, metrics: dict, make_checkpoint) -> None:
         if self.scorer is None:
@@ -131,7 +151,7 @@ class _Reporter:
 def run_trial(
     config: dict,
     data: ImageData,
-    run_dir: str,
+    run_location: str,
     train_on: str = "train",
     max_t: int = 200,
     patience: int = 20,
@@ -150,17 +170,20 @@ def run_trial(
     once. With a fid/kid `objective` (its extractor already resolved) the kept weights are scored
     at the epochs in `score_at` and at the last epoch; every later result carries that score.
     It trains with the seed search.seeds derives from `search_seed` and its place in the search.
-    Everything the trial keeps is in its folder of the run folder (`run_dir`, a path every node
-    sees): its epoch records, checkpoint, scores, grids, failure record and TensorBoard events.
-    A restarted trial continues from its own checkpoint, so Tune keeps no checkpoints and the
-    driver's saved state holds no paths that a kill could leave dangling.
+    Everything the trial keeps is in its folder of the run folder (`run_location`: a folder every
+    node sees, or a URI, results.storage): its epoch records, checkpoint, scores, grids, failure
+    record and TensorBoard events. A restarted trial continues from its own checkpoint, so Tune
+    keeps no checkpoints and the driver's saved state holds no paths that a kill could leave
+    dangling.
     """
     trial_id = tune.get_context().get_trial_id()
-    run, name = RunFolder(run_dir), trial_name(config, trial_id)
+    run, name = RunFolder.at(run_location), trial_name(config, trial_id)
     trial_dir, failure_file = run.trial(name), run.failure_file(name)
+    run.pull(trial_dir)  # a restarted trial's folder, from wherever it ran before
+    run.pull(run.path, recursive=False, keep=lambda path: path == run.asha_state)
     trial_dir.mkdir(parents=True, exist_ok=True)
-    check_earlier_failure(failure_file)
-    remove_empty_event_files(trial_dir)
+    check_earlier_failure(run, name)
+    remove_empty_event_files(run, trial_dir)
 
     device = claim_device(gpu_share, cpus)
     trial = trial_config(config)
@@ -190,6 +213,6 @@ def run_trial(
         record_failure(failure_file, "out_of_memory", e)
         raise
     finally:
-        report.close()
+        report.close()  # uploads what the trial wrote, its failure record included
     if not report.reported:  # restarted after it had finished (a kill before Tune saved that): say so again
         _report_last(run, name, carried)

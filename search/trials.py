@@ -16,7 +16,7 @@ from ray.tune import ExperimentAnalysis
 from cvae_core.atomic import atomic_write
 from results.leaderboard import config_schema
 from results.pareto import on_front
-from results.run_folder import RunFolder, trial_name
+from results.run_folder import FAILURE_FILE, RunFolder, trial_name
 
 from .space import trial_config
 
@@ -69,7 +69,7 @@ def trial_row(run: RunFolder, trial) -> dict:
     config = trial_config(trial.config)
     return {
         "trial_id": trial.trial_id,
-        "trial_dir": str(run.trial(name)),
+        "trial_dir": run.address(run.trial(name)),
         "status": trial.status,
         "stop_reason": stop_reason(trial.status, last, failure),
         "error": failure["reason"] if failure else _tune_error(trial),
@@ -92,7 +92,8 @@ def trial_row(run: RunFolder, trial) -> dict:
 
 def trials_table(run: RunFolder) -> pd.DataFrame:
     """One row per trial, best score first: status, stop reason, epochs, score, params and the config."""
-    rows = [trial_row(run, trial) for trial in ExperimentAnalysis(str(run.path)).trials]
+    run.pull(keep=lambda path: path.name == FAILURE_FILE)  # a run at a URI: written on the trials' nodes
+    rows = [trial_row(run, trial) for trial in ExperimentAnalysis(run.location).trials]
     df = pd.DataFrame(rows, columns=[name for name in SCHEMA.names if name not in DERIVED])
     if len(df):
         df = df.sort_values(["score", "best_val_loss"], na_position="last").reset_index(drop=True)

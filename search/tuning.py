@@ -44,7 +44,7 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
     the run folder. Trials keep their own checkpoints, so Tune keeps none. `space`: Optuna's
     define-by-run space with a `params(config)`, when not the spec's (a benchmark's)."""
     s = spec.search
-    scheduler = PersistentASHA(run.asha_state, time_attr="epoch", max_t=s.asha.max_t, grace_period=s.asha.grace_period,
+    scheduler = PersistentASHA(run.location, time_attr="epoch", max_t=s.asha.max_t, grace_period=s.asha.grace_period,
                                reduction_factor=s.asha.reduction_factor, metric=METRIC, mode=MODE)
     if spec.space.presets:
         search_alg = None
@@ -61,7 +61,7 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
         search_alg = ScoreOptunaSearch(space=space or spec.space, metric=metric, mode=mode,
                                        sampler=tpe_sampler(s.searcher, s.seed, (*score_at, s.asha.max_t)),
                                        storage=journal_storage(run),
-                                       study_name=run.name, run_dir=str(run.path))
+                                       study_name=run.name, run_location=run.location)
         param_space, num_samples = None, s.num_samples
     return tune.Tuner(
         trainable,
@@ -75,11 +75,29 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
         ),
         run_config=tune.RunConfig(
             name=run.name,
-            storage_path=str(run.path.parent),
+            storage_path=run.storage,
             failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[PushesRunFiles(run.location)] if run.remote else None,
             verbose=1,
         ),
     )
+
+
+class PushesRunFiles(tune.Callback):
+    """Uploads the driver's files of a run at a URI (results.storage) whenever Tune saves its
+    experiment state: Tune asks its callbacks for their state (get_state) in every save, after
+    writing its own, so the bucket's ASHA records and study are never older than its Tune state,
+    as in a local run folder. Holds the run's location, not its mirror: a search resumed on
+    another machine unpickles it there."""
+
+    def __init__(self, location: str):
+        self.location = location
+
+    def get_state(self) -> None:
+        run = RunFolder.at(self.location)
+        run.push(run.path, recursive=False)
+        run.push(run.study_artifacts)
+        return None  # nothing of its own to save
 
 
 def configure_tune() -> None:
@@ -126,16 +144,16 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
             log.error(f"error: search.objective: {e}")
             return None
     trainable = tune.with_resources(tune.with_parameters(
-        run_trial, data=data, run_dir=str(run.path), train_on=s.train_on, max_t=s.asha.max_t, patience=s.patience,
+        run_trial, data=data, run_location=run.location, train_on=s.train_on, max_t=s.asha.max_t, patience=s.patience,
         checkpoint_every=s.checkpoint_every, grid_every=s.grid_every, gpu_share=res.gpu, cpus=res.cpu,
         objective=objective, inception_weights=spec.final.inception_weights,
         score_at=milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t), search_seed=s.seed,
     ), {"cpu": res.cpu, "gpu": res.gpu})
-    if resuming and tune.Tuner.can_restore(str(run.path)):
-        log.info(f"resuming {run.path}")
-        tuner = tune.Tuner.restore(str(run.path), trainable, resume_errored=True)
+    if resuming and tune.Tuner.can_restore(run.location):
+        log.info(f"resuming {run.location}")
+        tuner = tune.Tuner.restore(run.location, trainable, resume_errored=True)
     else:
-        log.info(f"starting {run.path}")
+        log.info(f"starting {run.location}")
         tuner = new_tuner(spec, run, trainable)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
     try:
@@ -145,9 +163,10 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
             if handler is not None:
                 signal.signal(sig, handler)
     table = write_trials_table(run, searched_keys(objective.metric))
+    run.push(run.path, recursive=False)
     done = int(table["status"].isin(["TERMINATED", "ERROR"]).sum())
     log.info(f"{done}/{len(table)} trials finished, {int((table['status'] == 'ERROR').sum())} failed; "
-             f"table in {run.trials_table}")
+             f"table in {run.location}/{run.trials_table.name}")
     finished = results.num_terminated + results.num_errors >= s.num_samples
     if finished and not spec.space.presets:
         settle(run, table, searched_keys(objective.metric))

@@ -4,11 +4,12 @@ from types import SimpleNamespace
 from ray.tune.schedulers import TrialScheduler
 
 from cvae_core.atomic import read_records
+from results.run_folder import RunFolder
 from search.schedulers import PersistentASHA, stopped_by_asha
 
 
-def _asha(path):
-    return PersistentASHA(path, time_attr="epoch", metric="best_val_loss", mode="min",
+def _asha(run_dir):
+    return PersistentASHA(str(run_dir), time_attr="epoch", metric="best_val_loss", mode="min",
                           max_t=8, grace_period=1, reduction_factor=2)
 
 
@@ -20,14 +21,15 @@ def _feed(sched, trial_id, epoch, loss):
 
 
 def test_rungs_survive_a_restore_and_give_the_same_decisions(tmp_path):
-    state = tmp_path / "asha_state.json"
-    sched = _asha(state)
+    state = RunFolder(tmp_path).asha_state
+    sched = _asha(tmp_path)
     pickled = pickle.dumps(sched)  # as the Tuner pickles it at the start, rungs empty
     for i, loss in enumerate([10.0, 9.0, 8.0, 7.0]):
         _feed(sched, f"t{i}", 1, loss)
     assert state.exists()
 
-    fresh_ray_restore = _asha(tmp_path / "elsewhere.json")  # what Ray alone gives: empty rungs
+    (tmp_path / "elsewhere").mkdir()
+    fresh_ray_restore = _asha(tmp_path / "elsewhere")  # what Ray alone gives: empty rungs
     assert _feed(fresh_ray_restore, "late", 1, 11.0) == TrialScheduler.CONTINUE
 
     restored = pickle.loads(pickled)
@@ -42,7 +44,7 @@ def test_asha_follows_the_score_where_the_validation_loss_disagrees(tmp_path):
     'bern' the better samples. The scheduler ranks by the score (the searcher: test_searcher.py)."""
     from search.objective import METRIC, MODE
 
-    sched = PersistentASHA(tmp_path / "asha.json", time_attr="epoch", metric=METRIC, mode=MODE, max_t=8,
+    sched = PersistentASHA(str(tmp_path), time_attr="epoch", metric=METRIC, mode=MODE, max_t=8,
                            grace_period=1, reduction_factor=2)
     results = {"bern": {"epoch": 1, "score": 150.0, "best_val_loss": 1900.0},
                "gauss": {"epoch": 1, "score": 300.0, "best_val_loss": -1500.0}}
@@ -53,8 +55,8 @@ def test_asha_follows_the_score_where_the_validation_loss_disagrees(tmp_path):
 
 
 def test_a_stop_is_recorded_with_its_trial(tmp_path):
-    state = tmp_path / "asha_state.jsonl"
-    sched = _asha(state)
+    state = RunFolder(tmp_path).asha_state
+    sched = _asha(tmp_path)
     for i, loss in enumerate([10.0, 9.0, 8.0, 7.0]):
         _feed(sched, f"t{i}", 1, loss)
     assert _feed(sched, "late", 1, 11.0) == TrialScheduler.STOP

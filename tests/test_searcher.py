@@ -26,7 +26,7 @@ def searcher(run: RunFolder, sampler=None) -> ScoreOptunaSearch:
     create_study(run, ["fid"])
     return ScoreOptunaSearch(space=parse_space_section(SPACE), metric=METRIC, mode=MODE,
                              sampler=sampler or optuna.samplers.RandomSampler(0),
-                             storage=study_files.journal_storage(run), study_name=run.name, run_dir=str(run.path))
+                             storage=study_files.journal_storage(run), study_name=run.name, run_location=run.location)
 
 
 def result(score: float, stop: str | None = None, epoch: int = 4) -> dict:

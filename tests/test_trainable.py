@@ -11,15 +11,19 @@ CONFIG = {"family": "mlp", "latent": 4, "mlp_layers": 1, "mlp_width": 8, "lr": 1
 
 
 def test_a_retry_is_refused_after_a_divergence_and_clears_any_other_failure(tmp_path):
-    failure = tmp_path / "failure.json"
+    from results.run_folder import RunFolder
+
+    run = RunFolder(tmp_path)
+    failure = run.failure_file("t")
+    failure.parent.mkdir()
     failure.write_text(json.dumps({"kind": "out_of_memory", "reason": "CUDA out of memory"}))
-    check_earlier_failure(failure)
+    check_earlier_failure(run, "t")
     assert not failure.exists()  # the retry starts clean: it may finish, or fail otherwise
-    check_earlier_failure(failure)  # nothing recorded: nothing to do
+    check_earlier_failure(run, "t")  # nothing recorded: nothing to do
 
     failure.write_text(json.dumps({"kind": "diverged", "reason": "loss diverged at epoch 3"}))
     with pytest.raises(TrialFailed, match="loss diverged at epoch 3"):
-        check_earlier_failure(failure)
+        check_earlier_failure(run, "t")
     assert failure.exists()
 
 

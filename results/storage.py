@@ -1,0 +1,253 @@
+"""Where a run folder lives: a local folder, or a prefix in object storage worked on through a
+local mirror.
+
+`--storage` takes a folder or a URI that pyarrow.fs resolves: s3://bucket/prefix (the endpoint
+from AWS_ENDPOINT_URL, the credentials from AWS's standard chain: pyarrow's AWS SDK reads both),
+gs://bucket/prefix, file:///path. Every node that touches a run at a URI works on its own mirror
+of it, SCRATCH/<scheme>/<bucket>/<prefix>/<name> (SCRATCH: $CVAE_SCRATCH, else $CVAE_CACHE/scratch):
+whoever writes a file there pushes it (uploads each file changed since its last push), whoever
+needs a file another node wrote pulls it (downloads what is newer in the bucket). Object storage
+has no appends and no renames: a pushed file is uploaded whole, and a reader sees its old object
+or its new one, never half of one.
+
+Why not Tune's own upload for a trial's files (SyncConfig(sync_artifacts=True))? It uploads a
+trial's working folder but never downloads it on a restore, so a trial resumed on another node
+would find neither its checkpoint nor its records (its scores are read back from them). Tune's
+checkpoints (tune.report(checkpoint=...)) upload in the trial's own thread, and cover trials, not
+the final stage's Ray tasks nor the driver's files. Tune's own experiment state does go through
+Tune (its storage_path).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cvae_core.sources import default_cache_dir
+
+
+class StorageError(ValueError):
+    """A storage URI that cannot be used; the message names it, in one line."""
+
+
+def is_uri(location: str | os.PathLike) -> bool:
+    return "://" in str(location)
+
+
+def scratch_root() -> Path:
+    """This node's folder of run mirrors."""
+    return Path(os.environ.get("CVAE_SCRATCH") or default_cache_dir() / "scratch")
+
+
+def _filesystem(uri: str):
+    """pyarrow's filesystem and path for `uri`, built once per process and endpoint (an S3 client
+    costs). Kept out of Remote: a pickled filesystem would carry the credentials it resolved."""
+    return _resolved(uri, os.environ.get("AWS_ENDPOINT_URL"))
+
+
+@functools.lru_cache(maxsize=None)
+def _resolved(uri: str, _endpoint: str | None):
+    from pyarrow.fs import FileSystem
+
+    return FileSystem.from_uri(uri)
+
+
+def _skipped(path: Path) -> bool:
+    """A file being written (cvae_core.atomic's temp files): never pushed."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+# A mirrored file's (size, mtime_ns) here and its object's (size, mtime) in the bucket when it was
+# last pushed or pulled: a file unchanged here is not pushed again, an object unchanged there is not
+# pulled again.
+_synced: dict[str, tuple[tuple, tuple]] = {}
+_lock = threading.Lock()  # one push or pull at a time in a process: a trial's background push and its own
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A run folder at a URI and this node's mirror of it."""
+
+    uri: str  # scheme://bucket/prefix/name, without a trailing slash
+
+    def __post_init__(self):
+        object.__setattr__(self, "uri", self.uri.rstrip("/"))
+
+    @property
+    def _fs(self):
+        return _filesystem(self.uri)[0]
+
+    @property
+    def _root(self) -> str:
+        return _filesystem(self.uri)[1].rstrip("/")
+
+    @property
+    def scratch(self) -> Path:
+        """This node's mirror of the run."""
+        parts = urlsplit(self.uri)
+        return scratch_root() / parts.scheme / (parts.netloc + parts.path).strip("/")
+
+    def _key(self, local: Path) -> str:
+        return f"{self._root}/{local.relative_to(self.scratch).as_posix()}".rstrip("/.")
+
+    def listing(self, local: Path | None = None, recursive: bool = True, folders: bool = False) -> list:
+        """What the bucket holds under `local` (a path in the mirror), as pyarrow FileInfos: its
+        files, and with `folders` its folders too."""
+        from pyarrow.fs import FileSelector, FileType
+
+        infos = self._fs.get_file_info(FileSelector(self._key(local or self.scratch), recursive=recursive,
+                                                    allow_not_found=True))
+        return [info for info in infos if folders or info.type == FileType.File]
+
+    def pull(self, local: Path | None = None, recursive: bool = True, keep=lambda path: True) -> None:
+        """Download the files under `local` that the mirror lacks or holds older (`keep(path)`: which)."""
+        with _lock:
+            for info in self.listing(local, recursive):
+                path = self.scratch / info.path[len(self._root) + 1:]
+                if not keep(path) or not _newer_there(path, info):
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.pull.tmp")
+                with self._fs.open_input_stream(info.path) as src, open(tmp, "wb") as dst:
+                    dst.write(src.read())
+                os.replace(tmp, path)
+                _synced[str(path)] = (_stamp(path), _object_stamp(info))
+
+    def push(self, local: Path | None = None, recursive: bool = True) -> None:
+        """Upload the files under `local` (a folder or a file of the mirror) changed since their
+        last push; the weights (*.pt) last, so that a bucket never holds a checkpoint newer than
+        the records read with it."""
+        local = local or self.scratch
+        if local.is_file():
+            files = [local]
+        elif local.is_dir():
+            files = [p for p in (local.rglob("*") if recursive else local.iterdir()) if p.is_file()]
+        else:
+            return
+        with _lock:
+            for path in sorted(files, key=lambda p: p.suffix == ".pt"):
+                stamp = _stamp(path)
+                if _skipped(path) or _synced.get(str(path), (None,))[0] == stamp:
+                    continue
+                with open(path, "rb") as src, self._fs.open_output_stream(self._key(path)) as dst:
+                    dst.write(src.read())
+                _synced[str(path)] = (stamp, _object_stamp(self._fs.get_file_info(self._key(path))))
+
+    def remove(self, local: Path) -> None:
+        """Delete a file from the bucket (its mirror's copy is the caller's)."""
+        from pyarrow.fs import FileType
+
+        if self._fs.get_file_info(self._key(local)).type == FileType.File:
+            self._fs.delete_file(self._key(local))
+
+    def delete(self) -> None:
+        """Delete the run from the bucket."""
+        self._fs.delete_dir_contents(self._root, missing_dir_ok=True)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _object_stamp(info) -> tuple:
+    return info.size, info.mtime
+
+
+def _newer_there(path: Path, info) -> bool:
+    """Whether the object `info` holds what the mirror's file lacks: the file is missing, or the
+    object changed since this process last synced it while the file did not; when both changed
+    (or the file was never synced here), whichever is younger."""
+    if not path.exists():
+        return True
+    here, there = _synced.get(str(path), (None, None))
+    if there == _object_stamp(info):
+        return False
+    if here == _stamp(path):
+        return True
+    return info.mtime.timestamp() > path.stat().st_mtime
+
+
+class Uploads:
+    """Pushes in a background thread, so that training goes on while its files upload. A push
+    asked for while one waits to start is that one."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvae-push")
+        self._queued: Future | None = None
+
+    def later(self, push) -> None:
+        if self._queued is None or self._queued.running() or self._queued.done():
+            self._queued = self._pool.submit(push)
+
+    def wait(self) -> None:
+        """Wait for the pushes asked for; raise the error of a failed one."""
+        self._pool.submit(lambda: None).result()
+        if self._queued is not None and self._queued.done():
+            self._queued.result()
+
+
+# pyarrow's error, by the AWS SDK's error name or the HTTP status in it, in the user's words (a
+# bucket is checked with HEAD, whose answer has no body to say more).
+_PROBLEMS = {
+    "NETWORK_CONNECTION": "the endpoint does not answer ({endpoint})",
+    "HTTP status 403": "access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                       "or AWS_PROFILE)",
+    "ACCESS_DENIED": "access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                     "or AWS_PROFILE)",
+}
+
+
+def _shown(uri: str) -> str:
+    """The URI as an error line may show it: without anything before an @ (credentials)."""
+    parts = urlsplit(uri)
+    return parts._replace(netloc=parts.hostname or "").geturl() if parts.username or parts.password else uri
+
+
+def check_uri(uri: str, flag: str) -> None:
+    """Raise StorageError (one line naming `flag`) for a URI a run cannot live at: an unknown
+    scheme, credentials or options in it, a bucket that does not exist, an endpoint that does not
+    answer, credentials it refuses. Writes nothing."""
+    from pyarrow.fs import FileType, LocalFileSystem
+
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        raise StorageError(f"{flag} {_shown(uri)}: holds credentials; give them in the environment "
+                           "(AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never in the URI")
+    if parts.query:
+        raise StorageError(f"{flag} {uri}: takes no options (?{parts.query}); set them in the environment "
+                           "(AWS_ENDPOINT_URL, AWS_REGION, ...)")
+    try:
+        fs, path = _filesystem(uri)
+    except Exception as e:  # pyarrow.ArrowInvalid (a ValueError) or OSError, by scheme
+        problem = f"unknown scheme {parts.scheme}://" if "Unrecognized filesystem" in str(e) else _first_line(e)
+        raise StorageError(f"{flag} {uri}: {problem} (give a folder, or a URI such as s3://bucket/prefix, "
+                           "gs://bucket/prefix, file:///path)") from None
+    if isinstance(fs, LocalFileSystem):
+        return
+    bucket = path.split("/")[0]
+    if not bucket:
+        raise StorageError(f"{flag} {uri}: names no bucket (s3://bucket/prefix)")
+    try:
+        found = fs.get_file_info(bucket).type != FileType.NotFound
+    except OSError as e:
+        raise StorageError(f"{flag} {uri}: {_problem(e)}") from None
+    if not found:
+        raise StorageError(f"{flag} {uri}: the bucket {bucket} does not exist (at "
+                           f"{os.environ.get('AWS_ENDPOINT_URL', 'the default endpoint')})")
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _problem(e: OSError) -> str:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "the default endpoint")
+    text = str(e)
+    return next((problem.format(endpoint=endpoint) for name, problem in _PROBLEMS.items() if name in text),
+                _first_line(e))

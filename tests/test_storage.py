@@ -1,0 +1,270 @@
+"""A run folder in object storage (results.storage), on a real S3 endpoint (moto's server): a search
+and its final stage keep every record in the bucket and write nothing in the working folder, a
+kill is resumed from another machine's empty scratch folder, the readers read an s3:// run, and
+each URI no run can live at is one line before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pandas as pd
+import pytest
+import yaml
+from cli import ROOT, command, final_command, in_process, kill, output, tiny_space, wait_for
+from conftest import make_tree
+from s3 import ACCESS_KEY, SECRET_KEY, bucket, files_holding, run_in, s3_endpoint  # noqa: F401
+
+from results.run_folder import RunFolder
+from results.storage import Uploads
+
+
+def _start_in(cmd, cwd, env) -> subprocess.Popen:
+    """As cli.start, from `cwd` with `env` added."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="cmd-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=log,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc.log_path = log.name
+    return proc
+
+
+def _epochs(bucket, key: str) -> list[int]:
+    """The epochs of a metrics.jsonl in the bucket (none while it is not there)."""
+    if key not in bucket.keys():
+        return []
+    return [json.loads(line)["epoch"] for line in bucket.read(key).decode().splitlines() if line.endswith("}")]
+
+
+def test_push_uploads_what_changed_and_pull_brings_what_is_newer(bucket, tmp_path):
+    run = RunFolder.at(f"{bucket.uri}/runs/r")
+    assert run.path.is_relative_to(tmp_path / "scratch")  # this node's mirror, under $CVAE_SCRATCH
+    (run.path / "a").mkdir(parents=True)
+    (run.path / "a" / "metrics.jsonl").write_text("1\n")
+    (run.path / "a" / ".checkpoint.pt.0123.tmp").write_text("half written")
+    run.push()
+    assert bucket.keys("runs/r") == ["a/metrics.jsonl"]  # a file being written is never uploaded
+
+    bucket.write("runs/r/a/metrics.jsonl", b"1\n2\n")  # another node went on since
+    bucket.write("runs/r/b/scores.jsonl", b"{}\n")
+    (run.path / "a" / "notes.txt").write_text("newer here")
+    run.pull()
+    assert (run.path / "a" / "metrics.jsonl").read_text() == "1\n2\n" and (run.path / "b" / "scores.jsonl").exists()
+
+    run.remove(run.path / "b" / "scores.jsonl")
+    assert not (run.path / "b" / "scores.jsonl").exists() and "b/scores.jsonl" not in bucket.keys("runs/r")
+    run.push()
+    assert bucket.read("runs/r/a/notes.txt") == b"newer here"
+    assert bucket.read("runs/r/a/metrics.jsonl") == b"1\n2\n"  # pulled, unchanged: not uploaded again
+
+
+def test_background_uploads_raise_their_error_when_waited_for():
+    uploads = Uploads()
+
+    def fail():
+        raise OSError("endpoint gone")
+
+    uploads.later(fail)
+    with pytest.raises(OSError, match="endpoint gone"):
+        uploads.wait()
+
+
+def test_a_local_run_folder_neither_pushes_nor_pulls(tmp_path):
+    run = RunFolder.at(tmp_path / "runs" / "t")
+    assert run.remote is None and run.location == str(tmp_path / "runs" / "t") and run.storage == str(tmp_path / "runs")
+    run.push()
+    run.pull()
+    assert not run.path.exists()
+
+
+@pytest.mark.slow
+def test_a_search_and_final_stage_keep_every_record_in_the_bucket(bucket, tmp_path, monkeypatch):
+    from results.sample import main as sample
+    from results.show import main as show
+    from results.study import load_study
+
+    work = tmp_path / "work"
+    work.mkdir()
+    runs = f"{bucket.uri}/runs"
+    proc = run_in(command(tiny_space(tmp_path), make_tree(tmp_path / "tree", per_class=4), runs), work, bucket.env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert list(work.iterdir()) == []  # nothing under the working folder
+
+    keys = set(bucket.keys("runs/t"))
+    assert {"space.yaml", "data.json", "feature_extractor.json", "asha_state.jsonl", "optuna.journal",
+            "trials.parquet", "leaderboard.parquet"} <= keys
+    trials = pd.read_parquet(f"{runs}/t/trials.parquet")  # as the README reads it
+    assert len(trials) == 3 and set(trials["status"]) == {"TERMINATED"}
+    for row in trials.itertuples():
+        name = row.trial_dir.rsplit("/", 1)[1]
+        assert row.trial_dir == f"{runs}/t/{name}"
+        assert _epochs(bucket, f"runs/t/{name}/metrics.jsonl")[-1] == row.epochs
+        assert {f"{name}/checkpoint.pt", f"{name}/scores.jsonl"} <= keys
+        assert any(k.startswith(f"{name}/events.out.tfevents.") for k in keys)
+    board = pd.read_parquet(f"{runs}/t/leaderboard.parquet")
+    assert len(board) == 2 and board["checkpoint"].str.startswith(f"{runs}/t/final/").all()
+    assert board["checkpoint"][0][len(f"{runs}/t/"):] in keys
+
+    # Read from another machine: an empty scratch folder.
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "elsewhere"))
+    assert len(load_study(f"{runs}/t").trials) == 3
+    assert show([f"{runs}/t"]) == 0 and "report/report.md" in bucket.keys("runs/t")
+    assert show([f"{runs}/t", "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "per_class.png").stat().st_size > 0
+    assert sample([f"{runs}/t", "--n", "2", "--out", str(tmp_path / "drawn.png")]) == 0
+
+    for secret in (SECRET_KEY, ACCESS_KEY):  # no credential in a log, the bucket or any scratch folder
+        assert secret not in proc.stdout + proc.stderr
+        assert not [k for k in bucket.keys() if secret.encode() in bucket.read(k)]
+        assert files_holding(tmp_path, secret) == []
+
+
+def _cnn_space(tmp_path):
+    """Two trials of 8 epochs, one at a time, and a final stage of 40: room to kill mid-training."""
+    space = tiny_space(tmp_path, num_samples=2, asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
+    raw = yaml.safe_load(space.read_text())
+    raw["space"] = {"family": "cnn", "conv": {"layers": 2, "channels": 16, "kernel_size": 4, "stride": 2,
+                    "padding": 1}, "h": 64, "latent": 8, "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 20}
+    raw["final"].update(max_epochs=40, patience=40)
+    space.write_text(yaml.safe_dump(raw))
+    return space
+
+
+def _finalist_epochs(bucket) -> tuple[str, list[int]]:
+    """A finalist's metrics.jsonl in the bucket and its epochs, once its checkpoint is there too."""
+    keys = bucket.keys("runs/t")
+    metrics = next((k for k in keys if k.startswith("final/") and k.endswith("metrics.jsonl")), None)
+    if metrics is None or metrics.replace("metrics.jsonl", "checkpoint.pt") not in keys:
+        return "", []
+    return f"runs/t/{metrics}", _epochs(bucket, f"runs/t/{metrics}")
+
+
+def _running_trial(bucket) -> tuple[str, list[int]] | None:
+    """The trial that is running after one has finished, once the bucket holds 2 of its epochs."""
+    folders = {k.split("/")[2] for k in bucket.keys() if k.startswith("runs/t/cnn_") and k.endswith("metrics.jsonl")}
+    ended = {f for f in folders if json.loads(bucket.read(f"runs/t/{f}/metrics.jsonl").splitlines()[-1])["stop"]}
+    running = [(f, _epochs(bucket, f"runs/t/{f}/metrics.jsonl")) for f in folders - ended]
+    if ended and running and len(running[0][1]) >= 2 and f"{running[0][0]}/checkpoint.pt" in bucket.keys("runs/t"):
+        return running[0]
+    return None
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path):
+    """SIGKILL mid-trial, then the same command with an empty scratch folder (another machine):
+    the finished trial is untouched and the killed one goes on from its checkpoint. Then SIGKILL in
+    the final stage, and search.final from a third scratch folder: the finalist goes on too."""
+    import torch
+
+    work, runs = tmp_path / "work", f"{bucket.uri}/runs"
+    work.mkdir()
+    cmd = command(_cnn_space(tmp_path), make_tree(tmp_path / "tree", per_class=40), runs)
+    scratch = {name: {**bucket.env, "CVAE_SCRATCH": str(tmp_path / name)} for name in ("a", "b", "c")}
+
+    proc = _start_in(cmd, work, scratch["a"])
+    wait_for(lambda: _running_trial(bucket) is not None, proc, timeout=300)
+    kill(proc)
+    killed, epochs_before = _running_trial(bucket)
+    finished = {k: bucket.read(k) for k in bucket.keys() if k.startswith("runs/t/cnn_") and killed not in k}
+    with open(tmp_path / "ckpt.pt", "wb") as f:
+        f.write(bucket.read(f"runs/t/{killed}/checkpoint.pt"))
+    resumed_from = torch.load(tmp_path / "ckpt.pt", weights_only=True)["epoch"]
+
+    proc = _start_in(cmd, work, scratch["b"])  # interrupted again once a finalist has checkpointed twice
+    wait_for(lambda: len(_finalist_epochs(bucket)[1]) >= 2, proc, timeout=300,
+             what="a finalist's second epoch in the bucket")
+    kill(proc)
+    assert {k: bucket.read(k) for k in finished} == finished  # the finished trial, untouched
+    epochs = _epochs(bucket, f"runs/t/{killed}/metrics.jsonl")
+    assert epochs[:len(epochs_before)] == epochs_before and epochs[-1] == 8
+    assert epochs[len(epochs_before)] == resumed_from + 1  # from its checkpoint, not from epoch 1
+    final_key, final_before = _finalist_epochs(bucket)
+
+    done = run_in(final_command(f"{runs}/t", tmp_path / "tree"), work, scratch["c"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    final_epochs = _epochs(bucket, final_key)
+    assert final_epochs.count(1) == 1 and final_epochs[:len(final_before)] == final_before  # went on
+    assert len(pd.read_parquet(f"{runs}/t/leaderboard.parquet")) == 2
+    assert list(work.iterdir()) == [], output(proc)[-2000:]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("uri, problem", [
+    ("foo://x/runs", "--storage foo://x/runs: unknown scheme foo:// (give a folder, or a URI such as "
+                     "s3://bucket/prefix, gs://bucket/prefix, file:///path)"),
+    ("s3://no-such-bucket/runs", "--storage s3://no-such-bucket/runs: the bucket no-such-bucket does not exist"),
+    (f"s3://{ACCESS_KEY}:{SECRET_KEY}@BUCKET/runs", "--storage s3://BUCKET/runs: holds credentials; give them in "
+                                                    "the environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never "
+                                                    "in the URI"),
+    ("s3://BUCKET/runs?endpoint_override=x", "--storage s3://BUCKET/runs?endpoint_override=x: takes no options"),
+    ("s3://BUCKET/notes", "s3://BUCKET/notes/t: holds files and is not a search run (no space.yaml); nothing was "
+                          "deleted; pass another --name or --storage"),
+    ("s3://BUCKET/runs DEAD", "--storage s3://BUCKET/runs: the endpoint does not answer (http://127.0.0.1:PORT)"),
+])
+def test_a_storage_uri_no_run_can_live_at_is_one_line_before_anything_is_written(uri, problem, bucket, tmp_path,
+                                                                                   tree, monkeypatch):
+    bucket.write("notes/t/notes.txt", b"the user's own")
+    if uri.endswith(" DEAD"):
+        port = _closed_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        uri, problem = uri.removesuffix(" DEAD"), problem.replace("PORT", str(port))
+    uri, problem = uri.replace("BUCKET", bucket.name), problem.replace("BUCKET", bucket.name)
+    monkeypatch.chdir(tmp_path)
+    proc = in_process(command(tiny_space(tmp_path), tree, uri))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0].startswith(f"error: {problem}"), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and SECRET_KEY not in proc.stderr + proc.stdout
+    monkeypatch.setenv("AWS_ENDPOINT_URL", bucket.env["AWS_ENDPOINT_URL"])
+    assert bucket.keys() == ["notes/t/notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml", "tree"]  # no scratch, no runs/
+
+
+def test_the_readers_name_a_uri_no_run_can_live_at_in_one_line(bucket, capsys):
+    from results.show import main as show
+
+    from search.final import main as final
+
+    assert final(["s3://no-such-bucket/runs/t"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: RUN_DIR s3://no-such-bucket/runs/t: the bucket no-such-bucket does not exist (at "
+        f"{bucket.env['AWS_ENDPOINT_URL']})"]
+    assert show([f"{bucket.uri}/runs/none"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {bucket.uri}/runs/none/leaderboard.parquet: no leaderboard yet; run python -m search.final "
+        f"{bucket.uri}/runs/none"]
+
+
+@pytest.mark.slow
+def test_credentials_the_endpoint_refuses_are_one_line(tmp_path, tree):
+    """An endpoint that checks credentials (moto's server with authentication on)."""
+    port = _closed_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 30:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+               "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_EC2_METADATA_DISABLED": "true"}
+        proc = run_in(command(tiny_space(tmp_path), tree, "s3://some-bucket/runs"), tmp_path, env, timeout=120)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --storage s3://some-bucket/runs: access denied: check the credentials (AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"], proc.stderr
