@@ -3,7 +3,9 @@ the project's policy (`events`: save on trial events within a time budget, trial
 checkpoints, no driver-side trial logs) against Tune's default period alone (`auto`: a save when
 max(10 s, 19 x the last save's duration) has passed, i.e. saves take <= 5% of the driver; same
 trials and logs) and the previous policy (`every_second`: a save every second, Tune checkpoints
-kept 2 deep, Tune's per-trial logs), measured in the same run.
+kept 2 deep, Tune's per-trial logs), measured in the same run; and the project's policy with the
+run folder in object storage (`events_s3`: a local S3 server, bench/local_s3.py, started by this
+script; Tune uploads its state, the driver its own files on each save, results.storage).
 
 Each (policy, trial count) runs in a fresh process: the project's real Tuner (search.tuning:
 new_tuner's TPE and persistent ASHA, configure_tune's settings) over a dummy trainable that
@@ -14,6 +16,7 @@ copied from the driver's staging folder to the run folder.
 
     python bench/driver_scale.py                      # 50, 200 and 800 trials, a few minutes on 2 cores
     python bench/driver_scale.py --trials 50 200 --concurrent 20
+    python bench/driver_scale.py --policies events events_s3        # the local disk against S3
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from local_s3 import start_s3  # noqa: E402 (beside this script)
 
-POLICIES = ("events", "auto", "every_second")
+POLICIES = ("events", "auto", "every_second", "events_s3")
 
 
 def _folder_bytes(path: str) -> int:
@@ -53,9 +57,10 @@ def _instrument() -> dict:
     return stats
 
 
-def dummy_trial(config, run_dir: str, epochs: int, epoch_s: float, score_at: frozenset, checkpoint_every: int,
+def dummy_trial(config, run_location: str, epochs: int, epoch_s: float, score_at: frozenset, checkpoint_every: int,
                 tune_checkpoints: bool):
-    """Reports like search.trainable.run_trial, sleeping instead of training."""
+    """Reports like search.trainable.run_trial, sleeping instead of training (and uploading its
+    folder after each checkpoint for a run folder at a URI)."""
     import random
 
     from ray import tune
@@ -63,7 +68,8 @@ def dummy_trial(config, run_dir: str, epochs: int, epoch_s: float, score_at: fro
     from results.run_folder import RunFolder, trial_name
 
     trial_id = tune.get_context().get_trial_id()
-    folder = RunFolder(run_dir).trial(trial_name(config, trial_id))
+    run = RunFolder.at(run_location)
+    folder = run.trial(trial_name(config, trial_id))
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(trial_id)
     quality, score = config["lr"] * 1e3 + rng.random(), None
@@ -85,12 +91,13 @@ def dummy_trial(config, run_dir: str, epochs: int, epoch_s: float, score_at: fro
         else:  # the trial's own checkpoint
             (folder / "checkpoint.tmp").write_bytes(b"x" * 4096)
             os.replace(folder / "checkpoint.tmp", folder / "checkpoint.pt")
+            run.push(folder)
             tune.report(metrics)
 
 
-def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: float) -> dict:
-    """In this process: one search with `policy`; its measurements as a dict."""
-    if policy != "events":
+def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: float, bucket: str | None) -> dict:
+    """In this process: one search with `policy` (events_s3: in `bucket`); its measurements as a dict."""
+    if policy not in ("events", "events_s3"):
         os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = {"auto": "auto", "every_second": "1"}[policy]
     import ray
     from ray import tune
@@ -102,7 +109,7 @@ def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: flo
     from search.settings import parse_spec
 
     tuning.configure_tune()
-    if policy != "events":
+    if policy not in ("events", "events_s3"):
         schedulers.SavesOnEvents._maybe_save = lambda self, controller: None  # Tune's timer alone
     if policy == "every_second":
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
@@ -116,11 +123,12 @@ def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: flo
                    "objective": {"metric": "fid"}, "resources": {"cpu": 2 / concurrent}},
     })
     storage = Path(tempfile.mkdtemp(prefix="driver-scale-"))
-    run = RunFolder(storage / f"{policy}-{trials}")
+    os.environ["CVAE_SCRATCH"] = str(storage / "scratch")  # before Ray starts: its workers take it
+    run = RunFolder.at(f"{bucket if policy == 'events_s3' else storage}/{policy}-{trials}")
     run.path.mkdir(parents=True)
     s = spec.search
     trainable = tune.with_resources(tune.with_parameters(
-        dummy_trial, run_dir=str(run.path), epochs=epochs, epoch_s=epoch_s,
+        dummy_trial, run_location=run.location, epochs=epochs, epoch_s=epoch_s,
         score_at=milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t),
         checkpoint_every=s.checkpoint_every, tune_checkpoints=policy == "every_second",
     ), {"cpu": s.resources.cpu})
@@ -142,28 +150,36 @@ def main() -> None:
     p.add_argument("--concurrent", type=int, default=8, help="trials at once (each a 2/concurrent CPU share)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--epoch-seconds", type=float, default=0.1)
-    p.add_argument("--one", nargs=2, metavar=("POLICY", "TRIALS"), help=argparse.SUPPRESS)
+    p.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
+    p.add_argument("--one", nargs=3, metavar=("POLICY", "TRIALS", "BUCKET"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print(json.dumps(one_run(args.one[0], int(args.one[1]), args.concurrent, args.epochs, args.epoch_seconds)))
+        policy, trials, bucket = args.one
+        print(json.dumps(one_run(policy, int(trials), args.concurrent, args.epochs, args.epoch_seconds, bucket)))
         return
+    server, bucket = start_s3() if "events_s3" in args.policies else (None, "-")  # the commands inherit its endpoint
 
     print(f"dummy trials of {args.epochs} epochs x {args.epoch_seconds} s, {args.concurrent} at once, on the CPU")
     print(f"{'policy':<14}{'trials':>7}{'wall s':>9}{'driver CPU s':>14}{'saves':>7}{'save s':>9}"
           f"{'MB written':>12}{'MB copied':>11}")
     rows = []
     for trials in args.trials:
-        for policy in POLICIES:
-            cmd = [sys.executable, __file__, "--one", policy, str(trials), "--concurrent", str(args.concurrent),
+        for policy in args.policies:
+            cmd = [sys.executable, __file__, "--one", policy, str(trials), bucket, "--concurrent", str(args.concurrent),
                    "--epochs", str(args.epochs), "--epoch-seconds", str(args.epoch_seconds)]
             out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
             rows.append(r)
             print(f"{policy:<14}{trials:>7}{r['wall_seconds']:>9.1f}{r['driver_cpu_seconds']:>14.1f}{r['saves']:>7}"
                   f"{r['save_seconds']:>9.2f}{r['bytes_written'] / 1e6:>12.1f}{r['bytes_copied'] / 1e6:>11.1f}")
+    if server is not None:
+        server.stop()
+    for r in rows:
+        print(f"{r['policy']}, {r['trials']} trials: saves took {100 * r['save_seconds'] / r['wall_seconds']:.1f}% of "
+              "the driver's time")
     if len(args.trials) >= 2:
         lo, hi = min(args.trials), max(args.trials)
-        for policy in POLICIES:
+        for policy in args.policies:
             a = next(r for r in rows if r["policy"] == policy and r["trials"] == lo)
             b = next(r for r in rows if r["policy"] == policy and r["trials"] == hi)
             grow = {k: b[k] / max(a[k], 1e-9) for k in ("save_seconds", "bytes_copied", "driver_cpu_seconds")}

@@ -6,13 +6,20 @@ at the same time, sharing the device (gpu = 1/k each), and counts epochs finishe
 across all of them in steady state (each trial's first epoch is warm-up). The baseline is
 one DataLoader trial (bench/train_throughput.py (a)), timed in the same run.
 
+With --s3 each setting also runs with its run folder in a local S3 server (bench/local_s3.py):
+what the trials' uploads (a background push after each checkpoint, results.storage) cost their
+training, beside the same trials on the local disk.
+
     python bench/search_throughput.py --data ../shared/data/cifar10-jpeg.zip            # GPU
     python bench/search_throughput.py --device cpu --preset cnn-arch1-M1 --n-train 1024 --per-device 1 2
+    python bench/search_throughput.py --device cpu --preset cnn-arch1-M1 --n-train 4096 --per-device 1 2 \
+        --checkpoint-every 1 --s3
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -24,12 +31,14 @@ import torch
 from ray import tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from local_s3 import start_s3  # noqa: E402
 from train_throughput import dataloader_baseline  # noqa: E402
 
 from cvae_core import REPORT, preset_config  # noqa: E402
 from cvae_core.data import load_data  # noqa: E402
 from cvae_core.layout import read_metrics  # noqa: E402
 from cvae_core.training import resolve_device  # noqa: E402
+from results.run_folder import RunFolder  # noqa: E402
 from search.trainable import run_trial  # noqa: E402
 
 
@@ -42,22 +51,24 @@ def trial_epochs_per_second(run_dir: Path) -> float:
     return sum(len(r) - 1 for r in runs) / (end - start)
 
 
-def through_ray(preset: str, k: int, data, epochs: int, batch_size: int, gpu: bool, storage: Path) -> float:
-    run_dir = storage / f"k{k}"
+def through_ray(preset: str, k: int, data, epochs: int, batch_size: int, gpu: bool, storage: str,
+                checkpoint_every: int) -> float:
+    """`storage`: a folder or a URI (results.storage)."""
+    run = RunFolder.at(f"{storage}/k{k}")
     cpus = max(1.0, (ray.cluster_resources().get("CPU", 1) // k))
     trainable = tune.with_parameters(
-        run_trial, data=data, run_location=str(run_dir), max_t=epochs, patience=epochs + 1,
-        checkpoint_every=epochs, gpu_share=1 / k if gpu else 0.0, cpus=cpus,
+        run_trial, data=data, run_location=run.location, max_t=epochs, patience=epochs + 1,
+        checkpoint_every=checkpoint_every, gpu_share=1 / k if gpu else 0.0, cpus=cpus,
     )
     resources = {"cpu": cpus, "gpu": 1 / k if gpu else 0}
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"preset": preset, "lr": REPORT.lr, "batch_size": batch_size},
         tune_config=tune.TuneConfig(num_samples=k, max_concurrent_trials=k),
-        run_config=tune.RunConfig(name=run_dir.name, storage_path=str(storage), verbose=0),
+        run_config=tune.RunConfig(name=run.name, storage_path=run.storage, verbose=0),
     )
     tuner.fit()
-    return trial_epochs_per_second(run_dir)
+    return trial_epochs_per_second(run.path)  # this node's mirror, for a URI: every trial ran here
 
 
 def main() -> None:
@@ -69,7 +80,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--n-train", type=int, default=50000)
     p.add_argument("--per-device", type=int, nargs="+", default=[1, 2, 4, 8], help="trials sharing the device")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="epochs (default: the last epoch alone)")
+    p.add_argument("--s3", action="store_true", help="also run each setting with the run folder in a local S3 server")
     args = p.parse_args()
+    every = args.checkpoint_every or args.epochs
 
     dev = resolve_device(args.device)
     gpu = dev.type == "cuda"
@@ -85,13 +99,23 @@ def main() -> None:
     base_rate = 1 / statistics.median(base[1:])
     print(f"  {'baseline: 1 DataLoader trial':<32} {base_rate:8.2f} trial-epochs/s   (training only)")
 
-    ray.init(num_gpus=torch.cuda.device_count() if gpu else 0, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as storage:
+        # Before Ray starts: its workers take this environment (the S3 endpoint, the mirrors' folder).
+        server, bucket = start_s3() if args.s3 else (None, None)
+        os.environ["CVAE_SCRATCH"] = str(Path(storage) / "scratch")
+        ray.init(num_gpus=torch.cuda.device_count() if gpu else 0, include_dashboard=False, log_to_driver=False)
+        print(f"  (a checkpoint every {every} epoch(s))")
         for k in args.per_device:
-            rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu, Path(storage))
+            rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu, storage, every)
             print(f"  {f'{k} trial(s) per device via Ray':<32} {rate:8.2f} trial-epochs/s   "
                   f"({rate / base_rate:.1f}x baseline)")
-    ray.shutdown()
+            if bucket is not None:
+                s3_rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu, f"{bucket}/runs", every)
+                print(f"  {f'  the same, run folder on S3':<32} {s3_rate:8.2f} trial-epochs/s   "
+                      f"({s3_rate / rate:.2f}x the local disk)")
+        ray.shutdown()
+        if server is not None:
+            server.stop()
 
 
 if __name__ == "__main__":

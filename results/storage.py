@@ -20,6 +20,7 @@ Tune (its storage_path).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -120,23 +121,35 @@ class Remote:
 
     def push(self, local: Path | None = None, recursive: bool = True) -> None:
         """Upload the files under `local` (a folder or a file of the mirror) changed since their
-        last push; the weights (*.pt) last, so that a bucket never holds a checkpoint newer than
-        the records read with it."""
+        last push. The weights (*.pt) are opened first and uploaded last: the checkpoint a bucket
+        holds is never newer than the records read with it (a file appended to before the weights
+        are saved), whether the training goes on meanwhile or the push is cut short."""
         local = local or self.scratch
         if local.is_file():
             files = [local]
         elif local.is_dir():
-            files = [p for p in (local.rglob("*") if recursive else local.iterdir()) if p.is_file()]
+            files = [p for p in (local.rglob("*") if recursive else local.iterdir()) if not _skipped(p)]
         else:
             return
-        with _lock:
-            for path in sorted(files, key=lambda p: p.suffix == ".pt"):
-                stamp = _stamp(path)
-                if _skipped(path) or _synced.get(str(path), (None,))[0] == stamp:
-                    continue
-                with open(path, "rb") as src, self._fs.open_output_stream(self._key(path)) as dst:
-                    dst.write(src.read())
-                _synced[str(path)] = (stamp, _object_stamp(self._fs.get_file_info(self._key(path))))
+        with _lock, contextlib.ExitStack() as opened:
+            weights = [(p, opened.enter_context(f)) for p in files if p.suffix == ".pt" and (f := _open(p))]
+            for path in files:
+                if path.suffix != ".pt" and (f := _open(path)):
+                    with f:
+                        self._upload(path, f)
+            for path, f in weights:
+                self._upload(path, f)
+
+    def _upload(self, path: Path, src) -> None:
+        """One file from its open version (os.replace leaves an open version whole), unless
+        unchanged since its last push."""
+        st = os.fstat(src.fileno())
+        stamp = (st.st_size, st.st_mtime_ns)
+        if _synced.get(str(path), (None,))[0] == stamp:
+            return
+        with self._fs.open_output_stream(self._key(path)) as dst:
+            dst.write(src.read())
+        _synced[str(path)] = (stamp, _object_stamp(self._fs.get_file_info(self._key(path))))
 
     def remove(self, local: Path) -> None:
         """Delete a file from the bucket (its mirror's copy is the caller's)."""
@@ -148,6 +161,14 @@ class Remote:
     def delete(self) -> None:
         """Delete the run from the bucket."""
         self._fs.delete_dir_contents(self._root, missing_dir_ok=True)
+
+
+def _open(path: Path):
+    """The file open for reading; None for one gone since it was listed, or a folder."""
+    try:
+        return open(path, "rb")
+    except (FileNotFoundError, IsADirectoryError):
+        return None
 
 
 def _stamp(path: Path) -> tuple[int, int]:

@@ -169,6 +169,7 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
     proc = _start_in(cmd, work, scratch["a"])
     wait_for(lambda: _running_trial(bucket) is not None, proc, timeout=300)
     kill(proc)
+    time.sleep(1)  # an upload the server received whole before the kill may still be being stored
     killed, epochs_before = _running_trial(bucket)
     finished = {k: bucket.read(k) for k in bucket.keys() if k.startswith("runs/t/cnn_") and killed not in k}
     with open(tmp_path / "ckpt.pt", "wb") as f:
@@ -268,3 +269,55 @@ def test_credentials_the_endpoint_refuses_are_one_line(tmp_path, tree):
     assert proc.stderr.strip().splitlines() == [
         "error: --storage s3://some-bucket/runs: access denied: check the credentials (AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"], proc.stderr
+
+
+def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """`ray start ... --block` as the `ray` script runs it, with `env` added (a node's own)."""
+    return subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--num-cpus=1", "--block", *args],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+def test_two_nodes_that_share_no_folder_keep_every_record_in_the_bucket(bucket, tmp_path):
+    """Two `ray start` nodes, each with its own temp, cache and scratch folder, and a driver with
+    a third: trials run on both, and every trial's records are in the bucket."""
+    port = _closed_port()
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "c" * 32}  # as docs/clusters.md has every node set it
+    nodes = {name: {**bucket.env, **token, "CVAE_SCRATCH": str(tmp_path / f"scratch-{name}"),
+                    "CVAE_CACHE": str(tmp_path / f"cache-{name}")} for name in ("head", "worker", "driver")}
+    temp = {name: tempfile.mkdtemp(prefix=f"ray{name[0]}", dir="/tmp") for name in ("head", "worker")}
+    started = [_ray_start(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp['head']}"],
+                          nodes["head"])]
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        started.append(_ray_start([f"--address=127.0.0.1:{port}", f"--temp-dir={temp['worker']}"], nodes["worker"]))
+        time.sleep(5)  # the worker node registers
+        space = tiny_space(tmp_path, num_samples=4, max_concurrent=2,
+                           asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
+        work = tmp_path / "work"
+        work.mkdir()
+        proc = run_in(command(space, make_tree(tmp_path / "tree", per_class=8), f"{bucket.uri}/runs", "--address",
+                              f"127.0.0.1:{port}"), work, nodes["driver"])
+    finally:
+        for node in reversed(started):
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = pd.read_parquet(f"{bucket.uri}/runs/t/trials.parquet")
+    assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"} and trials["node_id"].nunique() == 2
+    keys = set(bucket.keys("runs/t"))
+    ran_on = {}
+    for row in trials.itertuples():
+        name = row.trial_dir.rsplit("/", 1)[1]
+        assert {f"{name}/metrics.jsonl", f"{name}/scores.jsonl", f"{name}/checkpoint.pt"} <= keys
+        assert _epochs(bucket, f"runs/t/{name}/metrics.jsonl")[-1] == row.epochs
+        # Trained on one node, in that node's scratch folder alone.
+        [ran_on[name]] = [n for n in ("head", "worker") if any((tmp_path / f"scratch-{n}").rglob(f"{name}/checkpoint.pt"))]
+    assert set(ran_on.values()) == {"head", "worker"}
+    assert list(work.iterdir()) == []
