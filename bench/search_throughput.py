@@ -111,7 +111,7 @@ def main() -> None:
                   f"({rate / base_rate:.1f}x baseline)")
             if bucket is not None:
                 s3_rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu, f"{bucket}/runs", every)
-                print(f"  {f'  the same, run folder on S3':<32} {s3_rate:8.2f} trial-epochs/s   "
+                print(f"  {'  the same, run folder on S3':<32} {s3_rate:8.2f} trial-epochs/s   "
                       f"({s3_rate / rate:.2f}x the local disk)")
         ray.shutdown()
         if server is not None:

@@ -29,8 +29,8 @@ from cvae_core.layout import GRID_CLASSES, read_metrics  # noqa: E402
 
 from .leaderboard import SHOWN  # noqa: E402
 from .run_folder import RunFolder, open_run  # noqa: E402
-from .storage import StorageError  # noqa: E402
 from .search_report import write_search_section  # noqa: E402
+from .storage import StorageError  # noqa: E402
 
 
 def located(run: RunFolder, board: pd.DataFrame) -> pd.DataFrame:

@@ -147,9 +147,15 @@ class Remote:
         stamp = (st.st_size, st.st_mtime_ns)
         if _synced.get(str(path), (None,))[0] == stamp:
             return
-        with self._fs.open_output_stream(self._key(path)) as dst:
+        key = self._key(path)
+        try:
+            dst = self._fs.open_output_stream(key)
+        except FileNotFoundError:  # a file system with folders (file://); object stores have none to make
+            self._fs.create_dir(key.rsplit("/", 1)[0], recursive=True)
+            dst = self._fs.open_output_stream(key)
+        with dst:
             dst.write(src.read())
-        _synced[str(path)] = (stamp, _object_stamp(self._fs.get_file_info(self._key(path))))
+        _synced[str(path)] = (stamp, _object_stamp(self._fs.get_file_info(key)))
 
     def remove(self, local: Path) -> None:
         """Delete a file from the bucket (its mirror's copy is the caller's)."""

@@ -34,8 +34,8 @@ from results.features import MetricOptions
 from results.leaderboard import SHOWN, make_row, missing_columns, write_leaderboard
 from results.metrics import score
 from results.run_folder import FINAL_DIR, Finalist, RunFolder
-from results.storage import Uploads
 from results.samplers import encoder_means, generate, save_sample_grid
+from results.storage import Uploads
 
 from .objective import METRIC, searched_keys
 from .seeds import retraining_seed

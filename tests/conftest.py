@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest_plugins = ("s3",)  # a real S3 endpoint and a bucket per test (tests/s3.py)
+
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 REAL_ZIP = Path(
     os.environ.get("CVAE_TEST_ZIP", Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip")

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from cli import ROOT, command, final_command, in_process, kill, output, tiny_space, wait_for
 from conftest import make_tree
-from s3 import ACCESS_KEY, SECRET_KEY, bucket, files_holding, run_in, s3_endpoint  # noqa: F401
+from s3 import ACCESS_KEY, SECRET_KEY, files_holding, run_in
 
 from results.run_folder import RunFolder
 from results.storage import Uploads
@@ -61,6 +61,21 @@ def test_push_uploads_what_changed_and_pull_brings_what_is_newer(bucket, tmp_pat
     run.push()
     assert bucket.read("runs/r/a/notes.txt") == b"newer here"
     assert bucket.read("runs/r/a/metrics.jsonl") == b"1\n2\n"  # pulled, unchanged: not uploaded again
+
+
+def test_any_scheme_pyarrow_resolves_is_mirrored_alike(tmp_path, monkeypatch):
+    """file:// here, as gs:// or hdfs:// would be: the same mirror, pushes and pulls."""
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "scratch"))
+    run = RunFolder.at(f"file://{tmp_path}/bucket/runs/r")
+    assert run.path == tmp_path / "scratch" / "file" / str(tmp_path).lstrip("/") / "bucket" / "runs" / "r"
+    run.trial("a").mkdir(parents=True)
+    (run.trial("a") / "metrics.jsonl").write_text("1\n")
+    run.push()
+    assert (tmp_path / "bucket" / "runs" / "r" / "a" / "metrics.jsonl").read_text() == "1\n"
+    elsewhere = tmp_path / "other-machine"
+    monkeypatch.setenv("CVAE_SCRATCH", str(elsewhere))
+    RunFolder.at(run.location).pull()
+    assert (elsewhere / "file" / str(tmp_path).lstrip("/") / "bucket/runs/r/a/metrics.jsonl").read_text() == "1\n"
 
 
 def test_background_uploads_raise_their_error_when_waited_for():
@@ -117,6 +132,16 @@ def test_a_search_and_final_stage_keep_every_record_in_the_bucket(bucket, tmp_pa
     assert show([f"{runs}/t", "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "per_class.png").stat().st_size > 0
     assert sample([f"{runs}/t", "--n", "2", "--out", str(tmp_path / "drawn.png")]) == 0
+
+    # The README's first command for optuna-dashboard: copy the journal down (the second opens it).
+    [copy] = [line for line in (ROOT / "README.md").read_text().splitlines() if "fs.copy_files(" in line]
+    copied = run_in(["bash", "-c", copy.replace("s3://bucket/runs/cnn", f"{runs}/t")], tmp_path, bucket.env)
+    assert copied.returncode == 0, copied.stderr
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "cnn.journal")))
+    assert [s.study_name for s in storage.get_all_studies()] == ["t"]
 
     for secret in (SECRET_KEY, ACCESS_KEY):  # no credential in a log, the bucket or any scratch folder
         assert secret not in proc.stdout + proc.stderr
@@ -232,7 +257,6 @@ def test_a_storage_uri_no_run_can_live_at_is_one_line_before_anything_is_written
 
 def test_the_readers_name_a_uri_no_run_can_live_at_in_one_line(bucket, capsys):
     from results.show import main as show
-
     from search.final import main as final
 
     assert final(["s3://no-such-bucket/runs/t"]) == 2
