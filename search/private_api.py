@@ -55,8 +55,8 @@ def set_asha_stopped(asha, count: int) -> None:
 # TrialRunnerWrapper, which lets it call only a few methods; SavesOnEvents saves the experiment
 # state with the controller's own checkpoint(force=True), the call Tune's periodic save makes.
 
-def save_experiment_state(wrapped_controller) -> None:
-    """Save Tune's experiment state now (SavesOnEvents)."""
+def _controller(wrapped_controller):
+    """The TuneController inside the wrapper Tune hands a scheduler."""
     from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
 
     if not isinstance(wrapped_controller, TrialRunnerWrapper):
@@ -66,7 +66,24 @@ def save_experiment_state(wrapped_controller) -> None:
     if not isinstance(controller, TuneController):
         raise PrivateAPIChanged(f"TrialRunnerWrapper._tune_controller is a {type(controller).__name__}, "
                                 f"not a TuneController; {PINS}")
-    controller.checkpoint(force=True)
+    return controller
+
+
+def save_experiment_state(wrapped_controller) -> None:
+    """Save Tune's experiment state now (SavesOnEvents)."""
+    _controller(wrapped_controller).checkpoint(force=True)
+
+
+def state_upload_running(wrapped_controller) -> bool:
+    """Whether Tune is still uploading its last saved experiment state to storage (a forced save
+    would first wait for it: SavesOnEvents saves later instead). Tune's checkpoint manager keeps
+    its storage context (_checkpoint_manager._storage), whose syncer runs the upload in a
+    _BackgroundProcess (_sync_process)."""
+    manager = _attr(_controller(wrapped_controller), "_checkpoint_manager", "Tune's experiment checkpoint manager")
+    syncer = _attr(_attr(manager, "_storage", "the checkpoint manager's storage context"), "syncer",
+                   "the storage context's syncer")
+    process = _attr(syncer, "_sync_process", "the syncer's running upload")
+    return process is not None and bool(_attr(process, "is_running", "whether an upload is running"))
 
 
 def tuner_run_config(tuner):

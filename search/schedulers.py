@@ -18,7 +18,15 @@ from ray.tune.schedulers import ASHAScheduler
 from cvae_core.atomic import append_records, read_records
 from results.run_folder import RunFolder
 
-from .private_api import asha_cutoff, asha_rungs, asha_sign, asha_stopped, save_experiment_state, set_asha_stopped
+from .private_api import (
+    asha_cutoff,
+    asha_rungs,
+    asha_sign,
+    asha_stopped,
+    save_experiment_state,
+    set_asha_stopped,
+    state_upload_running,
+)
 
 SAVE_BUDGET = 0.05  # the share of the driver's time that event-driven saves may take
 STATE_PERIOD_S = 300  # Tune's own periodic save, for whatever no event covers
@@ -32,7 +40,9 @@ class SavesOnEvents:
     the events a resume must not lose costs once per event. The save runs at the start of Tune's
     next step, after Tune has recorded the new status; if saves have already taken SAVE_BUDGET of
     the driver's time since the search started, it waits until it fits (a 2,000-trial search's
-    state takes a fraction of a second to save). Tune's own timer (STATE_PERIOD_S) saves the rest.
+    state takes a fraction of a second to save). It also waits while Tune still uploads its last
+    save (a run folder in object storage): a forced save would block the driver until that upload
+    ends. Tune's own timer (STATE_PERIOD_S) saves the rest.
 
     Why not Tune's default period alone (TUNE_GLOBAL_CHECKPOINT_S=auto: a save once max(10 s, 19 x
     the last save) has passed)? It is cheaper, but a trial added after its last save is unknown
@@ -60,6 +70,8 @@ class SavesOnEvents:
             self._save_clock = now
         if not self._save_wanted or self._save_spent > SAVE_BUDGET * (now - self._save_clock):
             return
+        if state_upload_running(tune_controller):
+            return  # the save would wait for the upload (object storage: long); a later step saves
         save_experiment_state(tune_controller)
         self._save_wanted = False
         self._save_spent += time.monotonic() - now

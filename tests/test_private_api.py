@@ -41,6 +41,25 @@ def test_the_experiment_state_is_saved_through_the_controller_a_scheduler_is_han
     assert saved == [True]
 
 
+def test_tunes_running_upload_of_its_state_is_seen_through_its_storage_syncer(tmp_path):
+    from types import SimpleNamespace
+
+    from ray.train._internal.storage import StorageContext
+
+    storage = StorageContext(str(tmp_path), "exp")  # the syncer Tune's checkpoint manager uploads with
+    controller = TuneController.__new__(TuneController)
+    controller._checkpoint_manager = SimpleNamespace(_storage=storage)
+    wrapped = TrialRunnerWrapper(controller, trial_executor=None)
+    assert private_api.state_upload_running(wrapped) is False  # no upload launched yet
+    from ray.train._internal.syncer import _BackgroundProcess
+
+    assert isinstance(_BackgroundProcess.is_running, property)  # what a launched upload is
+    storage.syncer._sync_process = SimpleNamespace(is_running=True)
+    assert private_api.state_upload_running(wrapped) is True
+    storage.syncer._sync_process = SimpleNamespace(is_running=False)
+    assert private_api.state_upload_running(wrapped) is False
+
+
 def test_anything_but_tunes_wrapper_is_refused_rather_than_called():
     with pytest.raises(PrivateAPIChanged, match=r"handed a TuneController, not a TrialRunnerWrapper .*ray 2\.60"):
         private_api.save_experiment_state(TuneController.__new__(TuneController))

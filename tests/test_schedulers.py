@@ -82,6 +82,8 @@ def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_tim
         saves.append(clock[0])
         clock[0] += 1.0
 
+    uploading = [False]  # Tune's upload of its last save still running (object storage)
+    monkeypatch.setattr(schedulers, "state_upload_running", lambda controller: uploading[0])
     monkeypatch.setattr(schedulers.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(TuneController, "checkpoint", checkpoint)
     monkeypatch.setattr(TuneController, "get_trials", lambda self: [])
@@ -108,3 +110,10 @@ def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_tim
         event(controller, SimpleNamespace(trial_id="b"))
         step(clock[0] + 1000.0)
     assert len(saves) == 4
+    scheduler.on_trial_add(controller, SimpleNamespace(trial_id="c"))
+    uploading[0] = True
+    step(clock[0] + 1000.0)  # the save would wait for the upload: it comes at a later step
+    assert len(saves) == 4
+    uploading[0] = False
+    step(clock[0] + 1.0)
+    assert len(saves) == 5
