@@ -94,7 +94,9 @@ class Remote:
         return scratch_root() / parts.scheme / (parts.netloc + parts.path).strip("/")
 
     def _key(self, local: Path) -> str:
-        return f"{self._root}/{local.relative_to(self.scratch).as_posix()}".rstrip("/.")
+        """The object key of a path in the mirror."""
+        rel = local.relative_to(self.scratch).as_posix()
+        return self._root if rel == "." else f"{self._root}/{rel}"
 
     def listing(self, local: Path | None = None, recursive: bool = True, folders: bool = False) -> list:
         """What the bucket holds under `local` (a path in the mirror), as pyarrow FileInfos: its
