@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,23 @@ def wait_for(predicate, proc, timeout=240, what="the kill point"):
         time.sleep(0.05)
     kill(proc)
     raise AssertionError(f"{what} never reached:\n{output(proc)[-3000:]}")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (for a server a test starts, or an endpoint that never answers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    """Until a server a test started accepts connections on 127.0.0.1:`port` (at most `timeout` s)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
 
 
 def records(trial_dir: Path, name: str = "metrics.jsonl") -> list[dict]:

@@ -8,11 +8,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import pandas as pd
 import pytest
-from cli import ROOT, command, run, tiny_space
+from cli import ROOT, command, free_port, run, tiny_space, wait_for_port
 from conftest import make_tree
 
 from search.cluster import ClusterError, parse_address
@@ -58,21 +57,14 @@ def ray_tmp():
 
 @pytest.mark.slow
 def test_a_cluster_that_refuses_the_token_ends_in_one_line_naming_the_settings(ray_tmp):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "a" * 32}
     # `ray start` as the `ray` script runs it, found without the venv on PATH
     head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",
                              "--num-cpus=1", "--include-dashboard=false", "--block", f"--temp-dir={ray_tmp}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 60:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.5)
+        wait_for_port(port)
         proc = connect_in_a_process(f"127.0.0.1:{port}", timeout_s=5, env={**env, "RAY_AUTH_TOKEN": "b" * 32})
     finally:
         os.killpg(head.pid, signal.SIGKILL)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from cli import (
     TINY_OBJECTIVE,
     assert_study_matches_trials,
     command,
+    free_port,
     in_process,
     kill,
     records,
@@ -430,12 +430,6 @@ def test_a_cnn_or_resnet_search_scores_every_finalist_with_every_sampler(tmp_pat
             assert r.label in ("index", "onehot") and r.width == 0 and pd.isna(r.upsample) and r.norm == "batch"
         assert Path(r.sample_grid).is_file() and np.isfinite(r.fid)
         assert (Path(r.checkpoint).parent / "two_stage.pt").is_file()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 60.0):

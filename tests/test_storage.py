@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from cli import ROOT, command, final_command, in_process, kill, output, tiny_space, wait_for
+from cli import ROOT, command, final_command, free_port, in_process, kill, output, tiny_space, wait_for, wait_for_port
 from conftest import make_tree
 from s3 import ACCESS_KEY, SECRET_KEY, files_holding, run_in
 
@@ -219,12 +218,6 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
     assert list(work.iterdir()) == [], output(proc)[-2000:]
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("uri, problem", [
     ("foo://x/runs", "--storage foo://x/runs: unknown scheme foo:// (give a folder, or a URI such as "
                      "s3://bucket/prefix, gs://bucket/prefix, file:///path)"),
@@ -241,7 +234,7 @@ def test_a_storage_uri_no_run_can_live_at_is_one_line_before_anything_is_written
                                                                                    tree, monkeypatch):
     bucket.write("notes/t/notes.txt", b"the user's own")
     if uri.endswith(" DEAD"):
-        port = _closed_port()
+        port = free_port()
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         uri, problem = uri.removesuffix(" DEAD"), problem.replace("PORT", str(port))
     uri, problem = uri.replace("BUCKET", bucket.name), problem.replace("BUCKET", bucket.name)
@@ -272,17 +265,12 @@ def test_the_readers_name_a_uri_no_run_can_live_at_in_one_line(bucket, capsys):
 @pytest.mark.slow
 def test_credentials_the_endpoint_refuses_are_one_line(tmp_path, tree):
     """An endpoint that checks credentials (moto's server with authentication on)."""
-    port = _closed_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 30:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
+        wait_for_port(port, timeout=30)
         env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_EC2_METADATA_DISABLED": "true"}
         proc = run_in(command(tiny_space(tmp_path), tree, "s3://some-bucket/runs"), tmp_path, env, timeout=120)
@@ -306,7 +294,7 @@ def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 def test_two_nodes_that_share_no_folder_keep_every_record_in_the_bucket(bucket, tmp_path):
     """Two `ray start` nodes, each with its own temp, cache and scratch folder, and a driver with
     a third: trials run on both, and every trial's records are in the bucket."""
-    port = _closed_port()
+    port = free_port()
     token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "c" * 32}  # as docs/clusters.md has every node set it
     nodes = {name: {**bucket.env, **token, "CVAE_SCRATCH": str(tmp_path / f"scratch-{name}"),
                     "CVAE_CACHE": str(tmp_path / f"cache-{name}")} for name in ("head", "worker", "driver")}
@@ -314,12 +302,7 @@ def test_two_nodes_that_share_no_folder_keep_every_record_in_the_bucket(bucket, 
     started = [_ray_start(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp['head']}"],
                           nodes["head"])]
     try:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 60:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.5)
+        wait_for_port(port)
         started.append(_ray_start([f"--address=127.0.0.1:{port}", f"--temp-dir={temp['worker']}"], nodes["worker"]))
         time.sleep(5)  # the worker node registers
         space = tiny_space(tmp_path, num_samples=4, max_concurrent=2,
@@ -342,6 +325,7 @@ def test_two_nodes_that_share_no_folder_keep_every_record_in_the_bucket(bucket, 
         assert {f"{name}/metrics.jsonl", f"{name}/scores.jsonl", f"{name}/checkpoint.pt"} <= keys
         assert _epochs(bucket, f"runs/t/{name}/metrics.jsonl")[-1] == row.epochs
         # Trained on one node, in that node's scratch folder alone.
-        [ran_on[name]] = [n for n in ("head", "worker") if any((tmp_path / f"scratch-{n}").rglob(f"{name}/checkpoint.pt"))]
+        [ran_on[name]] = [node for node in ("head", "worker")
+                          if any((tmp_path / f"scratch-{node}").rglob(f"{name}/checkpoint.pt"))]
     assert set(ran_on.values()) == {"head", "worker"}
     assert list(work.iterdir()) == []
