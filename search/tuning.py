@@ -3,6 +3,7 @@ and every trial is ranked by its score (search.objective)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -93,11 +94,30 @@ class PushesRunFiles(tune.Callback):
     def __init__(self, location: str):
         self.location = location
 
+    def setup(self, **info) -> None:
+        self._trials, self._emptied = [], set()  # also after a restore, which unpickles this object
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        self._trials = trials  # Tune's own list of the search's trials, kept up to date by Tune
+
     def get_state(self) -> None:
+        self._drop_finished_trial_folders()
         run = RunFolder.at(self.location)
         run.push(run.path, recursive=False)
         run.push(run.study_artifacts)
         return None  # nothing of its own to save
+
+    def _drop_finished_trial_folders(self) -> None:
+        """Remove the empty folder Tune keeps for each finished trial in its driver staging folder
+        (Trial.local_path: for driver-side logs, which configure_tune turns off, and a failed
+        trial's error file, which keeps its folder). Tune uploads the staging folder whole on every
+        save, and each empty folder costs a request (a folder marker in object storage): at 200
+        trials, 200 requests and about 1.5 s of the upload the search's last save waits for."""
+        for trial in self._trials:
+            if trial.status == "TERMINATED" and trial.trial_id not in self._emptied:
+                with contextlib.suppress(OSError):  # gone already, or holds files
+                    os.rmdir(trial.local_path)
+                self._emptied.add(trial.trial_id)
 
 
 def configure_tune() -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -94,6 +95,29 @@ def test_a_local_run_folder_neither_pushes_nor_pulls(tmp_path):
     run.push()
     run.pull()
     assert not run.path.exists()
+
+
+def test_each_save_uploads_the_driver_files_without_finished_trials_empty_staging_folders(bucket, tmp_path):
+    """Tune uploads its driver staging folder whole on every save, a request per folder in it; a
+    finished trial's folder there is empty (the trial's own records are in the run folder)."""
+    from search.tuning import PushesRunFiles
+
+    run = RunFolder.at(f"{bucket.uri}/runs/r")
+    run.path.mkdir(parents=True)
+    (run.path / "asha_state.jsonl").write_text("{}\n")
+    staging = {name: tmp_path / "staging" / name for name in ("done", "running", "failed")}
+    for folder in staging.values():
+        folder.mkdir(parents=True)
+    (staging["failed"] / "error.txt").write_text("Failure # 1")
+    trials = [SimpleNamespace(trial_id=name, status=status, local_path=str(staging[name]))
+              for name, status in (("done", "TERMINATED"), ("running", "RUNNING"), ("failed", "ERROR"))]
+    callback = PushesRunFiles(run.location)
+    callback.setup()
+    callback.on_step_begin(iteration=1, trials=trials)
+    callback.get_state()
+    assert bucket.keys("runs/r") == ["asha_state.jsonl"]
+    assert not staging["done"].exists()
+    assert staging["running"].is_dir() and (staging["failed"] / "error.txt").exists()
 
 
 @pytest.mark.slow
