@@ -221,15 +221,27 @@ class Uploads:
             self._queued.result()
 
 
+_CREDENTIALS = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+
 # pyarrow's error, by the AWS SDK's error name or the HTTP status in it, in the user's words (a
 # bucket is checked with HEAD, whose answer has no body to say more).
 _PROBLEMS = {
     "NETWORK_CONNECTION": "the endpoint does not answer ({endpoint})",
-    "HTTP status 403": "access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                       "or AWS_PROFILE)",
-    "ACCESS_DENIED": "access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                     "or AWS_PROFILE)",
+    "HTTP status 403": f"access denied: check the credentials ({_CREDENTIALS})",
+    "ACCESS_DENIED": f"access denied: check the credentials ({_CREDENTIALS})",
 }
+
+# Where AWS's standard chain finds credentials on a node, short of an instance's metadata service
+# (which only a request could ask): pyarrow does not say whether its chain found any.
+_AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                             "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+
+
+def _aws_credentials_set() -> bool:
+    files = (os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials",
+             os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config")
+    return any(os.environ.get(v) for v in _AWS_CREDENTIAL_VARIABLES) or any(Path(f).expanduser().is_file()
+                                                                            for f in files)
 
 
 def _shown(uri: str) -> str:
@@ -265,7 +277,10 @@ def check_uri(uri: str, flag: str) -> None:
     try:
         found = fs.get_file_info(bucket).type != FileType.NotFound
     except OSError as e:
-        raise StorageError(f"{flag} {uri}: {_problem(e)}") from None
+        problem = _problem(e)
+        if parts.scheme == "s3" and "NETWORK_CONNECTION" not in str(e) and not _aws_credentials_set():
+            problem = f"no credentials found: set {_CREDENTIALS} (the endpoint answered: {problem})"
+        raise StorageError(f"{flag} {uri}: {problem}") from None
     if not found:
         raise StorageError(f"{flag} {uri}: the bucket {bucket} does not exist (at "
                            f"{os.environ.get('AWS_ENDPOINT_URL', 'the default endpoint')})")

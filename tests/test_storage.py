@@ -287,24 +287,34 @@ def test_the_readers_name_a_uri_no_run_can_live_at_in_one_line(bucket, capsys):
 
 
 @pytest.mark.slow
-def test_credentials_the_endpoint_refuses_are_one_line(tmp_path, tree):
-    """An endpoint that checks credentials (moto's server with authentication on)."""
+@pytest.mark.parametrize("credentials, problem", [
+    ({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+     "access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"),
+    ({}, "no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (the endpoint "
+         "answered: "),
+])
+def test_credentials_the_endpoint_refuses_or_none_are_one_line(credentials, problem, tmp_path, tree, monkeypatch):
+    """An endpoint that checks credentials (moto's server with authentication on), given refused
+    ones, or none anywhere AWS's chain looks (the environment, ~/.aws)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+                 "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_port(port, timeout=30)
-        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-               "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_EC2_METADATA_DISABLED": "true"}
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true",
+               "HOME": str(tmp_path / "home"), **credentials}
         proc = run_in(command(tiny_space(tmp_path), tree, "s3://some-bucket/runs"), tmp_path, env, timeout=120)
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "error: --storage s3://some-bucket/runs: access denied: check the credentials (AWS_ACCESS_KEY_ID and "
-        "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"], proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: --storage s3://some-bucket/runs: {problem}"), proc.stderr
+    assert not list(tmp_path.glob("runs*")) and not (tmp_path / "home").exists()  # nothing written
 
 
 def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
