@@ -28,7 +28,7 @@ from .private_api import (
     state_upload_running,
 )
 
-SAVE_BUDGET = 0.05  # the share of the driver's time that event-driven saves may take
+SAVE_BUDGET = 0.02  # the share of the driver's time that event-driven saves may take
 STATE_PERIOD_S = 300  # Tune's own periodic save, for whatever no event covers
 
 
@@ -38,11 +38,14 @@ class SavesOnEvents:
     Tune rewrites its whole state on every save. Saving once a second therefore costs time that
     grows with the number of trials times the search's length, quadratically in all; saving on
     the events a resume must not lose costs once per event. The save runs at the start of Tune's
-    next step, after Tune has recorded the new status; if saves have already taken SAVE_BUDGET of
-    the driver's time since the search started, it waits until it fits (a 2,000-trial search's
-    state takes a fraction of a second to save). It also waits while Tune still uploads its last
-    save (a run folder in object storage): a forced save would block the driver until that upload
-    ends. Tune's own timer (STATE_PERIOD_S) saves the rest.
+    next step, after Tune has recorded the new status. It waits while saves would take more than
+    SAVE_BUDGET of the driver's time since the search started: the saves done, this one and the
+    one Tune makes when the search ends, each of the last two counted as long as the last save (a
+    2,000-trial search's state takes a fraction of a second to save; a run folder in object
+    storage adds its uploads). Only a burst of events, trials ending seconds apart, meets the
+    budget; a kill in it resumes as before those events were saved (docs/search.md). It also waits
+    while Tune still uploads its last save (a run folder in object storage): a forced save would
+    block the driver until that upload ends. Tune's own timer (STATE_PERIOD_S) saves the rest.
 
     Why not Tune's default period alone (TUNE_GLOBAL_CHECKPOINT_S=auto: a save once max(10 s, 19 x
     the last save) has passed)? It is cheaper, but a trial added after its last save is unknown
@@ -59,7 +62,7 @@ class SavesOnEvents:
         self._reset_save_clock()
 
     def _reset_save_clock(self) -> None:
-        self._save_wanted, self._save_clock, self._save_spent = False, None, 0.0
+        self._save_wanted, self._save_clock, self._save_spent, self._last_save = False, None, 0.0, 0.0
 
     def _want_save(self) -> None:
         self._save_wanted = True
@@ -68,13 +71,14 @@ class SavesOnEvents:
         now = time.monotonic()
         if self._save_clock is None:
             self._save_clock = now
-        if not self._save_wanted or self._save_spent > SAVE_BUDGET * (now - self._save_clock):
+        if not self._save_wanted or self._save_spent + 2 * self._last_save > SAVE_BUDGET * (now - self._save_clock):
             return
         if state_upload_running(tune_controller):
             return  # the save would wait for the upload (object storage: long); a later step saves
         save_experiment_state(tune_controller)
         self._save_wanted = False
-        self._save_spent += time.monotonic() - now
+        self._last_save = time.monotonic() - now
+        self._save_spent += self._last_save
 
     def choose_trial_to_run(self, tune_controller):
         self._maybe_save(tune_controller)  # Tune asks this at the start of every step

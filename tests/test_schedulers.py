@@ -70,7 +70,8 @@ def test_a_stop_is_recorded_with_its_trial(tmp_path):
 
 def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_time(monkeypatch):
     """SavesOnEvents: a trial added, completed, failed or removed asks for a save at Tune's next
-    step; saves wait while they have taken more than SAVE_BUDGET of the time since the start."""
+    step; a save waits while the saves done, it and Tune's last (each as long as the last save)
+    would take more than SAVE_BUDGET of the time since the start."""
     from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
     from ray.tune.schedulers import FIFOScheduler
 
@@ -101,11 +102,11 @@ def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_tim
     step(100.5)  # saved once per event, not per step
     assert saves == [100.0]
     scheduler.on_trial_complete(controller, SimpleNamespace(trial_id="a"), {})
-    step(110.0)  # 1 s of saves in 10 s: over 5%, so it waits ...
-    step(119.0)
+    step(110.0)  # 1 s of saves and 2 s more in 10 s: over 2%, so it waits ...
+    step(249.0)
     assert saves == [100.0]
-    step(121.0)  # ... until 1 s is at most 5% of the time since the start
-    assert saves == [100.0, 121.0]
+    step(250.0)  # ... until 3 s are at most 2% of the time since the start
+    assert saves == [100.0, 250.0]
     for event in (scheduler.on_trial_error, scheduler.on_trial_remove):
         event(controller, SimpleNamespace(trial_id="b"))
         step(clock[0] + 1000.0)
