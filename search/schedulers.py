@@ -52,9 +52,9 @@ class SavesOnEvents:
     to the restored Tuner: killed 2 epochs into such a trial, a resumed search started it again
     from scratch in a new folder and left the old one, with its checkpoint, outside trials.parquet
     (with this class the same kill resumed the trial from its checkpoint, in its folder). Measured
-    by bench/driver_scale.py on 2 shared CPU cores, 800 dummy trials, 8 at once: events 250 saves,
-    9.8 s of saves (3.6% of the 274 s run), 973 MB copied, driver CPU 40.5 s; auto 21 saves, 3.2 s,
-    145 MB, 34.4 s; a save every second 235 saves, 18.3 s, 2,637 MB, 109.6 s.
+    by bench/driver_scale.py on 2 shared CPU cores, 800 dummy trials, 8 at once: events 17 saves,
+    1.1 s of saves (1.5% of the 73 s run), 52 MB copied, driver CPU 18.1 s; auto 6 saves, 0.7 s,
+    42 MB, 13.8 s; a save every second 233 saves, 12.2 s, 2,892 MB, 65.7 s.
     """
 
     def __init__(self, *args, **kwargs):
