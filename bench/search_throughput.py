@@ -8,12 +8,13 @@ one DataLoader trial (bench/train_throughput.py (a)), timed in the same run.
 
 With --s3 each setting also runs with its run folder in a local S3 server (bench/local_s3.py):
 what the trials' uploads (a background push after each checkpoint, results.storage) cost their
-training, beside the same trials on the local disk.
+training, beside the same trials on the local disk; --repeats N alternates the two N times and
+gives the median ratio with its range (one pair is within a shared host's noise).
 
     python bench/search_throughput.py --data ../shared/data/cifar10-jpeg.zip            # GPU
     python bench/search_throughput.py --device cpu --preset cnn-arch1-M1 --n-train 1024 --per-device 1 2
     python bench/search_throughput.py --device cpu --preset cnn-arch1-M1 --n-train 4096 --per-device 1 2 \
-        --checkpoint-every 1 --s3
+        --checkpoint-every 1 --s3 --repeats 3
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main() -> None:
     p.add_argument("--per-device", type=int, nargs="+", default=[1, 2, 4, 8], help="trials sharing the device")
     p.add_argument("--checkpoint-every", type=int, default=None, help="epochs (default: the last epoch alone)")
     p.add_argument("--s3", action="store_true", help="also run each setting with the run folder in a local S3 server")
+    p.add_argument("--repeats", type=int, default=1, help="with --s3: local and S3 runs of each setting, alternated")
     args = p.parse_args()
     every = args.checkpoint_every or args.epochs
 
@@ -106,13 +108,20 @@ def main() -> None:
         ray.init(num_gpus=torch.cuda.device_count() if gpu else 0, include_dashboard=False, log_to_driver=False)
         print(f"  (a checkpoint every {every} epoch(s))")
         for k in args.per_device:
-            rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu, storage, every)
-            print(f"  {f'{k} trial(s) per device via Ray':<32} {rate:8.2f} trial-epochs/s   "
-                  f"({rate / base_rate:.1f}x baseline)")
-            if bucket is not None:
-                s3_rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu, f"{bucket}/runs", every)
-                print(f"  {'  the same, run folder on S3':<32} {s3_rate:8.2f} trial-epochs/s   "
-                      f"({s3_rate / rate:.2f}x the local disk)")
+            ratios = []
+            for i in range(args.repeats if bucket is not None else 1):
+                rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu, f"{storage}/{i}", every)
+                print(f"  {f'{k} trial(s) per device via Ray':<32} {rate:8.2f} trial-epochs/s   "
+                      f"({rate / base_rate:.1f}x baseline)")
+                if bucket is not None:
+                    s3_rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu,
+                                          f"{bucket}/runs/{i}", every)
+                    ratios.append(s3_rate / rate)
+                    print(f"  {'  the same, run folder on S3':<32} {s3_rate:8.2f} trial-epochs/s   "
+                          f"({ratios[-1]:.2f}x the local disk)")
+            if len(ratios) > 1:
+                print(f"  {k} trial(s), S3 against the local disk over {len(ratios)} pairs: median "
+                      f"{statistics.median(ratios):.2f}x (from {min(ratios):.2f}x to {max(ratios):.2f}x)")
         ray.shutdown()
         if server is not None:
             server.stop()

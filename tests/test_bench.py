@@ -17,7 +17,7 @@ TINY = ["--device", "cpu", "--preset", "mlp-M1"]
 BENCHES = {
     "train_throughput": [*TINY, "--n-train", "40", "--epochs", "2", "--batch-size", "20"],
     "search_throughput": [*TINY, "--n-train", "40", "--epochs", "2", "--batch-size", "20", "--per-device", "2",
-                          "--checkpoint-every", "1", "--s3"],
+                          "--checkpoint-every", "1", "--s3", "--repeats", "2"],
     "objective_cost": [*TINY, "--n-train", "40", "--n-val", "40", "--epochs", "2", "--score-at", "2",
                        "--batch-size", "20", "--space", "spaces/smoke.yaml", "--reference-n", "20",
                        "--extractor", "tiny-random"],
