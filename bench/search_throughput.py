@@ -24,6 +24,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,15 +111,18 @@ def main() -> None:
         for k in args.per_device:
             ratios = []
             for i in range(args.repeats if bucket is not None else 1):
+                cpu = time.process_time()
                 rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu, f"{storage}/{i}", every)
                 print(f"  {f'{k} trial(s) per device via Ray':<32} {rate:8.2f} trial-epochs/s   "
-                      f"({rate / base_rate:.1f}x baseline)")
+                      f"({rate / base_rate:.1f}x baseline; driver: {time.process_time() - cpu:.1f} CPU-s)")
                 if bucket is not None:
+                    cpu = time.process_time()  # this process: Tune's driver, and the S3 server's threads
                     s3_rate = through_ray(args.preset, k, data, args.epochs, args.batch_size, gpu,
                                           f"{bucket}/runs/{i}", every)
                     ratios.append(s3_rate / rate)
                     print(f"  {'  the same, run folder on S3':<32} {s3_rate:8.2f} trial-epochs/s   "
-                          f"({ratios[-1]:.2f}x the local disk)")
+                          f"({ratios[-1]:.2f}x the local disk; driver and S3 server: "
+                          f"{time.process_time() - cpu:.1f} CPU-s)")
             if len(ratios) > 1:
                 print(f"  {k} trial(s), S3 against the local disk over {len(ratios)} pairs: median "
                       f"{statistics.median(ratios):.2f}x (from {min(ratios):.2f}x to {max(ratios):.2f}x)")
