@@ -324,6 +324,20 @@ def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def _wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float = 120.0) -> None:
+    """Until `count` nodes are alive in the cluster at `address`: a node registers some seconds
+    after `ray start` returns, more on a loaded machine."""
+    probe = "import ray, sys; ray.init(address=sys.argv[1]); print(sum(n['Alive'] for n in ray.nodes()))"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        out = subprocess.run([sys.executable, "-c", probe, address], env={**os.environ, **env}, capture_output=True,
+                             text=True, timeout=120)
+        if out.stdout.strip().splitlines()[-1:] == [str(count)]:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{count} nodes never alive at {address}")
+
+
 @pytest.mark.slow
 def test_two_nodes_that_share_no_folder_keep_every_record_in_the_bucket(bucket, tmp_path):
     """Two `ray start` nodes, each with its own temp, cache and scratch folder, and a driver with
@@ -338,7 +352,7 @@ def test_two_nodes_that_share_no_folder_keep_every_record_in_the_bucket(bucket, 
     try:
         wait_for_port(port)
         started.append(_ray_start([f"--address=127.0.0.1:{port}", f"--temp-dir={temp['worker']}"], nodes["worker"]))
-        time.sleep(5)  # the worker node registers
+        _wait_for_nodes(f"127.0.0.1:{port}", 2, nodes["driver"])
         space = tiny_space(tmp_path, num_samples=4, max_concurrent=2,
                            asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
         work = tmp_path / "work"
