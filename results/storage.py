@@ -84,7 +84,8 @@ class Remote:
         return _filesystem(self.uri)[0]
 
     @property
-    def _root(self) -> str:
+    def fs_path(self) -> str:
+        """The run's path in its pyarrow filesystem: bucket/prefix/name."""
         return _filesystem(self.uri)[1].rstrip("/")
 
     @property
@@ -96,7 +97,7 @@ class Remote:
     def _key(self, local: Path) -> str:
         """The object key of a path in the mirror."""
         rel = local.relative_to(self.scratch).as_posix()
-        return self._root if rel == "." else f"{self._root}/{rel}"
+        return self.fs_path if rel == "." else f"{self.fs_path}/{rel}"
 
     def listing(self, local: Path | None = None, recursive: bool = True, folders: bool = False) -> list:
         """What the bucket holds under `local` (a path in the mirror), as pyarrow FileInfos: its
@@ -111,7 +112,7 @@ class Remote:
         """Download the files under `local` that the mirror lacks or holds older (`keep(path)`: which)."""
         with _lock:
             for info in self.listing(local, recursive):
-                path = self.scratch / info.path[len(self._root) + 1:]
+                path = self.scratch / info.path[len(self.fs_path) + 1:]
                 if not keep(path) or not _newer_there(path, info):
                     continue
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,7 @@ class Remote:
 
     def delete(self) -> None:
         """Delete the run from the bucket."""
-        self._fs.delete_dir_contents(self._root, missing_dir_ok=True)
+        self._fs.delete_dir_contents(self.fs_path, missing_dir_ok=True)
 
 
 def _open(path: Path):

@@ -86,6 +86,42 @@ def state_upload_running(wrapped_controller) -> bool:
     return process is not None and bool(_attr(process, "is_running", "whether an upload is running"))
 
 
+# ray.train._internal.storage._FilesystemSyncer: Tune uploads its experiment state with
+# syncer.sync_up(local_dir, remote_dir), which runs in a background thread the function and keyword
+# arguments (local_path, fs, fs_path, exclude) that _sync_up_command builds. A syncer keeps its last
+# command, and Tune pickles the syncer with each trial's storage context: the command stays a
+# module-level function with plain arguments.
+
+_before_state_upload: dict[str, Any] = {}
+
+
+def before_state_uploads(experiment_fs_path: str, before) -> None:
+    """From now on in this process, each upload of Tune's experiment state to `experiment_fs_path`
+    (its storage context's experiment_fs_path, e.g. bucket/prefix/name) first calls before(), in
+    Tune's upload thread: the run's own files then reach storage before the state that refers to
+    them, without holding up the driver (search.tuning.PushesRunFiles)."""
+    from ray.train._internal.storage import _FilesystemSyncer
+
+    _before_state_upload[experiment_fs_path] = before
+    build = _attr(_FilesystemSyncer, "_sync_up_command", "how Tune's syncer builds an upload")
+    if getattr(build, "builds_state_upload", False):
+        return
+
+    def sync_up_command(self, local_path: str, uri: str, exclude=None):
+        upload, kwargs = build(self, local_path=local_path, uri=uri, exclude=exclude)
+        return _state_upload, {**kwargs, "upload": upload}
+
+    sync_up_command.builds_state_upload = True
+    _FilesystemSyncer._sync_up_command = sync_up_command
+
+
+def _state_upload(upload, fs_path: str, **kwargs) -> None:
+    before = _before_state_upload.get(fs_path)
+    if before is not None:
+        before()
+    upload(fs_path=fs_path, **kwargs)
+
+
 def tuner_run_config(tuner):
     """A built Tuner's RunConfig, which bench/driver_scale.py changes after new_tuner built it (the
     Tuner keeps it in its local tuner, Tuner._local_tuner._run_config)."""

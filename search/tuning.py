@@ -16,7 +16,7 @@ from results.run_folder import RunFolder
 from results.study import journal_storage
 
 from .objective import METRIC, MODE, milestones, searched_keys
-from .private_api import OPTUNA_STUDY_NOTICE_LOGGERS
+from .private_api import OPTUNA_STUDY_NOTICE_LOGGERS, before_state_uploads
 from .schedulers import STATE_PERIOD_S, PersistentASHA
 from .searcher import ScoreOptunaSearch, create_study, settle, tpe_sampler
 from .settings import Objective, Spec
@@ -85,27 +85,31 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
 
 
 class PushesRunFiles(tune.Callback):
-    """Uploads the driver's files of a run at a URI (results.storage) whenever Tune saves its
-    experiment state: Tune asks its callbacks for their state (get_state) in every save, after
-    writing its own, so the bucket's ASHA records and study are never older than its Tune state,
-    as in a local run folder. Holds the run's location, not its mirror: a search resumed on
-    another machine unpickles it there."""
+    """Uploads the driver's files of a run at a URI (results.storage) whenever Tune uploads its
+    experiment state, in Tune's upload thread and before that state (private_api.
+    before_state_uploads), so the bucket's ASHA records and study are never older than its Tune
+    state, as in a local run folder, and the driver does not wait for them: a save costs it no more
+    than on the local disk. Holds the run's location, not its mirror: a search resumed on another
+    machine unpickles it there."""
 
     def __init__(self, location: str):
         self.location = location
 
     def setup(self, **info) -> None:
         self._trials, self._emptied = [], set()  # also after a restore, which unpickles this object
+        before_state_uploads(RunFolder.at(self.location).remote.fs_path, self._push)
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         self._trials = trials  # Tune's own list of the search's trials, kept up to date by Tune
 
     def get_state(self) -> None:
-        self._drop_finished_trial_folders()
+        self._drop_finished_trial_folders()  # in every save, before Tune uploads its staging folder
+        return None  # nothing of its own to save
+
+    def _push(self) -> None:
         run = RunFolder.at(self.location)
         run.push(run.path, recursive=False)
         run.push(run.study_artifacts)
-        return None  # nothing of its own to save
 
     def _drop_finished_trial_folders(self) -> None:
         """Remove the empty folder Tune keeps for each finished trial in its driver staging folder

@@ -2,6 +2,8 @@
 real objects of the pinned versions, so that an upgrade that changes one fails here with the reason.
 Behaviour is tested elsewhere through the project's own code."""
 
+from pathlib import Path
+
 import optuna
 import pytest
 from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
@@ -58,6 +60,27 @@ def test_tunes_running_upload_of_its_state_is_seen_through_its_storage_syncer(tm
     assert private_api.state_upload_running(wrapped) is True
     storage.syncer._sync_process = SimpleNamespace(is_running=False)
     assert private_api.state_upload_running(wrapped) is False
+
+
+def test_tunes_state_upload_first_calls_what_its_destination_registered_in_its_own_thread(tmp_path):
+    import pickle
+    import threading
+
+    from ray.train._internal.storage import StorageContext
+
+    hooked, plain = StorageContext(str(tmp_path), "hooked"), StorageContext(str(tmp_path), "plain")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "experiment_state.json").write_text("{}")
+    seen = []
+    private_api.before_state_uploads(hooked.experiment_fs_path, lambda: seen.append(
+        (threading.current_thread() is threading.main_thread(), (tmp_path / "hooked/experiment_state.json").exists())))
+    for storage in (hooked, plain):
+        storage.syncer.sync_up(str(staging), storage.experiment_fs_path)
+        storage.syncer.wait()
+        assert (Path(storage.experiment_fs_path) / "experiment_state.json").read_text() == "{}"
+    assert seen == [(False, False)]  # once, for its destination: in Tune's upload thread, before the state
+    pickle.loads(pickle.dumps(hooked))  # Tune pickles a storage context, its syncer's last upload with it
 
 
 def test_anything_but_tunes_wrapper_is_refused_rather_than_called():

@@ -97,27 +97,36 @@ def test_a_local_run_folder_neither_pushes_nor_pulls(tmp_path):
     assert not run.path.exists()
 
 
-def test_each_save_uploads_the_driver_files_without_finished_trials_empty_staging_folders(bucket, tmp_path):
-    """Tune uploads its driver staging folder whole on every save, a request per folder in it; a
-    finished trial's folder there is empty (the trial's own records are in the run folder)."""
+def test_tunes_state_uploads_carry_the_driver_files_first_and_no_finished_trials_empty_folders(bucket, tmp_path):
+    """A save (get_state, in Tune's save) leaves Tune's driver staging folder without a finished
+    trial's empty folder (Tune uploads it whole, a request per folder); Tune's upload of it, in its
+    own thread, first uploads the driver's files."""
+    from ray.train._internal.storage import StorageContext
+
     from search.tuning import PushesRunFiles
 
     run = RunFolder.at(f"{bucket.uri}/runs/r")
     run.path.mkdir(parents=True)
     (run.path / "asha_state.jsonl").write_text("{}\n")
-    staging = {name: tmp_path / "staging" / name for name in ("done", "running", "failed")}
-    for folder in staging.values():
+    staging = tmp_path / "staging"
+    folders = {name: staging / name for name in ("done", "running", "failed")}
+    for folder in folders.values():
         folder.mkdir(parents=True)
-    (staging["failed"] / "error.txt").write_text("Failure # 1")
-    trials = [SimpleNamespace(trial_id=name, status=status, local_path=str(staging[name]))
+    (folders["failed"] / "error.txt").write_text("Failure # 1")
+    (staging / "experiment_state.json").write_text("{}")
+    trials = [SimpleNamespace(trial_id=name, status=status, local_path=str(folders[name]))
               for name, status in (("done", "TERMINATED"), ("running", "RUNNING"), ("failed", "ERROR"))]
     callback = PushesRunFiles(run.location)
     callback.setup()
     callback.on_step_begin(iteration=1, trials=trials)
     callback.get_state()
-    assert bucket.keys("runs/r") == ["asha_state.jsonl"]
-    assert not staging["done"].exists()
-    assert staging["running"].is_dir() and (staging["failed"] / "error.txt").exists()
+    assert not folders["done"].exists() and folders["running"].is_dir() and (folders["failed"] / "error.txt").exists()
+    assert bucket.keys("runs/r") == []  # the driver does not wait for an upload
+
+    tune_storage = StorageContext(run.storage, run.name)  # as new_tuner's RunConfig has Tune build it
+    tune_storage.syncer.sync_up(str(staging), tune_storage.experiment_fs_path)
+    tune_storage.syncer.wait()
+    assert {"asha_state.jsonl", "experiment_state.json", "failed/error.txt"} <= set(bucket.keys("runs/r"))
 
 
 @pytest.mark.slow
