@@ -52,8 +52,15 @@ def final_command(run_dir: Path, data: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "search.final", str(run_dir), "--data", str(data), *extra]
 
 
-def run(cmd, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def _environment(env: dict[str, str] | None) -> dict[str, str] | None:
+    """This environment with `env` added, the project importable from any working folder (None:
+    this environment as it is, for a command run from the project's root)."""
+    return None if env is None else {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+
+
+def run(cmd, timeout=300, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`cmd` to its end, from `cwd` (a user's working folder) with `env` added."""
+    return subprocess.run(cmd, cwd=cwd, env=_environment(env), capture_output=True, text=True, timeout=timeout)
 
 
 def in_process(cmd) -> subprocess.CompletedProcess:
@@ -81,11 +88,12 @@ def in_process(cmd) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, code, out.getvalue(), err.getvalue())
 
 
-def start(cmd) -> subprocess.Popen:
-    """In its own process group, so a test can SIGKILL it with every Ray process it started. Its
-    output goes to a file (a pipe nobody reads would fill up and stall it): `output(proc)`."""
+def start(cmd, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """As `run`, in its own process group, so a test can SIGKILL it with every Ray process it
+    started. Its output goes to a file (a pipe nobody reads would fill up and stall it): `output(proc)`."""
     log = tempfile.NamedTemporaryFile("w+", prefix="cmd-", suffix=".log", delete=False)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_environment(env), stdout=log, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     proc.log_path = log.name
     return proc
 

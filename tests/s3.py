@@ -4,8 +4,6 @@ it, and a bucket of one test's own, made and read through the S3 API."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,13 +74,6 @@ def bucket(s3_endpoint, tmp_path, monkeypatch) -> Bucket:
     S3FileSystem(endpoint_override=s3_endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, region="us-east-1",
                  allow_bucket_creation=True).create_dir(name)
     return Bucket(name, env)
-
-
-def run_in(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
-    """A command run from `cwd` (a user's working folder) with `env` added to this environment."""
-    root = Path(__file__).resolve().parents[1]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **env, "PYTHONPATH": str(root)})
 
 
 def files_holding(folder: Path, text: str) -> list[Path]:

@@ -17,21 +17,25 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import yaml
-from cli import ROOT, command, final_command, free_port, in_process, kill, output, tiny_space, wait_for, wait_for_port
+from cli import (
+    ROOT,
+    command,
+    final_command,
+    free_port,
+    in_process,
+    kill,
+    output,
+    run,
+    start,
+    tiny_space,
+    wait_for,
+    wait_for_port,
+)
 from conftest import make_tree
-from s3 import ACCESS_KEY, SECRET_KEY, files_holding, run_in
+from s3 import ACCESS_KEY, SECRET_KEY, files_holding
 
 from results.run_folder import RunFolder
 from results.storage import Uploads
-
-
-def _start_in(cmd, cwd, env) -> subprocess.Popen:
-    """As cli.start, from `cwd` with `env` added."""
-    log = tempfile.NamedTemporaryFile("w+", prefix="cmd-", suffix=".log", delete=False)
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=log,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    proc.log_path = log.name
-    return proc
 
 
 def _epochs(bucket, key: str) -> list[int]:
@@ -138,7 +142,7 @@ def test_a_search_and_final_stage_keep_every_record_in_the_bucket(bucket, tmp_pa
     work = tmp_path / "work"
     work.mkdir()
     runs = f"{bucket.uri}/runs"
-    proc = run_in(command(tiny_space(tmp_path), make_tree(tmp_path / "tree", per_class=4), runs), work, bucket.env)
+    proc = run(command(tiny_space(tmp_path), make_tree(tmp_path / "tree", per_class=4), runs), 600, work, bucket.env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert list(work.iterdir()) == []  # nothing under the working folder
 
@@ -167,7 +171,7 @@ def test_a_search_and_final_stage_keep_every_record_in_the_bucket(bucket, tmp_pa
 
     # The README's first command for optuna-dashboard: copy the journal down (the second opens it).
     [copy] = [line for line in (ROOT / "README.md").read_text().splitlines() if "fs.copy_files(" in line]
-    copied = run_in(["bash", "-c", copy.replace("s3://bucket/runs/cnn", f"{runs}/t")], tmp_path, bucket.env)
+    copied = run(["bash", "-c", copy.replace("s3://bucket/runs/cnn", f"{runs}/t")], 600, tmp_path, bucket.env)
     assert copied.returncode == 0, copied.stderr
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -223,7 +227,7 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
     cmd = command(_cnn_space(tmp_path), make_tree(tmp_path / "tree", per_class=40), runs)
     scratch = {name: {**bucket.env, "CVAE_SCRATCH": str(tmp_path / name)} for name in ("a", "b", "c")}
 
-    proc = _start_in(cmd, work, scratch["a"])
+    proc = start(cmd, work, scratch["a"])
     wait_for(lambda: _running_trial(bucket) is not None, proc, timeout=300)
     kill(proc)
     time.sleep(1)  # an upload the server received whole before the kill may still be being stored
@@ -233,7 +237,7 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
         f.write(bucket.read(f"runs/t/{killed}/checkpoint.pt"))
     resumed_from = torch.load(tmp_path / "ckpt.pt", weights_only=True)["epoch"]
 
-    proc = _start_in(cmd, work, scratch["b"])  # interrupted again once a finalist has checkpointed twice
+    proc = start(cmd, work, scratch["b"])  # interrupted again once a finalist has checkpointed twice
     wait_for(lambda: len(_finalist_epochs(bucket)[1]) >= 2, proc, timeout=300,
              what="a finalist's second epoch in the bucket")
     kill(proc)
@@ -243,7 +247,7 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
     assert epochs[len(epochs_before)] == resumed_from + 1  # from its checkpoint, not from epoch 1
     final_key, final_before = _finalist_epochs(bucket)
 
-    done = run_in(final_command(f"{runs}/t", tmp_path / "tree"), work, scratch["c"])
+    done = run(final_command(f"{runs}/t", tmp_path / "tree"), 600, work, scratch["c"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     final_epochs = _epochs(bucket, final_key)
     assert final_epochs.count(1) == 1 and final_epochs[:len(final_before)] == final_before  # went on
@@ -316,7 +320,7 @@ def test_credentials_the_endpoint_refuses_or_none_are_one_line(credentials, prob
         wait_for_port(port, timeout=30)
         env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true",
                "HOME": str(tmp_path / "home"), **credentials}
-        proc = run_in(command(tiny_space(tmp_path), tree, "s3://some-bucket/runs"), tmp_path, env, timeout=120)
+        proc = run(command(tiny_space(tmp_path), tree, "s3://some-bucket/runs"), 120, tmp_path, env)
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
@@ -366,8 +370,8 @@ def test_two_nodes_that_share_no_folder_keep_every_record_in_the_bucket(bucket, 
                            asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
         work = tmp_path / "work"
         work.mkdir()
-        proc = run_in(command(space, make_tree(tmp_path / "tree", per_class=8), f"{bucket.uri}/runs", "--address",
-                              f"127.0.0.1:{port}"), work, nodes["driver"])
+        proc = run(command(space, make_tree(tmp_path / "tree", per_class=8), f"{bucket.uri}/runs", "--address",
+                           f"127.0.0.1:{port}"), 600, work, nodes["driver"])
     finally:
         for node in reversed(started):
             os.killpg(node.pid, signal.SIGKILL)
