@@ -95,7 +95,9 @@ def dummy_trial(config, run_location: str, epochs: int, epoch_s: float, score_at
             tune.report(metrics)
 
 
-def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: float, bucket: str | None) -> dict:
+def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: float, bucket: str | None,
+            storage: Path) -> dict:
+    """One search; its run folder and scratch in `storage` (or the run in `bucket`, for events_s3)."""
     """In this process: one search with `policy` (events_s3: in `bucket`); its measurements as a dict."""
     if policy not in ("events", "events_s3"):
         os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = {"auto": "auto", "every_second": "1"}[policy]
@@ -122,7 +124,6 @@ def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: flo
                    "asha": {"max_t": epochs, "grace_period": 2, "reduction_factor": 2}, "checkpoint_every": 2,
                    "objective": {"metric": "fid"}, "resources": {"cpu": 2 / concurrent}},
     })
-    storage = Path(tempfile.mkdtemp(prefix="driver-scale-"))
     os.environ["CVAE_SCRATCH"] = str(storage / "scratch")  # before Ray starts: its workers take it
     run = RunFolder.at(f"{bucket if policy == 'events_s3' else storage}/{policy}-{trials}")
     run.path.mkdir(parents=True)
@@ -155,7 +156,9 @@ def main() -> None:
     args = p.parse_args()
     if args.one:
         policy, trials, bucket = args.one
-        print(json.dumps(one_run(policy, int(trials), args.concurrent, args.epochs, args.epoch_seconds, bucket)))
+        with tempfile.TemporaryDirectory(prefix="driver-scale-") as storage:  # the bench's own, gone after
+            print(json.dumps(one_run(policy, int(trials), args.concurrent, args.epochs, args.epoch_seconds, bucket,
+                                     Path(storage))))
         return
     server, bucket = start_s3() if "events_s3" in args.policies else (None, "-")  # the commands inherit its endpoint
 
