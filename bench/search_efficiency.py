@@ -35,9 +35,16 @@ among them the ratios are 1. ASHA promotes the better trials, so a searcher that
 configurations also spends more trial-epochs on them. --grace-period replaces the schedule's
 (max_t: no early stopping) for every method.
 
-One 128-trial search on the surrogate takes about 30 s on 2 idle cores (Ray's start and stop
-about 8 s of it) and 10-20 s of CPU (more for a search that trains more epochs: Tune handles
-every epoch's report); --parallel 2 runs two at once. Each search is a process of its own.
+Each epoch lasts --epoch-seconds (a sleep; default 0.05 s). A real epoch outlasts Tune's own work
+per report and a trial's start; without the sleep a trial advances as fast as the driver handles
+its reports, and a trial that started early could run 52 epochs while the next three ran 5, so
+ASHA met them in an order no real search gives it. --space: the space file whose search settings
+every method starts from (default spaces/cnn.yaml; an LCBench search keeps LCBench's own space).
+
+One 128-trial search on the surrogate takes about 40-60 s on 2 idle cores (the sleeps, at 4
+trials at once, about 25-45 s of it; Ray's start and stop about 8 s), more with `model: gp`,
+whose every ask optimises its acquisition over LCBench's two wide integer settings (about 3 s an
+ask on these cores); --parallel 2 runs two at once. Each search is a process of its own.
 
     python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --json out.json
     python bench/search_efficiency.py --seeds 3 --trials 24 --methods random,configured
@@ -92,15 +99,18 @@ def curve(final: float, params: int, epoch: int) -> float:
     return final + 250.0 * math.exp(-epoch / tau)
 
 
-def report_curve(score, max_t: int, score_at: frozenset, params: int | None = None, per_epoch=None,
-                 fail_at: int | None = None) -> None:
-    """Report as search.trainable.run_trial does: an epoch record every epoch (with `per_epoch(epoch)`'s
-    entries), `score(epoch)` at the epochs in `score_at` and the last, the stop at the last; raise at
-    `fail_at` as a divergence does."""
+def report_curve(score, max_t: int, score_at: frozenset, epoch_s: float, params: int | None = None,
+                 per_epoch=None, fail_at: int | None = None) -> None:
+    """Report as search.trainable.run_trial does: an epoch record every `epoch_s` seconds (with
+    `per_epoch(epoch)`'s entries), `score(epoch)` at the epochs in `score_at` and the last, the stop
+    at the last; raise at `fail_at` as a divergence does."""
+    import time
+
     from ray import tune
 
     last = {}
     for epoch in range(1, max_t + 1):
+        time.sleep(epoch_s)
         if epoch == fail_at:
             raise RuntimeError(f"loss diverged at epoch {epoch} (synthetic)")
         stop = "max_epochs" if epoch == max_t else None
@@ -118,7 +128,7 @@ def _trial_folder(run_dir: str, config: dict) -> None:
     RunFolder(run_dir).trial(trial_name(config, tune.get_context().get_trial_id())).mkdir(parents=True, exist_ok=True)
 
 
-def synthetic_trial(config, run_dir: str, max_t: int, score_at: frozenset):
+def synthetic_trial(config, run_dir: str, max_t: int, score_at: frozenset, epoch_s: float):
     """The synthetic function's curve, with noise seeded by the trial."""
     import random
 
@@ -130,16 +140,17 @@ def synthetic_trial(config, run_dir: str, max_t: int, score_at: frozenset):
     _trial_folder(run_dir, config)
     params = config_params(trial_config(config).model)
     final, rng = final_score(config), random.Random(tune.get_context().get_trial_id())
-    report_curve(lambda epoch: curve(final, params, epoch) + rng.gauss(0.0, 3.0), max_t, score_at, params,
+    report_curve(lambda epoch: curve(final, params, epoch) + rng.gauss(0.0, 3.0), max_t, score_at, epoch_s, params,
                  fail_at=2 if math.isinf(final) else None)
 
 
-def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t: int, score_at: frozenset):
+def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t: int, score_at: frozenset,
+                  epoch_s: float):
     """The surrogate's curve of `config` on `task`: its validation error and cumulative seconds every
     epoch, as `val_error` and `seconds`; the error as the score at `score_at`, as a trial's FID."""
     _trial_folder(run_dir, config)
     error, seconds = lcbench.curve(folder, task, config)
-    report_curve(lambda epoch: error[epoch - 1], max_t, score_at,
+    report_curve(lambda epoch: error[epoch - 1], max_t, score_at, epoch_s,
                  per_epoch=lambda epoch: {"val_error": error[epoch - 1], "seconds": seconds[epoch - 1]})
 
 
@@ -169,10 +180,11 @@ def _fit(args: argparse.Namespace, spec, run, task: str) -> dict[str, dict]:
         folder = lcbench.read_folder(args.lcbench)
         space = lcbench.Space(folder)
         trainable = tune.with_parameters(lcbench_trial, run_dir=str(run.path), folder=folder, task=task,
-                                         max_t=s.asha.max_t, score_at=score_at)
+                                         max_t=s.asha.max_t, score_at=score_at, epoch_s=args.epoch_seconds)
     else:
         space = None
-        trainable = tune.with_parameters(synthetic_trial, run_dir=str(run.path), max_t=s.asha.max_t, score_at=score_at)
+        trainable = tune.with_parameters(synthetic_trial, run_dir=str(run.path), max_t=s.asha.max_t, score_at=score_at,
+                                         epoch_s=args.epoch_seconds)
     tuning.configure_tune()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = tuning.new_tuner(spec, run, tune.with_resources(trainable, {"cpu": s.resources.cpu}), space).fit()
@@ -186,7 +198,7 @@ def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> l
     from results.study import TUNE_TRIAL_ID, load_study
     from search.settings import load_spec, with_overrides
 
-    spec = with_overrides(load_spec(SPACE_FILE), num_samples=args.trials)
+    spec = with_overrides(load_spec(args.space), num_samples=args.trials)
     s = spec.search
     if args.benchmark == "lcbench":
         s = s.model_copy(update={"asha": s.asha.model_copy(update={"max_t": lcbench.EPOCHS})})
@@ -244,6 +256,8 @@ def _print_task(task: str, figures: dict[str, dict], searches: dict[str, list], 
 def _arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--benchmark", choices=("synthetic", "lcbench"), default="synthetic")
+    p.add_argument("--space", type=Path, default=SPACE_FILE,
+                   help="the space file whose search settings every method starts from (lcbench: its space aside)")
     p.add_argument("--tasks", default="7593", help="LCBench's OpenML task ids, comma-separated (lcbench only)")
     p.add_argument("--lcbench", type=Path, default=lcbench.DEFAULT_DIR, help="the surrogate's folder")
     p.add_argument("--methods", default=",".join(METHODS), help=f"a comma-separated subset of {','.join(METHODS)}")
@@ -251,6 +265,8 @@ def _arguments() -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=128)
     p.add_argument("--concurrent", type=int, default=4)
     p.add_argument("--grace-period", type=int, help="epochs, for every method; default: the schedule's")
+    p.add_argument("--epoch-seconds", type=float, default=0.05,
+                   help="each trial's epoch lasts this long (a sleep), as a real epoch outlasts Tune's work per report")
     p.add_argument("--parallel", type=int, default=1,
                    help="searches at once, each its own Ray instance (its trials still --concurrent at once)")
     p.add_argument("--json", type=Path, help="write every figure there")
@@ -266,6 +282,15 @@ def _arguments() -> argparse.Namespace:
     for flag in ("seeds", "trials", "concurrent", "parallel"):
         if getattr(args, flag) < 1:
             p.exit(2, f"error: --{flag}: {getattr(args, flag)} must be >= 1\n")
+    from search.settings import load_spec
+    from search.validation import SpaceError
+
+    try:
+        load_spec(args.space)
+    except SpaceError as e:
+        p.exit(2, f"error: --space {e}\n")
+    if args.epoch_seconds < 0:
+        p.exit(2, f"error: --epoch-seconds: {args.epoch_seconds} must be >= 0\n")
     if args.benchmark == "lcbench":
         try:
             known = lcbench.read_folder(args.lcbench).task_codes

@@ -31,7 +31,7 @@ BENCHES = {
                 "--config", '{"model": {"family": "resnet", "latent": 4, "width": 4, "scales": 2, "blocks": 1}, '
                 '"recipe": {"batch_size": 20}}'],
     "search_efficiency": ["--seeds", "1", "--trials", "3", "--concurrent", "2", "--grace-period", "15",
-                          "--methods", "random,configured"],
+                          "--methods", "random,configured", "--epoch-seconds", "0.001"],
     "driver_scale": ["--trials", "3", "--concurrent", "2", "--epochs", "2", "--epoch-seconds", "0.01"],
 }
 DATALESS = {"driver_scale", "search_efficiency"}
@@ -55,8 +55,8 @@ def test_search_efficiency_on_lcbench_writes_every_figure(tmp_path):
     """Every method on two real tasks, in the JSON docs/benchmarks.md describes."""
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--benchmark", "lcbench",
                           "--tasks", "7593,126025", "--seeds", "2", "--trials", "4", "--concurrent", "2",
-                          "--json", str(tmp_path / "figures.json")], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+                          "--epoch-seconds", "0.001", "--json", str(tmp_path / "figures.json")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     figures = json.loads((tmp_path / "figures.json").read_text())
     methods = ["random", "tpe-defaults", "no-early-stopping", "configured"]

@@ -27,7 +27,7 @@ def test_the_trainable_reports_every_epoch_of_the_surrogates_curve(monkeypatch, 
     reports = []
     monkeypatch.setattr(tune, "report", reports.append)
     monkeypatch.setattr(tune, "get_context", lambda: type("Context", (), {"get_trial_id": lambda self: "t1"})())
-    search_efficiency.lcbench_trial(CONFIG, str(tmp_path), folder, "7593", 52, frozenset({5, 15, 45}))
+    search_efficiency.lcbench_trial(CONFIG, str(tmp_path), folder, "7593", 52, frozenset({5, 15, 45}), 0.0)
     error, seconds = lcbench.curve(folder, "7593", CONFIG)
     assert [r["epoch"] for r in reports] == list(range(1, 53))
     assert [r["val_error"] for r in reports] == error and [r["seconds"] for r in reports] == seconds
