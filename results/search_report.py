@@ -137,14 +137,14 @@ def asha_decisions(run: RunFolder, trials: pd.DataFrame) -> list[str]:
 
 
 def searcher_decisions(study) -> list[str]:
-    """What TPE was fitted on to sample each trial (search.milestone_tpe): how many trials it sampled
+    """What the searcher was fitted on to sample each trial (search.milestone_view): how many trials it sampled
     at random and how many from each milestone's scores. Markdown lines."""
     fitted = pd.Series([t.user_attrs.get(FITTED_ON) for t in study.trials], dtype=object)
     if fitted.isna().all():
         return []
     counts = fitted.fillna("at random").value_counts()
     order = sorted(counts.index, key=lambda k: -1 if k == "at random" else k)
-    lines = ["How TPE sampled each trial: at random (its start-up), or fitted on the scores at one milestone "
+    lines = ["How the searcher sampled each trial: at random (its start-up), or fitted on the scores at one milestone "
              "(the highest with enough of them):", "", "| sampled | trials |", "|---|---|"]
     return lines + [f"| {k if k == 'at random' else f'from epoch-{k} scores'} | {counts[k]} |" for k in order] + [""]
 

@@ -189,7 +189,7 @@ def set_trial_user_attr(study, frozen, key: str, value: Any) -> None:
 
 
 class StudyView:
-    """A study as TPESampler reads it, with its trials replaced (search.milestone_tpe): TPE reads
+    """A study as TPESampler reads it, with its trials replaced (search.milestone_view): TPE reads
     trials through Study._get_trials and get_trials; everything else (its storage, where TPE shares
     a running trial's relative settings, its directions) is the study's."""
 

@@ -18,30 +18,39 @@ from pathlib import Path
 import optuna
 import pandas as pd
 from optuna.exceptions import ExperimentalWarning
-from optuna.samplers import TPESampler
+from optuna.samplers import BaseSampler, GPSampler, TPESampler
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from results import study as study_files
 from results.run_folder import RunFolder, trial_name
 
-from .milestone_tpe import MilestoneTPE
+from .milestone_view import MilestoneSampler
 from .private_api import open_trial, searcher_completed, searcher_study, searcher_trials
 from .seeds import TRIAL_NUMBER
 from .settings import Searcher
 from .trials import stop_reason
 
 
-def tpe_sampler(searcher: Searcher, seed: int, milestones: tuple[int, ...] = ()) -> TPESampler | MilestoneTPE:
-    """TPE with every setting given (search.settings.Searcher says why each is what it is), fitted
-    on the scores at one of `milestones` (epochs: ASHA's and the last) when `fit_on: milestone`."""
-    with warnings.catch_warnings():  # `group` is marked experimental; it is chosen, and tested here
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        tpe = TPESampler(seed=seed, n_startup_trials=searcher.n_startup_trials, multivariate=searcher.multivariate,
-                         group=searcher.group, constant_liar=searcher.constant_liar)
+def new_sampler(searcher: Searcher, seed: int, milestones: tuple[int, ...] = ()) -> BaseSampler:
+    """Optuna's TPE or GP sampler with every setting given (search.settings.Searcher says why each is
+    what it is), fitted on the scores at one of `milestones` (epochs: ASHA's and the last) when
+    `fit_on: milestone`."""
+    if searcher.model == "gp":
+        # The GP models the keys every trial has; a family's own keys it leaves to its independent
+        # sampler, univariate TPE here rather than its default, random search.
+        tpe = TPESampler(seed=seed, n_startup_trials=searcher.n_startup_trials)
+        sampler = GPSampler(seed=seed, n_startup_trials=searcher.n_startup_trials, independent_sampler=tpe,
+                            warn_independent_sampling=False)
+    else:
+        with warnings.catch_warnings():  # `group` is marked experimental; it is chosen, and tested here
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            sampler = TPESampler(seed=seed, n_startup_trials=searcher.n_startup_trials,
+                                 multivariate=searcher.multivariate, group=searcher.group,
+                                 constant_liar=searcher.constant_liar)
     if searcher.fit_on == "last":
-        return tpe
-    return MilestoneTPE(tpe, milestones, n_min=searcher.n_startup_trials)
+        return sampler
+    return MilestoneSampler(sampler, milestones, n_min=searcher.n_startup_trials)
 
 
 def create_study(run: RunFolder, metric_names: list[str]) -> None:

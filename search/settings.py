@@ -62,19 +62,25 @@ class Resources(Settings):
 
 
 class Searcher(Settings):
-    """Optuna's TPE, each setting given (Optuna's defaults have changed across versions)."""
+    """Optuna's TPE or Gaussian-process sampler, each setting given (Optuna's defaults have changed
+    across versions)."""
 
-    n_startup_trials: int = Field(10, ge=1, description="random trials before TPE models the results")
+    # TPE models each group of settings' good and bad values apart; a Gaussian process models the score
+    # over the settings every trial has, jointly, and picks by expected improvement (bench/search_efficiency.py).
+    model: Literal["tpe", "gp"] = Field(
+        "tpe", description="tpe: Optuna's TPESampler; gp: its GPSampler (a Gaussian process; the keys only some "
+                           "trials have, a family's, by univariate TPE)")
+    n_startup_trials: int = Field(10, ge=1, description="random trials before the sampler models the results")
     # A family's keys exist only in its trials: the space is conditional. Multivariate TPE models the
     # settings jointly, and group=True splits it into the subspaces that occur together (one per family)
     # instead of dropping every key some trial lacks.
-    multivariate: bool = Field(True, description="model the settings jointly (needed by group)")
-    group: bool = Field(True, description="one model per subspace of keys sampled together (a family's)")
+    multivariate: bool = Field(True, description="TPE: model the settings jointly (needed by group)")
+    group: bool = Field(True, description="TPE: one model per subspace of keys sampled together (a family's)")
     # Several trials run at once: without a value for the running ones (the worst so far, the "constant
     # liar"), TPE would suggest each worker the same point until the first result arrives.
-    constant_liar: bool = Field(True, description="count running trials as the worst so far")
-    # Under ASHA a trial's last score comes from the milestone it was stopped at; TPE fitted on last
-    # scores ranks epoch-5 scores with final ones (search.milestone_tpe, bench/search_efficiency.py).
+    constant_liar: bool = Field(True, description="TPE: count running trials as the worst so far")
+    # Under ASHA a trial's last score comes from the milestone it was stopped at; a sampler fitted on last
+    # scores ranks epoch-5 scores with final ones (search.milestone_view, bench/search_efficiency.py).
     fit_on: Literal["milestone", "last"] = Field(
         "milestone", description="milestone: each trial's score at the highest milestone with n_startup_trials "
                                  "scores (as BOHB); last: each trial's last score")
@@ -84,6 +90,16 @@ class Searcher(Settings):
         if self.group and not self.multivariate:
             raise ValueError("group: true needs multivariate: true (Optuna's TPE groups a multivariate model)")
         return self
+
+    @model_validator(mode="after")
+    def _tpe_settings_need_tpe(self):
+        given = sorted(self.model_fields_set & _TPE_ONLY)
+        if self.model != "tpe" and given:
+            raise ValueError(f"{given[0]}: a setting of TPE's, and model is {self.model!r} (remove it, or model: tpe)")
+        return self
+
+
+_TPE_ONLY = {"multivariate", "group", "constant_liar"}
 
 
 class Asha(Settings):

@@ -18,7 +18,7 @@ from results.study import journal_storage
 from .objective import METRIC, MODE, milestones, searched_keys
 from .private_api import OPTUNA_STUDY_NOTICE_LOGGERS, before_state_uploads
 from .schedulers import STATE_PERIOD_S, PersistentASHA
-from .searcher import ScoreOptunaSearch, create_study, settle, tpe_sampler
+from .searcher import ScoreOptunaSearch, create_study, new_sampler, settle
 from .settings import Objective, Spec
 from .trainable import run_trial, tune_trial_dirname
 from .trials import write_trials_table
@@ -60,7 +60,7 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
         # so they are given to the searcher and scheduler and not to TuneConfig.
         metric, mode = (METRIC, MODE) if len(keys) == 1 else (keys, [MODE] * len(keys))
         search_alg = ScoreOptunaSearch(space=space or spec.space, metric=metric, mode=mode,
-                                       sampler=tpe_sampler(s.searcher, s.seed, (*score_at, s.asha.max_t)),
+                                       sampler=new_sampler(s.searcher, s.seed, (*score_at, s.asha.max_t)),
                                        storage=journal_storage(run),
                                        study_name=run.name, run_location=run.location)
         param_space, num_samples = None, s.num_samples

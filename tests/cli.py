@@ -169,7 +169,7 @@ def assert_study_matches_trials(run_dir: Path) -> None:
     assert sorted(by_tune_id) == sorted(table.index), (sorted(by_tune_id), sorted(table.index))
     for tune_id, row in table.iterrows():
         [t] = by_tune_id[tune_id]
-        # What TPE is fitted on (search.milestone_tpe): the trial's scores, at the epochs they were computed
+        # What TPE is fitted on (search.milestone_view): the trial's scores, at the epochs they were computed
         scores = {}
         for r in read_records(Path(row["trial_dir"]) / "scores.jsonl"):
             scores.setdefault(r["score_epoch"], []).append(r["score"])  # a resumed trial may score an epoch again

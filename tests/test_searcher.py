@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from results import study as study_files
 from results.run_folder import RunFolder
 from search.objective import METRIC, MODE
-from search.searcher import ScoreOptunaSearch, create_study, settle, tpe_sampler
+from search.searcher import ScoreOptunaSearch, create_study, new_sampler, settle
 from search.settings import Searcher
 from search.space import parse_space_section
 
@@ -35,13 +35,25 @@ def result(score: float, stop: str | None = None, epoch: int = 4) -> dict:
 
 
 def test_tpe_is_built_with_every_setting_given():
-    sampler = tpe_sampler(Searcher(n_startup_trials=7), seed=3, milestones=(5, 15, 45, 100))
+    sampler = new_sampler(Searcher(n_startup_trials=7), seed=3, milestones=(5, 15, 45, 100))
     assert (sampler.milestones, sampler.n_min) == ((5, 15, 45, 100), 7)  # fit on one milestone's scores
     # Optuna keeps them private; these are the settings search.settings.Searcher explains.
-    tpe = sampler.tpe
+    tpe = sampler.sampler
     assert (tpe._n_startup_trials, tpe._multivariate, tpe._group, tpe._constant_liar) == (7, True, True, True)
-    plain = tpe_sampler(Searcher(multivariate=False, group=False, constant_liar=False, fit_on="last"), seed=3)
+    plain = new_sampler(Searcher(multivariate=False, group=False, constant_liar=False, fit_on="last"), seed=3)
     assert (plain._multivariate, plain._group, plain._constant_liar) == (False, False, False)
+
+
+def test_gp_is_built_with_its_settings_and_tpe_for_a_familys_keys():
+    sampler = new_sampler(Searcher(model="gp", n_startup_trials=7), seed=3, milestones=(5, 15, 45, 100))
+    gp = sampler.sampler
+    assert isinstance(gp, optuna.samplers.GPSampler) and gp._n_startup_trials == 7
+    assert isinstance(gp._independent_sampler, optuna.samplers.TPESampler)
+
+
+def test_tpe_settings_with_the_gp_are_one_clear_error():
+    with pytest.raises(ValueError, match="constant_liar: a setting of TPE's, and model is 'gp'"):
+        Searcher(model="gp", constant_liar=False)
 
 
 def test_tpe_ranks_by_the_score_where_the_validation_loss_disagrees(tmp_path):

@@ -1,19 +1,21 @@
-"""TPE fitted on what a milestone can compare (as BOHB does): one budget's scores, not last scores.
+"""The searcher fitted on what a milestone can compare (as BOHB does): one budget's scores, not last scores.
 
-Under ASHA a trial's last score comes from whichever milestone it was stopped at. Told to TPE as
-if final, an epoch-5 score and an epoch-100 score are ranked together: slowly converging models
-look bad, and a stopped trial can look better than one that ran on. `MilestoneTPE` instead shows
-TPE, before each new trial, a view of the study in which every trial is valued by its score at
-one milestone: the highest milestone (ASHA's, or the last epoch) at which at least
-`n_startup_trials` trials have a score. Trials scored there count, whether they are still running
-or have ended; a trial whose own training stopped earlier (patience) counts with its last score;
-the other running trials are TPE's "constant liar"; trials that never reached the milestone are
-left out (they say nothing about that budget). Before any milestone has that many scores, TPE
-samples at random, as in its start-up. Measured on LCBench's real curves: bench/search_efficiency.py.
+Under ASHA a trial's last score comes from whichever milestone it was stopped at. Told to a
+sampler (TPE or a Gaussian process) as if final, an epoch-5 score and an epoch-100 score are
+ranked together: slowly converging models look bad, and a stopped trial can look better than one
+that ran on. `MilestoneSampler` instead shows the sampler, before each new trial, a view of the
+study in which every trial is valued by its score at one milestone: the highest milestone
+(ASHA's, or the last epoch) at which at least `n_startup_trials` trials have a score. Trials
+scored there count, whether they are still running or have ended; a trial whose own training
+stopped earlier (patience) counts with its last score; the other running trials stay running
+(TPE's "constant liar", the GP's pending points); trials that never reached the milestone are
+left out (they say nothing about that budget). Before any milestone has that many scores, the
+sampler samples at random, as in its start-up. Measured on LCBench's real curves:
+bench/search_efficiency.py.
 
 The scores are the study's intermediate values (search.searcher reports each at the epoch it was
 computed). Optuna keeps intermediate values for one objective only, so a multi-objective search
-(`metric: [fid, params]`) fits TPE on its finished trials as before.
+(`metric: [fid, params]`) fits the sampler on its finished trials as before.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import copy
 from typing import Any
 
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, TPESampler
+from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
@@ -44,7 +46,7 @@ def score_at(trial: FrozenTrial, milestone: int) -> float | None:
 
 
 def milestone_view(trials: list[FrozenTrial], milestones: tuple[int, ...], n_min: int) -> tuple[int | None, list]:
-    """The highest milestone with at least `n_min` scores, and the trials as TPE should see them:
+    """The highest milestone with at least `n_min` scores, and the trials as the sampler should see them:
     each trial scored there COMPLETE with that score, the other running ones RUNNING, the rest
     left out. (None, the running ones) when no milestone has enough."""
     for milestone in sorted(milestones, reverse=True):
@@ -64,14 +66,14 @@ def milestone_view(trials: list[FrozenTrial], milestones: tuple[int, ...], n_min
     return milestone, view
 
 
-class MilestoneTPE(BaseSampler):
-    """`tpe` (Optuna's TPESampler) shown each study through `milestone_view` at `milestones`
-    (epochs: ASHA's and the last), from `n_min` scores at a milestone on (module doc)."""
+class MilestoneSampler(BaseSampler):
+    """`sampler` (Optuna's TPESampler or GPSampler) shown each study through `milestone_view` at
+    `milestones` (epochs: ASHA's and the last), from `n_min` scores at a milestone on (module doc)."""
 
-    def __init__(self, tpe: TPESampler, milestones: tuple[int, ...], n_min: int):
+    def __init__(self, sampler: BaseSampler, milestones: tuple[int, ...], n_min: int):
         if n_min < 1:
             raise ValueError(f"n_min: {n_min} must be >= 1")
-        self.tpe, self.milestones, self.n_min = tpe, tuple(sorted(milestones)), n_min
+        self.sampler, self.milestones, self.n_min = sampler, tuple(sorted(milestones)), n_min
         self._view: tuple[int, StudyView] | None = None  # (trial number, its view)
 
     def __getstate__(self) -> dict:
@@ -90,20 +92,20 @@ class MilestoneTPE(BaseSampler):
         return self._view[1]
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.tpe.infer_relative_search_space(self._seen(study, trial), trial)
+        return self.sampler.infer_relative_search_space(self._seen(study, trial), trial)
 
     def sample_relative(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict:
-        return self.tpe.sample_relative(self._seen(study, trial), trial, search_space)
+        return self.sampler.sample_relative(self._seen(study, trial), trial, search_space)
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        return self.tpe.sample_independent(self._seen(study, trial), trial, param_name, param_distribution)
+        return self.sampler.sample_independent(self._seen(study, trial), trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self.tpe.before_trial(study, trial)
+        self.sampler.before_trial(study, trial)
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values) -> None:
-        self.tpe.after_trial(study, trial, state, values)
+        self.sampler.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
-        self.tpe.reseed_rng()
+        self.sampler.reseed_rng()

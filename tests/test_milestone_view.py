@@ -1,4 +1,5 @@
-"""search.milestone_tpe: TPE fitted on one milestone's scores, on hand-made trials whose right answer is known."""
+"""search.milestone_view: the sampler (TPE or GP) fitted on one milestone's scores, on hand-made
+trials whose right answer is known."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from results.study import STOP_REASON
-from search.milestone_tpe import MilestoneTPE, milestone_view, score_at
+from search.milestone_view import MilestoneSampler, milestone_view, score_at
+from search.searcher import new_sampler
+from search.settings import Searcher
 
 X = {"x": FloatDistribution(0.0, 1.0)}
 MILESTONES = (5, 15, 45, 100)
@@ -65,19 +68,24 @@ def _suggestions(sampler, n: int = 30) -> list[float]:
     return [study.ask(X).params["x"] for _ in range(n)]
 
 
+def milestone_sampler(model: str, seed: int, n_min: int) -> MilestoneSampler:
+    return new_sampler(Searcher(model=model, n_startup_trials=n_min), seed, MILESTONES)
+
+
+@pytest.mark.parametrize("model", ["tpe", "gp"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_tpe_on_a_milestone_samples_where_the_slow_starters_end_best(seed):
-    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, constant_liar=True)
-    suggested = _suggestions(MilestoneTPE(tpe, MILESTONES, n_min=5))
+def test_on_a_milestone_it_samples_where_the_slow_starters_end_best(model, seed):
+    suggested = _suggestions(milestone_sampler(model, seed, n_min=5))
     assert sum(x > 0.6 for x in suggested) > 0.6 * len(suggested)
 
 
 def test_n_min_is_checked():
     with pytest.raises(ValueError, match="n_min: 0"):
-        MilestoneTPE(optuna.samplers.TPESampler(), MILESTONES, n_min=0)
+        MilestoneSampler(optuna.samplers.TPESampler(), MILESTONES, n_min=0)
 
 
-def test_saved_and_restored_it_samples_what_it_would_have_sampled():
+@pytest.mark.parametrize("model", ["tpe", "gp"])
+def test_saved_and_restored_it_samples_what_it_would_have_sampled(model):
     """Tune pickles the searcher with its sampler when it saves, and unpickles it on resume; the
     milestone view is rebuilt from the study, so the restored sampler goes on as the original."""
     import pickle
@@ -89,7 +97,7 @@ def test_saved_and_restored_it_samples_what_it_would_have_sampled():
         return study
 
     def sampler():
-        return MilestoneTPE(optuna.samplers.TPESampler(seed=3, n_startup_trials=4), MILESTONES, n_min=4)
+        return milestone_sampler(model, seed=3, n_min=4)
 
     uninterrupted, before_kill = study_with(sampler()), study_with(sampler())
     uninterrupted.ask(X), before_kill.ask(X)
@@ -97,3 +105,14 @@ def test_saved_and_restored_it_samples_what_it_would_have_sampled():
     before_kill.sampler = pickle.loads(saved)  # the same study (the journal), the sampler restored
     assert [uninterrupted.ask(X).params["x"] for _ in range(5)] == [before_kill.ask(X).params["x"] for _ in range(5)]
     assert pickle.loads(saved)._view is None
+
+
+@pytest.mark.parametrize("model", ["tpe", "gp"])
+def test_a_multi_objective_study_is_sampled_from_its_finished_trials(model):
+    """metric: [fid, params]: Optuna keeps no intermediate values, so no milestone view."""
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=milestone_sampler(model, 0, n_min=4))
+    for i in range(8):
+        study.add_trial(create_trial(params={"x": i / 8}, distributions=X, values=[100.0 - 10 * i, 10.0 * i]))
+    asked = [study.ask(X) for _ in range(2)]
+    assert all(0.0 <= t.params["x"] <= 1.0 for t in asked)
+    assert [t.number for t in asked] == [8, 9]
