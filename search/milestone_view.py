@@ -24,7 +24,8 @@ import copy
 from typing import Any
 
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler
+from optuna.samplers import BaseSampler, GPSampler
+from optuna.search_space import intersection_search_space
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
@@ -66,6 +67,16 @@ def milestone_view(trials: list[FrozenTrial], milestones: tuple[int, ...], n_min
     return milestone, view
 
 
+def _modelled_by_gp(view: StudyView) -> dict[str, BaseDistribution]:
+    """The settings GPSampler models: those every trial in the view has, each with more than one
+    value. GPSampler keeps that intersection itself, updated by trial number from where it last
+    looked; a view whose trials change from one ask to the next defeats that (a trial scored since,
+    numbered below, and without a family's keys would go unseen, and the GP then fails on the key
+    it lacks), so it is computed afresh from the view, with Optuna's own function."""
+    return {name: d for name, d in intersection_search_space(view.get_trials(deepcopy=False)).items()
+            if not d.single()}
+
+
 class MilestoneSampler(BaseSampler):
     """`sampler` (Optuna's TPESampler or GPSampler) shown each study through `milestone_view` at
     `milestones` (epochs: ASHA's and the last), from `n_min` scores at a milestone on (module doc)."""
@@ -92,7 +103,10 @@ class MilestoneSampler(BaseSampler):
         return self._view[1]
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.sampler.infer_relative_search_space(self._seen(study, trial), trial)
+        seen = self._seen(study, trial)
+        if isinstance(self.sampler, GPSampler) and seen is not study:
+            return _modelled_by_gp(seen)
+        return self.sampler.infer_relative_search_space(seen, trial)
 
     def sample_relative(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict:
         return self.sampler.sample_relative(self._seen(study, trial), trial, search_space)

@@ -3,6 +3,8 @@ trials whose right answer is known."""
 
 from __future__ import annotations
 
+import random
+
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
@@ -116,3 +118,31 @@ def test_a_multi_objective_study_is_sampled_from_its_finished_trials(model):
     asked = [study.ask(X) for _ in range(2)]
     assert all(0.0 <= t.params["x"] <= 1.0 for t in asked)
     assert [t.number for t in asked] == [8, 9]
+
+
+@pytest.mark.parametrize("model", ["tpe", "gp"])
+def test_a_conditional_space_whose_view_changes_between_asks_is_sampled(model):
+    """A family's own key, trials scored while running and stopped at random milestones: each
+    ask's view holds other trials, and the GP models only the keys every trial in it has (seed 1
+    failed on the key a family lacks while the GP kept its own running intersection)."""
+    rng = random.Random(1)
+    study = optuna.create_study(sampler=milestone_sampler(model, seed=1, n_min=4))
+    running = {}
+    for _ in range(50):
+        t = study.ask()
+        if t.suggest_categorical("family", ["a", "b"]) == "a":
+            t.suggest_float("a_only", 0.0, 1.0)
+        t.suggest_float("x", 0.0, 1.0)
+        running[t.number] = (t, 0)
+        while len(running) >= 4:  # one of 4 running trials reaches its next milestone, and may stop there
+            number = rng.choice(list(running))
+            t, k = running[number]
+            t.report(rng.random() * 100, MILESTONES[k])
+            if k == len(MILESTONES) - 1 or rng.random() < 0.5:
+                t.set_user_attr(STOP_REASON, "max_epochs" if k == len(MILESTONES) - 1 else "asha")
+                study.tell(t, rng.random() * 100)
+                del running[number]
+            else:
+                running[number] = (t, k + 1)
+    assert len(study.trials) == 50
+    assert sum("a_only" in t.params for t in study.trials) > 5  # the family's key is sampled
