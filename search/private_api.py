@@ -189,9 +189,10 @@ def set_trial_user_attr(study, frozen, key: str, value: Any) -> None:
 
 
 class StudyView:
-    """A study as TPESampler reads it, with its trials replaced (search.milestone_view): TPE reads
-    trials through Study._get_trials and get_trials; everything else (its storage, where TPE shares
-    a running trial's relative settings, its directions) is the study's."""
+    """A study as Optuna's TPESampler and GPSampler read it, with its trials replaced
+    (search.milestone_view): they read trials through Study._get_trials and get_trials; everything
+    else (its storage, where they share a running trial's relative settings, its directions) is the
+    study's."""
 
     def __init__(self, study, trials: list):
         _attr(study, "_get_trials", "how TPESampler reads a study's trials, which this view replaces")
