@@ -3,8 +3,10 @@ local mirror.
 
 `--storage` takes a folder or a URI that pyarrow.fs resolves: s3://bucket/prefix (the endpoint
 from AWS_ENDPOINT_URL, the credentials from AWS's standard chain: pyarrow's AWS SDK reads both),
-gs://bucket/prefix, file:///path. Every node that touches a run at a URI works on its own mirror
-of it, SCRATCH/<scheme>/<bucket>/<prefix>/<name> (SCRATCH: $CVAE_SCRATCH, else $CVAE_CACHE/scratch):
+gs://bucket/prefix (Google's application default credentials; an emulator's endpoint from
+CLOUD_STORAGE_EMULATOR_ENDPOINT: pyarrow's Google Cloud client reads both), file:///path. Every
+node that touches a run at a URI works on its own mirror of it,
+SCRATCH/<scheme>/<bucket>/<prefix>/<name> (SCRATCH: $CVAE_SCRATCH, else $CVAE_CACHE/scratch):
 whoever writes a file there pushes it (uploads each file changed since its last push), whoever
 needs a file another node wrote pulls it (downloads what is newer in the bucket). Object storage
 has no appends and no renames: a pushed file is uploaded whole, and a reader sees its old object
@@ -45,10 +47,18 @@ def scratch_root() -> Path:
     return Path(os.environ.get("CVAE_SCRATCH") or default_cache_dir() / "scratch")
 
 
+# The variable each scheme's client takes its endpoint from (a local server, MinIO, an emulator).
+_ENDPOINT_VARIABLES = {"s3": "AWS_ENDPOINT_URL", "gs": "CLOUD_STORAGE_EMULATOR_ENDPOINT"}
+
+
+def _endpoint(uri: str) -> str | None:
+    return os.environ.get(_ENDPOINT_VARIABLES.get(urlsplit(uri).scheme, ""))
+
+
 def _filesystem(uri: str):
     """pyarrow's filesystem and path for `uri`, built once per process and endpoint (an S3 client
     costs). Kept out of Remote: a pickled filesystem would carry the credentials it resolved."""
-    return _resolved(uri, os.environ.get("AWS_ENDPOINT_URL"))
+    return _resolved(uri, _endpoint(uri))
 
 
 @functools.lru_cache(maxsize=None)
@@ -222,15 +232,24 @@ class Uploads:
             self._queued.result()
 
 
-_CREDENTIALS = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+# How a user gives each scheme's client credentials.
+_CREDENTIALS = {"s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+                "gs": "GOOGLE_APPLICATION_CREDENTIALS, or gcloud auth application-default login"}
 
-# pyarrow's error, by the AWS SDK's error name or the HTTP status in it, in the user's words (a
-# bucket is checked with HEAD, whose answer has no body to say more).
+# pyarrow's error, by the AWS SDK's error name, the HTTP status or Google's client's message in it,
+# in the user's words (an S3 bucket is checked with HEAD, whose answer has no body to say more).
 _PROBLEMS = {
+    "Could not create a OAuth2 access token": "no credentials found: set {credentials}",  # whatever follows it
     "NETWORK_CONNECTION": "the endpoint does not answer ({endpoint})",
-    "HTTP status 403": f"access denied: check the credentials ({_CREDENTIALS})",
-    "ACCESS_DENIED": f"access denied: check the credentials ({_CREDENTIALS})",
+    "Could not connect to server": "the endpoint does not answer ({endpoint})",
+    "HTTP status 403": "access denied: check the credentials ({credentials})",
+    "ACCESS_DENIED": "access denied: check the credentials ({credentials})",
+    "PERMISSION_DENIED": "access denied: check the credentials ({credentials})",
 }
+
+# gs://: how long the check retries an endpoint that does not answer (Google's client retries for
+# minutes, which a run's own requests keep).
+CHECK_RETRY_S = 5
 
 # Where AWS's standard chain finds credentials on a node, short of an instance's metadata service
 # (which only a request could ask): pyarrow does not say whether its chain found any.
@@ -255,6 +274,7 @@ def check_uri(uri: str, flag: str) -> None:
     """Raise StorageError (one line naming `flag`) for a URI a run cannot live at: an unknown
     scheme, credentials or options in it, a bucket that does not exist, an endpoint that does not
     answer, credentials it refuses. Writes nothing."""
+    from pyarrow import ArrowException
     from pyarrow.fs import FileType, LocalFileSystem
 
     parts = urlsplit(uri)
@@ -275,24 +295,25 @@ def check_uri(uri: str, flag: str) -> None:
     bucket = path.split("/")[0]
     if not bucket:
         raise StorageError(f"{flag} {uri}: names no bucket (s3://bucket/prefix)")
+    if parts.scheme == "gs":
+        fs = _resolved(f"{uri}?retry_limit_seconds={CHECK_RETRY_S}", _endpoint(uri))[0]
     try:
         found = fs.get_file_info(bucket).type != FileType.NotFound
-    except OSError as e:
-        problem = _problem(e)
+    except (OSError, ArrowException) as e:
+        problem = _problem(e, uri)
         if parts.scheme == "s3" and "NETWORK_CONNECTION" not in str(e) and not _aws_credentials_set():
-            problem = f"no credentials found: set {_CREDENTIALS} (the endpoint answered: {problem})"
+            problem = f"no credentials found: set {_CREDENTIALS['s3']} (the endpoint answered: {problem})"
         raise StorageError(f"{flag} {uri}: {problem}") from None
     if not found:
         raise StorageError(f"{flag} {uri}: the bucket {bucket} does not exist (at "
-                           f"{os.environ.get('AWS_ENDPOINT_URL', 'the default endpoint')})")
+                           f"{_endpoint(uri) or 'the default endpoint'})")
 
 
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _problem(e: OSError) -> str:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL", "the default endpoint")
-    text = str(e)
-    return next((problem.format(endpoint=endpoint) for name, problem in _PROBLEMS.items() if name in text),
-                _first_line(e))
+def _problem(e: Exception, uri: str) -> str:
+    words = {"endpoint": _endpoint(uri) or "the default endpoint",
+             "credentials": _CREDENTIALS.get(urlsplit(uri).scheme, "the credentials")}
+    return next((problem.format(**words) for name, problem in _PROBLEMS.items() if name in str(e)), _first_line(e))

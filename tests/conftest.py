@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest_plugins = ("s3",)  # a real S3 endpoint and a bucket per test (tests/s3.py)
+pytest_plugins = ("buckets",)  # real S3 and GCS endpoints and a bucket per test (tests/buckets.py)
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 REAL_ZIP = Path(

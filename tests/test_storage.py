@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import yaml
+from buckets import ACCESS_KEY, SECRET_KEY, files_holding
 from cli import (
     ROOT,
     command,
@@ -32,7 +33,6 @@ from cli import (
     wait_for_port,
 )
 from conftest import make_tree
-from s3 import ACCESS_KEY, SECRET_KEY, files_holding
 
 from results.run_folder import RunFolder
 from results.storage import Uploads
@@ -133,8 +133,15 @@ def test_tunes_state_uploads_carry_the_driver_files_first_and_no_finished_trials
     assert {"asha_state.jsonl", "experiment_state.json", "failed/error.txt"} <= set(bucket.keys("runs/r"))
 
 
+@pytest.fixture(params=["s3", "gs"])
+def any_bucket(request):
+    """A bucket on each store the tests have a real endpoint for."""
+    return request.getfixturevalue("bucket" if request.param == "s3" else "gcs_bucket")
+
+
 @pytest.mark.slow
-def test_a_search_and_final_stage_keep_every_record_in_the_bucket(bucket, tmp_path, monkeypatch):
+def test_a_search_and_final_stage_keep_every_record_in_the_bucket(any_bucket, tmp_path, monkeypatch):
+    bucket = any_bucket
     from results.sample import main as sample
     from results.show import main as show
     from results.study import load_study
@@ -179,7 +186,7 @@ def test_a_search_and_final_stage_keep_every_record_in_the_bucket(bucket, tmp_pa
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "cnn.journal")))
     assert [s.study_name for s in storage.get_all_studies()] == ["t"]
 
-    for secret in (SECRET_KEY, ACCESS_KEY):  # no credential in a log, the bucket or any scratch folder
+    for secret in bucket.secrets:  # no credential in a log, the bucket or any scratch folder
         assert secret not in proc.stdout + proc.stderr
         assert not [k for k in bucket.keys() if secret.encode() in bucket.read(k)]
         assert files_holding(tmp_path, secret) == []
@@ -282,6 +289,41 @@ def test_a_storage_uri_no_run_can_live_at_is_one_line_before_anything_is_written
     assert len(proc.stderr.splitlines()) == 1 and SECRET_KEY not in proc.stderr + proc.stdout
     monkeypatch.setenv("AWS_ENDPOINT_URL", bucket.env["AWS_ENDPOINT_URL"])
     assert bucket.keys() == ["notes/t/notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml", "tree"]  # no scratch, no runs/
+
+
+_NO_GOOGLE_CREDENTIALS = ("no credentials found: set GOOGLE_APPLICATION_CREDENTIALS, or gcloud auth "
+                          "application-default login")
+_GS_PROBLEMS = {
+    "no bucket": "--storage gs://no-such-bucket/runs: the bucket no-such-bucket does not exist (at ENDPOINT)",
+    "key file missing": f"--storage gs://BUCKET/runs: {_NO_GOOGLE_CREDENTIALS}",
+    "no credentials": f"--storage gs://BUCKET/runs: {_NO_GOOGLE_CREDENTIALS}",
+    "dead endpoint": "--storage gs://BUCKET/runs: the endpoint does not answer (ENDPOINT)",
+}
+
+
+@pytest.mark.parametrize("case", ["no bucket", "key file missing",  # the others wait out Google's client's retries
+                                  pytest.param("no credentials", marks=pytest.mark.slow),
+                                  pytest.param("dead endpoint", marks=pytest.mark.slow)])
+def test_a_gs_uri_no_run_can_live_at_is_one_line_before_anything_is_written(case, gcs_bucket, tmp_path, tree,
+                                                                              monkeypatch):
+    uri = "gs://no-such-bucket/runs" if case == "no bucket" else f"{gcs_bucket.uri}/runs"
+    endpoint = gcs_bucket.env["CLOUD_STORAGE_EMULATOR_ENDPOINT"]
+    if case == "key file missing":
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "key.json"))
+    if case == "no credentials":  # nor gcloud's own file; Google's client then asks a metadata server
+        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
+        monkeypatch.setenv("HOME", str(tmp_path))
+    if case == "dead endpoint":
+        endpoint = f"http://127.0.0.1:{free_port()}"
+        monkeypatch.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", endpoint)
+    problem = _GS_PROBLEMS[case].replace("BUCKET", gcs_bucket.name).replace("ENDPOINT", endpoint)
+    monkeypatch.chdir(tmp_path)
+    proc = in_process(command(tiny_space(tmp_path), tree, uri))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"error: {problem}"], proc.stderr
+    monkeypatch.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", gcs_bucket.env["CLOUD_STORAGE_EMULATOR_ENDPOINT"])
+    assert gcs_bucket.keys() == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml", "tree"]  # no scratch, no runs/
 
 
