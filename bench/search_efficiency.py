@@ -46,7 +46,16 @@ trials at once, about 25-45 s of it; Ray's start and stop about 8 s), more with 
 whose every ask optimises its acquisition over LCBench's two wide integer settings (about 3 s an
 ask on these cores); --parallel 2 runs two at once. Each search is a process of its own.
 
+--emulate runs each search in this process without Tune's controller and actors: Ray's own
+ASHAScheduler and the project's searcher (search.searcher.new_sampler) through Optuna's ask and
+tell, --concurrent trials at once, each one epoch per step, no sleeps. One trial at a time its
+searches are the Tuner's, trial for trial (tests/test_bench.py); four at once, the Tuner's trials
+report in an order that timing decides. About 1.5 s for a 128-trial search on the surrogate (TPE's
+asks most of it), so 10 seeds of two methods on six tasks take about 80 s, for exploring a change
+before measuring it through the Tuner. --parallel does not apply.
+
     python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --json out.json
+    python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --seeds 10 --emulate
     python bench/search_efficiency.py --seeds 3 --trials 24 --methods random,configured
 """
 
@@ -61,6 +70,7 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -128,20 +138,25 @@ def _trial_folder(run_dir: str, config: dict) -> None:
     RunFolder(run_dir).trial(trial_name(config, tune.get_context().get_trial_id())).mkdir(parents=True, exist_ok=True)
 
 
-def synthetic_trial(config, run_dir: str, max_t: int, score_at: frozenset, epoch_s: float):
-    """The synthetic function's curve, with noise seeded by the trial."""
+def synthetic_curve(config: dict):
+    """The synthetic function's curve of `config`: score(epoch), with noise seeded by its study trial
+    number and drawn as the scores are asked for; its parameter count; the epoch it diverges at (None)."""
     import random
 
-    from ray import tune
-
     from cvae_core.models import config_params
+    from search.seeds import TRIAL_NUMBER
     from search.space import trial_config
 
-    _trial_folder(run_dir, config)
     params = config_params(trial_config(config).model)
-    final, rng = final_score(config), random.Random(tune.get_context().get_trial_id())
-    report_curve(lambda epoch: curve(final, params, epoch) + rng.gauss(0.0, 3.0), max_t, score_at, epoch_s, params,
-                 fail_at=2 if math.isinf(final) else None)
+    final, rng = final_score(config), random.Random(config[TRIAL_NUMBER])
+    return lambda epoch: curve(final, params, epoch) + rng.gauss(0.0, 3.0), params, 2 if math.isinf(final) else None
+
+
+def synthetic_trial(config, run_dir: str, max_t: int, score_at: frozenset, epoch_s: float):
+    """The synthetic function's curve (synthetic_curve)."""
+    _trial_folder(run_dir, config)
+    score, params, fail_at = synthetic_curve(config)
+    report_curve(score, max_t, score_at, epoch_s, params, fail_at=fail_at)
 
 
 def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t: int, score_at: frozenset,
@@ -192,10 +207,8 @@ def _fit(args: argparse.Namespace, spec, run, task: str) -> dict[str, dict]:
     return {r.metrics["trial_id"]: r.metrics for r in results if r.metrics and "epoch" in r.metrics}
 
 
-def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
-    """In this process: one search; its trials in the order they ended."""
-    from results.run_folder import RunFolder
-    from results.study import TUNE_TRIAL_ID, load_study
+def _spec(args: argparse.Namespace, method: str, seed: int):
+    """The space file's spec as `method` runs it with this seed, --trials and --concurrent."""
     from search.settings import load_spec, with_overrides
 
     spec = with_overrides(load_spec(args.space), num_samples=args.trials)
@@ -205,7 +218,16 @@ def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> l
     s = method_search(method, s, args.trials, args.grace_period)
     s = s.model_copy(update={"seed": seed, "max_concurrent": args.concurrent,
                              "resources": s.resources.model_copy(update={"cpu": 2 / args.concurrent, "gpu": 0})})
-    spec = dataclasses.replace(spec, search=s)
+    return dataclasses.replace(spec, search=s)
+
+
+def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
+    """In this process: one search; its trials in the order they ended."""
+    from results.run_folder import RunFolder
+    from results.study import TUNE_TRIAL_ID, load_study
+
+    spec = _spec(args, method, seed)
+    s = spec.search
     with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:  # the bench's own run folder
         run = RunFolder(Path(tmp) / method)
         run.path.mkdir()
@@ -219,8 +241,64 @@ def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> l
     return out
 
 
+def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
+    """One search as the Tuner runs it, without Tune's controller and actors (--emulate): Ray's own
+    ASHA and the project's searcher (new_sampler, through Optuna's ask and tell as OptunaSearch
+    uses them), --concurrent trials at once, each one epoch per step, in trial order. The trials
+    in the order they ended."""
+    import optuna
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from search.objective import METRIC, MODE, milestones
+    from search.searcher import new_sampler
+    from search.seeds import TRIAL_NUMBER
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per search's new study otherwise
+    s = _spec(args, method, seed).search
+    score_at = milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t)
+    study = optuna.create_study(sampler=new_sampler(s.searcher, s.seed, (*sorted(score_at), s.asha.max_t)))
+    asha = ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.asha.max_t,
+                         grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor)
+    folder = lcbench.read_folder(args.lcbench) if args.benchmark == "lcbench" else None
+    space = lcbench.Space(folder) if folder else _spec(args, method, seed).space
+    running, ended = [], []
+    while running or len(study.trials) < args.trials:
+        while len(running) < args.concurrent and len(study.trials) < args.trials:
+            trial = study.ask()
+            config = {**space(trial), TRIAL_NUMBER: trial.number}
+            if folder:
+                error, seconds = lcbench.curve(folder, task, config)
+                score, fail_at = (lambda epoch, error=error: error[epoch - 1]), None
+            else:
+                (score, _, fail_at), seconds = synthetic_curve(config), None
+            running.append(SimpleNamespace(trial=trial, trial_id=str(trial.number), score=score, fail_at=fail_at,
+                                           seconds=seconds, epoch=0, last=None))
+            asha.on_trial_add(None, running[-1])
+        for t in list(running):
+            t.epoch += 1
+            if t.epoch == t.fail_at:  # the trial raises: Tune fails it, OptunaSearch tells the study so
+                asha.on_trial_remove(None, t)
+                study.tell(t.trial, state=optuna.trial.TrialState.FAIL)
+                ended.append(efficiency.Ended(None, t.epoch - 1, None, False))
+                running.remove(t)
+                continue
+            result = {"epoch": t.epoch}
+            if t.epoch in score_at or t.epoch == s.asha.max_t:
+                t.last = result[METRIC] = t.score(t.epoch)
+                t.trial.report(t.last, t.epoch)
+            if asha.on_trial_result(None, t, result) == TrialScheduler.STOP or t.epoch == s.asha.max_t:
+                asha.on_trial_remove(None, t)
+                study.tell(t.trial, t.last)
+                ended.append(efficiency.Ended(t.last, t.epoch, t.seconds and t.seconds[t.epoch - 1],
+                                              t.epoch == s.asha.max_t))
+                running.remove(t)
+    return ended
+
+
 def _search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
-    """One search in a fresh process (Ray's state is per process)."""
+    """One search in a fresh process (Ray's state is per process); --emulate: in this one."""
+    if args.emulate:
+        return emulated_search(args, method, seed, task)
     cmd = [sys.executable, __file__, "--one", method, str(seed), task, *sys.argv[1:]]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
@@ -269,6 +347,9 @@ def _arguments() -> argparse.Namespace:
                    help="each trial's epoch lasts this long (a sleep), as a real epoch outlasts Tune's work per report")
     p.add_argument("--parallel", type=int, default=1,
                    help="searches at once, each its own Ray instance (its trials still --concurrent at once)")
+    p.add_argument("--emulate", action="store_true",
+                   help="each search in this process without Tune's controller (Ray's ASHA and the searcher, "
+                        "no sleeps): fast, for exploring; its figures are the Tuner's, one trial at a time")
     p.add_argument("--json", type=Path, help="write every figure there")
     p.add_argument("--one", nargs=3, metavar=("METHOD", "SEED", "TASK"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -307,7 +388,7 @@ def main() -> None:
     args = _arguments()
     if args.one:
         method, seed, task = args.one
-        print(json.dumps(one_search(args, method, int(seed), task)))
+        print(json.dumps((emulated_search if args.emulate else one_search)(args, method, int(seed), task)))
         return
     schedule = "the schedule" if args.grace_period is None else f"grace period {args.grace_period}"
     print(f"{args.benchmark} benchmark, spaces/cnn.yaml's searcher and {schedule}: {args.seeds} seeds x "

@@ -66,3 +66,32 @@ def test_search_efficiency_on_lcbench_writes_every_figure(tmp_path):
         for f in task.values():
             assert {"median_best", "ratio", "interval", "ratio_time"} <= set(f) and len(f["interval"]) == 2
             assert f["median_best"] is None or 0 < f["median_best"] < 100  # a validation error in percent
+
+
+@pytest.mark.parametrize("benchmark, task", [("synthetic", "synthetic"), ("lcbench", "7593")])
+def test_the_emulated_search_is_the_tuners_trial_for_trial(benchmark, task):
+    """One trial at a time, past TPE's start-up (10 trials) and, on the synthetic function, through
+    failing trials: the same trials end in the same order with the same scores after the same epochs."""
+    if benchmark == "lcbench" and not (ROOT.parent / "shared" / "benchmarks" / "lcbench").is_dir():
+        pytest.skip("no LCBench beside the repository")
+
+    def ended(*emulate):
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--benchmark", benchmark,
+                              "--trials", "16", "--concurrent", "1", "--epoch-seconds", "0", *emulate,
+                              "--one", "configured", "0", task], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    tuner = ended()
+    assert len(tuner) == 16 and len({t[1] for t in tuner}) > 1  # ASHA stopped some
+    assert benchmark == "lcbench" or any(t[0] is None for t in tuner)  # a diverging trial failed
+    assert ended("--emulate") == tuner
+
+
+def test_the_emulated_benchmark_writes_every_figure(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--emulate", "--seeds", "2",
+                          "--trials", "16", "--json", str(tmp_path / "figures.json")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert list(figures["tasks"]) == ["synthetic"] and len(figures["median_ratio"]) == 4
