@@ -254,13 +254,14 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
     from search.seeds import TRIAL_NUMBER
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per search's new study otherwise
-    s = _spec(args, method, seed).search
+    spec = _spec(args, method, seed)
+    s = spec.search
     score_at = milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t)
     study = optuna.create_study(sampler=new_sampler(s.searcher, s.seed, (*sorted(score_at), s.asha.max_t)))
     asha = ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.asha.max_t,
                          grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor)
     folder = lcbench.read_folder(args.lcbench) if args.benchmark == "lcbench" else None
-    space = lcbench.Space(folder) if folder else _spec(args, method, seed).space
+    space = lcbench.Space(folder) if folder else spec.space
     running, ended = [], []
     while running or len(study.trials) < args.trials:
         while len(running) < args.concurrent and len(study.trials) < args.trials:
