@@ -380,9 +380,11 @@ def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def _wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float = 120.0) -> None:
-    """Until `count` nodes are alive in the cluster at `address`: a node registers some seconds
-    after `ray start` returns, more on a loaded machine."""
-    probe = "import ray, sys; ray.init(address=sys.argv[1]); print(sum(n['Alive'] for n in ray.nodes()))"
+    """Until `count` nodes are alive in the cluster at `address` and the scheduler sees each one's CPU
+    free: a node registers some seconds after `ray start` returns, more on a loaded machine, and its
+    resources reach the scheduler after that (a CI run once put all four trials on the head node)."""
+    probe = ("import ray, sys; ray.init(address=sys.argv[1]); "
+             "print(min(sum(n['Alive'] for n in ray.nodes()), int(ray.available_resources().get('CPU', 0))))")
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         out = subprocess.run([sys.executable, "-c", probe, address], env={**os.environ, **env}, capture_output=True,
