@@ -56,6 +56,7 @@ before measuring it through the Tuner. --parallel does not apply.
 
     python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --json out.json
     python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --seeds 10 --emulate
+    python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --seeds 10 --first-seed 10 --emulate
     python bench/search_efficiency.py --seeds 3 --trials 24 --methods random,configured
 """
 
@@ -309,10 +310,11 @@ def _search(args: argparse.Namespace, method: str, seed: int, task: str) -> list
 
 def _searches(args: argparse.Namespace, task: str) -> dict[str, list[list[efficiency.Ended]]]:
     """Every method's search for each seed on `task`, --parallel at a time."""
-    jobs = [(method, seed) for seed in range(args.seeds) for method in args.methods]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(method, seed) for seed in seeds for method in args.methods]
     with ThreadPoolExecutor(args.parallel) as pool:
         done = dict(zip(jobs, pool.map(lambda job: _search(args, job[0], job[1], task), jobs)))
-    return {m: [done[m, seed] for seed in range(args.seeds)] for m in args.methods}
+    return {m: [done[m, seed] for seed in seeds] for m in args.methods}
 
 
 def _show(x: float | None) -> str:
@@ -341,6 +343,8 @@ def _arguments() -> argparse.Namespace:
     p.add_argument("--lcbench", type=Path, default=lcbench.DEFAULT_DIR, help="the surrogate's folder")
     p.add_argument("--methods", default=",".join(METHODS), help=f"a comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds FIRST.. instead of 0..: another draw of seeds, to see how much a figure owes to them")
     p.add_argument("--trials", type=int, default=128)
     p.add_argument("--concurrent", type=int, default=4)
     p.add_argument("--grace-period", type=int, help="epochs, for every method; default: the schedule's")
@@ -371,6 +375,8 @@ def _arguments() -> argparse.Namespace:
         load_spec(args.space)
     except SpaceError as e:
         p.exit(2, f"error: --space {e}\n")
+    if args.first_seed < 0:
+        p.exit(2, f"error: --first-seed: {args.first_seed} must be >= 0\n")
     if args.epoch_seconds < 0:
         p.exit(2, f"error: --epoch-seconds: {args.epoch_seconds} must be >= 0\n")
     if args.benchmark == "lcbench":

@@ -88,10 +88,23 @@ def test_the_emulated_search_is_the_tuners_trial_for_trial(benchmark, task):
     assert ended("--emulate") == tuner
 
 
-def test_the_emulated_benchmark_writes_every_figure(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--emulate", "--seeds", "2",
-                          "--trials", "16", "--json", str(tmp_path / "figures.json")], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+def _emulated_bench(*flags: str) -> str:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--emulate", "--trials", "16",
+                          *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def _per_seed(stdout: str) -> list[str]:
+    """Each method's per-seed (final best, trial-epochs) as the bench prints them."""
+    return [line.split(": ", 1)[1].split("), (") for line in stdout.splitlines() if "per seed" in line]
+
+
+def test_the_emulated_benchmark_writes_every_figure(tmp_path):
+    two = _emulated_bench("--seeds", "2", "--json", str(tmp_path / "figures.json"))
     figures = json.loads((tmp_path / "figures.json").read_text())
     assert list(figures["tasks"]) == ["synthetic"] and len(figures["median_ratio"]) == 4
+    # --first-seed 1 runs the second of those seeds, the same searches
+    second = _emulated_bench("--seeds", "1", "--first-seed", "1")
+    assert len(_per_seed(second)) == 4 and all(len(seeds) == 2 for seeds in _per_seed(two))
+    assert [seeds[1].strip("()") for seeds in _per_seed(two)] == [s.strip("()") for [s] in _per_seed(second)]
