@@ -97,8 +97,8 @@ def dummy_trial(config, run_location: str, epochs: int, epoch_s: float, score_at
 
 def one_run(policy: str, trials: int, concurrent: int, epochs: int, epoch_s: float, bucket: str | None,
             storage: Path) -> dict:
-    """One search; its run folder and scratch in `storage` (or the run in `bucket`, for events_s3)."""
-    """In this process: one search with `policy` (events_s3: in `bucket`); its measurements as a dict."""
+    """In this process: one search with `policy`, its run folder and scratch in `storage` (events_s3:
+    the run in `bucket`); its measurements as a dict."""
     if policy not in ("events", "events_s3"):
         os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = {"auto": "auto", "every_second": "1"}[policy]
     import ray
