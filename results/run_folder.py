@@ -111,8 +111,20 @@ class RunFolder:
 
     @property
     def storage(self) -> str:
-        """Where the run lives, less its name: `--storage`, as Tune's storage_path."""
-        return self.location.rsplit("/", 1)[0] if self.remote else str(self.path.parent)
+        """Where the run lives, less its name, as Tune's storage_path: the parent folder, or the
+        prefix's path in `filesystem`."""
+        return self.remote.fs_path.rsplit("/", 1)[0] if self.remote else str(self.path.parent)
+
+    @property
+    def filesystem(self):
+        """Tune's storage_filesystem: for a run at a URI, the pyarrow filesystem its own files go
+        through (results.storage), so that Tune's uploads take the same options; else None."""
+        return self.remote.filesystem if self.remote else None
+
+    @property
+    def tune_path(self) -> str:
+        """The run's folder as Tune reads it back (Tuner.restore, ExperimentAnalysis), with `filesystem`."""
+        return f"{self.storage}/{self.name}"
 
     @property
     def name(self) -> str:

@@ -65,7 +65,10 @@ def _filesystem(uri: str):
 def _resolved(uri: str, _endpoint: str | None):
     from pyarrow.fs import FileSystem
 
-    return FileSystem.from_uri(uri)
+    # S3: a file smaller than a part goes up in one PUT, not the three requests of a multipart
+    # upload (create, part, complete); a missing bucket then shows only when the file is closed,
+    # which check_uri has ruled out before anything is written.
+    return FileSystem.from_uri(f"{uri}?allow_delayed_open=true" if urlsplit(uri).scheme == "s3" else uri)
 
 
 def _skipped(path: Path) -> bool:
@@ -92,6 +95,11 @@ class Remote:
     @property
     def _fs(self):
         return _filesystem(self.uri)[0]
+
+    @property
+    def filesystem(self):
+        """The run's pyarrow filesystem, as this module builds it (Tune's storage_filesystem)."""
+        return self._fs
 
     @property
     def fs_path(self) -> str:

@@ -77,6 +77,7 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
         run_config=tune.RunConfig(
             name=run.name,
             storage_path=run.storage,
+            storage_filesystem=run.filesystem,
             failure_config=tune.FailureConfig(max_failures=0),
             callbacks=[PushesRunFiles(run.location)] if run.remote else None,
             verbose=1,
@@ -173,9 +174,9 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
         objective=objective, inception_weights=spec.final.inception_weights,
         score_at=milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t), search_seed=s.seed,
     ), {"cpu": res.cpu, "gpu": res.gpu})
-    if resuming and tune.Tuner.can_restore(run.location):
+    if resuming and tune.Tuner.can_restore(run.tune_path, storage_filesystem=run.filesystem):
         log.info(f"resuming {run.location}")
-        tuner = tune.Tuner.restore(run.location, trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(run.tune_path, trainable, resume_errored=True, storage_filesystem=run.filesystem)
     else:
         log.info(f"starting {run.location}")
         tuner = new_tuner(spec, run, trainable)

@@ -127,7 +127,8 @@ def test_tunes_state_uploads_carry_the_driver_files_first_and_no_finished_trials
     assert not folders["done"].exists() and folders["running"].is_dir() and (folders["failed"] / "error.txt").exists()
     assert bucket.keys("runs/r") == []  # the driver does not wait for an upload
 
-    tune_storage = StorageContext(run.storage, run.name)  # as new_tuner's RunConfig has Tune build it
+    # as new_tuner's RunConfig has Tune build it
+    tune_storage = StorageContext(run.storage, run.name, storage_filesystem=run.filesystem)
     tune_storage.syncer.sync_up(str(staging), tune_storage.experiment_fs_path)
     tune_storage.syncer.wait()
     assert {"asha_state.jsonl", "experiment_state.json", "failed/error.txt"} <= set(bucket.keys("runs/r"))

@@ -38,7 +38,7 @@ def table(tmp_path, monkeypatch):
                               "e": {"kind": "diverged", "reason": "loss diverged at epoch 1", "epoch": 1}}.items():
         run.failure_file(f"mlp_{trial_id}").parent.mkdir(parents=True)
         run.failure_file(f"mlp_{trial_id}").write_text(json.dumps(failure))
-    monkeypatch.setattr(search.trials, "ExperimentAnalysis", lambda path: SimpleNamespace(trials=trials))
+    monkeypatch.setattr(search.trials, "ExperimentAnalysis", lambda path, **_: SimpleNamespace(trials=trials))
     return trials_table(run).set_index("trial_id")
 
 
@@ -66,7 +66,7 @@ def test_trials_parquet_is_written_with_its_declared_schema_even_with_no_trial(t
     trials = [tune_trial("a", "TERMINATED", result(20, 150.0, stop="patience")), tune_trial("e", "ERROR")]
     for listed in (trials, []):
         monkeypatch.setattr(search.trials, "ExperimentAnalysis",
-                            lambda path, listed=listed: SimpleNamespace(trials=listed))
+                            lambda path, listed=listed, **_: SimpleNamespace(trials=listed))
         write_trials_table(run, ["score"])
         assert pq.read_schema(run.trials_table).remove_metadata() == SCHEMA
         assert list(pd.read_parquet(run.trials_table).columns) == SCHEMA.names
