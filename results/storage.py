@@ -57,7 +57,8 @@ def _endpoint(uri: str) -> str | None:
 
 def _filesystem(uri: str):
     """pyarrow's filesystem and path for `uri`, built once per process and endpoint (an S3 client
-    costs). Kept out of Remote: a pickled filesystem would carry the credentials it resolved."""
+    costs). Kept out of Remote, which travels to every trial: each process builds its own, from its
+    own environment (the endpoint; the credentials, which pyarrow reads as it connects)."""
     return _resolved(uri, _endpoint(uri))
 
 
