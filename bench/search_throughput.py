@@ -67,7 +67,8 @@ def through_ray(preset: str, k: int, data, epochs: int, batch_size: int, gpu: bo
         tune.with_resources(trainable, resources),
         param_space={"preset": preset, "lr": REPORT.lr, "batch_size": batch_size},
         tune_config=tune.TuneConfig(num_samples=k, max_concurrent_trials=k),
-        run_config=tune.RunConfig(name=run.name, storage_path=run.storage, verbose=0),
+        run_config=tune.RunConfig(name=run.name, storage_path=run.storage, storage_filesystem=run.filesystem,
+                                  verbose=0),
     )
     tuner.fit()
     return trial_epochs_per_second(run.path)  # this node's mirror, for a URI: every trial ran here
