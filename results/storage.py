@@ -94,13 +94,9 @@ class Remote:
         object.__setattr__(self, "uri", self.uri.rstrip("/"))
 
     @property
-    def _fs(self):
-        return _filesystem(self.uri)[0]
-
-    @property
     def filesystem(self):
-        """The run's pyarrow filesystem, as this module builds it (Tune's storage_filesystem)."""
-        return self._fs
+        """The run's pyarrow filesystem, as this module builds it (also Tune's storage_filesystem)."""
+        return _filesystem(self.uri)[0]
 
     @property
     def fs_path(self) -> str:
@@ -123,7 +119,7 @@ class Remote:
         files, and with `folders` its folders too."""
         from pyarrow.fs import FileSelector, FileType
 
-        infos = self._fs.get_file_info(FileSelector(self._key(local or self.scratch), recursive=recursive,
+        infos = self.filesystem.get_file_info(FileSelector(self._key(local or self.scratch), recursive=recursive,
                                                     allow_not_found=True))
         return [info for info in infos if folders or info.type == FileType.File]
 
@@ -136,7 +132,7 @@ class Remote:
                     continue
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f".{path.name}.pull.tmp")
-                with self._fs.open_input_stream(info.path) as src, open(tmp, "wb") as dst:
+                with self.filesystem.open_input_stream(info.path) as src, open(tmp, "wb") as dst:
                     dst.write(src.read())
                 os.replace(tmp, path)
                 _synced[str(path)] = (_stamp(path), _object_stamp(info))
@@ -171,24 +167,24 @@ class Remote:
             return
         key = self._key(path)
         try:
-            dst = self._fs.open_output_stream(key)
+            dst = self.filesystem.open_output_stream(key)
         except FileNotFoundError:  # a file system with folders (file://); object stores have none to make
-            self._fs.create_dir(key.rsplit("/", 1)[0], recursive=True)
-            dst = self._fs.open_output_stream(key)
+            self.filesystem.create_dir(key.rsplit("/", 1)[0], recursive=True)
+            dst = self.filesystem.open_output_stream(key)
         with dst:
             dst.write(src.read())
-        _synced[str(path)] = (stamp, _object_stamp(self._fs.get_file_info(key)))
+        _synced[str(path)] = (stamp, _object_stamp(self.filesystem.get_file_info(key)))
 
     def remove(self, local: Path) -> None:
         """Delete a file from the bucket (its mirror's copy is the caller's)."""
         from pyarrow.fs import FileType
 
-        if self._fs.get_file_info(self._key(local)).type == FileType.File:
-            self._fs.delete_file(self._key(local))
+        if self.filesystem.get_file_info(self._key(local)).type == FileType.File:
+            self.filesystem.delete_file(self._key(local))
 
     def delete(self) -> None:
         """Delete the run from the bucket."""
-        self._fs.delete_dir_contents(self.fs_path, missing_dir_ok=True)
+        self.filesystem.delete_dir_contents(self.fs_path, missing_dir_ok=True)
 
 
 def _open(path: Path):
