@@ -42,6 +42,7 @@ from cvae_core.layout import read_metrics  # noqa: E402
 from cvae_core.training import resolve_device  # noqa: E402
 from results.run_folder import RunFolder  # noqa: E402
 from search.trainable import run_trial  # noqa: E402
+from search.tuning import tune_storage  # noqa: E402
 
 
 def trial_epochs_per_second(run_dir: Path) -> float:
@@ -67,8 +68,7 @@ def through_ray(preset: str, k: int, data, epochs: int, batch_size: int, gpu: bo
         tune.with_resources(trainable, resources),
         param_space={"preset": preset, "lr": REPORT.lr, "batch_size": batch_size},
         tune_config=tune.TuneConfig(num_samples=k, max_concurrent_trials=k),
-        run_config=tune.RunConfig(name=run.name, storage_path=run.storage, storage_filesystem=run.filesystem,
-                                  verbose=0),
+        run_config=tune.RunConfig(name=run.name, **tune_storage(run), verbose=0),
     )
     tuner.fit()
     return trial_epochs_per_second(run.path)  # this node's mirror, for a URI: every trial ran here

@@ -124,7 +124,7 @@ class RunFolder:
     @property
     def tune_path(self) -> str:
         """The run's folder as Tune reads it back (Tuner.restore, ExperimentAnalysis), with `filesystem`."""
-        return f"{self.storage}/{self.name}"
+        return self.remote.fs_path if self.remote else str(self.path)
 
     @property
     def name(self) -> str:

@@ -119,8 +119,8 @@ class Remote:
         files, and with `folders` its folders too."""
         from pyarrow.fs import FileSelector, FileType
 
-        infos = self.filesystem.get_file_info(FileSelector(self._key(local or self.scratch), recursive=recursive,
-                                                    allow_not_found=True))
+        selector = FileSelector(self._key(local or self.scratch), recursive=recursive, allow_not_found=True)
+        infos = self.filesystem.get_file_info(selector)
         return [info for info in infos if folders or info.type == FileType.File]
 
     def pull(self, local: Path | None = None, recursive: bool = True, keep=lambda path: True) -> None:

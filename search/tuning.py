@@ -76,13 +76,18 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
         ),
         run_config=tune.RunConfig(
             name=run.name,
-            storage_path=run.storage,
-            storage_filesystem=run.filesystem,
+            **tune_storage(run),
             failure_config=tune.FailureConfig(max_failures=0),
             callbacks=[PushesRunFiles(run.location)] if run.remote else None,
             verbose=1,
         ),
     )
+
+
+def tune_storage(run: RunFolder) -> dict:
+    """Where Tune keeps the run's experiment state, as RunConfig takes it: for a run at a URI, its
+    bucket path and the run's own filesystem (results.storage), so that Tune's uploads take its options."""
+    return {"storage_path": run.storage, "storage_filesystem": run.filesystem}
 
 
 class PushesRunFiles(tune.Callback):
