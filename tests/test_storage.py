@@ -214,12 +214,18 @@ def _finalist_epochs(bucket) -> tuple[str, list[int]]:
 
 
 def _running_trial(bucket) -> tuple[str, list[int]] | None:
-    """The trial that is running after one has finished, once the bucket holds 2 of its epochs."""
+    """The trial that is running after one has finished, once the bucket holds 2 of its epochs and
+    Tune's state there knows it. (A kill before that save resumes as before the trial started, a
+    new trial in its place: search.schedulers.SavesOnEvents. On a loaded CI host the save budget
+    once put that save off past the trial's second epoch.)"""
     folders = {k.split("/")[2] for k in bucket.keys() if k.startswith("runs/t/cnn_") and k.endswith("metrics.jsonl")}
     ended = {f for f in folders if json.loads(bucket.read(f"runs/t/{f}/metrics.jsonl").splitlines()[-1])["stop"]}
     running = [(f, _epochs(bucket, f"runs/t/{f}/metrics.jsonl")) for f in folders - ended]
     if ended and running and len(running[0][1]) >= 2 and f"{running[0][0]}/checkpoint.pt" in bucket.keys("runs/t"):
-        return running[0]
+        trial_id = running[0][0].split("_", 1)[1]
+        states = [k for k in bucket.keys("runs/t") if k.startswith("experiment_state-")]
+        if any(trial_id.encode() in bucket.read(f"runs/t/{k}") for k in states):
+            return running[0]
     return None
 
 
