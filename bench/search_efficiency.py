@@ -8,8 +8,9 @@ Methods (the names of --methods and the JSON):
 - `random`: random search + ASHA, Ray Tune's own pairing, the reference for every ratio (TPE that
   never leaves its random start-up: random search through the same machinery);
 - `tpe-defaults`: TPE with Optuna's defaults + ASHA;
-- `no-early-stopping`: the configured searcher, every trial run to max_t;
-- `configured`: the search as the space file configures it.
+- `no-early-stopping`: TPE on a milestone (search.settings.Searcher's defaults), every trial run to max_t;
+- `configured`: the search as the space file configures it (spaces/cnn.yaml: a GP told last scores).
+The baselines are TPE's and random search's whatever searcher the space file sets.
 Benchmarks:
 - `synthetic` (default): spaces/cnn.yaml's space and schedule, each trial's curve a closed-form
   function of its configuration plus noise (`final_score`, `curve`): the shape of the real problem,
@@ -38,8 +39,9 @@ configurations also spends more trial-epochs on them. --grace-period replaces th
 Each epoch lasts --epoch-seconds (a sleep; default 0.05 s). A real epoch outlasts Tune's own work
 per report and a trial's start; without the sleep a trial advances as fast as the driver handles
 its reports, and a trial that started early could run 52 epochs while the next three ran 5, so
-ASHA met them in an order no real search gives it. --space: the space file whose search settings
-every method starts from (default spaces/cnn.yaml; an LCBench search keeps LCBench's own space).
+ASHA met them in an order no real search gives it. --space: the space file whose schedule every
+method runs and whose searcher the configured search runs (default spaces/cnn.yaml; an LCBench
+search keeps LCBench's own space).
 
 One 128-trial search on the surrogate takes about 40-60 s on 2 idle cores (the sleeps, at 4
 trials at once, about 25-45 s of it; Ray's start and stop about 8 s), more with `model: gp`,
@@ -50,9 +52,10 @@ ask on these cores); --parallel 2 runs two at once. Each search is a process of 
 ASHAScheduler and the project's searcher (search.searcher.new_sampler) through Optuna's ask and
 tell, --concurrent trials at once, each one epoch per step, no sleeps. One trial at a time its
 searches are the Tuner's, trial for trial (tests/test_bench.py); four at once, the Tuner's trials
-report in an order that timing decides. About 1.5 s for a 128-trial search on the surrogate (TPE's
-asks most of it), so 10 seeds of two methods on six tasks take about 80 s, for exploring a change
-before measuring it through the Tuner. --parallel does not apply.
+report in an order that timing decides. About 1.5 s for a 128-trial search on the surrogate with
+TPE (its asks most of it), so 10 seeds of two TPE methods on six tasks take about 80 s, for
+exploring a change before measuring it through the Tuner; with cnn.yaml's GP each configured search
+takes 60-75 s (on one core), 10 seeds on six tasks about 70 minutes. --parallel does not apply.
 
     python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --json out.json
     python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --seeds 10 --emulate
@@ -171,8 +174,13 @@ def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t
 
 
 def method_search(method: str, search, trials: int, grace_period: int | None):
-    """The space's search settings as `method` runs them (module doc)."""
+    """The space's search settings as `method` runs them (module doc): the baselines are TPE's and
+    random search's whichever model the space's searcher uses."""
+    from search.settings import Searcher
+
     searcher, asha = search.searcher, search.asha
+    if method != "configured":
+        searcher = Searcher(n_startup_trials=searcher.n_startup_trials)
     if method == "random":
         searcher = searcher.model_copy(update={"n_startup_trials": trials, "fit_on": "last"})
     elif method == "tpe-defaults":
@@ -338,7 +346,8 @@ def _arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--benchmark", choices=("synthetic", "lcbench"), default="synthetic")
     p.add_argument("--space", type=Path, default=SPACE_FILE,
-                   help="the space file whose search settings every method starts from (lcbench: its space aside)")
+                   help="the space file whose schedule every method runs and whose searcher the configured search runs "
+                        "(lcbench: its space aside)")
     p.add_argument("--tasks", default="7593", help="LCBench's OpenML task ids, comma-separated (lcbench only)")
     p.add_argument("--lcbench", type=Path, default=lcbench.DEFAULT_DIR, help="the surrogate's folder")
     p.add_argument("--methods", default=",".join(METHODS), help=f"a comma-separated subset of {','.join(METHODS)}")

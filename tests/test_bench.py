@@ -51,6 +51,25 @@ def test_benchmark_runs(name, tmp_path):
     assert {n for n in left if n != "ray" and not n.startswith("torchinductor_")} == set()
 
 
+def test_the_baselines_are_tpe_and_random_search_whatever_the_space_configures():
+    """spaces/cnn.yaml's searcher is a GP: the methods it is measured against stay what users would
+    pick instead (random search, TPE with Optuna's defaults, TPE without early stopping)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from search_efficiency import method_search
+
+    from search.settings import load_spec
+
+    search = load_spec(ROOT / "spaces" / "cnn.yaml").search
+    assert (search.searcher.model, search.searcher.fit_on) == ("gp", "last")
+    runs = {m: method_search(m, search, trials=128, grace_period=None) for m in
+            ("random", "tpe-defaults", "no-early-stopping", "configured")}
+    assert runs["configured"].searcher == search.searcher and runs["configured"].asha == search.asha
+    assert {m: r.searcher.model for m, r in runs.items()} == {"random": "tpe", "tpe-defaults": "tpe",
+                                                              "no-early-stopping": "tpe", "configured": "gp"}
+    assert runs["random"].searcher.n_startup_trials == 128  # TPE that never leaves its random start-up
+    assert runs["no-early-stopping"].asha.grace_period == search.asha.max_t
+
+
 def test_search_efficiency_on_lcbench_writes_every_figure(tmp_path):
     """Every method on two real tasks, in the JSON docs/benchmarks.md describes."""
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--benchmark", "lcbench",
@@ -68,17 +87,20 @@ def test_search_efficiency_on_lcbench_writes_every_figure(tmp_path):
             assert f["median_best"] is None or 0 < f["median_best"] < 100  # a validation error in percent
 
 
-@pytest.mark.parametrize("benchmark, task", [("synthetic", "synthetic"), ("lcbench", "7593")])
-def test_the_emulated_search_is_the_tuners_trial_for_trial(benchmark, task):
-    """One trial at a time, past TPE's start-up (10 trials) and, on the synthetic function, through
-    failing trials: the same trials end in the same order with the same scores after the same epochs."""
+# seed 4: among its first 16 trials, spaces/cnn.yaml's searcher samples diverging ones (seed 0: none)
+@pytest.mark.parametrize("benchmark, task, seed", [("synthetic", "synthetic", 4), ("lcbench", "7593", 0)])
+def test_the_emulated_search_is_the_tuners_trial_for_trial(benchmark, task, seed):
+    """One trial at a time, past the searcher's start-up (10 trials) and, on the synthetic function,
+    through failing trials: the same trials end in the same order with the same scores after the
+    same epochs."""
     if benchmark == "lcbench" and not (ROOT.parent / "shared" / "benchmarks" / "lcbench").is_dir():
         pytest.skip("no LCBench beside the repository")
 
     def ended(*emulate):
         out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--benchmark", benchmark,
                               "--trials", "16", "--concurrent", "1", "--epoch-seconds", "0", *emulate,
-                              "--one", "configured", "0", task], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                              "--one", "configured", str(seed), task],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads(out.stdout.strip().splitlines()[-1])
 
