@@ -60,15 +60,22 @@ def finished(run_dir: Path) -> dict[str, str]:
     return done
 
 
+# n_startup_trials 2: the third trial is sampled by the searcher from the first two's scores: TPE
+# fitted on their epoch-8 scores (the default), or spaces/cnn.yaml's GP told their last ones
+SEARCHERS = {"tpe-milestone": ({"n_startup_trials": 2}, [8, None, None]),
+             "gp-last": ({"model": "gp", "n_startup_trials": 2, "fit_on": "last"}, [None, None, None])}
+
+
 @pytest.mark.slow
-def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slower_data_dir, ray_session):
+@pytest.mark.parametrize("searcher", sorted(SEARCHERS))
+def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slower_data_dir, ray_session, searcher):
     """SIGKILL right after Ray starts, SIGTERM (a preempted node) mid-trial, SIGKILL mid-trial
     after a checkpoint, SIGKILL right after a trial finished (before any periodic save) and SIGTERM
     in the final stage: after each the same command resumes; in the end no trial or finalist is
     forgotten, rerun or restarted."""
-    # n_startup_trials 2: the third trial is sampled by TPE fitted on the first two's epoch-8 scores
+    settings, fitted_on = SEARCHERS[searcher]
     space = tiny_space(tmp_path, num_samples=3, asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2},
-                       searcher={"n_startup_trials": 2})
+                       searcher=settings)
     raw = yaml.safe_load(space.read_text())
     raw["space"] = {"family": "cnn", "conv": {"layers": 2, "channels": 16, "kernel_size": 4, "stride": 2,
                     "padding": 1}, "h": 64, "latent": 8, "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 20}
@@ -125,6 +132,6 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     assert set(df["score_epoch"]) == {8} and df["score"].notna().all()
     assert_study_matches_trials(run_dir)  # the Optuna study went through the kills with the search
     fitted = [t.user_attrs.get(FITTED_ON) for t in load_study(run_dir).trials]
-    assert sorted(fitted, key=str) == [8, None, None], fitted  # ... and TPE was fitted on it
+    assert sorted(fitted, key=str) == fitted_on, fitted  # ... and TPE was fitted on it (a GP never is)
     [finalist] = epochs_done(run_dir / "final").values()  # the finalist continued from its checkpoint
     assert sorted(set(finalist)) == list(range(1, len(set(finalist)) + 1)) and finalist.count(1) == 1, finalist

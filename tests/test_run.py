@@ -485,9 +485,10 @@ def test_a_search_of_quality_against_size_keeps_its_front_and_retrains_from_it(t
     """objective [fid, params]: trials.parquet marks the Pareto front of (score, params) among
     finished trials (checked by brute force), the study is multi-objective, the final stage
     retrains trials from the front, and the leaderboard marks each sampler's front of (fid, params)."""
-    # trials 4 and 5 sampled by TPE: a multi-objective study has no milestone scores, it models finished trials
+    # trials 4 and 5 sampled by spaces/cnn.yaml's searcher, a GP told last scores, from both objectives
     space = tiny_space(tmp_path, num_samples=5, asha={"max_t": 2, "grace_period": 2, "reduction_factor": 2},
-                       searcher={"n_startup_trials": 3}, objective={**TINY_OBJECTIVE, "metric": ["fid", "params"]},
+                       searcher={"model": "gp", "n_startup_trials": 3, "fit_on": "last"},
+                       objective={**TINY_OBJECTIVE, "metric": ["fid", "params"]},
                        final={"top_k": 2, "samplers": ["prior"]})
     raw = yaml.safe_load(space.read_text())
     raw["space"]["mlp"] = {"layers": 1, "width": {"choice": [8, 16, 32, 64]}}

@@ -51,6 +51,32 @@ def test_gp_is_built_with_its_settings_and_tpe_for_a_familys_keys():
     assert isinstance(gp._independent_sampler, optuna.samplers.TPESampler)
 
 
+def test_the_gp_told_last_scores_goes_on_after_a_resume_as_it_would_have():
+    """spaces/cnn.yaml's searcher (model: gp, fit_on: last): Tune pickles it with its sampler when
+    it saves and unpickles it on resume; on the same study (the journal), with trials running, the
+    restored GP samples what the original would have."""
+    import pickle
+
+    x = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+
+    def study_with(sampler):
+        study = optuna.create_study(sampler=sampler)
+        for i in range(12):
+            study.add_trial(optuna.trial.create_trial(params={"x": i / 12}, distributions=x, value=(i / 12 - 0.7) ** 2))
+        study.ask(x)  # running: a pending point
+        return study
+
+    def sampler():
+        gp = new_sampler(Searcher(model="gp", n_startup_trials=4, fit_on="last"), seed=3)
+        assert isinstance(gp, optuna.samplers.GPSampler)  # told each trial's last score: no milestone view
+        return gp
+
+    uninterrupted, before_kill = study_with(sampler()), study_with(sampler())
+    before_kill.sampler = pickle.loads(pickle.dumps(before_kill.sampler))
+    asked = [[s.ask(x).params["x"] for _ in range(4)] for s in (uninterrupted, before_kill)]
+    assert asked[0] == asked[1] and len(set(asked[0])) == 4
+
+
 def test_tpe_settings_with_the_gp_are_one_clear_error():
     with pytest.raises(ValueError, match="constant_liar: a setting of TPE's, and model is 'gp'"):
         Searcher(model="gp", constant_liar=False)
