@@ -55,7 +55,9 @@ searches are the Tuner's, trial for trial (tests/test_bench.py); four at once, t
 report in an order that timing decides. About 1.5 s for a 128-trial search on the surrogate with
 TPE (its asks most of it), so 10 seeds of two TPE methods on six tasks take about 80 s, for
 exploring a change before measuring it through the Tuner; with cnn.yaml's GP each configured search
-takes 60-75 s (on one core), 10 seeds on six tasks about 70 minutes. --parallel does not apply.
+takes about 55 s with torch on 2 threads, 60-75 s on one. --parallel 2 runs two searches at once,
+each a process on one core: 10 seeds of random search and the GP on six tasks in about 41
+minutes instead of 55 (each process's start, about 4 s, makes it slower for TPE alone).
 
     python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --json out.json
     python bench/search_efficiency.py --benchmark lcbench --tasks 7593,126025 --seeds 10 --emulate
@@ -69,6 +71,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -306,8 +309,9 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
 
 
 def _search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
-    """One search in a fresh process (Ray's state is per process); --emulate: in this one."""
-    if args.emulate:
+    """One search in a fresh process (Ray's state is per process; an emulated search's asks hold
+    the interpreter, so --parallel takes processes there too); --emulate one at a time: in this one."""
+    if args.emulate and args.parallel == 1:
         return emulated_search(args, method, seed, task)
     cmd = [sys.executable, __file__, "--one", method, str(seed), task, *sys.argv[1:]]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -360,7 +364,8 @@ def _arguments() -> argparse.Namespace:
     p.add_argument("--epoch-seconds", type=float, default=0.05,
                    help="each trial's epoch lasts this long (a sleep), as a real epoch outlasts Tune's work per report")
     p.add_argument("--parallel", type=int, default=1,
-                   help="searches at once, each its own Ray instance (its trials still --concurrent at once)")
+                   help="searches at once, each its own process (and Ray instance; its trials still --concurrent "
+                        "at once)")
     p.add_argument("--emulate", action="store_true",
                    help="each search in this process without Tune's controller (Ray's ASHA and the searcher, "
                         "no sleeps): fast, for exploring; its figures are the Tuner's, one trial at a time")
@@ -404,6 +409,10 @@ def main() -> None:
     args = _arguments()
     if args.one:
         method, seed, task = args.one
+        if args.emulate:  # the GP's asks run on torch's threads: the cores shared among the searches at once
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.parallel))
         print(json.dumps((emulated_search if args.emulate else one_search)(args, method, int(seed), task)))
         return
     schedule = "the schedule" if args.grace_period is None else f"grace period {args.grace_period}"

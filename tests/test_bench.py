@@ -130,3 +130,6 @@ def test_the_emulated_benchmark_writes_every_figure(tmp_path):
     second = _emulated_bench("--seeds", "1", "--first-seed", "1")
     assert len(_per_seed(second)) == 4 and all(len(seeds) == 2 for seeds in _per_seed(two))
     assert [seeds[1].strip("()") for seeds in _per_seed(two)] == [s.strip("()") for [s] in _per_seed(second)]
+    # --parallel 2: the same searches, two at once in processes of their own
+    _emulated_bench("--seeds", "2", "--parallel", "2", "--json", str(tmp_path / "parallel.json"))
+    assert json.loads((tmp_path / "parallel.json").read_text()) == figures
