@@ -33,8 +33,9 @@ BENCHES = {
     "search_efficiency": ["--seeds", "1", "--trials", "3", "--concurrent", "2", "--grace-period", "15",
                           "--methods", "random,configured", "--epoch-seconds", "0.001"],
     "driver_scale": ["--trials", "3", "--concurrent", "2", "--epochs", "2", "--epoch-seconds", "0.01"],
+    "ask_cost": ["--trials", "14", "--concurrent", "2"],  # past the GP's 10 start-up trials
 }
-DATALESS = {"driver_scale", "search_efficiency"}
+DATALESS = {"driver_scale", "search_efficiency", "ask_cost"}
 PER_CLASS = {"quality": 52}  # the report's batch of 512 needs 512 training images
 
 
