@@ -9,7 +9,8 @@ synthetic function's final score of its settings (bench/search_efficiency.final_
 same noise) once --concurrent trials run (the GP then optimises qLogEI, over the running trials
 too, which costs more than the EI of one), and prints the median seconds per ask over windows of the study's size: with
 greenlet (this process), without it (a process of its own in which `import greenlet` fails), and
-TPE's ask (search.settings.Searcher's defaults, told last scores) as the earlier default. Each
+TPE's (search.settings.Searcher's defaults, the earlier default, told last scores: these trials
+have no milestone scores for its milestone view to fit on). Each
 run samples its own trials (batched and sequential optimisation differ in their last digits, so
 the studies part), so compare windows, not trials. torch's threads: all cores, as in a driver.
 
@@ -116,7 +117,7 @@ def main() -> None:
           "median seconds per ask")
     runs = {"GP with greenlet": ask_seconds("gp", args.trials, args.concurrent, args.seed),
             "GP without greenlet": without_greenlet(),
-            "TPE (earlier default)": ask_seconds("tpe", args.trials, args.concurrent, args.seed)}
+            "TPE": ask_seconds("tpe", args.trials, args.concurrent, args.seed)}
     print(f"  {'trials':<12}" + "".join(f"{name:>24}" for name in runs) + f"{'speed-up':>10}")
     for first, last in windows(args.trials, searcher.n_startup_trials):
         medians = [statistics.median(s[first:last]) for s in runs.values()]
