@@ -34,14 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "bench"))
 
-SPACE_FILE = ROOT / "spaces" / "cnn.yaml"
+from search_efficiency import SPACE_FILE, final_score  # noqa: E402  (bench/, beside this script)
 
 
 def ask_seconds(model: str, trials: int, concurrent: int, seed: int) -> list[float]:
     """Seconds of each ask (the sampler's work for every setting of a new trial), trial by trial,
     `concurrent` trials running: each ask comes after the oldest running trial is told its score."""
     import optuna
-    from search_efficiency import final_score
 
     from search.searcher import new_sampler
     from search.settings import Searcher, load_spec
