@@ -22,11 +22,12 @@ from cvae_core.atomic import read_records
 from cvae_core.config import STOP_REASONS
 
 from .run_folder import RunFolder
-from .study import FITTED_ON, NoStudy, load_study
+from .study import FITTED_ON, FITTED_ON_LAST, NoStudy, load_study
 
 IMPORTANCE = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
 MIN_FOR_IMPORTANCE = 3  # finished trials with a score, fewer give no ranking to speak of
 MIN_FOR_AGREEMENT = 4  # trials that ran to their own end, fewer give no rank correlation to speak of
+AT_RANDOM = "at random"  # a trial the searcher sampled in its start-up (it records no FITTED_ON)
 
 
 def _save(axes, path: Path) -> None:
@@ -138,15 +139,23 @@ def asha_decisions(run: RunFolder, trials: pd.DataFrame) -> list[str]:
 
 def searcher_decisions(study) -> list[str]:
     """What the searcher was fitted on to sample each trial (search.milestone_view): how many trials it sampled
-    at random and how many from each milestone's scores. Markdown lines."""
+    at random, how many from each milestone's scores and how many from every ended trial's last score.
+    Markdown lines."""
     fitted = pd.Series([t.user_attrs.get(FITTED_ON) for t in study.trials], dtype=object)
     if fitted.isna().all():
         return []
-    counts = fitted.fillna("at random").value_counts()
-    order = sorted(counts.index, key=lambda k: -1 if k == "at random" else k)
-    lines = ["How the searcher sampled each trial: at random (its start-up), or fitted on the scores at one milestone "
-             "(the highest with enough of them):", "", "| sampled | trials |", "|---|---|"]
-    return lines + [f"| {k if k == 'at random' else f'from epoch-{k} scores'} | {counts[k]} |" for k in order] + [""]
+    counts = fitted.fillna(AT_RANDOM).value_counts()
+    order = sorted(counts.index, key=lambda k: (k != AT_RANDOM, k == FITTED_ON_LAST, k if isinstance(k, int) else 0))
+    lines = ["How the searcher sampled each trial: at random (its start-up), fitted on the scores at one milestone "
+             "(the highest with enough of them), or on the last score of every trial that had ended:", "",
+             "| sampled | trials |", "|---|---|"]
+    return lines + [f"| {_fitted_on_label(k)} | {counts[k]} |" for k in order] + [""]
+
+
+def _fitted_on_label(fitted_on) -> str:
+    if fitted_on == AT_RANDOM:
+        return fitted_on
+    return "from last scores" if fitted_on == FITTED_ON_LAST else f"from epoch-{fitted_on} scores"
 
 
 def _study_figures(study, out: Path) -> list[str]:

@@ -17,7 +17,8 @@ TRIAL_DIR = "trial_dir"  # its folder in the run folder
 PARAMS = "params"  # trainable parameters
 STOP_REASON = "stop_reason"  # as trials.parquet's: patience, max_epochs, asha (Tune calls it complete), ...
 SCORE_EPOCH = "score_epoch"  # the epoch its score was computed at
-FITTED_ON = "tpe_fitted_on"  # the milestone whose scores TPE was fitted on to sample it; absent: at random
+FITTED_ON = "tpe_fitted_on"  # what the searcher was fitted on to sample it: a milestone's scores, or
+FITTED_ON_LAST = "last"  # every ended trial's last score; absent: sampled at random (its start-up)
 
 
 class NoStudy(ValueError):

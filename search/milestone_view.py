@@ -30,7 +30,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from cvae_core.config import STOP_REASONS
-from results.study import FITTED_ON, STOP_REASON
+from results.study import FITTED_ON, FITTED_ON_LAST, STOP_REASON
 
 from .private_api import StudyView, set_trial_user_attr
 
@@ -79,27 +79,34 @@ def _modelled_by_gp(view: StudyView) -> dict[str, BaseDistribution]:
 
 class MilestoneSampler(BaseSampler):
     """`sampler` (Optuna's TPESampler or GPSampler) shown each study through `milestone_view` at
-    `milestones` (epochs: ASHA's and the last), from `n_min` scores at a milestone on (module doc)."""
+    `milestones` (epochs: ASHA's and the last), from `n_min` scores at a milestone on (module doc).
+    Without milestones (`fit_on: last`), and for a multi-objective study, it shows the study as it
+    is. Either way each trial records what the sampler was fitted on to sample it, which
+    results.show counts: the milestone, or FITTED_ON_LAST once `n_min` trials have ended (the
+    sampler's own start-up rule; this search never tells Optuna a trial was pruned)."""
 
     def __init__(self, sampler: BaseSampler, milestones: tuple[int, ...], n_min: int):
         if n_min < 1:
             raise ValueError(f"n_min: {n_min} must be >= 1")
         self.sampler, self.milestones, self.n_min = sampler, tuple(sorted(milestones)), n_min
-        self._view: tuple[int, StudyView] | None = None  # (trial number, its view)
+        self._view: tuple[int, Study | StudyView] | None = None  # (trial number, what it sees)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_view": None}  # saved with the searcher: the study is not part of it
 
-    def _seen(self, study: Study, trial: FrozenTrial):
+    def _seen(self, study: Study, trial: FrozenTrial) -> Study | StudyView:
         """The view this trial is sampled against, built once per trial."""
-        if len(study.directions) > 1:
-            return study
         if self._view is None or self._view[0] != trial.number:
             others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
-            milestone, view = milestone_view(others, self.milestones, self.n_min)
-            if milestone is not None:  # results.show counts them
-                set_trial_user_attr(study, trial, FITTED_ON, milestone)
-            self._view = (trial.number, StudyView(study, view))
+            if self.milestones and len(study.directions) == 1:
+                fitted_on, view = milestone_view(others, self.milestones, self.n_min)
+                seen = StudyView(study, view)
+            else:
+                ended = sum(t.state == TrialState.COMPLETE for t in others)
+                fitted_on, seen = (FITTED_ON_LAST if ended >= self.n_min else None), study
+            if fitted_on is not None:
+                set_trial_user_attr(study, trial, FITTED_ON, fitted_on)
+            self._view = (trial.number, seen)
         return self._view[1]
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:

@@ -35,7 +35,8 @@ from .trials import stop_reason
 def new_sampler(searcher: Searcher, seed: int, milestones: tuple[int, ...] = ()) -> BaseSampler:
     """Optuna's TPE or GP sampler with every setting given (search.settings.Searcher says why each is
     what it is), fitted on the scores at one of `milestones` (epochs: ASHA's and the last) when
-    `fit_on: milestone`."""
+    `fit_on: milestone`, on each trial's last score otherwise; either way it records what it was
+    fitted on (MilestoneSampler)."""
     if searcher.model == "gp":
         # The GP models the keys every trial has; a family's own keys it leaves to its independent
         # sampler, univariate TPE here rather than its default, random search.
@@ -48,9 +49,8 @@ def new_sampler(searcher: Searcher, seed: int, milestones: tuple[int, ...] = ())
             sampler = TPESampler(seed=seed, n_startup_trials=searcher.n_startup_trials,
                                  multivariate=searcher.multivariate, group=searcher.group,
                                  constant_liar=searcher.constant_liar)
-    if searcher.fit_on == "last":
-        return sampler
-    return MilestoneSampler(sampler, milestones, n_min=searcher.n_startup_trials)
+    return MilestoneSampler(sampler, milestones if searcher.fit_on == "milestone" else (),
+                            n_min=searcher.n_startup_trials)
 
 
 def create_study(run: RunFolder, metric_names: list[str]) -> None:

@@ -63,7 +63,7 @@ def finished(run_dir: Path) -> dict[str, str]:
 # n_startup_trials 2: the third trial is sampled by the searcher from the first two's scores: TPE
 # fitted on their epoch-8 scores (the default), or spaces/cnn.yaml's GP told their last ones
 SEARCHERS = {"tpe-milestone": ({"n_startup_trials": 2}, [8, None, None]),
-             "gp-last": ({"model": "gp", "n_startup_trials": 2, "fit_on": "last"}, [None, None, None])}
+             "gp-last": ({"model": "gp", "n_startup_trials": 2, "fit_on": "last"}, [None, None, "last"])}
 
 
 @pytest.mark.slow
@@ -132,6 +132,6 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     assert set(df["score_epoch"]) == {8} and df["score"].notna().all()
     assert_study_matches_trials(run_dir)  # the Optuna study went through the kills with the search
     fitted = [t.user_attrs.get(FITTED_ON) for t in load_study(run_dir).trials]
-    assert sorted(fitted, key=str) == fitted_on, fitted  # ... and TPE was fitted on it (a GP never is)
+    assert sorted(fitted, key=str) == fitted_on, fitted  # ... and the searcher was fitted on it
     [finalist] = epochs_done(run_dir / "final").values()  # the finalist continued from its checkpoint
     assert sorted(set(finalist)) == list(range(1, len(set(finalist)) + 1)) and finalist.count(1) == 1, finalist

@@ -10,7 +10,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from results.study import STOP_REASON
+from results.study import FITTED_ON, FITTED_ON_LAST, STOP_REASON
 from search.milestone_view import MilestoneSampler, milestone_view, score_at
 from search.searcher import new_sampler
 from search.settings import Searcher
@@ -118,6 +118,27 @@ def test_a_multi_objective_study_is_sampled_from_its_finished_trials(model):
     asked = [study.ask(X) for _ in range(2)]
     assert all(0.0 <= t.params["x"] <= 1.0 for t in asked)
     assert [t.number for t in asked] == [8, 9]
+    assert [study.trials[n].user_attrs.get(FITTED_ON) for n in (8, 9)] == [FITTED_ON_LAST] * 2
+
+
+@pytest.mark.parametrize("model", ["tpe", "gp"])
+def test_told_last_scores_it_samples_as_the_plain_sampler_and_says_from_when(model):
+    """fit_on: last (spaces/cnn.yaml's GP): the sampler sees the study as it is, so it samples what
+    Optuna's own would; each trial records whether it was sampled at random (fewer than n_min
+    trials had ended) or fitted on the last scores, for results.show."""
+    def asked(sampler) -> tuple[list[float], list]:
+        study = optuna.create_study(sampler=sampler)
+        for i in range(8):
+            t = study.ask(X)
+            if i % 4 != 3:  # every fourth left running
+                study.tell(t, (t.params["x"] - 0.7) ** 2)
+        return [t.params["x"] for t in study.trials], [t.user_attrs.get(FITTED_ON) for t in study.trials]
+
+    last = Searcher(model=model, n_startup_trials=3, fit_on="last")
+    plain_x, _ = asked(new_sampler(last, seed=5).sampler)
+    x, fitted = asked(new_sampler(last, seed=5))
+    assert x == plain_x
+    assert fitted == [None] * 3 + [FITTED_ON_LAST] * 5  # trial 3 is sampled after trials 0-2 ended
 
 
 @pytest.mark.parametrize("model", ["tpe", "gp"])

@@ -40,8 +40,9 @@ def test_tpe_is_built_with_every_setting_given():
     # Optuna keeps them private; these are the settings search.settings.Searcher explains.
     tpe = sampler.sampler
     assert (tpe._n_startup_trials, tpe._multivariate, tpe._group, tpe._constant_liar) == (7, True, True, True)
-    plain = new_sampler(Searcher(multivariate=False, group=False, constant_liar=False, fit_on="last"), seed=3)
-    assert (plain._multivariate, plain._group, plain._constant_liar) == (False, False, False)
+    last = new_sampler(Searcher(multivariate=False, group=False, constant_liar=False, fit_on="last"), seed=3)
+    assert last.milestones == ()  # told each trial's last score: no milestone view
+    assert (last.sampler._multivariate, last.sampler._group, last.sampler._constant_liar) == (False, False, False)
 
 
 def test_gp_is_built_with_its_settings_and_tpe_for_a_familys_keys():
@@ -68,7 +69,7 @@ def test_the_gp_told_last_scores_goes_on_after_a_resume_as_it_would_have():
 
     def sampler():
         gp = new_sampler(Searcher(model="gp", n_startup_trials=4, fit_on="last"), seed=3)
-        assert isinstance(gp, optuna.samplers.GPSampler)  # told each trial's last score: no milestone view
+        assert isinstance(gp.sampler, optuna.samplers.GPSampler) and gp.milestones == ()
         return gp
 
     uninterrupted, before_kill = study_with(sampler()), study_with(sampler())

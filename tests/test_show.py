@@ -150,3 +150,11 @@ def test_the_report_shows_what_asha_and_tpe_decided(tmp_path):
     assert "| 2 | 2 | 1 |" in md  # two trials scored at epoch 2, one stopped there
     assert "| mlp_t1 | 2 | 118 | 101.5 | 1 |" in md and "| mlp_t0 |" not in md
     assert "| at random | 2 |" in md and "| from epoch-2 scores | 2 |" in md
+
+
+def test_the_report_counts_the_trials_sampled_from_last_scores(tmp_path):
+    """spaces/cnn.yaml's GP is told each trial's last score; the report says how many it sampled so."""
+    run_dir = small_search(tmp_path, 5, fitted_on={3: study_files.FITTED_ON_LAST, 4: study_files.FITTED_ON_LAST})
+    assert main([str(run_dir)]) == 0
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "| at random | 3 |\n| from last scores | 2 |" in md
