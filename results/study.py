@@ -17,8 +17,10 @@ TRIAL_DIR = "trial_dir"  # its folder in the run folder
 PARAMS = "params"  # trainable parameters
 STOP_REASON = "stop_reason"  # as trials.parquet's: patience, max_epochs, asha (Tune calls it complete), ...
 SCORE_EPOCH = "score_epoch"  # the epoch its score was computed at
-FITTED_ON = "tpe_fitted_on"  # what the searcher was fitted on to sample it: a milestone's scores, or
-FITTED_ON_LAST = "last"  # every ended trial's last score; absent: sampled at random (its start-up)
+# What the searcher was fitted on to sample it: a milestone (its scores there) or FITTED_ON_LAST; absent: at
+# random (its start-up). Named when only TPE recorded it, and kept so that older runs read the same.
+FITTED_ON = "tpe_fitted_on"
+FITTED_ON_LAST = "last"  # the last score of every trial that had ended
 
 
 class NoStudy(ValueError):
