@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -27,7 +28,6 @@ from .study import FITTED_ON, FITTED_ON_LAST, NoStudy, load_study
 IMPORTANCE = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
 MIN_FOR_IMPORTANCE = 3  # finished trials with a score, fewer give no ranking to speak of
 MIN_FOR_AGREEMENT = 4  # trials that ran to their own end, fewer give no rank correlation to speak of
-AT_RANDOM = "at random"  # a trial the searcher sampled in its start-up (it records no FITTED_ON)
 
 
 def _save(axes, path: Path) -> None:
@@ -141,21 +141,16 @@ def searcher_decisions(study) -> list[str]:
     """What the searcher was fitted on to sample each trial (search.milestone_view): how many trials it sampled
     at random, how many from each milestone's scores and how many from every ended trial's last score.
     Markdown lines."""
-    fitted = pd.Series([t.user_attrs.get(FITTED_ON) for t in study.trials], dtype=object)
-    if fitted.isna().all():
+    counts = Counter(t.user_attrs.get(FITTED_ON) for t in study.trials)  # None: at random
+    if not counts.keys() - {None}:  # no study trials, or none fitted on anything
         return []
-    counts = fitted.fillna(AT_RANDOM).value_counts()
-    order = sorted(counts.index, key=lambda k: (k != AT_RANDOM, k == FITTED_ON_LAST, k if isinstance(k, int) else 0))
+    milestones = sorted(k for k in counts if k not in (None, FITTED_ON_LAST))
+    rows = [("at random", counts[None]), *((f"from epoch-{m} scores", counts[m]) for m in milestones),
+            ("from last scores", counts[FITTED_ON_LAST])]
     lines = ["How the searcher sampled each trial: at random (its start-up), fitted on the scores at one milestone "
              "(the highest with enough of them), or on the last score of every trial that had ended:", "",
              "| sampled | trials |", "|---|---|"]
-    return lines + [f"| {_fitted_on_label(k)} | {counts[k]} |" for k in order] + [""]
-
-
-def _fitted_on_label(fitted_on) -> str:
-    if fitted_on == AT_RANDOM:
-        return fitted_on
-    return "from last scores" if fitted_on == FITTED_ON_LAST else f"from epoch-{fitted_on} scores"
+    return lines + [f"| {label} | {n} |" for label, n in rows if n] + [""]
 
 
 def _study_figures(study, out: Path) -> list[str]:
