@@ -61,7 +61,10 @@ LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
 LR_SCHEDULES = ("constant", "cosine")
 # sum: the report's BCE + KL summed over pixels, latents and the batch; mean: its failure mode
 REDUCTIONS = ("sum", "mean")
+REDUCTION = REDUCTIONS[0]  # the report's
 PATIENCE = 20  # the report's: epochs without a better validation loss before training stops
+MAX_EPOCHS = 800  # a training's cap when patience has not stopped it first
+GRID_EVERY = 10  # epochs between a training's image grids (0: never)
 # Why a training ends by itself (each epoch record's `stop`, trials.parquet's stop_reason): its
 # patience ran out, or its epochs did.
 PATIENCE_STOP, MAX_EPOCHS_STOP = "patience", "max_epochs"
@@ -372,6 +375,9 @@ def column_defaults() -> dict[str, Any]:
 
 __all__ = [
     "PATIENCE",
+    "MAX_EPOCHS",
+    "GRID_EVERY",
+    "REDUCTION",
     "REPORT",
     "ConfigError",
     "ConvLayer",

@@ -13,7 +13,20 @@ from dataclasses import fields
 from pathlib import Path
 
 from .cli import ArgumentParser, number
-from .config import CHOICES, CIFAR10_SHAPE, PATIENCE, RANGES, REDUCTIONS, REPORT, Recipe, TrialConfig, describe_shape
+from .config import (
+    CHOICES,
+    CIFAR10_SHAPE,
+    GRID_EVERY,
+    MAX_EPOCHS,
+    PATIENCE,
+    RANGES,
+    REDUCTION,
+    REDUCTIONS,
+    REPORT,
+    Recipe,
+    TrialConfig,
+    describe_shape,
+)
 from .layout import BEST_FILE, CHECKPOINT_FILE
 from .presets import PRESETS, preset_config
 from .sources import TORCHVISION_NAMES, TRAIN_ON, DataError, default_source
@@ -50,17 +63,17 @@ def _parser() -> ArgumentParser:
     p.add_argument("--data", default=None,
                    help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: {default_source()})")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--epochs", type=number(int, at_least=1), default=800)
+    p.add_argument("--epochs", type=number(int, at_least=1), default=MAX_EPOCHS)
     _add_recipe_flags(p)
     p.add_argument("--patience", type=number(int, at_least=1), default=PATIENCE,
                    help="epochs without a better val loss before stopping")
-    p.add_argument("--reduction", choices=REDUCTIONS, default="sum")
+    p.add_argument("--reduction", choices=REDUCTIONS, default=REDUCTION)
     p.add_argument("--train-on", choices=TRAIN_ON, default="train",
                    help="'all' adds the test split to training, as the report did")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="default: cuda when present, else cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--grid-every", type=number(int, at_least=0), default=10,
+    p.add_argument("--grid-every", type=number(int, at_least=0), default=GRID_EVERY,
                    help="epochs between image grids (0 = never)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     return p

@@ -16,7 +16,19 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .atomic import append_records, atomic_torch_save
-from .config import MAX_EPOCHS_STOP, PATIENCE, PATIENCE_STOP, REDUCTIONS, REPORT, ConfigError, ModelConfig, Recipe
+from .config import (
+    GRID_EVERY,
+    MAX_EPOCHS,
+    MAX_EPOCHS_STOP,
+    PATIENCE,
+    PATIENCE_STOP,
+    REDUCTION,
+    REDUCTIONS,
+    REPORT,
+    ConfigError,
+    ModelConfig,
+    Recipe,
+)
 from .grids import first_of_each_class, save_training_grids
 from .layout import BEST_FILE, CHECKPOINT_FILE, GRID_CLASSES, GRIDS_DIR, METRICS_FILE
 from .losses import neg_elbo
@@ -268,14 +280,14 @@ def train(
     val_y: torch.Tensor,
     *,
     recipe: Recipe = REPORT,
-    epochs: int = 800,
+    epochs: int = MAX_EPOCHS,
     patience: int = PATIENCE,
-    reduction: str = "sum",
+    reduction: str = REDUCTION,
     seed: int = 0,
     device: str | torch.device | None = None,
     compile: bool = False,
     out_dir: str | Path | None = None,
-    grid_every: int = 10,
+    grid_every: int = GRID_EVERY,
     checkpoint_every: int = 1,
     resume: dict[str, Any] | None = None,
     callback: Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None] | None = None,

@@ -1,5 +1,5 @@
-"""The names settings files refer to, without importing what implements them (torch,
-torch-fidelity, scikit-learn), so that checking a space file answers at once."""
+"""The names and defaults settings files refer to, without importing what implements them
+(torch, torch-fidelity, scikit-learn), so that checking a space file answers at once."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import importlib.util
 from pathlib import Path
 
 SAMPLERS = ("prior", "gmm", "two_stage")  # results.samplers
+GMM_COMPONENTS = 10  # the gmm sampler's mixture components per class
+# The two_stage sampler's second VAE (results.two_stage): units per hidden layer, hidden layers of
+# its encoder and of its decoder, passes over the encoder means.
+TWO_STAGE_WIDTH, TWO_STAGE_LAYERS, TWO_STAGE_EPOCHS = 1024, 3, 100
 REFERENCE_SPLITS = ("train", "test", "all")  # results.reference.Reference
 
 # Feature extractors (results.extractors): torch-fidelity's Inception, NVIDIA's offline port of

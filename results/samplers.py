@@ -20,7 +20,7 @@ from cvae_core.grids import GRID_PADDING, grid_labels, image_grid, prior_latents
 from cvae_core.layout import GRID_CLASSES
 from cvae_core.models import CVAE
 
-from .names import SAMPLERS
+from .names import GMM_COMPONENTS, SAMPLERS
 from .two_stage import SecondStage
 
 BATCH = 1000
@@ -42,7 +42,7 @@ def latents(
     per_class: int,
     train_x: torch.Tensor | None = None,
     train_y: torch.Tensor | None = None,
-    components: int = 10,
+    components: int = GMM_COMPONENTS,
     seed: int = 0,
     second_stage: SecondStage | None = None,
 ) -> torch.Tensor:
@@ -78,7 +78,7 @@ def generate(
     per_class: int,
     train_x: torch.Tensor | None = None,
     train_y: torch.Tensor | None = None,
-    components: int = 10,
+    components: int = GMM_COMPONENTS,
     seed: int = 0,
     second_stage: SecondStage | None = None,
 ) -> torch.Tensor:

@@ -20,6 +20,8 @@ from torch import nn
 
 from cvae_core.atomic import atomic_torch_save
 
+from .names import TWO_STAGE_EPOCHS, TWO_STAGE_LAYERS, TWO_STAGE_WIDTH
+
 BATCH = 512  # codes per step
 LR = 1e-3  # Adam's, annealed to 0 over the fit (cosine)
 
@@ -69,8 +71,9 @@ class SecondStage(nn.Module):
         return self.decode(u.to(device), labels.to(device)).cpu()
 
 
-def fit(codes: torch.Tensor, labels: torch.Tensor, classes: int, *, width: int = 1024, layers: int = 3,
-        epochs: int = 100, seed: int = 0, device: str | torch.device = "cpu") -> tuple[SecondStage, float]:
+def fit(codes: torch.Tensor, labels: torch.Tensor, classes: int, *, width: int = TWO_STAGE_WIDTH,
+        layers: int = TWO_STAGE_LAYERS, epochs: int = TWO_STAGE_EPOCHS, seed: int = 0,
+        device: str | torch.device = "cpu") -> tuple[SecondStage, float]:
     """The second stage fitted on `codes` (N, latent) of `labels` (of `classes` classes) for
     `epochs` passes of Adam; returns it in eval mode and its last epoch's mean loss."""
     torch.manual_seed(seed)

@@ -18,7 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 
 from cvae_core.config import PATIENCE
 from cvae_core.sources import TRAIN_ON
-from results.names import EXTRACTORS, NVIDIA_OFFLINE, SAMPLERS, nvidia_torchscript_path
+from results.names import (
+    EXTRACTORS,
+    GMM_COMPONENTS,
+    NVIDIA_OFFLINE,
+    SAMPLERS,
+    TWO_STAGE_EPOCHS,
+    TWO_STAGE_LAYERS,
+    TWO_STAGE_WIDTH,
+    nvidia_torchscript_path,
+)
 from results.reference import Reference
 
 from .space import Space, parse_space_section
@@ -179,9 +188,9 @@ class TwoStage(Settings):
     """The two_stage sampler's second VAE (results.two_stage), fitted once per finalist on the
     encoder means of its training images."""
 
-    width: int = Field(1024, ge=1, description="units of each hidden layer")
-    layers: int = Field(3, ge=1, description="hidden layers of its encoder and of its decoder")
-    epochs: int = Field(100, ge=1, description="passes over the encoder means")
+    width: int = Field(TWO_STAGE_WIDTH, ge=1, description="units of each hidden layer")
+    layers: int = Field(TWO_STAGE_LAYERS, ge=1, description="hidden layers of its encoder and of its decoder")
+    epochs: int = Field(TWO_STAGE_EPOCHS, ge=1, description="passes over the encoder means")
 
 
 class Final(Settings):
@@ -195,7 +204,7 @@ class Final(Settings):
     grid_every: int = Field(10, ge=0, description="epochs between a finalist's image grids (0: never)")
     samples_per_class: int = Field(1000, ge=1)
     samplers: tuple[Literal[SAMPLERS], ...] = Field(SAMPLERS, min_length=1, strict=False)
-    gmm_components: int = Field(10, ge=1)
+    gmm_components: int = Field(GMM_COMPONENTS, ge=1)
     two_stage: TwoStage = TwoStage()
     reference: Reference = Reference()
     feature_extractor: Extractor = "auto"

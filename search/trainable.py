@@ -28,11 +28,12 @@ from results.storage import Uploads
 from .objective import TrialScorer
 from .schedulers import stopped_by_asha
 from .seeds import trial_seed
-from .settings import Objective
+from .settings import Objective, Search
 from .space import trial_config
 from .workers import claim_device
 
 EVENT_FILES = "events.out.tfevents.*"  # the names tensorboardX gives a writer's files
+_SEARCH = Search()  # a space file's defaults, which run_trial's own are
 
 
 class TrialFailed(RuntimeError):
@@ -72,6 +73,18 @@ def remove_empty_event_files(run: RunFolder, trial_dir: Path) -> None:
     for path in trial_dir.glob(EVENT_FILES):
         if path.stat().st_size == 0:
             run.remove(path)
+
+
+def _prepare_folder(run: RunFolder, name: str) -> Path:
+    """The trial's folder, as an earlier attempt left it (pulled from wherever that ran), ready
+    for this attempt; raises TrialFailed when that attempt diverged."""
+    trial_dir = run.trial(name)
+    run.pull(trial_dir)
+    run.pull(run.path, recursive=False, keep=lambda path: path == run.asha_state)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    check_earlier_failure(run, name)
+    remove_empty_event_files(run, trial_dir)
+    return trial_dir
 
 
 def _report_last(run: RunFolder, name: str, carried: dict) -> None:
@@ -152,11 +165,11 @@ def run_trial(
     config: dict,
     data: ImageData,
     run_location: str,
-    train_on: str = "train",
-    max_t: int = 200,
-    patience: int = 20,
-    checkpoint_every: int = 5,
-    grid_every: int = 5,
+    train_on: str = _SEARCH.train_on,
+    max_t: int = _SEARCH.asha.max_t,
+    patience: int = _SEARCH.patience,
+    checkpoint_every: int = _SEARCH.checkpoint_every,
+    grid_every: int = _SEARCH.grid_every,
     gpu_share: float = 0.0,
     cpus: float = 1.0,
     objective: Objective = Objective(metric="val_loss"),
@@ -178,12 +191,7 @@ def run_trial(
     """
     trial_id = tune.get_context().get_trial_id()
     run, name = RunFolder.at(run_location), trial_name(config, trial_id)
-    trial_dir, failure_file = run.trial(name), run.failure_file(name)
-    run.pull(trial_dir)  # a restarted trial's folder, from wherever it ran before
-    run.pull(run.path, recursive=False, keep=lambda path: path == run.asha_state)
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    check_earlier_failure(run, name)
-    remove_empty_event_files(run, trial_dir)
+    trial_dir, failure_file = _prepare_folder(run, name), run.failure_file(name)
 
     device = claim_device(gpu_share, cpus)
     trial = trial_config(config)
