@@ -37,6 +37,22 @@ def number(kind: type = int, at_least: float | None = None, above: float | None 
     return parse
 
 
+def device(text: str) -> str:
+    """An argparse type for --device: cpu, cuda, cuda:N or mps, one this machine has, before any
+    data is loaded (torch is imported only to ask, and only for a GPU)."""
+    kind, _, index = text.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not (kind == "cuda" and index.isdigit())):
+        raise argparse.ArgumentTypeError(f"{text!r} is not cpu, cuda, cuda:N or mps")
+    if kind == "cpu":
+        return text
+    import torch
+
+    count = torch.cuda.device_count() if kind == "cuda" else int(torch.backends.mps.is_available())
+    if int(index or 0) >= count:
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} {kind} device(s)")
+    return text
+
+
 def stop_on_sigterm() -> None:
     """SIGTERM (a preempted node, a batch scheduler's stop) acts as Ctrl-C: whatever handles Ctrl-C
     at that moment handles it (Tune saves its state), else KeyboardInterrupt. Also where SIGINT

@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .cli import ArgumentParser, number
+from .cli import ArgumentParser, device, number
 from .config import (
     CHOICES,
     CIFAR10_SHAPE,
@@ -71,7 +71,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--train-on", choices=TRAIN_ON, default="train",
                    help="'all' adds the test split to training, as the report did")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="default: cuda when present, else cpu")
+    p.add_argument("--device", type=device, default=None, help="default: cuda when present, else cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--grid-every", type=number(int, at_least=0), default=GRID_EVERY,
                    help="epochs between image grids (0 = never)")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cvae_core.cli import ArgumentParser, number
+from cvae_core.cli import ArgumentParser, device, number
 from cvae_core.sources import absolute_source
 
 from .names import SAMPLERS
@@ -60,8 +60,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the row's sampler")
     p.add_argument("--seed", type=int, default=None, help="default: the row's seed, which its images were drawn with")
     p.add_argument("--data", default=None, help="default: the data the row was trained on")
-    p.add_argument("--device", default=None, help="default: the kind the row was scored on (cpu, else cuda when "
-                                                  "present)")
+    p.add_argument("--device", type=device, default=None,
+                   help="default: the kind the row was scored on (cpu, else cuda when present)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     return p.parse_args(argv)
 

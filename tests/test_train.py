@@ -42,12 +42,26 @@ def test_cli_rejects_an_unknown_preset(tmp_path, capsys):
     (["--ema", "1"], "error: argument --ema: 1.0 must be < 1"),
     (["--ema", "-0.5"], "error: argument --ema: -0.5 must be >= 0"),
     (["--weight-decay", "-1"], "error: argument --weight-decay: -1.0 must be >= 0"),
+    (["--device", "gpu"], "error: argument --device: 'gpu' is not cpu, cuda, cuda:N or mps"),
+    (["--device", "cuda:x"], "error: argument --device: 'cuda:x' is not cpu, cuda, cuda:N or mps"),
 ])
 def test_a_bad_number_is_one_line_naming_the_flag_and_nothing_is_written(tree, tmp_path, capsys, args, message):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_:
         main(["--preset", "mlp-M1", "--data", str(tree), "--out", str(out), *args])
     assert exit_.value.code == 2 and capsys.readouterr().err.strip() == message
+    assert not out.exists()
+
+
+def test_a_gpu_this_machine_lacks_is_one_line_and_nothing_is_written(tree, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "mlp-M1", "--data", str(tree), "--out", str(out), "--device", "cuda:1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: argument --device: 'cuda:1': this machine has 1 cuda device(s)"
     assert not out.exists()
 
 
