@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .layout import GRID_CLASSES
+from .layout import GRID_CLASSES, SAMPLES_GRID
 from .models import CVAE
 
 
@@ -71,5 +71,5 @@ def save_training_grids(
     gen = torch.Generator(device=device).manual_seed(seed)
     labels = grid_labels(10, min(model.cfg.num_classes, GRID_CLASSES), device)
     samples = model.decode(prior_latents(model, len(labels), gen, device), labels)
-    image_grid(samples, nrow=10).save(out_dir / f"epoch{epoch:04d}_samples.png")
+    image_grid(samples, nrow=10).save(out_dir / SAMPLES_GRID.format(epoch))
     model.train(was_training)

@@ -17,6 +17,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
 GRIDS_DIR = "grids"
+SAMPLES_GRID = "epoch{:04d}_samples.png"  # in GRIDS_DIR: prior samples after that epoch
 # Image grids and per-class plots show or name at most this many classes: CIFAR-100's 100 would not read.
 GRID_CLASSES = 20
 
@@ -25,3 +26,9 @@ def read_metrics(folder: str | Path) -> list[dict[str, Any]]:
     """The epoch records of a training folder, one per epoch, in order."""
     by_epoch = {rec["epoch"]: rec for rec in read_records(Path(folder) / METRICS_FILE)}
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def latest_samples_grid(folder: str | Path) -> Path | None:
+    """The prior samples of a training folder's latest grid epoch, if it has drawn any."""
+    grids = sorted((Path(folder) / GRIDS_DIR).glob(SAMPLES_GRID.replace("{:04d}", "*")))
+    return grids[-1] if grids else None

@@ -22,6 +22,7 @@ from optuna.samplers import BaseSampler, GPSampler, TPESampler
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from cvae_core.layout import latest_samples_grid
 from results import study as study_files
 from results.run_folder import RunFolder, trial_name
 
@@ -139,9 +140,9 @@ class ScoreOptunaSearch(OptunaSearch):
         trial.set_user_attr(study_files.STOP_REASON, stop_reason("ERROR" if error else "TERMINATED", result, failure))
         if "score_epoch" in result:
             trial.set_user_attr(study_files.SCORE_EPOCH, int(result["score_epoch"]))
-        grids = sorted(folder.glob("grids/epoch*_samples.png"))
-        if grids:
-            optuna.artifacts.upload_artifact(artifact_store=study_files.artifact_store(run), file_path=str(grids[-1]),
+        grid = latest_samples_grid(folder)
+        if grid is not None:
+            optuna.artifacts.upload_artifact(artifact_store=study_files.artifact_store(run), file_path=str(grid),
                                              study_or_trial=trial)
 
 
