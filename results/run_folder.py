@@ -42,6 +42,8 @@ if TYPE_CHECKING:  # the run folder is read without torch
 
 SPACE_FILE = "space.yaml"
 FINAL_DIR = "final"  # RUN/final/<trial>_s<seed>/: the final stage's retrainings
+ROWS_DIR = "rows"  # RUN/final/<trial>_s<seed>/rows/<sampler>.json: a finalist's scored rows
+REPORT_FILE = "report.md"  # RUN/report/report.md, or in results.show's --out
 LEADERBOARD_FILE = "leaderboard.parquet"
 FAILURE_FILE = "failure.json"  # RUN/<trial>/failure.json
 
@@ -82,7 +84,7 @@ class Finalist:
         return self.path / "two_stage.pt"
 
     def row(self, sampler: str) -> Path:
-        return self.path / "rows" / f"{sampler}.json"
+        return self.path / ROWS_DIR / f"{sampler}.json"
 
     def sample_grid(self, sampler: str) -> Path:
         return self.path / f"samples_{sampler}.png"
@@ -212,7 +214,7 @@ class RunFolder:
         return self.path.joinpath(*parts[below[-1]:]) if below else Path(recorded)
 
     def row_files(self) -> list[Path]:
-        return sorted(self.path.glob(f"{FINAL_DIR}/*/rows/*.json"))
+        return sorted(self.path.glob(f"{FINAL_DIR}/*/{ROWS_DIR}/*.json"))
 
     # ------------------------------------------------------------------ run-level records
 

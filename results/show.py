@@ -2,12 +2,13 @@
 
     python -m results.show RUN_DIR [--top 5] [--out DIR]
 
-RUN_DIR (a folder, or a URI such as s3://bucket/prefix/NAME) /report/, or --out DIR, gets report.md (the top rows, linking the figures), samples.png (the
-per-class sample grids of the top rows), per_class.png (their FID and class accuracy per class),
-precision_recall.png (every row), fid_vs_params.png and val_loss.png (validation-loss curves of
-every finalist training), and a section on the search (results.search_report): search_history.png,
-search_slice.png, asha.png and the importance of each setting. Everything is read from files the
-run already holds; before the final stage the report shows the search alone.
+RUN_DIR (a folder, or a URI such as s3://bucket/prefix/NAME) /report/, or --out DIR, gets
+report.md (the top rows, linking the figures), samples.png (the per-class sample grids of the top
+rows), per_class.png (their FID and class accuracy per class), precision_recall.png (every row),
+fid_vs_params.png and val_loss.png (validation-loss curves of every finalist training), and a
+section on the search (results.search_report): search_history.png, search_slice.png, asha.png and
+the importance of each setting. Everything is read from files the run already holds; before the
+final stage the report shows the search alone.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from cvae_core.cli import ArgumentParser, number  # noqa: E402
 from cvae_core.layout import GRID_CLASSES, read_metrics  # noqa: E402
 
 from .leaderboard import SHOWN  # noqa: E402
-from .run_folder import RunFolder, open_run  # noqa: E402
+from .run_folder import REPORT_FILE, RunFolder, open_run  # noqa: E402
 from .search_report import write_search_section  # noqa: E402
 from .storage import StorageError  # noqa: E402
+
+TOP = 5  # leaderboard rows printed and shown
 
 
 def located(run: RunFolder, board: pd.DataFrame) -> pd.DataFrame:
@@ -182,7 +185,7 @@ def leaderboard_section(board: pd.DataFrame, top_n: int, out: Path) -> list[str]
     ]
 
 
-def write_report(run_dir: Path, top_n: int = 5, out: Path | None = None) -> Path:
+def write_report(run_dir: Path, top_n: int = TOP, out: Path | None = None) -> Path:
     """Write RUN_DIR/report/, or `out` (the leaderboard, once there is one, and the search), and
     return the path of its report.md."""
     run = RunFolder(run_dir)
@@ -194,14 +197,14 @@ def write_report(run_dir: Path, top_n: int = 5, out: Path | None = None) -> Path
     else:
         md += [f"No leaderboard yet: run `python -m search.final {run.path}`.", ""]
     md += write_search_section(run.path, out)
-    (out / "report.md").write_text("\n".join(md))
-    return out / "report.md"
+    (out / REPORT_FILE).write_text("\n".join(md))
+    return out / REPORT_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m results.show", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="a run folder, or its URI")
-    p.add_argument("--top", type=number(int, at_least=1), default=5, help="rows to print and show samples of")
+    p.add_argument("--top", type=number(int, at_least=1), default=TOP, help="rows to print and show samples of")
     p.add_argument("--out", type=Path, default=None, help="the folder to write the report in (default: RUN_DIR/report)")
     args = p.parse_args(argv)
     try:

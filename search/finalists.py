@@ -33,7 +33,7 @@ from results import two_stage
 from results.features import MetricOptions
 from results.leaderboard import SHOWN, make_row, missing_columns, write_leaderboard
 from results.metrics import score
-from results.run_folder import FINAL_DIR, Finalist, RunFolder
+from results.run_folder import FINAL_DIR, ROWS_DIR, Finalist, RunFolder
 from results.samplers import encoder_means, generate, save_sample_grid
 from results.storage import Uploads
 
@@ -138,7 +138,8 @@ def _second_stage(model: CVAE, finalist: Finalist, train_x, train_y, final: Fina
                                  epochs=settings.epochs, seed=seed, device=device)
     two_stage.save(second, finalist.two_stage)
     log.info(f"{finalist.path.name}: two_stage sampler: second VAE ({settings.layers} x {settings.width}) fitted on "
-             f"{len(codes)} encoder means, {settings.epochs} epochs, loss {loss:.2f} ({time.perf_counter() - t0:.0f} s)")
+             f"{len(codes)} encoder means, {settings.epochs} epochs, loss {loss:.2f} "
+             f"({time.perf_counter() - t0:.0f} s)")
     return second
 
 
@@ -155,8 +156,8 @@ def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: 
     todo = [s for s in final.samplers if _needs_scoring(finalist.row(s), rescore)]
     if todo:
         device = claim_device(gpu_share, cpus)
-        model, summary = _train_finalist(run, config, finalist, data, train_on, final, retraining_seed(trial.get("seed"), seed),
-                                         device)
+        training_seed = retraining_seed(trial.get("seed"), seed)
+        model, summary = _train_finalist(run, config, finalist, data, train_on, final, training_seed, device)
         _score_finalist(run, trial, config, finalist, model, summary, todo, data, train_on, final, seed, device)
     return [json.loads(finalist.row(s).read_text()) for s in final.samplers]
 
@@ -218,7 +219,7 @@ def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False
             for row in chosen.to_dict("records") for seed in range(final.seeds)
         }
         failures = _wait_for_finalists(printed, futures)
-    run.pull(run.path / FINAL_DIR, keep=lambda path: path.parent.name == "rows")  # written on their nodes
+    run.pull(run.path / FINAL_DIR, keep=lambda path: path.parent.name == ROWS_DIR)  # written on their nodes
     board = write_leaderboard(run.path)
     run.push(run.path, recursive=False)
     return board, failures
