@@ -40,6 +40,13 @@ def image_size_problem(size: int) -> str | None:
             f"{MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} work (e.g. 28, 32, 64), since the cnn and resnet families "
             f"halve the image at least twice")
 
+
+def batch_size_problem(batch_size: int, n_train: int) -> str | None:
+    """Why batches of `batch_size` cannot be drawn from `n_train` training images (an epoch trains
+    on whole batches only), or None."""
+    return f"{batch_size} is more than the {n_train} training images" if batch_size > n_train else None
+
+
 FAMILIES = ("mlp", "cnn", "resnet")
 NORMS = ("none", "batch", "group")
 ACTIVATIONS = ("relu", "leaky_relu", "silu")
@@ -395,4 +402,5 @@ __all__ = [
     "CIFAR10_SHAPE",
     "describe_shape",
     "image_size_problem",
+    "batch_size_problem",
 ]

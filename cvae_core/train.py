@@ -25,6 +25,7 @@ from .config import (
     REPORT,
     Recipe,
     TrialConfig,
+    batch_size_problem,
     describe_shape,
 )
 from .layout import BEST_FILE, CHECKPOINT_FILE
@@ -117,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"argument --preset: the report's presets are CIFAR-10 models ({describe_shape(CIFAR10_SHAPE)}); "
                 f"--data {data.source} is {describe_shape(data.shape)}")
     train_x, train_y, val_x, val_y = split(data, args.train_on)
-    if args.batch_size > len(train_x):
-        p.error(f"argument --batch-size: {args.batch_size} is more than the {len(train_x)} training images")
+    if problem := batch_size_problem(args.batch_size, len(train_x)):
+        p.error(f"argument --batch-size: {problem}")
     _write_config(args, TrialConfig(cfg, recipe))
     resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if args.resume else None
 

@@ -28,6 +28,7 @@ from .config import (
     ConfigError,
     ModelConfig,
     Recipe,
+    batch_size_problem,
 )
 from .grids import first_of_each_class, save_training_grids
 from .layout import BEST_FILE, CHECKPOINT_FILE, GRID_CLASSES, GRIDS_DIR, METRICS_FILE
@@ -76,8 +77,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 def _check_args(recipe, epochs, patience, reduction, grid_every, checkpoint_every, n_train):
     if not isinstance(recipe, Recipe):
         raise ValueError(f"recipe={recipe!r} must be a cvae_core.Recipe")
-    if recipe.batch_size > n_train:
-        raise ValueError(f"batch_size={recipe.batch_size} must be an integer in [1, {n_train}] (the training set size)")
+    if problem := batch_size_problem(recipe.batch_size, n_train):
+        raise ValueError(f"recipe.batch_size: {problem}")
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"{epochs=} must be an integer >= 1")
     if not (isinstance(patience, int) and patience >= 1):

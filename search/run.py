@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
+from cvae_core.config import batch_size_problem
 from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
 from results.run_folder import RunFolder
 from results.storage import StorageError, check_uri, is_uri
@@ -111,9 +112,8 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
 
 
 def _check_batch_size(spec: Spec, n_train: int) -> None:
-    largest = max(spec.space.top["batch_size"].values())
-    if largest > n_train:
-        raise SpaceError(f"{spec.path}: space.batch_size: {largest} is more than the {n_train} training images")
+    if problem := batch_size_problem(max(spec.space.top["batch_size"].values()), n_train):
+        raise SpaceError(f"{spec.path}: space.batch_size: {problem}")
 
 
 def _create_run_folder(spec: Spec, run: RunFolder, fresh: bool, resuming: bool, source: str, data) -> None:

@@ -96,8 +96,9 @@ def test_out_dir_gets_metrics_grids_and_checkpoints(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(recipe=Recipe(batch_size=1000)), "batch_size=1000"), (dict(patience=0), "patience=0"),
-     (dict(epochs=0), "epochs=0"), (dict(reduction="avg"), "reduction='avg'"), (dict(recipe={"lr": 1}), "recipe=")],
+    [(dict(recipe=Recipe(batch_size=1000)), "recipe.batch_size: 1000 is more than the 64 training images"),
+     (dict(patience=0), "patience=0"), (dict(epochs=0), "epochs=0"), (dict(reduction="avg"), "reduction='avg'"),
+     (dict(recipe={"lr": 1}), "recipe=")],
 )
 def test_bad_arguments_fail_before_training(kwargs, match):
     x, y = _tiny(64)
