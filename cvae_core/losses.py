@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config import REDUCTIONS, ModelConfig
+from .config import REDUCTION, REDUCTIONS, ModelConfig
 
 
 def reconstruction_nll(
@@ -43,11 +43,11 @@ def neg_elbo(
     mu: torch.Tensor,
     logvar: torch.Tensor,
     *,
-    likelihood: str = "bernoulli",
+    likelihood: str = ModelConfig.likelihood,
     sigma: float = ModelConfig.sigma,
     log_sigma: torch.Tensor | None = None,
-    beta: float = 1.0,
-    reduction: str = "sum",
+    beta: float = ModelConfig.beta,
+    reduction: str = REDUCTION,
 ) -> torch.Tensor:
     """Reconstruction + beta * KL over a batch.
 

@@ -1,8 +1,8 @@
 """Every seed of a search comes from `search.seed` and a trial's place in the search, so the same
 space file, seed and data give the same search (with one trial at a time: with several, the
-order in which trials end changes what TPE is told before it samples the next).
+order in which trials end changes what the searcher is told before it samples the next).
 
-A trial's place is its study trial number (the order TPE sampled it in), or its preset's name in
+A trial's place is its study trial number (the order the searcher sampled it in), or its preset's name in
 a presets grid. A retraining of the final stage takes its seed from its trial's and its index.
 """
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from cvae_core.config import PATIENCE
+from cvae_core.config import PATIENCE, ModelConfig
 from cvae_core.sources import TRAIN_ON
 from results.names import (
     EXTRACTORS,
@@ -172,7 +172,7 @@ class Objective(Settings):
 class Search(Settings):
     num_samples: int = Field(32, ge=1, description="trials (a presets space runs each preset once)")
     max_concurrent: int = Field(0, ge=0, description="0: as many as the resources allow")
-    seed: int = Field(0, ge=0, description="seeds TPE and, with each trial's study number, every trial's "
+    seed: int = Field(0, ge=0, description="seeds the searcher and, with each trial's study number, every trial's "
                                            "training and the final stage's retrainings (search.seeds)")
     searcher: Searcher = Searcher()
     asha: Asha = Asha()
@@ -359,7 +359,7 @@ def _validated_search(raw: Any) -> tuple[Search, tuple[str, ...]]:
 def _check_objective_compares(space: Space, objective: Objective) -> None:
     """The validation loss ranks trials only within one likelihood family: a Bernoulli NLL on
     [0, 1] pixels and a Gaussian density are not in the same units."""
-    likelihoods = set(space.top["likelihood"].values()) if "likelihood" in space.top else {"bernoulli"}
+    likelihoods = set(space.top["likelihood"].values()) if "likelihood" in space.top else {ModelConfig.likelihood}
     if "val_loss" in objective.metric and "bernoulli" in likelihoods and likelihoods - {"bernoulli"}:
         raise SpaceError(f"search.objective.metric: val_loss cannot rank trials whose likelihoods differ "
                          f"({sorted(likelihoods)}): a Bernoulli and a Gaussian negative log-likelihood are in "
