@@ -65,6 +65,8 @@ def dummy_trial(config, run_location: str, epochs: int, epoch_s: float, score_at
 
     from ray import tune
 
+    from cvae_core.config import MAX_EPOCHS_STOP
+    from cvae_core.layout import CHECKPOINT_FILE, METRICS_FILE
     from results.run_folder import RunFolder, trial_name
 
     trial_id = tune.get_context().get_trial_id()
@@ -75,12 +77,12 @@ def dummy_trial(config, run_location: str, epochs: int, epoch_s: float, score_at
     quality, score = config["lr"] * 1e3 + rng.random(), None
     for epoch in range(1, epochs + 1):
         time.sleep(epoch_s)
-        stop = "max_epochs" if epoch == epochs else None
+        stop = MAX_EPOCHS_STOP if epoch == epochs else None
         if epoch in score_at or stop:
             score = {"score": quality * 100 / epoch, "fid": quality * 100 / epoch, "kid": 0.1, "score_epoch": epoch}
         metrics = {"epoch": epoch, "best_val_loss": 2000.0 / epoch, "best_epoch": epoch, "stop": stop,
                    "objective": "fid", "params": 1000, **(score or {})}
-        with open(folder / "metrics.jsonl", "a") as f:
+        with open(folder / METRICS_FILE, "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if epoch % checkpoint_every and not stop:
             tune.report(metrics)
@@ -90,7 +92,7 @@ def dummy_trial(config, run_location: str, epochs: int, epoch_s: float, score_at
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         else:  # the trial's own checkpoint
             (folder / "checkpoint.tmp").write_bytes(b"x" * 4096)
-            os.replace(folder / "checkpoint.tmp", folder / "checkpoint.pt")
+            os.replace(folder / "checkpoint.tmp", folder / CHECKPOINT_FILE)
             run.push(folder)
             tune.report(metrics)
 

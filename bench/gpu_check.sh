@@ -133,18 +133,20 @@ from pathlib import Path
 import pandas as pd
 
 from cvae_core.atomic import read_records
+from cvae_core.layout import METRICS_FILE
+from results.run_folder import RunFolder
 
-run = Path(sys.argv[1])
+run = RunFolder(Path(sys.argv[1]))
 spans, epochs, scores = {}, 0, []
-for f in sorted(run.glob("*/metrics.jsonl")):
+for f in sorted(run.path.glob(f"*/{METRICS_FILE}")):
     records = read_records(f)
     if records:
         spans[f.parent.name] = (records[0]["time"] - records[0]["epoch_seconds"], records[-1]["time"])
         epochs += len(records)
     scores += [(s["fid"], s["score_epoch"], s["score_seconds"], f.parent.name)
-               for s in read_records(f.parent / "scores.jsonl")]
+               for s in read_records(run.scores_file(f.parent.name))]
 if not spans:
-    sys.exit(f"search: no trial trained an epoch in {run}")
+    sys.exit(f"search: no trial trained an epoch in {run.path}")
 begin, end = min(s for s, _ in spans.values()), max(e for _, e in spans.values())
 events = sorted([(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()])
 running = most = 0
@@ -153,9 +155,9 @@ for _, change in events:
     most = max(most, running)
 print(f"search: {len(spans)} trials trained {epochs} epochs in {end - begin:.0f} s: "
       f"{60 * epochs / (end - begin):.1f} trial-epochs a minute, at most {most} trials at once")
-if (run / "trials.parquet").exists():
-    table = pd.read_parquet(run / "trials.parquet")
-    print(f"  trials.parquet: {dict(Counter(table['status']))}, stop reasons {dict(Counter(table['stop_reason']))}, "
+if run.trials_table.exists():
+    table = pd.read_parquet(run.trials_table)
+    print(f"  {run.trials_table.name}: {dict(Counter(table['status']))}, stop reasons {dict(Counter(table['stop_reason']))}, "
           f"{table['node_id'].nunique()} node(s)")
 if scores:
     best = min(scores)

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from search_efficiency import SPACE_FILE  # noqa: E402  (bench/, beside this script)
+
 from cvae_core import REPORT, Recipe, preset_config  # noqa: E402
 from cvae_core.data import load_data  # noqa: E402
 from cvae_core.training import resolve_device, train  # noqa: E402
@@ -56,7 +58,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="cnn-arch3-M3")
     p.add_argument("--data", default=None)
-    p.add_argument("--space", default="spaces/cnn.yaml", help="whose objective settings and ASHA schedule to use")
+    p.add_argument("--space", default=SPACE_FILE, help="whose objective settings and ASHA schedule to use")
     p.add_argument("--device", default=None, help="cpu to run without a GPU (default: cuda when present)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=REPORT.batch_size)

@@ -38,7 +38,7 @@ from train_throughput import dataloader_baseline  # noqa: E402
 
 from cvae_core import REPORT, preset_config  # noqa: E402
 from cvae_core.data import load_data  # noqa: E402
-from cvae_core.layout import read_metrics  # noqa: E402
+from cvae_core.layout import METRICS_FILE, read_metrics  # noqa: E402
 from cvae_core.training import resolve_device  # noqa: E402
 from results.run_folder import RunFolder  # noqa: E402
 from search.trainable import run_trial  # noqa: E402
@@ -47,7 +47,7 @@ from search.tuning import tune_storage  # noqa: E402
 
 def trial_epochs_per_second(run_dir: Path) -> float:
     """Epochs after each trial's first, over the span from the first warm-up end to the last end."""
-    runs = [read_metrics(f.parent) for f in run_dir.glob("*/metrics.jsonl")]
+    runs = [read_metrics(f.parent) for f in run_dir.glob(f"*/{METRICS_FILE}")]
     runs = [r for r in runs if len(r) >= 2]
     start = min(r[0]["time"] for r in runs)
     end = max(r[-1]["time"] for r in runs)
