@@ -9,8 +9,9 @@ from PIL import Image
 
 from cvae_core.atomic import append_records
 from results import study as study_files
+from results.report import fid_vs_params_figure
 from results.run_folder import RunFolder
-from results.show import fid_vs_params_figure, main
+from results.show import main
 
 
 def test_show_prints_the_top_rows_and_writes_the_report(scored_run_copy, capsys):
@@ -119,10 +120,23 @@ def test_results_show_reads_the_leaderboard_without_importing_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
+def test_a_folder_without_a_run_is_one_line_before_the_report_libraries_load(tmp_path):
+    import subprocess
+    import sys
+
+    code = (f"import sys; from results.show import main; assert main([{str(tmp_path)!r}]) == 2; "
+            "loaded = {'matplotlib', 'pandas', 'torch'} & set(sys.modules); assert not loaded, loaded")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (f"error: {tmp_path}/leaderboard.parquet: no leaderboard yet; "
+                           f"run python -m search.final {tmp_path}\n")
+
+
 def test_with_many_classes_the_per_class_bars_are_sorted_and_name_the_best_and_the_worst():
     import matplotlib.pyplot as plt
 
-    from results.show import _class_bars
+    from results.report import _class_bars
 
     names = [f"class{i}" for i in range(100)]
     fids = [float((37 * i) % 100) for i in range(100)]  # class0 is best (0), class27 worst (99)
