@@ -80,7 +80,7 @@ def _prepare_folder(run: RunFolder, name: str) -> Path:
     for this attempt; raises TrialFailed when that attempt diverged."""
     trial_dir = run.trial(name)
     run.pull(trial_dir)
-    run.pull(run.path, recursive=False, keep=lambda path: path == run.asha_state)
+    run.pull(run.path, recursive=False, keep=lambda path: path == run.asha_state)  # for stopped_by_asha
     trial_dir.mkdir(parents=True, exist_ok=True)
     check_earlier_failure(run, name)
     remove_empty_event_files(run, trial_dir)
