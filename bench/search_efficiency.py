@@ -48,8 +48,9 @@ trials at once, about 25-45 s of it; Ray's start and stop about 8 s), more with 
 whose every ask optimises its acquisition over LCBench's two wide integer settings (about 3 s an
 ask on these cores); --parallel 2 runs two at once. Each search is a process of its own.
 
---emulate runs each search in this process without Tune's controller and actors: Ray's own
-ASHAScheduler and the project's searcher (search.searcher.new_sampler) through Optuna's ask and
+--emulate runs each search in this process without Tune's controller and actors: the Tuner's
+ASHA (search.schedulers.AgreementASHA, Ray's ASHAScheduler with the space's min_agreement rule,
+without the run-folder records) and the project's searcher (search.searcher.new_sampler) through Optuna's ask and
 tell, --concurrent trials at once, each one epoch per step, no sleeps. One trial at a time its
 searches are the Tuner's, trial for trial (tests/test_bench.py); four at once, the Tuner's trials
 report in an order that timing decides. About 1.5 s for a 128-trial search on the surrogate with
@@ -125,12 +126,14 @@ def report_curve(score, max_t: int, score_at: frozenset, epoch_s: float, params:
 
     from ray import tune
 
+    from cvae_core.config import MAX_EPOCHS_STOP
+
     last = {}
     for epoch in range(1, max_t + 1):
         time.sleep(epoch_s)
         if epoch == fail_at:
             raise RuntimeError(f"loss diverged at epoch {epoch} (synthetic)")
-        stop = "max_epochs" if epoch == max_t else None
+        stop = MAX_EPOCHS_STOP if epoch == max_t else None
         if epoch in score_at or stop:
             last = {"score": score(epoch), "score_epoch": epoch}
         own = {} if per_epoch is None else per_epoch(epoch)
@@ -254,14 +257,16 @@ def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> l
 
 
 def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
-    """One search as the Tuner runs it, without Tune's controller and actors (--emulate): Ray's own
-    ASHA and the project's searcher (new_sampler, through Optuna's ask and tell as OptunaSearch
+    """One search as the Tuner runs it, without Tune's controller and actors (--emulate): the Tuner's
+    ASHA (AgreementASHA) and the project's searcher (new_sampler, through Optuna's ask and tell as OptunaSearch
     uses them), --concurrent trials at once, each one epoch per step, in trial order. The trials
     in the order they ended."""
     import optuna
-    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+    from ray.tune.schedulers import TrialScheduler
 
+    from cvae_core.config import MAX_EPOCHS_STOP
     from search.objective import METRIC, MODE, milestones
+    from search.schedulers import AgreementASHA
     from search.searcher import new_sampler
     from search.seeds import TRIAL_NUMBER
 
@@ -270,8 +275,9 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
     s = spec.search
     score_at = milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t)
     study = optuna.create_study(sampler=new_sampler(s.searcher, s.seed, (*sorted(score_at), s.asha.max_t)))
-    asha = ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.asha.max_t,
-                         grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor)
+    asha = AgreementASHA(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.asha.max_t,
+                         grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor,
+                         min_agreement=s.asha.min_agreement, min_finished=s.asha.min_finished)
     folder = lcbench.read_folder(args.lcbench) if args.benchmark == "lcbench" else None
     space = lcbench.Space(folder) if folder else spec.space
     running, ended = [], []
@@ -295,7 +301,7 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
                 ended.append(efficiency.Ended(None, t.epoch - 1, None, False))
                 running.remove(t)
                 continue
-            result = {"epoch": t.epoch}
+            result = {"epoch": t.epoch, "stop": MAX_EPOCHS_STOP if t.epoch == s.asha.max_t else None}
             if t.epoch in score_at or t.epoch == s.asha.max_t:
                 t.last = result[METRIC] = t.score(t.epoch)
                 t.trial.report(t.last, t.epoch)

@@ -116,25 +116,42 @@ def rung_agreement(trials: pd.DataFrame, scored: dict[str, dict[int, float]], mi
 
 
 def asha_decisions(run: RunFolder, trials: pd.DataFrame) -> list[str]:
-    """What ASHA decided: at each milestone, how many trials were scored there and how many it
-    stopped; then each stop, on what (the trial's score against the cutoff: the best
-    1/reduction_factor of the scores recorded there before it). Markdown lines."""
+    """What ASHA decided: at each milestone, how many trials were scored there, how many it stopped
+    and (asha.min_agreement) how many it let on because the milestone was not trusted yet; then
+    each stop, on what (the trial's score against the cutoff: the best 1/reduction_factor of the
+    scores recorded there before it). Markdown lines."""
     records = read_records(run.asha_state)
     stops = sorted((r for r in records if "stopped" in r and "milestone" in r),
                    key=lambda r: (r["milestone"], r["score"]))
-    if not stops:
+    let_on = [r for r in records if "let_on" in r]
+    if not stops and not let_on:
         return ["ASHA stopped no trial at a milestone.", ""]
     names = {row.trial_id: Path(row.trial_dir).name for row in trials.itertuples()}
+    extra = " let on, the milestone not trusted |" if let_on else ""
     lines = ["What ASHA decided at each milestone:", "",
-             "| epoch | trials scored there | stopped there |", "|---|---|---|"]
+             f"| epoch | trials scored there | stopped there |{extra}", "|---|---|---|" + "---|" * bool(let_on)]
     for m in _milestones(run):
         scored = sum(1 for r in records if r.get("milestone") == m and "rung" in r)
-        lines.append(f"| {m} | {scored} | {sum(1 for r in stops if r['milestone'] == m)} |")
-    lines += ["", "Each stop: the trial's score at the milestone against the cutoff it had to beat.", "",
-              "| trial | stopped at epoch | its score | cutoff | scores compared |", "|---|---|---|---|---|"]
-    lines += [f"| {names.get(r['trial'], r['trial'])} | {r['milestone']} | {r['score']:.4g} | {r['cutoff']:.4g} | "
-              f"{r['compared']} |" for r in stops]
+        row = f"| {m} | {scored} | {sum(1 for r in stops if r['milestone'] == m)} |"
+        if let_on:
+            kept = [r for r in let_on if r["milestone"] == m]
+            row += f" {len(kept)}" + (f" (the last: Spearman {_agreement(kept[-1])} over {kept[-1]['finished']} "
+                                      "ended trials)" if kept else "") + " |"
+        lines.append(row)
+    if let_on:
+        lines += ["", ("`asha.min_agreement`: ASHA cut at a milestone only once the trials that ended by themselves "
+                       "showed that its scores rank them as their final scores do; until then, and where they ranked "
+                       "worse, trials ASHA would have stopped were let on.")]
+    if stops:
+        lines += ["", "Each stop: the trial's score at the milestone against the cutoff it had to beat.", "",
+                  "| trial | stopped at epoch | its score | cutoff | scores compared |", "|---|---|---|---|---|"]
+        lines += [f"| {names.get(r['trial'], r['trial'])} | {r['milestone']} | {r['score']:.4g} | "
+                  f"{r['cutoff']:.4g} | {r['compared']} |" for r in stops]
     return lines + [""]
+
+
+def _agreement(record: dict) -> str:
+    return "undefined" if record["agreement"] is None else f"{record['agreement']:.2f}"
 
 
 def searcher_decisions(study) -> list[str]:

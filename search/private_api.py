@@ -28,7 +28,8 @@ def _attr(obj: Any, name: str, what: str) -> Any:
 
 def asha_rungs(asha) -> list[list[tuple[float, dict[str, float]]]]:
     """Per bracket, its rungs: [(milestone, {trial id: value times asha_sign})], ASHA's own lists."""
-    return [_attr(bracket, "_rungs", "an ASHA bracket's rungs") for bracket in _attr(asha, "_brackets", "ASHA's brackets")]
+    brackets = _attr(asha, "_brackets", "ASHA's brackets")
+    return [_attr(bracket, "_rungs", "an ASHA bracket's rungs") for bracket in brackets]
 
 
 def asha_cutoff(asha, bracket: int, recorded: dict[str, float]) -> float:
@@ -39,6 +40,12 @@ def asha_cutoff(asha, bracket: int, recorded: dict[str, float]) -> float:
 def asha_sign(asha) -> float:
     """1 or -1: what ASHA multiplies a result's metric by before recording it (it keeps maxima)."""
     return _attr(asha, "_metric_op", "ASHA's sign for mode min/max")
+
+
+def asha_keys(asha) -> tuple[str, str, float]:
+    """ASHA's time attribute, metric and max_t: the result keys it reads and its horizon."""
+    return (_attr(asha, "_time_attr", "ASHA's time attribute"), _attr(asha, "_metric", "ASHA's metric"),
+            _attr(asha, "_max_t", "ASHA's max_t"))
 
 
 def asha_stopped(asha) -> int:

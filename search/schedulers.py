@@ -5,6 +5,8 @@
   against nothing and stop nobody. Each new rung record, and each stop, is appended to a file in
   the run folder and read back on unpickling; a stopped trial that a restart brings back (the
   kill came before Tune saved the stop) ends at once without training (`search.trainable`).
+- `AgreementASHA` (beneath it): ASHA that cuts at a milestone only once that milestone has shown
+  it ranks trials as their final scores do (`asha.min_agreement`).
 - It also decides when Tune saves its experiment state (`SavesOnEvents`).
 """
 
@@ -13,13 +15,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ray.tune.schedulers import ASHAScheduler
+import pandas as pd
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from cvae_core.atomic import append_records, read_records
 from results.run_folder import RunFolder
 
 from .private_api import (
     asha_cutoff,
+    asha_keys,
     asha_rungs,
     asha_sign,
     asha_stopped,
@@ -101,24 +105,79 @@ class SavesOnEvents:
         self._want_save()
 
 
+class AgreementASHA(ASHAScheduler):
+    """ASHA that cuts at a milestone only where the milestone has shown it ranks trials as their
+    final scores do: among the trials scored there that then ended by themselves (their epoch
+    record's `stop`: max_t or patience), the rank correlation (Spearman) of the two is at least
+    `min_agreement`, over at least `min_finished` trials. Until then, and wherever it ranks worse,
+    every trial goes on past the milestone, as without early stopping.
+
+    Why: where slowly converging models end best, early scores rank them worst and ASHA cuts the
+    very trials a search is for (bench/search_efficiency.py's synthetic function; some LCBench
+    tasks). Where early scores rank well, the first `min_finished` trials' cost buys ASHA's
+    savings for the rest. None: plain ASHA. The trials ASHA meets before then are recorded in its
+    rungs as usual, so a milestone that earns trust cuts against all of them.
+    """
+
+    def __init__(self, min_agreement: float | None = None, min_finished: int = 5, **kwargs):
+        super().__init__(**kwargs)
+        self._min_agreement, self._min_finished = min_agreement, min_finished
+        self._finals: dict[str, float] = {}  # trial id: its final score, times asha_sign like the rungs
+        self._let_on: dict | None = None  # the last cut this rule overruled, and why
+
+    def agreement(self, milestone: int) -> tuple[float | None, int]:
+        """The milestone's Spearman correlation with the final scores (None: not defined yet) and
+        over how many trials."""
+        pairs = pd.DataFrame([(v, self._finals[t]) for rungs in asha_rungs(self) for m, recorded in rungs
+                              if m == milestone for t, v in recorded.items() if t in self._finals])
+        if len(pairs) < 2:
+            return None, len(pairs)
+        rho = pairs[0].corr(pairs[1], method="spearman")
+        return (None if pd.isna(rho) else float(rho)), len(pairs)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        self._let_on = None
+        action = super().on_trial_result(tune_controller, trial, result)
+        epoch_key, score_key, max_t = asha_keys(self)
+        epoch, score = result.get(epoch_key), result.get(score_key)
+        if score is None:
+            return action
+        if result.get("stop") is not None:
+            self._finals[trial.trial_id] = asha_sign(self) * score
+        elif action == TrialScheduler.STOP and epoch < max_t and self._min_agreement is not None:
+            milestone = max(m for rungs in asha_rungs(self) for m, recorded in rungs
+                            if m <= epoch and trial.trial_id in recorded)  # where ASHA just cut it
+            rho, n = self.agreement(milestone)
+            if n < self._min_finished or rho is None or rho < self._min_agreement:
+                set_asha_stopped(self, asha_stopped(self) - 1)
+                self._let_on = {"let_on": trial.trial_id, "milestone": milestone,
+                                "agreement": None if rho is None else round(rho, 4), "finished": n}
+                return TrialScheduler.CONTINUE
+        return action
+
+
 def stopped_by_asha(state_path: str | Path) -> set[str]:
     """The trials ASHA has stopped, as recorded in its state file."""
     return {r["trial"] for r in read_records(state_path) if "trial" in r and "stopped" in r}
 
 
-class PersistentASHA(SavesOnEvents, ASHAScheduler):
-    """ASHA whose rungs are kept in the run's RUN/asha_state.jsonl (`run_location`: the run's
-    folder or URI, found again wherever a resumed search unpickles it)."""
+class PersistentASHA(SavesOnEvents, AgreementASHA):
+    """ASHA whose rungs, and the final scores AgreementASHA compares them with, are kept in the
+    run's RUN/asha_state.jsonl (`run_location`: the run's folder or URI, found again wherever a
+    resumed search unpickles it)."""
 
     def __init__(self, run_location: str, **kwargs):
         super().__init__(**kwargs)
         self._location = str(run_location)
         self._written: set[tuple[int, int, str]] = set()  # (bracket, rung, trial) already in the file
+        self._written_finals: set[str] = set()
         self._load()
 
     def __setstate__(self, state):
-        # Tuner.restore unpickles the scheduler as it was first built: refill it from the file.
-        self.__dict__.update(state)
+        # Tuner.restore unpickles the scheduler as it was first built: refill it from the file. One
+        # pickled before AgreementASHA existed lacks its attributes: it resumes as plain ASHA.
+        self.__dict__.update({"_min_agreement": None, "_min_finished": 5, "_let_on": None, **state,
+                              "_finals": {}, "_written_finals": set()})
         self._reset_save_clock()
         self._load()
 
@@ -131,6 +190,12 @@ class PersistentASHA(SavesOnEvents, ASHAScheduler):
             if "stopped" in record:
                 set_asha_stopped(self, record["stopped"])
                 continue
+            if "final" in record:
+                self._finals[record["trial"]] = asha_sign(self) * record["final"]
+                self._written_finals.add(record["trial"])
+                continue
+            if "let_on" in record:
+                continue  # a decision, for results.show
             b, r, trial_id = record["bracket"], record["rung"], record["trial"]
             asha_rungs(self)[b][r][1][trial_id] = record["value"]
             self._written.add((b, r, trial_id))
@@ -151,6 +216,11 @@ class PersistentASHA(SavesOnEvents, ASHAScheduler):
                                 "cutoff": sign * float(asha_cutoff(self, b, peers)), "compared": len(peers)}
         if stopped:
             lines.append({"stopped": asha_stopped(self), "trial": trial_id, **stop})
+        if trial_id in self._finals and trial_id not in self._written_finals:
+            lines.append({"trial": trial_id, "final": sign * self._finals[trial_id]})
+            self._written_finals.add(trial_id)
+        if self._let_on is not None:
+            lines.append(self._let_on)
         if lines:
             append_records(self._state_path, lines)
 

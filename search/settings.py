@@ -115,6 +115,12 @@ class Asha(Settings):
     max_t: int = Field(200, ge=1, description="epochs: ASHA's horizon and each trial's cap")
     grace_period: int = Field(10, ge=1, description="epochs before ASHA may stop a trial")
     reduction_factor: int = Field(3, ge=2)
+    min_agreement: float | None = Field(
+        None, ge=-1.0, le=1.0, strict=False,
+        description="cut at a milestone only once its scores rank the trials that ended by themselves as "
+                    "their final scores do (Spearman >= this, over min_finished trials); null: always (ASHA)")
+    min_finished: int = Field(5, ge=3, description="trials that ended by themselves before a milestone may "
+                                                   "be trusted (min_agreement)")
 
     @model_validator(mode="after")
     def _grace_within_horizon(self):

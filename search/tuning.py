@@ -46,7 +46,8 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
     define-by-run space with a `params(config)`, when not the spec's (a benchmark's)."""
     s = spec.search
     scheduler = PersistentASHA(run.location, time_attr="epoch", max_t=s.asha.max_t, grace_period=s.asha.grace_period,
-                               reduction_factor=s.asha.reduction_factor, metric=METRIC, mode=MODE)
+                               reduction_factor=s.asha.reduction_factor, metric=METRIC, mode=MODE,
+                               min_agreement=s.asha.min_agreement, min_finished=s.asha.min_finished)
     if spec.space.presets:
         search_alg = None
         param_space = {"preset": tune.grid_search(list(spec.space.presets)),

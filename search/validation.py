@@ -103,6 +103,8 @@ def _problem(error: dict, root: type[BaseModel], where: str) -> tuple[str, str]:
         return path, f"{value!r} must be > {ctx['gt']:g}"
     if kind == "less_than":
         return path, f"{value!r} must be < {ctx['lt']:g}"
+    if kind == "less_than_equal":
+        return path, f"{value!r} must be <= {ctx['le']:g}"
     if kind == "literal_error":
         return path, f"{value!r} is not one of {_NAMED.findall(ctx['expected'])}"
     if kind in ("model_type", "dict_type", "model_attributes_type"):

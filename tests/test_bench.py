@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 from cli import ROOT
 from conftest import make_tree
 
@@ -88,19 +89,26 @@ def test_search_efficiency_on_lcbench_writes_every_figure(tmp_path):
             assert f["median_best"] is None or 0 < f["median_best"] < 100  # a validation error in percent
 
 
-# seed 4: among its first 16 trials, spaces/cnn.yaml's searcher samples diverging ones (seed 0: none)
-@pytest.mark.parametrize("benchmark, task, seed", [("synthetic", "synthetic", 4), ("lcbench", "7593", 0)])
-def test_the_emulated_search_is_the_tuners_trial_for_trial(benchmark, task, seed):
+# seed 4: among its first 16 trials, spaces/cnn.yaml's searcher samples diverging ones (seed 0: none);
+# with asha.min_agreement, 3 trials run to the end before ASHA cuts at a milestone that ranked them right
+@pytest.mark.parametrize("benchmark, task, seed, asha", [("synthetic", "synthetic", 4, {}), ("lcbench", "7593", 0, {}),
+                                                         ("lcbench", "7593", 0, {"min_agreement": 0.5,
+                                                                                 "min_finished": 3})])
+def test_the_emulated_search_is_the_tuners_trial_for_trial(benchmark, task, seed, asha, tmp_path):
     """One trial at a time, past the searcher's start-up (10 trials) and, on the synthetic function,
     through failing trials: the same trials end in the same order with the same scores after the
     same epochs."""
     if benchmark == "lcbench" and not (ROOT.parent / "shared" / "benchmarks" / "lcbench").is_dir():
         pytest.skip("no LCBench beside the repository")
+    raw = yaml.safe_load((ROOT / "spaces" / "cnn.yaml").read_text())
+    raw["search"]["asha"].update(asha)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(raw))
 
     def ended(*emulate):
         out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--benchmark", benchmark,
-                              "--trials", "16", "--concurrent", "1", "--epoch-seconds", "0", *emulate,
-                              "--one", "configured", str(seed), task],
+                              "--trials", "16", "--concurrent", "1", "--epoch-seconds", "0", "--space", str(space),
+                              *emulate, "--one", "configured", str(seed), task],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads(out.stdout.strip().splitlines()[-1])

@@ -27,7 +27,9 @@ from cli import (
 )
 from conftest import make_tree
 
+from cvae_core.atomic import read_records
 from cvae_core.layout import CHECKPOINT_FILE, METRICS_FILE
+from results.run_folder import RunFolder
 from results.study import FITTED_ON, load_study
 
 
@@ -61,9 +63,11 @@ def finished(run_dir: Path) -> dict[str, str]:
 
 
 # n_startup_trials 2: the third trial is sampled by the searcher from the first two's scores: TPE
-# fitted on their epoch-8 scores (the default), or spaces/cnn.yaml's GP told their last ones
-SEARCHERS = {"tpe-milestone": ({"n_startup_trials": 2}, [8, None, None]),
-             "gp-last": ({"model": "gp", "n_startup_trials": 2, "fit_on": "last"}, [None, None, "last"])}
+# fitted on their epoch-8 scores (the default), or spaces/cnn.yaml's GP told their last ones, with
+# ASHA keeping the final scores its milestones are judged on (asha.min_agreement).
+SEARCHERS = {"tpe-milestone": ({"n_startup_trials": 2}, {}, [8, None, None]),
+             "gp-last": ({"model": "gp", "n_startup_trials": 2, "fit_on": "last"},
+                         {"min_agreement": 0.5, "min_finished": 3}, [None, None, "last"])}
 
 
 @pytest.mark.slow
@@ -73,9 +77,9 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     after a checkpoint, SIGKILL right after a trial finished (before any periodic save) and SIGTERM
     in the final stage: after each the same command resumes; in the end no trial or finalist is
     forgotten, rerun or restarted."""
-    settings, fitted_on = SEARCHERS[searcher]
-    space = tiny_space(tmp_path, num_samples=3, asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2},
-                       searcher=settings)
+    settings, agreement, fitted_on = SEARCHERS[searcher]
+    space = tiny_space(tmp_path, num_samples=3, searcher=settings,
+                       asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2, **agreement})
     raw = yaml.safe_load(space.read_text())
     raw["space"] = {"family": "cnn", "conv": {"layers": 2, "channels": 16, "kernel_size": 4, "stride": 2,
                     "padding": 1}, "h": 64, "latent": 8, "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 20}
@@ -133,5 +137,8 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     assert_study_matches_trials(run_dir)  # the Optuna study went through the kills with the search
     fitted = [t.user_attrs.get(FITTED_ON) for t in load_study(run_dir).trials]
     assert sorted(fitted, key=str) == fitted_on, fitted  # ... and the searcher was fitted on it
+    if agreement:  # ASHA's final scores, each recorded once through the kills, are the trials'
+        finals = [r for r in read_records(RunFolder(run_dir).asha_state) if "final" in r]
+        assert sorted((r["trial"], r["final"]) for r in finals) == sorted(zip(df["trial_id"], df["score"]))
     [finalist] = epochs_done(run_dir / "final").values()  # the finalist continued from its checkpoint
     assert sorted(set(finalist)) == list(range(1, len(set(finalist)) + 1)) and finalist.count(1) == 1, finalist

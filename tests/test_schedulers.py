@@ -118,3 +118,66 @@ def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_tim
     uploading[0] = False
     step(clock[0] + 1.0)
     assert len(saves) == 5
+
+
+def _agreeing_asha(run_dir):
+    """ASHA that cuts at a milestone only once 3 finished trials show it ranks as their ends do."""
+    return PersistentASHA(str(run_dir), time_attr="epoch", metric="best_val_loss", mode="min", max_t=8,
+                          grace_period=1, reduction_factor=2, min_agreement=0.5, min_finished=3)
+
+
+def _run(sched, trial_id, curve):
+    """A trial reporting `curve` (its loss each epoch, ending by itself at the last): the epoch
+    the scheduler stopped it at, or its last."""
+    trial = SimpleNamespace(trial_id=trial_id)
+    sched.on_trial_add(None, trial)
+    for epoch, loss in enumerate(curve, 1):
+        stop = "max_epochs" if epoch == len(curve) else None
+        if sched.on_trial_result(None, trial, {"epoch": epoch, "best_val_loss": loss, "stop": stop}) == \
+                TrialScheduler.STOP and stop is None:
+            return epoch
+    return len(curve)
+
+
+def _cuts(run_dir) -> dict[str, int]:
+    """The trials ASHA cut at a milestone, and where (a trial that reaches max_t is 'stopped' too)."""
+    return {r["trial"]: r["milestone"] for r in read_records(RunFolder(run_dir).asha_state)
+            if "stopped" in r and "milestone" in r}
+
+
+SLOW_BEST = [10.0, 6.0, 3.0, 2.0, 1.5, 1.2, 1.1, 1.0]  # worst at every milestone, best at the end
+STEADY = [5.0] * 8
+FAST_WORST = [1.0, 2.0, 4.0, 6.0, 8.0, 9.0, 9.0, 9.0]  # best at the first milestone, worst at the end
+
+
+def test_where_early_scores_rank_finished_trials_backwards_a_slow_starter_is_kept(tmp_path):
+    sched = _agreeing_asha(tmp_path)
+    # Until 3 trials have ended, no milestone is trusted: plain ASHA would cut the slow starter at epoch 1.
+    assert [_run(sched, t, c) for t, c in [("fast", FAST_WORST), ("steady", STEADY), ("slow", SLOW_BEST)]] == [8, 8, 8]
+    assert [sched.agreement(m) for m in (1, 2, 4)] == [(-1.0, 3), (-1.0, 3), (1.0, 3)]
+    # Epochs 1 and 2 rank them backwards: a newcomer that is worst of all is let on past them, as
+    # the slow starter that ended best was, each decision recorded with why; epoch 4 ranks them as
+    # their ends do, and cuts it.
+    assert _run(sched, "late", [20.0] * 8) == 4
+    let_on = [r for r in read_records(RunFolder(tmp_path).asha_state) if r.get("let_on") == "late"]
+    assert let_on == [{"let_on": "late", "milestone": m, "agreement": -1.0, "finished": 3} for m in (1, 2)]
+    assert _cuts(tmp_path) == {"late": 4}
+
+
+def test_where_early_scores_rank_finished_trials_as_their_ends_a_clearly_bad_curve_is_cut(tmp_path):
+    sched = _agreeing_asha(tmp_path)
+    for trial_id, curve in [("best", [1.0] * 8), ("steady", STEADY), ("worse", [9.0] * 8)]:
+        assert _run(sched, trial_id, curve) == 8  # nothing is cut before 3 trials have ended
+    assert sched.agreement(1) == (1.0, 3)
+    assert _run(sched, "bad", [20.0] * 8) == 1
+    assert _cuts(tmp_path) == {"bad": 1}
+
+
+def test_the_final_scores_a_milestone_is_judged_on_survive_a_restore(tmp_path):
+    sched = _agreeing_asha(tmp_path)
+    pickled = pickle.dumps(sched)  # as the Tuner pickles it at the start: nothing recorded
+    for trial_id, curve in [("fast", FAST_WORST), ("steady", STEADY), ("slow", SLOW_BEST)]:
+        _run(sched, trial_id, curve)
+    restored = pickle.loads(pickled)
+    assert [restored.agreement(m) for m in (1, 2, 4)] == [sched.agreement(m) for m in (1, 2, 4)]
+    assert _run(restored, "late", [20.0, 20.0, 1.0, 1.0]) == _run(sched, "late2", [20.0, 20.0, 1.0, 1.0]) == 4

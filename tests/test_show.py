@@ -166,6 +166,20 @@ def test_the_report_shows_what_asha_and_tpe_decided(tmp_path):
     assert "| at random | 2 |" in md and "| from epoch-2 scores | 2 |" in md
 
 
+def test_the_report_shows_the_trials_asha_let_on_where_a_milestone_was_not_trusted(tmp_path):
+    run_dir = small_search(tmp_path, 4)
+    run = RunFolder(run_dir)
+    append_records(run.asha_state, [{"bracket": 0, "rung": 0, "milestone": 2, "trial": "t1", "value": -118.0},
+                                    {"let_on": "t1", "milestone": 2, "agreement": None, "finished": 1},
+                                    {"trial": "t0", "final": 90.0},
+                                    {"bracket": 0, "rung": 0, "milestone": 2, "trial": "t2", "value": -130.0},
+                                    {"let_on": "t2", "milestone": 2, "agreement": -0.4, "finished": 3}])
+    assert main([str(run_dir)]) == 0
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "| 2 | 3 | 0 | 2 (the last: Spearman -0.40 over 3 ended trials) |" in md
+    assert "Each stop" not in md  # no trial was cut
+
+
 def test_the_report_counts_the_trials_sampled_from_last_scores(tmp_path):
     """spaces/cnn.yaml's GP is told each trial's last score; the report says how many it sampled so."""
     run_dir = small_search(tmp_path, 5, fitted_on={3: study_files.FITTED_ON_LAST, 4: study_files.FITTED_ON_LAST})
