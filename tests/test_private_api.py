@@ -33,6 +33,7 @@ def test_ashas_sign_cutoff_and_stop_count():
     assert private_api.asha_stopped(scheduler) == 0
     private_api.set_asha_stopped(scheduler, 3)
     assert private_api.asha_stopped(scheduler) == 3
+    assert private_api.asha_keys(scheduler) == ("epoch", "score", 8)
 
 
 def test_the_experiment_state_is_saved_through_the_controller_a_scheduler_is_handed(monkeypatch):
