@@ -9,8 +9,10 @@ Methods (the names of --methods and the JSON):
   never leaves its random start-up: random search through the same machinery);
 - `tpe-defaults`: TPE with Optuna's defaults + ASHA;
 - `no-early-stopping`: TPE on a milestone (search.settings.Searcher's defaults), every trial run to max_t;
-- `configured`: the search as the space file configures it (spaces/cnn.yaml: a GP told last scores).
-The baselines are TPE's and random search's whatever searcher the space file sets.
+- `configured`: the search as the space file configures it (spaces/cnn.yaml: a GP told last scores,
+  ASHA cutting only at milestones that have earned trust: asha.min_agreement).
+The baselines are TPE's and random search's whatever searcher the space file sets, each
+with plain ASHA on the space's schedule (min_agreement is the configured search's own).
 Benchmarks:
 - `synthetic` (default): spaces/cnn.yaml's space and schedule, each trial's curve a closed-form
   function of its configuration plus noise (`final_score`, `curve`): the shape of the real problem,
@@ -181,12 +183,13 @@ def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t
 
 def method_search(method: str, search, trials: int, grace_period: int | None):
     """The space's search settings as `method` runs them (module doc): the baselines are TPE's and
-    random search's whichever model the space's searcher uses."""
+    random search's whichever model the space's searcher uses, with plain ASHA on its schedule."""
     from search.settings import Searcher
 
     searcher, asha = search.searcher, search.asha
     if method != "configured":
         searcher = Searcher(n_startup_trials=searcher.n_startup_trials)
+        asha = asha.model_copy(update={"min_agreement": None})  # the rule is the configured search's own
     if method == "random":
         searcher = searcher.model_copy(update={"n_startup_trials": trials, "fit_on": "last"})
     elif method == "tpe-defaults":
