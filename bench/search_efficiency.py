@@ -9,8 +9,7 @@ Methods (the names of --methods and the JSON):
   never leaves its random start-up: random search through the same machinery);
 - `tpe-defaults`: TPE with Optuna's defaults + ASHA;
 - `no-early-stopping`: TPE on a milestone (search.settings.Searcher's defaults), every trial run to max_t;
-- `configured`: the search as the space file configures it (spaces/cnn.yaml: a GP told last scores,
-  ASHA cutting only at milestones that have earned trust: asha.min_agreement).
+- `configured`: the search as the space file configures it (spaces/cnn.yaml: a GP told last scores).
 The baselines are TPE's and random search's whatever searcher the space file sets, each
 with plain ASHA on the space's schedule (min_agreement is the configured search's own).
 Benchmarks:

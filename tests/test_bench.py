@@ -63,10 +63,11 @@ def test_the_baselines_are_tpe_and_random_search_whatever_the_space_configures()
 
     search = load_spec(ROOT / "spaces" / "cnn.yaml").search
     assert (search.searcher.model, search.searcher.fit_on) == ("gp", "last")
+    search = search.model_copy(update={"asha": search.asha.model_copy(update={"min_agreement": 0.5})})
     runs = {m: method_search(m, search, trials=128, grace_period=None) for m in
             ("random", "tpe-defaults", "no-early-stopping", "configured")}
     assert runs["configured"].searcher == search.searcher and runs["configured"].asha == search.asha
-    assert search.asha.min_agreement is not None  # the rule is the configured search's; the baselines run plain ASHA
+    # asha.min_agreement is the configured search's own: the baselines run plain ASHA
     assert [r.asha.min_agreement for m, r in runs.items() if m != "configured"] == [None, None, None]
     assert {m: r.searcher.model for m, r in runs.items()} == {"random": "tpe", "tpe-defaults": "tpe",
                                                               "no-early-stopping": "tpe", "configured": "gp"}
@@ -92,13 +93,8 @@ def test_search_efficiency_on_lcbench_writes_every_figure(tmp_path):
 
 
 # seed 4: among its first 16 trials, spaces/cnn.yaml's searcher samples diverging ones (seed 0: none);
-# plain ASHA (min_agreement null), then cnn.yaml's rule with 3 trials run to the end before ASHA cuts
-# at a milestone that ranked them right
-PLAIN = {"min_agreement": None}
-
-
-@pytest.mark.parametrize("benchmark, task, seed, asha", [("synthetic", "synthetic", 4, PLAIN),
-                                                         ("lcbench", "7593", 0, PLAIN),
+# with asha.min_agreement, 3 trials run to the end before ASHA cuts at a milestone that ranked them right
+@pytest.mark.parametrize("benchmark, task, seed, asha", [("synthetic", "synthetic", 4, {}), ("lcbench", "7593", 0, {}),
                                                          ("lcbench", "7593", 0, {"min_agreement": 0.5,
                                                                                  "min_finished": 3})])
 def test_the_emulated_search_is_the_tuners_trial_for_trial(benchmark, task, seed, asha, tmp_path):
