@@ -424,7 +424,8 @@ def main() -> None:
         print(json.dumps((emulated_search if args.emulate else one_search)(args, method, int(seed), task)))
         return
     schedule = "the schedule" if args.grace_period is None else f"grace period {args.grace_period}"
-    print(f"{args.benchmark} benchmark, spaces/cnn.yaml's searcher and {schedule}: {args.seeds} seeds x "
+    space = args.space.relative_to(ROOT) if args.space.is_relative_to(ROOT) else args.space
+    print(f"{args.benchmark} benchmark, {space}'s searcher and {schedule}: {args.seeds} seeds x "
           f"{args.trials} trials, {args.concurrent} at once, on the CPU; reference: random (search + ASHA)")
     tasks = {}
     for task in args.tasks:
