@@ -20,15 +20,27 @@ from typing import Any, Callable, Iterable
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call write(tmp_path), then move tmp_path onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+    atomic_write_all([(path, write)])
+
+
+def atomic_write_all(writes: list[tuple[str | os.PathLike, Callable[[str], None]]]) -> None:
+    """atomic_write for several files: each (path, write) written to its temp file first, then all
+    moved into place in the order given, one right after another, so that a kill leaves each file
+    old or new and a later one new only if every one before it is."""
+    temps = []
     try:
-        write(str(tmp))
-        os.replace(tmp, path)
+        for path, write in writes:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+            temps.append((tmp, path))
+            write(str(tmp))
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
         raise
 
 

@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from cvae_core.atomic import append_records, atomic_write, atomic_write_text, read_records
+from cvae_core.atomic import append_records, atomic_write, atomic_write_all, atomic_write_text, read_records
 
 
 def test_a_reader_sees_the_old_file_or_the_new_one_and_no_temp_file_is_left(tmp_path):
@@ -17,6 +19,22 @@ def test_a_reader_sees_the_old_file_or_the_new_one_and_no_temp_file_is_left(tmp_
     assert path.read_text() == "old"  # the failed write changed nothing
     atomic_write_text(path, "new")
     assert path.read_text() == "new" and [p.name for p in path.parent.iterdir()] == ["record.json"]
+
+
+def test_files_written_together_change_all_or_none_when_one_write_fails(tmp_path):
+    paths = [tmp_path / "a.txt", tmp_path / "sub" / "b.txt"]
+    for path in paths:
+        atomic_write_text(path, "old")
+
+    def fails(tmp):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_all([(paths[0], lambda tmp: Path(tmp).write_text("new")), (paths[1], fails)])
+    assert [p.read_text() for p in paths] == ["old", "old"]  # the first was written, and not moved into place
+    atomic_write_all([(path, lambda tmp: Path(tmp).write_text("new")) for path in paths])
+    assert [p.read_text() for p in paths] == ["new", "new"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "b.txt", "sub"]  # no temp file left
 
 
 def test_a_record_cut_short_by_a_kill_is_skipped_and_cannot_swallow_the_next(tmp_path):
