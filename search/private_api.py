@@ -99,17 +99,16 @@ def state_upload_running(wrapped_controller) -> bool:
 # command, and Tune pickles the syncer with each trial's storage context: the command stays a
 # module-level function with plain arguments.
 
-_before_state_upload: dict[str, Any] = {}
+_state_uploads: dict[str, Any] = {"through": None, "before": {}}
 
 
-def before_state_uploads(experiment_fs_path: str, before) -> None:
-    """From now on in this process, each upload of Tune's experiment state to `experiment_fs_path`
-    (its storage context's experiment_fs_path, e.g. bucket/prefix/name) first calls before(), in
-    Tune's upload thread: the run's own files then reach storage before the state that refers to
-    them, without holding up the driver (search.tuning.PushesRunFiles)."""
+def upload_states_through(upload_state) -> None:
+    """From now on in this process, Tune's syncer uploads its experiment state by calling
+    upload_state(upload, local_path, fs, fs_path, exclude), handed Tune's own upload and its
+    arguments (search.state_upload), in Tune's upload thread."""
     from ray.train._internal.storage import _FilesystemSyncer
 
-    _before_state_upload[experiment_fs_path] = before
+    _state_uploads["through"] = upload_state
     build = _attr(_FilesystemSyncer, "_sync_up_command", "how Tune's syncer builds an upload")
     if getattr(build, "builds_state_upload", False):
         return
@@ -122,11 +121,19 @@ def before_state_uploads(experiment_fs_path: str, before) -> None:
     _FilesystemSyncer._sync_up_command = sync_up_command
 
 
+def before_state_uploads(experiment_fs_path: str, before) -> None:
+    """From now on in this process, each upload of Tune's experiment state to `experiment_fs_path`
+    (its storage context's experiment_fs_path, e.g. bucket/prefix/name) first calls before(), in
+    Tune's upload thread: the run's own files then reach storage before the state that refers to
+    them, without holding up the driver (search.tuning.PushesRunFiles). Needs upload_states_through."""
+    _state_uploads["before"][experiment_fs_path] = before
+
+
 def _state_upload(upload, fs_path: str, **kwargs) -> None:
-    before = _before_state_upload.get(fs_path)
+    before = _state_uploads["before"].get(fs_path)
     if before is not None:
         before()
-    upload(fs_path=fs_path, **kwargs)
+    _state_uploads["through"](upload, fs_path=fs_path, **kwargs)
 
 
 def tuner_run_config(tuner):

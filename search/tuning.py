@@ -16,10 +16,11 @@ from results.run_folder import RunFolder
 from results.study import journal_storage
 
 from .objective import METRIC, MODE, milestones, searched_keys
-from .private_api import OPTUNA_STUDY_NOTICE_LOGGERS, before_state_uploads
+from .private_api import OPTUNA_STUDY_NOTICE_LOGGERS, before_state_uploads, upload_states_through
 from .schedulers import STATE_PERIOD_S, PersistentASHA
 from .searcher import ScoreOptunaSearch, create_study, new_sampler, settle
 from .settings import Objective, Spec
+from .state_upload import upload_state
 from .trainable import run_trial, tune_trial_dirname
 from .trials import write_trials_table
 from .workers import prime_on_worker
@@ -138,6 +139,8 @@ def configure_tune() -> None:
     # Each trial writes its own records into the run folder. Tune's driver-side copies of them
     # (result.json, progress.csv, events) would be copied to storage whole on every save.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # Tune's experiment state lands whole, so that a kill during an upload leaves one to resume from.
+    upload_states_through(upload_state)
     # A trial's score exists from its first ASHA milestone on; Tune would refuse earlier results.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # ... and Tune, reading its experiment back, would warn about each missing per-trial log.

@@ -12,6 +12,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search import private_api
 from search.private_api import PrivateAPIChanged
+from search.state_upload import upload_state
 
 
 def asha(mode: str = "min") -> ASHAScheduler:
@@ -74,6 +75,7 @@ def test_tunes_state_upload_first_calls_what_its_destination_registered_in_its_o
     staging.mkdir()
     (staging / "experiment_state.json").write_text("{}")
     seen = []
+    private_api.upload_states_through(upload_state)  # as search.tuning.configure_tune sets it
     private_api.before_state_uploads(hooked.experiment_fs_path, lambda: seen.append(
         (threading.current_thread() is threading.main_thread(), (tmp_path / "hooked/experiment_state.json").exists())))
     for storage in (hooked, plain):

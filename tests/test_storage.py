@@ -107,6 +107,8 @@ def test_tunes_state_uploads_carry_the_driver_files_first_and_no_finished_trials
     own thread, first uploads the driver's files."""
     from ray.train._internal.storage import StorageContext
 
+    from search import private_api
+    from search.state_upload import upload_state
     from search.tuning import PushesRunFiles
 
     run = RunFolder.at(f"{bucket.uri}/runs/r")
@@ -120,6 +122,7 @@ def test_tunes_state_uploads_carry_the_driver_files_first_and_no_finished_trials
     (staging / "experiment_state.json").write_text("{}")
     trials = [SimpleNamespace(trial_id=name, status=status, local_path=str(folders[name]))
               for name, status in (("done", "TERMINATED"), ("running", "RUNNING"), ("failed", "ERROR"))]
+    private_api.upload_states_through(upload_state)  # as search.tuning.configure_tune sets it
     callback = PushesRunFiles(run.location)
     callback.setup()
     callback.on_step_begin(iteration=1, trials=trials)
