@@ -46,6 +46,10 @@ ROWS_DIR = "rows"  # RUN/final/<trial>_s<seed>/rows/<sampler>.json: a finalist's
 REPORT_FILE = "report.md"  # RUN/report/report.md, or in results.show's --out
 LEADERBOARD_FILE = "leaderboard.parquet"
 FAILURE_FILE = "failure.json"  # RUN/<trial>/failure.json
+# Tune's own names for the files of its saved state, one of each per command that ran the search:
+# its experiment state (JSON), which a restore reads first, and its searchers' states (pickles).
+TUNE_EXPERIMENT_STATE = "experiment_state-*.json"
+TUNE_SEARCHER_STATES = ("search_gen_state-*.json", "searcher-state-*.pkl", "basic-variant-state-*.json")
 
 
 def trial_name(config: dict, trial_id: str) -> str:
@@ -182,7 +186,17 @@ class RunFolder:
 
     def has_tune_state(self) -> bool:
         """Whether Tune saved its experiment state here (its own file name)."""
-        return any(self.path.glob("experiment_state-*.json"))
+        return any(self.path.glob(TUNE_EXPERIMENT_STATE))
+
+    def unreadable_tune_state(self) -> str | None:
+        """The newest file of each kind of Tune's saved state that does not read back whole (what
+        a restore would read; a write cut short by a kill), with why, or None. Tune's restore,
+        failing to read one, would start the search over with one trial."""
+        for pattern in (TUNE_EXPERIMENT_STATE, *TUNE_SEARCHER_STATES):
+            newest = max(self.path.glob(pattern), default=None)  # Tune reads the latest name
+            if newest is not None and (problem := _unreadable(newest, pattern == TUNE_EXPERIMENT_STATE)):
+                return f"{self.address(newest)}: {problem}"
+        return None
 
     def is_run(self) -> bool:
         """Whether the folder holds a run (so --fresh may delete it)."""
@@ -283,6 +297,22 @@ class RunFolder:
         name = resolve_extractor(requested, inception_weights)
         atomic_write_text(self._extractor_file, json.dumps({**recorded, stage: name}))
         return name
+
+
+def _unreadable(path: Path, is_json: bool) -> str | None:
+    """Why `path`, JSON or a pickle, does not read back whole (read, never unpickled), or None."""
+    import pickletools
+
+    data = path.read_bytes()
+    try:
+        if is_json:
+            json.loads(data)
+        else:
+            for _ in pickletools.genops(data):  # each opcode and its argument, up to the pickle's end
+                pass
+    except ValueError as e:  # JSONDecodeError is one
+        return f"Tune's saved state does not read back whole ({len(data)} bytes: {e})"
+    return None
 
 
 def open_run(location: str | Path) -> RunFolder:

@@ -108,6 +108,9 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
     if not spec.space.presets and run.has_tune_state() and not run.study_journal.exists():
         raise RunFolderError(f"{run.path}: started by an earlier version, which kept no {run.study_journal.name}; "
                              "its searcher cannot be continued: pass --fresh to start over or --name for a new run")
+    if problem := run.unreadable_tune_state():
+        raise RunFolderError(f"{problem}; the search cannot be resumed from it: nothing was changed; "
+                             "pass --fresh to start over or --name for a new run")
     return True
 
 

@@ -399,6 +399,33 @@ def test_a_run_an_earlier_version_started_is_refused_in_one_line(tmp_path, data_
         "continued: pass --fresh to start over or --name for a new run")
 
 
+@pytest.mark.parametrize("cut", ["experiment_state-2026-01-02_00-00-00.json", "searcher-state-2026-01-02_00-00-00.pkl"])
+def test_a_run_whose_last_saved_state_is_cut_short_is_refused_in_one_line_changing_nothing(tmp_path, data_dir, capsys,
+                                                                                         cut):
+    """Tune's restore, failing to read its newest state, would start the search over with one trial."""
+    import pickle
+
+    space = tiny_space(tmp_path)
+    run = RunFolder(tmp_path / "runs" / "t")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text(space.read_text())
+    run.study_journal.write_text("")
+    for session in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"):  # an earlier command's save, and the last
+        (run.path / f"experiment_state-{session}.json").write_text(json.dumps({"trial_data": [["x" * 5000, {}]]}))
+        (run.path / f"searcher-state-{session}.pkl").write_bytes(pickle.dumps({"trials": ["x" * 5000]}))
+    whole = (run.path / cut).read_bytes()
+    (run.path / cut).write_bytes(whole[:4096])  # as a kill leaves a file written in place
+    before = {p: p.read_bytes() for p in run.path.iterdir()}
+    assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {run.path / cut}: Tune's saved state does not read back whole (4096 bytes")
+    assert line.endswith("the search cannot be resumed from it: nothing was changed; pass --fresh to start over or "
+                         "--name for a new run")
+    assert {p: p.read_bytes() for p in run.path.iterdir()} == before
+    (run.path / cut).write_bytes(whole)
+    assert run.unreadable_tune_state() is None
+
+
 @pytest.mark.slow
 def test_a_cnn_or_resnet_search_scores_every_finalist_with_every_sampler(tmp_path, data_dir, ray_session):
     """Both families searched (seed 4 samples a cnn trial and two resnet ones, with and without EMA),
