@@ -35,7 +35,8 @@ CNN_RECIPE = Recipe(lr=5e-4, batch_size=64, ema=0.999)
 
 def _images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    return images, torch.randint(0, 10, (n,), generator=g)
 
 
 def test_a_compiled_training_on_cuda_uses_cuda_graphs_fused_adam_and_tf32():
