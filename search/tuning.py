@@ -183,7 +183,10 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
         objective=objective, inception_weights=spec.final.inception_weights,
         score_at=milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t), search_seed=s.seed,
     ), {"cpu": res.cpu, "gpu": res.gpu})
-    if resuming and tune.Tuner.can_restore(run.tune_path, storage_filesystem=run.filesystem):
+    # Tune restores from its experiment state: a command killed before Tune's first save left
+    # tuner.pkl without one, and Tuner.restore would start the search over with one trial (it is
+    # given no num_samples). Such a search starts again; the searcher takes up its study trial.
+    if resuming and run.has_tune_state() and tune.Tuner.can_restore(run.tune_path, storage_filesystem=run.filesystem):
         log.info(f"resuming {run.location}")
         tuner = tune.Tuner.restore(run.tune_path, trainable, resume_errored=True, storage_filesystem=run.filesystem)
     else:

@@ -427,6 +427,28 @@ def test_a_run_whose_last_saved_state_is_cut_short_is_refused_in_one_line_changi
 
 
 @pytest.mark.slow
+def test_a_search_killed_before_tunes_first_save_starts_again_and_runs_every_trial(tmp_path, data_dir, ray_session):
+    """Tune writes tuner.pkl as the search starts and its experiment state a moment later; restored
+    from tuner.pkl alone, Tune would start the search over with one trial, and every later command
+    would run none and say "interrupted"."""
+    space = tiny_space(tmp_path, num_samples=2, asha={"max_t": 2, "grace_period": 2, "reduction_factor": 2})
+    cmd = command(space, data_dir, tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "t"
+    proc = start(cmd)
+    try:
+        wait_for(lambda: (run_dir / "tuner.pkl").exists(), proc)
+    finally:
+        kill(proc)
+    for state in run_dir.glob("experiment_state-*.json"):  # as a kill a moment earlier leaves the folder
+        state.unlink()
+    resumed = in_process(cmd)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    df = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(df) == 2 and set(df["status"]) == {"TERMINATED"}, df[["trial_id", "status"]]
+    assert_study_matches_trials(run_dir)
+
+
+@pytest.mark.slow
 def test_a_cnn_or_resnet_search_scores_every_finalist_with_every_sampler(tmp_path, data_dir, ray_session):
     """Both families searched (seed 4 samples a cnn trial and two resnet ones, with and without EMA),
     all three retrained and scored with prior, gmm and two_stage samplers; trials.parquet and the
