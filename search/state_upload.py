@@ -24,8 +24,8 @@ from results.run_folder import TUNE_EXPERIMENT_STATE
 def upload_state(upload, local_path: str, fs, fs_path: str, exclude: list[str] | None = None) -> None:
     """Upload Tune's staging folder `local_path` to `fs_path` on `fs`, the arguments of Tune's own
     `upload` (ray.train._internal.storage._upload_to_fs_path), each file whole and the experiment
-    state last. Tune's upload does object storage; a local copy is written here, as Tune's writes
-    in place."""
+    state last. To object storage Tune's upload does it; to a local disk it would write each file in
+    place, so the copy is made here."""
     import pyarrow.fs
 
     exclude = list(exclude or [])
