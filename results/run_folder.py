@@ -25,6 +25,7 @@ node wrote pulls. For a local run folder push and pull do nothing.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -194,7 +195,7 @@ class RunFolder:
         failing to read one, would start the search over with one trial."""
         for pattern in (TUNE_EXPERIMENT_STATE, *TUNE_SEARCHER_STATES):
             newest = max(self.path.glob(pattern), default=None)  # Tune reads the latest name
-            if newest is not None and (problem := _unreadable(newest, pattern == TUNE_EXPERIMENT_STATE)):
+            if newest is not None and (problem := tune_state_problem(newest)):
                 return f"{self.address(newest)}: {problem}"
         return None
 
@@ -299,13 +300,14 @@ class RunFolder:
         return name
 
 
-def _unreadable(path: Path, is_json: bool) -> str | None:
-    """Why `path`, JSON or a pickle, does not read back whole (read, never unpickled), or None."""
+def tune_state_problem(path: Path) -> str | None:
+    """Why a file of Tune's saved state does not read back whole (a write cut short), or None: its
+    experiment state is JSON, its searchers' states are pickles (read, never unpickled)."""
     import pickletools
 
     data = path.read_bytes()
     try:
-        if is_json:
+        if fnmatch.fnmatch(path.name, TUNE_EXPERIMENT_STATE):
             json.loads(data)
         else:
             for _ in pickletools.genops(data):  # each opcode and its argument, up to the pickle's end

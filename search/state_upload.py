@@ -4,9 +4,13 @@ Tune saves its experiment state into a staging folder on the driver and uploads 
 run folder in a background thread. Its upload writes each file in place, so a kill during one (the
 first save comes as a search starts) left experiment_state-*.json cut short, and Tune's restore,
 failing to read it, started the search over with one trial (Tuner.restore passes it no
-num_samples). Here each file lands whole: on a file system every one is written beside its place
+num_samples). And Tune may write its next save into the staging folder while an upload reads it.
+
+So each upload first copies the staging folder aside and checks that every file of Tune's state in
+the copy reads back whole (results.run_folder.tune_state_problem), copying again while one does
+not. From that copy each file lands whole: on a file system every one is written beside its place
 and then all are renamed into place together (cvae_core.atomic); in object storage an upload is
-whole by itself. And the experiment state, which a restore reads first, lands after the searcher's
+whole by itself. The experiment state, which a restore reads first, lands after the searcher's
 state that goes with it. (In object storage a kill during the experiment state's own upload leaves
 the searcher's state one save ahead of it; on a file system only one between two renames does.)
 """
@@ -15,10 +19,14 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
+import tempfile
+import time
 from pathlib import Path
 
 from cvae_core.atomic import atomic_write_all
-from results.run_folder import TUNE_EXPERIMENT_STATE
+from results.run_folder import TUNE_EXPERIMENT_STATE, TUNE_SEARCHER_STATES, tune_state_problem
+
+COPIES = 5  # tries at a staging folder whose state does not read back whole (Tune writing into it)
 
 
 def upload_state(upload, local_path: str, fs, fs_path: str, exclude: list[str] | None = None) -> None:
@@ -28,26 +36,45 @@ def upload_state(upload, local_path: str, fs, fs_path: str, exclude: list[str] |
     place, so the copy is made here."""
     import pyarrow.fs
 
-    exclude = list(exclude or [])
-    if isinstance(fs, pyarrow.fs.LocalFileSystem):
-        _copy_whole(Path(local_path), Path(fs_path), exclude)
-        return
-    upload(local_path=local_path, fs=fs, fs_path=fs_path, exclude=[*exclude, TUNE_EXPERIMENT_STATE])
-    for state in sorted(Path(local_path).glob(TUNE_EXPERIMENT_STATE)):
-        upload(local_path=str(state), fs=fs, fs_path=f"{fs_path}/{state.name}")
+    with tempfile.TemporaryDirectory(prefix="tune-state-") as folder:
+        snapshot = _whole_copy(Path(local_path), Path(folder) / "state", list(exclude or []))
+        if isinstance(fs, pyarrow.fs.LocalFileSystem):
+            _move_in(snapshot, Path(fs_path))
+            return
+        upload(local_path=str(snapshot), fs=fs, fs_path=fs_path, exclude=[TUNE_EXPERIMENT_STATE])
+        for state in sorted(snapshot.glob(TUNE_EXPERIMENT_STATE)):
+            upload(local_path=str(state), fs=fs, fs_path=f"{fs_path}/{state.name}")
 
 
-def _copy_whole(source: Path, target: Path, exclude: list[str]) -> None:
+def _whole_copy(source: Path, target: Path, exclude: list[str]) -> Path:
+    """`source` copied to `target` without what `exclude` matches (Tune's rule: fnmatch on the path
+    relative to `source`, a folder's also with a trailing slash), copied again while a file of
+    Tune's state in it does not read back whole; raises after COPIES tries."""
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        relative = Path(folder).relative_to(source)
+        return {name for name in names for pattern in exclude
+                if any(fnmatch.fnmatch(c, pattern) for c in _candidates(Path(folder) / name, relative / name))}
+
+    for attempt in range(COPIES):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, ignore=ignore)
+        problems = [(state.name, p) for pattern in (TUNE_EXPERIMENT_STATE, *TUNE_SEARCHER_STATES)
+                    for state in target.glob(pattern) if (p := tune_state_problem(state))]
+        if not problems:
+            return target
+        time.sleep(0.05 * (attempt + 1))  # Tune is writing its next save into the folder
+    name, problem = problems[0]
+    raise RuntimeError(f"{source / name}: {problem}, in each of {COPIES} copies; the next save uploads it again")
+
+
+def _candidates(path: Path, relative: Path) -> list[str]:
+    return [relative.as_posix(), relative.as_posix() + "/"] if path.is_dir() else [relative.as_posix()]
+
+
+def _move_in(source: Path, target: Path) -> None:
     """Copy the folder `source` into `target`: every file written beside its place, then all renamed
-    into place, the experiment state last (cvae_core.atomic.atomic_write_all), leaving out each path
-    `exclude` matches as Tune does (fnmatch on the path relative to `source`, a folder's also with a
-    trailing slash)."""
-    def excluded(path: Path) -> bool:
-        relative = path.relative_to(source).as_posix()
-        candidates = [relative, relative + "/"] if path.is_dir() else [relative]
-        return any(fnmatch.fnmatch(c, pattern) for c in candidates for pattern in exclude)
-
-    paths = sorted((p for p in source.rglob("*") if not excluded(p)), key=lambda p: len(p.parts))
+    into place, the experiment state last (cvae_core.atomic.atomic_write_all)."""
+    paths = sorted(source.rglob("*"), key=lambda p: len(p.parts))
     for folder in (p for p in paths if p.is_dir()):
         (target / folder.relative_to(source)).mkdir(parents=True, exist_ok=True)
     last = [p for p in paths if p.is_file() and fnmatch.fnmatch(p.name, TUNE_EXPERIMENT_STATE)]

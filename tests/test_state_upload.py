@@ -1,10 +1,14 @@
 """search.state_upload: Tune's experiment state, uploaded through Tune's own syncer as a search does,
-lands whole and after the searcher's state, so that an upload a kill cuts short leaves a state to
-resume from (a cut one made Tune's restore start the search over with one trial)."""
+lands whole and after the searcher's state, so that an upload a kill cuts short, or one that reads
+a save Tune is still writing, leaves a state to resume from (a cut one made Tune's restore start the
+search over with one trial)."""
 
 from __future__ import annotations
 
+import json
+import pickle
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,14 +19,23 @@ from search.state_upload import upload_state
 
 STATE = "experiment_state-2026-01-02_00-00-00.json"
 SEARCHER = ("search_gen_state-2026-01-02_00-00-00.json", "searcher-state-2026-01-02_00-00-00.pkl")
+ERROR = "trial_1/error.txt"
+
+
+def contents(version: str) -> dict[str, bytes]:
+    """A save's files as Tune writes them (its experiment state JSON, its searchers' states pickles,
+    a failed trial's error file), each naming `version` and large enough to be written in parts."""
+    filler = "x" * 10_000
+    return {STATE: json.dumps({"version": version, "trial_data": [filler]}).encode(),
+            **{name: pickle.dumps({"version": version, "state": filler}) for name in SEARCHER},
+            ERROR: f"{version} {filler}".encode()}
 
 
 def staging(root: Path, version: str) -> Path:
-    """Tune's staging folder after a save: its experiment state, its searcher's state, and a failed
-    trial's folder with its error file; each file's text names `version`."""
+    """Tune's staging folder after a save."""
     (root / "trial_1").mkdir(parents=True)
-    for name in (STATE, *SEARCHER, "trial_1/error.txt"):
-        (root / name).write_text(f"{version} {name} " + "x" * 10_000)
+    for name, data in contents(version).items():
+        (root / name).write_bytes(data)
     return root
 
 
@@ -36,48 +49,71 @@ def sync_up(local: Path, run: RunFolder) -> None:
     storage.syncer.wait()
 
 
-def files(run: RunFolder) -> dict[str, str]:
-    """The run folder's files and their texts, but for the marker Tune leaves on checking a storage path."""
-    return {path.relative_to(run.path).as_posix(): path.read_text() for path in run.path.rglob("*")
+def files(run: RunFolder) -> dict[str, bytes]:
+    """The run folder's files, but for the marker Tune leaves on checking a storage path."""
+    return {path.relative_to(run.path).as_posix(): path.read_bytes() for path in run.path.rglob("*")
             if path.is_file() and path.name != ".validate_storage_marker"}
 
 
 def test_an_upload_a_kill_cuts_short_leaves_every_file_whole_and_the_state_of_the_last_save(tmp_path, monkeypatch):
     run = RunFolder(tmp_path / "runs" / "r")
     sync_up(staging(tmp_path / "first", "first"), run)
-    copied, copy = [], shutil.copyfile
+    written, copy = [], shutil.copyfile
 
-    def killed_on_the_third_file(source, target):
-        if len(copied) == 2:
-            Path(target).write_text(Path(source).read_text()[:4096])  # half written when the kill comes
-            raise OSError("killed")
-        copied.append(Path(source).name)
-        return copy(source, target)
+    def killed_on_the_third_file_in_the_run_folder(source, target, **kwargs):
+        if run.path in Path(target).parents:
+            if len(written) == 2:
+                Path(target).write_bytes(Path(source).read_bytes()[:4096])  # half written when the kill comes
+                raise OSError("killed")
+            written.append(target)
+        return copy(source, target, **kwargs)
 
-    monkeypatch.setattr(shutil, "copyfile", killed_on_the_third_file)
-    with pytest.raises(Exception, match="killed"):  # Tune's syncer hands on the upload's end
+    monkeypatch.setattr(shutil, "copyfile", killed_on_the_third_file_in_the_run_folder)
+    with pytest.raises(OSError, match="^killed$"):
         sync_up(staging(tmp_path / "second", "second"), run)
-    texts = files(run)
-    assert set(texts) == {STATE, *SEARCHER, "trial_1/error.txt"}  # no file half written, none beside
-    assert all(text.split()[1] == name and len(text) > 10_000 for name, text in texts.items())
-    assert texts[STATE].startswith("first")  # the save cut short is not the one a restore starts from
+    assert files(run) == contents("first")  # every file whole, none beside: the last save's, as it landed
 
     monkeypatch.setattr(shutil, "copyfile", copy)
     sync_up(tmp_path / "second", run)  # the next save lands whole
-    assert {name: text.split()[0] for name, text in files(run).items()} == {
-        name: "second" for name in (STATE, *SEARCHER, "trial_1/error.txt")}
+    assert files(run) == contents("second")
 
 
-def test_the_experiment_state_is_uploaded_after_the_searchers_state(tmp_path, monkeypatch):
-    order, copy = [], shutil.copyfile
+def test_the_experiment_state_is_written_into_the_run_folder_after_the_searchers_state(tmp_path, monkeypatch):
+    run, order, copy = RunFolder(tmp_path / "runs" / "r"), [], shutil.copyfile
 
-    def recorded(source, target):
-        order.append(Path(source).name)
-        return copy(source, target)
+    def recorded(source, target, **kwargs):
+        if run.path in Path(target).parents:
+            order.append(Path(source).name)
+        return copy(source, target, **kwargs)
 
     monkeypatch.setattr(shutil, "copyfile", recorded)
-    sync_up(staging(tmp_path / "staging", "one"), RunFolder(tmp_path / "runs" / "r"))
+    sync_up(staging(tmp_path / "staging", "one"), run)
     assert sorted(order) == sorted([STATE, *SEARCHER, "error.txt"]) and order[-1] == STATE
+
+
+def test_a_save_tune_is_still_writing_is_uploaded_once_written(tmp_path):
+    """Tune writes its next save into the staging folder while an upload may read it."""
+    run = RunFolder(tmp_path / "runs" / "r")
+    sync_up(staging(tmp_path / "first", "first"), run)
+    local = staging(tmp_path / "second", "second")
+    whole = (local / STATE).read_bytes()
+    (local / STATE).write_bytes(whole[:4096])
+    writer = threading.Timer(0.05, (local / STATE).write_bytes, [whole])  # the rest of Tune's write
+    writer.start()
+    sync_up(local, run)
+    writer.join()
+    assert files(run) == contents("second")
+
+
+def test_a_save_that_never_reads_back_is_not_uploaded(tmp_path):
+    run = RunFolder(tmp_path / "runs" / "r")
+    sync_up(staging(tmp_path / "first", "first"), run)
+    local = staging(tmp_path / "second", "second")
+    (local / SEARCHER[1]).write_bytes((local / SEARCHER[1]).read_bytes()[:4096])
+    with pytest.raises(Exception, match=rf"{local / SEARCHER[1]}: Tune's saved state does not read back whole .*, "
+                                        "in each of 5 copies"):
+        sync_up(local, run)
+    assert files(run) == contents("first")
 
 
 def test_in_a_bucket_the_experiment_state_is_uploaded_after_the_searchers_state(bucket, tmp_path, monkeypatch):
@@ -89,6 +125,5 @@ def test_in_a_bucket_the_experiment_state_is_uploaded_after_the_searchers_state(
     uploads, upload = [], storage._upload_to_fs_path
     monkeypatch.setattr(storage, "_upload_to_fs_path", lambda **kw: (uploads.append(keys()), upload(**kw)))
     sync_up(staging(tmp_path / "staging", "one"), RunFolder.at(f"{bucket.uri}/runs/r"))
-    assert uploads[-1] == {*SEARCHER, "trial_1/error.txt"}  # all there before the state's own upload
-    assert keys() == {STATE, *SEARCHER, "trial_1/error.txt"}
-    assert bucket.read(f"runs/r/{STATE}").decode().startswith("one")
+    assert uploads[-1] == {*SEARCHER, ERROR}  # all there before the state's own upload
+    assert {key: bucket.read(f"runs/r/{key}") for key in keys()} == contents("one")
