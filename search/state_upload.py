@@ -49,7 +49,9 @@ def upload_state(upload, local_path: str, fs, fs_path: str, exclude: list[str] |
 def _whole_copy(source: Path, target: Path, exclude: list[str]) -> Path:
     """`source` copied to `target` without what `exclude` matches (Tune's rule: fnmatch on the path
     relative to `source`, a folder's also with a trailing slash), copied again while a file of
-    Tune's state in it does not read back whole; raises after COPIES tries."""
+    Tune's state in it does not read back whole, or a file or folder went during the copy (the
+    driver removes a finished trial's empty folder as it saves: search.tuning.PushesRunFiles);
+    raises after COPIES tries."""
     def ignore(folder: str, names: list[str]) -> set[str]:
         relative = Path(folder).relative_to(source)
         return {name for name in names for pattern in exclude
@@ -57,9 +59,13 @@ def _whole_copy(source: Path, target: Path, exclude: list[str]) -> Path:
 
     for attempt in range(COPIES):
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(source, target, ignore=ignore)
-        problems = [(state.name, p) for pattern in (TUNE_EXPERIMENT_STATE, *TUNE_SEARCHER_STATES)
-                    for state in target.glob(pattern) if (p := tune_state_problem(state))]
+        try:
+            shutil.copytree(source, target, ignore=ignore)
+        except (shutil.Error, FileNotFoundError) as e:  # a file or folder went while it was copied
+            problems = [("", str(e))]
+        else:
+            problems = [(state.name, p) for pattern in (TUNE_EXPERIMENT_STATE, *TUNE_SEARCHER_STATES)
+                        for state in target.glob(pattern) if (p := tune_state_problem(state))]
         if not problems:
             return target
         time.sleep(0.05 * (attempt + 1))  # Tune is writing its next save into the folder

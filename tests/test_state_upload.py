@@ -105,6 +105,21 @@ def test_a_save_tune_is_still_writing_is_uploaded_once_written(tmp_path):
     assert files(run) == contents("second")
 
 
+def test_a_file_that_goes_while_the_staging_folder_is_copied_is_copied_again(tmp_path, monkeypatch):
+    """The driver removes a finished trial's empty staging folder as it saves (PushesRunFiles)."""
+    run, copy, gone = RunFolder(tmp_path / "runs" / "r"), shutil.copyfile, []
+
+    def goes_once(source, target, **kwargs):
+        if not gone:
+            gone.append(source)
+            raise FileNotFoundError(source)
+        return copy(source, target, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", goes_once)
+    sync_up(staging(tmp_path / "staging", "one"), run)
+    assert gone and files(run) == contents("one")
+
+
 def test_a_save_that_never_reads_back_is_not_uploaded(tmp_path):
     run = RunFolder(tmp_path / "runs" / "r")
     sync_up(staging(tmp_path / "first", "first"), run)
