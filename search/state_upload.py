@@ -36,8 +36,11 @@ def upload_state(upload, local_path: str, fs, fs_path: str, exclude: list[str] |
     place, so the copy is made here."""
     import pyarrow.fs
 
+    if exclude:  # Tune excludes nothing from its experiment state; anything else goes as Tune sends it
+        upload(local_path=local_path, fs=fs, fs_path=fs_path, exclude=exclude)
+        return
     with tempfile.TemporaryDirectory(prefix="tune-state-") as folder:
-        snapshot = _whole_copy(Path(local_path), Path(folder) / "state", list(exclude or []))
+        snapshot = _whole_copy(Path(local_path), Path(folder) / "state")
         if isinstance(fs, pyarrow.fs.LocalFileSystem):
             _move_in(snapshot, Path(fs_path))
             return
@@ -46,21 +49,14 @@ def upload_state(upload, local_path: str, fs, fs_path: str, exclude: list[str] |
             upload(local_path=str(state), fs=fs, fs_path=f"{fs_path}/{state.name}")
 
 
-def _whole_copy(source: Path, target: Path, exclude: list[str]) -> Path:
-    """`source` copied to `target` without what `exclude` matches (Tune's rule: fnmatch on the path
-    relative to `source`, a folder's also with a trailing slash), copied again while a file of
-    Tune's state in it does not read back whole, or a file or folder went during the copy (the
-    driver removes a finished trial's empty folder as it saves: search.tuning.PushesRunFiles);
-    raises after COPIES tries."""
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        relative = Path(folder).relative_to(source)
-        return {name for name in names for pattern in exclude
-                if any(fnmatch.fnmatch(c, pattern) for c in _candidates(Path(folder) / name, relative / name))}
-
+def _whole_copy(source: Path, target: Path) -> Path:
+    """`source` copied to `target`, copied again while a file of Tune's state in it does not read
+    back whole, or a file or folder went during the copy (the driver removes a finished trial's
+    empty folder as it saves: search.tuning.PushesRunFiles); raises after COPIES tries."""
     for attempt in range(COPIES):
         shutil.rmtree(target, ignore_errors=True)
         try:
-            shutil.copytree(source, target, ignore=ignore)
+            shutil.copytree(source, target)
         except (shutil.Error, FileNotFoundError) as e:  # a file or folder went while it was copied
             problems = [("", str(e))]
         else:
@@ -71,10 +67,6 @@ def _whole_copy(source: Path, target: Path, exclude: list[str]) -> Path:
         time.sleep(0.05 * (attempt + 1))  # Tune is writing its next save into the folder
     name, problem = problems[0]
     raise RuntimeError(f"{source / name}: {problem}, in each of {COPIES} copies; the next save uploads it again")
-
-
-def _candidates(path: Path, relative: Path) -> list[str]:
-    return [relative.as_posix(), relative.as_posix() + "/"] if path.is_dir() else [relative.as_posix()]
 
 
 def _move_in(source: Path, target: Path) -> None:
