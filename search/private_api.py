@@ -136,6 +136,66 @@ def _state_upload(upload, fs_path: str, **kwargs) -> None:
     _state_uploads["through"](upload, fs_path=fs_path, **kwargs)
 
 
+# ray.tune.execution.tune_controller.TuneController.resume restores Tune's trials from its newest
+# experiment state, then its search algorithm from the searcher's state saved beside it: a
+# SearchGenerator (_counter: how many trials it has made; it makes no more at num_samples) around,
+# where max_concurrent_trials is set, a ConcurrencyLimiter (live_trials: the trials holding its
+# places) around the searcher. search.searcher.forget_trials_tune_lost reconciles the two.
+
+_resumes: dict[str, Any] = {"then": None}
+
+
+def after_tune_resumes(then) -> None:
+    """From now on in this process, then(controller) is called with the TuneController once it has
+    restored a search's trials and search algorithm, before its first step."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    _resumes["then"] = then
+    resume = _attr(TuneController, "resume", "how Tune restores a search")
+    if getattr(resume, "calls_after", False):
+        return
+
+    def resume_then(self, *args, **kwargs):
+        resume(self, *args, **kwargs)
+        _resumes["then"](self)
+
+    resume_then.calls_after = True
+    TuneController.resume = resume_then
+
+
+def tune_searcher(controller):
+    """The searcher a TuneController's search algorithm wraps (None: Tune's own variant generator,
+    e.g. a grid search), and the layers around it: the SearchGenerator and any ConcurrencyLimiter."""
+    from ray.tune.search import SearchGenerator
+
+    layers = [controller.search_alg]
+    if not isinstance(layers[0], SearchGenerator):
+        return None, layers
+    while hasattr(layers[-1], "searcher"):
+        layers.append(layers[-1].searcher)
+    return layers[-1], layers[:-1]
+
+
+def forget_handed_out(controller, trial_ids: list[str]) -> None:
+    """The search algorithm forgets it made the trials `trial_ids`: the generator's count goes down by
+    as many (it makes that many more), a concurrency limiter frees their places, and the searcher
+    (OptunaSearch) drops their study trials."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    searcher, layers = tune_searcher(controller)
+    generator = layers[0]
+    generator._counter = _attr(generator, "_counter", "how many trials Tune's generator made") - len(trial_ids)
+    for limiter in (layer for layer in layers if isinstance(layer, ConcurrencyLimiter)):
+        live = _attr(limiter, "live_trials", "the trials holding a concurrency limiter's places")
+        unfinished = _attr(limiter, "num_unfinished_live_trials", "how many of them are running")
+        for trial_id in set(trial_ids) & live:
+            live.remove(trial_id)
+            unfinished -= 1
+        limiter.num_unfinished_live_trials = unfinished
+    for trial_id in trial_ids:
+        searcher_trials(searcher).pop(trial_id, None)
+
+
 def tuner_run_config(tuner):
     """A built Tuner's RunConfig, which bench/driver_scale.py changes after new_tuner built it (the
     Tuner keeps it in its local tuner, Tuner._local_tuner._run_config)."""

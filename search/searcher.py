@@ -27,7 +27,14 @@ from results import study as study_files
 from results.run_folder import RunFolder, trial_name
 
 from .milestone_view import MilestoneSampler
-from .private_api import open_trial, searcher_completed, searcher_study, searcher_trials
+from .private_api import (
+    forget_handed_out,
+    open_trial,
+    searcher_completed,
+    searcher_study,
+    searcher_trials,
+    tune_searcher,
+)
 from .seeds import TRIAL_NUMBER
 from .settings import Searcher
 from .trials import stop_reason
@@ -144,6 +151,22 @@ class ScoreOptunaSearch(OptunaSearch):
         if grid is not None:
             optuna.artifacts.upload_artifact(artifact_store=study_files.artifact_store(run), file_path=str(grid),
                                              study_or_trial=trial)
+
+
+def forget_trials_tune_lost(controller) -> None:
+    """Once Tune has restored a search (private_api.after_tune_resumes): the trials its searcher
+    handed out that the restored Tune does not hold are forgotten, so that Tune asks for as many
+    again and each takes up its study trial (its settings once more). The searcher's state is saved
+    just before Tune's experiment state and can land without it (search.state_upload); Tune would
+    then wait for such a trial forever, or end the search a trial short and say "interrupted" on
+    every later command."""
+    searcher, _ = tune_searcher(controller)
+    if not isinstance(searcher, ScoreOptunaSearch):
+        return  # a grid of presets: Tune's own variant generator, no searcher state of its own
+    known = {trial.trial_id for trial in controller.get_trials()}
+    lost = [trial_id for trial_id in searcher_trials(searcher) if trial_id not in known]
+    if lost:
+        forget_handed_out(controller, lost)
 
 
 def settle(run: RunFolder, table: pd.DataFrame, keys: list[str]) -> None:

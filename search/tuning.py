@@ -16,9 +16,14 @@ from results.run_folder import RunFolder
 from results.study import journal_storage
 
 from .objective import METRIC, MODE, milestones, searched_keys
-from .private_api import OPTUNA_STUDY_NOTICE_LOGGERS, before_state_uploads, upload_states_through
+from .private_api import (
+    OPTUNA_STUDY_NOTICE_LOGGERS,
+    after_tune_resumes,
+    before_state_uploads,
+    upload_states_through,
+)
 from .schedulers import STATE_PERIOD_S, PersistentASHA
-from .searcher import ScoreOptunaSearch, create_study, new_sampler, settle
+from .searcher import ScoreOptunaSearch, create_study, forget_trials_tune_lost, new_sampler, settle
 from .settings import Objective, Spec
 from .state_upload import upload_state
 from .trainable import run_trial, tune_trial_dirname
@@ -141,6 +146,8 @@ def configure_tune() -> None:
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # Tune's experiment state lands whole, so that a kill during an upload leaves one to resume from.
     upload_states_through(upload_state)
+    # ... and the searcher's state may land without it: a resumed search forgets the trials it lost.
+    after_tune_resumes(forget_trials_tune_lost)
     # A trial's score exists from its first ASHA milestone on; Tune would refuse earlier results.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # ... and Tune, reading its experiment back, would warn about each missing per-trial log.

@@ -127,6 +127,35 @@ def test_optuna_search_keeps_its_study_its_trials_and_the_ones_it_told():
     assert study.trials[0].value == 1.0
 
 
+def test_a_search_algorithm_forgets_trials_it_handed_out_and_makes_as_many_again():
+    from types import SimpleNamespace
+
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+
+    search = OptunaSearch(space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="score", mode="min")
+    limiter = ConcurrencyLimiter(search, max_concurrent=2)
+    generator = SearchGenerator(limiter)
+    generator.set_state({"counter": 2, "total_samples": 2, "finished": False, "experiment": None})  # 2 made
+    assert limiter.suggest("t1") and limiter.suggest("t2") and limiter.suggest("t3") is None  # places full
+    controller = SimpleNamespace(search_alg=generator)
+    assert private_api.tune_searcher(controller) == (search, [generator, limiter])
+    assert generator.is_finished()
+    private_api.forget_handed_out(controller, ["t2"])
+    assert not generator.is_finished() and list(private_api.searcher_trials(search)) == ["t1"]
+    assert limiter.suggest("t4") and limiter.live_trials == {"t1", "t4"}
+    grid = SimpleNamespace(search_alg=private_api.PrivateAPIChanged)  # not a SearchGenerator: no searcher
+    assert private_api.tune_searcher(grid)[0] is None
+
+
+def test_a_hook_runs_once_tune_has_resumed_a_search(monkeypatch):
+    calls = []
+    monkeypatch.setattr(TuneController, "resume", lambda self, resume_config: calls.append("resume"))
+    private_api.after_tune_resumes(lambda controller: calls.append(controller))
+    controller = TuneController.__new__(TuneController)
+    controller.resume(None)
+    assert calls == ["resume", controller]
+
+
 def test_a_stored_trial_is_opened_and_labelled_by_its_storage_id():
     study = optuna.create_study()
     study.ask()

@@ -448,6 +448,40 @@ def test_a_search_killed_before_tunes_first_save_starts_again_and_runs_every_tri
     assert_study_matches_trials(run_dir)
 
 
+def _saved_trials(state: Path) -> int:
+    """How many trials Tune's experiment state file holds (0 while it is being written)."""
+    try:
+        return len(json.loads(state.read_text())["trial_data"])
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.slow
+def test_a_search_whose_searcher_was_saved_a_trial_ahead_of_tune_runs_that_trial_again(tmp_path, data_dir,
+                                                                                     ray_session):
+    """A kill while the experiment state is uploaded (object storage), or between two renames (a
+    local disk), leaves the searcher's state one save ahead of Tune's: it has handed out a trial
+    that the restored Tune never heard of. Tune would wait for that trial forever, or, where it was
+    the last, end one trial short and say "interrupted" on every later command."""
+    space = tiny_space(tmp_path, num_samples=2, asha={"max_t": 20, "grace_period": 20, "reduction_factor": 2})
+    cmd = command(space, data_dir, tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "t"
+    proc = start(cmd)
+    try:
+        wait_for(lambda: any(_saved_trials(s) == 1 for s in run_dir.glob("experiment_state-*.json")), proc)
+        [state] = run_dir.glob("experiment_state-*.json")
+        one_trial = state.read_bytes()
+        wait_for(lambda: _saved_trials(state) == 2, proc)
+    finally:
+        kill(proc)
+    state.write_bytes(one_trial)  # the second trial's save reached the searcher's state alone
+    resumed = in_process(cmd)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    df = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(df) == 2 and set(df["status"]) == {"TERMINATED"}, df[["trial_id", "status"]]
+    assert_study_matches_trials(run_dir)
+
+
 @pytest.mark.slow
 def test_a_cnn_or_resnet_search_scores_every_finalist_with_every_sampler(tmp_path, data_dir, ray_session):
     """Both families searched (seed 4 samples a cnn trial and two resnet ones, with and without EMA),
