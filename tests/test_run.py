@@ -457,13 +457,16 @@ def _saved_trials(state: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("num_samples", [2, 3], ids=["the-last-trial", "a-trial-before-the-last"])
 def test_a_search_whose_searcher_was_saved_a_trial_ahead_of_tune_runs_that_trial_again(tmp_path, data_dir,
-                                                                                     ray_session):
+                                                                                     num_samples):
     """A kill while the experiment state is uploaded (object storage), or between two renames (a
     local disk), leaves the searcher's state one save ahead of Tune's: it has handed out a trial
-    that the restored Tune never heard of. Tune would wait for that trial forever, or, where it was
-    the last, end one trial short and say "interrupted" on every later command."""
-    space = tiny_space(tmp_path, num_samples=2, asha={"max_t": 20, "grace_period": 20, "reduction_factor": 2})
+    that the restored Tune never heard of. Where that was the last trial, Tune ended one trial short
+    and every later command said "interrupted"; before the last, Tune waited for it forever (the
+    space runs one trial at a time, and the lost trial held the place)."""
+    space = tiny_space(tmp_path, num_samples=num_samples,
+                       asha={"max_t": 20, "grace_period": 20, "reduction_factor": 2})
     cmd = command(space, data_dir, tmp_path / "runs")
     run_dir = tmp_path / "runs" / "t"
     proc = start(cmd)
@@ -475,10 +478,10 @@ def test_a_search_whose_searcher_was_saved_a_trial_ahead_of_tune_runs_that_trial
     finally:
         kill(proc)
     state.write_bytes(one_trial)  # the second trial's save reached the searcher's state alone
-    resumed = in_process(cmd)
+    resumed = run(cmd)  # in a process of its own, which a search that waits forever cannot hang
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     df = pd.read_parquet(run_dir / "trials.parquet")
-    assert len(df) == 2 and set(df["status"]) == {"TERMINATED"}, df[["trial_id", "status"]]
+    assert len(df) == num_samples and set(df["status"]) == {"TERMINATED"}, df[["trial_id", "status"]]
     assert_study_matches_trials(run_dir)
 
 
