@@ -137,10 +137,11 @@ def _state_upload(upload, fs_path: str, **kwargs) -> None:
 
 
 # ray.tune.execution.tune_controller.TuneController.resume restores Tune's trials from its newest
-# experiment state, then its search algorithm from the searcher's state saved beside it: a
-# SearchGenerator (_counter: how many trials it has made; it makes no more at num_samples) around,
-# where max_concurrent_trials is set, a ConcurrencyLimiter (live_trials: the trials holding its
-# places) around the searcher. search.searcher.forget_trials_tune_lost reconciles the two.
+# experiment state, then its search algorithm from two more files saved with it: the searcher's
+# own (searcher-state-*.pkl) and its wrappers' (search_gen_state-*.json): a SearchGenerator
+# (_counter: how many trials it has made; it makes none past num_samples) and, where
+# max_concurrent_trials is set, a ConcurrencyLimiter (live_trials: the trials holding its places).
+# A kill can leave the three from different saves; search.searcher.take_up_tunes_trials reconciles them.
 
 _resumes: dict[str, Any] = {"then": None}
 
@@ -176,24 +177,20 @@ def tune_searcher(controller):
     return layers[-1], layers[:-1]
 
 
-def forget_handed_out(controller, trial_ids: list[str]) -> None:
-    """The search algorithm forgets it made the trials `trial_ids`: the generator's count goes down by
-    as many (it makes that many more), a concurrency limiter frees their places, and the searcher
-    (OptunaSearch) drops their study trials."""
+def set_trials_made(controller, trial_ids: list[str]) -> None:
+    """Tune's search algorithm made exactly the trials `trial_ids` (ScoreOptunaSearch's own record
+    is set apart): its generator counts them (it makes the rest up to num_samples), and a concurrency
+    limiter's places are held by those of them it held."""
     from ray.tune.search import ConcurrencyLimiter
 
-    searcher, layers = tune_searcher(controller)
-    generator = layers[0]
-    generator._counter = _attr(generator, "_counter", "how many trials Tune's generator made") - len(trial_ids)
+    _, layers = tune_searcher(controller)
+    _attr(layers[0], "_counter", "how many trials Tune's generator made")
+    layers[0]._counter = len(trial_ids)
     for limiter in (layer for layer in layers if isinstance(layer, ConcurrencyLimiter)):
         live = _attr(limiter, "live_trials", "the trials holding a concurrency limiter's places")
-        unfinished = _attr(limiter, "num_unfinished_live_trials", "how many of them are running")
-        for trial_id in set(trial_ids) & live:
-            live.remove(trial_id)
-            unfinished -= 1
-        limiter.num_unfinished_live_trials = unfinished
-    for trial_id in trial_ids:
-        searcher_trials(searcher).pop(trial_id, None)
+        gone = live - set(trial_ids)
+        live -= gone
+        limiter.num_unfinished_live_trials = _attr(limiter, "num_unfinished_live_trials", "how many run") - len(gone)
 
 
 def tuner_run_config(tuner):

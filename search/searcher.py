@@ -28,11 +28,11 @@ from results.run_folder import RunFolder, trial_name
 
 from .milestone_view import MilestoneSampler
 from .private_api import (
-    forget_handed_out,
     open_trial,
     searcher_completed,
     searcher_study,
     searcher_trials,
+    set_trials_made,
     tune_searcher,
 )
 from .seeds import TRIAL_NUMBER
@@ -97,6 +97,17 @@ class ScoreOptunaSearch(OptunaSearch):
                 trial.set_user_attr(study_files.PARAMS, params)
         return config
 
+    def own_exactly(self, trial_ids: list[str]) -> None:
+        """Hold the study trials of the Tune trials `trial_ids` (each labelled with its Tune trial as
+        it was handed out) and no others."""
+        owned, study = searcher_trials(self), searcher_study(self)
+        for trial_id in set(owned) - set(trial_ids):
+            del owned[trial_id]
+        missing = set(trial_ids) - set(owned)
+        for frozen in study.get_trials(deepcopy=False) if missing else ():
+            if (trial_id := frozen.user_attrs.get(study_files.TUNE_TRIAL_ID)) in missing:
+                owned[trial_id] = open_trial(study, frozen)
+
     def _sampled_before_a_kill(self) -> optuna.Trial | None:
         """A study trial still running that no trial of this search owns: sampled by a driver that
         was killed before Tune saved the trial. Optuna gives a trial's settings again when asked for
@@ -153,20 +164,21 @@ class ScoreOptunaSearch(OptunaSearch):
                                              study_or_trial=trial)
 
 
-def forget_trials_tune_lost(controller) -> None:
-    """Once Tune has restored a search (private_api.after_tune_resumes): the trials its searcher
-    handed out that the restored Tune does not hold are forgotten, so that Tune asks for as many
-    again and each takes up its study trial (its settings once more). The searcher's state is saved
-    just before Tune's experiment state and can land without it (search.state_upload); Tune would
-    then wait for such a trial forever, or end the search a trial short and say "interrupted" on
-    every later command."""
+def take_up_tunes_trials(controller) -> None:
+    """Once Tune has restored a search (private_api.after_tune_resumes), its search algorithm is made
+    to hold exactly the trials the restored Tune holds. Tune saves its experiment state, the
+    searcher's and its wrappers' in three files, and a kill can leave them from different saves
+    (search.state_upload). A trial the searcher handed out that Tune never saved held a place, so
+    Tune waited for it forever, or was counted, so the search ended a trial short and said
+    "interrupted" on every later command; now it is forgotten, and the next trial takes up its
+    study trial (its settings once more). A trial Tune saved before the searcher did gets its
+    study trial back."""
     searcher, _ = tune_searcher(controller)
     if not isinstance(searcher, ScoreOptunaSearch):
         return  # a grid of presets: Tune's own variant generator, no searcher state of its own
-    known = {trial.trial_id for trial in controller.get_trials()}
-    lost = [trial_id for trial_id in searcher_trials(searcher) if trial_id not in known]
-    if lost:
-        forget_handed_out(controller, lost)
+    trial_ids = [trial.trial_id for trial in controller.get_trials()]
+    searcher.own_exactly(trial_ids)
+    set_trials_made(controller, trial_ids)
 
 
 def settle(run: RunFolder, table: pd.DataFrame, keys: list[str]) -> None:

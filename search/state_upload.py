@@ -11,9 +11,9 @@ the copy reads back whole (results.run_folder.tune_state_problem), copying again
 not. From that copy each file lands whole: on a file system every one is written beside its place
 and then all are renamed into place together (cvae_core.atomic); in object storage an upload is
 whole by itself. The experiment state, which a restore reads first, lands after the searcher's
-state that goes with it. In object storage a kill during the experiment state's own upload leaves
-the searcher's state one save ahead of it (on a file system only one between two renames does); a
-resumed search forgets the trials Tune lost that way (search.searcher.forget_trials_tune_lost).
+state that goes with it. A kill between two renames, or in object storage between two uploads,
+can still leave the files from different saves; a resumed search reconciles them
+(search.searcher.take_up_tunes_trials).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from .private_api import (
     upload_states_through,
 )
 from .schedulers import STATE_PERIOD_S, PersistentASHA
-from .searcher import ScoreOptunaSearch, create_study, forget_trials_tune_lost, new_sampler, settle
+from .searcher import ScoreOptunaSearch, create_study, new_sampler, settle, take_up_tunes_trials
 from .settings import Objective, Spec
 from .state_upload import upload_state
 from .trainable import run_trial, tune_trial_dirname
@@ -146,8 +146,8 @@ def configure_tune() -> None:
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # Tune's experiment state lands whole, so that a kill during an upload leaves one to resume from.
     upload_states_through(upload_state)
-    # ... and the searcher's state may land without it: a resumed search forgets the trials it lost.
-    after_tune_resumes(forget_trials_tune_lost)
+    # ... beside the searcher's, which a kill may leave from another save: a resume reconciles them.
+    after_tune_resumes(take_up_tunes_trials)
     # A trial's score exists from its first ASHA milestone on; Tune would refuse earlier results.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # ... and Tune, reading its experiment back, would warn about each missing per-trial log.

@@ -65,7 +65,9 @@ def test_sigkill_during_the_final_stage_loses_no_finished_row(tmp_path, ray_sess
     assert len(again) == len(board) == 4
     for name, epochs in epochs_done(run_dir / "final").items():  # training resumed, not restarted
         assert sorted(set(epochs)) == list(range(1, 9)), (name, epochs)
-        assert epochs.count(1) == 1, (name, epochs)
+        # An epoch's record is written before its checkpoint: each kill may cut one epoch's
+        # checkpoint, which is then trained again; a restart would redo the 3 or more before it.
+        assert len(epochs) - len(set(epochs)) <= 2, (name, epochs)
     # the same trainings give the same models: a kill changes nothing in the results
     key = ["trial_id", "seed", "sampler"]
     cols = [*key, "best_val_loss", "fid"]

@@ -457,14 +457,18 @@ def _saved_trials(state: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("num_samples", [2, 3], ids=["the-last-trial", "a-trial-before-the-last"])
+@pytest.mark.parametrize("num_samples,behind", [(2, ["experiment_state"]),
+                                                (3, ["experiment_state", "search_gen_state"])],
+                         ids=["the-last-trial", "a-trial-before-the-last-wrappers-behind-too"])
 def test_a_search_whose_searcher_was_saved_a_trial_ahead_of_tune_runs_that_trial_again(tmp_path, data_dir,
-                                                                                     num_samples):
-    """A kill while the experiment state is uploaded (object storage), or between two renames (a
-    local disk), leaves the searcher's state one save ahead of Tune's: it has handed out a trial
-    that the restored Tune never heard of. Where that was the last trial, Tune ended one trial short
-    and every later command said "interrupted"; before the last, Tune waited for it forever (the
-    space runs one trial at a time, and the lost trial held the place)."""
+                                                                                     num_samples, behind):
+    """Tune saves its experiment state, its searcher's and the searcher's wrappers' (the trial count,
+    the concurrency limit's places) in three files, and a kill while they are uploaded (object
+    storage) or renamed in (a local disk) can leave them from different saves: the searcher has
+    handed out a trial the restored Tune never heard of. Where that was the last trial, Tune ended
+    one trial short and every later command said "interrupted"; before the last, Tune waited for it
+    forever (the space runs one trial at a time, and the lost trial held the place), and with the
+    wrappers' file behind too, the search ran a trial too many."""
     space = tiny_space(tmp_path, num_samples=num_samples,
                        asha={"max_t": 20, "grace_period": 20, "reduction_factor": 2})
     cmd = command(space, data_dir, tmp_path / "runs")
@@ -473,11 +477,12 @@ def test_a_search_whose_searcher_was_saved_a_trial_ahead_of_tune_runs_that_trial
     try:
         wait_for(lambda: any(_saved_trials(s) == 1 for s in run_dir.glob("experiment_state-*.json")), proc)
         [state] = run_dir.glob("experiment_state-*.json")
-        one_trial = state.read_bytes()
+        earlier = {f: f.read_bytes() for name in behind for f in run_dir.glob(f"{name}-*.json")}
         wait_for(lambda: _saved_trials(state) == 2, proc)
     finally:
         kill(proc)
-    state.write_bytes(one_trial)  # the second trial's save reached the searcher's state alone
+    for f, saved in earlier.items():  # the second trial's save reached the searcher's own state alone
+        f.write_bytes(saved)
     resumed = run(cmd)  # in a process of its own, which a search that waits forever cannot hang
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     df = pd.read_parquet(run_dir / "trials.parquet")

@@ -144,6 +144,30 @@ def test_after_a_kill_the_study_keeps_one_trial_per_tune_trial(tmp_path):
     assert config_a != config_b
 
 
+def test_a_resumed_searcher_owns_exactly_the_trials_tune_restored(tmp_path):
+    """Tune's experiment state and the searcher's can come from different saves: 'c' reached the
+    searcher's alone (Tune never heard of it), 'b' Tune's alone (its study trial is labelled with it)."""
+    run = RunFolder(tmp_path / "run")
+    first = searcher(run)
+    first.suggest("a")
+    first.save(str(tmp_path / "searcher.pkl"))  # the searcher's save, before 'b'
+    config_b = first.suggest("b")
+    config_c = first.suggest("c")
+    first.save(str(tmp_path / "searcher-c.pkl"))  # a later save of the searcher, with 'c'
+    del first  # killed
+
+    lost_b = searcher(run)
+    lost_b.restore(str(tmp_path / "searcher.pkl"))
+    lost_b.own_exactly(["a", "b"])
+    lost_b.on_trial_complete("b", result(80.0, stop="max_epochs"))  # told, not a KeyError
+    ahead = searcher(run)
+    ahead.restore(str(tmp_path / "searcher-c.pkl"))
+    ahead.own_exactly(["a", "b"])
+    assert ahead.suggest("c2") == config_c != config_b  # 'c''s study trial, taken up
+    assert {t.user_attrs[study_files.TUNE_TRIAL_ID]: t.state for t in study_files.load_study(run.path).trials} == {
+        "a": TrialState.RUNNING, "b": TrialState.COMPLETE, "c2": TrialState.RUNNING}
+
+
 def test_settle_ends_what_is_still_running_from_the_trials_table(tmp_path):
     run = RunFolder(tmp_path / "run")
     s = searcher(run)
