@@ -178,9 +178,9 @@ def tune_searcher(controller):
 
 
 def set_trials_made(controller, trial_ids: list[str]) -> None:
-    """Tune's search algorithm made exactly the trials `trial_ids` (ScoreOptunaSearch's own record
-    is set apart): its generator counts them (it makes the rest up to num_samples), and a concurrency
-    limiter's places are held by those of them it held."""
+    """Tune's search algorithm made exactly the trials `trial_ids`: its generator counts them (it
+    makes the rest up to num_samples), and a concurrency limiter's places are held by those of them
+    it held. (The searcher's own record of them: ScoreOptunaSearch.own_exactly.)"""
     from ray.tune.search import ConcurrencyLimiter
 
     _, layers = tune_searcher(controller)

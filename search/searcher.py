@@ -171,8 +171,8 @@ def take_up_tunes_trials(controller) -> None:
     (search.state_upload). A trial the searcher handed out that Tune never saved held a place, so
     Tune waited for it forever, or was counted, so the search ended a trial short and said
     "interrupted" on every later command; now it is forgotten, and the next trial takes up its
-    study trial (its settings once more). A trial Tune saved before the searcher did gets its
-    study trial back."""
+    study trial (its settings once more). A count from an earlier save than Tune's would run
+    trials too many; a trial Tune saved before the searcher did gets its study trial back."""
     searcher, _ = tune_searcher(controller)
     if not isinstance(searcher, ScoreOptunaSearch):
         return  # a grid of presets: Tune's own variant generator, no searcher state of its own
