@@ -177,13 +177,12 @@ def tune_searcher(controller):
     return layers[-1], layers[:-1]
 
 
-def set_trials_made(controller, trial_ids: list[str]) -> None:
-    """Tune's search algorithm made exactly the trials `trial_ids`: its generator counts them (it
-    makes the rest up to num_samples), and a concurrency limiter's places are held by those of them
-    it held. (The searcher's own record of them: ScoreOptunaSearch.own_exactly.)"""
+def set_trials_made(layers: list, trial_ids: list[str]) -> None:
+    """The layers around a searcher (tune_searcher's) made exactly the trials `trial_ids`: the
+    generator counts them (it makes the rest up to num_samples), and a concurrency limiter's places
+    are held by those of them it held. (The searcher's own record: ScoreOptunaSearch.own_exactly.)"""
     from ray.tune.search import ConcurrencyLimiter
 
-    _, layers = tune_searcher(controller)
     _attr(layers[0], "_counter", "how many trials Tune's generator made")
     layers[0]._counter = len(trial_ids)
     for limiter in (layer for layer in layers if isinstance(layer, ConcurrencyLimiter)):

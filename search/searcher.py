@@ -173,12 +173,12 @@ def take_up_tunes_trials(controller) -> None:
     "interrupted" on every later command; now it is forgotten, and the next trial takes up its
     study trial (its settings once more). A count from an earlier save than Tune's would run
     trials too many; a trial Tune saved before the searcher did gets its study trial back."""
-    searcher, _ = tune_searcher(controller)
+    searcher, wrappers = tune_searcher(controller)
     if not isinstance(searcher, ScoreOptunaSearch):
         return  # a grid of presets: Tune's own variant generator, no searcher state of its own
     trial_ids = [trial.trial_id for trial in controller.get_trials()]
     searcher.own_exactly(trial_ids)
-    set_trials_made(controller, trial_ids)
+    set_trials_made(wrappers, trial_ids)
 
 
 def settle(run: RunFolder, table: pd.DataFrame, keys: list[str]) -> None:

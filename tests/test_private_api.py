@@ -140,7 +140,7 @@ def test_tunes_search_algorithm_is_set_to_the_trials_it_made():
     controller = SimpleNamespace(search_alg=generator)
     assert private_api.tune_searcher(controller) == (search, [generator, limiter])
     assert generator.is_finished()
-    private_api.set_trials_made(controller, ["t1"])
+    private_api.set_trials_made([generator, limiter], ["t1"])
     assert not generator.is_finished()  # it makes one more
     assert limiter.suggest("t4") and limiter.live_trials == {"t1", "t4"}
     grid = SimpleNamespace(search_alg=private_api.PrivateAPIChanged)  # not a SearchGenerator: no searcher
