@@ -93,13 +93,27 @@ def state_upload_running(wrapped_controller) -> bool:
     return process is not None and bool(_attr(process, "is_running", "whether an upload is running"))
 
 
+# ray.tune.experiment.trial.Trial / ray.tune.trainable.metadata._TrainingRunMetadata: Tune keeps,
+# per trial and reported number, a running average of its last 5 and last 10 values (two deques per
+# number, n_steps), and cloudpickles every deque into its experiment state on each save of the trial.
+
+def keep_no_running_averages(trial) -> None:
+    """Stop Tune keeping its last-5 and last-10 averages of the trial's reported numbers (SavesOnEvents).
+    They only serve ExperimentAnalysis.get_best_trial(scope="last-5-avg"), which nothing here asks;
+    their deques were about 90% of the time Tune took to serialize a trial's state (bench/driver_scale.py)."""
+    metadata = _attr(trial, "run_metadata", "the trial's runtime metadata")
+    _attr(metadata, "_n_steps", "the running averages' window lengths")
+    _attr(metadata, "metric_n_steps", "the running averages' last values")
+    metadata._n_steps, metadata.metric_n_steps = (), {}
+
+
 # ray.train._internal.storage._FilesystemSyncer: Tune uploads its experiment state with
 # syncer.sync_up(local_dir, remote_dir), which runs in a background thread the function and keyword
 # arguments (local_path, fs, fs_path, exclude) that _sync_up_command builds. A syncer keeps its last
 # command, and Tune pickles the syncer with each trial's storage context: the command stays a
 # module-level function with plain arguments.
 
-_state_uploads: dict[str, Any] = {"through": None, "before": {}}
+_state_uploads: dict[str, Any] = {"through": None, "before": {}, "seconds": 0.0}
 
 
 def upload_states_through(upload_state) -> None:
@@ -130,10 +144,20 @@ def before_state_uploads(experiment_fs_path: str, before) -> None:
 
 
 def _state_upload(upload, fs_path: str, **kwargs) -> None:
+    import time
+
+    started = time.perf_counter()
     before = _state_uploads["before"].get(fs_path)
     if before is not None:
         before()
     _state_uploads["through"](upload, fs_path=fs_path, **kwargs)
+    _state_uploads["seconds"] = time.perf_counter() - started
+
+
+def last_state_upload_seconds() -> float:
+    """How long the last finished upload of Tune's experiment state took, the driver's files before
+    it included (0.0 before the first). Needs upload_states_through."""
+    return _state_uploads["seconds"]
 
 
 # ray.tune.execution.tune_controller.TuneController.resume restores Tune's trials from its newest

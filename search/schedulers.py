@@ -27,12 +27,14 @@ from .private_api import (
     asha_rungs,
     asha_sign,
     asha_stopped,
+    keep_no_running_averages,
+    last_state_upload_seconds,
     save_experiment_state,
     set_asha_stopped,
     state_upload_running,
 )
 
-SAVE_BUDGET = 0.02  # the share of the driver's time that event-driven saves may take
+SAVE_BUDGET = 0.02  # the share of the driver's time that saves may take, the search's last included
 STATE_PERIOD_S = 300  # Tune's own periodic save, for whatever no event covers
 
 
@@ -44,8 +46,9 @@ class SavesOnEvents:
     the events a resume must not lose costs once per event. The save runs at the start of Tune's
     next step, after Tune has recorded the new status. It waits while saves would take more than
     SAVE_BUDGET of the driver's time since the search started: the saves done, this one and the
-    one Tune makes when the search ends, each of the last two counted as long as the last save (a
-    2,000-trial search's state takes a fraction of a second to save; a run folder in object
+    one Tune makes when the search ends, each of the last two counted as long as the last save,
+    and the wait for an upload as long as the last (Tune's last save waits for its upload; a
+    2,000-trial search's state takes a fraction of a second to save, and a run folder in object
     storage adds its uploads). Only a burst of events, trials ending seconds apart, meets the
     budget; a kill in it resumes as before those events were saved (docs/search.md). It also waits
     while Tune still uploads its last save (a run folder in object storage): a forced save would
@@ -59,6 +62,9 @@ class SavesOnEvents:
     by bench/driver_scale.py on 2 shared CPU cores, 800 dummy trials, 8 at once: events 17 saves,
     1.1 s of saves (1.5% of the 73 s run), 52 MB copied, driver CPU 18.1 s; auto 6 saves, 0.7 s,
     42 MB, 13.8 s; a save every second 233 saves, 12.2 s, 2,892 MB, 65.7 s.
+
+    It also has Tune keep no running averages of a trial's reported numbers
+    (private_api.keep_no_running_averages), which were most of what a save of a trial costs.
     """
 
     def __init__(self, *args, **kwargs):
@@ -75,7 +81,8 @@ class SavesOnEvents:
         now = time.monotonic()
         if self._save_clock is None:
             self._save_clock = now
-        if not self._save_wanted or self._save_spent + 2 * self._last_save > SAVE_BUDGET * (now - self._save_clock):
+        ahead = 2 * self._last_save + last_state_upload_seconds()  # this save, and the search's last with its upload
+        if not self._save_wanted or self._save_spent + ahead > SAVE_BUDGET * (now - self._save_clock):
             return
         if state_upload_running(tune_controller):
             return  # the save would wait for the upload (object storage: long); a later step saves
@@ -90,6 +97,7 @@ class SavesOnEvents:
 
     def on_trial_add(self, tune_controller, trial):
         super().on_trial_add(tune_controller, trial)
+        keep_no_running_averages(trial)  # most of what a save of the trial's state costs
         self._want_save()
 
     def on_trial_error(self, tune_controller, trial):

@@ -83,6 +83,7 @@ def test_tunes_state_upload_first_calls_what_its_destination_registered_in_its_o
         storage.syncer.wait()
         assert (Path(storage.experiment_fs_path) / "experiment_state.json").read_text() == "{}"
     assert seen == [(False, False)]  # once, for its destination: in Tune's upload thread, before the state
+    assert private_api.last_state_upload_seconds() > 0  # what the search's last save will wait for (SavesOnEvents)
     pickle.loads(pickle.dumps(hooked))  # Tune pickles a storage context, its syncer's last upload with it
 
 

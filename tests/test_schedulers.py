@@ -15,7 +15,7 @@ def _asha(run_dir):
 
 def _feed(sched, trial_id, epoch, loss):
     """A new trial's first result: the scheduler's decision."""
-    trial = SimpleNamespace(trial_id=trial_id)
+    trial = _trial(trial_id)
     sched.on_trial_add(None, trial)
     return sched.on_trial_result(None, trial, {"epoch": epoch, "best_val_loss": loss})
 
@@ -49,7 +49,7 @@ def test_asha_follows_the_score_where_the_validation_loss_disagrees(tmp_path):
     results = {"bern": {"epoch": 1, "score": 150.0, "best_val_loss": 1900.0},
                "gauss": {"epoch": 1, "score": 300.0, "best_val_loss": -1500.0}}
     for trial_id in ("bern", "gauss"):
-        sched.on_trial_add(None, SimpleNamespace(trial_id=trial_id))
+        sched.on_trial_add(None, _trial(trial_id))
     assert sched.on_trial_result(None, SimpleNamespace(trial_id="bern"), results["bern"]) == TrialScheduler.CONTINUE
     assert sched.on_trial_result(None, SimpleNamespace(trial_id="gauss"), results["gauss"]) == TrialScheduler.STOP
 
@@ -70,8 +70,8 @@ def test_a_stop_is_recorded_with_its_trial(tmp_path):
 
 def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_time(monkeypatch):
     """SavesOnEvents: a trial added, completed, failed or removed asks for a save at Tune's next
-    step; a save waits while the saves done, it and Tune's last (each as long as the last save)
-    would take more than SAVE_BUDGET of the time since the start."""
+    step; a save waits while the saves done, it and Tune's last (each as long as the last save, the
+    last with the wait for its upload) would take more than SAVE_BUDGET of the time since the start."""
     from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
     from ray.tune.schedulers import FIFOScheduler
 
@@ -83,8 +83,9 @@ def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_tim
         saves.append(clock[0])
         clock[0] += 1.0
 
-    uploading = [False]  # Tune's upload of its last save still running (object storage)
+    uploading, upload_seconds = [False], [0.0]  # Tune's upload of its last save: still running, its length
     monkeypatch.setattr(schedulers, "state_upload_running", lambda controller: uploading[0])
+    monkeypatch.setattr(schedulers, "last_state_upload_seconds", lambda: upload_seconds[0])
     monkeypatch.setattr(schedulers.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(TuneController, "checkpoint", checkpoint)
     monkeypatch.setattr(TuneController, "get_trials", lambda self: [])
@@ -97,7 +98,7 @@ def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_tim
         scheduler.choose_trial_to_run(controller)
 
     step(100.0)  # the clock starts; nothing happened, nothing is saved
-    scheduler.on_trial_add(controller, SimpleNamespace(trial_id="a"))
+    scheduler.on_trial_add(controller, _trial("a"))
     step(100.0)
     step(100.5)  # saved once per event, not per step
     assert saves == [100.0]
@@ -107,17 +108,44 @@ def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_tim
     assert saves == [100.0]
     step(250.0)  # ... until 3 s are at most 2% of the time since the start
     assert saves == [100.0, 250.0]
+    upload_seconds[0] = 0.5  # the search's last save waits for its upload: counted ahead too
+    scheduler.on_trial_complete(controller, _trial("b"), {})
+    step(324.0)
+    assert saves == [100.0, 250.0]
+    step(325.5)  # 2 s of saves, 2 s more and 0.5 s: 2% of 225 s
+    assert saves == [100.0, 250.0, 325.5]
     for event in (scheduler.on_trial_error, scheduler.on_trial_remove):
-        event(controller, SimpleNamespace(trial_id="b"))
+        event(controller, _trial("b"))
         step(clock[0] + 1000.0)
-    assert len(saves) == 4
-    scheduler.on_trial_add(controller, SimpleNamespace(trial_id="c"))
+    assert len(saves) == 5
+    scheduler.on_trial_add(controller, _trial("c"))
     uploading[0] = True
     step(clock[0] + 1000.0)  # the save would wait for the upload: it comes at a later step
-    assert len(saves) == 4
+    assert len(saves) == 5
     uploading[0] = False
     step(clock[0] + 1.0)
-    assert len(saves) == 5
+    assert len(saves) == 6
+
+
+def _trial(trial_id: str):
+    """What SavesOnEvents reads of a Tune trial: its id and its runtime metadata."""
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    return SimpleNamespace(trial_id=trial_id, run_metadata=_TrainingRunMetadata())
+
+
+def test_tune_keeps_no_running_averages_of_a_trials_numbers(monkeypatch):
+    """They cost most of a save of the trial's state, and nothing reads them."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from search import schedulers
+
+    trial = _trial("a")
+    type("Saving", (schedulers.SavesOnEvents, FIFOScheduler), {})().on_trial_add(None, trial)
+    for step, score in enumerate([3.0, 2.0, 1.0], 1):
+        trial.run_metadata.update_metric("score", score, step=step)  # as Tune does with each result
+    assert trial.run_metadata.metric_analysis["score"] == {"max": 3.0, "min": 1.0, "avg": 2.0, "last": 1.0}
+    assert trial.run_metadata.metric_n_steps == {"score": {}}
 
 
 def _agreeing_asha(run_dir):
@@ -129,7 +157,7 @@ def _agreeing_asha(run_dir):
 def _run(sched, trial_id, curve):
     """A trial reporting `curve` (its loss each epoch, ending by itself at the last): the epoch
     the scheduler stopped it at, or its last."""
-    trial = SimpleNamespace(trial_id=trial_id)
+    trial = _trial(trial_id)
     sched.on_trial_add(None, trial)
     for epoch, loss in enumerate(curve, 1):
         stop = "max_epochs" if epoch == len(curve) else None
