@@ -53,7 +53,7 @@ def upload_state(upload, local_path: str, fs, fs_path: str, exclude: list[str] |
 def _whole_copy(source: Path, target: Path) -> Path:
     """`source` copied to `target`, copied again while a file of Tune's state in it does not read
     back whole, or a file or folder went during the copy (the driver removes a finished trial's
-    empty folder as it saves: search.tuning.PushesRunFiles); raises after COPIES tries."""
+    empty folder as it saves: search.tuning.DropsFinishedTrialFolders); raises after COPIES tries."""
     for attempt in range(COPIES):
         shutil.rmtree(target, ignore_errors=True)
         try:

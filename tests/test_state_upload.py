@@ -106,7 +106,7 @@ def test_a_save_tune_is_still_writing_is_uploaded_once_written(tmp_path):
 
 
 def test_a_file_that_goes_while_the_staging_folder_is_copied_is_copied_again(tmp_path, monkeypatch):
-    """The driver removes a finished trial's empty staging folder as it saves (PushesRunFiles)."""
+    """The driver removes a finished trial's empty staging folder as it saves (DropsFinishedTrialFolders)."""
     run, copy, gone = RunFolder(tmp_path / "runs" / "r"), shutil.copyfile, []
 
     def goes_once(source, target, **kwargs):

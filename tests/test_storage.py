@@ -101,6 +101,21 @@ def test_a_local_run_folder_neither_pushes_nor_pulls(tmp_path):
     assert not run.path.exists()
 
 
+def test_a_local_runs_saves_drop_finished_trials_empty_staging_folders(tmp_path):
+    """Tune copies its staging folder to a local run folder on every save too (search.state_upload)."""
+    from search.tuning import run_callbacks
+
+    folders = {status: tmp_path / "staging" / status for status in ("TERMINATED", "RUNNING")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    for callback in run_callbacks(RunFolder.at(tmp_path / "runs" / "r")):
+        callback.setup()
+        callback.on_step_begin(iteration=1, trials=[SimpleNamespace(trial_id=status, status=status, local_path=str(f))
+                                                    for status, f in folders.items()])
+        callback.get_state()
+    assert not folders["TERMINATED"].exists() and folders["RUNNING"].is_dir()
+
+
 def test_tunes_state_uploads_carry_the_driver_files_first_and_no_finished_trials_empty_folders(bucket, tmp_path):
     """A save (get_state, in Tune's save) leaves Tune's driver staging folder without a finished
     trial's empty folder (Tune uploads it whole, a request per folder); Tune's upload of it, in its
@@ -109,7 +124,7 @@ def test_tunes_state_uploads_carry_the_driver_files_first_and_no_finished_trials
 
     from search import private_api
     from search.state_upload import upload_state
-    from search.tuning import PushesRunFiles
+    from search.tuning import run_callbacks
 
     run = RunFolder.at(f"{bucket.uri}/runs/r")
     run.path.mkdir(parents=True)
@@ -123,10 +138,11 @@ def test_tunes_state_uploads_carry_the_driver_files_first_and_no_finished_trials
     trials = [SimpleNamespace(trial_id=name, status=status, local_path=str(folders[name]))
               for name, status in (("done", "TERMINATED"), ("running", "RUNNING"), ("failed", "ERROR"))]
     private_api.upload_states_through(upload_state)  # as search.tuning.configure_tune sets it
-    callback = PushesRunFiles(run.location)
-    callback.setup()
-    callback.on_step_begin(iteration=1, trials=trials)
-    callback.get_state()
+    callbacks = run_callbacks(run)  # as new_tuner installs them
+    for callback in callbacks:
+        callback.setup()
+        callback.on_step_begin(iteration=1, trials=trials)
+        callback.get_state()
     assert not folders["done"].exists() and folders["running"].is_dir() and (folders["failed"] / "error.txt").exists()
     assert bucket.keys("runs/r") == []  # the driver does not wait for an upload
 
