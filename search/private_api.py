@@ -7,6 +7,7 @@ attribute that an upgrade took away fails here with one line naming it and the p
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 PINS = "read from ray 2.60.0 and optuna 5.0.0 (pyproject pins them)"
@@ -144,8 +145,6 @@ def before_state_uploads(experiment_fs_path: str, before) -> None:
 
 
 def _state_upload(upload, fs_path: str, **kwargs) -> None:
-    import time
-
     started = time.perf_counter()
     before = _state_uploads["before"].get(fs_path)
     if before is not None:
@@ -227,8 +226,6 @@ def on_state_saves(saved) -> None:
     experiment state (bench/driver_scale.py counts, times and sizes them): Tune saves through
     ray.tune.execution.experiment_state._ExperimentCheckpointManager.sync_up_experiment_state,
     which skips a save that is not due, into its _storage.experiment_driver_staging_path."""
-    import time
-
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
     original = _attr(_ExperimentCheckpointManager, "sync_up_experiment_state", "Tune's state save")

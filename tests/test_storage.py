@@ -101,6 +101,15 @@ def test_a_local_run_folder_neither_pushes_nor_pulls(tmp_path):
     assert not run.path.exists()
 
 
+def _save_through(callbacks: list, trials: list) -> None:
+    """A save of Tune's state as the callbacks new_tuner installs (search.tuning.run_callbacks) see
+    it: set up, told the trials at a step, asked for their state."""
+    for callback in callbacks:
+        callback.setup()
+        callback.on_step_begin(iteration=1, trials=trials)
+        callback.get_state()
+
+
 def test_a_local_runs_saves_drop_finished_trials_empty_staging_folders(tmp_path):
     """Tune copies its staging folder to a local run folder on every save too (search.state_upload)."""
     from search.tuning import run_callbacks
@@ -108,11 +117,8 @@ def test_a_local_runs_saves_drop_finished_trials_empty_staging_folders(tmp_path)
     folders = {status: tmp_path / "staging" / status for status in ("TERMINATED", "RUNNING")}
     for folder in folders.values():
         folder.mkdir(parents=True)
-    for callback in run_callbacks(RunFolder.at(tmp_path / "runs" / "r")):
-        callback.setup()
-        callback.on_step_begin(iteration=1, trials=[SimpleNamespace(trial_id=status, status=status, local_path=str(f))
-                                                    for status, f in folders.items()])
-        callback.get_state()
+    _save_through(run_callbacks(RunFolder.at(tmp_path / "runs" / "r")),
+                  [SimpleNamespace(trial_id=status, status=status, local_path=str(f)) for status, f in folders.items()])
     assert not folders["TERMINATED"].exists() and folders["RUNNING"].is_dir()
 
 
@@ -138,11 +144,7 @@ def test_tunes_state_uploads_carry_the_driver_files_first_and_no_finished_trials
     trials = [SimpleNamespace(trial_id=name, status=status, local_path=str(folders[name]))
               for name, status in (("done", "TERMINATED"), ("running", "RUNNING"), ("failed", "ERROR"))]
     private_api.upload_states_through(upload_state)  # as search.tuning.configure_tune sets it
-    callbacks = run_callbacks(run)  # as new_tuner installs them
-    for callback in callbacks:
-        callback.setup()
-        callback.on_step_begin(iteration=1, trials=trials)
-        callback.get_state()
+    _save_through(run_callbacks(run), trials)
     assert not folders["done"].exists() and folders["running"].is_dir() and (folders["failed"] / "error.txt").exists()
     assert bucket.keys("runs/r") == []  # the driver does not wait for an upload
 
