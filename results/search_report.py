@@ -140,7 +140,8 @@ def asha_decisions(run: RunFolder, trials: pd.DataFrame) -> list[str]:
         lines.append(row)
     if let_on:
         lines += ["", ("`asha.min_agreement`: ASHA cut at a milestone only once the trials that ended by themselves "
-                       "showed that its scores rank them as their final scores do; until then, and where they ranked "
+                       "showed that its scores rank them as their final scores do (the last milestone before the "
+                       "end: from the start, until they showed otherwise); until then, and where they ranked "
                        "worse, trials ASHA would have stopped were let on.")]
     if stops:
         lines += ["", "Each stop: the trial's score at the milestone against the cutoff it had to beat.", "",

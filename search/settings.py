@@ -118,7 +118,8 @@ class Asha(Settings):
     min_agreement: float | None = Field(
         None, ge=-1.0, le=1.0, strict=False,
         description="cut at a milestone only once its scores rank the trials that ended by themselves as "
-                    "their final scores do (Spearman >= this, over min_finished trials); null: always (ASHA)")
+                    "their final scores do (Spearman >= this, over min_finished trials; the last milestone "
+                    "before max_t cuts until they show otherwise); null: always (ASHA)")
     min_finished: int = Field(5, ge=3, description="trials that ended by themselves before a milestone may "
                                                    "be trusted (min_agreement)")
 

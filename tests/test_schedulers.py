@@ -194,11 +194,33 @@ def test_where_early_scores_rank_finished_trials_backwards_a_slow_starter_is_kep
 
 def test_where_early_scores_rank_finished_trials_as_their_ends_a_clearly_bad_curve_is_cut(tmp_path):
     sched = _agreeing_asha(tmp_path)
-    for trial_id, curve in [("best", [1.0] * 8), ("steady", STEADY), ("worse", [9.0] * 8)]:
-        assert _run(sched, trial_id, curve) == 8  # nothing is cut before 3 trials have ended
+    # Nothing is cut before 3 trials have ended (at epoch 4, the last milestone, none is worse than the others)
+    for trial_id, curve in [("worse", [9.0] * 8), ("best", [1.0] * 8), ("steady", STEADY)]:
+        assert _run(sched, trial_id, curve) == 8
     assert sched.agreement(1) == (1.0, 3)
     assert _run(sched, "bad", [20.0] * 8) == 1
     assert _cuts(tmp_path) == {"bad": 1}
+
+
+def test_the_last_milestone_cuts_a_clearly_bad_curve_before_any_trial_has_ended(tmp_path):
+    sched = _agreeing_asha(tmp_path)
+    assert _run(sched, "best", [1.0] * 8) == 8
+    # Epochs 1 and 2 have shown nothing yet: a trial worse than the best there goes on past them;
+    # epoch 4, the last milestone before the end, cuts it.
+    assert _run(sched, "worse", [9.0] * 8) == 4
+    assert [(r["milestone"], r["finished"]) for r in read_records(RunFolder(tmp_path).asha_state)
+            if r.get("let_on") == "worse"] == [(1, 1), (2, 1)]
+    assert _cuts(tmp_path) == {"worse": 4}
+
+
+def test_the_last_milestone_stops_cutting_where_finished_trials_show_it_ranks_them_backwards(tmp_path):
+    sched = _agreeing_asha(tmp_path)
+    late_best = [9.0] * 4 + [2.0, 1.0, 0.5, 0.1]  # worst at every milestone, best at the end
+    assert [_run(sched, t, c) for t, c in [("a", [3.0] * 7 + [1.0]), ("b", [2.0] * 8)]] == [8, 8]
+    assert _run(sched, "late", late_best) == 4  # cut there, before 3 trials have ended
+    assert _run(sched, "c", [1.0] * 7 + [3.0]) == 8
+    assert sched.agreement(4) == (-1.0, 3)  # a, b and c: the better at epoch 4, the worse at the end
+    assert _run(sched, "late2", late_best) == 8  # now shown to rank backwards: let on
 
 
 def test_the_final_scores_a_milestone_is_judged_on_survive_a_restore(tmp_path):
