@@ -141,8 +141,9 @@ def asha_decisions(run: RunFolder, trials: pd.DataFrame) -> list[str]:
     if let_on:
         lines += ["", ("`asha.min_agreement`: ASHA cut at a milestone only once the trials that ended by themselves "
                        "showed that its scores rank them as their final scores do (the last milestone before the "
-                       "end: from the start, until they showed otherwise); until then, and where they ranked "
-                       "worse, trials ASHA would have stopped were let on.")]
+                       "end: from the start, until they showed otherwise, the earlier ones judged against its "
+                       "scores where a trial had no final one); until then, and where they ranked worse, trials "
+                       "ASHA would have stopped were let on.")]
     if stops:
         lines += ["", "Each stop: the trial's score at the milestone against the cutoff it had to beat.", "",
                   "| trial | stopped at epoch | its score | cutoff | scores compared |", "|---|---|---|---|---|"]

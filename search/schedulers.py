@@ -130,6 +130,9 @@ class AgreementASHA(ASHAScheduler):
     it ranks badly: its scores are the nearest to the end, and letting every trial on past it
     while the first ones finish ran each of them to max_t (on the synthetic function, whose early
     milestones never earn trust, 55 of every trial's 100 epochs; bench/search_efficiency.py).
+    Until it is shown to rank badly, the earlier milestones are judged against its scores where a
+    trial has no final one (one it cut, or one still running), so they earn trust as soon as
+    trials reach it rather than their end.
     """
 
     def __init__(self, min_agreement: float | None = None, min_finished: int = 5, **kwargs):
@@ -139,14 +142,25 @@ class AgreementASHA(ASHAScheduler):
         self._let_on: dict | None = None  # the last cut this rule overruled, and why
 
     def agreement(self, milestone: int) -> tuple[float | None, int]:
-        """The milestone's Spearman correlation with the final scores (None: not defined yet) and
-        over how many trials."""
-        pairs = pd.DataFrame([(v, self._finals[t]) for rungs in asha_rungs(self) for m, recorded in rungs
-                              if m == milestone for t, v in recorded.items() if t in self._finals])
+        """The milestone's Spearman correlation with the scores it is judged against (None: not
+        defined yet) and over how many trials: the final scores; below the last milestone, while
+        that one is not shown to rank badly, a trial without one counts with its score there."""
+        ends = self._finals
+        if milestone < self._last_milestone and not self._ranks_badly(self._last_milestone):
+            ends = {**self._recorded(self._last_milestone), **self._finals}
+        pairs = pd.DataFrame([(v, ends[t]) for t, v in self._recorded(milestone).items() if t in ends])
         if len(pairs) < 2:
             return None, len(pairs)
         rho = pairs[0].corr(pairs[1], method="spearman")
         return (None if pd.isna(rho) else float(rho)), len(pairs)
+
+    def _ranks_badly(self, milestone: int) -> bool:
+        rho, n = self.agreement(milestone)
+        return n >= self._min_finished and (rho is None or rho < self._min_agreement)
+
+    def _recorded(self, milestone: int) -> dict[str, float]:
+        return {t: v for rungs in asha_rungs(self) for m, recorded in rungs if m == milestone
+                for t, v in recorded.items()}
 
     @property
     def _last_milestone(self) -> int:

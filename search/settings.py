@@ -120,8 +120,9 @@ class Asha(Settings):
         description="cut at a milestone only once its scores rank the trials that ended by themselves as "
                     "their final scores do (Spearman >= this, over min_finished trials; the last milestone "
                     "before max_t cuts until they show otherwise); null: always (ASHA)")
-    min_finished: int = Field(5, ge=3, description="trials that ended by themselves before a milestone may "
-                                                   "be trusted (min_agreement)")
+    min_finished: int = Field(5, ge=3, description="trials that ended by themselves (below the last milestone: "
+                                                   "or reached it) before a milestone may be trusted "
+                                                   "(min_agreement)")
 
     @model_validator(mode="after")
     def _grace_within_horizon(self):

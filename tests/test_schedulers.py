@@ -223,6 +223,15 @@ def test_the_last_milestone_stops_cutting_where_finished_trials_show_it_ranks_th
     assert _run(sched, "late2", late_best) == 8  # now shown to rank backwards: let on
 
 
+def test_an_earlier_milestone_earns_trust_from_the_scores_of_trials_the_last_one_cut(tmp_path):
+    sched = _agreeing_asha(tmp_path)
+    # b and c are let on past epochs 1 and 2 and cut at epoch 4, the last milestone; a ends by itself
+    assert [_run(sched, t, [v] * 8) for t, v in [("a", 1.0), ("b", 2.0), ("c", 3.0)]] == [8, 4, 4]
+    assert sched.agreement(1) == (1.0, 3)  # a's final score, b's and c's at epoch 4
+    assert sched.agreement(4) == (None, 1)  # the last milestone is judged on final scores alone
+    assert _run(sched, "d", [9.0] * 8) == 1
+
+
 def test_the_final_scores_a_milestone_is_judged_on_survive_a_restore(tmp_path):
     sched = _agreeing_asha(tmp_path)
     pickled = pickle.dumps(sched)  # as the Tuner pickles it at the start: nothing recorded
