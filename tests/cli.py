@@ -103,10 +103,24 @@ def output(proc: subprocess.Popen) -> str:
 
 
 def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    """The command and every process it started."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
+    """The command and every process it started: every process of its session (start() gives it
+    one). Its process group alone is not all: Ray gives each worker a group of its own, and a worker
+    left alive went on training and uploading for a second or two, into what the test read next."""
+    for pid in _session(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
     proc.wait()
+
+
+def _session(sid: int) -> list[int]:
+    """The processes of session `sid` (Linux's /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name: state ppid pgrp session
+            if int(fields[3]) == sid:
+                pids.append(int(stat.parent.name))
+    return pids
 
 
 def wait_for(predicate, proc, timeout=240, what="the kill point"):

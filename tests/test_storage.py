@@ -250,6 +250,23 @@ def _running_trial(bucket) -> tuple[str, list[int]] | None:
     return None
 
 
+def _settled(bucket, quiet: float = 2.0, timeout: float = 60.0) -> None:
+    """Once no object under runs/t has changed for `quiet` seconds: the server may still be storing
+    an upload it received whole before the kill. (CI once read a trial's records before their last
+    upload landed and its checkpoint after, so the resumed trial looked as if it went back an epoch.)"""
+    def snapshot() -> dict[str, bytes]:
+        return {k: bucket.read(f"runs/t/{k}") for k in bucket.keys("runs/t")}
+
+    t0, last = time.monotonic(), snapshot()
+    while time.monotonic() - t0 < timeout:
+        time.sleep(quiet)
+        now = snapshot()
+        if now == last:
+            return
+        last = now
+    raise AssertionError(f"the bucket still changed {timeout:.0f} s after the kill")
+
+
 @pytest.mark.slow
 def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path):
     """SIGKILL mid-trial, then the same command with an empty scratch folder (another machine):
@@ -265,7 +282,7 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
     proc = start(cmd, work, scratch["a"])
     wait_for(lambda: _running_trial(bucket) is not None, proc, timeout=300)
     kill(proc)
-    time.sleep(1)  # an upload the server received whole before the kill may still be being stored
+    _settled(bucket)
     killed, epochs_before = _running_trial(bucket)
     finished = {k: bucket.read(k) for k in bucket.keys() if k.startswith("runs/t/cnn_") and killed not in k}
     with open(tmp_path / "ckpt.pt", "wb") as f:
@@ -276,6 +293,7 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
     wait_for(lambda: len(_finalist_epochs(bucket)[1]) >= 2, proc, timeout=300,
              what="a finalist's second epoch in the bucket")
     kill(proc)
+    _settled(bucket)
     assert {k: bucket.read(k) for k in finished} == finished  # the finished trial, untouched
     epochs = _epochs(bucket, f"runs/t/{killed}/metrics.jsonl")
     assert epochs[:len(epochs_before)] == epochs_before and epochs[-1] == 8
