@@ -214,13 +214,9 @@ def test_a_search_and_final_stage_keep_every_record_in_the_bucket(any_bucket, tm
         assert files_holding(tmp_path, secret) == []
 
 
-TRIAL_EPOCHS = 16  # at about 1 s an epoch; with 8, a CI run once saw the second trial end before the kill point
-
-
 def _cnn_space(tmp_path):
-    """Two trials of TRIAL_EPOCHS, one at a time, and a final stage of 40: room to kill mid-training."""
-    space = tiny_space(tmp_path, num_samples=2,
-                       asha={"max_t": TRIAL_EPOCHS, "grace_period": TRIAL_EPOCHS, "reduction_factor": 2})
+    """Two trials of 8 epochs, one at a time, and a final stage of 40: room to kill mid-training."""
+    space = tiny_space(tmp_path, num_samples=2, asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2})
     raw = yaml.safe_load(space.read_text())
     raw["space"] = {"family": "cnn", "conv": {"layers": 2, "channels": 16, "kernel_size": 4, "stride": 2,
                     "padding": 1}, "h": 64, "latent": 8, "lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": 20}
@@ -300,7 +296,7 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
     _settled(bucket)
     assert {k: bucket.read(k) for k in finished} == finished  # the finished trial, untouched
     epochs = _epochs(bucket, f"runs/t/{killed}/metrics.jsonl")
-    assert epochs[:len(epochs_before)] == epochs_before and epochs[-1] == TRIAL_EPOCHS
+    assert epochs[:len(epochs_before)] == epochs_before and epochs[-1] == 8
     assert epochs[len(epochs_before)] == resumed_from + 1  # from its checkpoint, not from epoch 1
     final_key, final_before = _finalist_epochs(bucket)
 
