@@ -8,8 +8,8 @@ is after (the best ones) as their final scores do, cutting costs little; where i
 the trials the search is for. For --configs random configurations (Optuna's RandomSampler,
 --seed) this prints, per benchmark, the Spearman correlation of each milestone's score with the
 final one: over the best 10% by final score, and over all of them (a diverging configuration of
-the synthetic function is left out). The synthetic function is read at the space file's ASHA
-milestones (spaces/cnn.yaml: 5, 15, 45 of 100 epochs, with its noise); each LCBench task, the
+the synthetic function is left out). The synthetic function (spaces/cnn.yaml's space, with its
+noise) is read at cnn.yaml's ASHA milestones, 5, 15 and 45 of 100 epochs; each LCBench task, the
 baseline beside it, at the same milestones of its 52 epochs (as search_efficiency.py runs it) and
 at the same shares of its horizon (3, 8, 23 of 52). About 40 s for all 34 tasks on 2 idle cores.
 
@@ -58,13 +58,13 @@ def _configs(space, n: int, seed: int):
         study.tell(trial, 0.0)
 
 
-def synthetic_scores(space_file: Path, n: int, seed: int) -> tuple[list[dict[int, float]], tuple[int, ...], int]:
-    """The synthetic function's scores at the space's milestones and max_t, for n random configurations."""
+def synthetic_scores(n: int, seed: int) -> tuple[list[dict[int, float]], tuple[int, ...], int]:
+    """The synthetic function's scores at cnn.yaml's milestones and max_t, for n random configurations."""
     from search.objective import milestones
     from search.seeds import TRIAL_NUMBER
     from search.settings import load_spec
 
-    spec = load_spec(space_file)
+    spec = load_spec(search_efficiency.SPACE_FILE)
     asha = spec.search.asha
     epochs = tuple(sorted(milestones(asha.grace_period, asha.reduction_factor, asha.max_t) - {asha.max_t}))
     scores = []
@@ -92,8 +92,6 @@ def _row(name: str, agreement: dict[int, tuple[float, float]]) -> str:
 
 def _arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--space", type=Path, default=search_efficiency.SPACE_FILE,
-                   help="the space file whose space and ASHA milestones the synthetic function is read at")
     p.add_argument("--tasks", help="LCBench's OpenML task ids, comma-separated (default: every task)")
     p.add_argument("--lcbench", type=Path, default=lcbench.DEFAULT_DIR, help="the surrogate's folder")
     p.add_argument("--configs", type=int, default=400, help="random configurations per benchmark")
@@ -101,14 +99,8 @@ def _arguments() -> argparse.Namespace:
     args = p.parse_args()
     if args.configs < MIN_BEST:
         p.exit(2, f"error: --configs: {args.configs} must be >= {MIN_BEST}\n")
-    from search.settings import load_spec
-    from search.validation import SpaceError
-
     try:
-        load_spec(args.space)
         args.folder = lcbench.read_folder(args.lcbench)
-    except SpaceError as e:
-        p.exit(2, f"error: --space {e}\n")
     except lcbench.LCBenchError as e:
         p.exit(2, f"error: --lcbench {e}\n")
     known = args.folder.task_codes
@@ -121,7 +113,7 @@ def _arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = _arguments()
-    scores, epochs, max_t = synthetic_scores(args.space, args.configs, args.seed)
+    scores, epochs, max_t = synthetic_scores(args.configs, args.seed)
     shares = tuple(max(1, round(e * lcbench.EPOCHS / max_t)) for e in epochs)
     print(f"Spearman correlation with the final score, best {BEST_SHARE:.0%} / all of {args.configs} random "
           f"configurations (epoch: best / all)")
