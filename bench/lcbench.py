@@ -82,6 +82,13 @@ def read_folder(path: str | Path) -> Folder:
     return Folder(path, settings, tasks)
 
 
+def check_tasks(folder: Folder, tasks: list[str]) -> None:
+    """LCBenchError naming the first of `tasks` the folder does not hold, with the tasks it holds."""
+    for task in tasks:
+        if task not in folder.task_codes:
+            raise LCBenchError(f"{task!r} is not an LCBench task; the tasks are {', '.join(sorted(folder.task_codes))}")
+
+
 class Space:
     """Optuna's define-by-run space over LCBench's seven settings (their ranges and log scales)."""
 

@@ -103,11 +103,11 @@ def _arguments() -> argparse.Namespace:
         args.folder = lcbench.read_folder(args.lcbench)
     except lcbench.LCBenchError as e:
         p.exit(2, f"error: --lcbench {e}\n")
-    known = args.folder.task_codes
-    args.tasks = sorted(known) if args.tasks is None else args.tasks.split(",")
-    for task in args.tasks:
-        if task not in known:
-            p.exit(2, f"error: --tasks: {task!r} is not an LCBench task; the tasks are {', '.join(sorted(known))}\n")
+    args.tasks = sorted(args.folder.task_codes) if args.tasks is None else args.tasks.split(",")
+    try:
+        lcbench.check_tasks(args.folder, args.tasks)
+    except lcbench.LCBenchError as e:
+        p.exit(2, f"error: --tasks: {e}\n")
     return args
 
 

@@ -403,13 +403,13 @@ def _arguments() -> argparse.Namespace:
         p.exit(2, f"error: --epoch-seconds: {args.epoch_seconds} must be >= 0\n")
     if args.benchmark == "lcbench":
         try:
-            known = lcbench.read_folder(args.lcbench).task_codes
+            folder = lcbench.read_folder(args.lcbench)
         except lcbench.LCBenchError as e:
             p.exit(2, f"error: --lcbench {e}\n")
-        for task in args.tasks:
-            if task not in known:
-                p.exit(2, f"error: --tasks: {task!r} is not an LCBench task; the tasks are "
-                          f"{', '.join(sorted(known))}\n")
+        try:
+            lcbench.check_tasks(folder, args.tasks)
+        except lcbench.LCBenchError as e:
+            p.exit(2, f"error: --tasks: {e}\n")
     return args
 
 
