@@ -79,7 +79,7 @@ def test_the_baselines_are_tpe_and_random_search_whatever_the_space_configures()
 
 def test_search_efficiency_on_lcbench_writes_every_figure(tmp_path):
     """Every method on two real tasks, in the JSON docs/benchmarks.md describes (one seed: 8 real searches,
-    each its own Ray instance, the longest test of the suite)."""
+    each its own Ray instance; two seeds made it the suite's longest test)."""
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--benchmark", "lcbench",
                           "--tasks", "7593,126025", "--seeds", "1", "--trials", "4", "--concurrent", "2",
                           "--epoch-seconds", "0.001", "--json", str(tmp_path / "figures.json")], cwd=ROOT,
