@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cvae_core.config import ModelConfig, Recipe, column_types
+from search.settings import parse_spec, read_yaml
 from search.space import DEFAULTS, GROUP_PARAMS, TOP_PARAMS
 
-SPACES = Path(__file__).resolve().parents[1] / "docs" / "spaces.md"
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = ROOT / "docs" / "spaces.md"
 RUN_FOLDER = SPACES.with_name("run-folder.md")
 
 
@@ -59,3 +62,20 @@ def test_the_language_table_names_every_key():
     assert set(TOP_PARAMS) <= keys
     for group, params in GROUP_PARAMS.items():
         assert all(p in groups[group] for p in params), group
+
+
+def key_paths(mapping: dict, at: str = "") -> set[str]:
+    """Every key of a nested mapping as a dotted path: {"asha": {"max_t": 1}} -> {"asha.max_t"}."""
+    return {path for key, value in mapping.items()
+            for path in (key_paths(value, f"{at}{key}.") if isinstance(value, dict) else {f"{at}{key}"})}
+
+
+@pytest.mark.parametrize("section", ["search", "final"])
+def test_the_sections_blocks_give_every_key_with_its_default(section):
+    text = SPACES.read_text()
+    after = text.index(f"Every key with its default (`search.settings.{section.title()}`)")
+    block = yaml.safe_load(text[after:].split("```yaml\n", 1)[1].split("```", 1)[0])
+    space = {"space": read_yaml(ROOT / "spaces" / "cnn.yaml")["space"]}
+    documented, defaults = parse_spec({**space, **block}), parse_spec(space)
+    assert key_paths(block[section]) == key_paths(getattr(defaults, section).model_dump())
+    assert getattr(documented, section) == getattr(defaults, section)
