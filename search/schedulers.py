@@ -33,6 +33,7 @@ from .private_api import (
     set_asha_stopped,
     state_upload_running,
 )
+from .settings import MIN_FINISHED
 
 SAVE_BUDGET = 0.02  # the share of the driver's time that saves may take, the search's last included
 STATE_PERIOD_S = 300  # Tune's own periodic save, for whatever no event covers
@@ -135,7 +136,7 @@ class AgreementASHA(ASHAScheduler):
     trials reach it rather than their end.
     """
 
-    def __init__(self, min_agreement: float | None = None, min_finished: int = 5, **kwargs):
+    def __init__(self, min_agreement: float | None = None, min_finished: int = MIN_FINISHED, **kwargs):
         super().__init__(**kwargs)
         self._min_agreement, self._min_finished = min_agreement, min_finished
         self._finals: dict[str, float] = {}  # trial id: its final score, times asha_sign like the rungs
@@ -210,7 +211,7 @@ class PersistentASHA(SavesOnEvents, AgreementASHA):
     def __setstate__(self, state):
         # Tuner.restore unpickles the scheduler as it was first built: refill it from the file. One
         # pickled before AgreementASHA existed lacks its attributes: it resumes as plain ASHA.
-        self.__dict__.update({"_min_agreement": None, "_min_finished": 5, "_let_on": None, **state,
+        self.__dict__.update({"_min_agreement": None, "_min_finished": MIN_FINISHED, "_let_on": None, **state,
                               "_finals": {}, "_written_finals": set()})
         self._reset_save_clock()
         self._load()

@@ -41,6 +41,7 @@ class RunFolderError(ValueError):
 
 OBJECTIVE_METRICS = ("fid", "kid", "val_loss")  # what can rank trials
 SIZE_METRICS = ("params",)  # trainable parameters: known before training, an objective only beside one of those
+MIN_FINISHED = 5  # trials that ended before a milestone may be trusted (asha.min_agreement)
 
 
 class Settings(BaseModel):
@@ -120,9 +121,9 @@ class Asha(Settings):
         description="cut at a milestone only once its scores rank the trials that ended by themselves as "
                     "their final scores do (Spearman >= this, over min_finished trials; the last milestone "
                     "before max_t cuts until they show otherwise); null: always (ASHA)")
-    min_finished: int = Field(5, ge=3, description="trials that ended by themselves (below the last milestone: "
-                                                   "or reached it) before a milestone may be trusted "
-                                                   "(min_agreement)")
+    min_finished: int = Field(MIN_FINISHED, ge=3,
+                              description="trials that ended by themselves (below the last milestone: or reached "
+                                          "it) before a milestone may be trusted (min_agreement)")
 
     @model_validator(mode="after")
     def _grace_within_horizon(self):
