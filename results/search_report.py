@@ -23,7 +23,7 @@ from cvae_core.atomic import read_records
 from cvae_core.config import STOP_REASONS
 
 from .run_folder import RunFolder
-from .study import FITTED_ON, FITTED_ON_LAST, NoStudy, load_study
+from .study import ASHA_STOP, FITTED_ON, FITTED_ON_LAST, NoStudy, load_study
 
 IMPORTANCE = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
 MIN_FOR_IMPORTANCE = 3  # finished trials with a score, fewer give no ranking to speak of
@@ -75,7 +75,7 @@ def plot_asha(trials: pd.DataFrame, scored: dict[str, dict[int, float]], milesto
         if not scores:
             continue
         epochs, values = list(scores), list(scores.values())
-        stopped = row.stop_reason == "asha"
+        stopped = row.stop_reason == ASHA_STOP
         ax.plot(epochs, values, color="tab:red" if stopped else "tab:blue", alpha=0.6, lw=1, marker=".")
         if stopped:
             ax.plot(epochs[-1], values[-1], "x", color="tab:red", ms=8)

@@ -16,6 +16,7 @@ TUNE_TRIAL_ID = "tune_trial_id"  # Tune's id: trials.parquet's trial_id
 TRIAL_DIR = "trial_dir"  # its folder in the run folder
 PARAMS = "params"  # trainable parameters
 STOP_REASON = "stop_reason"  # as trials.parquet's: patience, max_epochs, asha (Tune calls it complete), ...
+ASHA_STOP = "asha"  # the stop reason of a trial ASHA stopped
 SCORE_EPOCH = "score_epoch"  # the epoch its score was computed at
 # What the searcher was fitted on to sample it: a milestone (its scores there) or FITTED_ON_LAST; absent: at
 # random (its start-up). Named when only TPE recorded it, and kept so that older runs read the same.

@@ -17,6 +17,7 @@ from cvae_core.atomic import atomic_write
 from results.leaderboard import config_schema
 from results.pareto import on_front
 from results.run_folder import FAILURE_FILE, RunFolder, trial_name
+from results.study import ASHA_STOP
 
 from .space import trial_config
 
@@ -51,7 +52,7 @@ def stop_reason(status: str, last: dict, failure: dict | None) -> str:
         return failure["kind"] if failure else "error"
     if status != "TERMINATED":
         return "unfinished"
-    return last.get("stop") or "asha"  # the training loop says why it stopped; else ASHA stopped it
+    return last.get("stop") or ASHA_STOP  # the training loop says why it stopped; else ASHA stopped it
 
 
 def _tune_error(trial) -> str | None:
