@@ -2,7 +2,7 @@
 
 With `search.objective.metric: fid | kid` a trial scores samples from the weights it keeps (its
 best so far by validation loss) at every ASHA milestone and at its last epoch; each result then
-carries the latest `score`, so ASHA, TPE and the final stage's top-k compare sample quality.
+carries the latest `score`, so ASHA, the searcher and the final stage's top-k compare sample quality.
 With `val_loss` the score is the best validation loss of every epoch. With a list of objectives,
 e.g. [fid, params], the first is the score and the search trades them off (searched_keys).
 """

@@ -1,4 +1,5 @@
-"""The search's searcher: Optuna's TPE through Tune's OptunaSearch, its study in the run folder.
+"""The search's searcher: Optuna's sampler (TPE or a Gaussian process) through Tune's OptunaSearch,
+its study in the run folder.
 
 The study lives in RUN/optuna.journal (results.study), so optuna-dashboard shows the search as it
 runs and a resumed search continues it. Each study trial carries its Tune trial's id and folder,

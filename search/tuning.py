@@ -1,5 +1,5 @@
-"""The search itself: Ray Tune runs the trials, Optuna's TPE picks them, ASHA stops the weak ones,
-and every trial is ranked by its score (search.objective)."""
+"""The search itself: Ray Tune runs the trials, Optuna's sampler (TPE or a Gaussian process) picks
+them, ASHA stops the weak ones, and every trial is ranked by its score (search.objective)."""
 
 from __future__ import annotations
 
