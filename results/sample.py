@@ -19,14 +19,16 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from cvae_core.cli import ArgumentParser, device, number
 from cvae_core.sources import absolute_source
 
 from .names import SAMPLERS
 from .run_folder import Finalist, open_run
+
+if TYPE_CHECKING:  # imported where used: --help and argument errors answer at once
+    import pandas as pd
 
 
 def class_index(name: str, classes: list[str]) -> int:
@@ -39,6 +41,8 @@ def class_index(name: str, classes: list[str]) -> int:
 
 def scored_per_class(row: pd.Series, classes: int) -> int:
     """The images per class the row was scored on: its n_samples are `classes` x that many."""
+    import pandas as pd
+
     if pd.isna(row["n_samples"]):
         raise ValueError("the row does not say how many images it scored; give --n")
     return int(row["n_samples"]) // classes
@@ -73,6 +77,8 @@ def leaderboard_row(run_dir: str | Path, index: int) -> pd.Series:
     if not run.leaderboard.exists():
         raise ValueError(f"{run.location}/{run.leaderboard.name}: no leaderboard; run python -m search.final "
                          f"{run_dir}")
+    import pandas as pd
+
     board = pd.read_parquet(run.leaderboard)
     if not 0 <= index < len(board):
         raise ValueError(f"--row {index}: the leaderboard has rows 0..{len(board) - 1}")

@@ -131,3 +131,19 @@ def test_by_default_a_row_is_drawn_exactly_as_it_was_scored(retrained, tmp_path,
     save_sample_grid(scored[sampler], per_class, expected, classes, columns=per_class)
     assert np.array_equal(drawn(), np.asarray(Image.open(expected)))
     assert not np.array_equal(drawn("--seed", "0"), np.asarray(Image.open(expected)))  # the seed is the row's
+
+
+def test_help_and_a_missing_leaderboard_answer_before_pandas_and_torch_load(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from results.sample import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            f"assert main([{str(tmp_path)!r}, '--out', 'x.png']) == 2\n"
+            "loaded = {'pandas', 'torch'} & set(sys.modules); assert not loaded, loaded")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "usage: python -m results.sample" in done.stdout
+    assert done.stderr == (f"error: {tmp_path}/leaderboard.parquet: no leaderboard; "
+                           f"run python -m search.final {tmp_path}\n")
