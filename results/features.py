@@ -88,19 +88,20 @@ def load_extractor(name: str, inception_weights: str | None = None, device: str 
 
 @torch.no_grad()
 def extract(images_u8: torch.Tensor, labels: torch.Tensor, extractor, device: str | torch.device = "cpu",
-            batch_size: int = EXTRACT_BATCH, progress: str | None = None) -> Features:
-    """Features of uint8 (N, C, H, W) images: one pass, in batches, on `device`; with `progress`
+            progress: str | None = None) -> Features:
+    """Features of uint8 (N, C, H, W) images: one pass, in batches of EXTRACT_BATCH (a part of the
+    reference caches' key), on `device`; with `progress`
     (what is extracted), a line at every tenth of the images. Grayscale images (C = 1) enter the
     extractor as three equal channels, as Inception takes them."""
     if images_u8.dtype != torch.uint8 or images_u8.ndim != 4 or images_u8.shape[1] not in (1, 3):
         raise ValueError(f"images must be uint8 (N, 1 or 3, H, W), got {images_u8.dtype} {tuple(images_u8.shape)}")
     pools, logits, t0, shown = [], [], time.perf_counter(), 0
-    for i in range(0, len(images_u8), batch_size):
-        out = extractor(images_u8[i : i + batch_size].to(device).expand(-1, 3, -1, -1))
+    for i in range(0, len(images_u8), EXTRACT_BATCH):
+        out = extractor(images_u8[i : i + EXTRACT_BATCH].to(device).expand(-1, 3, -1, -1))
         pools.append(out[0].float().cpu())
         if len(out) > 1:
             logits.append(out[1].float().cpu())
-        done = min(i + batch_size, len(images_u8))
+        done = min(i + EXTRACT_BATCH, len(images_u8))
         if progress and (done - shown >= len(images_u8) / 10 or done == len(images_u8)):
             shown = done
             log.info(f"{progress}: {done}/{len(images_u8)} images ({time.perf_counter() - t0:.0f} s)")
