@@ -37,6 +37,19 @@ def test_ashas_sign_cutoff_and_stop_count():
     assert private_api.asha_keys(scheduler) == ("epoch", "score", 8)
 
 
+def test_a_trials_running_averages_are_tunes_to_turn_off():
+    from types import SimpleNamespace
+
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    trial = SimpleNamespace(run_metadata=_TrainingRunMetadata())
+    private_api.keep_no_running_averages(trial)
+    trial.run_metadata.update_metric("score", 1.0, step=1)  # as Tune does with each result
+    assert trial.run_metadata.metric_n_steps == {"score": {}}
+    with pytest.raises(PrivateAPIChanged, match="run_metadata"):
+        private_api.keep_no_running_averages(SimpleNamespace())
+
+
 def test_the_experiment_state_is_saved_through_the_controller_a_scheduler_is_handed(monkeypatch):
     saved = []
     monkeypatch.setattr(TuneController, "checkpoint", lambda self, force=False, wait=False: saved.append(force))
