@@ -39,7 +39,7 @@ from results.storage import Uploads
 
 from .objective import METRIC, searched_keys
 from .seeds import retraining_seed
-from .settings import Final, RunFolderError, Spec
+from .settings import Final, Resources, RunFolderError, Spec
 from .workers import Printed, claim_device, prime_on_worker
 
 log = logging.getLogger("search")
@@ -144,7 +144,8 @@ def _second_stage(model: CVAE, finalist: Finalist, train_x, train_y, final: Fina
 
 
 def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: Final, run_location: str,
-                 gpu_share: float = 0.0, cpus: float = 1.0, rescore: bool = False) -> list[dict]:
+                 gpu_share: float = Resources().gpu, cpus: float = Resources().cpu,
+                 rescore: bool = False) -> list[dict]:
     """Train one finalist (a row of trials.parquet) as its retraining number `seed` (its training
     seed from the row's, search.seeds), resuming, then score each sampler not yet scored (with
     `rescore`, also the rows written before a leaderboard column existed). Its images are drawn

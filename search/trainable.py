@@ -33,7 +33,7 @@ from .space import trial_config
 from .workers import claim_device
 
 EVENT_FILES = "events.out.tfevents.*"  # the names tensorboardX gives a writer's files
-_SEARCH = Search()  # a space file's defaults, which run_trial's own are
+_SEARCH = Search()  # a space file's defaults, which run_trial's own are (its objective aside: no scoring)
 
 
 class TrialFailed(RuntimeError):
@@ -170,12 +170,12 @@ def run_trial(
     patience: int = _SEARCH.patience,
     checkpoint_every: int = _SEARCH.checkpoint_every,
     grid_every: int = _SEARCH.grid_every,
-    gpu_share: float = 0.0,
-    cpus: float = 1.0,
+    gpu_share: float = _SEARCH.resources.gpu,
+    cpus: float = _SEARCH.resources.cpu,
     objective: Objective = Objective(metric="val_loss"),
     inception_weights: str | None = None,
     score_at: frozenset[int] = frozenset(),
-    search_seed: int = 0,
+    search_seed: int = _SEARCH.seed,
 ) -> None:
     """Train until max_t epochs or `patience` epochs without improvement, reporting every epoch.
 
