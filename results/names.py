@@ -18,7 +18,8 @@ REFERENCE_SPLITS = ("train", "test", "all")  # results.reference.Reference
 COMPAT = "inception-v3-compat"
 NVIDIA_OFFLINE = "inception-v3-nvidia-offline"
 TINY = "tiny-random"
-EXTRACTORS = ("auto", COMPAT, NVIDIA_OFFLINE, TINY)
+AUTO = "auto"
+EXTRACTORS = (AUTO, COMPAT, NVIDIA_OFFLINE, TINY)
 
 # torch-fidelity's default download location for its Inception weights
 COMPAT_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -36,7 +37,7 @@ def nvidia_torchscript_path() -> Path | None:
 def resolve_extractor(name: str, inception_weights: str | None) -> str:
     """"auto": torch-fidelity's Inception when its weights are given or already downloaded,
     else the offline NVIDIA port when installed, else torch-fidelity's (downloads its weights)."""
-    if name != "auto":
+    if name != AUTO:
         return name
     import torch  # the hub folder; resolving a name needs neither torch-fidelity nor a network
 

@@ -35,7 +35,7 @@ from cvae_core.atomic import atomic_write_text
 from cvae_core.config import describe_shape
 from cvae_core.sources import DataError, absolute_source
 
-from .names import resolve_extractor
+from .names import AUTO, resolve_extractor
 from .storage import Remote, check_uri, is_uri
 
 if TYPE_CHECKING:  # the run folder is read without torch
@@ -290,7 +290,7 @@ class RunFolder:
         keeps one). Raises ValueError for an explicit other one."""
         recorded = json.loads(self._extractor_file.read_text()) if self._extractor_file.exists() else {}
         if stage in recorded:
-            if requested not in ("auto", recorded[stage]):
+            if requested not in (AUTO, recorded[stage]):
                 raise ValueError(f"{stage}.feature_extractor: {requested} differs from {recorded[stage]}, which "
                                  f"this run's {stage} scores were computed with (in {self._extractor_file}); "
                                  "scores of two networks do not compare")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 from cvae_core.config import PATIENCE, ModelConfig
 from cvae_core.sources import TRAIN_ON
 from results.names import (
+    AUTO,
     EXTRACTORS,
     GMM_COMPONENTS,
     NVIDIA_OFFLINE,
@@ -148,7 +149,7 @@ class Objective(Settings):
     metric: Annotated[tuple[str, ...] | None, WithJsonSchema(_METRICS_SCHEMA)] = Field(None, strict=False)
     samples_per_class: int = Field(100, ge=1)
     reference: Reference = Reference(n=10_000)
-    feature_extractor: Extractor = "auto"
+    feature_extractor: Extractor = AUTO
 
     check_installed = field_validator("feature_extractor")(_installed)
 
@@ -216,7 +217,7 @@ class Final(Settings):
     gmm_components: int = Field(GMM_COMPONENTS, ge=1)
     two_stage: TwoStage = TwoStage()
     reference: Reference = Reference()
-    feature_extractor: Extractor = "auto"
+    feature_extractor: Extractor = AUTO
     inception_weights: str | None = Field(None, description="torch-fidelity's Inception weights file")
 
     check_installed = field_validator("feature_extractor")(_installed)
