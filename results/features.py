@@ -90,9 +90,9 @@ def load_extractor(name: str, inception_weights: str | None = None, device: str 
 def extract(images_u8: torch.Tensor, labels: torch.Tensor, extractor, device: str | torch.device = "cpu",
             progress: str | None = None) -> Features:
     """Features of uint8 (N, C, H, W) images: one pass, in batches of EXTRACT_BATCH (a part of the
-    reference caches' key), on `device`; with `progress`
-    (what is extracted), a line at every tenth of the images. Grayscale images (C = 1) enter the
-    extractor as three equal channels, as Inception takes them."""
+    reference caches' key), on `device`; with `progress` (what is extracted), a line at every tenth
+    of the images. Grayscale images (C = 1) enter the extractor as three equal channels, as
+    Inception takes them."""
     if images_u8.dtype != torch.uint8 or images_u8.ndim != 4 or images_u8.shape[1] not in (1, 3):
         raise ValueError(f"images must be uint8 (N, 1 or 3, H, W), got {images_u8.dtype} {tuple(images_u8.shape)}")
     pools, logits, t0, shown = [], [], time.perf_counter(), 0
