@@ -22,9 +22,9 @@ from results.metrics import search_score
 from results.reference import Reference
 from results.samplers import generate
 
+from .settings import RESULT_KEYS
+
 METRIC, MODE = "score", "min"  # what Tune's scheduler and searcher see, for every objective
-# Each objective's key in a trial's results and in trials.parquet (a second objective beside the score).
-RESULT_KEYS = {"fid": "fid", "kid": "kid", "val_loss": "best_val_loss", "params": "params"}
 SAMPLE_SEED = 0  # the same latents at every score: scores differ by the weights alone
 
 

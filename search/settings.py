@@ -40,8 +40,11 @@ class RunFolderError(ValueError):
     message names the folder or flag and the problem, for the commands' one-line error."""
 
 
-OBJECTIVE_METRICS = ("fid", "kid", "val_loss")  # what can rank trials
-SIZE_METRICS = ("params",)  # trainable parameters: known before training, an objective only beside one of those
+# Each objective by name, with its key in a trial's results and in trials.parquet.
+OBJECTIVE_METRICS = {"fid": "fid", "kid": "kid", "val_loss": "best_val_loss"}  # what can rank trials
+# Trainable parameters: known before training, an objective only beside one of those.
+SIZE_METRICS = {"params": "params"}
+RESULT_KEYS = OBJECTIVE_METRICS | SIZE_METRICS
 MIN_FINISHED = 5  # trials that ended before a milestone may be trusted (asha.min_agreement)
 
 
@@ -135,7 +138,7 @@ class Asha(Settings):
 
 _METRIC_SCHEMA = {"enum": list(OBJECTIVE_METRICS)}
 _METRICS_SCHEMA = {"anyOf": [_METRIC_SCHEMA, {"type": "array", "minItems": 1, "uniqueItems": True,
-                                              "items": {"enum": list(OBJECTIVE_METRICS + SIZE_METRICS)}},
+                                              "items": {"enum": list(RESULT_KEYS)}},
                              {"type": "null"}],
                    "description": "fid | kid | val_loss, or objectives to trade off, e.g. [fid, params] (the "
                                   "first ranks and prunes); default fid, val_loss for a presets space"}
@@ -164,8 +167,8 @@ class Objective(Settings):
             raise ValueError(f"{value!r} must be a name or a non-empty list of names")
         for i, name in enumerate(names):
             at = "" if isinstance(value, str) else f"[{i}]: "
-            if name not in OBJECTIVE_METRICS + SIZE_METRICS:
-                raise ValueError(f"{at}{name!r} is not one of {list(OBJECTIVE_METRICS + SIZE_METRICS)}")
+            if name not in RESULT_KEYS:
+                raise ValueError(f"{at}{name!r} is not one of {list(RESULT_KEYS)}")
             if name in names[:i]:
                 raise ValueError(f"{at}{name!r} is listed twice")
         if names[0] in SIZE_METRICS:
