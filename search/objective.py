@@ -61,5 +61,5 @@ class TrialScorer:
         model.load_state_dict(best_state)
         images = generate(model, "prior", self.samples_per_class, seed=SAMPLE_SEED)
         s = search_score(images, grid_labels(self.samples_per_class, self.cfg.num_classes), self.reference, self.opts)
-        return {"score": s.fid if self.metric == "fid" else s.kid, "fid": s.fid, "kid": s.kid,
+        return {METRIC: s.fid if self.metric == "fid" else s.kid, "fid": s.fid, "kid": s.kid,
                 "score_epoch": epoch, "score_seconds": s.seconds}

@@ -25,7 +25,7 @@ from results.features import MetricOptions
 from results.run_folder import RunFolder, trial_name
 from results.storage import Uploads
 
-from .objective import TrialScorer
+from .objective import METRIC, TrialScorer
 from .schedulers import stopped_by_asha
 from .seeds import trial_seed
 from .settings import Objective, Search
@@ -123,7 +123,7 @@ class _Reporter:
 
     def __call__(self, metrics: dict, make_checkpoint) -> None:
         self._score(metrics, make_checkpoint)
-        for key in ("train_loss", "val_loss", "best_val_loss", "lr", "score"):
+        for key in ("train_loss", "val_loss", "best_val_loss", "lr", METRIC):
             value = {**metrics, **(self.last_score or {})}.get(key)
             if value is not None:
                 self.events.add_scalar(key, value, metrics["epoch"])
@@ -151,7 +151,7 @@ class _Reporter:
 
     def _score(self, metrics: dict, make_checkpoint) -> None:
         if self.scorer is None:
-            self.last_score = {"score": metrics["best_val_loss"]}
+            self.last_score = {METRIC: metrics["best_val_loss"]}
         elif metrics["epoch"] in self.score_at or metrics["stop"] is not None:
             try:
                 self.last_score = self.scorer(make_checkpoint()["best_state"], metrics["epoch"])
