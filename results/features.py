@@ -33,6 +33,7 @@ log = logging.getLogger("results")
 
 EXTRACT_BATCH = 200  # images per extractor call
 PROBE_MAX_ITER = 1000  # L-BFGS iterations of the class probe
+PROBE_FORMAT = 2  # bump when a cached probe's values change; 2: two-class probes' accuracy scored right
 
 
 @dataclass(frozen=True)
@@ -222,15 +223,18 @@ def class_statistics(reference: Reference, opts: MetricOptions) -> tuple[Statist
 class Probe:
     """A linear classifier of real images' features: does a generated image look like its class?"""
 
-    weight: torch.Tensor  # (classes, d), on standardised features
-    bias: torch.Tensor  # (classes,)
+    weight: torch.Tensor  # (classes, d), on standardised features; (1, d) for two classes, as scikit-learn fits them
+    bias: torch.Tensor  # (classes,), or (1,)
     mean: torch.Tensor  # (d,) standardisation
     scale: torch.Tensor  # (d,)
     accuracy_real: float  # on real held-out images: the ceiling a perfect generator reaches
 
     def predict(self, pool: torch.Tensor) -> torch.Tensor:
         z = (pool.double() - self.mean) / self.scale
-        return (z @ self.weight.T + self.bias).argmax(1)
+        logits = z @ self.weight.T + self.bias
+        if logits.shape[1] == 1:  # two classes: one decision function, positive for the second
+            return (logits[:, 0] > 0).long()
+        return logits.argmax(1)
 
 
 def probe_references(reference: Reference) -> tuple[Reference, Reference]:
@@ -240,12 +244,14 @@ def probe_references(reference: Reference) -> tuple[Reference, Reference]:
 
 def probe_path(reference: Reference, opts: MetricOptions) -> Path:
     fit_on, held_out = probe_references(reference)
-    return cache_path(fit_on, opts, "probe", held_out=held_out.size(opts.data), max_iter=PROBE_MAX_ITER)
+    return cache_path(fit_on, opts, "probe", held_out=held_out.size(opts.data), max_iter=PROBE_MAX_ITER,
+                      probe_format=PROBE_FORMAT)
 
 
 def probe(reference: Reference, opts: MetricOptions) -> Probe:
-    """A multinomial logistic regression (scikit-learn) on the features of the train split's
-    images (the reference's subset size), scored on as many test images; fitted once, cached."""
+    """A logistic regression (scikit-learn; multinomial for more than two classes) on the features
+    of the train split's images (the reference's subset size), scored on as many test images;
+    fitted once, cached."""
     fit_on, held_out = probe_references(reference)
 
     def compute() -> dict:

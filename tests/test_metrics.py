@@ -246,6 +246,15 @@ def test_intra_fid_and_class_accuracy_see_a_label_that_does_not_do_its_job():
     assert [accuracies2[c] for c in others] == [accuracies[c] for c in others]
 
 
+def test_the_class_probe_tells_two_classes_apart(tmp_path):
+    # scikit-learn fits one row of weights for two classes, not one per class
+    from conftest import make_tree
+
+    two = load_data(make_tree(tmp_path / "two", per_class=30, classes=["dark", "light"]), cache_dir=tmp_path / "c")
+    scores = score(two.test_x, two.test_y, Reference(), MetricOptions(two, TINY, cache_dir=tmp_path / "fidelity"))
+    assert scores.probe_accuracy_real > 0.9 and min(scores.class_accuracy_per_class) > 0.9
+
+
 def test_one_pass_of_the_extractor_per_scored_set(data, tmp_path, monkeypatch):
     from results.extractors import TinyRandom
     from results.features import EXTRACT_BATCH
