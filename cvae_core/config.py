@@ -206,12 +206,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check_choice("family", self.family, FAMILIES)
         # Accept lists (from YAML/JSON) but store tuples so the config stays hashable.
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        object.__setattr__(
-            self,
-            "conv",
-            tuple(c if isinstance(c, ConvLayer) else ConvLayer(*c) for c in self.conv),
-        )
+        object.__setattr__(self, "hidden", tuple(_listed("hidden", self.hidden)))
+        object.__setattr__(self, "conv", tuple(_conv_layer(c) for c in _listed("conv", self.conv)))
         self._check_other_families_fields()
         if self.family == "cnn" and self.label is None:
             object.__setattr__(self, "label", "index")
@@ -306,11 +302,32 @@ class ModelConfig:
 
 
 def _known_fields(cls: type, d: dict[str, Any], what: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what}: {d!r} is not a mapping of fields")
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"unknown {what} field(s) {unknown}; known: {sorted(known)}")
+    missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING and f.name not in d]
+    if missing:
+        raise ConfigError(f"{what} field(s) {missing} missing")
     return d
+
+
+def _listed(name: str, value: Any) -> list | tuple:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name}={value!r} must be a list")
+    return value
+
+
+def _conv_layer(layer: Any) -> ConvLayer:
+    """A ConvLayer, or one given as [out_channels, kernel, stride, padding] (the last two optional)."""
+    if isinstance(layer, ConvLayer):
+        return layer
+    if not isinstance(layer, (list, tuple)) or not 2 <= len(layer) <= len(fields(ConvLayer)):
+        raise ConfigError(f"conv layer {layer!r} must be [out_channels, kernel, stride, padding] "
+                          f"(the last two optional)")
+    return ConvLayer(*layer)
 
 
 def _setting(default: Any, help: str) -> Any:

@@ -68,6 +68,20 @@ def test_unknown_field_in_dict_is_named():
         ModelConfig.from_dict({"family": "mlp", "latent": 8, "hidden": [8], "widht": 3})
 
 
+
+@pytest.mark.parametrize("make, message", [  # a config read from JSON (a checkpoint, --config) of the wrong shape
+    (lambda: ModelConfig.from_dict({"latent": 8}), "model field(s) ['family'] missing"),
+    (lambda: ModelConfig.from_dict({"family": "mlp", "latent": 8, "hidden": 5}), "hidden=5 must be a list"),
+    (lambda: ModelConfig.from_dict({**CNN, "conv": [[16, 3, 2, 1, 0]]}), "conv layer [16, 3, 2, 1, 0] must be"),
+    (lambda: ModelConfig.from_dict({**CNN, "conv": [16]}), "conv layer 16 must be"),
+    (lambda: TrialConfig.from_dict({"recipe": {}}), "trial field(s) ['model'] missing"),
+    (lambda: TrialConfig.from_dict({"model": [1]}), "model: [1] is not a mapping of fields"),
+])
+def test_a_config_of_the_wrong_shape_is_a_config_error_naming_the_field(make, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        make()
+
+
 RESNET = dict(family="resnet", latent=8, width=8, scales=3, blocks=1)
 
 
