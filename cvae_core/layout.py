@@ -4,6 +4,7 @@
     checkpoint.pt    everything needed to continue bit for bit
     best.pt          the kept weights and their ModelConfig
     grids/           reconstructions and prior samples, now and then
+    config.json      the settings, when `python -m cvae_core.train` trained it
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
 GRIDS_DIR = "grids"
+CONFIG_FILE = "config.json"
 SAMPLES_GRID = "epoch{:04d}_samples.png"  # in GRIDS_DIR: prior samples after that epoch
 # Image grids and per-class plots show or name at most this many classes: CIFAR-100's 100 would not read.
 GRID_CLASSES = 20

@@ -28,7 +28,7 @@ from .config import (
     batch_size_problem,
     describe_shape,
 )
-from .layout import BEST_FILE, CHECKPOINT_FILE
+from .layout import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE
 from .presets import PRESETS, preset_config
 from .sources import TORCHVISION_NAMES, TRAIN_ON, DataError, default_source
 
@@ -47,14 +47,17 @@ def _in_range(name: str):
     return in_range
 
 
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
 def _add_recipe_flags(p: ArgumentParser) -> None:
     """A flag per Recipe field (--batch-size for batch_size), its default the report's recipe's
     and its help the field's."""
     for f in fields(Recipe):
         default, help = getattr(REPORT, f.name), f.metadata["help"]
-        flag = "--" + f.name.replace("_", "-")
         check = {"choices": CHOICES[f.name]} if f.name in CHOICES else {"type": _in_range(f.name)}
-        p.add_argument(flag, **check, default=default, help=f"{help} (default {default})")
+        p.add_argument(_flag(f.name), **check, default=default, help=f"{help} (default {default})")
 
 
 def _parser() -> ArgumentParser:
@@ -94,7 +97,24 @@ def _write_config(args: argparse.Namespace, trial: TrialConfig) -> None:
     """OUT/config.json: the resolved settings, and the command line's arguments."""
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "config.json").write_text(json.dumps({**trial.to_dict(), "args": settings}, indent=2))
+    (args.out / CONFIG_FILE).write_text(json.dumps({**trial.to_dict(), "args": settings}, indent=2))
+
+
+def _resume_problem(args: argparse.Namespace, trial: TrialConfig) -> str | None:
+    """Why OUT's run cannot go on with these flags: its model or recipe differs from theirs (a
+    checkpoint restores the weights and optimizer it was saved with, and would ignore a new --lr)."""
+    path = args.out / CONFIG_FILE
+    try:
+        recorded = json.loads(path.read_text())
+        was_args = recorded.pop("args", {}) if isinstance(recorded, dict) else {}
+        was = TrialConfig.from_dict(recorded)
+    except (OSError, ValueError) as e:
+        return f"{path} cannot be read ({e}): the run's settings are unknown"
+    if was.model != trial.model:
+        return f"{args.out} trained --preset {was_args.get('preset')}, not {args.preset}"
+    old, new = was.recipe.to_dict(), trial.recipe.to_dict()
+    changed = [f"{_flag(k)} {old[k]} (not {new[k]})" for k in new if old[k] != new[k]]
+    return f"{args.out} trained with {', '.join(changed)}" if changed else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = preset_config(args.preset)
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
+    if args.resume and (problem := _resume_problem(args, TrialConfig(cfg, recipe))):
+        p.error(f"argument --resume: {problem}; continue it with the same settings, or choose another --out")
     try:
         data = load_data(args.data)
     except DataError as e:

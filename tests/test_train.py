@@ -27,6 +27,26 @@ def test_cli_trains_writes_and_resumes(tree, tmp_path, capsys):
     assert epochs == [1, 2]
 
 
+@pytest.mark.parametrize("changed, message", [
+    (["--lr", "0.001"], "trained with --lr 0.0001 (not 0.001)"),
+    (["--ema", "0.99", "--batch-size", "5"], "trained with --batch-size 10 (not 5), --ema 0.0 (not 0.99)"),
+    (["--preset", "cnn-arch1-M2"], "trained --preset cnn-arch1-M1, not cnn-arch1-M2"),
+])
+def test_resuming_with_other_settings_is_one_line_and_the_run_is_left_as_it_was(tree, tmp_path, capsys, changed,
+                                                                                  message):
+    out = tmp_path / "run"
+    args = ["--preset", "cnn-arch1-M1", "--data", str(tree), "--out", str(out), "--batch-size", "10",
+            "--device", "cpu", "--epochs", "1"]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, *changed, "--resume"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: argument --resume: {out} {message}; continue it with the same settings, or choose another --out")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
 def test_cli_rejects_an_unknown_preset(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--preset", "cnn-arch9-M1", "--out", str(tmp_path)])
