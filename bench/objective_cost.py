@@ -27,7 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search_efficiency import SPACE_FILE  # noqa: E402  (bench/, beside this script)
 
 from cvae_core import REPORT, Recipe, preset_config  # noqa: E402
+from cvae_core.cli import number  # noqa: E402
 from cvae_core.data import load_data  # noqa: E402
+from cvae_core.presets import PRESETS  # noqa: E402
+from cvae_core.sources import DataError  # noqa: E402
 from cvae_core.training import resolve_device, train  # noqa: E402
 from results.features import MetricOptions  # noqa: E402
 from results.metrics import prime_reference  # noqa: E402
@@ -56,11 +59,11 @@ def timed_trial(cfg, data, epochs: int, batch_size: int, device, scorer=None, sc
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="cnn-arch3-M3")
+    p.add_argument("--preset", default="cnn-arch3-M3", choices=sorted(PRESETS), metavar="NAME")
     p.add_argument("--data", default=None)
     p.add_argument("--space", default=SPACE_FILE, help="whose objective settings and ASHA schedule to use")
     p.add_argument("--device", default=None, help="cpu to run without a GPU (default: cuda when present)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=number(int, at_least=2), default=3, help="the first is warm-up")
     p.add_argument("--batch-size", type=int, default=REPORT.batch_size)
     p.add_argument("--score-at", type=int, nargs="+", default=[2, 3], help="epochs of the scored run that score")
     p.add_argument("--n-train", type=int, default=50000)
@@ -68,6 +71,8 @@ def main() -> None:
     p.add_argument("--reference-n", type=int, default=None, help="default: the space's search.objective.reference.n")
     p.add_argument("--extractor", default=None, help="default: the space's, resolved as the search resolves it")
     args = p.parse_args()
+    if not set(args.score_at) & set(range(2, args.epochs + 1)):
+        p.error(f"--score-at: none of {args.score_at} is an epoch from 2 to --epochs {args.epochs}")
 
     spec = load_spec(args.space)
     objective, s = spec.search.objective, spec.search.asha
@@ -107,4 +112,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: --data: {e}")

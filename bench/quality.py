@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cvae_core import REPORT, ModelConfig, Recipe, TrialConfig, build_model, count_params, preset_config  # noqa: E402
 from cvae_core.data import ImageData, load_data, split  # noqa: E402
 from cvae_core.grids import grid_labels  # noqa: E402
+from cvae_core.sources import DataError  # noqa: E402
 from cvae_core.training import resolve_device, train  # noqa: E402
 from results import two_stage  # noqa: E402
 from results.features import MetricOptions  # noqa: E402
@@ -129,7 +130,10 @@ def main() -> None:
     text = args.config
     if text is not None and Path(text).is_file():
         text = Path(text).read_text()
-    b = TrialConfig.from_dict(json.loads(text)) if text is not None else RESNET
+    try:
+        b = TrialConfig.from_dict(json.loads(text)) if text is not None else RESNET
+    except ValueError as e:  # not JSON, or not a trial's configuration (ConfigError)
+        p.error(f"--config: {e}")
     settings = final.two_stage.model_copy(update={"width": args.two_stage_width, "epochs": args.two_stage_epochs})
     dev = resolve_device(args.device)
     full = load_data(args.data)
@@ -168,4 +172,7 @@ def report(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: --data: {e}")

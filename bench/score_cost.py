@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cvae_core.data import load_data  # noqa: E402
+from cvae_core.sources import DataError  # noqa: E402
 from cvae_core.training import resolve_device  # noqa: E402
 from results.features import MetricOptions, extract, reference_statistics  # noqa: E402
 from results.metrics import fid, inception_score, prime_reference, score  # noqa: E402
@@ -73,4 +74,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: --data: {e}")

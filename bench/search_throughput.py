@@ -37,8 +37,11 @@ from local_s3 import start_s3  # noqa: E402
 from train_throughput import dataloader_baseline  # noqa: E402
 
 from cvae_core import REPORT, preset_config  # noqa: E402
+from cvae_core.cli import number  # noqa: E402
 from cvae_core.data import load_data  # noqa: E402
 from cvae_core.layout import METRICS_FILE, read_metrics  # noqa: E402
+from cvae_core.presets import PRESETS  # noqa: E402
+from cvae_core.sources import DataError  # noqa: E402
 from cvae_core.training import resolve_device  # noqa: E402
 from results.run_folder import RunFolder  # noqa: E402
 from search.trainable import run_trial  # noqa: E402
@@ -76,10 +79,10 @@ def through_ray(preset: str, k: int, data, epochs: int, batch_size: int, gpu: bo
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="cnn-arch3-M3")
+    p.add_argument("--preset", default="cnn-arch3-M3", choices=sorted(PRESETS), metavar="NAME")
     p.add_argument("--data", default=None)
     p.add_argument("--device", default=None, help="cpu to run without a GPU (default: cuda when present)")
-    p.add_argument("--epochs", type=int, default=6, help="epochs per trial (the first is warm-up)")
+    p.add_argument("--epochs", type=number(int, at_least=2), default=6, help="epochs per trial (the first is warm-up)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--n-train", type=int, default=50000)
     p.add_argument("--per-device", type=int, nargs="+", default=[1, 2, 4, 8], help="trials sharing the device")
@@ -133,4 +136,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: --data: {e}")

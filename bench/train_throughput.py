@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -24,6 +25,8 @@ from torchvision.transforms import ToTensor
 from cvae_core import REPORT, Recipe, build_model, preset_config
 from cvae_core.data import load_data
 from cvae_core.losses import neg_elbo
+from cvae_core.presets import PRESETS
+from cvae_core.sources import DataError
 from cvae_core.training import resolve_device, train
 
 
@@ -74,7 +77,7 @@ def project_loop(cfg, x, y, vx, vy, dev, epochs, batch_size, lr, compile) -> lis
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="cnn-arch3-M3")
+    p.add_argument("--preset", default="cnn-arch3-M3", choices=sorted(PRESETS), metavar="NAME")
     p.add_argument("--data", default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--epochs", type=int, default=5, help="timed epochs + 1 warm-up")
@@ -109,4 +112,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: --data: {e}")

@@ -55,6 +55,21 @@ def test_benchmark_runs(name, tmp_path):
     assert {n for n in left if n not in ("ray", ".ses") and not n.startswith("torchinductor_")} == set()
 
 
+
+@pytest.mark.parametrize("name, args, message", [
+    ("objective_cost", ["--epochs", "1"], "argument --epochs: 1 must be >= 2"),
+    ("objective_cost", ["--epochs", "3", "--score-at", "5"],
+     "--score-at: none of [5] is an epoch from 2 to --epochs 3"),
+    ("search_throughput", ["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
+    ("train_throughput", ["--data", "/nonexistent.zip"], "error: --data: "),
+    ("quality", ["--config", "{"], "error: --config: "),
+])
+def test_a_benchmarks_bad_input_is_one_line(name, args, message, tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--device", "cpu", *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
 def test_the_baselines_are_tpe_and_random_search_whatever_the_space_configures():
     """spaces/cnn.yaml's searcher is a GP: the methods it is measured against stay what users would
     pick instead (random search, TPE with Optuna's defaults, TPE without early stopping), with plain ASHA."""
