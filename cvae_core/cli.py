@@ -17,7 +17,7 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def number(kind: type = int, at_least: float | None = None, above: float | None = None):
+def number(kind: type = int, at_least: float | None = None):
     """An argparse type for a bounded number: `error: argument --epochs: 0 must be >= 1`, before
     any data is loaded."""
 
@@ -30,8 +30,6 @@ def number(kind: type = int, at_least: float | None = None, above: float | None 
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if at_least is not None and value < at_least:
             raise argparse.ArgumentTypeError(f"{value} must be >= {at_least}")
-        if above is not None and value <= above:
-            raise argparse.ArgumentTypeError(f"{value} must be > {above}")
         return value
 
     return parse

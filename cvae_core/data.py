@@ -195,7 +195,7 @@ TORCHVISION = {
 }
 
 
-def _read_torchvision(name: str, root: Path, download: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _read_torchvision(name: str, root: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
     from torchvision import datasets  # its attribute looked up here, so that a test can stand in for it
 
     spec = TORCHVISION[name]
@@ -203,8 +203,8 @@ def _read_torchvision(name: str, root: Path, download: bool) -> tuple[dict[str, 
     for split in SPLITS:
         which = {"split": split} if spec.by_split else {"train": split == "train"}
         try:
-            ds = getattr(datasets, spec.dataset)(str(root), download=download, **which)
-        except (RuntimeError, OSError) as e:  # not there and no download (no network: URLError)
+            ds = getattr(datasets, spec.dataset)(str(root), download=True, **which)
+        except (RuntimeError, OSError) as e:  # not there, and no network to download it (URLError)
             reason = " ".join(str(e).split())  # MNIST's names each mirror on a line of its own
             raise DataError(f"{root}: torchvision {spec.title} unavailable ({reason}); "
                             "give a zip or image folder instead") from None
@@ -263,19 +263,18 @@ def _cache_file(kind: str, path: Path, cache: Path) -> Path | None:
     return cache / "data" / f"{kind if kind in TORCHVISION else path.name}-{key}.pt"
 
 
-def _read(kind: str, path: Path, download: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _read(kind: str, path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
     if kind == "zip":
         return _read_zip(path)
     if kind == "folder":
         return _read_folder(path)
-    return _read_torchvision(kind, path, download)
+    return _read_torchvision(kind, path)
 
 
 def load_data(
     source: str | os.PathLike | None = None,
     *,
     cache_dir: str | os.PathLike | None = None,
-    download: bool = True,
 ) -> ImageData:
     """Decode `source` once, cache the tensors on disk, and return them (see module doc)."""
     source = str(source if source is not None else default_source())
@@ -293,7 +292,7 @@ def load_data(
         blob = torch.load(cache_file, weights_only=True)
         return ImageData(**blob["tensors"], classes=tuple(blob["classes"]), source=source, key=cache_file.stem)
 
-    tensors, classes = _read(kind, path, download)
+    tensors, classes = _read(kind, path)
     _check_tensors(tensors, len(classes), str(path))
     if kind in TORCHVISION:  # torchvision may only now have downloaded the files the key is made of
         cache_file = _cache_file(kind, path, cache)

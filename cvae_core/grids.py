@@ -22,12 +22,13 @@ def prior_latents(model: CVAE, n: int, generator: torch.Generator | None = None,
 GRID_PADDING = 2  # black pixels between images, as in torchvision's grids
 
 
-def image_grid(images: torch.Tensor, nrow: int, padding: int = GRID_PADDING) -> Image.Image:
+def image_grid(images: torch.Tensor, nrow: int) -> Image.Image:
     """Images (N, C, H, W) (C = 1 or 3), uint8 or floats in [0, 1], `nrow` to a row, laid out as torchvision's
     make_grid lays them out (importing torchvision for it would cost every process seconds)."""
     if images.dtype != torch.uint8:
         images = images.detach().mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
     n, c, h, w = images.shape
+    padding = GRID_PADDING
     columns, rows = min(nrow, n), math.ceil(n / min(nrow, n))
     grid = torch.zeros(c, rows * (h + padding) + padding, columns * (w + padding) + padding, dtype=torch.uint8)
     for i, image in enumerate(images.cpu()):
