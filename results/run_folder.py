@@ -16,7 +16,9 @@
     RUN/report/                       what results.show writes
 
 Tune writes its own experiment state beside these (experiment_state-*.json, searcher state).
-Every file a trial or the driver writes again and again is appended to, never rewritten whole.
+A record a trial or the driver adds to again and again (an epoch, a score, a rung) is appended to
+its file, never rewritten whole; a file that holds one state (a checkpoint, trials.parquet) is
+replaced whole, atomically.
 
 A run folder at a URI (s3://bucket/prefix/NAME, results.storage) is worked on in this node's
 mirror of it: `path` is the mirror, and whoever writes there pushes, whoever reads what another
@@ -321,7 +323,7 @@ def open_run(location: str | Path) -> RunFolder:
     """A run folder to read or go on with, at a path or a URI (its own files, not its trials' or
     finalists', are pulled into this node's mirror). Raises StorageError for a URI no run can be at."""
     if not is_uri(location):
-        return RunFolder(location)
+        return RunFolder.at(location)
     check_uri(str(location), "RUN_DIR")
     run = RunFolder.at(location)
     run.pull(run.path, recursive=False)

@@ -6,7 +6,7 @@ import pytest
 
 import results.run_folder
 from cvae_core.sources import DataError
-from results.run_folder import RunFolder
+from results.run_folder import RunFolder, open_run
 
 
 def test_auto_is_resolved_once_and_the_run_keeps_that_extractor(tmp_path, monkeypatch):
@@ -64,3 +64,9 @@ def test_a_finalists_file_is_found_in_the_run_folder_wherever_it_has_moved(tmp_p
     assert moved.finalist_file("/data/final/runs/x/final/mlp_1_s1/samples_gmm.png") == (
         moved.path / "final" / "mlp_1_s1" / "samples_gmm.png")  # the run folder's own final/, the last one
     assert moved.finalist_file("/somewhere/best.pt") == Path("/somewhere/best.pt")  # not a finalist's: as recorded
+
+
+def test_a_run_folder_given_as_a_home_path_is_found_wherever_the_command_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert open_run("~/runs/cnn").path == RunFolder.at("~/runs/cnn").path == tmp_path / "home" / "runs" / "cnn"
