@@ -102,8 +102,8 @@ class MLPCVAE(CVAE):
 
 
 class CNNCVAE(CVAE):
-    """Label as a 4th input channel whose pixels equal the class index (`label: index`, the
-    report's), or as one one-hot plane per class (`label: onehot`).
+    """Label as one more input channel after the image's (the 4th for RGB), whose pixels equal
+    the class index (`label: index`, the report's), or as one one-hot plane per class (`label: onehot`).
 
     The decoder mirrors the conv stack with transposed convolutions, then one more
     ConvTranspose2d(C, C, k) whose kernel brings the output to exactly the image size.
