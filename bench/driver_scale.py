@@ -172,8 +172,10 @@ def main() -> None:
         for policy in args.policies:
             cmd = [sys.executable, __file__, "--one", policy, str(trials), bucket, "--concurrent", str(args.concurrent),
                    "--epochs", str(args.epochs), "--epoch-seconds", str(args.epoch_seconds)]
-            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"error: the {policy} run of {trials} trials failed:\n{out.stderr[-3000:]}")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(r)
             print(f"{policy:<14}{trials:>7}{r['wall_seconds']:>9.1f}{r['driver_cpu_seconds']:>14.1f}{r['saves']:>7}"
                   f"{r['save_seconds']:>9.2f}{r['bytes_written'] / 1e6:>12.1f}{r['bytes_copied'] / 1e6:>11.1f}")

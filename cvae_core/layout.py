@@ -20,6 +20,7 @@ BEST_FILE = "best.pt"
 GRIDS_DIR = "grids"
 CONFIG_FILE = "config.json"
 SAMPLES_GRID = "epoch{:04d}_samples.png"  # in GRIDS_DIR: prior samples after that epoch
+RECON_GRID = "epoch{:04d}_recon_{}.png"  # in GRIDS_DIR: a split's fixed images over their reconstructions
 # Image grids and per-class plots show or name at most this many classes: CIFAR-100's 100 would not read.
 GRID_CLASSES = 20
 
