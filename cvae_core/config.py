@@ -20,7 +20,14 @@ IMAGE_SIZE = 32
 IMAGE_CHANNELS = 3
 NUM_CLASSES = 10
 DATA_FIELDS = ("image_size", "channels", "num_classes")  # ModelConfig's fields that come from the data
-CIFAR10_SHAPE = {"image_size": IMAGE_SIZE, "channels": IMAGE_CHANNELS, "num_classes": NUM_CLASSES}
+
+
+def data_shape(image_size: int, channels: int, num_classes: int) -> dict[str, int]:
+    """What a model is built for, as ModelConfig's DATA_FIELDS (ImageData.shape)."""
+    return dict(zip(DATA_FIELDS, (image_size, channels, num_classes)))
+
+
+CIFAR10_SHAPE = data_shape(IMAGE_SIZE, IMAGE_CHANNELS, NUM_CLASSES)
 CHANNELS = (1, 3)  # grayscale, RGB
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, SIZE_STEP = 8, 256, 4
 

@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_torch_save
-from .config import CHANNELS, image_size_problem
+from .config import CHANNELS, data_shape, image_size_problem
 from .sources import SPLITS, TRAIN_ON, DataError, default_cache_dir, default_source, torchvision_name, torchvision_root
 
 CACHE_VERSION = 2  # 2: keys name the torchvision dataset (several share a ROOT); images of any shape
@@ -53,7 +53,7 @@ class ImageData:
     @property
     def shape(self) -> dict[str, int]:
         """What a model is built for (ModelConfig's DATA_FIELDS): image size, channels, classes."""
-        return {"image_size": self.image_size, "channels": self.channels, "num_classes": len(self.classes)}
+        return data_shape(self.image_size, self.channels, len(self.classes))
 
 
 # ---------------------------------------------------------------------------- sources

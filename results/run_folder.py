@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cvae_core.atomic import atomic_write_text
-from cvae_core.config import describe_shape
+from cvae_core.config import data_shape, describe_shape
 from cvae_core.sources import DataError, absolute_source
 
 from .names import AUTO, resolve_extractor
@@ -73,7 +73,7 @@ class DataRecord:
     @property
     def shape(self) -> dict[str, int]:
         """As ImageData.shape: what a model is built for (image size, channels, number of classes)."""
-        return {"image_size": self.image_size, "channels": self.channels, "num_classes": len(self.classes)}
+        return data_shape(self.image_size, self.channels, len(self.classes))
 
 
 @dataclass(frozen=True)
