@@ -87,10 +87,19 @@ def _prepare_folder(run: RunFolder, name: str) -> Path:
     return trial_dir
 
 
-def _report_last(run: RunFolder, name: str, carried: dict) -> None:
+def _val_loss_score(record: dict) -> dict:
+    """A val_loss objective's score at an epoch: the best validation loss so far."""
+    return {METRIC: record["best_val_loss"], "score_epoch": record["epoch"]}
+
+
+def _report_last(run: RunFolder, name: str, carried: dict, objective: Objective) -> None:
     """Report the trial's last recorded epoch again, with its score then."""
     last = read_metrics(run.trial(name))[-1]
-    tune.report({**last, **(_scores(run.scores_file(name), last["epoch"]) or {}), **carried})
+    if objective.ranked_by == "val_loss":  # scored every epoch, from the epoch's own record
+        score = _val_loss_score(last)
+    else:
+        score = _scores(run.scores_file(name), last["epoch"])
+    tune.report({**last, **(score or {}), **carried})
 
 
 def _scorer(trial: TrialConfig, data: ImageData, objective: Objective, inception_weights: str | None,
@@ -151,7 +160,7 @@ class _Reporter:
 
     def _score(self, metrics: dict, make_checkpoint) -> None:
         if self.scorer is None:
-            self.last_score = {METRIC: metrics["best_val_loss"]}
+            self.last_score = _val_loss_score(metrics)
         elif metrics["epoch"] in self.score_at or metrics["stop"] is not None:
             try:
                 self.last_score = self.scorer(make_checkpoint()["best_state"], metrics["epoch"])
@@ -199,7 +208,7 @@ def run_trial(
     carried = {"objective": objective.ranked_by, "params": config_params(trial.model), "seed": seed,
                "node_id": ray.get_runtime_context().get_node_id()}  # in every result
     if trial_id in stopped_by_asha(run.asha_state):
-        _report_last(run, name, carried)  # ASHA stopped it, but the kill came before Tune saved that
+        _report_last(run, name, carried, objective)  # ASHA stopped it, but the kill came before Tune saved that
         return
 
     checkpoint = trial_dir / CHECKPOINT_FILE
@@ -223,4 +232,4 @@ def run_trial(
     finally:
         report.close()  # uploads what the trial wrote, its failure record included
     if not report.reported:  # restarted after it had finished (a kill before Tune saved that): say so again
-        _report_last(run, name, carried)
+        _report_last(run, name, carried, objective)

@@ -85,3 +85,34 @@ def test_a_restart_removes_the_empty_event_file_of_a_killed_attempt_and_keeps_th
     assert [p.suffix for p in folder.glob("events.out.tfevents.*")] == [".earlier"]
     assert (folder / "notes.txt").exists()
     killed.close()
+
+
+def _val_loss_trial(tree, run, **kwargs):
+    from cvae_core.data import load_data
+    from search.trainable import run_trial
+
+    run_trial(CONFIG, load_data(tree), str(run.path), max_t=3, objective=Objective(metric="val_loss"), **kwargs)
+
+
+def test_a_val_loss_trial_is_scored_at_every_epoch_so_the_searcher_sees_its_curve(tree, tmp_path, monkeypatch):
+    import torch
+
+    import search.trainable as trainable
+    from results.run_folder import RunFolder
+
+    reports = []
+    monkeypatch.setattr(trainable.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "abc"))
+    monkeypatch.setattr(trainable.tune, "report", reports.append)
+    monkeypatch.setattr(trainable.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "n1"))
+    monkeypatch.setattr(trainable, "claim_device", lambda *_: torch.device("cpu"))
+    _val_loss_trial(tree, RunFolder(tmp_path / "run"))
+    assert [r["epoch"] for r in reports] == [1, 2, 3]
+    # the searcher takes a score as the trial's value at an epoch where score_epoch is that epoch
+    assert all(r["score"] == r["best_val_loss"] and r["score_epoch"] == r["epoch"] for r in reports)
+
+
+def test_a_val_loss_trial_asha_stopped_before_a_kill_keeps_its_score(tree, tmp_path, monkeypatch):
+    run, _, reports = _asha_stopped_trial(tmp_path, monkeypatch)
+    _val_loss_trial(tree, run)
+    assert len(reports) == 1 and reports[0]["epoch"] == 4
+    assert reports[0]["score"] == reports[0]["best_val_loss"] == 5.0 and reports[0]["score_epoch"] == 4
