@@ -171,6 +171,9 @@ class Objective(Settings):
                 raise ValueError(f"{at}{name!r} is not one of {list(RESULT_KEYS)}")
             if name in names[:i]:
                 raise ValueError(f"{at}{name!r} is listed twice")
+            if i and names[0] == "val_loss" and name in OBJECTIVE_METRICS:
+                raise ValueError(f"{at}{name!r} cannot follow val_loss: a search ranked by its validation loss scores "
+                                 f"no samples; rank by {name} first, e.g. [{name}, val_loss]")
         if names[0] in SIZE_METRICS:
             raise ValueError(f"{names[0]!r} cannot rank trials first: it is known before training and says nothing "
                              f"of their samples; list it after one of {list(OBJECTIVE_METRICS)}, e.g. [fid, params]")

@@ -126,6 +126,8 @@ MALFORMED = [
                                           "before training"),
     ("search.objective.metric", ["params", "fid"], "search.objective.metric: 'params' cannot rank trials first"),
     ("search.objective.metric", ["fid", "fid"], "search.objective.metric[1]: 'fid' is listed twice"),
+    ("search.objective.metric", ["val_loss", "kid"], "search.objective.metric[1]: 'kid' cannot follow val_loss: a "
+                                                     "search ranked by its validation loss scores no samples"),
     ("search.objective.metric", [], "search.objective.metric: [] must be a name or a non-empty list of names"),
     ("search.searcher", {"multivariate": False}, "search.searcher.group: true needs multivariate: true"),
     ("search.searcher", {"constant_liar": "yes"}, "search.searcher.constant_liar: 'yes' is not true or false"),
