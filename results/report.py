@@ -21,6 +21,8 @@ from .leaderboard import SHOWN  # noqa: E402
 from .run_folder import REPORT_FILE, RunFolder  # noqa: E402
 from .search_report import write_search_section  # noqa: E402
 
+NO_ROWS = "The leaderboard has no rows: no finalist has finished"
+
 
 def located(run: RunFolder, board: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard with its finalists' files where they are now (RunFolder.finalist_file)."""
@@ -178,8 +180,11 @@ def write_report(run_dir: Path, top_n: int, out: Path | None = None) -> Path:
     out = out or run.report_dir
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {run.name}", ""]
-    if run.leaderboard.exists():
-        md += leaderboard_section(located(run, pd.read_parquet(run.leaderboard)), top_n, out)
+    board = pd.read_parquet(run.leaderboard) if run.leaderboard.exists() else None
+    if board is not None and len(board):
+        md += leaderboard_section(located(run, board), top_n, out)
+    elif board is not None:
+        md += [f"{NO_ROWS} (`python -m search.final {run.path}` retries them).", ""]
     else:
         md += [f"No leaderboard yet: run `python -m search.final {run.path}`.", ""]
     md += write_search_section(run.path, out)

@@ -43,12 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd  # only now: --help and input errors answer at once
 
     from .leaderboard import SHOWN
-    from .report import write_report
+    from .report import NO_ROWS, write_report
 
-    if run.leaderboard.exists():
-        board = pd.read_parquet(run.leaderboard)
+    board = pd.read_parquet(run.leaderboard) if run.leaderboard.exists() else None
+    if board is not None and len(board):
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(board.head(args.top)[SHOWN].to_string(index=False))
+    elif board is not None:
+        print(f"{NO_ROWS} (python -m search.final {args.run_dir} retries them); the report shows the search")
     else:
         print(f"no leaderboard yet (python -m search.final {args.run_dir}); the report shows the search")
     report = write_report(run.path, args.top, args.out)

@@ -85,6 +85,16 @@ def test_show_draws_the_search_and_ranks_its_settings(tmp_path, capsys):
     assert "by PED-ANOVA" in md and "| `lr` |" in md and "| `latent` |" in md
 
 
+def test_a_leaderboard_without_rows_is_said_and_the_search_is_still_reported(tmp_path, capsys):
+    from results.leaderboard import write_leaderboard
+
+    run_dir = small_search(tmp_path, 6)
+    write_leaderboard(run_dir)  # as the final stage leaves it when every finalist failed
+    assert main([str(run_dir)]) == 0
+    assert "The leaderboard has no rows: no finalist has finished" in capsys.readouterr().out
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "The leaderboard has no rows" in md and "](asha.png)" in md
+
 def test_too_few_trials_for_importances_is_one_line_and_the_rest_is_written(tmp_path):
     run_dir = small_search(tmp_path, 2)
     assert main([str(run_dir)]) == 0
