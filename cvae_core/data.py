@@ -27,7 +27,7 @@ from .atomic import atomic_torch_save
 from .config import CHANNELS, data_shape, image_size_problem
 from .sources import SPLITS, TRAIN_ON, DataError, default_cache_dir, default_source, torchvision_name, torchvision_root
 
-CACHE_VERSION = 2  # 2: keys name the torchvision dataset (several share a ROOT); images of any shape
+CACHE_VERSION = 3  # 2: keys name the torchvision dataset (several share a ROOT); images of any shape; 3: file names
 
 
 @dataclass(frozen=True)
@@ -219,16 +219,18 @@ def _read_torchvision(name: str, root: Path) -> tuple[dict[str, torch.Tensor], l
 
 
 def _fingerprint(path: Path) -> str:
-    """Path, sizes and mtimes of everything the source reads: any change re-decodes."""
+    """Path, and the name, size and mtime of everything the source reads: any change re-decodes
+    (an image moved to another class folder keeps its size and mtime, not its name)."""
     if path.is_file():
         st = path.stat()
         return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    total, newest, count = 0, 0, 0
-    for dirpath, _, files in os.walk(path):
-        for f in files:
-            st = os.stat(os.path.join(dirpath, f))
-            total, newest, count = total + st.st_size, max(newest, st.st_mtime_ns), count + 1
-    return f"{path.resolve()}|{count}|{total}|{newest}"
+    files = hashlib.sha1()
+    for dirpath, dirs, names in os.walk(path):
+        dirs.sort()  # os.walk's order is the file system's
+        for name in sorted(names):
+            st = os.stat(os.path.join(dirpath, name))
+            files.update(f"{os.path.relpath(dirpath, path)}/{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return f"{path.resolve()}|{files.hexdigest()}"
 
 
 def _check_tensors(data: dict[str, torch.Tensor], n_classes: int, where: str) -> None:

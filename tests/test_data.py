@@ -34,6 +34,14 @@ def test_second_load_comes_from_the_cache(tree, tmp_path):
     assert len(list((cache / "data").glob("*.pt"))) == 2
 
 
+def test_an_image_moved_to_another_class_is_read_again_with_its_new_label(tree, tmp_path):
+    cache = tmp_path / "c"
+    before = load_data(tree, cache_dir=cache)
+    (tree / "train" / "cat" / "0000.png").rename(tree / "train" / "dog" / "0009.png")  # same size and mtime
+    after = load_data(tree, cache_dir=cache)
+    assert before.train_y.bincount().tolist()[3:6] == [3, 3, 3] and after.train_y.bincount().tolist()[3:6] == [2, 3, 4]
+
+
 @pytest.mark.slow
 def test_the_real_cifar10_zip_decodes_to_its_splits(real_data, tmp_path_factory):
     again = load_data(real_data.source, cache_dir=shared_dir(tmp_path_factory, "real-data"))  # from the cache
