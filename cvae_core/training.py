@@ -264,8 +264,10 @@ class _Training:
         return {**_epoch_record(progress, train_loss, val_loss, stop, step_seconds, t0), "lr": lr, **_sigma(self.kept)}
 
     def finish(self, stop: str, out: Path | None) -> TrainResult:
-        """Load the best weights (and save them as BEST_FILE in `out`)."""
+        """Load the best weights (and save them as BEST_FILE in `out`); the model, in eval mode, as
+        best.pt gives it, so that whatever encodes with it next leaves BatchNorm's statistics alone."""
         self.model.load_state_dict(self.best_state)
+        self.model.eval()
         if out is not None:
             atomic_torch_save({"model": self.model.state_dict(), "model_config": self.model_cfg.to_dict(),
                                "epoch": self.progress.best_epoch}, out / BEST_FILE)

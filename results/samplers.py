@@ -28,6 +28,7 @@ BATCH = 1000
 
 @torch.no_grad()
 def encoder_means(model: CVAE, x_u8: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    model.eval()  # BatchNorm's running statistics, as sampling uses them, and left as they are
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(x_u8), BATCH):

@@ -114,3 +114,21 @@ def test_a_grid_of_many_grayscale_classes_shows_the_first_twenty_each_named(tmp_
     grid = np.asarray(Image.open(tmp_path / "g.png").convert("L"))
     assert grid.shape[0] == 2 + 20 * 30  # 20 rows of 28 + 2 pixels
     assert np.array_equal(grid[2:30, -(2 + 28) : -2], images[2, 0].numpy())  # class 0's third image
+
+
+def test_a_trained_model_is_encoded_as_its_best_weights_are_saved(train_set, tmp_path):
+    # the final stage encodes the training images (gmm, two_stage) with the model train() returns
+    from cvae_core import Recipe
+    from cvae_core.training import train
+    from results.samplers import encoder_means
+
+    x, y = train_set
+    cfg = ModelConfig(family="cnn", latent=4, conv=[(8, 4, 2, 1)], h=16, norm="batch")
+    result = train(cfg, x, y, x[:20], y[:20], recipe=Recipe(batch_size=100), epochs=1, seed=0, device="cpu",
+                   out_dir=tmp_path)
+    assert not result.model.training
+    saved = {k: v.clone() for k, v in result.model.state_dict().items()}
+    encoder_means(result.model, x, y)
+    assert all(torch.equal(saved[k], v) for k, v in result.model.state_dict().items())  # BatchNorm's too
+    best = torch.load(tmp_path / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(best[k], v) for k, v in result.model.state_dict().items())
