@@ -100,9 +100,14 @@ def _write_config(args: argparse.Namespace, trial: TrialConfig) -> None:
     (args.out / CONFIG_FILE).write_text(json.dumps({**trial.to_dict(), "args": settings}, indent=2))
 
 
+# Flags besides the recipe that a run keeps: the data it trains on and the loss it minimises.
+_RESUMED_AS_STARTED = ("train_on", "reduction")
+
+
 def _resume_problem(args: argparse.Namespace, trial: TrialConfig) -> str | None:
-    """Why OUT's run cannot go on with these flags: its model or recipe differs from theirs (a
-    checkpoint restores the weights and optimizer it was saved with, and would ignore a new --lr)."""
+    """Why OUT's run cannot go on with these flags: its model, recipe, training split or loss
+    differs from theirs (a checkpoint restores the weights and optimizer it was saved with, and
+    would ignore a new --lr), or, under a cosine schedule, its number of epochs."""
     path = args.out / CONFIG_FILE
     try:
         recorded = json.loads(path.read_text())
@@ -112,7 +117,10 @@ def _resume_problem(args: argparse.Namespace, trial: TrialConfig) -> str | None:
         return f"{path} cannot be read ({e}): the run's settings are unknown"
     if was.model != trial.model:
         return f"{args.out} trained --preset {was_args.get('preset')}, not {args.preset}"
-    old, new = was.recipe.to_dict(), trial.recipe.to_dict()
+    old = {**was.recipe.to_dict(), **{k: was_args.get(k, getattr(args, k)) for k in _RESUMED_AS_STARTED}}
+    new = {**trial.recipe.to_dict(), **{k: getattr(args, k) for k in _RESUMED_AS_STARTED}}
+    if trial.recipe.lr_schedule == "cosine":  # its decay ends with the last epoch
+        old["epochs"], new["epochs"] = was_args.get("epochs", args.epochs), args.epochs
     changed = [f"{_flag(k)} {old[k]} (not {new[k]})" for k in new if old[k] != new[k]]
     return f"{args.out} trained with {', '.join(changed)}" if changed else None
 

@@ -31,6 +31,8 @@ def test_cli_trains_writes_and_resumes(tree, tmp_path, capsys):
     (["--lr", "0.001"], "trained with --lr 0.0001 (not 0.001)"),
     (["--ema", "0.99", "--batch-size", "5"], "trained with --batch-size 10 (not 5), --ema 0.0 (not 0.99)"),
     (["--preset", "cnn-arch1-M2"], "trained --preset cnn-arch1-M1, not cnn-arch1-M2"),
+    (["--train-on", "all"], "trained with --train-on train (not all)"),
+    (["--reduction", "mean"], "trained with --reduction sum (not mean)"),
 ])
 def test_resuming_with_other_settings_is_one_line_and_the_run_is_left_as_it_was(tree, tmp_path, capsys, changed,
                                                                                   message):
@@ -120,3 +122,14 @@ def test_torchvision_cifar10_that_cannot_be_downloaded_is_one_line(tmp_path, cap
     assert main(["--preset", "mlp-M1", "--data", f"cifar10:{tmp_path / 'tv'}", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --data: ") and "torchvision CIFAR-10 unavailable" in err and "\n" not in err
+
+
+def test_a_cosine_schedule_resumes_only_to_the_epoch_it_decays_to(tree, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--preset", "mlp-M1", "--data", str(tree), "--out", str(out), "--batch-size", "10", "--device", "cpu",
+            "--lr-schedule", "cosine"]
+    assert main([*args, "--epochs", "1"]) == 0
+    with pytest.raises(SystemExit):
+        main([*args, "--epochs", "3", "--resume"])
+    assert "trained with --epochs 1 (not 3)" in capsys.readouterr().err
+    assert main([*args, "--epochs", "1", "--resume"]) == 0  # the same schedule goes on
