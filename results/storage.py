@@ -289,6 +289,8 @@ def check_uri(uri: str, flag: str) -> None:
     if parts.query:
         raise StorageError(f"{flag} {uri}: takes no options (?{parts.query}); set them in the environment "
                            "(AWS_ENDPOINT_URL, AWS_REGION, ...)")
+    if parts.fragment or uri.endswith("#"):
+        raise StorageError(f"{flag} {uri}: '#' would end its path there; name the folder without it")
     try:
         fs, path = _filesystem(uri)
     except Exception as e:  # pyarrow.ArrowInvalid (a ValueError) or OSError, by scheme

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from results.run_folder import RunFolder
 from results.storage import StorageError, check_uri, is_uri
 
 from .cluster import ClusterError, parse_address
-from .settings import RunFolderError, Spec, for_data, load_spec, run_name_problem, with_overrides
+from .settings import URI_NAME, RunFolderError, Spec, for_data, load_spec, run_name_problem, with_overrides
 from .validation import SpaceError
 
 
@@ -62,6 +63,9 @@ def _run_folder(storage: str, name: str) -> RunFolder:
     """The run folder STORAGE/NAME, checked to be one that can be made, before anything starts."""
     if is_uri(storage):
         check_uri(storage, "--storage")
+        if not re.fullmatch(URI_NAME, name):  # '#', '?', ' ' would end the URI's path elsewhere: another run
+            raise RunFolderError(f"run name {name!r}: a run at a URI ({storage}) is named with letters, digits, '.', "
+                                 "'_', '-' and '~' only; pass --name")
         return RunFolder.at(f"{storage.rstrip('/')}/{name}")
     folder = Path(storage).expanduser().resolve()
     run = RunFolder(folder / name)

@@ -312,6 +312,7 @@ def load_spec(path: str | Path) -> Spec:
 # or '..') with more than whitespace. "(?![\s\S])" is the end of the text both in Python and in an
 # editor's JSON Schema; Python's "$" also matches before a final newline.
 RUN_NAME = r"^(?=[\s\S]*\S)(?![.]{1,2}(?![\s\S]))[^/\\]+(?![\s\S])"
+URI_NAME = r"[A-Za-z0-9._~-]+"  # a run name that stays one path segment in a URI, unescaped
 
 
 def run_name_problem(name: Any) -> str | None:

@@ -322,6 +322,7 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
     ("s3://BUCKET/notes", "s3://BUCKET/notes/t: holds files and is not a search run (no space.yaml); nothing was "
                           "deleted; pass another --name or --storage"),
     ("s3://BUCKET/runs DEAD", "--storage s3://BUCKET/runs: the endpoint does not answer (http://127.0.0.1:PORT)"),
+    ("s3://BUCKET/notes#2", "--storage s3://BUCKET/notes#2: '#' would end its path there"),
 ])
 def test_a_storage_uri_no_run_can_live_at_is_one_line_before_anything_is_written(uri, problem, bucket, tmp_path,
                                                                                    tree, monkeypatch):
@@ -340,6 +341,16 @@ def test_a_storage_uri_no_run_can_live_at_is_one_line_before_anything_is_written
     assert bucket.keys() == ["notes/t/notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml", "tree"]  # no scratch, no runs/
 
+
+def test_a_run_name_a_uri_would_cut_short_is_refused_and_the_run_it_would_reach_is_kept(bucket, tmp_path, tree,
+                                                                                      monkeypatch):
+    bucket.write("runs/t/space.yaml", b"name: t")  # a run t; in a URI, t#2 is t with a fragment
+    monkeypatch.chdir(tmp_path)
+    proc = in_process(command(tiny_space(tmp_path), tree, f"s3://{bucket.name}/runs", "--name", "t#2", "--fresh"))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: run name 't#2': a run at a URI (s3://{bucket.name}/runs) is named with letters, digits, '.', '_', "
+        "'-' and '~' only; pass --name")
+    assert bucket.keys() == ["runs/t/space.yaml"]
 
 _NO_GOOGLE_CREDENTIALS = ("no credentials found: set GOOGLE_APPLICATION_CREDENTIALS, or gcloud auth "
                           "application-default login")
