@@ -15,7 +15,7 @@ from results.run_folder import open_run
 from results.storage import StorageError
 
 from .cluster import ClusterError, parse_address
-from .settings import RunFolderError, load_spec, with_overrides
+from .settings import RunFolderError, load_spec
 from .validation import SpaceError
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         run = open_run(args.run_dir)
         if not run.trials_table.exists():
             raise RunFolderError(f"{run.location}: no {run.trials_table.name}; run python -m search.run first")
-        spec = with_overrides(load_spec(run.space_file), inception_weights=args.inception_weights)
+        spec = load_spec(run.space_file, inception_weights=args.inception_weights)
 
         from cvae_core.data import load_data  # the heavy part starts here
 

@@ -25,7 +25,16 @@ from results.run_folder import RunFolder
 from results.storage import StorageError, check_uri, is_uri
 
 from .cluster import ClusterError, parse_address
-from .settings import URI_NAME, RunFolderError, Spec, for_data, load_spec, run_name_problem, with_overrides
+from .settings import (
+    URI_NAME,
+    RunFolderError,
+    Spec,
+    for_data,
+    load_spec,
+    run_name_problem,
+    with_overrides,
+    without_inception_weights,
+)
 from .validation import SpaceError
 
 
@@ -104,7 +113,7 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
                              f"nothing was deleted; pass another --name or --storage")
     if fresh:
         return False
-    if yaml.safe_load(run.space_file.read_text()) != spec.raw:
+    if without_inception_weights(yaml.safe_load(run.space_file.read_text())) != without_inception_weights(spec.raw):
         raise RunFolderError(f"{spec.path}: differs from {run.location}/{run.space_file.name}, which this run "
                              "started with; "
                              "pass --fresh to start over or --name for a new run")

@@ -299,13 +299,26 @@ def _refuse_duplicate_keys(node, where: str) -> None:
             _refuse_duplicate_keys(item, f"{where}[{i}]")
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a space file; raises SpaceError naming the file and key path."""
+def load_spec(path: str | Path, inception_weights: str | None = None) -> Spec:
+    """Read and validate a space file; raises SpaceError naming the file and key path.
+    `inception_weights` (--inception-weights) stands in for the file's own, which is then not looked for."""
     path = Path(path)
     try:
-        return parse_spec(read_yaml(path), str(path), default_name=path.stem, base=path.parent)
+        raw = read_yaml(path)
+        if inception_weights is not None:
+            raw = without_inception_weights(raw)
+        spec = parse_spec(raw, str(path), default_name=path.stem, base=path.parent)
     except SpaceError as e:
         raise SpaceError(e if str(e).startswith(f"{path}: ") else f"{path}: {e}") from None
+    return with_overrides(spec, inception_weights=inception_weights)
+
+
+def without_inception_weights(raw: Any) -> Any:
+    """A space file's contents without final.inception_weights: where a file lies on one machine,
+    not part of the search as run (a run resumed elsewhere finds it elsewhere)."""
+    if isinstance(raw, dict) and isinstance(raw.get("final"), dict) and "inception_weights" in raw["final"]:
+        return {**raw, "final": {k: v for k, v in raw["final"].items() if k != "inception_weights"}}
+    return raw
 
 
 # A run folder's name, also search.schema's pattern: a plain folder name (no '/', no '\\', not '.'

@@ -37,6 +37,7 @@ from cvae_core.atomic import read_records
 from cvae_core.config import TrialConfig, column_types
 from results.run_folder import RunFolder
 from search.run import main
+from search.settings import load_spec
 
 DIVERGING_LR = 1e6  # the loss is NaN or astronomical after one epoch, whatever the likelihood
 
@@ -613,3 +614,20 @@ def test_a_search_of_quality_against_size_keeps_its_front_and_retrains_from_it(t
     assert show([str(run_dir)]) == 0  # draws the study's front and the leaderboard's
     md = (run_dir / "report" / "report.md").read_text()
     assert "](search_pareto.png)" in md and (run_dir / "report" / "search_pareto.png").stat().st_size > 0
+
+
+def test_a_run_resumed_from_another_checkout_is_not_refused_for_where_its_weights_lie(tmp_path, data_dir):
+    spaces = {}
+    for machine in ("a", "b"):  # the same checkout in two places, the weights beside each
+        (tmp_path / machine / "spaces").mkdir(parents=True)
+        (tmp_path / machine / "w.pth").write_bytes(b"weights")
+        raw = yaml.safe_load(tiny_space(tmp_path).read_text())
+        raw["final"]["inception_weights"] = "../w.pth"
+        spaces[machine] = tmp_path / machine / "spaces" / "t.yaml"
+        spaces[machine].write_text(yaml.safe_dump(raw))
+    run = RunFolder(tmp_path / "runs" / "t")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text(yaml.safe_dump(load_spec(spaces["a"]).raw))  # as a's search.run stored it
+    (run.path / "data.json").write_text(json.dumps({"source": "/elsewhere"}))  # the next check stops the command
+    proc = in_process(command(spaces["b"], data_dir, tmp_path / "runs"))
+    assert proc.returncode == 2 and "this run started with /elsewhere" in proc.stderr, proc.stderr

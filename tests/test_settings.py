@@ -339,6 +339,17 @@ def test_relative_inception_weights_are_found_beside_the_space_file(tmp_path, mo
     assert spec.raw["final"]["inception_weights"] == str(weights)  # the run folder's copy works from anywhere
 
 
+
+def test_inception_weights_given_on_the_command_line_stand_in_for_a_run_folders_missing_ones(tmp_path):
+    # search.final on another machine: the run folder's space file names weights this one lacks
+    stored = tmp_path / "space.yaml"
+    stored.write_text(yaml.safe_dump(with_change("final.inception_weights", "/elsewhere/w.pth")))
+    with pytest.raises(SpaceError, match="final.inception_weights: /elsewhere/w.pth is not a file"):
+        load_spec(stored)
+    here = tmp_path / "w.pth"
+    here.write_bytes(b"x")
+    assert load_spec(stored, inception_weights=str(here)).final.inception_weights == str(here)
+
 def test_the_objective_defaults_to_fid_of_1000_samples_and_to_val_loss_for_presets():
     objective = parse_spec(BASE).search.objective
     assert (objective.metric, objective.samples_per_class) == (("fid",), 100)
