@@ -29,6 +29,7 @@ def data_shape(image_size: int, channels: int, num_classes: int) -> dict[str, in
 
 CIFAR10_SHAPE = data_shape(IMAGE_SIZE, IMAGE_CHANNELS, NUM_CLASSES)
 CHANNELS = (1, 3)  # grayscale, RGB
+MAX_SEED = 2**32 - 1  # the largest seed numpy, scikit-learn and Optuna's samplers take
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, SIZE_STEP = 8, 256, 4
 
 

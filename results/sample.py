@@ -16,12 +16,14 @@ cuDNN's rounding. --seed, --n, --sampler or --device draw others.
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cvae_core.cli import ArgumentParser, device, number
+from cvae_core.config import MAX_SEED
 from cvae_core.sources import absolute_source
 
 from .names import SAMPLERS
@@ -54,6 +56,28 @@ def scored_device(row: pd.Series) -> str | None:
     return "cpu" if row.get("device") == "cpu" else None
 
 
+def _seed(text: str) -> int:
+    value = number(int, at_least=0)(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} must be <= {MAX_SEED}")
+    return value
+
+
+def _image_file(text: str) -> Path:
+    """--out: a file name whose suffix is a format Pillow writes, where a file can be made."""
+    from PIL import Image  # its formats; light, unlike what drawing needs
+
+    out = Path(text).expanduser()
+    if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:
+        raise argparse.ArgumentTypeError(f"{text}: not an image file name (its suffix picks the format: .png, .jpg)")
+    if out.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder")
+    made = next(folder for folder in out.parents if folder.exists())
+    if not made.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {made} is a file, not a folder")
+    return out
+
+
 def parse_args(argv: list[str] | None):
     p = ArgumentParser(prog="python -m results.sample", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="a run folder, or its URI")
@@ -62,11 +86,11 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--n", type=number(int, at_least=1), default=None,
                    help="images per class (default: as many as the row scored)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the row's sampler")
-    p.add_argument("--seed", type=int, default=None, help="default: the row's seed, which its images were drawn with")
+    p.add_argument("--seed", type=_seed, default=None, help="default: the row's seed, which its images were drawn with")
     p.add_argument("--data", default=None, help="default: the data the row was trained on")
     p.add_argument("--device", type=device, default=None,
                    help="default: the kind the row was scored on (cpu, else cuda when present)")
-    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--out", type=_image_file, required=True, help="image to write, e.g. samples.png")
     return p.parse_args(argv)
 
 

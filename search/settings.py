@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from cvae_core.config import PATIENCE, ModelConfig
+from cvae_core.config import MAX_SEED, PATIENCE, ModelConfig
 from cvae_core.sources import TRAIN_ON
 from results.names import (
     AUTO,
@@ -188,8 +188,9 @@ class Objective(Settings):
 class Search(Settings):
     num_samples: int = Field(32, ge=1, description="trials (a presets space runs each preset once)")
     max_concurrent: int = Field(0, ge=0, description="0: as many as the resources allow")
-    seed: int = Field(0, ge=0, description="seeds the searcher and, with each trial's study number, every trial's "
-                                           "training and the final stage's retrainings (search.seeds)")
+    seed: int = Field(0, ge=0, le=MAX_SEED,
+                      description="seeds the searcher and, with each trial's study number, every trial's "
+                                  "training and the final stage's retrainings (search.seeds)")
     searcher: Searcher = Searcher()
     asha: Asha = Asha()
     patience: int = Field(PATIENCE, ge=1, description="epochs without a better validation loss")

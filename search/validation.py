@@ -47,6 +47,11 @@ def _yaml_float(value: float) -> str:
     return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent if exponent[0] in '+-' else '+' + exponent}"
 
 
+def _bound(value: float) -> str:
+    """A field's bound as a user writes it: 4294967295, not 4.29497e+09; 1e-06 for a small float."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The settings model that holds the key at `loc` (for the list of known keys)."""
     for key in loc[:-1]:
@@ -98,13 +103,13 @@ def _problem(error: dict, root: type[BaseModel], where: str) -> tuple[str, str]:
             return path, f"{value!r} is not an integer"
         return path, f"{value!r} is not a number"
     if kind == "greater_than_equal":
-        return path, f"{value!r} must be >= {ctx['ge']:g}"
+        return path, f"{value!r} must be >= {_bound(ctx['ge'])}"
     if kind == "greater_than":
-        return path, f"{value!r} must be > {ctx['gt']:g}"
+        return path, f"{value!r} must be > {_bound(ctx['gt'])}"
     if kind == "less_than":
-        return path, f"{value!r} must be < {ctx['lt']:g}"
+        return path, f"{value!r} must be < {_bound(ctx['lt'])}"
     if kind == "less_than_equal":
-        return path, f"{value!r} must be <= {ctx['le']:g}"
+        return path, f"{value!r} must be <= {_bound(ctx['le'])}"
     if kind == "literal_error":
         return path, f"{value!r} is not one of {_NAMED.findall(ctx['expected'])}"
     if kind in ("model_type", "dict_type", "model_attributes_type"):

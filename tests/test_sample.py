@@ -60,11 +60,19 @@ def test_gmm_samples_come_from_the_mixture_the_run_scored(scored_run, tmp_path):
         (["--class", "unicorn"], "--class 'unicorn' is not one of"),
         (["--n", "0"], "argument --n: 0 must be >= 1"),
         (["--device", "gpu"], "argument --device: 'gpu' is not cpu, cuda, cuda:N or mps"),
+        (["--seed", "-1"], "argument --seed: -1 must be >= 0"),
+        (["--seed", str(2**32)], "argument --seed: 4294967296 must be <= 4294967295"),
+        (["--out", "row0"], "argument --out: row0: not an image file name (its suffix picks the format"),
+        (["--out", "TMP/folder.png"], "argument --out: TMP/folder.png: is a folder"),
+        (["--out", "TMP/file/x.png"], "argument --out: TMP/file/x.png: TMP/file is a file, not a folder"),
     ],
 )
 def test_bad_arguments_are_named(scored_run, tmp_path, capsys, args, message):
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "file").write_text("the user's")
+    args, message = [a.replace("TMP", str(tmp_path)) for a in args], message.replace("TMP", str(tmp_path))
     try:
-        code = main([str(scored_run), *args, "--out", str(tmp_path / "x.png")])
+        code = main([str(scored_run), "--out", str(tmp_path / "x.png"), *args])
     except SystemExit as e:  # argparse's own checks
         code = e.code
     assert code == 2 and message in capsys.readouterr().err

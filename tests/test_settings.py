@@ -117,6 +117,7 @@ MALFORMED = [
     ("search.asha.min_agreement", "high", "search.asha.min_agreement: 'high' is not a number"),
     ("search.asha.min_finished", 2, "search.asha.min_finished: 2 must be >= 3"),
     ("search.patience", 0, "search.patience: 0 must be >= 1"),
+    ("search.seed", 2**32, "search.seed: 4294967296 must be <= 4294967295"),
     ("search.train_on", "test", "search.train_on: 'test' is not one of"),
     ("search.sampler", [1], "search.sampler: must be a mapping"),
     ("search.objective.metric", "psnr",
