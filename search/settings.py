@@ -133,6 +133,8 @@ class Asha(Settings):
     def _grace_within_horizon(self):
         if self.grace_period > self.max_t:
             raise ValueError(f"grace_period: {self.grace_period} must be <= max_t={self.max_t}")
+        if self.min_finished != MIN_FINISHED and self.min_agreement is None:  # its default, as documented, is fine
+            raise ValueError(f"min_finished: {self.min_finished} is used only with min_agreement, which is not set")
         return self
 
 
@@ -354,13 +356,20 @@ def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", ba
         raise SpaceError(f"name: {problem}")
     space = parse_space_section(raw["space"], "space")
     search, notices = _validated_search(raw.get("search"))
+    given = raw.get("search") or {}
     if space.presets:
-        if "num_samples" in (raw.get("search") or {}):
-            raise SpaceError("search.num_samples: not used with space.presets (each preset runs once)")
+        for key in ("num_samples", "searcher", "sampler"):
+            if key in given:
+                raise SpaceError(f"search.{key}: not used with space.presets (each preset runs once)")
         search = search.model_copy(update={"num_samples": len(space.presets)})
     if search.objective.metric is None:
         objective = search.objective.model_copy(update={"metric": ("val_loss",) if space.presets else ("fid",)})
         search = search.model_copy(update={"objective": objective})
+    if search.objective.ranked_by == "val_loss":
+        for key in ("samples_per_class", "reference", "feature_extractor"):
+            if getattr(search.objective, key) != Objective.model_fields[key].default:
+                raise SpaceError(f"search.objective.{key}: not used when trials are ranked by val_loss (no samples "
+                                 "are scored)")
     _check_objective_compares(space, search.objective)
     final = validated(Final, raw.get("final"), "final")
     if final.inception_weights is not None:
