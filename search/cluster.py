@@ -32,6 +32,13 @@ def parse_address(address: str | None) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def check_address(address: str | None) -> None:
+    """--address, checked before any work (the data loaded, a run folder made): its form, and that
+    the head node answers within PROBE_TIMEOUT_S. Raises ClusterError in one line."""
+    if (hostport := parse_address(address)) is not None:
+        _probe(address, *hostport)
+
+
 def _probe(address: str, host: str, port: int) -> None:
     try:
         socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()

@@ -14,7 +14,7 @@ from cvae_core.sources import DataError
 from results.run_folder import open_run
 from results.storage import StorageError
 
-from .cluster import ClusterError, parse_address
+from .cluster import ClusterError, check_address
 from .settings import RunFolderError, load_spec
 from .validation import SpaceError
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     show_logs()
     try:
-        parse_address(args.address)
+        check_address(args.address)
         run = open_run(args.run_dir)
         if not run.trials_table.exists():
             raise RunFolderError(f"{run.location}: no {run.trials_table.name}; run python -m search.run first")

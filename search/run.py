@@ -24,7 +24,7 @@ from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, def
 from results.run_folder import RunFolder
 from results.storage import StorageError, check_uri, is_uri
 
-from .cluster import ClusterError, parse_address
+from .cluster import ClusterError, check_address
 from .settings import (
     URI_NAME,
     RunFolderError,
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.name is not None and (problem := run_name_problem(args.name)):
             raise RunFolderError(f"--name: {problem}")
-        parse_address(args.address)
+        check_address(args.address)
         spec = with_overrides(load_spec(args.space), args.num_samples, args.inception_weights)
         run = _run_folder(args.storage, args.name or spec.name)
         source = absolute_source(args.data)
