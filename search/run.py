@@ -31,6 +31,7 @@ from .settings import (
     Spec,
     for_data,
     load_spec,
+    parse_spec,
     run_name_problem,
     with_overrides,
     without_inception_weights,
@@ -96,6 +97,30 @@ def _check_remote_run(run: RunFolder) -> bool:
     return True
 
 
+def _space_problem(spec: Spec, run: RunFolder) -> str | None:
+    """Why this space is not the one the run started with, or None: the same file, wherever its
+    inception weights lie, and the same number of trials however it is given (file or flag)."""
+    started, now = (without_inception_weights(raw) for raw in (yaml.safe_load(run.space_file.read_text()), spec.raw))
+    if started == now:
+        return None
+    try:
+        was = parse_spec(started, str(run.space_file), default_name=spec.name).search.num_samples
+    except SpaceError:  # written by a version that read it otherwise
+        was = None
+    if was is not None and _without_num_samples(started) == _without_num_samples(now):
+        if was == spec.search.num_samples:
+            return None
+        return (f"search.num_samples: this run started with {was} trials, not {spec.search.num_samples}; resume it "
+                f"with {was} (in the space file or --num-samples), or pass --name for a new run")
+    return (f"{spec.path}: differs from {run.location}/{run.space_file.name}, which this run started with; "
+            "pass --fresh to start over or --name for a new run")
+
+
+def _without_num_samples(raw: dict) -> dict:
+    search = {k: v for k, v in (raw.get("search") or {}).items() if k != "num_samples"}
+    return {**raw, "search": search}
+
+
 def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> bool:
     """Check an existing run folder against this command, changing nothing; True if it holds a run
     to continue."""
@@ -113,10 +138,8 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
                              f"nothing was deleted; pass another --name or --storage")
     if fresh:
         return False
-    if without_inception_weights(yaml.safe_load(run.space_file.read_text())) != without_inception_weights(spec.raw):
-        raise RunFolderError(f"{spec.path}: differs from {run.location}/{run.space_file.name}, which this run "
-                             "started with; "
-                             "pass --fresh to start over or --name for a new run")
+    if problem := _space_problem(spec, run):
+        raise RunFolderError(problem)
     run.check_source(source)
     if not spec.space.presets and run.has_tune_state() and not run.study_journal.exists():
         raise RunFolderError(f"{run.path}: started by an earlier version, which kept no {run.study_journal.name}; "

@@ -631,3 +631,18 @@ def test_a_run_resumed_from_another_checkout_is_not_refused_for_where_its_weight
     (run.path / "data.json").write_text(json.dumps({"source": "/elsewhere"}))  # the next check stops the command
     proc = in_process(command(spaces["b"], data_dir, tmp_path / "runs"))
     assert proc.returncode == 2 and "this run started with /elsewhere" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("flag, problem", [
+    ("3", "this run started with /elsewhere"),  # the same trials, by flag rather than file: the next check
+    ("5", "search.num_samples: this run started with 3 trials, not 5; resume it with 3 (in the space file or "
+          "--num-samples), or pass --name for a new run"),
+])
+def test_resuming_with_another_number_of_trials_names_it(tmp_path, data_dir, flag, problem):
+    space = tiny_space(tmp_path)  # num_samples: 3
+    run = RunFolder(tmp_path / "runs" / "t")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text(space.read_text())
+    (run.path / "data.json").write_text(json.dumps({"source": "/elsewhere"}))
+    proc = in_process(command(space, data_dir, tmp_path / "runs", "--num-samples", flag))
+    assert proc.returncode == 2 and problem in proc.stderr.strip().splitlines()[-1], proc.stderr
