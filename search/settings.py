@@ -169,7 +169,7 @@ class Objective(Settings):
             raise ValueError(f"{value!r} must be a name or a non-empty list of names")
         for i, name in enumerate(names):
             at = "" if isinstance(value, str) else f"[{i}]: "
-            if name not in RESULT_KEYS:
+            if not isinstance(name, str) or name not in RESULT_KEYS:
                 raise ValueError(f"{at}{name!r} is not one of {list(RESULT_KEYS)}")
             if name in names[:i]:
                 raise ValueError(f"{at}{name!r} is listed twice")
@@ -291,8 +291,11 @@ def _refuse_duplicate_keys(node, where: str) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key, value in node.value:
-            at = f"{where}.{key.value}" if where else str(key.value)
             line = key.start_mark.line + 1
+            if key.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"):
+                shown = key.value if isinstance(key, yaml.ScalarNode) else "a list or mapping"
+                raise SpaceError(f"{where or 'top level'}: line {line}: a key must be a name, not {shown}")
+            at = f"{where}.{key.value}" if where else str(key.value)
             if key.value in seen and key.tag != "tag:yaml.org,2002:merge":
                 raise SpaceError(f"{at}: given twice (lines {seen[key.value]} and {line}); keep one")
             seen[key.value] = line

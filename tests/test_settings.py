@@ -126,6 +126,7 @@ MALFORMED = [
     ("search.objective.metric", "psnr",
      "search.objective.metric: 'psnr' is not one of ['fid', 'kid', 'val_loss', 'params']"),
     ("search.objective.metric", ["fid", "psnr"], "search.objective.metric[1]: 'psnr' is not one of"),
+    ("search.objective.metric", [["fid"]], "search.objective.metric[0]: ['fid'] is not one of"),
     ("search.objective.metric", "params", "search.objective.metric: 'params' cannot rank trials first: it is known "
                                           "before training"),
     ("search.objective.metric", ["params", "fid"], "search.objective.metric: 'params' cannot rank trials first"),
@@ -302,6 +303,16 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     with pytest.raises(SpaceError, match=re.escape(f"{f}: space.lr: given twice (lines {first} and {first + 1})")):
         load_spec(f)
 
+
+@pytest.mark.parametrize("text, problem", [
+    ("? [a, b]\n: 1\n", "top level: line 1: a key must be a name, not a list or mapping"),
+    ("space:\n  presets: [mlp-M1]\n  1: x\n  foo: y\n", "space: line 3: a key must be a name, not 1"),
+])
+def test_a_key_that_is_not_a_name_is_one_line(tmp_path, text, problem):
+    f = tmp_path / "odd.yaml"
+    f.write_text(text)
+    with pytest.raises(SpaceError, match="^" + re.escape(f"{f}: {problem}") + "$"):
+        load_spec(f)
 
 def test_a_number_yaml_reads_as_text_gets_a_hint(tmp_path):
     f = tmp_path / "text.yaml"
