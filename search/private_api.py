@@ -200,19 +200,22 @@ def tune_searcher(controller):
     return layers[-1], layers[:-1]
 
 
-def set_trials_made(layers: list, trial_ids: list[str]) -> None:
-    """The layers around a searcher (tune_searcher's) made exactly the trials `trial_ids`: the
+def set_trials_made(layers: list, trials: list) -> None:
+    """The layers around a searcher (tune_searcher's) made exactly the Tune trials `trials`: the
     generator counts them (it makes the rest up to num_samples), and a concurrency limiter's places
-    are held by those of them it held. (The searcher's own record: ScoreOptunaSearch.own_exactly.)"""
+    are held by those not yet ended, whichever save its own record came from (one older than Tune's
+    held a place for a trial that had ended, forever, and none for one Tune ran). (The searcher's
+    own record: ScoreOptunaSearch.own_exactly.)"""
+    from ray.tune.experiment import Trial
     from ray.tune.search import ConcurrencyLimiter
 
     _attr(layers[0], "_counter", "how many trials Tune's generator made")
-    layers[0]._counter = len(trial_ids)
+    layers[0]._counter = len(trials)
+    unfinished = {t.trial_id for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)}
     for limiter in (layer for layer in layers if isinstance(layer, ConcurrencyLimiter)):
-        live = _attr(limiter, "live_trials", "the trials holding a concurrency limiter's places")
-        gone = live - set(trial_ids)
-        live -= gone
-        limiter.num_unfinished_live_trials = _attr(limiter, "num_unfinished_live_trials", "how many run") - len(gone)
+        _attr(limiter, "live_trials", "the trials holding a concurrency limiter's places")
+        _attr(limiter, "num_unfinished_live_trials", "how many of them run")
+        limiter.live_trials, limiter.num_unfinished_live_trials = set(unfinished), len(unfinished)
 
 
 def tuner_run_config(tuner):

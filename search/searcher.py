@@ -120,7 +120,7 @@ class ScoreOptunaSearch(OptunaSearch):
         return None
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if (trial := searcher_trials(self).get(trial_id)) is not None:
+        if trial_id not in searcher_completed(self) and (trial := searcher_trials(self).get(trial_id)) is not None:
             self._report_score(trial, result)
 
     def _report_score(self, trial: optuna.Trial, result: dict) -> None:
@@ -131,12 +131,17 @@ class ScoreOptunaSearch(OptunaSearch):
             return
         with warnings.catch_warnings():  # a resumed trial reports its last epoch again: Optuna keeps the first
             warnings.simplefilter("ignore", UserWarning)
-            trial.report(result[self.metric], result["epoch"])
+            try:
+                trial.report(result[self.metric], result["epoch"])
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # ended in the study already: told before a kill Tune's save missed, or failed before a retry
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         trial = searcher_trials(self).get(trial_id)
-        if trial is not None and self._state(trial.number).is_finished():
+        if trial is not None and (state := self._state(trial.number)).is_finished():
             searcher_completed(self).add(trial_id)  # told before a kill that came before Tune saved its end
+            if state == TrialState.FAIL and result and not error:
+                self._record_retry(trial, result)
             return
         if trial is None:
             return super().on_trial_complete(trial_id, result, error)
@@ -146,20 +151,44 @@ class ScoreOptunaSearch(OptunaSearch):
         # A trial that failed after a score would be told complete with it: it failed.
         super().on_trial_complete(trial_id, None if error else result, error)
 
+    def _record_retry(self, failed: optuna.Trial, result: dict) -> None:
+        """A trial that failed (out of memory, a lost node) and finished when Tune ran it again
+        (resume_errored): Optuna keeps a failure as it is, so its finish is a study trial of its
+        own, with its settings and the Tune trial it is, which the sampler learns from."""
+        values = [result.get(m) for m in (self.metric if isinstance(self.metric, list) else [self.metric])]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return
+        study = searcher_study(self)
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == failed.number)
+        intermediate = dict(frozen.intermediate_values)
+        if "score_epoch" in result and len(values) == 1:
+            intermediate[int(result["score_epoch"])] = values[0]
+        study.add_trial(optuna.trial.create_trial(
+            params=frozen.params, distributions=frozen.distributions, values=values,
+            intermediate_values=intermediate, user_attrs={**frozen.user_attrs, **self._end_attrs(frozen, result)}))
+
+    def _end_attrs(self, trial: optuna.Trial | optuna.trial.FrozenTrial, result: dict, error: bool = False) -> dict:
+        """Why the trial stopped and the epoch of its last score, from its folder (pulled to this
+        node: written on its trial's node) and its last result."""
+        run = RunFolder.at(self._run_location)
+        folder = run.trial(Path(trial.user_attrs[study_files.TRIAL_DIR]).name)  # where this node has it
+        run.pull(folder, keep=lambda path: path.suffix != ".pt")
+        failure = run.read_failure(folder.name)
+        attrs = {study_files.STOP_REASON: stop_reason("ERROR" if error else "TERMINATED", result, failure)}
+        if "score_epoch" in result:
+            attrs[study_files.SCORE_EPOCH] = int(result["score_epoch"])
+        return attrs
+
     def _state(self, number: int) -> TrialState:
         return next(t.state for t in searcher_study(self).get_trials(deepcopy=False) if t.number == number)
 
     def _label_end(self, trial: optuna.Trial, result: dict, error: bool) -> None:
         """Why it stopped and when it was scored, and its last sample grid (a finished trial takes
         no more attributes, so before it is told)."""
+        for key, value in self._end_attrs(trial, result, error).items():
+            trial.set_user_attr(key, value)
         run = RunFolder.at(self._run_location)
-        folder = run.trial(Path(trial.user_attrs[study_files.TRIAL_DIR]).name)  # where this node has it
-        run.pull(folder, keep=lambda path: path.suffix != ".pt")  # written on its trial's node
-        failure = run.read_failure(folder.name)
-        trial.set_user_attr(study_files.STOP_REASON, stop_reason("ERROR" if error else "TERMINATED", result, failure))
-        if "score_epoch" in result:
-            trial.set_user_attr(study_files.SCORE_EPOCH, int(result["score_epoch"]))
-        grid = latest_samples_grid(folder)
+        grid = latest_samples_grid(run.trial(Path(trial.user_attrs[study_files.TRIAL_DIR]).name))
         if grid is not None:
             optuna.artifacts.upload_artifact(artifact_store=study_files.artifact_store(run), file_path=str(grid),
                                              study_or_trial=trial)
@@ -177,9 +206,9 @@ def take_up_tunes_trials(controller) -> None:
     searcher, wrappers = tune_searcher(controller)
     if not isinstance(searcher, ScoreOptunaSearch):
         return  # a grid of presets: Tune's own variant generator, no searcher state of its own
-    trial_ids = [trial.trial_id for trial in controller.get_trials()]
-    searcher.own_exactly(trial_ids)
-    set_trials_made(wrappers, trial_ids)
+    trials = controller.get_trials()
+    searcher.own_exactly([trial.trial_id for trial in trials])
+    set_trials_made(wrappers, trials)
 
 
 def settle(run: RunFolder, table: pd.DataFrame, keys: list[str]) -> None:

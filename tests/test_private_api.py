@@ -154,9 +154,16 @@ def test_tunes_search_algorithm_is_set_to_the_trials_it_made():
     controller = SimpleNamespace(search_alg=generator)
     assert private_api.tune_searcher(controller) == (search, [generator, limiter])
     assert generator.is_finished()
-    private_api.set_trials_made([generator, limiter], ["t1"])
+    # Tune restored t1 running, t2 ended, and t5, which the limiter's older record lacks
+    restored = [SimpleNamespace(trial_id="t1", status="RUNNING"), SimpleNamespace(trial_id="t2", status="TERMINATED")]
+    private_api.set_trials_made([generator, limiter], restored)
+    assert generator.is_finished()  # it makes none more: 2 made, of 2
+    private_api.set_trials_made([generator, limiter], restored[:1])
     assert not generator.is_finished()  # it makes one more
     assert limiter.suggest("t4") and limiter.live_trials == {"t1", "t4"}
+    private_api.set_trials_made([generator, limiter], [*restored, SimpleNamespace(trial_id="t5", status="PENDING")])
+    assert limiter.live_trials == {"t1", "t5"} and limiter.num_unfinished_live_trials == 2
+    assert limiter.suggest("t6") is None  # both places held: t2's ended, t5's not
     grid = SimpleNamespace(search_alg=private_api.PrivateAPIChanged)  # not a SearchGenerator: no searcher
     assert private_api.tune_searcher(grid)[0] is None
 

@@ -144,6 +144,41 @@ def test_after_a_kill_the_study_keeps_one_trial_per_tune_trial(tmp_path):
     assert config_a != config_b
 
 
+def test_a_score_reported_again_after_a_kill_for_a_trial_the_study_ended_is_not_an_error(tmp_path):
+    """ASHA stopped 'a' (the study told its end) after Tune's last save; the restart reports its
+    last epoch again, which ASHA lets through to the searcher, whose saved handle predates the end."""
+    run = RunFolder(tmp_path / "run")
+    first = searcher(run)
+    first.suggest("a")
+    first.save(str(tmp_path / "searcher.pkl"))  # Tune's save
+    first.on_trial_complete("a", result(100.0, epoch=4))
+    del first  # killed
+
+    resumed = searcher(run)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.own_exactly(["a"])
+    resumed.on_trial_result("a", result(100.0, epoch=4))
+    resumed.on_trial_complete("a", result(100.0, epoch=4))
+    [trial] = study_files.load_study(run.path).trials
+    assert (trial.state, trial.value, trial.intermediate_values) == (TrialState.COMPLETE, 100.0, {4: 100.0})
+
+
+def test_a_failed_trial_that_finishes_when_tune_retries_it_is_a_study_trial_the_sampler_sees(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    s = searcher(run)
+    config = s.suggest("a")
+    run.trial("mlp_a").mkdir(parents=True)
+    s.on_trial_result("a", result(120.0, epoch=2))
+    s.on_trial_complete("a", result(120.0, epoch=2), error=True)  # out of memory, say
+    s.on_trial_result("a", result(110.0, epoch=4))  # Tune retries it (resume_errored): it goes on
+    s.on_trial_complete("a", result(100.0, stop="max_epochs", epoch=6))
+    failed, finished = study_files.load_study(run.path).trials
+    assert failed.state == TrialState.FAIL and finished.state == TrialState.COMPLETE
+    assert finished.params == failed.params and finished.params["lr"] == config["lr"]
+    assert (finished.value, finished.intermediate_values) == (100.0, {2: 120.0, 6: 100.0})
+    assert finished.user_attrs[study_files.TUNE_TRIAL_ID] == "a"
+    assert finished.user_attrs[study_files.STOP_REASON] == "max_epochs"
+
 def test_a_resumed_searcher_owns_exactly_the_trials_tune_restored(tmp_path):
     """Tune's experiment state and the searcher's can come from different saves: 'c' reached the
     searcher's alone (Tune never heard of it), 'b' Tune's alone (its study trial is labelled with it)."""
