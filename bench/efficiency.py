@@ -67,10 +67,17 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def bootstrap_interval(per_seed: list[float], rng: random.Random) -> tuple[float, float]:
-    """A 90% percentile-bootstrap interval of the median over seeds."""
-    medians = [statistics.median(rng.choices(per_seed, k=len(per_seed))) for _ in range(BOOTSTRAP)]
-    return _quantile(medians, INTERVAL[0]), _quantile(medians, INTERVAL[1])
+def bootstrap_interval(ref: list[list[Ended]], seeds: list[list[Ended]], rng: random.Random) -> tuple[float, float]:
+    """A 90% percentile-bootstrap interval of the ratio: the seeds resampled with replacement, the
+    same draw for the reference's searches and the method's, and B and T measured again on each
+    draw, since they come from the same seeds and their uncertainty is the ratio's too."""
+    spent_ref, best_ref = [spent(s) for s in ref], [final_best(s) for s in ref]
+    ratios = []
+    for _ in range(BOOTSTRAP):
+        draw = rng.choices(range(len(seeds)), k=len(seeds))
+        budget, target = (statistics.median(x[i] for i in draw) for x in (spent_ref, best_ref))
+        ratios.append(statistics.median(cost_to_reach(seeds[i], target) / budget for i in draw))
+    return _quantile(ratios, INTERVAL[0]), _quantile(ratios, INTERVAL[1])
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -90,7 +97,7 @@ def measure(searches: dict[str, list[list[Ended]]], reference: str = "random") -
     rng, out = random.Random(0), {}
     for method, seeds in searches.items():
         needed = [cost_to_reach(s, target) / budget for s in seeds]
-        low, high = bootstrap_interval(needed, rng)
+        low, high = bootstrap_interval(ref, seeds, rng)
         ratio_time = statistics.median(cost_to_reach(s, target, "seconds") / budget_s for s in seeds) if timed else None
         out[method] = {
             "median_best": _finite_or_none(statistics.median(best_within(s, budget) for s in seeds)),

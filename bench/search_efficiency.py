@@ -28,8 +28,8 @@ Measures for each task over S seeds (bench/efficiency.py): B, the median of rand
 trial-epochs for N trials; T, the median of its final best (the lowest last score of trials that
 ran to max_t); per method, the median best within B trial-epochs (equal compute) and the ratio:
 the median over seeds of the trial-epochs needed to reach T (trials counted in the order they
-ended, failed ones included; never: infinite), over B, with a 90% bootstrap interval over seeds,
-and the same ratio counted in the surrogate's seconds (LCBench's `time`: a wide network's epoch
+ended, failed ones included; never: infinite), over B, with a 90% bootstrap interval over seeds
+(B and T measured again on each draw), and the same ratio counted in the surrogate's seconds (LCBench's `time`: a wide network's epoch
 costs more). Target: the configured search's median ratio over tasks <= 0.5.
 
 One seed draws the same start-up trials for every TPE method, so where random search's best is

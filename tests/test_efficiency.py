@@ -53,3 +53,12 @@ def test_time_ratio_counts_the_benchmarks_seconds():
     wide = [[full(35.0, 10, 25.0)]]  # ten cheap epochs
     figures = measure({"random": random, "wide": wide})
     assert figures["wide"]["ratio"] == 1.0 and figures["wide"]["ratio_time"] == pytest.approx(0.25)
+
+
+def test_the_interval_holds_the_uncertainty_of_random_searchs_best_too():
+    # random's best is 40 on one seed and 60 on the other (T = 50); the method ends at 45 on both,
+    # which a draw of random's better seed twice (T = 40) never sees it reach
+    random = [[full(40.0, epochs=20)], [full(60.0, epochs=20)]]
+    steady = [[full(45.0)], [full(45.0)]]
+    figures = measure({"random": random, "steady": steady})
+    assert figures["steady"]["ratio"] == 0.5 and figures["steady"]["interval"] == [0.5, None]
