@@ -58,7 +58,6 @@ def latents(
     if sampler != "gmm":
         raise ValueError(f"{sampler=} must be one of {list(SAMPLERS)}")
     from sklearn.mixture import GaussianMixture  # only here: importing scikit-learn takes seconds
-    model.eval()
     mu = encoder_means(model, train_x, train_y).double().numpy()
     z = []
     for c in range(classes):

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.name is not None and (problem := run_name_problem(args.name)):
             raise RunFolderError(f"--name: {problem}")
         check_address(args.address)
-        spec = with_overrides(load_spec(args.space), args.num_samples, args.inception_weights)
+        spec = with_overrides(load_spec(args.space, args.inception_weights), args.num_samples)
         run = _run_folder(args.storage, args.name or spec.name)
         source = absolute_source(args.data)
         resuming = _check_run_folder(spec, run, args.fresh, source)

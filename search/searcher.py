@@ -160,6 +160,10 @@ class ScoreOptunaSearch(OptunaSearch):
             return
         study = searcher_study(self)
         frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == failed.number)
+        tune_id = frozen.user_attrs.get(study_files.TUNE_TRIAL_ID)
+        if any(t.number != failed.number and t.user_attrs.get(study_files.TUNE_TRIAL_ID) == tune_id
+               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+            return  # recorded before a kill that came before Tune saved the retry's end
         intermediate = dict(frozen.intermediate_values)
         if "score_epoch" in result and len(values) == 1:
             intermediate[int(result["score_epoch"])] = values[0]

@@ -646,3 +646,14 @@ def test_resuming_with_another_number_of_trials_names_it(tmp_path, data_dir, fla
     (run.path / "data.json").write_text(json.dumps({"source": "/elsewhere"}))
     proc = in_process(command(space, data_dir, tmp_path / "runs", "--num-samples", flag))
     assert proc.returncode == 2 and problem in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
+def test_inception_weights_given_by_flag_stand_in_for_a_space_files_missing_ones(tmp_path):
+    raw = yaml.safe_load(tiny_space(tmp_path).read_text())
+    raw["final"]["inception_weights"] = "/elsewhere/w.pth"  # a file written on another machine
+    space = tmp_path / "other.yaml"
+    space.write_text(yaml.safe_dump(raw))
+    (tmp_path / "w.pth").write_bytes(b"weights")
+    proc = in_process(command(space, tmp_path / "no-data", tmp_path / "runs", "--inception-weights",
+                              str(tmp_path / "w.pth")))
+    assert proc.returncode == 2 and "no-data" in proc.stderr and "w.pth" not in proc.stderr, proc.stderr

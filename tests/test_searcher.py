@@ -170,6 +170,7 @@ def test_a_failed_trial_that_finishes_when_tune_retries_it_is_a_study_trial_the_
     run.trial("mlp_a").mkdir(parents=True)
     s.on_trial_result("a", result(120.0, epoch=2))
     s.on_trial_complete("a", result(120.0, epoch=2), error=True)  # out of memory, say
+    s.save(str(tmp_path / "searcher.pkl"))  # Tune's save, before the retry's end
     s.on_trial_result("a", result(110.0, epoch=4))  # Tune retries it (resume_errored): it goes on
     s.on_trial_complete("a", result(100.0, stop="max_epochs", epoch=6))
     failed, finished = study_files.load_study(run.path).trials
@@ -178,6 +179,12 @@ def test_a_failed_trial_that_finishes_when_tune_retries_it_is_a_study_trial_the_
     assert (finished.value, finished.intermediate_values) == (100.0, {2: 120.0, 6: 100.0})
     assert finished.user_attrs[study_files.TUNE_TRIAL_ID] == "a"
     assert finished.user_attrs[study_files.STOP_REASON] == "max_epochs"
+
+    resumed = searcher(run)  # killed after the retry's end; Tune, restored from that save, runs it again
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.own_exactly(["a"])
+    resumed.on_trial_complete("a", result(100.0, stop="max_epochs", epoch=6))
+    assert len(study_files.load_study(run.path).trials) == 2  # recorded once
 
 def test_a_resumed_searcher_owns_exactly_the_trials_tune_restored(tmp_path):
     """Tune's experiment state and the searcher's can come from different saves: 'c' reached the
