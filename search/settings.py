@@ -133,8 +133,6 @@ class Asha(Settings):
     def _grace_within_horizon(self):
         if self.grace_period > self.max_t:
             raise ValueError(f"grace_period: {self.grace_period} must be <= max_t={self.max_t}")
-        if self.min_finished != MIN_FINISHED and self.min_agreement is None:  # its default, as documented, is fine
-            raise ValueError(f"min_finished: {self.min_finished} is used only with min_agreement, which is not set")
         return self
 
 
@@ -359,20 +357,14 @@ def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", ba
         raise SpaceError(f"name: {problem}")
     space = parse_space_section(raw["space"], "space")
     search, notices = _validated_search(raw.get("search"))
-    given = raw.get("search") or {}
     if space.presets:
-        for key in ("num_samples", "searcher", "sampler"):
-            if key in given:
-                raise SpaceError(f"search.{key}: not used with space.presets (each preset runs once)")
+        if "num_samples" in (raw.get("search") or {}):
+            raise SpaceError("search.num_samples: not used with space.presets (each preset runs once)")
         search = search.model_copy(update={"num_samples": len(space.presets)})
     if search.objective.metric is None:
         objective = search.objective.model_copy(update={"metric": ("val_loss",) if space.presets else ("fid",)})
         search = search.model_copy(update={"objective": objective})
-    if search.objective.ranked_by == "val_loss":
-        for key in ("samples_per_class", "reference", "feature_extractor"):
-            if getattr(search.objective, key) != Objective.model_fields[key].default:
-                raise SpaceError(f"search.objective.{key}: not used when trials are ranked by val_loss (no samples "
-                                 "are scored)")
+    notices += _ignored(space, search, raw.get("search") or {})
     _check_objective_compares(space, search.objective)
     final = validated(Final, raw.get("final"), "final")
     if final.inception_weights is not None:
@@ -383,6 +375,20 @@ def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", ba
         final = final.model_copy(update={"inception_weights": str(weights)})
         raw = {**raw, "final": {**raw["final"], "inception_weights": str(weights)}}
     return Spec(path=path, name=name, space=space, search=search, final=final, raw=raw, notices=notices)
+
+
+def _ignored(space: Space, search: Search, given: dict) -> tuple[str, ...]:
+    """A notice for each setting the space gives that takes no effect (refused, it would leave a
+    run started with it unable to finish or resume)."""
+    notes = [f"search.{key}: not used with space.presets (each preset runs once); ignored"
+             for key in ("searcher", "sampler") if space.presets and key in given]
+    if search.objective.ranked_by == "val_loss":
+        notes += [f"search.objective.{key}: not used when trials are ranked by val_loss (no samples are scored); "
+                  "ignored" for key in ("samples_per_class", "reference", "feature_extractor")
+                  if getattr(search.objective, key) != Objective.model_fields[key].default]
+    if search.asha.min_agreement is None and search.asha.min_finished != MIN_FINISHED:
+        notes.append("search.asha.min_finished: used only with min_agreement, which is not set; ignored")
+    return tuple(notes)
 
 
 def _validated_search(raw: Any) -> tuple[Search, tuple[str, ...]]:
