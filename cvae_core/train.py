@@ -30,7 +30,7 @@ from .config import (
 )
 from .layout import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE
 from .presets import PRESETS, preset_config
-from .sources import TORCHVISION_NAMES, TRAIN_ON, DataError, default_source
+from .sources import TORCHVISION_NAMES, TRAIN_ON, DataError, absolute_source, default_source
 
 
 def _in_range(name: str):
@@ -94,8 +94,10 @@ def _checkpoint_path(p: ArgumentParser, args: argparse.Namespace) -> Path:
 
 
 def _write_config(args: argparse.Namespace, trial: TrialConfig) -> None:
-    """OUT/config.json: the resolved settings, and the command line's arguments."""
+    """OUT/config.json: the resolved settings, and the command line's arguments with the data's
+    source made absolute (`source`), which a resume compares."""
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings["source"] = absolute_source(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / CONFIG_FILE).write_text(json.dumps({**trial.to_dict(), "args": settings}, indent=2))
 
@@ -117,6 +119,8 @@ def _resume_problem(args: argparse.Namespace, trial: TrialConfig) -> str | None:
         return f"{path} cannot be read ({e}): the run's settings are unknown"
     if was.model != trial.model:
         return f"{args.out} trained --preset {was_args.get('preset')}, not {args.preset}"
+    if "source" in was_args and was_args["source"] != absolute_source(args.data):  # recorded since stop 53
+        return f"{args.out} trained on --data {was_args['source']}, not {absolute_source(args.data)}"
     old = {**was.recipe.to_dict(), **{k: was_args.get(k, getattr(args, k)) for k in _RESUMED_AS_STARTED}}
     new = {**trial.recipe.to_dict(), **{k: getattr(args, k) for k in _RESUMED_AS_STARTED}}
     if trial.recipe.lr_schedule == "cosine":  # its decay ends with the last epoch

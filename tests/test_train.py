@@ -133,3 +133,15 @@ def test_a_cosine_schedule_resumes_only_to_the_epoch_it_decays_to(tree, tmp_path
         main([*args, "--epochs", "3", "--resume"])
     assert "trained with --epochs 1 (not 3)" in capsys.readouterr().err
     assert main([*args, "--epochs", "1", "--resume"]) == 0  # the same schedule goes on
+
+
+def test_resuming_on_other_data_is_one_line(tree, tmp_path, capsys):
+    from conftest import make_tree
+
+    out = tmp_path / "run"
+    args = ["--preset", "mlp-M1", "--out", str(out), "--batch-size", "10", "--device", "cpu", "--epochs", "1"]
+    assert main([*args, "--data", str(tree)]) == 0
+    other = make_tree(tmp_path / "other", per_class=3)
+    with pytest.raises(SystemExit):
+        main([*args, "--data", str(other), "--resume"])
+    assert f"trained on --data {tree.resolve()}, not {other.resolve()}" in capsys.readouterr().err
