@@ -24,6 +24,8 @@ from cvae_core.config import TrialConfig, column_defaults, column_types
 from .pareto import on_front
 from .run_folder import RunFolder
 
+NO_ROWS = "The leaderboard has no rows: no finalist has finished"  # every finalist failed
+
 if TYPE_CHECKING:  # results.metrics imports torch; results.show reads the leaderboard without it
     from .metrics import Score
 

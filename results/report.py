@@ -17,11 +17,9 @@ from PIL import Image  # noqa: E402
 
 from cvae_core.layout import GRID_CLASSES, read_metrics  # noqa: E402
 
-from .leaderboard import SHOWN  # noqa: E402
+from .leaderboard import NO_ROWS, SHOWN  # noqa: E402
 from .run_folder import REPORT_FILE, RunFolder  # noqa: E402
 from .search_report import write_search_section  # noqa: E402
-
-NO_ROWS = "The leaderboard has no rows: no finalist has finished"
 
 
 def located(run: RunFolder, board: pd.DataFrame) -> pd.DataFrame:

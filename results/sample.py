@@ -103,7 +103,12 @@ def leaderboard_row(run_dir: str | Path, index: int) -> pd.Series:
                          f"{run_dir}")
     import pandas as pd
 
+    from .leaderboard import NO_ROWS
+
     board = pd.read_parquet(run.leaderboard)
+    if board.empty:
+        raise ValueError(f"{run.location}/{run.leaderboard.name}: {NO_ROWS}; python -m search.final {run_dir} "
+                         "retries them")
     if not 0 <= index < len(board):
         raise ValueError(f"--row {index}: the leaderboard has rows 0..{len(board) - 1}")
     row = board.iloc[index].copy()

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     run.pull(keep=lambda path: path.suffix != ".pt")  # a run at a URI: its records and images, not its weights
     import pandas as pd  # only now: --help and input errors answer at once
 
-    from .leaderboard import SHOWN
-    from .report import NO_ROWS, write_report
+    from .leaderboard import NO_ROWS, SHOWN
+    from .report import write_report
 
     board = pd.read_parquet(run.leaderboard) if run.leaderboard.exists() else None
     if board is not None and len(board):

@@ -634,12 +634,15 @@ def test_a_run_resumed_from_another_checkout_is_not_refused_for_where_its_weight
 
 
 @pytest.mark.parametrize("flag, problem", [
-    ("3", "this run started with /elsewhere"),  # the same trials, by flag rather than file: the next check
-    ("5", "search.num_samples: this run started with 3 trials, not 5; resume it with 3 (in the space file or "
+    ("32", "this run started with /elsewhere"),  # the default, by flag rather than file: the next check
+    ("5", "search.num_samples: this run started with 32 trials, not 5; resume it with 32 (in the space file or "
           "--num-samples), or pass --name for a new run"),
 ])
 def test_resuming_with_another_number_of_trials_names_it(tmp_path, data_dir, flag, problem):
-    space = tiny_space(tmp_path)  # num_samples: 3
+    space = tiny_space(tmp_path)
+    raw = yaml.safe_load(space.read_text())
+    del raw["search"]["num_samples"]  # the default, 32
+    space.write_text(yaml.safe_dump(raw))
     run = RunFolder(tmp_path / "runs" / "t")
     run.path.mkdir(parents=True)
     run.space_file.write_text(space.read_text())

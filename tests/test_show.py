@@ -94,6 +94,10 @@ def test_a_leaderboard_without_rows_is_said_and_the_search_is_still_reported(tmp
     assert "The leaderboard has no rows: no finalist has finished" in capsys.readouterr().out
     md = (run_dir / "report" / "report.md").read_text()
     assert "The leaderboard has no rows" in md and "](asha.png)" in md
+    from results.sample import main as sample
+
+    assert sample([str(run_dir), "--out", str(tmp_path / "x.png")]) == 2
+    assert "leaderboard.parquet: The leaderboard has no rows: no finalist has finished" in capsys.readouterr().err
 
 def test_too_few_trials_for_importances_is_one_line_and_the_rest_is_written(tmp_path):
     run_dir = small_search(tmp_path, 2)
