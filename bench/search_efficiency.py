@@ -29,8 +29,9 @@ trial-epochs for N trials; T, the median of its final best (the lowest last scor
 ran to max_t); per method, the median best within B trial-epochs (equal compute) and the ratio:
 the median over seeds of the trial-epochs needed to reach T (trials counted in the order they
 ended, failed ones included; never: infinite), over B, with a 90% bootstrap interval over seeds
-(B and T measured again on each draw), and the same ratio counted in the surrogate's seconds (LCBench's `time`: a wide network's epoch
-costs more). Target: the configured search's median ratio over tasks <= 0.5.
+(B and T measured again on each draw), and the same ratio counted in the surrogate's seconds
+(LCBench's `time`: a wide network's epoch costs more). Target: the configured search's median
+ratio over tasks <= 0.5.
 
 One seed draws the same start-up trials for every TPE method, so where random search's best is
 among them the ratios are 1. ASHA promotes the better trials, so a searcher that samples better
