@@ -425,7 +425,8 @@ def with_overrides(spec: Spec, num_samples: int | None = None, inception_weights
             raise SpaceError(f"--num-samples {num_samples}: not used with space.presets in {spec.path} "
                              "(each preset runs once)")
         raw = {**spec.raw, "search": {**(spec.raw.get("search") or {}), "num_samples": num_samples}}
-        spec = parse_spec(raw, spec.path, default_name=spec.name)
+        # the final section as it was: its weights may be --inception-weights', which raw lacks
+        spec = replace(parse_spec(raw, spec.path, default_name=spec.name), final=spec.final)
     if inception_weights is not None:
         weights = Path(inception_weights).expanduser()
         if not weights.is_file():

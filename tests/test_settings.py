@@ -361,6 +361,8 @@ def test_inception_weights_given_on_the_command_line_stand_in_for_a_run_folders_
     here = tmp_path / "w.pth"
     here.write_bytes(b"x")
     assert load_spec(stored, inception_weights=str(here)).final.inception_weights == str(here)
+    # search.run gives --num-samples after: the weights stay the flag's
+    assert with_overrides(load_spec(stored, inception_weights=str(here)), 5).final.inception_weights == str(here)
 
 @pytest.mark.parametrize("raw, notice", [
     ({"space": {"presets": ["mlp-M1"]}, "search": {"searcher": {"model": "gp"}}},
