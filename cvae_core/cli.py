@@ -17,7 +17,7 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def number(kind: type = int, at_least: float | None = None):
+def number(kind: type = int, at_least: float | None = None, at_most: float | None = None):
     """An argparse type for a bounded number: `error: argument --epochs: 0 must be >= 1`, before
     any data is loaded."""
 
@@ -30,6 +30,8 @@ def number(kind: type = int, at_least: float | None = None):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if at_least is not None and value < at_least:
             raise argparse.ArgumentTypeError(f"{value} must be >= {at_least}")
+        if at_most is not None and value > at_most:
+            raise argparse.ArgumentTypeError(f"{value} must be <= {at_most}")
         return value
 
     return parse

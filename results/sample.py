@@ -56,13 +56,6 @@ def scored_device(row: pd.Series) -> str | None:
     return "cpu" if row.get("device") == "cpu" else None
 
 
-def _seed(text: str) -> int:
-    value = number(int, at_least=0)(text)
-    if value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{value} must be <= {MAX_SEED}")
-    return value
-
-
 def _image_file(text: str) -> Path:
     """--out: a file name whose suffix is a format Pillow writes, where a file can be made."""
     from PIL import Image  # its formats; light, unlike what drawing needs
@@ -86,7 +79,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--n", type=number(int, at_least=1), default=None,
                    help="images per class (default: as many as the row scored)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the row's sampler")
-    p.add_argument("--seed", type=_seed, default=None, help="default: the row's seed, which its images were drawn with")
+    p.add_argument("--seed", type=number(int, at_least=0, at_most=MAX_SEED), default=None,
+                   help="default: the row's seed, which its images were drawn with")
     p.add_argument("--data", default=None, help="default: the data the row was trained on")
     p.add_argument("--device", type=device, default=None,
                    help="default: the kind the row was scored on (cpu, else cuda when present)")

@@ -184,6 +184,12 @@ class Objective(Settings):
         """The objective that is each trial's score: what ASHA prunes on and the final stage ranks by."""
         return self.metric[0]
 
+    @property
+    def scores_samples(self) -> bool:
+        """Whether trials score samples (fid, kid) at milestones, or are scored every epoch by their
+        best validation loss, from the epoch's own record."""
+        return self.ranked_by != "val_loss"
+
 
 class Search(Settings):
     num_samples: int = Field(32, ge=1, description="trials (a presets space runs each preset once)")
@@ -382,7 +388,7 @@ def _ignored(space: Space, search: Search, given: dict) -> tuple[str, ...]:
     run started with it unable to finish or resume)."""
     notes = [f"search.{key}: not used with space.presets (each preset runs once); ignored"
              for key in ("searcher", "sampler") if space.presets and key in given]
-    if search.objective.ranked_by == "val_loss":
+    if not search.objective.scores_samples:
         notes += [f"search.objective.{key}: not used when trials are ranked by val_loss (no samples are scored); "
                   "ignored" for key in ("samples_per_class", "reference", "feature_extractor")
                   if getattr(search.objective, key) != Objective.model_fields[key].default]

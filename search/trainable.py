@@ -95,7 +95,7 @@ def _val_loss_score(record: dict) -> dict:
 def _report_last(run: RunFolder, name: str, carried: dict, objective: Objective) -> None:
     """Report the trial's last recorded epoch again, with its score then."""
     last = read_metrics(run.trial(name))[-1]
-    if objective.ranked_by == "val_loss":  # scored every epoch, from the epoch's own record
+    if not objective.scores_samples:
         score = _val_loss_score(last)
     else:
         score = _scores(run.scores_file(name), last["epoch"])
@@ -105,7 +105,7 @@ def _report_last(run: RunFolder, name: str, carried: dict, objective: Objective)
 def _scorer(trial: TrialConfig, data: ImageData, objective: Objective, inception_weights: str | None,
             device: torch.device) -> TrialScorer | None:
     """What scores the trial's kept weights for a fid/kid objective; None when it ranks by val_loss."""
-    if objective.ranked_by == "val_loss":
+    if not objective.scores_samples:
         return None
     opts = MetricOptions(data, objective.feature_extractor, inception_weights, str(device))
     return TrialScorer(trial.model, objective.ranked_by, objective.samples_per_class, objective.reference, opts)

@@ -196,7 +196,7 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
 
     s, res = spec.search, spec.search.resources
     objective = s.objective
-    if objective.ranked_by != "val_loss":
+    if objective.scores_samples:
         try:
             objective = _prepare_objective(run, spec, data)
         except Exception as e:  # the extractor cannot load, the reference cannot be computed
