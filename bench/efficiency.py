@@ -1,10 +1,11 @@
 """bench/search_efficiency.py's measures: how much of random search + ASHA's compute another
 search needs to reach random search's final best, from the trials each seed's search ended.
 
-A search is its trials in the order they ended, each `Ended(value, epochs, seconds, full)`: its
-last score (None when it failed), the epochs it trained, their cost in the benchmark's seconds
-(None where the benchmark has no time) and whether it ran to max_t. A search's best is the
-lowest last score among its trials that ran to max_t.
+A search is its trials in the order they ended, each `Ended(value, full, spent, spent_s)`: its
+last score (None when it failed), whether it ran to max_t, and what the whole search had trained
+when it ended, in trial-epochs and in the benchmark's seconds (None where the benchmark has no
+time) - the epochs of the trials still running then included, since they were spent before that
+moment just as much. A search's best is the lowest last score among its trials that ran to max_t.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ INTERVAL = (0.05, 0.95)  # a 90% interval
 
 class Ended(NamedTuple):
     value: float | None
-    epochs: int
-    seconds: float | None
     full: bool
+    spent: float
+    spent_s: float | None
 
 
-def _cost(trial: Ended, unit: str) -> float:
-    return trial.epochs if unit == "epochs" else (trial.seconds or 0.0)
+def _clock(trial: Ended, unit: str) -> float:
+    return trial.spent if unit == "epochs" else (trial.spent_s or 0.0)
 
 
 def spent(search: list[Ended], unit: str = "epochs") -> float:
     """Everything the search trained, in trial-epochs or seconds."""
-    return sum(_cost(t, unit) for t in search)
+    return max((_clock(t, unit) for t in search), default=0.0)
 
 
 def final_best(search: list[Ended]) -> float:
@@ -41,24 +42,12 @@ def final_best(search: list[Ended]) -> float:
 def cost_to_reach(search: list[Ended], target: float, unit: str = "epochs") -> float:
     """What the search had spent when a trial that ran to max_t first ended at or below `target`
     (inf: never)."""
-    total = 0.0
-    for t in search:
-        total += _cost(t, unit)
-        if t.full and t.value is not None and t.value <= target:
-            return total
-    return math.inf
+    return next((_clock(t, unit) for t in search if t.full and t.value is not None and t.value <= target), math.inf)
 
 
 def best_within(search: list[Ended], budget: float) -> float:
     """The best among the trials that ran to max_t and ended within `budget` trial-epochs (equal compute)."""
-    total, best = 0.0, math.inf
-    for t in search:
-        total += t.epochs
-        if total > budget:
-            break
-        if t.full and t.value is not None:
-            best = min(best, t.value)
-    return best
+    return min((t.value for t in search if t.full and t.value is not None and t.spent <= budget), default=math.inf)
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -92,7 +81,7 @@ def measure(searches: dict[str, list[list[Ended]]], reference: str = "random") -
     ref = searches[reference]
     budget = statistics.median(spent(s) for s in ref)
     target = statistics.median(final_best(s) for s in ref)
-    timed = all(t.seconds is not None for s in ref for t in s)
+    timed = all(t.spent_s is not None for s in ref for t in s)
     budget_s = statistics.median(spent(s, "seconds") for s in ref) if timed else None
     rng, out = random.Random(0), {}
     for method, seeds in searches.items():

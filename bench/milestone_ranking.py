@@ -69,7 +69,7 @@ def synthetic_scores(n: int, seed: int) -> tuple[list[dict[int, float]], tuple[i
     epochs = tuple(sorted(milestones(asha.grace_period, asha.reduction_factor, asha.max_t) - {asha.max_t}))
     scores = []
     for number, config in _configs(spec.space, n, seed):
-        score, _, fail_at = search_efficiency.synthetic_curve({**config, TRIAL_NUMBER: number})
+        score, _, fail_at = search_efficiency.synthetic_curve({**config, TRIAL_NUMBER: number}, seed)
         if fail_at is None:
             scores.append({e: score(e) for e in (*epochs, asha.max_t)})
     return scores, epochs, asha.max_t

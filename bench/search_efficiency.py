@@ -22,15 +22,16 @@ Benchmarks:
   settings with its ranges and log scales. Each epoch reports the validation error (100 -
   accuracy) and the surrogate's seconds; the score is that error, at ASHA's milestones and the
   last epoch, as a real trial's FID. The searcher and schedule are cnn.yaml's with max_t = 52
-  instead of 100: ASHA's milestones (grace_period x reduction_factor^k <= max_t) stay 5, 15 and
-  45, the last of them 7 epochs before the end instead of 55.
+  instead of 100 and the grace period scaled by as much (lcbench_schedule: 5 x 52/100, rounded,
+  is 3), so ASHA's milestones (grace_period x reduction_factor^k <= max_t) are 3, 9 and 27 of 52
+  epochs where cnn.yaml's are 5, 15 and 45 of 100: each at about the same share of training.
 Measures for each task over S seeds (bench/efficiency.py): B, the median of random search's
 trial-epochs for N trials; T, the median of its final best (the lowest last score of trials that
 ran to max_t); per method, the median best within B trial-epochs (equal compute) and the ratio:
-the median over seeds of the trial-epochs needed to reach T (trials counted in the order they
-ended, failed ones included; never: infinite), over B, with a 90% bootstrap interval over seeds
-(B and T measured again on each draw), and the same ratio counted in the surrogate's seconds
-(LCBench's `time`: a wide network's epoch costs more). Target: the configured search's median
+the median over seeds of the trial-epochs the search had trained when a trial first reached T
+(the trials still running then included, failed ones too; never: infinite), over B, with a 90%
+bootstrap interval over seeds (B and T measured again on each draw), and the same ratio counted
+in the surrogate's seconds (LCBench's `time`: a wide network's epoch costs more). Target: the configured search's median
 ratio over tasks <= 0.5.
 
 One seed draws the same start-up trials for every TPE method, so where random search's best is
@@ -94,6 +95,7 @@ METHODS = ("random", "tpe-defaults", "no-early-stopping", "configured")
 OPTUNA_DEFAULTS = {"n_startup_trials": 10, "multivariate": True, "group": False, "constant_liar": True,
                    "fit_on": "last"}
 SPACE_FILE = ROOT / "spaces" / "cnn.yaml"
+CLOCKS = "epoch-ends"  # the bench's own folder in its run folder: each trial's epoch ends
 
 
 def final_score(config: dict) -> float:
@@ -119,11 +121,12 @@ def curve(final: float, params: int, epoch: int) -> float:
     return final + 250.0 * math.exp(-epoch / tau)
 
 
-def report_curve(score, max_t: int, score_at: frozenset, epoch_s: float, params: int | None = None,
+def report_curve(score, max_t: int, score_at: frozenset, epoch_s: float, clock: Path, params: int | None = None,
                  per_epoch=None, fail_at: int | None = None) -> None:
     """Report as search.trainable.run_trial does: an epoch record every `epoch_s` seconds (with
     `per_epoch(epoch)`'s entries), `score(epoch)` at the epochs in `score_at` and the last, the stop
-    at the last; raise at `fail_at` as a divergence does."""
+    at the last; raise at `fail_at` as a divergence does. Each epoch's end goes into `clock` first
+    (when, and its `seconds` entry), for what the search had spent at any moment (_spent_when)."""
     import time
 
     from ray import tune
@@ -131,6 +134,7 @@ def report_curve(score, max_t: int, score_at: frozenset, epoch_s: float, params:
     from cvae_core.config import MAX_EPOCHS_STOP
 
     last = {}
+    clock.parent.mkdir(exist_ok=True)
     for epoch in range(1, max_t + 1):
         time.sleep(epoch_s)
         if epoch == fail_at:
@@ -139,7 +143,16 @@ def report_curve(score, max_t: int, score_at: frozenset, epoch_s: float, params:
         if epoch in score_at or stop:
             last = {"score": score(epoch), "score_epoch": epoch}
         own = {} if per_epoch is None else per_epoch(epoch)
+        with clock.open("a") as f:
+            f.write(json.dumps([time.time(), own.get("seconds")]) + "\n")
         tune.report({"epoch": epoch, "best_val_loss": 0.0, "stop": stop, "params": params, **own, **last})
+
+
+def _clock_file(run_dir: str) -> Path:
+    """The running trial's epoch ends (report_curve), in the bench's run folder."""
+    from ray import tune
+
+    return Path(run_dir) / CLOCKS / f"{tune.get_context().get_trial_id()}.jsonl"
 
 
 def _trial_folder(run_dir: str, config: dict) -> None:
@@ -150,9 +163,10 @@ def _trial_folder(run_dir: str, config: dict) -> None:
     RunFolder(run_dir).trial(trial_name(config, tune.get_context().get_trial_id())).mkdir(parents=True, exist_ok=True)
 
 
-def synthetic_curve(config: dict):
-    """The synthetic function's curve of `config`: score(epoch), with noise seeded by its study trial
-    number and drawn as the scores are asked for; its parameter count; the epoch it diverges at (None)."""
+def synthetic_curve(config: dict, seed: int):
+    """The synthetic function's curve of `config`: score(epoch), with noise seeded by the search's
+    seed and its study trial number and drawn as the scores are asked for (another seed, other
+    noise); its parameter count; the epoch it diverges at (None)."""
     import random
 
     from cvae_core.models import config_params
@@ -160,15 +174,15 @@ def synthetic_curve(config: dict):
     from search.space import trial_config
 
     params = config_params(trial_config(config).model)
-    final, rng = final_score(config), random.Random(config[TRIAL_NUMBER])
+    final, rng = final_score(config), random.Random(f"{seed}-{config[TRIAL_NUMBER]}")
     return lambda epoch: curve(final, params, epoch) + rng.gauss(0.0, 3.0), params, 2 if math.isinf(final) else None
 
 
-def synthetic_trial(config, run_dir: str, max_t: int, score_at: frozenset, epoch_s: float):
+def synthetic_trial(config, run_dir: str, seed: int, max_t: int, score_at: frozenset, epoch_s: float):
     """The synthetic function's curve (synthetic_curve)."""
     _trial_folder(run_dir, config)
-    score, params, fail_at = synthetic_curve(config)
-    report_curve(score, max_t, score_at, epoch_s, params, fail_at=fail_at)
+    score, params, fail_at = synthetic_curve(config, seed)
+    report_curve(score, max_t, score_at, epoch_s, _clock_file(run_dir), params, fail_at=fail_at)
 
 
 def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t: int, score_at: frozenset,
@@ -177,7 +191,7 @@ def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t
     epoch, as `val_error` and `seconds`; the error as the score at `score_at`, as a trial's FID."""
     _trial_folder(run_dir, config)
     error, seconds = lcbench.curve(folder, task, config)
-    report_curve(lambda epoch: error[epoch - 1], max_t, score_at, epoch_s,
+    report_curve(lambda epoch: error[epoch - 1], max_t, score_at, epoch_s, _clock_file(run_dir),
                  per_epoch=lambda epoch: {"val_error": error[epoch - 1], "seconds": seconds[epoch - 1]})
 
 
@@ -216,8 +230,8 @@ def _fit(args: argparse.Namespace, spec, run, task: str) -> dict[str, dict]:
                                          max_t=s.asha.max_t, score_at=score_at, epoch_s=args.epoch_seconds)
     else:
         space = None
-        trainable = tune.with_parameters(synthetic_trial, run_dir=str(run.path), max_t=s.asha.max_t, score_at=score_at,
-                                         epoch_s=args.epoch_seconds)
+        trainable = tune.with_parameters(synthetic_trial, run_dir=str(run.path), seed=s.seed, max_t=s.asha.max_t,
+                                         score_at=score_at, epoch_s=args.epoch_seconds)
     tuning.configure_tune()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = tuning.new_tuner(spec, run, tune.with_resources(trainable, {"cpu": s.resources.cpu}), space).fit()
@@ -232,11 +246,18 @@ def _spec(args: argparse.Namespace, method: str, seed: int):
     spec = with_overrides(load_spec(args.space), num_samples=args.trials)
     s = spec.search
     if args.benchmark == "lcbench":
-        s = s.model_copy(update={"asha": s.asha.model_copy(update={"max_t": lcbench.EPOCHS})})
+        s = s.model_copy(update={"asha": lcbench_schedule(s.asha)})
     s = method_search(method, s, args.trials, args.grace_period)
     s = s.model_copy(update={"seed": seed, "max_concurrent": args.concurrent,
                              "resources": s.resources.model_copy(update={"cpu": 2 / args.concurrent, "gpu": 0})})
     return dataclasses.replace(spec, search=s)
+
+
+def lcbench_schedule(asha):
+    """The space's ASHA schedule on LCBench's 52 epochs: the grace period scaled by 52 / max_t
+    (rounded, at least 1), so that each milestone comes at about the same share of training."""
+    grace = max(1, round(asha.grace_period * lcbench.EPOCHS / asha.max_t))
+    return asha.model_copy(update={"max_t": lcbench.EPOCHS, "grace_period": grace})
 
 
 def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
@@ -251,12 +272,28 @@ def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> l
         run.path.mkdir()
         last = _fit(args, spec, run, task)
         trials = [t for t in load_study(run.path).trials if t.datetime_complete]
-    ended = sorted(trials, key=lambda t: t.datetime_complete)
+        ends = {i: _epoch_ends(run.path / CLOCKS / f"{i}.jsonl", m.get("epoch", 0)) for i, m in last.items()}
     out = []
-    for t in ended:
+    for t in sorted(trials, key=lambda t: t.datetime_complete):
         m = last.get(t.user_attrs[TUNE_TRIAL_ID], {})
-        out.append(efficiency.Ended(t.value, m.get("epoch", 0), m.get("seconds"), m.get("epoch") == s.asha.max_t))
+        epochs, seconds = _spent_when(ends.values(), t.datetime_complete.timestamp())
+        out.append(efficiency.Ended(t.value, m.get("epoch") == s.asha.max_t, epochs, seconds))
     return out
+
+
+def _epoch_ends(path: Path, reported: int) -> list[tuple[float, float | None]]:
+    """A trial's epoch ends (when, its cumulative seconds), up to the last one Tune took in: a
+    trial ASHA stopped may have ended another epoch before its actor went."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [tuple(json.loads(line)) for line in lines[:reported]]
+
+
+def _spent_when(trials, moment: float) -> tuple[int, float | None]:
+    """The trial-epochs and seconds every trial had trained by `moment` (seconds: None where the
+    benchmark has none)."""
+    done = [[e for e in ends if e[0] <= moment] for ends in trials]
+    seconds = [ends[-1][1] for ends in done if ends]
+    return sum(map(len, done)), None if None in seconds else sum(seconds)
 
 
 def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str) -> list[efficiency.Ended]:
@@ -283,7 +320,7 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
                          min_agreement=s.asha.min_agreement, min_finished=s.asha.min_finished)
     folder = lcbench.read_folder(args.lcbench) if args.benchmark == "lcbench" else None
     space = lcbench.Space(folder) if folder else spec.space
-    running, ended = [], []
+    running, ended, spent, spent_s = [], [], 0, 0.0
     while running or len(study.trials) < args.trials:
         while len(running) < args.concurrent and len(study.trials) < args.trials:
             trial = study.ask()
@@ -292,7 +329,7 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
                 error, seconds = lcbench.curve(folder, task, config)
                 score, fail_at = (lambda epoch, error=error: error[epoch - 1]), None
             else:
-                (score, _, fail_at), seconds = synthetic_curve(config), None
+                (score, _, fail_at), seconds = synthetic_curve(config, s.seed), None
             running.append(SimpleNamespace(trial=trial, trial_id=str(trial.number), score=score, fail_at=fail_at,
                                            seconds=seconds, epoch=0, last=None))
             asha.on_trial_add(None, running[-1])
@@ -301,9 +338,12 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
             if t.epoch == t.fail_at:  # the trial raises: Tune fails it, OptunaSearch tells the study so
                 asha.on_trial_remove(None, t)
                 study.tell(t.trial, state=optuna.trial.TrialState.FAIL)
-                ended.append(efficiency.Ended(None, t.epoch - 1, None, False))
+                ended.append(efficiency.Ended(None, False, spent, spent_s if folder else None))
                 running.remove(t)
                 continue
+            spent += 1
+            if folder:  # the surrogate's seconds are cumulative
+                spent_s += t.seconds[t.epoch - 1] - (t.seconds[t.epoch - 2] if t.epoch > 1 else 0.0)
             result = {"epoch": t.epoch, "stop": MAX_EPOCHS_STOP if t.epoch == s.asha.max_t else None}
             if t.epoch in score_at or t.epoch == s.asha.max_t:
                 t.last = result[METRIC] = t.score(t.epoch)
@@ -311,8 +351,7 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
             if asha.on_trial_result(None, t, result) == TrialScheduler.STOP or t.epoch == s.asha.max_t:
                 asha.on_trial_remove(None, t)
                 study.tell(t.trial, t.last)
-                ended.append(efficiency.Ended(t.last, t.epoch, t.seconds and t.seconds[t.epoch - 1],
-                                              t.epoch == s.asha.max_t))
+                ended.append(efficiency.Ended(t.last, t.epoch == s.asha.max_t, spent, spent_s if folder else None))
                 running.remove(t)
     return ended
 
