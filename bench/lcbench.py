@@ -44,6 +44,20 @@ class Setting:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
+    def position(self, value: float) -> float:
+        """Where `value` lies in the range, 0 to 1, on the setting's scale."""
+        if self.log:
+            return math.log(value / self.low) / math.log(self.high / self.low)
+        return (value - self.low) / (self.high - self.low)
+
+    def value_at(self, position: float) -> float | int:
+        """The value at `position` (0 to 1) on the setting's scale; an integer setting's rounded."""
+        if self.log:
+            value = self.low * (self.high / self.low) ** position
+        else:
+            value = self.low + position * (self.high - self.low)
+        return min(int(self.high), max(int(self.low), round(value))) if self.integer else float(value)
+
 
 @dataclass(frozen=True)
 class Folder:
@@ -112,11 +126,41 @@ def _session(model: str):
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def curve(folder: Folder, task: str, config: dict) -> tuple[list[float], list[float]]:
-    """The configuration's validation error (100 - accuracy, percent; lower is better) and
-    cumulative training seconds at every epoch 1-EPOCHS, in one call of the surrogate."""
+TABLE_SEED = 0  # one draw of the table's configurations, the same for every task, search and method
+
+
+@cache
+def _table(settings: tuple[Setting, ...], points: int):
+    """`points` configurations drawn at random over the space (uniform, on a log scale where the
+    setting has one), as LCBench drew the 2,000 it trained on each task; with each one's position
+    in the unit cube, for finding the nearest."""
     import numpy as np
 
+    rng = np.random.default_rng(TABLE_SEED)
+    unit = rng.random((points, len(settings)))
+    configs = [{s.name: s.value_at(u) for s, u in zip(settings, row)} for row in unit]
+    return configs, np.array([[s.position(c[s.name]) for s in settings] for c in configs])
+
+
+def nearest(folder: Folder, points: int, config: dict) -> dict:
+    """The one of the table's `points` configurations (_table) nearest `config` in the unit cube."""
+    import numpy as np
+
+    configs, positions = _table(folder.settings, points)
+    at = np.array([s.position(config[s.name]) for s in folder.settings])
+    return configs[int(np.argmin(((positions - at) ** 2).sum(axis=1)))]
+
+
+def curve(folder: Folder, task: str, config: dict, points: int | None = None) -> tuple[list[float], list[float]]:
+    """The configuration's validation error (100 - accuracy, percent; lower is better) and
+    cumulative training seconds at every epoch 1-EPOCHS, in one call of the surrogate. With
+    `points`, the nearest of that many random configurations stands in for it (nearest): the
+    surrogate is read only where LCBench's own random draw puts data, never at the corners of the
+    space where it extrapolates."""
+    import numpy as np
+
+    if points:
+        config = nearest(folder, points, config)
     x_cont = np.array([[epoch, *(config[s] for s in SETTINGS)] for epoch in range(1, EPOCHS + 1)], np.float32)
     x_cat = np.full((EPOCHS, 1), folder.task_codes[task], np.int32)
     out = _session(str(folder.model)).run(None, {"x_cat": x_cat, "x_cont": x_cont})[0]

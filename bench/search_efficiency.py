@@ -25,6 +25,11 @@ Benchmarks:
   instead of 100 and the grace period scaled by as much (lcbench_schedule: 5 x 52/100, rounded,
   is 3), so ASHA's milestones (grace_period x reduction_factor^k <= max_t) are 3, 9 and 27 of 52
   epochs where cnn.yaml's are 5, 15 and 45 of 100: each at about the same share of training.
+  The surrogate predicts its lowest errors at corners of the space, where LCBench trained
+  almost nothing (docs/benchmarks.md, "The surrogate's corners"); with --points N (2000: as many
+  as LCBench trained per task) each configuration a search samples stands for the nearest of N
+  drawn at random over the space (lcbench.nearest), so that every search chooses among points
+  where the surrogate has data around: a tabular benchmark read from the surrogate.
 Measures for each task over S seeds (bench/efficiency.py): B, the median of random search's
 trial-epochs for N trials; T, the median of its final best (the lowest last score of trials that
 ran to max_t); per method, the median best within B trial-epochs (equal compute) and the ratio:
@@ -185,12 +190,12 @@ def synthetic_trial(config, run_dir: str, seed: int, max_t: int, score_at: froze
     report_curve(score, max_t, score_at, epoch_s, _clock_file(run_dir), params, fail_at=fail_at)
 
 
-def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t: int, score_at: frozenset,
-                  epoch_s: float):
+def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, points: int | None, max_t: int,
+                  score_at: frozenset, epoch_s: float):
     """The surrogate's curve of `config` on `task`: its validation error and cumulative seconds every
     epoch, as `val_error` and `seconds`; the error as the score at `score_at`, as a trial's FID."""
     _trial_folder(run_dir, config)
-    error, seconds = lcbench.curve(folder, task, config)
+    error, seconds = lcbench.curve(folder, task, config, points)
     report_curve(lambda epoch: error[epoch - 1], max_t, score_at, epoch_s, _clock_file(run_dir),
                  per_epoch=lambda epoch: {"val_error": error[epoch - 1], "seconds": seconds[epoch - 1]})
 
@@ -227,7 +232,8 @@ def _fit(args: argparse.Namespace, spec, run, task: str) -> dict[str, dict]:
         folder = lcbench.read_folder(args.lcbench)
         space = lcbench.Space(folder)
         trainable = tune.with_parameters(lcbench_trial, run_dir=str(run.path), folder=folder, task=task,
-                                         max_t=s.asha.max_t, score_at=score_at, epoch_s=args.epoch_seconds)
+                                         points=args.points, max_t=s.asha.max_t, score_at=score_at,
+                                         epoch_s=args.epoch_seconds)
     else:
         space = None
         trainable = tune.with_parameters(synthetic_trial, run_dir=str(run.path), seed=s.seed, max_t=s.asha.max_t,
@@ -326,7 +332,7 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
             trial = study.ask()
             config = {**space(trial), TRIAL_NUMBER: trial.number}
             if folder:
-                error, seconds = lcbench.curve(folder, task, config)
+                error, seconds = lcbench.curve(folder, task, config, args.points)
                 score, fail_at = (lambda epoch, error=error: error[epoch - 1]), None
             else:
                 (score, _, fail_at), seconds = synthetic_curve(config, s.seed), None
@@ -402,6 +408,9 @@ def _arguments() -> argparse.Namespace:
                         "(lcbench: its space aside)")
     p.add_argument("--tasks", default="7593", help="LCBench's OpenML task ids, comma-separated (lcbench only)")
     p.add_argument("--lcbench", type=Path, default=lcbench.DEFAULT_DIR, help="the surrogate's folder")
+    p.add_argument("--points", type=int,
+                   help="lcbench: every configuration a search samples stands for the nearest of this many drawn at "
+                        "random over the space, as LCBench drew the 2,000 it trained (default: the surrogate anywhere)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"a comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--first-seed", type=int, default=0,
@@ -427,8 +436,10 @@ def _arguments() -> argparse.Namespace:
             p.exit(2, f"error: --methods: {method!r} is not one of {','.join(METHODS)}\n")
     if "random" not in args.methods:
         p.exit(2, "error: --methods: random must be among them: it is the reference of every ratio\n")
-    for flag in ("seeds", "trials", "concurrent", "parallel"):
-        if getattr(args, flag) < 1:
+    if args.points is not None and args.benchmark != "lcbench":
+        p.exit(2, "error: --points: only with --benchmark lcbench\n")
+    for flag in ("seeds", "trials", "concurrent", "parallel", "points"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             p.exit(2, f"error: --{flag}: {getattr(args, flag)} must be >= 1\n")
     from search.settings import load_spec
     from search.validation import SpaceError
@@ -465,7 +476,8 @@ def main() -> None:
         return
     schedule = "the schedule" if args.grace_period is None else f"grace period {args.grace_period}"
     space = args.space.relative_to(ROOT) if args.space.is_relative_to(ROOT) else args.space
-    print(f"{args.benchmark} benchmark, {space}'s searcher and {schedule}: {args.seeds} seeds x "
+    table = f" (the nearest of {args.points} random points)" if args.points else ""
+    print(f"{args.benchmark} benchmark{table}, {space}'s searcher and {schedule}: {args.seeds} seeds x "
           f"{args.trials} trials, {args.concurrent} at once, on the CPU; reference: random (search + ASHA)")
     tasks = {}
     for task in args.tasks:

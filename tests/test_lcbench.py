@@ -3,6 +3,7 @@ missing or corrupt folder as one line naming it."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def test_the_trainable_reports_every_epoch_of_the_surrogates_curve(monkeypatch, 
     reports = []
     monkeypatch.setattr(tune, "report", reports.append)
     monkeypatch.setattr(tune, "get_context", lambda: type("Context", (), {"get_trial_id": lambda self: "t1"})())
-    search_efficiency.lcbench_trial(CONFIG, str(tmp_path), folder, "7593", 52, frozenset({5, 15, 45}), 0.0)
+    search_efficiency.lcbench_trial(CONFIG, str(tmp_path), folder, "7593", None, 52, frozenset({5, 15, 45}), 0.0)
     error, seconds = lcbench.curve(folder, "7593", CONFIG)
     assert [r["epoch"] for r in reports] == list(range(1, 53))
     assert [r["val_error"] for r in reports] == error and [r["seconds"] for r in reports] == seconds
@@ -80,3 +81,40 @@ def test_a_corrupt_folder_is_one_line(tmp_path, damage):
 
 def test_an_unknown_task_is_one_line():
     _one_line(_bench("--tasks", "7593,42"), "--tasks", "'42'")
+
+
+def test_with_points_a_corner_of_the_space_reads_the_nearest_random_configuration():
+    """The surrogate's lowest errors lie at corners of the space, where LCBench trained almost
+    nothing: with --points a search sampling such a corner is given the nearest of the random
+    configurations instead, a point of the table, within the ranges."""
+    folder = lcbench.read_folder(lcbench.DEFAULT_DIR)
+    corner = {"batch_size": 16, "learning_rate": 0.1, "momentum": 0.99, "weight_decay": 1e-5, "num_layers": 5,
+              "max_units": 64, "max_dropout": 0.0}
+    near = lcbench.nearest(folder, 2000, corner)
+    assert near != corner and near == lcbench.nearest(folder, 2000, {**corner, "max_dropout": 1e-3})
+    assert lcbench.curve(folder, "167200", corner, 2000) == lcbench.curve(folder, "167200", near)
+    # where the GP's searches on 167200 ended (stop 53): an error far below anything the table
+    # holds; its nearest point's is not
+    table_best = min(lcbench.curve(folder, "167200", c)[0][-1] for c in lcbench._table(folder.settings, 2000)[0])
+    assert lcbench.curve(folder, "167200", corner)[0][-1] < table_best - 4
+    assert lcbench.curve(folder, "167200", near)[0][-1] >= table_best
+    for s in folder.settings:
+        assert s.low <= near[s.name] <= s.high and isinstance(near[s.name], int) == s.integer
+
+
+def test_points_is_lcbenchs_alone_and_positive():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--points", "20"],
+                         capture_output=True, text=True, timeout=60)
+    _one_line(out, "--points", "lcbench")
+    _one_line(_bench("--points", "0"), "--points", "0")
+
+
+def test_a_search_runs_on_the_table(tmp_path):
+    out = _bench("--points", "200", "--emulate", "--seeds", "1", "--trials", "12", "--methods", "random,configured",
+                 "--json", str(tmp_path / "figures.json"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "the nearest of 200 random points" in out.stdout
+    table = {round(lcbench.curve(lcbench.read_folder(lcbench.DEFAULT_DIR), "7593", c)[0][-1], 6)
+             for c in lcbench._table(lcbench.read_folder(lcbench.DEFAULT_DIR).settings, 200)[0]}
+    figures = json.loads((tmp_path / "figures.json").read_text())["tasks"]["7593"]
+    assert all(round(f["final_best"], 6) in table for f in figures.values() if f["final_best"] is not None)
