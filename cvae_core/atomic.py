@@ -18,6 +18,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 
+def temp_name(name: str) -> str:
+    """A temp file's name for writing `name` beside it: hidden, unique, ending .tmp (so that a
+    mirror's push leaves it out, results.storage)."""
+    return f".{name}.{secrets.token_hex(6)}.tmp"
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call write(tmp_path), then move tmp_path onto `path`."""
     atomic_write_all([(path, write)])
@@ -32,7 +38,7 @@ def atomic_write_all(writes: list[tuple[str | os.PathLike, Callable[[str], None]
         for path, write in writes:
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+            tmp = path.parent / temp_name(path.name)
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
             temps.append((tmp, path))
             write(str(tmp))

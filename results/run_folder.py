@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -148,6 +149,11 @@ class RunFolder:
         if self.remote:
             self.remote.pull(local, recursive, keep)
 
+    def fetch(self, path: Path, to: Path) -> bool:
+        """The bucket's copy of the run's file `path` into `to`, this node's own left alone; False
+        for a run in a folder, or a file the bucket lacks."""
+        return bool(self.remote) and self.remote.fetch(path, to)
+
     def push(self, local: Path | None = None, recursive: bool = True) -> None:
         """Upload the files under `local` that changed here (default: the whole run)."""
         if self.remote:
@@ -201,9 +207,29 @@ class RunFolder:
                 return f"{self.address(newest)}: {problem}"
         return None
 
+    @property
+    def markers(self) -> tuple[Path, ...]:
+        """The files that make a folder a run, both written as it starts: its space file and data
+        record (a folder of the user's may well hold a space.yaml)."""
+        return self.space_file, self._data_file
+
     def is_run(self) -> bool:
         """Whether the folder holds a run (so --fresh may delete it)."""
-        return self.space_file.exists()
+        return all(path.exists() for path in self.markers)
+
+    def delete(self) -> None:
+        """Delete the run, here and in the bucket, its markers last: a kill part way leaves a
+        folder still known as a run, which --fresh deletes again."""
+        if self.path.is_dir():
+            for path in self.path.iterdir():
+                if path not in self.markers:
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if self.remote:
+            self.remote.delete(last=self.markers)
+        if self.path.is_dir():
+            for path in self.markers:
+                path.unlink(missing_ok=True)
+            self.path.rmdir()
 
     def trial(self, name: str) -> Path:
         return self.path / name

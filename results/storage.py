@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cvae_core.atomic import temp_name
 from cvae_core.sources import default_cache_dir
 
 
@@ -72,8 +73,9 @@ def _resolved(uri: str, _endpoint: str | None):
     return FileSystem.from_uri(f"{uri}?allow_delayed_open=true" if urlsplit(uri).scheme == "s3" else uri)
 
 
-def _skipped(path: Path) -> bool:
-    """A file being written (cvae_core.atomic's temp files): never pushed."""
+def _skipped(path: Path | str) -> bool:
+    """A file being written (cvae_core.atomic.temp_name): never pushed, never pulled."""
+    path = Path(path)
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
@@ -128,14 +130,31 @@ class Remote:
         with _lock:
             for info in self.listing(local, recursive):
                 path = self.scratch / info.path[len(self.fs_path) + 1:]
-                if not keep(path) or not _newer_there(path, info):
+                if _skipped(path) or not keep(path) or not _newer_there(path, info):
                     continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.pull.tmp")
-                with self.filesystem.open_input_stream(info.path) as src, open(tmp, "wb") as dst:
-                    dst.write(src.read())
-                os.replace(tmp, path)
+                self._download(info.path, path)
                 _synced[str(path)] = (_stamp(path), _object_stamp(info))
+
+    def _download(self, key: str, path: Path) -> None:
+        """The object at `key` into `path`, whole (another process on this node may pull it too)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(temp_name(path.name))
+        try:
+            with self.filesystem.open_input_stream(key) as src, open(tmp, "wb") as dst:
+                dst.write(src.read())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def fetch(self, local: Path, to: Path) -> bool:
+        """The bucket's copy of the mirror's file `local` into `to`, leaving the mirror's own alone
+        (a file another process here appends to); False when the bucket has none."""
+        from pyarrow.fs import FileType
+
+        if self.filesystem.get_file_info(self._key(local)).type != FileType.File:
+            return False
+        self._download(self._key(local), to)
+        return True
 
     def push(self, local: Path | None = None, recursive: bool = True) -> None:
         """Upload the files under `local` (a folder or a file of the mirror) changed since their
@@ -161,18 +180,30 @@ class Remote:
     def _upload(self, path: Path, src) -> None:
         """One file from its open version (os.replace leaves an open version whole), unless
         unchanged since its last push."""
+        from pyarrow.fs import LocalFileSystem
+
         st = os.fstat(src.fileno())
         stamp = (st.st_size, st.st_mtime_ns)
         if _synced.get(str(path), (None,))[0] == stamp:
             return
         key = self._key(path)
-        try:
-            dst = self.filesystem.open_output_stream(key)
-        except FileNotFoundError:  # a file system with folders (file://); object stores have none to make
+        # An object store replaces an object whole; a file system (file://) writes in place, so a
+        # kill mid-upload would leave the run's file cut short and the newest of all: there it is
+        # written beside its place and moved in.
+        folders = isinstance(self.filesystem, LocalFileSystem)
+        target = f"{key.rsplit('/', 1)[0]}/{temp_name(path.name)}" if folders else key
+        if folders:
             self.filesystem.create_dir(key.rsplit("/", 1)[0], recursive=True)
-            dst = self.filesystem.open_output_stream(key)
-        with dst:
-            dst.write(src.read())
+        try:
+            with self.filesystem.open_output_stream(target) as dst:
+                dst.write(src.read())
+            if folders:
+                self.filesystem.move(target, key)
+        except BaseException:
+            if folders:
+                with contextlib.suppress(OSError):
+                    self.filesystem.delete_file(target)
+            raise
         _synced[str(path)] = (stamp, _object_stamp(self.filesystem.get_file_info(key)))
 
     def remove(self, local: Path) -> None:
@@ -182,8 +213,16 @@ class Remote:
         if self.filesystem.get_file_info(self._key(local)).type == FileType.File:
             self.filesystem.delete_file(self._key(local))
 
-    def delete(self) -> None:
-        """Delete the run from the bucket."""
+    def delete(self, last: tuple[Path, ...] = ()) -> None:
+        """Delete the run from the bucket, the files `last` (paths in the mirror) after the rest."""
+        from pyarrow.fs import FileType
+
+        keep = {self._key(path) for path in last}
+        for info in self.listing(recursive=False, folders=True):
+            if info.path in keep:
+                continue
+            self.filesystem.delete_dir(info.path) if info.type == FileType.Directory else self.filesystem.delete_file(
+                info.path)
         self.filesystem.delete_dir_contents(self.fs_path, missing_dir_ok=True)
 
 
@@ -291,6 +330,10 @@ def check_uri(uri: str, flag: str) -> None:
                            "(AWS_ENDPOINT_URL, AWS_REGION, ...)")
     if parts.fragment or uri.endswith("#"):
         raise StorageError(f"{flag} {uri}: '#' would end its path there; name the folder without it")
+    if {".", ".."} & set(parts.path.split("/")):
+        # the run's mirror on this node is SCRATCH/<scheme>/<bucket>/<path>: '..' would put it,
+        # and what clears it, outside SCRATCH
+        raise StorageError(f"{flag} {uri}: '.' and '..' are not folders in a bucket; give the path without them")
     try:
         fs, path = _filesystem(uri)
     except Exception as e:  # pyarrow.ArrowInvalid (a ValueError) or OSError, by scheme

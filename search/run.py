@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from cvae_core.atomic import atomic_write_text
 from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
 from cvae_core.config import batch_size_problem
 from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
@@ -90,8 +91,8 @@ def _check_remote_run(run: RunFolder) -> bool:
     if not held:
         shutil.rmtree(run.path, ignore_errors=True)  # the mirror is this program's scratch, not the user's
         return False
-    if run.space_file.name not in held:
-        raise RunFolderError(f"{run.location}: holds files and is not a search run (no {run.space_file.name}); "
+    if lacking := [path.name for path in run.markers if path.name not in held]:
+        raise RunFolderError(f"{run.location}: holds files and is not a search run (no {', '.join(lacking)}); "
                              "nothing was deleted; pass another --name or --storage")
     run.pull(run.path, recursive=False)
     return True
@@ -134,7 +135,8 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
         return False
     if not run.is_run():
         # --fresh deletes a run folder, never a folder of the user's that happens to have the name
-        raise RunFolderError(f"{run.path}: exists and is not a search run (no {run.space_file.name}); "
+        lacking = ", ".join(path.name for path in run.markers if not path.exists())
+        raise RunFolderError(f"{run.path}: exists and is not a search run (no {lacking}); "
                              f"nothing was deleted; pass another --name or --storage")
     if fresh:
         return False
@@ -156,13 +158,11 @@ def _check_batch_size(spec: Spec, n_train: int) -> None:
 
 
 def _create_run_folder(spec: Spec, run: RunFolder, fresh: bool, resuming: bool, source: str, data) -> None:
-    if fresh and run.path.exists():
-        shutil.rmtree(run.path)  # _check_run_folder made sure it is a run folder
-    if fresh and run.remote:
-        run.remote.delete()
+    if fresh:
+        run.delete()  # _check_run_folder made sure it is a run folder
     if not resuming:
         run.path.mkdir(parents=True, exist_ok=True)
-        run.space_file.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+        atomic_write_text(run.space_file, yaml.safe_dump(spec.raw, sort_keys=False))
     run.record_data(source, data)
     run.push(run.path, recursive=False)
 

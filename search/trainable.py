@@ -8,6 +8,7 @@ count and its latest score. A failure that ends it is also written to its failur
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import ray
@@ -15,7 +16,7 @@ import torch
 from ray import tune
 from tensorboardX import SummaryWriter
 
-from cvae_core.atomic import append_records, atomic_torch_save, read_records
+from cvae_core.atomic import append_records, atomic_torch_save, atomic_write_text, read_records
 from cvae_core.config import TrialConfig
 from cvae_core.data import ImageData, split
 from cvae_core.layout import CHECKPOINT_FILE, read_metrics
@@ -48,7 +49,7 @@ def tune_trial_dirname(trial) -> str:
 def record_failure(failure_file: Path, kind: str, error: BaseException) -> None:
     """The trial's failure record; a divergence names its epoch (never reported to Tune)."""
     epoch = {"epoch": error.epoch} if isinstance(error, TrainingDiverged) else {}
-    failure_file.write_text(json.dumps({"kind": kind, "reason": str(error), **epoch}))
+    atomic_write_text(failure_file, json.dumps({"kind": kind, "reason": str(error), **epoch}))
 
 
 def check_earlier_failure(run: RunFolder, name: str) -> None:
@@ -75,12 +76,22 @@ def remove_empty_event_files(run: RunFolder, trial_dir: Path) -> None:
             run.remove(path)
 
 
+def _stopped_by_asha(run: RunFolder, trial_id: str) -> bool:
+    """Whether ASHA's state file says it stopped the trial, here or, for a run at a URI, in the
+    bucket, where a driver on another node pushed it. The bucket's copy is read beside this node's,
+    never over it: a driver on this node appends to that file."""
+    if trial_id in stopped_by_asha(run.asha_state):
+        return True
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / run.asha_state.name
+        return run.fetch(run.asha_state, copy) and trial_id in stopped_by_asha(copy)
+
+
 def _prepare_folder(run: RunFolder, name: str) -> Path:
     """The trial's folder, as an earlier attempt left it (pulled from wherever that ran), ready
     for this attempt; raises TrialFailed when that attempt diverged."""
     trial_dir = run.trial(name)
     run.pull(trial_dir)
-    run.pull(run.path, recursive=False, keep=lambda path: path == run.asha_state)  # for stopped_by_asha
     trial_dir.mkdir(parents=True, exist_ok=True)
     check_earlier_failure(run, name)
     remove_empty_event_files(run, trial_dir)
@@ -207,7 +218,7 @@ def run_trial(
     seed = trial_seed(search_seed, config, trial_id)
     carried = {"objective": objective.ranked_by, "params": config_params(trial.model), "seed": seed,
                "node_id": ray.get_runtime_context().get_node_id()}  # in every result
-    if trial_id in stopped_by_asha(run.asha_state):
+    if _stopped_by_asha(run, trial_id):
         _report_last(run, name, carried, objective)  # ASHA stopped it, but the kill came before Tune saved that
         return
 

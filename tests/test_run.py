@@ -97,15 +97,23 @@ def test_a_run_is_not_resumed_on_other_data(tmp_path, data_dir, capsys):
     assert f"--data {data_dir}: this run started with /somewhere/else.zip" in capsys.readouterr().err
 
 
-def test_fresh_deletes_only_a_run_folder(tmp_path, data_dir, capsys):
+@pytest.mark.parametrize("space_file", [False, True])
+def test_fresh_deletes_only_a_run_folder(tmp_path, data_dir, capsys, space_file):
+    """A folder of the user's, even one holding a space file of that name (--space exp/cnn/space.yaml
+    --storage exp --name cnn), is not a run: a run also has its data record."""
     precious = tmp_path / "runs" / "precious"
     precious.mkdir(parents=True)
     (precious / "thesis.tex").write_text("years of work")
-    args = command(tiny_space(tmp_path), data_dir, tmp_path / "runs", "--name", "precious", "--fresh")[3:]
+    space = tiny_space(tmp_path)
+    if space_file:
+        space = precious / "space.yaml"
+        space.write_text(tiny_space(tmp_path).read_text())
+    args = command(space, data_dir, tmp_path / "runs", "--name", "precious", "--fresh")[3:]
     assert main(args) == 2
+    lacking = "data.json" if space_file else "space.yaml, data.json"
     err = capsys.readouterr().err
-    assert f"{precious}: exists and is not a search run (no space.yaml); nothing was deleted" in err
-    assert (precious / "thesis.tex").read_text() == "years of work"
+    assert f"{precious}: exists and is not a search run (no {lacking}); nothing was deleted" in err
+    assert (precious / "thesis.tex").read_text() == "years of work" and space.exists()
 
 
 @pytest.mark.parametrize("name", ["..", ".", "a/b", ""])
@@ -393,6 +401,7 @@ def test_a_run_an_earlier_version_started_is_refused_in_one_line(tmp_path, data_
     run = RunFolder(tmp_path / "runs" / "t")
     run.path.mkdir(parents=True)
     run.space_file.write_text(space.read_text())
+    (run.path / "data.json").write_text(json.dumps({"source": str(data_dir)}))
     (run.path / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
     assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 2
     assert capsys.readouterr().err.strip() == (
@@ -410,6 +419,7 @@ def test_a_run_whose_last_saved_state_is_cut_short_is_refused_in_one_line_changi
     run = RunFolder(tmp_path / "runs" / "t")
     run.path.mkdir(parents=True)
     run.space_file.write_text(space.read_text())
+    (run.path / "data.json").write_text(json.dumps({"source": str(data_dir)}))
     run.study_journal.write_text("")
     for session in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"):  # an earlier command's save, and the last
         (run.path / f"experiment_state-{session}.json").write_text(json.dumps({"trial_data": [["x" * 5000, {}]]}))

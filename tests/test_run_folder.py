@@ -43,13 +43,15 @@ def test_the_data_source_is_recorded_once_and_resuming_on_other_data_is_refused(
         run.check_source("/data/b.zip")
 
 
-def test_a_folder_is_a_run_once_it_holds_its_space_file(tmp_path):
+def test_a_folder_is_a_run_once_it_holds_its_space_file_and_data_record(tmp_path):
     run = RunFolder(tmp_path / "r")
     assert not run.is_run()
     run.path.mkdir()
     (run.path / "thesis.tex").write_text("x")
     assert not run.is_run()
     run.space_file.write_text("space: {}")
+    assert not run.is_run()  # a folder of the user's may hold a space.yaml
+    run.record_data("/data.zip", SimpleNamespace(image_size=32, channels=3, classes=("a", "b")))
     assert run.is_run()
     finalist = run.finalist("mlp_ab12", 1)
     assert finalist.path == run.path / "final" / "mlp_ab12_s1" and finalist.row("gmm").name == "gmm.json"
@@ -70,3 +72,29 @@ def test_a_run_folder_given_as_a_home_path_is_found_wherever_the_command_runs(tm
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     assert open_run("~/runs/cnn").path == RunFolder.at("~/runs/cnn").path == tmp_path / "home" / "runs" / "cnn"
+
+
+def test_a_delete_cut_short_leaves_a_folder_still_known_as_a_run(tmp_path, monkeypatch):
+    """--fresh deletes a run's markers last: a kill part way leaves a folder --fresh deletes again,
+    not one every command refuses as not a run."""
+    import shutil
+
+    run = RunFolder(tmp_path / "r")
+    run.path.mkdir()
+    run.space_file.write_text("space: {}")
+    run.record_data("/data.zip", SimpleNamespace(image_size=32, channels=3, classes=("a", "b")))
+    for name in ("aaa", "zzz"):
+        (run.trial(name) / "grids").mkdir(parents=True)
+    real = shutil.rmtree
+
+    def killed(path, *args, **kwargs):
+        real(path, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.delete()
+    assert run.is_run()
+    monkeypatch.setattr(shutil, "rmtree", real)
+    run.delete()
+    assert not run.path.exists() and tmp_path.exists()

@@ -225,6 +225,7 @@ def test_a_run_without_a_study_says_so_in_one_line(tmp_path):
     run = RunFolder(tmp_path / "seed")
     run.path.mkdir()
     run.space_file.write_text("space: {presets: [mlp-M1]}\n")
+    (run.path / "data.json").write_text('{"source": "/data.zip"}')
     with pytest.raises(study_files.NoStudy) as err:
         study_files.load_study(run.path)
     assert str(err.value) == (f"{run.study_journal}: no Optuna study in {run.path} (a presets space runs a grid "

@@ -82,6 +82,70 @@ def test_any_scheme_pyarrow_resolves_is_mirrored_alike(tmp_path, monkeypatch):
     assert (elsewhere / "file" / str(tmp_path).lstrip("/") / "bucket/runs/r/a/metrics.jsonl").read_text() == "1\n"
 
 
+def test_a_push_cut_short_on_a_file_uri_leaves_the_runs_file_whole(tmp_path, monkeypatch):
+    """A file system writes in place, where an object store replaces an object whole: a kill
+    mid-upload must not leave the run's journal cut short (and the newest, so pulled everywhere)."""
+    import results.storage
+
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "scratch"))
+    run = RunFolder.at(f"file://{tmp_path}/bucket/runs/r")
+    run.path.mkdir(parents=True)
+    run.study_journal.write_text("first\n")
+    run.push()
+    run.study_journal.write_text("first\nsecond\n")
+
+    class Killed:  # the file a push reads, killed half way through
+        def __init__(self, path):
+            self.file = open(path, "rb")
+
+        def fileno(self):
+            return self.file.fileno()
+
+        def read(self):
+            raise KeyboardInterrupt
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(results.storage, "_open", Killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.push()
+    there = tmp_path / "bucket" / "runs" / "r"
+    assert (there / "optuna.journal").read_text() == "first\n" and [p.name for p in there.iterdir()] == [
+        "optuna.journal"]
+    # a temp file a kill left there is never pulled
+    (there / ".optuna.journal.0123ab.tmp").write_text("half")
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "other-machine"))
+    elsewhere = RunFolder.at(run.location)
+    elsewhere.pull()
+    assert sorted(p.name for p in elsewhere.path.iterdir()) == ["optuna.journal"]
+
+
+def test_a_trial_reads_ashas_stops_from_the_bucket_leaving_this_nodes_file_alone(tmp_path, monkeypatch):
+    """A trial on the driver's node must not replace the state file the driver appends to with
+    the bucket's copy, older by the records appended since the last push."""
+    import results.storage
+    from search.trainable import _stopped_by_asha
+
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "scratch"))
+    run = RunFolder.at(f"file://{tmp_path}/bucket/runs/r")
+    run.path.mkdir(parents=True)
+    run.asha_state.write_text(json.dumps({"trial": "a", "stopped": 5}) + "\n")
+    run.push()
+    here = run.asha_state.read_text() + json.dumps({"trial": "b", "stopped": 15}) + "\n"
+    run.asha_state.write_text(here)  # appended since the push
+    os.utime(run.asha_state, (0, 0))  # ... and looking older than the bucket's copy
+    monkeypatch.setattr(results.storage, "_synced", {})  # to a trial's process, which never synced it
+    assert _stopped_by_asha(run, "a") and _stopped_by_asha(run, "b") and not _stopped_by_asha(run, "c")
+    assert run.asha_state.read_text() == here
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "other-machine"))  # a node the driver never ran on
+    assert _stopped_by_asha(RunFolder.at(run.location), "a")
+    assert not RunFolder.at(run.location).asha_state.exists()
+
+
 def test_background_uploads_raise_their_error_when_waited_for():
     uploads = Uploads()
 
@@ -319,10 +383,12 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
                                                     "the environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never "
                                                     "in the URI"),
     ("s3://BUCKET/runs?endpoint_override=x", "--storage s3://BUCKET/runs?endpoint_override=x: takes no options"),
-    ("s3://BUCKET/notes", "s3://BUCKET/notes/t: holds files and is not a search run (no space.yaml); nothing was "
-                          "deleted; pass another --name or --storage"),
+    ("s3://BUCKET/notes", "s3://BUCKET/notes/t: holds files and is not a search run (no space.yaml, data.json); "
+                          "nothing was deleted; pass another --name or --storage"),
     ("s3://BUCKET/runs DEAD", "--storage s3://BUCKET/runs: the endpoint does not answer (http://127.0.0.1:PORT)"),
     ("s3://BUCKET/notes#2", "--storage s3://BUCKET/notes#2: '#' would end its path there"),
+    # the mirror would be SCRATCH/s3/BUCKET/../../../notes/t: outside SCRATCH, and cleared when the bucket is empty
+    ("s3://BUCKET/../../../notes", "--storage s3://BUCKET/../../../notes: '.' and '..' are not folders in a bucket"),
 ])
 def test_a_storage_uri_no_run_can_live_at_is_one_line_before_anything_is_written(uri, problem, bucket, tmp_path,
                                                                                    tree, monkeypatch):
