@@ -158,5 +158,7 @@ def write_leaderboard(run_dir: str | Path) -> pd.DataFrame:
 
 
 def read_leaderboard(run_dir: str | Path) -> pd.DataFrame:
-    """The leaderboard, with every column of SCHEMA."""
-    return pd.read_parquet(RunFolder(run_dir).leaderboard)
+    """The leaderboard, with every column of SCHEMA: one an earlier version wrote before a column
+    existed reads it as null (search.final --rescore fills it in)."""
+    board = pd.read_parquet(RunFolder(run_dir).leaderboard)
+    return board.assign(**{c: None for c in SCHEMA.names if c not in board})

@@ -17,7 +17,7 @@ from PIL import Image  # noqa: E402
 
 from cvae_core.layout import GRID_CLASSES, read_metrics  # noqa: E402
 
-from .leaderboard import NO_ROWS, SHOWN  # noqa: E402
+from .leaderboard import NO_ROWS, SHOWN, read_leaderboard  # noqa: E402
 from .run_folder import REPORT_FILE, RunFolder  # noqa: E402
 from .search_report import write_search_section  # noqa: E402
 
@@ -178,7 +178,7 @@ def write_report(run_dir: Path, top_n: int, out: Path | None = None) -> Path:
     out = out or run.report_dir
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {run.name}", ""]
-    board = pd.read_parquet(run.leaderboard) if run.leaderboard.exists() else None
+    board = read_leaderboard(run.path) if run.leaderboard.exists() else None
     if board is not None and len(board):
         md += leaderboard_section(located(run, board), top_n, out)
     elif board is not None:

@@ -97,9 +97,9 @@ def leaderboard_row(run_dir: str | Path, index: int) -> pd.Series:
                          f"{run_dir}")
     import pandas as pd
 
-    from .leaderboard import NO_ROWS
+    from .leaderboard import NO_ROWS, read_leaderboard
 
-    board = pd.read_parquet(run.leaderboard)
+    board = read_leaderboard(run.path)
     if board.empty:
         raise ValueError(f"{run.location}/{run.leaderboard.name}: {NO_ROWS}; python -m search.final {run_dir} "
                          "retries them")

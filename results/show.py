@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     run.pull(keep=lambda path: path.suffix != ".pt")  # a run at a URI: its records and images, not its weights
     import pandas as pd  # only now: --help and input errors answer at once
 
-    from .leaderboard import NO_ROWS, SHOWN
+    from .leaderboard import NO_ROWS, SHOWN, read_leaderboard
     from .report import write_report
 
-    board = pd.read_parquet(run.leaderboard) if run.leaderboard.exists() else None
+    board = read_leaderboard(run.path) if run.leaderboard.exists() else None
     if board is not None and len(board):
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(board.head(args.top)[SHOWN].to_string(index=False))

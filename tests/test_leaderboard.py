@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cvae_core import ModelConfig, Recipe, TrialConfig
-from results.leaderboard import SCHEMA, make_row, missing_columns, write_leaderboard
+from results.leaderboard import SCHEMA, make_row, missing_columns, read_leaderboard, write_leaderboard
 from results.metrics import Score
 from results.run_folder import LEADERBOARD_FILE
 
@@ -57,6 +57,22 @@ def test_leaderboard_has_the_documented_schema_and_is_sorted_by_fid(tmp_path):
     assert board.loc[0, "is_mean"] == 2.5 and pd.isna(board.loc[1, "is_mean"])
     assert list(board.loc[1, "hidden"]) == [64, 32] and [list(c) for c in board.loc[0, "conv"]][1] == [16, 4, 2, 1]
     assert board["created_at"].dt.tz is not None
+
+
+def test_a_leaderboard_an_earlier_version_wrote_reads_with_every_column(tmp_path, capsys):
+    """Written before intra_fid, class accuracy and precision/recall existed: results.show still
+    shows it, the new columns null."""
+    from results.show import main as show
+
+    put(tmp_path, row("a", "prior", 300.0))
+    write_leaderboard(tmp_path)
+    older = ["intra_fid", "fid_per_class", "class_accuracy", "class_accuracy_per_class", "classes",
+             "probe_accuracy_real", "precision", "recall"]
+    pd.read_parquet(tmp_path / LEADERBOARD_FILE).drop(columns=older).to_parquet(tmp_path / LEADERBOARD_FILE)
+    board = read_leaderboard(tmp_path)
+    assert list(board.columns[:len(SCHEMA.names) - len(older)]) == [c for c in SCHEMA.names if c not in older]
+    assert set(SCHEMA.names) <= set(board) and board["intra_fid"].isna().all() and board.loc[0, "fid"] == 300.0
+    assert show([str(tmp_path)]) == 0 and "300" in capsys.readouterr().out
 
 
 def test_a_rerun_merges_instead_of_clobbering(tmp_path):
