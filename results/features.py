@@ -212,6 +212,10 @@ def class_statistics(reference: Reference, opts: MetricOptions) -> tuple[Statist
 
     def compute() -> dict:
         f = real_features(reference, opts)
+        counts = {name: len(f.of_class(c)) for c, name in enumerate(opts.data.classes)}
+        if few := {name: n for name, n in counts.items() if n < 2}:
+            raise ValueError(f"per-class FID needs at least 2 real images of each class; "
+                             f"{reference.label(opts.data)} has {few}: use a larger reference n or another split")
         each = [moments(f.of_class(c)) for c in range(len(opts.data.classes))]
         return {k: torch.stack([m[k] for m in each]) for k in each[0]}
 

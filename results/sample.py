@@ -125,6 +125,17 @@ def fitted_second_stage(row: pd.Series, sampler: str, index: int) -> Path:
     return fitted
 
 
+def check_shape(row: pd.Series, data, index: int) -> None:
+    """A ValueError when `data` is not what the row's model was built for: its images and classes
+    could not go through the encoder (gmm, two_stage) nor be told apart by the classes."""
+    from cvae_core.config import DATA_FIELDS, describe_shape
+
+    built_for = {k: int(row[k]) for k in DATA_FIELDS}
+    if built_for != data.shape:
+        raise ValueError(f"--data {data.source}: holds {describe_shape(data.shape)}; row {index}'s model was built "
+                         f"for {describe_shape(built_for)}: pass the data it was trained on")
+
+
 def draw(row: pd.Series, sampler: str, per_class: int, seed: int, data, device: str | None, fitted: Path):
     """The row's model's images, `per_class` per class, class by class: as the final stage drew them."""
     from cvae_core.data import split
@@ -163,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         from cvae_core.data import load_data  # the heavy part starts here
 
         data = load_data(absolute_source(args.data) if args.data is not None else row["data_source"])
+        check_shape(row, data, args.row)
         cls = class_index(args.cls, list(data.classes)) if args.cls is not None else None
         per_class = args.n if args.n is not None else scored_per_class(row, len(data.classes))
     except ValueError as e:  # DataError included

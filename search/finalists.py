@@ -40,7 +40,7 @@ from results.storage import Uploads
 from .objective import METRIC, searched_keys
 from .seeds import retraining_seed
 from .settings import Final, Resources, RunFolderError, Spec
-from .workers import Printed, claim_device, prime_on_worker
+from .workers import Printed, claim_device, prime_on_worker, task_error
 
 log = logging.getLogger("search")
 
@@ -237,7 +237,7 @@ def _wait_for_finalists(printed: Printed, futures: dict) -> list[str]:
                 ray.get(future)
                 log.info(f"final stage: {trial_id} seed {seed} scored ({len(futures) - len(pending)}/{len(futures)})")
             except Exception as e:  # one failed finalist must not lose the others' rows
-                failures.append(f"{trial_id} seed {seed}: {e}")
+                failures.append(f"{trial_id} seed {seed}: {task_error(e)}")
     return failures
 
 
@@ -245,8 +245,8 @@ def run_and_report(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = 
     """run_final, then print the leaderboard and any failures; the exit status for the CLIs."""
     try:
         board, failures = run_final(run, spec, data, rescore)
-    except (ValueError, ray.exceptions.RayTaskError) as e:  # nothing to retrain, extractor, reference failed
-        print(f"error: final stage: {e}", file=sys.stderr)
+    except (ValueError, ray.exceptions.RayError) as e:  # nothing to retrain, extractor, reference failed
+        print(f"error: final stage: {task_error(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what the finalists finished is on disk
         print(f"interrupted: run the same command, or python -m search.final {run.location}, to go on", flush=True)

@@ -225,7 +225,7 @@ class Final(Settings):
     patience: int = Field(PATIENCE, ge=1)
     checkpoint_every: int = Field(10, ge=1, description="epochs between a finalist's checkpoints")
     grid_every: int = Field(10, ge=0, description="epochs between a finalist's image grids (0: never)")
-    samples_per_class: int = Field(1000, ge=1)
+    samples_per_class: int = Field(1000, ge=2, description="each class's FID needs 2")
     samplers: tuple[Literal[SAMPLERS], ...] = Field(SAMPLERS, min_length=1, strict=False)
     gmm_components: int = Field(GMM_COMPONENTS, ge=1)
     two_stage: TwoStage = TwoStage()

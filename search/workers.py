@@ -1,6 +1,6 @@
 """What a Ray worker does before it trains or scores, for trials and finalists alike: take its
 share of the device, and find the reference statistics cached by one task before them; and how
-the lines Ray tasks print reach the user (`Printed`).
+the lines Ray tasks print, and their errors, reach the user (`Printed`, `task_error`).
 
 Kept apart from search.trainable so that a finalist's worker does not import Ray Tune and Optuna.
 """
@@ -35,6 +35,18 @@ def claim_device(gpu_share: float, cpus: float) -> torch.device:
         # Several trials share a GPU: cap this one so it cannot starve the others.
         torch.cuda.set_per_process_memory_fraction(gpu_share, device)
     return device
+
+
+def task_error(error: BaseException) -> str:
+    """A Ray task's failure in one line: the error the task raised (a RayTaskError's str is the
+    worker's whole traceback, coloured), named by its type unless it is one of this project's
+    one-line ValueErrors; Ray's own (a worker killed, out of memory), its first line."""
+    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None else error
+    text = str(cause).strip()
+    line = text.splitlines()[0] if text else ""
+    if isinstance(cause, ValueError) and line:
+        return line
+    return f"{type(cause).__name__}: {line}" if line else type(cause).__name__
 
 
 class _QueueLines:

@@ -76,6 +76,17 @@ def test_class_statistics_are_each_class_alone(data, tmp_path):
         assert torch.allclose(stats.mu, feats.pool[data.train_y == c].double().mean(0))
 
 
+def test_a_reference_with_a_class_of_one_image_is_one_line_and_caches_nothing(data, tmp_path):
+    """Its covariance would be NaN, cached, and every finalist's per-class FID would fail on it."""
+    ref, opts = Reference(n=12), MetricOptions(data, TINY, cache_dir=tmp_path)
+    counts = torch.bincount(ref.images(data)[1], minlength=10)
+    assert counts.min() < 2  # 12 images over 10 classes
+    with pytest.raises(ValueError, match=r"per-class FID needs at least 2 real images of each class; tree:train\[12\] "
+                                         r"has \{.*\}: use a larger reference n"):
+        class_statistics(ref, opts)
+    assert not cache_path(ref, opts, "class-stats").exists()
+
+
 def test_scoring_a_row_again_keeps_one_square_root_per_statistics(data, tmp_path):
     """Per-class FID with more samples than feature dimensions takes each class covariance's square
     root: computed once per statistics and device, not once more for every score."""

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import final_in_process
+from conftest import final_in_process, make_tree
 from PIL import Image
 
 import search.finalists
@@ -65,9 +65,12 @@ def test_gmm_samples_come_from_the_mixture_the_run_scored(scored_run, tmp_path):
         (["--out", "row0"], "argument --out: row0: not an image file name (its suffix picks the format"),
         (["--out", "TMP/folder.png"], "argument --out: TMP/folder.png: is a folder"),
         (["--out", "TMP/file/x.png"], "argument --out: TMP/file/x.png: TMP/file is a file, not a folder"),
+        (["--data", "TMP/gray", "--sampler", "gmm"], "--data TMP/gray: holds 16x16 grayscale, 10 classes; row 0's "
+                                                     "model was built for 32x32 RGB, 10 classes"),
     ],
 )
 def test_bad_arguments_are_named(scored_run, tmp_path, capsys, args, message):
+    make_tree(tmp_path / "gray", size=16, mode="L")
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "file").write_text("the user's")
     args, message = [a.replace("TMP", str(tmp_path)) for a in args], message.replace("TMP", str(tmp_path))

@@ -144,7 +144,7 @@ MALFORMED = [
     ("search.objective.every", 5, "search.objective.every: unknown key"),
     ("final.top_k", 0, "final.top_k: 0 must be >= 1"),
     ("final.seeds", 1.5, "final.seeds: 1.5 is not an integer"),
-    ("final.samples_per_class", 0, "final.samples_per_class: 0 must be >= 1"),
+    ("final.samples_per_class", 1, "final.samples_per_class: 1 must be >= 2"),  # each class's FID needs 2
     ("final.samplers", [], "final.samplers: must be a non-empty list"),
     ("final.samplers", ["prior", "flow"], "final.samplers[1]: 'flow' is not one of"),
     ("final.samplers", ["gmm", "gmm"], "final.samplers[1]: 'gmm' is listed twice"),
