@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not run.path.is_dir():  # a mistyped path: search.final would not find it either
+        print(f"error: {run.location}: no run folder there", file=sys.stderr)
+        return 2
     if not run.leaderboard.exists() and not run.trials_table.exists():
         print(f"error: {run.location}/{run.leaderboard.name}: no leaderboard yet; run python -m search.final "
               f"{args.run_dir}", file=sys.stderr)

@@ -213,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     from .finalists import run_and_report
     from .tuning import run_search
 
-    _create_run_folder(spec, run, args.fresh, resuming, source, data)
+    try:
+        _create_run_folder(spec, run, args.fresh, resuming, source, data)
+    except OSError as e:  # a file --fresh cannot delete, a full disk, a bucket that stopped answering
+        print(f"error: {run.location}: could not be prepared ({e})", file=sys.stderr)
+        return 2
     stop_on_sigterm()
     try:
         finished = run_search(spec, run, data, resuming)

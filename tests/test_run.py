@@ -116,6 +116,22 @@ def test_fresh_deletes_only_a_run_folder(tmp_path, data_dir, capsys, space_file)
     assert (precious / "thesis.tex").read_text() == "years of work" and space.exists()
 
 
+def test_a_run_folder_fresh_cannot_delete_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
+    space = tiny_space(tmp_path)
+    run = RunFolder(tmp_path / "runs" / "t")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text(space.read_text())
+    (run.path / "data.json").write_text(json.dumps({"source": str(data_dir)}))
+
+    def refused(self):
+        raise PermissionError(13, "Permission denied", str(self.path / "aaaa0001"))
+
+    monkeypatch.setattr(RunFolder, "delete", refused)
+    assert main(command(space, data_dir, tmp_path / "runs", "--fresh")[3:]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: {run.path}: could not be prepared ([Errno 13] Permission denied: '{run.path / 'aaaa0001'}')")
+
+
 @pytest.mark.parametrize("name", ["..", ".", "a/b", ""])
 def test_name_must_be_a_plain_folder_name(tmp_path, data_dir, capsys, name):
     (tmp_path / "runs").mkdir()

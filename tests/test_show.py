@@ -33,6 +33,8 @@ def test_show_prints_the_top_rows_and_writes_the_report(scored_run_copy, capsys)
 def test_show_without_a_leaderboard_says_what_to_run(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no leaderboard yet; run python -m search.final" in capsys.readouterr().err
+    assert main([str(tmp_path / "tpyo")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'tpyo'}: no run folder there\n"
 
 
 # a log axis labelled these narrow ranges' minor ticks on top of each other
