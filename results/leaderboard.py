@@ -29,7 +29,9 @@ NO_ROWS = "The leaderboard has no rows: no finalist has finished"  # every final
 if TYPE_CHECKING:  # results.metrics imports torch; results.show reads the leaderboard without it
     from .metrics import Score
 
-KEY = ["run", "trial_id", "seed", "sampler"]
+# A row's identity in its run's leaderboard. Not the run's name: that is the folder's, and a run
+# folder renamed and scored again would keep its old rows beside the new ones.
+KEY = ["trial_id", "seed", "sampler"]
 # The columns the commands print (search.run, search.final, results.show).
 SHOWN = ["trial_id", "seed", "sampler", "family", "params", "fid", "intra_fid", "class_accuracy", "precision", "recall"]
 

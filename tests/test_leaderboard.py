@@ -89,6 +89,10 @@ def test_a_rerun_merges_instead_of_clobbering(tmp_path):
     put(tmp_path, row("b", "prior", 100.0))
     board = write_leaderboard(tmp_path)
     assert board["fid"].tolist() == [100.0, 300.0]
+    # ... also when the run folder was renamed and the row scored again under its new name
+    put(tmp_path, row("b", "prior", 90.0, run="r-renamed"))
+    board = write_leaderboard(tmp_path)
+    assert board["fid"].tolist() == [90.0, 300.0] and board["run"].tolist() == ["r-renamed", "r"]
 
 
 def test_no_temp_files_are_left_behind(tmp_path):
