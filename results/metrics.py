@@ -38,7 +38,7 @@ KID_SUBSETS = 100  # torch-fidelity's defaults (Binkowski et al. 2018)
 KID_SUBSET_SIZE = 1000
 KID_SEED = 2020
 PRC_NEIGHBOURS = 3  # k of the k-NN balls (Kynkaanniemi et al. 2019)
-PRC_REFERENCE = 10_000  # real images precision/recall compare with: a fixed subset of the reference
+PRC_REFERENCE = 10_000  # real and generated images precision/recall compare: fixed subsets of each
 
 
 def fid(pool: torch.Tensor, reference: Statistics, device: str | torch.device = "cpu") -> float:
@@ -134,6 +134,13 @@ def precision_recall(gen: torch.Tensor, real: torch.Tensor, k: int = PRC_NEIGHBO
     return calculate_precision_recall_part(gen.to(device, torch.float64), real.to(device, torch.float64), k)
 
 
+def _at_most(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """A fixed random subset of n rows of x (all of them, shuffled, when x has fewer). Precision and
+    recall compare equal-sized sets, and their k-NN distances take rows x rows memory: with 100
+    classes of 1,000 samples, 8 GB a block."""
+    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
 def class_measures(gen: Features, class_stats: tuple[Statistics, ...], classifier: Probe,
                    device: str | torch.device = "cpu") -> tuple[list[float], list[float]]:
     """For each class c: FID of the samples asked to be c against the real images of c, and the
@@ -177,8 +184,8 @@ def score(images: torch.Tensor, labels: torch.Tensor, reference: Reference, opts
     gen = extract(images, labels, opts.detector(), dev)
     real = real_features(reference, opts)
     kid_mean, kid_std = kid(gen.pool, real.pool, device=dev)
-    prc_real = real.pool[torch.randperm(len(real.pool), generator=torch.Generator().manual_seed(0))[:PRC_REFERENCE]]
-    precision, recall = precision_recall(gen.pool, prc_real, device=dev)
+    precision, recall = precision_recall(_at_most(gen.pool, PRC_REFERENCE, 1), _at_most(real.pool, PRC_REFERENCE, 0),
+                                         device=dev)
     classifier = probe(reference, opts)
     fids, accuracies = class_measures(gen, class_statistics(reference, opts), classifier, dev)
     with_is = gen.logits is not None

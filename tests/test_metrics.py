@@ -255,6 +255,21 @@ def test_the_class_probe_tells_two_classes_apart(tmp_path):
     assert scores.probe_accuracy_real > 0.9 and min(scores.class_accuracy_per_class) > 0.9
 
 
+def test_precision_and_recall_compare_at_most_prc_reference_images_of_each_side(data, tmp_path, monkeypatch):
+    """Many classes' samples against the reference's fixed subset: the same number of each, so that
+    figures compare across datasets and the k-NN distances fit in memory."""
+    import results.metrics
+
+    sizes = []
+    monkeypatch.setattr(results.metrics, "PRC_REFERENCE", 20)
+    monkeypatch.setattr(results.metrics, "precision_recall", lambda gen, real, device: sizes.append(
+        (len(gen), len(real))) or (0.5, 0.5))
+    images = data.train_x.repeat(3, 1, 1, 1)
+    assert len(images) > 20 and len(data.train_x) > 20
+    score(images, data.train_y.repeat(3), Reference(), MetricOptions(data, TINY, cache_dir=tmp_path))
+    assert sizes == [(20, 20)]
+
+
 def test_one_pass_of_the_extractor_per_scored_set(data, tmp_path, monkeypatch):
     from results.extractors import TinyRandom
     from results.features import EXTRACT_BATCH
