@@ -31,7 +31,7 @@ from results.names import (
 )
 from results.reference import Reference
 
-from .space import Space, parse_space_section
+from .space import Fixed, Space, parse_space_section
 from .validation import SpaceError, validated
 
 
@@ -121,7 +121,7 @@ class Asha(Settings):
     grace_period: int = Field(10, ge=1, description="epochs before ASHA may stop a trial")
     reduction_factor: int = Field(3, ge=2)
     min_agreement: float | None = Field(
-        None, ge=-1.0, le=1.0, strict=False,
+        None, ge=-1.0, le=1.0,
         description="cut at a milestone only once its scores rank the trials that ended by themselves as "
                     "their final scores do (Spearman >= this, over min_finished trials; the last milestone "
                     "before max_t cuts until they show otherwise); null: always (ASHA)")
@@ -144,6 +144,9 @@ _METRICS_SCHEMA = {"anyOf": [_METRIC_SCHEMA, {"type": "array", "minItems": 1, "u
                                   "first ranks and prunes); default fid, val_loss for a presets space"}
 
 
+SEARCH_REFERENCE_N = 10_000  # real images a milestone's FID compares with, unless the file says otherwise
+
+
 class Objective(Settings):
     """What trials are ranked by: FID or KID of samples from the weights a trial keeps, at every
     ASHA milestone and its last epoch, or its best validation loss; or several objectives, the
@@ -151,10 +154,17 @@ class Objective(Settings):
 
     metric: Annotated[tuple[str, ...] | None, WithJsonSchema(_METRICS_SCHEMA)] = Field(None, strict=False)
     samples_per_class: int = Field(100, ge=1)
-    reference: Reference = Reference(n=10_000)
+    reference: Reference = Reference(n=SEARCH_REFERENCE_N)
     feature_extractor: Extractor = AUTO
 
     check_installed = field_validator("feature_extractor")(_installed)
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference_n(cls, value: Any) -> Any:
+        """A reference written without n keeps the search's default subset (Reference's own default,
+        the whole split, is the final stage's): `{split: test}` is not 50,000 images a milestone."""
+        return {"n": SEARCH_REFERENCE_N, **value} if isinstance(value, dict) else value
 
     @field_validator("metric", mode="before")
     @classmethod
@@ -411,14 +421,28 @@ def _validated_search(raw: Any) -> tuple[Search, tuple[str, ...]]:
                     "stage's image samplers); read as search.searcher",)
 
 
+# The settings that change what a validation loss weighs, and how (beta: every model's; sigma: a
+# fixed-sigma Gaussian's).
+LOSS_WEIGHTS = {"beta": "the loss weighs its KL term by beta, so a smaller beta scores lower whatever the model",
+                "sigma": "a Gaussian's negative log-likelihood is scaled by 1/sigma^2"}
+
+
 def _check_objective_compares(space: Space, objective: Objective) -> None:
-    """The validation loss ranks trials only within one likelihood family: a Bernoulli NLL on
-    [0, 1] pixels and a Gaussian density are not in the same units."""
+    """The validation loss ranks trials only where it is in the same units: within one likelihood
+    family (a Bernoulli NLL on [0, 1] pixels and a Gaussian density are not), with one beta, and
+    for a fixed-sigma Gaussian one sigma."""
+    if "val_loss" not in objective.metric:
+        return
     likelihoods = set(space.top["likelihood"].values()) if "likelihood" in space.top else {ModelConfig.likelihood}
-    if "val_loss" in objective.metric and "bernoulli" in likelihoods and likelihoods - {"bernoulli"}:
+    if "bernoulli" in likelihoods and likelihoods - {"bernoulli"}:
         raise SpaceError(f"search.objective.metric: val_loss cannot rank trials whose likelihoods differ "
                          f"({sorted(likelihoods)}): a Bernoulli and a Gaussian negative log-likelihood are in "
                          f"different units; use fid or kid, or fix space.likelihood")
+    for key, why in LOSS_WEIGHTS.items():
+        sampled = key in space.top and not isinstance(space.top[key], Fixed)
+        if sampled and (key != "sigma" or "gaussian" in likelihoods):
+            raise SpaceError(f"search.objective.metric: val_loss cannot rank trials whose {key} differs ({why}); "
+                             f"use fid or kid, or fix space.{key}")
 
 
 def with_overrides(spec: Spec, num_samples: int | None = None, inception_weights: str | None = None) -> Spec:

@@ -224,6 +224,8 @@ class _Presets(Strict):
         for i, name in enumerate(names):
             if name not in PRESETS:
                 raise ValueError(f"[{i}]: unknown preset {name!r}; known: {sorted(PRESETS)}")
+            if name in names[:i]:  # it would train twice, with the same seed (search.seeds)
+                raise ValueError(f"[{i}]: {name!r} is listed twice; each preset runs once")
         return names
 
 
@@ -283,6 +285,10 @@ def parse_space_section(raw: Any, where: str = "space") -> Space:
     for key, family in FAMILY_TOP.items():
         if family not in families and key in top:
             raise SpaceError(f"{where}.{key}: given, but family is never {family!r}")
+    likelihoods = top["likelihood"].values() if "likelihood" in top else (ModelConfig.likelihood,)
+    if "sigma" in top and not isinstance(top["sigma"], Fixed) and "gaussian" not in likelihoods:
+        raise SpaceError(f"{where}.sigma: sampled, but likelihood is never 'gaussian', the only one that reads it "
+                         "(gaussian_learned learns its own)")
     if "cnn" in families and "h" not in top:
         raise SpaceError(f"{where}.h: missing (the width after the conv stack, family can be 'cnn')")
     for k, d in DEFAULTS.items():

@@ -115,6 +115,7 @@ MALFORMED = [
     ("search.asha.brackets", 2, "search.asha.brackets: unknown key"),
     ("search.asha.min_agreement", 1.5, "search.asha.min_agreement: 1.5 must be <= 1"),
     ("search.asha.min_agreement", "high", "search.asha.min_agreement: 'high' is not a number"),
+    ("search.asha.min_agreement", True, "search.asha.min_agreement: True is not a number"),
     ("search.asha.min_finished", 2, "search.asha.min_finished: 2 must be >= 3"),
     ("search.patience", 0, "search.patience: 0 must be >= 1"),
     ("search.seed", 2**32, "search.seed: 4294967296 must be <= 4294967295"),
@@ -367,7 +368,8 @@ def test_inception_weights_given_on_the_command_line_stand_in_for_a_run_folders_
 @pytest.mark.parametrize("raw, notice", [
     ({"space": {"presets": ["mlp-M1"]}, "search": {"searcher": {"model": "gp"}}},
      "search.searcher: not used with space.presets (each preset runs once); ignored"),
-    ({**BASE, "search": {"objective": {"metric": "val_loss", "samples_per_class": 10}}},
+    ({**BASE, "space": {**BASE["space"], "beta": 0.02},
+      "search": {"objective": {"metric": "val_loss", "samples_per_class": 10}}},
      "search.objective.samples_per_class: not used when trials are ranked by val_loss (no samples are scored); "
      "ignored"),
     ({**BASE, "search": {"asha": {"min_finished": 4}}},
@@ -382,6 +384,9 @@ def test_the_objective_defaults_to_fid_of_1000_samples_and_to_val_loss_for_prese
     assert (objective.metric, objective.samples_per_class) == (("fid",), 100)
     assert (objective.reference.split, objective.reference.n, objective.feature_extractor) == ("train", 10_000, "auto")
     assert parse_spec(with_change("search.objective", {"reference": {"n": None}})).search.objective.reference.n is None
+    # a reference written without n keeps the search's subset, not the whole split
+    written = parse_spec(with_change("search.objective", {"reference": {"split": "test"}})).search.objective.reference
+    assert (written.split, written.n) == ("test", 10_000)
     assert load_spec(SPACES / "seed.yaml").search.objective.metric == ("val_loss",)
 
 
@@ -395,8 +400,44 @@ def test_val_loss_cannot_rank_trials_of_different_likelihood_families():
     raw["search"]["objective"] = {"metric": "kid"}
     assert parse_spec(raw).search.objective.metric == ("kid",)
     one_family = with_change("space.likelihood", {"choice": ["gaussian", "gaussian_learned"]})
+    one_family["space"]["beta"] = 0.02  # one beta: the losses weigh their KL alike
     one_family["search"]["objective"] = {"metric": "val_loss"}
     assert parse_spec(one_family).search.objective.metric == ("val_loss",)
+
+
+@pytest.mark.parametrize("key, value, likelihood, why", [
+    ("beta", {"loguniform": [0.01, 1.0]}, "bernoulli", "the loss weighs its KL term by beta"),
+    ("sigma", {"choice": [0.5, 1.0]}, "gaussian", "a Gaussian's negative log-likelihood is scaled by 1/sigma^2"),
+])
+def test_val_loss_cannot_rank_trials_whose_loss_is_weighed_otherwise(key, value, likelihood, why):
+    """A smaller beta (or a larger sigma) lowers the loss whatever the model: a search ranked by it
+    would drift to the smallest beta."""
+    raw = with_change(f"space.{key}", value)
+    raw["space"] = {**raw["space"], "likelihood": likelihood, **({"beta": 0.02} if key != "beta" else {})}
+    raw["search"]["objective"] = {"metric": "val_loss"}
+    with pytest.raises(SpaceError, match=re.escape(f"search.objective.metric: val_loss cannot rank trials whose "
+                                                   f"{key} differs ({why}")):
+        parse_spec(raw)
+    raw["search"]["objective"] = {"metric": "fid"}
+    assert parse_spec(raw).space.top[key] != parse_spec(BASE).space.top.get(key)
+    raw["space"][key] = 0.5  # fixed: every trial's loss weighed alike
+    raw["search"]["objective"] = {"metric": "val_loss"}
+    assert parse_spec(raw).search.objective.metric == ("val_loss",)
+
+
+def test_a_sampled_sigma_that_no_likelihood_reads_is_refused():
+    raw = with_change("space.sigma", {"loguniform": [0.01, 1.0]})
+    raw["space"]["likelihood"] = {"choice": ["bernoulli", "gaussian_learned"]}
+    with pytest.raises(SpaceError, match=re.escape("space.sigma: sampled, but likelihood is never 'gaussian'")):
+        parse_spec(raw)
+    raw["space"]["likelihood"] = {"choice": ["gaussian", "gaussian_learned"]}
+    parse_spec(raw)
+
+
+def test_a_preset_listed_twice_is_refused():
+    raw = {"name": "p", "space": {"presets": ["cnn-arch1-M1", "mlp-M1", "cnn-arch1-M1"]}}
+    with pytest.raises(SpaceError, match=re.escape("space.presets[2]: 'cnn-arch1-M1' is listed twice")):
+        parse_spec(raw)
 
 
 def test_the_old_name_search_sampler_is_read_as_searcher_with_a_notice():
