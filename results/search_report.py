@@ -4,8 +4,9 @@ cut and whether its milestones rank trials as their ends do, from the run's Optu
 
 The history, the importances and the slice view are Optuna's own (optuna.visualization.matplotlib,
 optuna.importance with PED-ANOVA, Optuna 5's default, named here since earlier versions default
-to fANOVA). The ASHA figure is drawn here: Optuna's intermediate values are indexed by Tune's
-iterations, which restart when a trial resumes, while each trial's scores.jsonl has the epochs.
+to fANOVA). The ASHA figure is drawn here, from each trial's own records: Optuna's
+intermediate-value plot knows neither ASHA's milestones nor which trials it stopped, and a presets
+run has no study.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import pandas as pd
 
 from cvae_core.atomic import read_records
 from cvae_core.config import STOP_REASONS
+from cvae_core.layout import read_metrics
 
 from .run_folder import RunFolder
-from .study import ASHA_STOP, FITTED_ON, FITTED_ON_LAST, NoStudy, load_study
+from .study import ASHA_STOP, FITTED_ON, FITTED_ON_LAST, NoStudy, latest_attempts, load_study
 
 IMPORTANCE = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
 MIN_FOR_IMPORTANCE = 3  # finished trials with a score, fewer give no ranking to speak of
@@ -57,9 +59,16 @@ def importances(study) -> dict[str, float]:
 
 def _scores(run: RunFolder, trials: pd.DataFrame) -> dict[str, dict[int, float]]:
     """Each trial's scores (by its trial_dir) by the epoch they were computed at (a resumed trial's
-    last word on each)."""
-    records = {row.trial_dir: read_records(run.scores_file(Path(row.trial_dir).name)) for row in trials.itertuples()}
-    return {trial_dir: {r["score_epoch"]: r["score"] for r in rs} for trial_dir, rs in records.items()}
+    last word on each): its scores.jsonl, or for a trial ranked by val_loss, which scores no
+    samples, its best validation loss at every epoch (what it reported, search.trainable)."""
+    scored = {}
+    for row in trials.itertuples():
+        name = Path(row.trial_dir).name
+        if row.objective == "val_loss":
+            scored[row.trial_dir] = {r["epoch"]: r["best_val_loss"] for r in read_metrics(run.trial(name))}
+        else:
+            scored[row.trial_dir] = {r["score_epoch"]: r["score"] for r in read_records(run.scores_file(name))}
+    return scored
 
 
 def _milestones(run: RunFolder) -> list[int]:
@@ -160,7 +169,7 @@ def searcher_decisions(study) -> list[str]:
     """What the searcher was fitted on to sample each trial (search.milestone_view): how many trials it sampled
     at random, how many from each milestone's scores and how many from every ended trial's last score.
     Markdown lines."""
-    counts = Counter(t.user_attrs.get(FITTED_ON) for t in study.trials)  # None: at random
+    counts = Counter(t.user_attrs.get(FITTED_ON) for t in latest_attempts(study.trials))  # None: at random
     if not counts.keys() - {None}:  # no study trials, or none fitted on anything
         return []
     milestones = sorted(k for k in counts if k not in (None, FITTED_ON_LAST))

@@ -24,6 +24,17 @@ FITTED_ON = "tpe_fitted_on"
 FITTED_ON_LAST = "last"  # the last score of every trial that had ended
 
 
+def latest_attempts(trials: list) -> list:
+    """The study's trials with each Tune trial once: its latest study trial. A trial that failed
+    (out of memory, a lost node) and finished when Tune ran it again is two study trials, the
+    failure and the finish (search.searcher: Optuna keeps a failure as it is), both carrying its
+    scores so far; counted twice, it would weigh twice. Trials without a Tune id all count."""
+    latest = {}
+    for t in trials:
+        latest[t.user_attrs.get(TUNE_TRIAL_ID, ("no tune id", t.number))] = t
+    return sorted(latest.values(), key=lambda t: t.number)
+
+
 class NoStudy(ValueError):
     """The run folder holds no Optuna study; the message says why, in one line."""
 

@@ -30,7 +30,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from cvae_core.config import STOP_REASONS
-from results.study import FITTED_ON, FITTED_ON_LAST, STOP_REASON
+from results.study import FITTED_ON, FITTED_ON_LAST, STOP_REASON, latest_attempts
 
 from .private_api import StudyView, set_trial_user_attr
 
@@ -49,7 +49,9 @@ def score_at(trial: FrozenTrial, milestone: int) -> float | None:
 def milestone_view(trials: list[FrozenTrial], milestones: tuple[int, ...], n_min: int) -> tuple[int | None, list]:
     """The highest milestone with at least `n_min` scores, and the trials as the sampler should see them:
     each trial scored there COMPLETE with that score, the other running ones RUNNING, the rest
-    left out. (None, the running ones) when no milestone has enough."""
+    left out, and a retried trial's failed attempt too (latest_attempts). (None, the running ones)
+    when no milestone has enough."""
+    trials = latest_attempts(trials)
     for milestone in sorted(milestones, reverse=True):
         scored = {t.number: s for t in trials if (s := score_at(t, milestone)) is not None}
         if len(scored) >= n_min:

@@ -92,13 +92,17 @@ def trial_row(run: RunFolder, trial) -> dict:
 
 
 def trials_table(run: RunFolder) -> pd.DataFrame:
-    """One row per trial, best score first: status, stop reason, epochs, score, params and the config."""
+    """One row per trial, best score first (the finished ones first): status, stop reason, epochs,
+    score, params and the config."""
     run.pull(keep=lambda path: path.name == FAILURE_FILE)  # a run at a URI: written on the trials' nodes
     tune_trials = ExperimentAnalysis(run.tune_path, storage_filesystem=run.filesystem).trials
     rows = [trial_row(run, trial) for trial in tune_trials]
     df = pd.DataFrame(rows, columns=[name for name in SCHEMA.names if name not in DERIVED])
-    if len(df):
-        df = df.sort_values(["score", "best_val_loss"], na_position="last").reset_index(drop=True)
+    if len(df):  # a trial that failed, or never finished, after a good milestone is not the best
+        unfinished = (df["status"] != "TERMINATED").rename("unfinished")
+        order = pd.concat([unfinished, df[["score", "best_val_loss"]]], axis=1).sort_values(
+            ["unfinished", "score", "best_val_loss"], na_position="last").index
+        df = df.loc[order].reset_index(drop=True)
     return df
 
 

@@ -10,7 +10,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from results.study import FITTED_ON, FITTED_ON_LAST, STOP_REASON
+from results.study import FITTED_ON, FITTED_ON_LAST, STOP_REASON, TUNE_TRIAL_ID
 from search.milestone_view import MilestoneSampler, milestone_view, score_at
 from search.searcher import new_sampler
 from search.settings import Searcher
@@ -48,6 +48,23 @@ def test_the_highest_milestone_with_enough_scores_and_the_running_trials():
                     3: (TrialState.RUNNING, None), 4: (TrialState.RUNNING, None)}  # TPE's constant liars
     assert trials[1].state == TrialState.RUNNING  # the study's own trials are untouched
     assert milestone_view(trials, MILESTONES, n_min=5) == (None, [trials[1], trials[3], trials[4]])
+
+
+def test_a_trial_tune_retried_counts_once_with_its_finish():
+    """Its failed attempt and its finish (a study trial of its own, search.searcher) both carry its
+    scores so far: counted twice, a milestone would reach n_min with one trial too few."""
+    def attempt(number, state, tune_id, scores):
+        t = trial(number, scores, state, stop="max_epochs" if state == TrialState.COMPLETE else None)
+        t.user_attrs = {**t.user_attrs, TUNE_TRIAL_ID: tune_id}
+        return t
+
+    failed = attempt(0, TrialState.FAIL, "a", {5: 50.0, 15: 40.0})
+    other = attempt(1, TrialState.COMPLETE, "b", {5: 60.0, 15: 45.0, 45: 44.0, 100: 43.0})
+    finished = attempt(2, TrialState.COMPLETE, "a", {5: 50.0, 15: 40.0, 45: 35.0, 100: 30.0})
+    milestone, view = milestone_view([failed, other, finished], MILESTONES, n_min=3)
+    assert milestone is None  # two trials, not three
+    milestone, view = milestone_view([failed, other, finished], MILESTONES, n_min=2)
+    assert milestone == 100 and {t.number: t.value for t in view} == {1: 43.0, 2: 30.0}
 
 
 def test_a_trial_its_own_training_stopped_counts_at_later_milestones():

@@ -122,6 +122,22 @@ def test_the_report_says_whether_asha_milestones_rank_trials_as_their_ends_do(tm
     assert "| 2 | 4 | -1.00 |" in md  # the ASHA-stopped trials, which rank alike at 2 and 4, left out
 
 
+def test_a_val_loss_search_shows_its_asha_curves_and_agreement(tmp_path):
+    """A trial ranked by val_loss scores no samples (no scores.jsonl): its scores are its best
+    validation loss every epoch, which is what ASHA compared."""
+    run_dir = small_search(tmp_path, 8)
+    run = RunFolder(run_dir)
+    trials = pd.read_parquet(run.trials_table).assign(objective="val_loss", stop_reason="patience")
+    trials.to_parquet(run.trials_table)
+    for i in range(8):
+        run.scores_file(f"mlp_t{i}").unlink()
+        append_records(run.trial(f"mlp_t{i}") / "metrics.jsonl",
+                       [{"epoch": e, "best_val_loss": 2000.0 - e * (1 + i)} for e in range(1, 5)])
+    assert main([str(run_dir)]) == 0
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "Among the 8 trials that ran to their own end" in md and "| 2 | 8 | 1.00 |" in md
+
+
 def test_a_run_without_a_study_says_so_in_the_report(scored_run_copy):
     assert main([str(scored_run_copy)]) == 0
     md = (scored_run_copy / "report" / "report.md").read_text()

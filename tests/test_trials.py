@@ -49,7 +49,8 @@ def test_every_stop_reason_comes_from_the_trials_own_record(table):
 
 
 def test_rows_are_ranked_by_score_and_carry_what_the_trial_reported(table):
-    assert list(table.index[:4]) == ["b", "a", "d", "c"]  # by score; trials without one last
+    # by score, the finished first: d failed after a score better than c's; trials without one last
+    assert list(table.index) == ["b", "a", "c", "d", "f", "e"]
     assert table.loc["a", "params"] == 1234 and table.loc["a", "best_epoch"] == 20
     assert json.loads(table.loc["a", "config"]) == trial_config(CONFIG).to_dict()
     assert list(table.loc["a", "hidden"]) == [8] and table.loc["a", "lr"] == 1e-3 and table.loc["a", "ema"] == 0
