@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     if not run.path.is_dir():  # a mistyped path: search.final would not find it either
         print(f"error: {run.location}: no run folder there", file=sys.stderr)
         return 2
-    if not run.leaderboard.exists() and not run.trials_table.exists():
+    # a search still running (or killed) has its study, and trials.parquet only once it has ended
+    if not any(path.exists() for path in (run.leaderboard, run.trials_table, run.study_journal)):
         print(f"error: {run.location}/{run.leaderboard.name}: no leaderboard yet; run python -m search.final "
               f"{args.run_dir}", file=sys.stderr)
         return 2
@@ -54,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             print(board.head(args.top)[SHOWN].to_string(index=False))
     elif board is not None:
         print(f"{NO_ROWS} (python -m search.final {args.run_dir} retries them); the report shows the search")
-    else:
+    elif run.trials_table.exists():
         print(f"no leaderboard yet (python -m search.final {args.run_dir}); the report shows the search")
+    else:
+        print("the search has not ended (no trials.parquet yet): the report shows its study so far")
     report = write_report(run.path, args.top, args.out)
     if args.out is None and run.remote:
         run.push(run.report_dir)

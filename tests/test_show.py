@@ -87,6 +87,15 @@ def test_show_draws_the_search_and_ranks_its_settings(tmp_path, capsys):
     assert "by PED-ANOVA" in md and "| `lr` |" in md and "| `latent` |" in md
 
 
+def test_a_search_still_running_is_reported_from_its_study(tmp_path, capsys):
+    run_dir = small_search(tmp_path, 6)
+    RunFolder(run_dir).trials_table.unlink()  # written when the search ends
+    assert main([str(run_dir)]) == 0
+    assert "the search has not ended (no trials.parquet yet)" in capsys.readouterr().out
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "](search_history.png)" in md and "| `lr` |" in md and "asha.png" not in md
+
+
 def test_a_leaderboard_without_rows_is_said_and_the_search_is_still_reported(tmp_path, capsys):
     from results.leaderboard import write_leaderboard
 
