@@ -161,6 +161,8 @@ def write_leaderboard(run_dir: str | Path) -> pd.DataFrame:
 
 def read_leaderboard(run_dir: str | Path) -> pd.DataFrame:
     """The leaderboard, with every column of SCHEMA: one an earlier version wrote before a column
-    existed reads it as null (search.final --rescore fills it in)."""
+    existed reads a configuration field's default there, as read_rows does (CIFAR-10's shape), and
+    null for a measure (search.final --rescore fills it in)."""
     board = pd.read_parquet(RunFolder(run_dir).leaderboard)
-    return board.assign(**{c: None for c in SCHEMA.names if c not in board})
+    defaults = column_defaults()
+    return board.assign(**{c: [defaults.get(c)] * len(board) for c in SCHEMA.names if c not in board})

@@ -67,11 +67,13 @@ def test_a_leaderboard_an_earlier_version_wrote_reads_with_every_column(tmp_path
     put(tmp_path, row("a", "prior", 300.0))
     write_leaderboard(tmp_path)
     older = ["intra_fid", "fid_per_class", "class_accuracy", "class_accuracy_per_class", "classes",
-             "probe_accuracy_real", "precision", "recall"]
+             "probe_accuracy_real", "precision", "recall", "image_size", "channels", "num_classes"]
     pd.read_parquet(tmp_path / LEADERBOARD_FILE).drop(columns=older).to_parquet(tmp_path / LEADERBOARD_FILE)
     board = read_leaderboard(tmp_path)
     assert list(board.columns[:len(SCHEMA.names) - len(older)]) == [c for c in SCHEMA.names if c not in older]
     assert set(SCHEMA.names) <= set(board) and board["intra_fid"].isna().all() and board.loc[0, "fid"] == 300.0
+    # before models took the data's shape they were CIFAR-10's, as ModelConfig's defaults say
+    assert (board.loc[0, "image_size"], board.loc[0, "channels"], board.loc[0, "num_classes"]) == (32, 3, 10)
     assert show([str(tmp_path)]) == 0 and "300" in capsys.readouterr().out
 
 
