@@ -1,5 +1,6 @@
 """A search's run folder: every file in it named once, and the run-level records read and written here.
 
+    RUN/.cvae-search-run              marks the folder a run, written first (--fresh deletes only a run)
     RUN/space.yaml                    the space file as run (compared on resume)
     RUN/data.json                     the data source and its shape (image size, channels, class names),
                                       so later commands need no --data (recorded_data)
@@ -44,6 +45,7 @@ from .storage import Remote, check_uri, is_uri
 if TYPE_CHECKING:  # the run folder is read without torch
     from cvae_core.data import ImageData
 
+RUN_MARKER = ".cvae-search-run"  # what makes a folder a run (RunFolder.marker)
 SPACE_FILE = "space.yaml"
 FINAL_DIR = "final"  # RUN/final/<trial>_s<seed>/: the final stage's retrainings
 ROWS_DIR = "rows"  # RUN/final/<trial>_s<seed>/rows/<sampler>.json: a finalist's scored rows
@@ -208,26 +210,41 @@ class RunFolder:
         return None
 
     @property
-    def markers(self) -> tuple[Path, ...]:
-        """The files that make a folder a run, both written as it starts: its space file and data
-        record (a folder of the user's may well hold a space.yaml)."""
-        return self.space_file, self._data_file
+    def marker(self) -> Path:
+        """The file that makes a folder a run, written before anything else in it (a folder of the
+        user's may well hold a space.yaml): --fresh deletes a run, never a folder of the user's."""
+        return self.path / RUN_MARKER
+
+    def mark(self) -> None:
+        """Mark the folder a run, here and in the bucket, before anything else is written."""
+        atomic_write_text(self.marker, "a cvae-search run folder: python -m search.run --fresh may delete it\n")
+        self.push(self.marker)
+
+    @property
+    def _deleted_last(self) -> tuple[Path, ...]:
+        """What a delete takes last, in this order, the marker at the very end: a kill part way
+        leaves a folder still known as a run, which --fresh deletes again."""
+        return self.space_file, self._data_file, self.marker
 
     def is_run(self) -> bool:
-        """Whether the folder holds a run (so --fresh may delete it)."""
-        return all(path.exists() for path in self.markers)
+        """Whether the folder holds a run (so --fresh may delete it): its marker, or for a run an
+        earlier version started, its space file and data record."""
+        return self.marker.exists() or (self.space_file.exists() and self._data_file.exists())
+
+    def holds_run(self, names: set[str]) -> bool:
+        """is_run, for the names of the files a bucket holds at the run's top."""
+        return self.marker.name in names or {self.space_file.name, self._data_file.name} <= names
 
     def delete(self) -> None:
-        """Delete the run, here and in the bucket, its markers last: a kill part way leaves a
-        folder still known as a run, which --fresh deletes again."""
+        """Delete the run, here and in the bucket (_deleted_last last)."""
         if self.path.is_dir():
             for path in self.path.iterdir():
-                if path not in self.markers:
+                if path not in self._deleted_last:
                     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         if self.remote:
-            self.remote.delete(last=self.markers)
+            self.remote.delete(last=self._deleted_last)
         if self.path.is_dir():
-            for path in self.markers:
+            for path in self._deleted_last:
                 path.unlink(missing_ok=True)
             self.path.rmdir()
 

@@ -73,7 +73,7 @@ def _resolved(uri: str, _endpoint: str | None):
     return FileSystem.from_uri(f"{uri}?allow_delayed_open=true" if urlsplit(uri).scheme == "s3" else uri)
 
 
-def _skipped(path: Path | str) -> bool:
+def is_temp(path: Path | str) -> bool:
     """A file being written (cvae_core.atomic.temp_name): never pushed, never pulled."""
     path = Path(path)
     return path.name.startswith(".") and path.name.endswith(".tmp")
@@ -130,7 +130,7 @@ class Remote:
         with _lock:
             for info in self.listing(local, recursive):
                 path = self.scratch / info.path[len(self.fs_path) + 1:]
-                if _skipped(path) or not keep(path) or not _newer_there(path, info):
+                if is_temp(path) or not keep(path) or not _newer_there(path, info):
                     continue
                 self._download(info.path, path)
                 _synced[str(path)] = (_stamp(path), _object_stamp(info))
@@ -165,7 +165,7 @@ class Remote:
         if local.is_file():
             files = [local]
         elif local.is_dir():
-            files = [p for p in (local.rglob("*") if recursive else local.iterdir()) if not _skipped(p)]
+            files = [p for p in (local.rglob("*") if recursive else local.iterdir()) if not is_temp(p)]
         else:
             return
         with _lock, contextlib.ExitStack() as opened:
@@ -214,15 +214,19 @@ class Remote:
             self.filesystem.delete_file(self._key(local))
 
     def delete(self, last: tuple[Path, ...] = ()) -> None:
-        """Delete the run from the bucket, the files `last` (paths in the mirror) after the rest."""
+        """Delete the run from the bucket, the files `last` (paths in the mirror) after the rest, in
+        their order."""
         from pyarrow.fs import FileType
 
-        keep = {self._key(path) for path in last}
+        keys = [self._key(path) for path in last]
         for info in self.listing(recursive=False, folders=True):
-            if info.path in keep:
+            if info.path in keys:
                 continue
             self.filesystem.delete_dir(info.path) if info.type == FileType.Directory else self.filesystem.delete_file(
                 info.path)
+        for key in keys:
+            if self.filesystem.get_file_info(key).type == FileType.File:
+                self.filesystem.delete_file(key)
         self.filesystem.delete_dir_contents(self.fs_path, missing_dir_ok=True)
 
 

@@ -23,7 +23,7 @@ from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
 from cvae_core.config import batch_size_problem
 from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
 from results.run_folder import RunFolder
-from results.storage import StorageError, check_uri, is_uri
+from results.storage import StorageError, check_uri, is_temp, is_uri
 
 from .cluster import ClusterError, check_address
 from .settings import (
@@ -87,13 +87,14 @@ def _run_folder(storage: str, name: str) -> RunFolder:
 def _check_remote_run(run: RunFolder) -> bool:
     """A run folder at a URI: whether it holds a run (then its own files are pulled into this
     node's mirror), or nothing (then a mirror left from a run deleted since is cleared)."""
-    held = {Path(info.path).name for info in run.remote.listing(recursive=False, folders=True)}
+    held = {name for info in run.remote.listing(recursive=False, folders=True)
+            if not is_temp(name := Path(info.path).name)}  # a kill mid-upload's, on a file system
     if not held:
         shutil.rmtree(run.path, ignore_errors=True)  # the mirror is this program's scratch, not the user's
         return False
-    if lacking := [path.name for path in run.markers if path.name not in held]:
-        raise RunFolderError(f"{run.location}: holds files and is not a search run (no {', '.join(lacking)}); "
-                             "nothing was deleted; pass another --name or --storage")
+    if not run.holds_run(held):
+        raise RunFolderError(f"{run.location}: holds files and is not a search run; nothing was deleted; pass "
+                             "another --name or --storage")
     run.pull(run.path, recursive=False)
     return True
 
@@ -135,10 +136,9 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
         return False
     if not run.is_run():
         # --fresh deletes a run folder, never a folder of the user's that happens to have the name
-        lacking = ", ".join(path.name for path in run.markers if not path.exists())
-        raise RunFolderError(f"{run.path}: exists and is not a search run (no {lacking}); "
-                             f"nothing was deleted; pass another --name or --storage")
-    if fresh:
+        raise RunFolderError(f"{run.path}: exists and is not a search run; nothing was deleted; pass another "
+                             "--name or --storage")
+    if fresh or not run.space_file.exists():  # a run whose start a kill cut short starts over
         return False
     if problem := _space_problem(spec, run):
         raise RunFolderError(problem)
@@ -157,11 +157,12 @@ def _check_batch_size(spec: Spec, n_train: int) -> None:
         raise SpaceError(f"{spec.path}: space.batch_size: {problem}")
 
 
-def _create_run_folder(spec: Spec, run: RunFolder, fresh: bool, resuming: bool, source: str, data) -> None:
-    if fresh:
-        run.delete()  # _check_run_folder made sure it is a run folder
+def _create_run_folder(spec: Spec, run: RunFolder, resuming: bool, source: str, data) -> None:
+    if not resuming and run.is_run():  # --fresh, or a start cut short (_check_run_folder)
+        run.delete()
     if not resuming:
         run.path.mkdir(parents=True, exist_ok=True)
+        run.mark()
         atomic_write_text(run.space_file, yaml.safe_dump(spec.raw, sort_keys=False))
     run.record_data(source, data)
     run.push(run.path, recursive=False)
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from .tuning import run_search
 
     try:
-        _create_run_folder(spec, run, args.fresh, resuming, source, data)
+        _create_run_folder(spec, run, resuming, source, data)
     except OSError as e:  # a file --fresh cannot delete, a full disk, a bucket that stopped answering
         print(f"error: {run.location}: could not be prepared ({e})", file=sys.stderr)
         return 2

@@ -110,10 +110,27 @@ def test_fresh_deletes_only_a_run_folder(tmp_path, data_dir, capsys, space_file)
         space.write_text(tiny_space(tmp_path).read_text())
     args = command(space, data_dir, tmp_path / "runs", "--name", "precious", "--fresh")[3:]
     assert main(args) == 2
-    lacking = "data.json" if space_file else "space.yaml, data.json"
-    err = capsys.readouterr().err
-    assert f"{precious}: exists and is not a search run (no {lacking}); nothing was deleted" in err
+    assert f"{precious}: exists and is not a search run; nothing was deleted" in capsys.readouterr().err
     assert (precious / "thesis.tex").read_text() == "years of work" and space.exists()
+
+
+def test_a_run_whose_start_a_kill_cut_short_starts_over(tmp_path, data_dir, monkeypatch, ray_session):
+    """Killed after the run folder was marked, before its space file was written: the next command
+    starts over (the folder is the program's), where it refused the folder as not a run."""
+    import search.run
+    import search.tuning
+
+    space = tiny_space(tmp_path)
+    run = RunFolder(tmp_path / "runs" / "t")
+    monkeypatch.setattr(search.run, "atomic_write_text", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        main(command(space, data_dir, tmp_path / "runs")[3:])
+    assert run.is_run() and not run.space_file.exists() and sorted(p.name for p in run.path.iterdir()) == [
+        ".cvae-search-run"]
+    monkeypatch.undo()
+    monkeypatch.setattr(search.tuning, "run_search", lambda *a: None)  # the folder made, no search
+    assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 1
+    assert run.is_run() and run.space_file.read_text() and run.recorded_data() is not None
 
 
 def test_a_run_folder_fresh_cannot_delete_is_one_line(tmp_path, data_dir, capsys, monkeypatch):

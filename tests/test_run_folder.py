@@ -43,7 +43,7 @@ def test_the_data_source_is_recorded_once_and_resuming_on_other_data_is_refused(
         run.check_source("/data/b.zip")
 
 
-def test_a_folder_is_a_run_once_it_holds_its_space_file_and_data_record(tmp_path):
+def test_a_folder_is_a_run_once_marked_or_holding_an_earlier_versions_space_file_and_data_record(tmp_path):
     run = RunFolder(tmp_path / "r")
     assert not run.is_run()
     run.path.mkdir()
@@ -52,7 +52,12 @@ def test_a_folder_is_a_run_once_it_holds_its_space_file_and_data_record(tmp_path
     run.space_file.write_text("space: {}")
     assert not run.is_run()  # a folder of the user's may hold a space.yaml
     run.record_data("/data.zip", SimpleNamespace(image_size=32, channels=3, classes=("a", "b")))
-    assert run.is_run()
+    assert run.is_run()  # as an earlier version left a run
+    fresh = RunFolder(tmp_path / "s")
+    fresh.path.mkdir()
+    fresh.mark()
+    assert fresh.is_run() and fresh.holds_run({".cvae-search-run"}) and run.holds_run({"space.yaml", "data.json"})
+    assert not run.holds_run({"space.yaml", "thesis.tex"})
     finalist = run.finalist("mlp_ab12", 1)
     assert finalist.path == run.path / "final" / "mlp_ab12_s1" and finalist.row("gmm").name == "gmm.json"
 
@@ -81,6 +86,7 @@ def test_a_delete_cut_short_leaves_a_folder_still_known_as_a_run(tmp_path, monke
 
     run = RunFolder(tmp_path / "r")
     run.path.mkdir()
+    run.mark()
     run.space_file.write_text("space: {}")
     run.record_data("/data.zip", SimpleNamespace(image_size=32, channels=3, classes=("a", "b")))
     for name in ("aaa", "zzz"):

@@ -383,8 +383,8 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
                                                     "the environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never "
                                                     "in the URI"),
     ("s3://BUCKET/runs?endpoint_override=x", "--storage s3://BUCKET/runs?endpoint_override=x: takes no options"),
-    ("s3://BUCKET/notes", "s3://BUCKET/notes/t: holds files and is not a search run (no space.yaml, data.json); "
-                          "nothing was deleted; pass another --name or --storage"),
+    ("s3://BUCKET/notes", "s3://BUCKET/notes/t: holds files and is not a search run; nothing was deleted; pass "
+                          "another --name or --storage"),
     ("s3://BUCKET/runs DEAD", "--storage s3://BUCKET/runs: the endpoint does not answer (http://127.0.0.1:PORT)"),
     ("s3://BUCKET/notes#2", "--storage s3://BUCKET/notes#2: '#' would end its path there"),
     # the mirror would be SCRATCH/s3/BUCKET/../../../notes/t: outside SCRATCH, and cleared when the bucket is empty
