@@ -334,10 +334,10 @@ def check_uri(uri: str, flag: str) -> None:
                            "(AWS_ENDPOINT_URL, AWS_REGION, ...)")
     if parts.fragment or uri.endswith("#"):
         raise StorageError(f"{flag} {uri}: '#' would end its path there; name the folder without it")
-    if {".", ".."} & set(parts.path.split("/")):
+    if ".." in parts.path.split("/"):
         # the run's mirror on this node is SCRATCH/<scheme>/<bucket>/<path>: '..' would put it,
         # and what clears it, outside SCRATCH
-        raise StorageError(f"{flag} {uri}: '.' and '..' are not folders in a bucket; give the path without them")
+        raise StorageError(f"{flag} {uri}: '..' is not a folder in a bucket; give the path without it")
     try:
         fs, path = _filesystem(uri)
     except Exception as e:  # pyarrow.ArrowInvalid (a ValueError) or OSError, by scheme

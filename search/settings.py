@@ -31,7 +31,7 @@ from results.names import (
 )
 from results.reference import Reference
 
-from .space import Fixed, Space, parse_space_section
+from .space import Space, parse_space_section
 from .validation import SpaceError, validated
 
 
@@ -439,7 +439,7 @@ def _check_objective_compares(space: Space, objective: Objective) -> None:
                          f"({sorted(likelihoods)}): a Bernoulli and a Gaussian negative log-likelihood are in "
                          f"different units; use fid or kid, or fix space.likelihood")
     for key, why in LOSS_WEIGHTS.items():
-        sampled = key in space.top and not isinstance(space.top[key], Fixed)
+        sampled = key in space.top and len(set(space.top[key].values())) > 1
         if sampled and (key != "sigma" or "gaussian" in likelihoods):
             raise SpaceError(f"search.objective.metric: val_loss cannot rank trials whose {key} differs ({why}); "
                              f"use fid or kid, or fix space.{key}")

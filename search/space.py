@@ -286,7 +286,7 @@ def parse_space_section(raw: Any, where: str = "space") -> Space:
         if family not in families and key in top:
             raise SpaceError(f"{where}.{key}: given, but family is never {family!r}")
     likelihoods = top["likelihood"].values() if "likelihood" in top else (ModelConfig.likelihood,)
-    if "sigma" in top and not isinstance(top["sigma"], Fixed) and "gaussian" not in likelihoods:
+    if "sigma" in top and len(set(top["sigma"].values())) > 1 and "gaussian" not in likelihoods:
         raise SpaceError(f"{where}.sigma: sampled, but likelihood is never 'gaussian', the only one that reads it "
                          "(gaussian_learned learns its own)")
     if "cnn" in families and "h" not in top:

@@ -420,9 +420,10 @@ def test_val_loss_cannot_rank_trials_whose_loss_is_weighed_otherwise(key, value,
         parse_spec(raw)
     raw["search"]["objective"] = {"metric": "fid"}
     assert parse_spec(raw).space.top[key] != parse_spec(BASE).space.top.get(key)
-    raw["space"][key] = 0.5  # fixed: every trial's loss weighed alike
-    raw["search"]["objective"] = {"metric": "val_loss"}
-    assert parse_spec(raw).search.objective.metric == ("val_loss",)
+    for fixed in (0.5, {"choice": [0.5]}):  # every trial's loss weighed alike
+        raw["space"][key] = fixed
+        raw["search"]["objective"] = {"metric": "val_loss"}
+        assert parse_spec(raw).search.objective.metric == ("val_loss",)
 
 
 def test_a_sampled_sigma_that_no_likelihood_reads_is_refused():

@@ -388,7 +388,7 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
     ("s3://BUCKET/runs DEAD", "--storage s3://BUCKET/runs: the endpoint does not answer (http://127.0.0.1:PORT)"),
     ("s3://BUCKET/notes#2", "--storage s3://BUCKET/notes#2: '#' would end its path there"),
     # the mirror would be SCRATCH/s3/BUCKET/../../../notes/t: outside SCRATCH, and cleared when the bucket is empty
-    ("s3://BUCKET/../../../notes", "--storage s3://BUCKET/../../../notes: '.' and '..' are not folders in a bucket"),
+    ("s3://BUCKET/../../../notes", "--storage s3://BUCKET/../../../notes: '..' is not a folder in a bucket"),
 ])
 def test_a_storage_uri_no_run_can_live_at_is_one_line_before_anything_is_written(uri, problem, bucket, tmp_path,
                                                                                    tree, monkeypatch):
