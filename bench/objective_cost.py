@@ -21,27 +21,21 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search_efficiency import SPACE_FILE  # noqa: E402  (bench/, beside this script)
 
 from cvae_core import REPORT, Recipe, preset_config  # noqa: E402
 from cvae_core.cli import number  # noqa: E402
-from cvae_core.data import load_data  # noqa: E402
 from cvae_core.presets import PRESETS  # noqa: E402
 from cvae_core.sources import DataError  # noqa: E402
-from cvae_core.training import resolve_device, train  # noqa: E402
-from results.features import MetricOptions  # noqa: E402
-from results.metrics import prime_reference  # noqa: E402
 from results.names import resolve_extractor  # noqa: E402
-from results.reference import Reference  # noqa: E402
-from search.objective import TrialScorer, milestones  # noqa: E402
 from search.settings import load_spec  # noqa: E402
 
 
 def timed_trial(cfg, data, epochs: int, batch_size: int, device, scorer=None, score_at=()):
     """(seconds per epoch without scoring, [seconds per score], wall seconds)."""
+    from cvae_core.training import train
+
     epoch_seconds, score_seconds = [], []
 
     def callback(metrics, make_checkpoint):
@@ -73,6 +67,14 @@ def main() -> None:
     args = p.parse_args()
     if not set(args.score_at) & set(range(2, args.epochs + 1)):
         p.error(f"--score-at: none of {args.score_at} is an epoch from 2 to --epochs {args.epochs}")
+    import torch
+
+    from cvae_core.data import load_data
+    from cvae_core.training import resolve_device
+    from results.features import MetricOptions
+    from results.metrics import prime_reference
+    from results.reference import Reference
+    from search.objective import TrialScorer, milestones
 
     spec = load_spec(args.space)
     objective, s = spec.search.objective, spec.search.asha

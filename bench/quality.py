@@ -30,22 +30,20 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cvae_core import REPORT, ModelConfig, Recipe, TrialConfig, build_model, count_params, preset_config  # noqa: E402
-from cvae_core.data import ImageData, load_data, split  # noqa: E402
-from cvae_core.grids import grid_labels  # noqa: E402
+from cvae_core import REPORT, ModelConfig, Recipe, TrialConfig, preset_config  # noqa: E402
 from cvae_core.sources import DataError  # noqa: E402
-from cvae_core.training import resolve_device, train  # noqa: E402
-from results import two_stage  # noqa: E402
-from results.features import MetricOptions  # noqa: E402
-from results.metrics import prime_reference, search_score  # noqa: E402
 from results.names import SAMPLERS, resolve_extractor  # noqa: E402
-from results.reference import Reference  # noqa: E402
-from results.samplers import encoder_means, generate  # noqa: E402
 from search.settings import Final, TwoStage  # noqa: E402
+
+if TYPE_CHECKING:  # the heavy modules (torch) are imported where they are used: --help and input errors skip them
+    import torch
+
+    from cvae_core.data import ImageData
+    from results.features import MetricOptions
+    from results.reference import Reference
 
 REPORTS_BEST = TrialConfig(preset_config("cnn-arch3-M3"), REPORT)
 RESNET = TrialConfig(
@@ -62,6 +60,10 @@ class _BudgetSpent(Exception):
 def train_for(trial: TrialConfig, data: ImageData, seconds: float, device: torch.device):
     """(model with the kept weights, epochs, wall seconds): train while the next epoch, as long as the
     last, would end within `seconds` (at least one epoch)."""
+    from cvae_core import build_model
+    from cvae_core.data import split
+    from cvae_core.training import train
+
     seen = {}
     t0 = time.perf_counter()
 
@@ -86,6 +88,11 @@ def train_for(trial: TrialConfig, data: ImageData, seconds: float, device: torch
 def scores(model, data: ImageData, reference: Reference, opts: MetricOptions, per_class: int, settings: TwoStage,
            components: int, device: torch.device) -> dict[str, tuple[float, float, float]]:
     """{sampler: (FID, KID, seconds to sample and score)} of `model`'s samples."""
+    from cvae_core.grids import grid_labels
+    from results import two_stage
+    from results.metrics import search_score
+    from results.samplers import encoder_means, generate
+
     t0 = time.perf_counter()
     second, loss = two_stage.fit(encoder_means(model, data.train_x, data.train_y), data.train_y, model.cfg.num_classes,
                                  width=settings.width, layers=settings.layers, epochs=settings.epochs, device=device)
@@ -104,6 +111,8 @@ def scores(model, data: ImageData, reference: Reference, opts: MetricOptions, pe
 
 def subset(data: ImageData, n_train: int | None, n_val: int | None) -> ImageData:
     """Fixed random subsets (the splits are stored class by class: a prefix would hold few classes)."""
+    import torch
+
     g = torch.Generator().manual_seed(0)
     train = torch.randperm(len(data.train_x), generator=g)[:n_train]
     val = torch.randperm(len(data.test_x), generator=g)[:n_val]
@@ -134,6 +143,15 @@ def main() -> None:
         b = TrialConfig.from_dict(json.loads(text)) if text is not None else RESNET
     except ValueError as e:  # not JSON, or not a trial's configuration (ConfigError)
         p.error(f"--config: {e}")
+    import torch
+
+    from cvae_core import count_params
+    from cvae_core.data import load_data
+    from cvae_core.training import resolve_device
+    from results.features import MetricOptions
+    from results.metrics import prime_reference
+    from results.reference import Reference
+
     settings = final.two_stage.model_copy(update={"width": args.two_stage_width, "epochs": args.two_stage_epochs})
     dev = resolve_device(args.device)
     full = load_data(args.data)

@@ -19,20 +19,21 @@ import statistics
 import sys
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cvae_core.data import load_data  # noqa: E402
 from cvae_core.sources import DataError  # noqa: E402
-from cvae_core.training import resolve_device  # noqa: E402
-from results.features import MetricOptions, extract, reference_statistics  # noqa: E402
-from results.metrics import fid, inception_score, prime_reference, score  # noqa: E402
 from results.names import resolve_extractor  # noqa: E402
-from results.reference import Reference  # noqa: E402
+
+if TYPE_CHECKING:  # the heavy modules (torch) are imported where they are used: --help and input errors skip them
+    from results.features import MetricOptions
+    from results.reference import Reference
 
 
 def fid_alone(images, labels, reference: Reference, opts: MetricOptions) -> float:
+    from results.features import extract, reference_statistics
+    from results.metrics import fid, inception_score
+
     t0 = time.perf_counter()
     features = extract(images, labels, opts.detector(), opts.device)
     fid(features.pool, reference_statistics(reference, opts), opts.device)
@@ -50,6 +51,13 @@ def main() -> None:
     p.add_argument("--extractor", default="auto")
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
+    import torch
+
+    from cvae_core.data import load_data
+    from cvae_core.training import resolve_device
+    from results.features import MetricOptions
+    from results.metrics import prime_reference, score
+    from results.reference import Reference
 
     dev = str(resolve_device(args.device))
     data = load_data(args.data)

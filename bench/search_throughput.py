@@ -28,24 +28,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import ray
-import torch
-from ray import tune
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from local_s3 import start_s3  # noqa: E402
 from train_throughput import dataloader_baseline  # noqa: E402
 
 from cvae_core import REPORT, preset_config  # noqa: E402
 from cvae_core.cli import number  # noqa: E402
-from cvae_core.data import load_data  # noqa: E402
 from cvae_core.layout import METRICS_FILE, read_metrics  # noqa: E402
 from cvae_core.presets import PRESETS  # noqa: E402
 from cvae_core.sources import DataError  # noqa: E402
-from cvae_core.training import resolve_device  # noqa: E402
 from results.run_folder import RunFolder  # noqa: E402
-from search.trainable import run_trial  # noqa: E402
-from search.tuning import tune_storage  # noqa: E402
 
 
 def trial_epochs_per_second(run_dir: Path) -> float:
@@ -60,6 +52,12 @@ def trial_epochs_per_second(run_dir: Path) -> float:
 def through_ray(preset: str, k: int, data, epochs: int, batch_size: int, gpu: bool, storage: str,
                 checkpoint_every: int) -> float:
     """`storage`: a folder or a URI (results.storage)."""
+    import ray
+    from ray import tune
+
+    from search.trainable import run_trial
+    from search.tuning import tune_storage
+
     run = RunFolder.at(f"{storage}/k{k}")
     cpus = max(1.0, (ray.cluster_resources().get("CPU", 1) // k))
     trainable = tune.with_parameters(
@@ -91,6 +89,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="with --s3: local and S3 runs of each setting, alternated")
     args = p.parse_args()
     every = args.checkpoint_every or args.epochs
+    import ray
+    import torch
+
+    from cvae_core.data import load_data
+    from cvae_core.training import resolve_device
 
     dev = resolve_device(args.device)
     gpu = dev.type == "cuda"

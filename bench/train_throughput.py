@@ -16,22 +16,23 @@ import argparse
 import statistics
 import sys
 import time
+from typing import TYPE_CHECKING
 
-import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import ToTensor
-
-from cvae_core import REPORT, Recipe, build_model, preset_config
-from cvae_core.data import load_data
-from cvae_core.losses import neg_elbo
+from cvae_core import REPORT, Recipe, preset_config
 from cvae_core.presets import PRESETS
 from cvae_core.sources import DataError
-from cvae_core.training import resolve_device, train
+
+if TYPE_CHECKING:  # torch is imported where it is used: --help and input errors skip it
+    import torch
 
 
-class PILDataset(Dataset):
+class PILDataset:
+    # A map-style dataset as DataLoader takes it (torch.utils.data.Dataset's protocol, without the
+    # class as its base, so that importing this module, as bench/search_throughput.py does, skips torch).
     def __init__(self, x_u8: torch.Tensor, y: torch.Tensor):
+        from PIL import Image
+        from torchvision.transforms import ToTensor
+
         self.images = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in x_u8]
         self.labels = y.tolist()
         self.to_tensor = ToTensor()
@@ -44,11 +45,19 @@ class PILDataset(Dataset):
 
 
 def _sync(dev: torch.device) -> None:
+    import torch
+
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
 
 
 def dataloader_baseline(cfg, x, y, dev, epochs, batch_size, lr) -> list[float]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from cvae_core import build_model
+    from cvae_core.losses import neg_elbo
+
     model = build_model(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loader = DataLoader(PILDataset(x, y), batch_size=batch_size, shuffle=True, num_workers=2,
@@ -69,6 +78,8 @@ def dataloader_baseline(cfg, x, y, dev, epochs, batch_size, lr) -> list[float]:
 
 
 def project_loop(cfg, x, y, vx, vy, dev, epochs, batch_size, lr, compile) -> list[float]:
+    from cvae_core.training import train
+
     times = []
     train(cfg, x, y, vx, vy, epochs=epochs, recipe=Recipe(lr=lr, batch_size=batch_size), patience=epochs + 1,
           device=dev, compile=compile, callback=lambda m, _: times.append(m["step_seconds"]))
@@ -85,6 +96,10 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=50000, help="training images used (fewer for a CPU)")
     p.add_argument("--compile", action="store_true", help="also time (b) with torch.compile")
     args = p.parse_args()
+    import torch
+
+    from cvae_core.data import load_data
+    from cvae_core.training import resolve_device
 
     dev = resolve_device(args.device)
     cfg = preset_config(args.preset)

@@ -56,6 +56,15 @@ def test_benchmark_runs(name, tmp_path):
 
 
 
+@pytest.mark.parametrize("name", sorted(BENCHES))
+def test_a_benchmark_answers_help_without_torch_or_ray(name):
+    code = (f"import runpy, sys; sys.argv = ['{name}.py', '--help']; sys.path.insert(0, 'bench')\n"
+            f"try:\n    runpy.run_path('bench/{name}.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "loaded = {'torch', 'ray'} & set(sys.modules); assert not loaded, loaded")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "usage:" in out.stdout, out.stderr[-2000:]
+
+
 @pytest.mark.parametrize("name, args, message", [
     ("objective_cost", ["--epochs", "1"], "argument --epochs: 1 must be >= 2"),
     ("objective_cost", ["--epochs", "3", "--score-at", "5"],
@@ -106,6 +115,23 @@ def test_the_synthetic_noise_is_another_draw_in_each_seed():
     config = {**space(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()), TRIAL_NUMBER: 3}
     scores = [[synthetic_curve(config, seed)[0](epoch) for epoch in (5, 15, 45)] for seed in (0, 1, 0)]
     assert scores[0] != scores[1] and scores[0] == scores[2]
+
+
+def test_a_tuners_spend_when_a_trial_ends_counts_the_epochs_of_the_trials_still_running(tmp_path):
+    """Each trial logs its epoch ends (when, its cumulative seconds); what the search had spent at a
+    moment is every trial's epochs by then, up to the last epoch Tune took in from it."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from search_efficiency import _epoch_ends, _spent_when
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps([t, 10.0 * t]) + "\n" for t in (1, 2, 3)))
+    # b ended an epoch after its last one Tune took in, before its actor went
+    b.write_text("".join(json.dumps([t + 0.5, 5.0 * (t + 1)]) + "\n" for t in (1, 2, 3, 4, 5)))
+    ends = [_epoch_ends(a, 3), _epoch_ends(b, 4)]
+    assert len(ends[1]) == 4
+    assert _spent_when(ends, 3.0) == (3 + 2, 30.0 + 15.0)  # a's three epochs and b's two so far
+    assert _spent_when(ends, 10.0) == (7, 30.0 + 25.0)
+    assert _spent_when([_epoch_ends(tmp_path / "never-started.jsonl", 0)], 3.0) == (0, 0)
 
 
 def test_lcbench_keeps_each_milestone_at_its_share_of_training():
