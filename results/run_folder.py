@@ -239,8 +239,10 @@ class RunFolder:
         """Delete the run, here and in the bucket (_deleted_last last)."""
         if self.path.is_dir():
             for path in self.path.iterdir():
-                if path not in self._deleted_last:
-                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path not in self._deleted_last:
+                    path.unlink()
         if self.remote:
             self.remote.delete(last=self._deleted_last)
         if self.path.is_dir():

@@ -220,10 +220,10 @@ class Remote:
 
         keys = [self._key(path) for path in last]
         for info in self.listing(recursive=False, folders=True):
-            if info.path in keys:
-                continue
-            self.filesystem.delete_dir(info.path) if info.type == FileType.Directory else self.filesystem.delete_file(
-                info.path)
+            if info.type == FileType.Directory:
+                self.filesystem.delete_dir(info.path)
+            elif info.path not in keys:
+                self.filesystem.delete_file(info.path)
         for key in keys:
             if self.filesystem.get_file_info(key).type == FileType.File:
                 self.filesystem.delete_file(key)

@@ -146,6 +146,36 @@ def test_a_trial_reads_ashas_stops_from_the_bucket_leaving_this_nodes_file_alone
     assert not RunFolder.at(run.location).asha_state.exists()
 
 
+def test_a_run_is_deleted_from_the_bucket_its_marker_last(bucket, monkeypatch):
+    """--fresh on a run in a bucket: every object goes, the space file, data record and marker
+    last, so that a kill part way leaves a prefix still known as a run."""
+    from results.storage import Remote
+
+    run = RunFolder.at(f"{bucket.uri}/runs/r")
+    run.path.mkdir(parents=True)
+    run.mark()
+    run.space_file.write_text("space: {}")
+    (run.path / "data.json").write_text("{}")
+    (run.trial("mlp_a") / "grids").mkdir(parents=True)
+    (run.trial("mlp_a") / "grids" / "x.png").write_bytes(b"png")
+    run.asha_state.write_text("{}\n")
+    run.push()
+    deleted, real = [], Remote.filesystem.fget(run.remote)
+
+    class Recording:  # pyarrow's filesystem, its deletions recorded
+        def __getattr__(self, name):
+            attr = getattr(real, name)
+            if name in ("delete_file", "delete_dir"):
+                return lambda path, *a: deleted.append(path.rsplit("runs/r/", 1)[-1]) or attr(path, *a)
+            return attr
+
+    monkeypatch.setattr(Remote, "filesystem", property(lambda self: Recording()))
+    run.delete()
+    assert bucket.keys("runs/r") == [] and not run.path.exists()
+    assert deleted[-3:] == ["space.yaml", "data.json", ".cvae-search-run"]
+    assert set(deleted[:-3]) == {"mlp_a", "asha_state.jsonl"}
+
+
 def test_background_uploads_raise_their_error_when_waited_for():
     uploads = Uploads()
 
