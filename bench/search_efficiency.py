@@ -153,11 +153,13 @@ def report_curve(score, max_t: int, score_at: frozenset, epoch_s: float, clock: 
         tune.report({"epoch": epoch, "best_val_loss": 0.0, "stop": stop, "params": params, **own, **last})
 
 
-def _clock_file(run_dir: str) -> Path:
-    """The running trial's epoch ends (report_curve), in the bench's run folder."""
-    from ray import tune
+def _clock_file(run_dir: str | Path, trial_id: str | None = None) -> Path:
+    """A trial's epoch ends (report_curve), in the bench's run folder; by default the running trial's."""
+    if trial_id is None:
+        from ray import tune
 
-    return Path(run_dir) / CLOCKS / f"{tune.get_context().get_trial_id()}.jsonl"
+        trial_id = tune.get_context().get_trial_id()
+    return Path(run_dir) / CLOCKS / f"{trial_id}.jsonl"
 
 
 def _trial_folder(run_dir: str, config: dict) -> None:
@@ -278,7 +280,7 @@ def one_search(args: argparse.Namespace, method: str, seed: int, task: str) -> l
         run.path.mkdir()
         last = _fit(args, spec, run, task)
         trials = [t for t in load_study(run.path).trials if t.datetime_complete]
-        ends = {i: _epoch_ends(run.path / CLOCKS / f"{i}.jsonl", m.get("epoch", 0)) for i, m in last.items()}
+        ends = {i: _epoch_ends(_clock_file(run.path, i), m.get("epoch", 0)) for i, m in last.items()}
     out = []
     for t in sorted(trials, key=lambda t: t.datetime_complete):
         m = last.get(t.user_attrs[TUNE_TRIAL_ID], {})
