@@ -73,8 +73,9 @@ class IntRange:
     def suggest(self, trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high)
 
-    def values(self) -> tuple:
-        return tuple(range(self.low, self.high + 1))
+    def values(self) -> range:
+        # A range, not a tuple: `{int: [1, 1000000000]}` is a valid space, and listing it would hang.
+        return range(self.low, self.high + 1)
 
 
 Dist = Fixed | Choice | Uniform | IntRange

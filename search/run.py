@@ -26,6 +26,7 @@ from results.run_folder import RunFolder
 from results.storage import StorageError, check_uri, is_temp, is_uri
 
 from .cluster import ClusterError, check_address
+from .distributions import IntRange
 from .settings import (
     URI_NAME,
     RunFolderError,
@@ -153,7 +154,8 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
 
 
 def _check_batch_size(spec: Spec, n_train: int) -> None:
-    if problem := batch_size_problem(max(spec.space.top["batch_size"].values()), n_train):
+    sizes = spec.space.top["batch_size"]
+    if problem := batch_size_problem(sizes.high if isinstance(sizes, IntRange) else max(sizes.values()), n_train):
         raise SpaceError(f"{spec.path}: space.batch_size: {problem}")
 
 

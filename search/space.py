@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -347,12 +348,23 @@ def _check_data_fit(space: Space, where: str, problem: str) -> None:
         _check_every_model(space, "resnet", ("scales", "cond_norm", "norm"), f"{where}.resnet", problem)
 
 
+# Each combination is built as a config before the search starts (about 50 us each on a CPU core):
+# 10,000 is half a second, and far more than any sensible range of layers, kernels and strides gives.
+MAX_MODELS_CHECKED = 10_000
+
+
 def _check_every_model(space: Space, family: str, keys: tuple[str, ...], where: str, problem: str) -> None:
     """Each combination of `keys` (a family's discrete settings that decide whether its network
     can be built) must give a valid model; every other key takes one of its values."""
     dists = space.dists(family)
     names = [next(n for n in (f"{GROUPS[family]}_{k}", k) if n in dists) for k in keys if
              f"{GROUPS[family]}_{k}" in dists or k in dists]
+    count = math.prod(len(dists[n].values()) for n in names)
+    if count > MAX_MODELS_CHECKED:
+        ranges = ", ".join(f"{n.removeprefix(GROUPS[family] + '_')}: {len(dists[n].values()):,}" for n in names)
+        raise SpaceError(f"{where}: {count:,} combinations of settings that decide whether a network can be built "
+                         f"({ranges} values), more than the {MAX_MODELS_CHECKED:,} the search checks before it "
+                         "starts; narrow an int range")
     base = {**{k: _first(d) for k, d in dists.items()}, "family": family, **space.data}
     for combo in itertools.product(*(dists[n].values() for n in names)):
         try:

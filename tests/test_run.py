@@ -87,6 +87,13 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_anything_starts(
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_int_range_of_batch_sizes_is_checked_at_its_top_without_listing_it(tmp_path, data_dir, capsys):
+    space = tiny_space(tmp_path)
+    space.write_text(space.read_text().replace("batch_size: 40", "batch_size: {int: [40, 4000000000]}"))
+    assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 2
+    assert "space.batch_size: 4000000000 is more than the 80 training images" in capsys.readouterr().err
+
+
 def test_a_run_is_not_resumed_on_other_data(tmp_path, data_dir, capsys):
     space = tiny_space(tmp_path)
     run_dir = tmp_path / "runs" / "t"

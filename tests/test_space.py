@@ -57,6 +57,17 @@ def test_every_conv_stack_a_space_can_sample_must_fit_the_datas_images():
         parse_space_section({**SPACE, "conv": {**SPACE["conv"], "layers": {"int": [2, 9]}}})
 
 
+def test_a_huge_int_range_is_sampled_but_too_many_networks_to_check_are_one_line():
+    # a billion latents is a valid range, never listed; every value of a conv setting is built once
+    wide = parse_space_section({**SPACE, "latent": {"int": [4, 10**9]}})
+    assert trial_config(wide(optuna.create_study().ask())).model.latent >= 4
+    strides = {**SPACE, "conv": {**SPACE["conv"], "kernel_size": 3, "stride": {"int": [1, 10**9]}}}
+    expected = (r"^space\.conv: 2,000,000,000 combinations of settings .* \(layers: 2, kernel_size: 1, "
+                r"stride: 1,000,000,000, padding: 1 values\), more than the 10,000 .*; narrow an int range$")
+    with pytest.raises(SpaceError, match=expected):
+        parse_space_section(strides)
+
+
 def test_the_reports_presets_need_cifar10_shaped_data():
     presets = parse_space_section({"presets": ["mlp-M1"]})
     assert presets.for_data(CIFAR10_SHAPE).presets == ("mlp-M1",)
