@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,23 +62,41 @@ class ImageData:
 # Pillow's one-channel modes (bilevel, 8-bit, 32-bit int, float); 16-bit ones start with "I;16".
 # Every other mode (RGBA, P, CMYK, LA, ...) is read as RGB.
 GRAY_MODES = ("1", "L", "I", "F")
+# Pillow's convert("L") clips at 255, which would turn most of a 16-bit image's pixels white: these
+# are scaled instead. A 16-bit PGM opens as mode "I", its values stretched to 0..65535 whatever its maxval.
+SIXTEEN_BIT = 65535
+# What a file that cannot be read at all raises (rather than a bad image in it): an unreadable or
+# vanished file, a zip member with a bad CRC, an encrypted one, a compression zipfile cannot undo.
+READ_ERRORS = (OSError, zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, zlib.error)
 
 
 def _decode(raw: bytes, name: str) -> np.ndarray:
     """One image as uint8 (H, W, C): C = 1 for a grayscale mode, else 3 (RGB)."""
     try:
         with Image.open(io.BytesIO(raw)) as im:
-            if im.mode.startswith("I;16"):
-                # Pillow's convert("L") clips 16-bit values at 255, which would turn most pixels white
-                wide = np.asarray(im).astype(np.uint32)
-                return ((wide * 255 + 32767) // 65535).astype(np.uint8)[..., None]
+            if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PPM"):
+                wide = np.asarray(im).astype(np.int64)
+                return ((wide * 255 + SIXTEEN_BIT // 2) // SIXTEEN_BIT).astype(np.uint8)[..., None]
+            if im.mode in ("I", "F"):
+                _check_wide_values(np.asarray(im), im.mode, name)
             if im.mode in GRAY_MODES:
                 return np.asarray(im.convert("L"))[..., None]
             return np.asarray(im.convert("RGB"))
     except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
         raise DataError(f"{name}: not a readable image (not a format Pillow can open)") from None
-    except OSError as e:  # a truncated or corrupt image of a known format
+    except (OSError, Image.DecompressionBombError) as e:  # a truncated or corrupt image, or one far too large
         raise DataError(f"{name}: not a readable image ({e})") from None
+
+
+def _check_wide_values(values: np.ndarray, mode: str, name: str) -> None:
+    """A 32-bit integer or float image is read as 8-bit values as they are, so they must be 0..255:
+    outside, Pillow would clip them; a float image within [0, 1] would read as black."""
+    low, high = float(values.min()), float(values.max())
+    normalised = mode == "F" and high <= 1.0 and not np.array_equal(values, np.round(values))
+    if low < 0 or high > 255 or normalised:
+        kind = "32-bit integer" if mode == "I" else "float"
+        raise DataError(f"{name}: {kind} image with values from {low:g} to {high:g}; images are read as "
+                        "8-bit values 0..255 (save it as an 8- or 16-bit image)")
 
 
 def _describe(shape: tuple[int, ...]) -> str:
@@ -109,7 +128,7 @@ def _tree_entries(names: list[str], where: str) -> dict[str, dict[str, list[str]
         if len(parts) == 2 and name.endswith("/"):
             tree[parts[0]].setdefault(parts[1], [])
             continue
-        if len(parts) != 3:
+        if len(parts) != 3 or name.endswith("/"):
             raise DataError(f"{where}: {name} is not at split/class/file depth")
         tree[parts[0]].setdefault(parts[1], []).append(name)
     for split in SPLITS:
@@ -135,7 +154,11 @@ def _stack(tree, read, where: str) -> dict[str, torch.Tensor]:
         images, labels = [], []
         for label, cls in enumerate(classes):
             for name in sorted(tree[split][cls]):
-                image = _decode(read(name), f"{where}/{name}")
+                try:
+                    raw = read(name)
+                except READ_ERRORS as e:
+                    raise DataError(f"{where}/{name}: cannot be read ({e})") from None
+                image = _decode(raw, f"{where}/{name}")
                 _check_image(image.shape, first, f"{where}/{name}")
                 first = first or image.shape
                 images.append(image)
@@ -156,18 +179,24 @@ def _read_zip(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
         return _stack(tree, zf.read, str(path)), sorted(tree["train"])
 
 
-def _read_folder(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _folder_names(path: Path) -> list[str]:
+    """The 'split/class/' folders and 'split/class/file' paths a folder source reads (links
+    followed): what it decodes and what its cache key is made of, so both see the same files."""
     names = []
     for split in SPLITS:
         if not (path / split).is_dir():
             raise DataError(f"{path}: missing folder {split}/")
-        for cls_dir in (path / split).iterdir():
-            if cls_dir.is_dir():
-                names.append(f"{split}/{cls_dir.name}/")
-                names += [f"{split}/{cls_dir.name}/{f.name}" for f in cls_dir.iterdir()]
-            else:
+        for cls_dir in sorted((path / split).iterdir()):
+            if not cls_dir.is_dir():
                 raise DataError(f"{cls_dir}: expected only class folders under {split}/")
-    tree = _tree_entries(names, str(path))
+            names.append(f"{split}/{cls_dir.name}/")
+            for f in sorted(cls_dir.iterdir()):
+                names.append(f"{split}/{cls_dir.name}/{f.name}" + ("/" if f.is_dir() else ""))
+    return names
+
+
+def _read_folder(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    tree = _tree_entries(_folder_names(path), str(path))
     return _stack(tree, lambda n: (path / n).read_bytes(), str(path)), sorted(tree["train"])
 
 
@@ -218,18 +247,32 @@ def _read_torchvision(name: str, root: Path) -> tuple[dict[str, torch.Tensor], l
     return out, list(spec.classes or ds.classes)
 
 
-def _fingerprint(path: Path) -> str:
-    """Path, and the name, size and mtime of everything the source reads: any change re-decodes
-    (an image moved to another class folder keeps its size and mtime, not its name)."""
+def _every_file(path: Path) -> list[str]:
+    """Every file under a folder torchvision left (its own layout), as paths relative to it."""
+    names = []
+    for dirpath, dirs, files in os.walk(path):
+        dirs.sort()  # os.walk's order is the file system's
+        names += [os.path.relpath(os.path.join(dirpath, f), path) for f in sorted(files)]
+    return names
+
+
+def _fingerprint(path: Path, names: list[str] | None = None) -> str:
+    """Path, and the name, size and mtime of every file the source reads (`names` under a folder,
+    by default all; through links, as they are read): any change re-decodes (an image moved to
+    another class folder keeps its size and mtime, not its name)."""
     if path.is_file():
         st = path.stat()
         return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     files = hashlib.sha1()
-    for dirpath, dirs, names in os.walk(path):
-        dirs.sort()  # os.walk's order is the file system's
-        for name in sorted(names):
-            st = os.stat(os.path.join(dirpath, name))
-            files.update(f"{os.path.relpath(dirpath, path)}/{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    for name in _every_file(path) if names is None else names:
+        if name.endswith("/"):  # a class folder: its name counts, not its mtime (a temp file touches it)
+            files.update(f"{name}\n".encode())
+            continue
+        try:
+            st = (path / name).stat()
+        except OSError as e:  # a broken link
+            raise DataError(f"{path}/{name}: cannot be read ({e.strerror})") from None
+        files.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return f"{path.resolve()}|{files.hexdigest()}"
 
 
@@ -260,7 +303,8 @@ def _cache_file(kind: str, path: Path, cache: Path) -> Path | None:
     targets = [path / f for f in TORCHVISION[kind].files] if kind in TORCHVISION else [path]
     if not all(t.exists() for t in targets):
         return None
-    fingerprint = "|".join(_fingerprint(t) for t in targets)
+    names = _folder_names(path) if kind == "folder" else None
+    fingerprint = "|".join(_fingerprint(t, names) for t in targets)
     key = hashlib.sha1(f"v{CACHE_VERSION}|{kind}|{fingerprint}".encode()).hexdigest()[:16]
     return cache / "data" / f"{kind if kind in TORCHVISION else path.name}-{key}.pt"
 

@@ -18,7 +18,7 @@ class DataError(ValueError):
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("CVAE_CACHE", Path.home() / ".cache" / "cvae_search"))
+    return Path(os.environ.get("CVAE_CACHE", Path.home() / ".cache" / "cvae_search")).expanduser()
 
 
 def default_source() -> str:

@@ -179,6 +179,61 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
     assert np.abs(got - wide / 257).max() <= 0.5 and got.max() == 253
 
 
+def test_a_sixteen_bit_pgm_is_scaled_not_clipped(tmp_path):
+    wide = (np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 83)  # up to 65,073
+    pgm = b"P5 28 28 65535\n" + wide.astype(">u2").tobytes()  # Pillow opens it as 32-bit mode "I"
+    data = load_data(two_class_tree(tmp_path / "t", image_bytes("L"), pgm, "x.pgm"))
+    got = data.train_x[2, 0].numpy().astype(int)
+    assert np.abs(got - wide / 257).max() <= 0.5 and got.max() == 253
+
+
+@pytest.mark.parametrize("values, mode, expected", [
+    (np.linspace(0, 1, 28 * 28), "F", "float image with values from 0 to 1"),
+    (np.linspace(0, 1000, 28 * 28), "F", "float image with values from 0 to 1000"),
+    (np.arange(28 * 28) * 80, "I", "32-bit integer image with values from 0 to 62640"),
+])
+def test_wide_values_that_8_bits_would_clip_or_blacken_are_refused_naming_the_file(tmp_path, values, mode, expected):
+    buf = io.BytesIO()
+    Image.fromarray(values.reshape(28, 28).astype(np.float32 if mode == "F" else np.int32), mode).save(buf, "TIFF")
+    root = two_class_tree(tmp_path / "t", image_bytes("L"), buf.getvalue(), "x.tif")
+    with pytest.raises(DataError, match=rf"^{root}/train/b/x\.tif: {expected}; images are read as 8-bit values"):
+        load_data(root)
+
+
+def test_a_folder_inside_a_class_folder_is_named(tmp_path):
+    root = two_class_tree(tmp_path / "t", image_bytes("L"), image_bytes("L"))
+    (root / "train" / "a" / "more").mkdir()
+    with pytest.raises(DataError, match=rf"^{root}: train/a/more/ is not at split/class/file depth$"):
+        load_data(root)
+    zipped = zip_tree(root, tmp_path / "t.zip")  # a zip's entry for the folder
+    with pytest.raises(DataError, match=r"t\.zip: train/a/more/ is not at split/class/file depth$"):
+        load_data(zipped)
+
+
+def test_a_broken_link_or_an_unreadable_zip_member_is_named(tmp_path):
+    root = two_class_tree(tmp_path / "t", image_bytes("L"), image_bytes("L"))
+    (root / "train" / "a" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match=rf"^{root}/train/a/gone\.png: cannot be read \(No such file"):
+        load_data(root)
+    (root / "train" / "a" / "gone.png").unlink()
+    raw = bytearray(zip_tree(root, tmp_path / "t.zip").read_bytes())
+    member = raw.index(image_bytes("L")[:64])  # the first stored member's data: a bad CRC once changed
+    raw[member + 40] ^= 0xFF
+    (tmp_path / "bad.zip").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"bad\.zip/test/a/0\.png: cannot be read \(Bad CRC-32"):
+        load_data(tmp_path / "bad.zip")
+
+
+def test_a_class_folder_that_is_a_link_is_part_of_the_cache_key(tmp_path):
+    root = two_class_tree(tmp_path / "t", image_bytes("L"), image_bytes("L"))
+    shutil.move(root / "train" / "b", tmp_path / "b-images")
+    (root / "train" / "b").symlink_to(tmp_path / "b-images")
+    cache = tmp_path / "c"
+    assert len(load_data(root, cache_dir=cache).train_y) == 3
+    (tmp_path / "b-images" / "y.png").write_bytes(image_bytes("L"))  # added behind the link
+    assert len(load_data(root, cache_dir=cache).train_y) == 4
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "P", "LA", "CMYK"])
 def test_other_modes_are_read_as_rgb(tmp_path, mode):
     fmt = "JPEG" if mode == "CMYK" else "PNG"
