@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,9 @@ def latest_samples_grid(folder: str | Path) -> Path | None:
     """The prior samples of a training folder's latest grid epoch, if it has drawn any."""
     grids = sorted((Path(folder) / GRIDS_DIR).glob(SAMPLES_GRID.replace("{:04d}", "*")))
     return grids[-1] if grids else None
+
+
+def grids_after(folder: str | Path, epoch: int) -> list[Path]:
+    """The grid files of a training folder drawn after `epoch` (either kind)."""
+    return [p for p in (Path(folder) / GRIDS_DIR).glob("epoch*.png")
+            if (m := re.match(r"epoch(\d+)_", p.name)) and int(m[1]) > epoch]

@@ -12,12 +12,14 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .cli import ArgumentParser, device, number
 from .config import (
     CHOICES,
     CIFAR10_SHAPE,
     GRID_EVERY,
     MAX_EPOCHS,
+    MAX_SEED,
     PATIENCE,
     RANGES,
     REDUCTION,
@@ -74,7 +76,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--reduction", choices=REDUCTIONS, default=REDUCTION)
     p.add_argument("--train-on", choices=TRAIN_ON, default="train",
                    help="'all' adds the test split to training, as the report did")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=number(int, at_least=0, at_most=MAX_SEED), default=0)
     p.add_argument("--device", type=device, default=None, help="default: cuda when present, else cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--grid-every", type=number(int, at_least=0), default=GRID_EVERY,
@@ -85,6 +87,8 @@ def _parser() -> ArgumentParser:
 
 def _checkpoint_path(p: ArgumentParser, args: argparse.Namespace) -> Path:
     """OUT's checkpoint: there to resume from, and never silently overwritten."""
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} is a file, not a folder")
     ckpt_path = args.out / CHECKPOINT_FILE
     if ckpt_path.exists() and not args.resume:
         p.error(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
@@ -99,7 +103,7 @@ def _write_config(args: argparse.Namespace, trial: TrialConfig) -> None:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     settings["source"] = absolute_source(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / CONFIG_FILE).write_text(json.dumps({**trial.to_dict(), "args": settings}, indent=2))
+    atomic_write_text(args.out / CONFIG_FILE, json.dumps({**trial.to_dict(), "args": settings}, indent=2))
 
 
 # Flags besides the recipe that a run keeps: the data it trains on and the loss it minimises.

@@ -6,6 +6,7 @@ a random permutation and converts to float there (no DataLoader, no per-image Py
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -15,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .atomic import append_records, atomic_torch_save
+from .atomic import append_records, atomic_torch_save, atomic_write_text, read_records
 from .config import (
     GRID_EVERY,
     MAX_EPOCHS,
@@ -31,7 +32,7 @@ from .config import (
     batch_size_problem,
 )
 from .grids import first_of_each_class, save_training_grids
-from .layout import BEST_FILE, CHECKPOINT_FILE, GRID_CLASSES, GRIDS_DIR, METRICS_FILE
+from .layout import BEST_FILE, CHECKPOINT_FILE, GRID_CLASSES, GRIDS_DIR, METRICS_FILE, grids_after
 from .losses import neg_elbo
 from .models import CVAE, build_model
 
@@ -321,6 +322,8 @@ def train(
     train_x, train_y, val_x, val_y = train_x.to(dev), train_y.to(dev), val_x.to(dev), val_y.to(dev)
     if resume is not None:
         run.restore(resume)
+    if out is not None:
+        _forget_unfinished(out, run.progress.epoch)
     fixed = {} if out is None or not grid_every else _grid_images(train_x, train_y, val_x, val_y,
                                                                    model_cfg.num_classes)
     stop = run.progress.stop_reason(patience, epochs)  # a resumed run may already be done
@@ -350,8 +353,22 @@ def _save_epoch_files(run: _Training, out: Path, metrics: dict[str, Any], fixed,
         atomic_torch_save(run.make_checkpoint(), out / CHECKPOINT_FILE)
 
 
+def _forget_unfinished(out: Path, epoch: int) -> None:
+    """The records and grids of epochs after `epoch`, where training starts: an attempt killed
+    after its last checkpoint left them, and this one may not get as far (a GPU does not repeat a
+    run bit for bit; patience may stop it sooner), so they would read as this run's."""
+    records = read_records(out / METRICS_FILE)
+    if any(r["epoch"] > epoch for r in records):
+        atomic_write_text(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records if r["epoch"] <= epoch))
+    for grid in grids_after(out, epoch):
+        grid.unlink()
+
+
 def _check_data(cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor) -> None:
     """The model is built for these images and labels (ModelConfig's data fields)."""
+    if x.dtype != torch.uint8:  # as floats they would train at the wrong scale, and the validation
+        # images would be divided by 255 in place every epoch
+        raise ConfigError(f"images are {x.dtype}; train() takes uint8 images (0..255), as ImageData holds them")
     want = (cfg.channels, cfg.image_size, cfg.image_size)
     if tuple(x.shape[1:]) != want:
         raise ConfigError(f"the model is built for images {want} (channels, height, width); the data's are "

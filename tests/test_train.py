@@ -66,6 +66,7 @@ def test_cli_rejects_an_unknown_preset(tmp_path, capsys):
     (["--weight-decay", "-1"], "error: argument --weight-decay: -1.0 must be >= 0"),
     (["--device", "gpu"], "error: argument --device: 'gpu' is not cpu, cuda, cuda:N or mps"),
     (["--device", "cuda:x"], "error: argument --device: 'cuda:x' is not cpu, cuda, cuda:N or mps"),
+    (["--seed", "4294967296"], "error: argument --seed: 4294967296 must be <= 4294967295"),
 ])
 def test_a_bad_number_is_one_line_naming_the_flag_and_nothing_is_written(tree, tmp_path, capsys, args, message):
     out = tmp_path / "run"
@@ -145,3 +146,12 @@ def test_resuming_on_other_data_is_one_line(tree, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--data", str(other), "--resume"])
     assert f"trained on --data {tree.resolve()}, not {other.resolve()}" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_is_one_line(tree, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "mlp-M1", "--data", str(tree), "--out", str(tmp_path / "notes.txt")])
+    message = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and message.endswith(f"--out {tmp_path}/notes.txt is a file, not a folder")
+    assert (tmp_path / "notes.txt").read_text() == "mine"

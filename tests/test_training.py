@@ -55,6 +55,28 @@ def test_resume_from_checkpoint_is_bit_for_bit(tmp_path, recipe):
         assert torch.equal(a, b), k
 
 
+def test_a_resume_forgets_the_epochs_a_killed_attempt_ran_past_its_checkpoint(tmp_path):
+    x, y = _tiny()
+    args = dict(recipe=Recipe(lr=1e-3, batch_size=32), device="cpu", out_dir=tmp_path, grid_every=1,
+                checkpoint_every=3)
+    with pytest.raises(KeyboardInterrupt):  # killed after epoch 5, its checkpoint at 3
+        def stop_at_5(metrics, _):
+            if metrics["epoch"] == 5:
+                raise KeyboardInterrupt
+        train(SMALL, x, y, x[:64], y[:64], epochs=6, callback=stop_at_5, **args)
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5]
+    resume = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    train(SMALL, x, y, x[:64], y[:64], epochs=4, resume=resume, **args)  # this attempt stops sooner
+    assert [r["stop"] for r in read_metrics(tmp_path)] == [None, None, None, "max_epochs"]
+    assert sorted({p.name[:9] for p in (tmp_path / "grids").iterdir()}) == [f"epoch000{e}" for e in range(1, 5)]
+
+
+def test_float_images_are_refused_before_training():
+    x, y = _tiny(64)
+    with pytest.raises(ValueError, match=r"^images are torch.float32; train\(\) takes uint8 images"):
+        train(SMALL, x.float() / 255, y, x, y, device="cpu", recipe=Recipe(batch_size=32))
+
+
 def test_patience_stops_and_keeps_the_best_weights(tmp_path):
     x, y = _tiny(128)
     seen = []
