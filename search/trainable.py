@@ -158,6 +158,15 @@ class _Reporter:
         tune.report({**metrics, **(self.last_score or {}), **self.carried})
         self.reported = True
 
+    def report_milestone_again(self, epoch: int) -> None:
+        """A trial restarted from a checkpoint at a milestone reports that epoch once more: the
+        checkpoint is saved before the report, so a kill between them lost the milestone's score
+        for ASHA and the study. A report they did take changes nothing (ASHA skips a milestone it
+        recorded, the study keeps an epoch's first value)."""
+        record = next((r for r in read_metrics(self.folder) if r["epoch"] == epoch), None)
+        if epoch in self.score_at and record is not None and record["stop"] is None:
+            tune.report({**record, **(self.last_score or {}), **self.carried})
+
     def upload(self) -> None:
         """Everything the trial wrote so far into the bucket, now (nothing for a local run)."""
         if self.uploads:
@@ -226,6 +235,8 @@ def run_trial(
     resume = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
     report = _Reporter(run, name, _scorer(trial, data, objective, inception_weights, device), score_at,
                        checkpoint_every, carried, _scores(run.scores_file(name), resume["epoch"]) if resume else None)
+    if resume is not None:
+        report.report_milestone_again(resume["epoch"])
     x, y, vx, vy = split(data, train_on)
     try:
         train(

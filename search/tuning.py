@@ -219,7 +219,7 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
         tuner = new_tuner(spec, run, trainable)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
     try:
-        results = tuner.fit()
+        tuner.fit()
     finally:  # Tune leaves its Ctrl-C handler installed, which would swallow a Ctrl-C in the final stage
         for sig, handler in handlers.items():
             if handler is not None:
@@ -229,7 +229,10 @@ def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> b
     done = int(table["status"].isin(["TERMINATED", "ERROR"]).sum())
     log.info(f"{done}/{len(table)} trials finished, {int((table['status'] == 'ERROR').sum())} failed; "
              f"table in {run.location}/{run.trials_table.name}")
-    finished = results.num_terminated + results.num_errors >= s.num_samples
+    # From the table (Tune's state as saved before it shut down), not from the ResultGrid: after a Ctrl-C
+    # or SIGTERM Tune marks the trials still running TERMINATED as it stops them, so that count
+    # would call a search interrupted in its last trials finished.
+    finished = len(table) >= s.num_samples and done == len(table)
     if finished and not spec.space.presets:
         settle(run, table, searched_keys(objective.metric))
     return finished

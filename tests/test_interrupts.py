@@ -74,9 +74,9 @@ SEARCHERS = {"tpe-milestone": ({"n_startup_trials": 2}, {}, [8, None, None]),
 @pytest.mark.parametrize("searcher", sorted(SEARCHERS))
 def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slower_data_dir, ray_session, searcher):
     """SIGKILL right after Ray starts, SIGTERM (a preempted node) mid-trial, SIGKILL mid-trial
-    after a checkpoint, SIGKILL right after a trial finished (before any periodic save) and SIGTERM
-    in the final stage: after each the same command resumes; in the end no trial or finalist is
-    forgotten, rerun or restarted."""
+    after a checkpoint, SIGKILL right after a trial finished (before any periodic save), SIGTERM in
+    the last trial and SIGTERM in the final stage: after each the same command resumes; in the end
+    no trial or finalist is forgotten, rerun or restarted."""
     settings, agreement, fitted_on = SEARCHERS[searcher]
     space = tiny_space(tmp_path, num_samples=3, searcher=settings,
                        asha={"max_t": 8, "grace_period": 8, "reduction_factor": 2, **agreement})
@@ -118,6 +118,10 @@ def test_interrupted_at_any_moment_a_search_resumes_losing_nothing(tmp_path, slo
     interrupt("a trial done", lambda: finished(run_dir))  # at once after the first trial is done
     interrupt("preempted mid-trial", trains_at(2, 8), signal.SIGTERM)
     interrupt("mid-trial", trains_at(3, 7))  # after a checkpoint
+    # Tune marks the trials it stops on a SIGTERM TERMINATED: in the last trial that is no finished search
+    last_trial = trains_at(2, 8)
+    interrupt("preempted in the last trial", lambda: len(list(run_dir.glob("cnn_*"))) == 3 and last_trial(),
+              signal.SIGTERM)
     # Tune's Ctrl-C handler outlives the search; it must not swallow this one.
     interrupt("preempted in the final stage", lambda: any(len(e) >= 2 for e in epochs_done(run_dir / "final").values()),
               signal.SIGTERM)

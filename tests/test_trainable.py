@@ -116,3 +116,36 @@ def test_a_val_loss_trial_asha_stopped_before_a_kill_keeps_its_score(tree, tmp_p
     _val_loss_trial(tree, run)
     assert len(reports) == 1 and reports[0]["epoch"] == 4
     assert reports[0]["score"] == reports[0]["best_val_loss"] == 5.0 and reports[0]["score_epoch"] == 4
+
+
+def test_a_kill_between_a_milestones_checkpoint_and_its_report_loses_no_score(tree, tmp_path, monkeypatch):
+    # The checkpoint is saved before the report (Tune may stop the trial on it): a kill between
+    # them restarts the trial after the milestone, whose score ASHA and the study must still get.
+    import torch
+
+    import search.trainable as trainable
+    from cvae_core.data import load_data
+    from results.run_folder import RunFolder
+    from search.trainable import run_trial
+
+    class Killed(BaseException):
+        pass
+
+    def killed_at_epoch_2(result):
+        if result["epoch"] == 2:
+            raise Killed
+        reports.append(result)
+
+    reports, run = [], RunFolder(tmp_path / "run")
+    monkeypatch.setattr(trainable.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "abc"))
+    monkeypatch.setattr(trainable.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "n1"))
+    monkeypatch.setattr(trainable, "claim_device", lambda *_: torch.device("cpu"))
+    args = dict(max_t=5, checkpoint_every=2, score_at=frozenset({2, 4}),
+                objective=Objective(metric="fid", feature_extractor="tiny-random", samples_per_class=2))
+    monkeypatch.setattr(trainable.tune, "report", killed_at_epoch_2)
+    with pytest.raises(Killed):
+        run_trial(CONFIG, load_data(tree), str(run.path), **args)
+    monkeypatch.setattr(trainable.tune, "report", reports.append)
+    run_trial(CONFIG, load_data(tree), str(run.path), **args)
+    # epoch 1 before the kill; after it, epoch 2 again with its own score, as the searcher takes it
+    assert [(r["epoch"], r.get("score_epoch")) for r in reports] == [(1, None), (2, 2), (3, 2), (4, 4), (5, 5)]
