@@ -252,7 +252,7 @@ def _every_file(path: Path) -> list[str]:
     names = []
     for dirpath, dirs, files in os.walk(path):
         dirs.sort()  # os.walk's order is the file system's
-        names += [os.path.relpath(os.path.join(dirpath, f), path) for f in sorted(files)]
+        names += [f"{os.path.relpath(dirpath, path)}/{f}" for f in sorted(files)]  # "./f" at the top, as keyed
     return names
 
 
@@ -264,10 +264,9 @@ def _fingerprint(path: Path, names: list[str] | None = None) -> str:
         st = path.stat()
         return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     files = hashlib.sha1()
-    for name in _every_file(path) if names is None else names:
-        if name.endswith("/"):  # a class folder: its name counts, not its mtime (a temp file touches it)
-            files.update(f"{name}\n".encode())
-            continue
+    # sorted, and class folders left out (their files name them): the order and lines keys had
+    # before links were followed, so that an existing cache stays valid
+    for name in _every_file(path) if names is None else sorted(n for n in names if not n.endswith("/")):
         try:
             st = (path / name).stat()
         except OSError as e:  # a broken link
