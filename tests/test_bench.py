@@ -194,6 +194,18 @@ def test_the_emulated_search_is_the_tuners_trial_for_trial(benchmark, task, seed
     assert ended("--emulate") == tuner
 
 
+def test_an_emulated_search_counts_the_epochs_of_the_trials_still_running():
+    """Every trial to max_t, 4 at once: when the first ends (epoch 100) the other three have trained
+    about as long, and the search spends 8 x 100 trial-epochs in all (seed 0: no trial diverges)."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--emulate", "--trials", "8",
+                          "--concurrent", "4", "--one", "no-early-stopping", "0", "synthetic"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ended = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(ended) == 8 and all(full for _, full, _, _ in ended)
+    assert ended[0][2] >= 4 * 100 - 3 and ended[-1][2] == 8 * 100  # the running trials' epochs, all but a step's
+
+
 def _emulated_bench(*flags: str) -> str:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--emulate", "--trials", "16",
                           *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
