@@ -44,14 +44,6 @@ class Setting:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
-    def distribution(self):
-        """Optuna's distribution for the setting, the one `suggest` asks for."""
-        from optuna.distributions import FloatDistribution, IntDistribution
-
-        if self.integer:
-            return IntDistribution(int(self.low), int(self.high), log=self.log)
-        return FloatDistribution(self.low, self.high, log=self.log)
-
     def position(self, value: float) -> float:
         """Where `value` lies in the range, 0 to 1, on the setting's scale."""
         if self.log:
@@ -159,40 +151,6 @@ def nearest(folder: Folder, points: int, config: dict) -> dict:
     configs, positions = _table(folder.settings, points)
     at = np.array([s.position(config[s.name]) for s in folder.settings])
     return configs[int(np.argmin(((positions - at) ** 2).sum(axis=1)))]
-
-
-def table_sampler(base, folder: Folder, points: int):
-    """`base` (an Optuna sampler) choosing among the table's rows: its proposal for every setting
-    (drawn as it would draw them, in the space's order) is moved to the nearest row (nearest)
-    before the trial takes it, so the study records the configuration that ran. Told its
-    proposal instead, a model-based searcher learns that a whole cell around a row it has run
-    is unexplored and proposes there again, only to run the same row."""
-    from optuna.samplers import BaseSampler
-
-    class TableSampler(BaseSampler):
-        def infer_relative_search_space(self, study, trial):
-            return {s.name: s.distribution() for s in folder.settings}
-
-        def sample_relative(self, study, trial, search_space):
-            proposal = base.sample_relative(study, trial, base.infer_relative_search_space(study, trial))
-            for name, distribution in search_space.items():
-                if name not in proposal:
-                    proposal[name] = base.sample_independent(study, trial, name, distribution)
-            return nearest(folder, points, proposal)
-
-        def sample_independent(self, study, trial, param_name, param_distribution):
-            return base.sample_independent(study, trial, param_name, param_distribution)  # not reached: all relative
-
-        def before_trial(self, study, trial):
-            base.before_trial(study, trial)
-
-        def after_trial(self, study, trial, state, values):
-            base.after_trial(study, trial, state, values)
-
-        def reseed_rng(self):
-            base.reseed_rng()
-
-    return TableSampler()
 
 
 def curve(folder: Folder, task: str, config: dict, points: int | None = None) -> tuple[list[float], list[float]]:

@@ -29,8 +29,7 @@ Benchmarks:
   almost nothing (docs/benchmarks.md, "The surrogate's corners"); with --points N (2000: as many
   as LCBench trained per task) each configuration a search samples stands for the nearest of N
   drawn at random over the space (lcbench.nearest), so that every search chooses among points
-  where the surrogate has data around: a tabular benchmark read from the surrogate. Its searcher
-  is told the configuration that ran (lcbench.table_sampler), which needs --emulate.
+  where the surrogate has data around: a tabular benchmark read from the surrogate.
 Measures for each task over S seeds (bench/efficiency.py): B, the median of random search's
 trial-epochs for N trials; T, the median of its final best (the lowest last score of trials that
 ran to max_t); per method, the median best within B trial-epochs (equal compute) and the ratio:
@@ -193,12 +192,12 @@ def synthetic_trial(config, run_dir: str, seed: int, max_t: int, score_at: froze
     report_curve(score, max_t, score_at, epoch_s, _clock_file(run_dir), params, fail_at=fail_at)
 
 
-def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, max_t: int, score_at: frozenset,
-                  epoch_s: float):
+def lcbench_trial(config, run_dir: str, folder: lcbench.Folder, task: str, points: int | None, max_t: int,
+                  score_at: frozenset, epoch_s: float):
     """The surrogate's curve of `config` on `task`: its validation error and cumulative seconds every
     epoch, as `val_error` and `seconds`; the error as the score at `score_at`, as a trial's FID."""
     _trial_folder(run_dir, config)
-    error, seconds = lcbench.curve(folder, task, config)
+    error, seconds = lcbench.curve(folder, task, config, points)
     report_curve(lambda epoch: error[epoch - 1], max_t, score_at, epoch_s, _clock_file(run_dir),
                  per_epoch=lambda epoch: {"val_error": error[epoch - 1], "seconds": seconds[epoch - 1]})
 
@@ -235,7 +234,8 @@ def _fit(args: argparse.Namespace, spec, run, task: str) -> dict[str, dict]:
         folder = lcbench.read_folder(args.lcbench)
         space = lcbench.Space(folder)
         trainable = tune.with_parameters(lcbench_trial, run_dir=str(run.path), folder=folder, task=task,
-                                         max_t=s.asha.max_t, score_at=score_at, epoch_s=args.epoch_seconds)
+                                         points=args.points, max_t=s.asha.max_t, score_at=score_at,
+                                         epoch_s=args.epoch_seconds)
     else:
         space = None
         trainable = tune.with_parameters(synthetic_trial, run_dir=str(run.path), seed=s.seed, max_t=s.asha.max_t,
@@ -322,12 +322,11 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
     spec = _spec(args, method, seed)
     s = spec.search
     score_at = milestones(s.asha.grace_period, s.asha.reduction_factor, s.asha.max_t)
-    sampler = new_sampler(s.searcher, s.seed, (*sorted(score_at), s.asha.max_t))
-    folder = lcbench.read_folder(args.lcbench) if args.benchmark == "lcbench" else None
-    study = optuna.create_study(sampler=lcbench.table_sampler(sampler, folder, args.points) if args.points else sampler)
+    study = optuna.create_study(sampler=new_sampler(s.searcher, s.seed, (*sorted(score_at), s.asha.max_t)))
     asha = AgreementASHA(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.asha.max_t,
                          grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor,
                          min_agreement=s.asha.min_agreement, min_finished=s.asha.min_finished)
+    folder = lcbench.read_folder(args.lcbench) if args.benchmark == "lcbench" else None
     space = lcbench.Space(folder) if folder else spec.space
     running, ended, spent, spent_s = [], [], 0, 0.0
     while running or len(study.trials) < args.trials:
@@ -412,9 +411,8 @@ def _arguments() -> argparse.Namespace:
     p.add_argument("--tasks", default="7593", help="LCBench's OpenML task ids, comma-separated (lcbench only)")
     p.add_argument("--lcbench", type=Path, default=lcbench.DEFAULT_DIR, help="the surrogate's folder")
     p.add_argument("--points", type=int,
-                   help="lcbench, with --emulate: every configuration a search samples stands for the nearest of "
-                        "this many drawn at random over the space, as LCBench drew the 2,000 it trained (default: the "
-                        "surrogate anywhere)")
+                   help="lcbench: every configuration a search samples stands for the nearest of this many drawn at "
+                        "random over the space, as LCBench drew the 2,000 it trained (default: the surrogate anywhere)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"a comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--first-seed", type=int, default=0,
@@ -442,9 +440,6 @@ def _arguments() -> argparse.Namespace:
         p.exit(2, "error: --methods: random must be among them: it is the reference of every ratio\n")
     if args.points is not None and args.benchmark != "lcbench":
         p.exit(2, "error: --points: only with --benchmark lcbench\n")
-    if args.points is not None and not args.emulate:  # the Tuner's searcher would be told its own proposals
-        p.exit(2, "error: --points: only with --emulate, which tells each searcher the table's configuration "
-               "that ran\n")
     for flag in ("seeds", "trials", "concurrent", "parallel", "points"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             p.exit(2, f"error: --{flag}: {getattr(args, flag)} must be >= 1\n")

@@ -28,7 +28,7 @@ def test_the_trainable_reports_every_epoch_of_the_surrogates_curve(monkeypatch, 
     reports = []
     monkeypatch.setattr(tune, "report", reports.append)
     monkeypatch.setattr(tune, "get_context", lambda: type("Context", (), {"get_trial_id": lambda self: "t1"})())
-    search_efficiency.lcbench_trial(CONFIG, str(tmp_path), folder, "7593", 52, frozenset({5, 15, 45}), 0.0)
+    search_efficiency.lcbench_trial(CONFIG, str(tmp_path), folder, "7593", None, 52, frozenset({5, 15, 45}), 0.0)
     error, seconds = lcbench.curve(folder, "7593", CONFIG)
     assert [r["epoch"] for r in reports] == list(range(1, 53))
     assert [r["val_error"] for r in reports] == error and [r["seconds"] for r in reports] == seconds
@@ -102,36 +102,11 @@ def test_with_points_a_corner_of_the_space_reads_the_nearest_random_configuratio
         assert s.low <= near[s.name] <= s.high and isinstance(near[s.name], int) == s.integer
 
 
-def test_points_is_lcbenchs_alone_emulated_and_positive():
+def test_points_is_lcbenchs_alone_and_positive():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--points", "20"],
                          capture_output=True, text=True, timeout=60)
     _one_line(out, "--points", "lcbench")
-    _one_line(_bench("--points", "20"), "--points", "--emulate")
-    _one_line(_bench("--points", "0", "--emulate"), "--points", "0")
-
-
-def test_on_the_table_the_searcher_is_told_the_configuration_that_ran():
-    """Each proposal moved to its nearest row before the trial takes it: the study holds rows, and
-    a searcher's own draws are what they were (random search's trials run the same rows)."""
-    import optuna
-
-    folder, rows = lcbench.read_folder(lcbench.DEFAULT_DIR), lcbench._table(lcbench.read_folder(lcbench.DEFAULT_DIR)
-                                                                             .settings, 200)[0]
-    space = lcbench.Space(folder)
-
-    def trials(sampler, n=12):
-        study = optuna.create_study(sampler=sampler)
-        for _ in range(n):
-            trial = study.ask()
-            config = space(trial)
-            study.tell(trial, lcbench.curve(folder, "7593", config, 200)[0][-1])
-        return [t.params for t in study.trials]
-
-    told = trials(lcbench.table_sampler(optuna.samplers.TPESampler(seed=3, n_startup_trials=6), folder, 200))
-    proposed = trials(optuna.samplers.TPESampler(seed=3, n_startup_trials=6))
-    assert all(params in rows for params in told) and not any(params in rows for params in proposed)
-    assert told[:6] == [lcbench.nearest(folder, 200, params) for params in proposed[:6]]  # the random start-up
-    assert len({json.dumps(p, sort_keys=True) for p in told}) > 6  # the model's proposals too, not one row
+    _one_line(_bench("--points", "0"), "--points", "0")
 
 
 def test_a_search_runs_on_the_table(tmp_path):
