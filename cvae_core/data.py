@@ -195,8 +195,9 @@ def _folder_names(path: Path) -> list[str]:
     return names
 
 
-def _read_folder(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    tree = _tree_entries(_folder_names(path), str(path))
+def _read_folder(path: Path, names: list[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The images `names` (_folder_names) of a folder source."""
+    tree = _tree_entries(names, str(path))
     return _stack(tree, lambda n: (path / n).read_bytes(), str(path)), sorted(tree["train"])
 
 
@@ -295,24 +296,23 @@ def _check_tensors(data: dict[str, torch.Tensor], n_classes: int, where: str) ->
                         f"test images {tuple(data['test_x'].shape[1:])}")
 
 
-def _cache_file(kind: str, path: Path, cache: Path) -> Path | None:
+def _cache_file(kind: str, path: Path, cache: Path, names: list[str] | None) -> Path | None:
     """Where the decoded tensors of this exact source version live; None if nothing to key on yet.
     The key holds the kind ("zip", "folder" or the torchvision name: several share one ROOT) and
     the path, sizes and mtimes of what is read, so no two sources or versions share a file."""
     targets = [path / f for f in TORCHVISION[kind].files] if kind in TORCHVISION else [path]
     if not all(t.exists() for t in targets):
         return None
-    names = _folder_names(path) if kind == "folder" else None
     fingerprint = "|".join(_fingerprint(t, names) for t in targets)
     key = hashlib.sha1(f"v{CACHE_VERSION}|{kind}|{fingerprint}".encode()).hexdigest()[:16]
     return cache / "data" / f"{kind if kind in TORCHVISION else path.name}-{key}.pt"
 
 
-def _read(kind: str, path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _read(kind: str, path: Path, names: list[str] | None) -> tuple[dict[str, torch.Tensor], list[str]]:
     if kind == "zip":
         return _read_zip(path)
     if kind == "folder":
-        return _read_folder(path)
+        return _read_folder(path, names)
     return _read_torchvision(kind, path)
 
 
@@ -332,15 +332,16 @@ def load_data(
         kind = "zip" if path.is_file() else "folder"
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache_file = _cache_file(kind, path, cache)
+    names = _folder_names(path) if kind == "folder" else None  # listed once: the key's files are the ones read
+    cache_file = _cache_file(kind, path, cache, names)
     if cache_file is not None and cache_file.exists():
         blob = torch.load(cache_file, weights_only=True)
         return ImageData(**blob["tensors"], classes=tuple(blob["classes"]), source=source, key=cache_file.stem)
 
-    tensors, classes = _read(kind, path)
+    tensors, classes = _read(kind, path, names)
     _check_tensors(tensors, len(classes), str(path))
     if kind in TORCHVISION:  # torchvision may only now have downloaded the files the key is made of
-        cache_file = _cache_file(kind, path, cache)
+        cache_file = _cache_file(kind, path, cache, names)
     atomic_torch_save({"tensors": tensors, "classes": classes}, cache_file)
     return ImageData(**tensors, classes=tuple(classes), source=source, key=cache_file.stem)
 
