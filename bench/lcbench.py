@@ -135,7 +135,7 @@ def _table(settings: tuple[Setting, ...], points: int):
     setting has one), as LCBench drew the 2,000 it trained on each task; with each one's position
     in the unit cube, for finding the nearest. An integer setting's draw is rounded, so its two end
     values come about half as often as the others (ConfigSpace draws each integer alike): kept, as
-    every --points figure of stop 54 was measured on this table."""
+    every --points figure (stops 54 and 55) was measured on this table."""
     import numpy as np
 
     rng = np.random.default_rng(TABLE_SEED)

@@ -163,8 +163,10 @@ class _Reporter:
         checkpoint is saved before the report, so a kill between them lost the milestone's score
         for ASHA and the study. A report they did take changes nothing (ASHA skips a milestone it
         recorded, the study keeps an epoch's first value)."""
+        if epoch not in self.score_at:
+            return
         record = next((r for r in read_metrics(self.folder) if r["epoch"] == epoch), None)
-        if epoch in self.score_at and record is not None and record["stop"] is None:
+        if record is not None and record["stop"] is None:
             tune.report({**record, **(self.last_score or {}), **self.carried})
 
     def upload(self) -> None:
