@@ -167,7 +167,8 @@ class _Reporter:
             return
         record = next((r for r in read_metrics(self.folder) if r["epoch"] == epoch), None)
         if record is not None and record["stop"] is None:
-            tune.report({**record, **(self.last_score or {}), **self.carried})
+            score = _val_loss_score(record) if self.scorer is None else self.last_score  # val_loss: not in scores.jsonl
+            tune.report({**record, **(score or {}), **self.carried})
 
     def upload(self) -> None:
         """Everything the trial wrote so far into the bucket, now (nothing for a local run)."""

@@ -118,7 +118,9 @@ def test_a_val_loss_trial_asha_stopped_before_a_kill_keeps_its_score(tree, tmp_p
     assert reports[0]["score"] == reports[0]["best_val_loss"] == 5.0 and reports[0]["score_epoch"] == 4
 
 
-def test_a_kill_between_a_milestones_checkpoint_and_its_report_loses_no_score(tree, tmp_path, monkeypatch):
+@pytest.mark.parametrize("objective", [Objective(metric="fid", feature_extractor="tiny-random", samples_per_class=2),
+                                       Objective(metric="val_loss")], ids=["fid", "val_loss"])
+def test_a_kill_between_a_milestones_checkpoint_and_its_report_loses_no_score(tree, tmp_path, monkeypatch, objective):
     # The checkpoint is saved before the report (Tune may stop the trial on it): a kill between
     # them restarts the trial after the milestone, whose score ASHA and the study must still get.
     import torch
@@ -140,12 +142,15 @@ def test_a_kill_between_a_milestones_checkpoint_and_its_report_loses_no_score(tr
     monkeypatch.setattr(trainable.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "abc"))
     monkeypatch.setattr(trainable.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "n1"))
     monkeypatch.setattr(trainable, "claim_device", lambda *_: torch.device("cpu"))
-    args = dict(max_t=5, checkpoint_every=2, score_at=frozenset({2, 4}),
-                objective=Objective(metric="fid", feature_extractor="tiny-random", samples_per_class=2))
+    args = dict(max_t=5, checkpoint_every=2, score_at=frozenset({2, 4}), objective=objective)
     monkeypatch.setattr(trainable.tune, "report", killed_at_epoch_2)
     with pytest.raises(Killed):
         run_trial(CONFIG, load_data(tree), str(run.path), **args)
     monkeypatch.setattr(trainable.tune, "report", reports.append)
     run_trial(CONFIG, load_data(tree), str(run.path), **args)
     # epoch 1 before the kill; after it, epoch 2 again with its own score, as the searcher takes it
-    assert [(r["epoch"], r.get("score_epoch")) for r in reports] == [(1, None), (2, 2), (3, 2), (4, 4), (5, 5)]
+    if objective.scores_samples:
+        assert [(r["epoch"], r.get("score_epoch")) for r in reports] == [(1, None), (2, 2), (3, 2), (4, 4), (5, 5)]
+    else:  # val_loss: scored every epoch, by the best validation loss so far
+        assert [(r["epoch"], r.get("score_epoch")) for r in reports] == [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
+        assert reports[1]["score"] == reports[1]["best_val_loss"]
