@@ -257,6 +257,13 @@ def _every_file(path: Path) -> list[str]:
     return names
 
 
+def _walk_order(name: str) -> tuple[list[str], str]:
+    """Where os.walk, its folders sorted, meets the file `name`: by folder, part by part ("cat"
+    before "cat-2", whose files sort first as whole paths), a folder's files before its subfolders'."""
+    folder, _, file = name.rpartition("/")
+    return folder.split("/"), file
+
+
 def _fingerprint(path: Path, names: list[str] | None = None) -> str:
     """Path, and the name, size and mtime of every file the source reads (`names` under a folder,
     by default all; through links, as they are read): any change re-decodes (an image moved to
@@ -265,9 +272,10 @@ def _fingerprint(path: Path, names: list[str] | None = None) -> str:
         st = path.stat()
         return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     files = hashlib.sha1()
-    # sorted, and class folders left out (their files name them): the order and lines keys had
-    # before links were followed, so that an existing cache stays valid
-    for name in _every_file(path) if names is None else sorted(n for n in names if not n.endswith("/")):
+    # class folders left out (their files name them), in os.walk's order: the lines and order a
+    # folder of class folders was keyed by before links were followed, so its cache stays valid
+    files_read = sorted((n for n in names if not n.endswith("/")), key=_walk_order) if names is not None else None
+    for name in _every_file(path) if files_read is None else files_read:
         try:
             st = (path / name).stat()
         except OSError as e:  # a broken link

@@ -234,6 +234,30 @@ def test_a_class_folder_that_is_a_link_is_part_of_the_cache_key(tmp_path):
     assert len(load_data(root, cache_dir=cache).train_y) == 4
 
 
+def test_a_folder_of_class_folders_keeps_the_cache_key_it_had_before_links_were_followed(tmp_path):
+    # A new key would decode the data and compute its reference statistics (real Inception) again.
+    # Until links were followed the key hashed every file in os.walk's order, folders sorted.
+    import hashlib
+    import os
+
+    from cvae_core.data import CACHE_VERSION
+
+    root = tmp_path / "t"
+    for part in ("train", "test"):
+        for cls in ("cat", "cat-2", "Dog"):  # "cat-2/..." sorts before "cat/..." as a whole path
+            (root / part / cls).mkdir(parents=True)
+            for name in ("1.png", "0.png"):
+                (root / part / cls / name).write_bytes(image_bytes("L"))
+    lines = hashlib.sha1()
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            st = os.stat(os.path.join(dirpath, name))
+            lines.update(f"{os.path.relpath(dirpath, root)}/{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    key = hashlib.sha1(f"v{CACHE_VERSION}|folder|{root.resolve()}|{lines.hexdigest()}".encode()).hexdigest()[:16]
+    assert load_data(root, cache_dir=tmp_path / "c").key == f"t-{key}"
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "P", "LA", "CMYK"])
 def test_other_modes_are_read_as_rgb(tmp_path, mode):
     fmt = "JPEG" if mode == "CMYK" else "PNG"
