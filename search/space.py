@@ -353,15 +353,20 @@ def _check_data_fit(space: Space, where: str, problem: str) -> None:
 MAX_MODELS_CHECKED = 10_000
 
 
+def _how_many(values) -> int:
+    """How many values a distribution takes: len() of a range over 2**63 values overflows."""
+    return values.stop - values.start if isinstance(values, range) else len(values)
+
+
 def _check_every_model(space: Space, family: str, keys: tuple[str, ...], where: str, problem: str) -> None:
     """Each combination of `keys` (a family's discrete settings that decide whether its network
     can be built) must give a valid model; every other key takes one of its values."""
     dists = space.dists(family)
     names = [next(n for n in (f"{GROUPS[family]}_{k}", k) if n in dists) for k in keys if
              f"{GROUPS[family]}_{k}" in dists or k in dists]
-    count = math.prod(len(dists[n].values()) for n in names)
+    count = math.prod(_how_many(dists[n].values()) for n in names)
     if count > MAX_MODELS_CHECKED:
-        ranges = ", ".join(f"{n.removeprefix(GROUPS[family] + '_')}: {len(dists[n].values()):,}" for n in names)
+        ranges = ", ".join(f"{n.removeprefix(GROUPS[family] + '_')}: {_how_many(dists[n].values()):,}" for n in names)
         raise SpaceError(f"{where}: {count:,} combinations of settings that decide whether a network can be built "
                          f"({ranges} values), more than the {MAX_MODELS_CHECKED:,} the search checks before it "
                          "starts; narrow an int range")
