@@ -63,7 +63,8 @@ class ImageData:
 # Every other mode (RGBA, P, CMYK, LA, ...) is read as RGB.
 GRAY_MODES = ("1", "L", "I", "F")
 # Pillow's convert("L") clips at 255, which would turn most of a 16-bit image's pixels white: these
-# are scaled instead. A 16-bit PGM opens as mode "I", its values stretched to 0..65535 whatever its maxval.
+# are scaled instead. A 16-bit PGM opens as mode "I", its values stretched to 0..65535 whatever its
+# maxval; so does a 16-bit PNG before Pillow 10.3 (pyproject allows 10.1).
 SIXTEEN_BIT = 65535
 # What a file that cannot be read at all raises (rather than a bad image in it): an unreadable or
 # vanished file, a zip member with a bad CRC, an encrypted one, a compression zipfile cannot undo.
@@ -74,7 +75,7 @@ def _decode(raw: bytes, name: str) -> np.ndarray:
     """One image as uint8 (H, W, C): C = 1 for a grayscale mode, else 3 (RGB)."""
     try:
         with Image.open(io.BytesIO(raw)) as im:
-            if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PPM"):
+            if im.mode.startswith("I;16") or (im.mode == "I" and im.format in ("PPM", "PNG")):
                 wide = np.asarray(im).astype(np.int64)
                 return ((wide * 255 + SIXTEEN_BIT // 2) // SIXTEEN_BIT).astype(np.uint8)[..., None]
             if im.mode in ("I", "F"):
