@@ -93,7 +93,7 @@ def _check_wide_values(values: np.ndarray, mode: str, name: str) -> None:
     """A 32-bit integer or float image is read as 8-bit values as they are, so they must be 0..255:
     outside, Pillow would clip them; a float image within [0, 1] would read as black."""
     low, high = float(values.min()), float(values.max())
-    normalised = mode == "F" and high <= 1.0 and not np.array_equal(values, np.round(values))
+    normalised = mode == "F" and 0 < high <= 1.0  # a 0/1 mask too: as 8-bit values, black
     if low < 0 or high > 255 or normalised:
         kind = "32-bit integer" if mode == "I" else "float"
         raise DataError(f"{name}: {kind} image with values from {low:g} to {high:g}; images are read as "

@@ -189,6 +189,7 @@ def test_a_sixteen_bit_pgm_is_scaled_not_clipped(tmp_path):
 
 @pytest.mark.parametrize("values, mode, expected", [
     (np.linspace(0, 1, 28 * 28), "F", "float image with values from 0 to 1"),
+    (np.arange(28 * 28) % 2, "F", "float image with values from 0 to 1"),  # a 0/1 mask
     (np.linspace(0, 1000, 28 * 28), "F", "float image with values from 0 to 1000"),
     (np.arange(28 * 28) * 80, "I", "32-bit integer image with values from 0 to 62640"),
 ])
