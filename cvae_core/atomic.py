@@ -83,3 +83,11 @@ def read_records(path: str | os.PathLike) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return records
+
+
+def keep_records(path: str | os.PathLike, keep: Callable[[dict], bool]) -> None:
+    """Rewrite a JSON-lines file with only the records `keep` accepts, at once (a kill leaves the
+    old file or the new); left untouched when it accepts them all."""
+    records = read_records(path)
+    if not all(map(keep, records)):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records if keep(r)))

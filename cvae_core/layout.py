@@ -1,6 +1,6 @@
 """A training folder: the files `cvae_core.training.train` writes into its `out_dir`.
 
-    metrics.jsonl    one JSON record per epoch (a resumed run may repeat an epoch: the last wins)
+    metrics.jsonl    one JSON record per epoch (a resume first forgets those after its checkpoint)
     checkpoint.pt    everything needed to continue bit for bit
     best.pt          the kept weights and their ModelConfig
     grids/           reconstructions and prior samples, now and then

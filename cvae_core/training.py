@@ -6,7 +6,6 @@ a random permutation and converts to float there (no DataLoader, no per-image Py
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -16,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .atomic import append_records, atomic_torch_save, atomic_write_text, read_records
+from .atomic import append_records, atomic_torch_save, keep_records
 from .config import (
     GRID_EVERY,
     MAX_EPOCHS,
@@ -357,9 +356,7 @@ def _forget_unfinished(out: Path, epoch: int) -> None:
     """The records and grids of epochs after `epoch`, where training starts: an attempt killed
     after its last checkpoint left them, and this one may not get as far (a GPU does not repeat a
     run bit for bit; patience may stop it sooner), so they would read as this run's."""
-    records = read_records(out / METRICS_FILE)
-    if any(r["epoch"] > epoch for r in records):
-        atomic_write_text(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records if r["epoch"] <= epoch))
+    keep_records(out / METRICS_FILE, lambda r: r["epoch"] <= epoch)
     for grid in grids_after(out, epoch):
         grid.unlink()
 

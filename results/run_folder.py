@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from cvae_core.atomic import atomic_write_text
 from cvae_core.config import data_shape, describe_shape
+from cvae_core.layout import grids_after
 from cvae_core.sources import DataError, absolute_source
 
 from .names import AUTO, resolve_extractor
@@ -263,6 +264,12 @@ class RunFolder:
 
     def scores_file(self, trial_name: str) -> Path:
         return self.trial(trial_name) / "scores.jsonl"
+
+    def forget_grids_after(self, folder: Path, epoch: int) -> None:
+        """The grids a killed attempt drew after `epoch`, where the next attempt starts, deleted here
+        and in the bucket: train() forgets them locally, and a bucket keeps every file it was given."""
+        for grid in grids_after(folder, epoch):
+            self.remove(grid)
 
     def finalist(self, trial_name: str, seed: int) -> Finalist:
         return Finalist(self.path / FINAL_DIR / f"{trial_name}_s{seed}")

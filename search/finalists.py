@@ -102,6 +102,7 @@ def _train_finalist(run: RunFolder, config: TrialConfig, finalist: Finalist, dat
     ckpt = out / CHECKPOINT_FILE
     resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
     log.info(f"{name}: {'resuming at epoch ' + str(resume['epoch']) if resume else 'training'} on {device}")
+    run.forget_grids_after(out, resume["epoch"] if resume else 0)
     uploads = Uploads() if run.remote else None
     result = train(
         config.model, *split(data, train_on),

@@ -16,7 +16,7 @@ import torch
 from ray import tune
 from tensorboardX import SummaryWriter
 
-from cvae_core.atomic import append_records, atomic_torch_save, atomic_write_text, read_records
+from cvae_core.atomic import append_records, atomic_torch_save, atomic_write_text, keep_records, read_records
 from cvae_core.config import TrialConfig
 from cvae_core.data import ImageData, split
 from cvae_core.layout import CHECKPOINT_FILE, read_metrics
@@ -66,6 +66,14 @@ def _scores(scores_file: Path, up_to_epoch: int) -> dict | None:
     """The latest score a trial recorded at or before `up_to_epoch` (a killed trial may have
     scored an epoch its checkpoint does not hold; it is scored again when reached)."""
     return next((r for r in reversed(read_records(scores_file)) if r["score_epoch"] <= up_to_epoch), None)
+
+
+def _forget_after(run: RunFolder, name: str, epoch: int) -> None:
+    """The scores and grids of epochs after `epoch`, where this attempt starts: a killed attempt
+    scores before its checkpoint, and this one may stop sooner (patience), so they would read as
+    its own (train() forgets the epoch records, and the grids locally)."""
+    keep_records(run.scores_file(name), lambda r: r["score_epoch"] <= epoch)
+    run.forget_grids_after(run.trial(name), epoch)
 
 
 def remove_empty_event_files(run: RunFolder, trial_dir: Path) -> None:
@@ -236,6 +244,7 @@ def run_trial(
 
     checkpoint = trial_dir / CHECKPOINT_FILE
     resume = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.exists() else None
+    _forget_after(run, name, resume["epoch"] if resume else 0)
     report = _Reporter(run, name, _scorer(trial, data, objective, inception_weights, device), score_at,
                        checkpoint_every, carried, _scores(run.scores_file(name), resume["epoch"]) if resume else None)
     if resume is not None:

@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from cvae_core.atomic import append_records, atomic_write, atomic_write_all, atomic_write_text, read_records
+from cvae_core.atomic import (
+    append_records,
+    atomic_write,
+    atomic_write_all,
+    atomic_write_text,
+    keep_records,
+    read_records,
+)
 
 
 def test_a_reader_sees_the_old_file_or_the_new_one_and_no_temp_file_is_left(tmp_path):
@@ -45,3 +52,15 @@ def test_a_record_cut_short_by_a_kill_is_skipped_and_cannot_swallow_the_next(tmp
     append_records(path, [{"epoch": 3}])  # the resumed run makes it again
     assert read_records(path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
     assert read_records(tmp_path / "missing.jsonl") == []
+
+
+def test_keeping_records_drops_the_others_and_leaves_a_file_that_keeps_them_all_untouched(tmp_path):
+    path = tmp_path / "m.jsonl"
+    append_records(path, [{"epoch": e} for e in (1, 2, 3)])
+    before = path.stat().st_mtime_ns
+    keep_records(path, lambda r: r["epoch"] <= 3)
+    assert path.stat().st_mtime_ns == before
+    keep_records(path, lambda r: r["epoch"] <= 1)
+    assert read_records(path) == [{"epoch": 1}] and list(tmp_path.iterdir()) == [path]
+    keep_records(tmp_path / "missing.jsonl", lambda r: False)  # nothing to keep: nothing written
+    assert list(tmp_path.iterdir()) == [path]

@@ -1,8 +1,10 @@
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
 
+from cvae_core.atomic import read_records
 from search.settings import Objective
 from search.trainable import TrialFailed, check_earlier_failure
 
@@ -154,3 +156,43 @@ def test_a_kill_between_a_milestones_checkpoint_and_its_report_loses_no_score(tr
     else:  # val_loss: scored every epoch, by the best validation loss so far
         assert [(r["epoch"], r.get("score_epoch")) for r in reports] == [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
         assert reports[1]["score"] == reports[1]["best_val_loss"]
+
+
+def test_a_resumed_trial_forgets_the_scores_and_grids_a_killed_attempt_made_past_its_checkpoint(tree, bucket,
+                                                                                               monkeypatch):
+    # The killed attempt scored epoch 4 and uploaded its folder there (a milestone), but its last
+    # checkpoint is epoch 3. The next attempt stops sooner (max_t lowered here, as patience may):
+    # epoch 4's score and grid must not read as its own, in the bucket either.
+    import torch
+
+    import search.trainable as trainable
+    from cvae_core.data import load_data
+    from results.run_folder import RunFolder, trial_name
+    from search.trainable import run_trial
+
+    class Killed(BaseException):
+        pass
+
+    def killed_at_epoch_4(result):
+        if result["epoch"] == 4:
+            raise Killed
+
+    location = f"{bucket.uri}/runs/r"
+    monkeypatch.setattr(trainable.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "abc"))
+    monkeypatch.setattr(trainable.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "n1"))
+    monkeypatch.setattr(trainable, "claim_device", lambda *_: torch.device("cpu"))
+    args = dict(checkpoint_every=3, grid_every=1, score_at=frozenset({2, 4}),
+                objective=Objective(metric="fid", feature_extractor="tiny-random", samples_per_class=2))
+    monkeypatch.setattr(trainable.tune, "report", killed_at_epoch_4)
+    with pytest.raises(Killed):
+        run_trial(CONFIG, load_data(tree), location, max_t=5, **args)
+    name = trial_name(CONFIG, "abc")
+    assert any("epoch0004_" in key for key in bucket.keys(f"runs/r/{name}"))
+
+    run = RunFolder.at(location)
+    shutil.rmtree(run.path)  # resumed on another machine: all it has is the bucket
+    monkeypatch.setattr(trainable.tune, "report", lambda result: None)
+    run_trial(CONFIG, load_data(tree), location, max_t=3, **args)
+    run.pull(run.trial(name))
+    assert [r["score_epoch"] for r in read_records(run.scores_file(name))] == [2]
+    assert not [key for key in bucket.keys(f"runs/r/{name}") if "epoch0004_" in key]
