@@ -8,6 +8,7 @@ count and its latest score. A failure that ends it is also written to its failur
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,10 @@ from .workers import claim_device
 
 EVENT_FILES = "events.out.tfevents.*"  # the names tensorboardX gives a writer's files
 _SEARCH = Search()  # a space file's defaults, which run_trial's own are (its objective aside: no scoring)
+# Tune hands a worker its next trial (reuse_actors) only once the last one's function has returned,
+# and by default waits 2 s for that, then fails the next trial. A trial stopped by ASHA still
+# uploads its folder on the way out, which a slow bucket (retries) can stretch past 2 s.
+TRIAL_CLOSE_TIMEOUT_S = 600
 
 
 class TrialFailed(RuntimeError):
@@ -229,6 +234,7 @@ def run_trial(
     keeps no checkpoints and the driver's saved state holds no paths that a kill could leave
     dangling.
     """
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(TRIAL_CLOSE_TIMEOUT_S))  # read in this worker
     trial_id = tune.get_context().get_trial_id()
     run, name = RunFolder.at(run_location), trial_name(config, trial_id)
     trial_dir, failure_file = _prepare_folder(run, name), run.failure_file(name)

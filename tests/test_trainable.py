@@ -69,6 +69,21 @@ def test_a_trial_asha_stopped_before_a_kill_ends_at_once_when_the_restart_brings
     assert reports[0]["epoch"] == 4 and reports[0]["score"] == 50.0 and reports[0]["stop"] is None  # -> "asha"
 
 
+def test_a_worker_waits_for_its_last_trials_uploads_before_tune_hands_it_the_next(tree, tmp_path, monkeypatch):
+    # Tune fails the next trial of a reused worker whose last trial's function has not returned
+    # within TUNE_FUNCTION_THREAD_TIMEOUT_S (2 s by default, read in the worker); a trial's last
+    # upload to a bucket may take longer. A user's own setting wins.
+    import os
+
+    monkeypatch.delenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", raising=False)
+    run, _, _ = _asha_stopped_trial(tmp_path, monkeypatch)
+    _restart(tree, run)
+    assert int(os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"]) >= 60
+    monkeypatch.setenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", "5")
+    _restart(tree, run)
+    assert os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] == "5"
+
+
 def test_a_restart_removes_the_empty_event_file_of_a_killed_attempt_and_keeps_the_curves(tree, tmp_path,
                                                                                        monkeypatch):
     from tensorboardX import SummaryWriter
