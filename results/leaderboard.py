@@ -144,7 +144,7 @@ def write_leaderboard(run_dir: str | Path) -> pd.DataFrame:
     path = RunFolder(run_dir).leaderboard
     df = read_rows(run_dir)
     if path.exists():
-        df = pd.concat([pd.read_parquet(path), df], ignore_index=True)
+        df = pd.concat([read_leaderboard(run_dir), df], ignore_index=True)  # its missing columns: defaults
         df = df.drop_duplicates(KEY, keep="last")
     extractors = sorted(df["feature_extractor"].dropna().unique())
     if len(extractors) > 1:

@@ -125,10 +125,12 @@ def test_the_leaderboard_gets_the_permissions_of_a_plain_write(tmp_path, umask, 
 
 
 def test_rows_scored_before_a_column_existed_merge_with_nulls(tmp_path):
-    """An old run folder's leaderboard (fewer columns) merges with new rows instead of failing."""
+    """An old run folder's leaderboard (fewer columns) merges with new rows instead of failing: a
+    measure it lacks is null, a configuration field its default (what results.sample rebuilds)."""
     put(tmp_path, row("a", "prior", 300.0))
     old_columns = [n for n in SCHEMA.names if n not in ("intra_fid", "fid_per_class", "class_accuracy",
-                                                           "class_accuracy_per_class", "precision", "recall", "pareto")]
+                                                           "class_accuracy_per_class", "precision", "recall", "pareto",
+                                                           "channels", "grad_clip")]
     old = pd.DataFrame([row("old", "prior", 250.0)])[old_columns]
     old["created_at"] = pd.to_datetime(old["created_at"], unit="s", utc=True).dt.floor("ms")
     old.to_parquet(tmp_path / LEADERBOARD_FILE)
@@ -136,6 +138,7 @@ def test_rows_scored_before_a_column_existed_merge_with_nulls(tmp_path):
     assert pq.read_schema(tmp_path / LEADERBOARD_FILE).remove_metadata() == SCHEMA
     assert board["trial_id"].tolist() == ["old", "a"]
     assert pd.isna(board.loc[0, "intra_fid"]) and board.loc[0, "fid_per_class"] is None
+    assert board.loc[0, "channels"] == 3 and board.loc[0, "grad_clip"] == 0.0
     assert board.loc[1, "intra_fid"] == 350.0 and list(board.loc[1, "fid_per_class"]) == [350.0] * 10
 
 
