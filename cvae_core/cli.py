@@ -7,6 +7,7 @@ import logging
 import math
 import signal
 import sys
+from pathlib import Path
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -35,6 +36,16 @@ def number(kind: type = int, at_least: float | None = None, at_most: float | Non
         return value
 
     return parse
+
+
+def out_folder(text: str) -> Path:
+    """An argparse type for a folder a command writes into: one that exists, or can be made there
+    (no file in its place or above it), before anything is computed."""
+    out = Path(text).expanduser()
+    made = next(folder for folder in (out, *out.parents) if folder.exists())
+    if not made.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {'it' if made == out else made} is a file, not a folder")
+    return out
 
 
 def device(text: str) -> str:

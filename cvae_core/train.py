@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .cli import ArgumentParser, device, number
+from .cli import ArgumentParser, device, number, out_folder
 from .config import (
     CHOICES,
     CIFAR10_SHAPE,
@@ -68,7 +68,7 @@ def _parser() -> ArgumentParser:
                    help=f"one of the report's models: {', '.join(sorted(PRESETS))}")
     p.add_argument("--data", default=None,
                    help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: {default_source()})")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=out_folder, help="output folder")
     p.add_argument("--epochs", type=number(int, at_least=1), default=MAX_EPOCHS)
     _add_recipe_flags(p)
     p.add_argument("--patience", type=number(int, at_least=1), default=PATIENCE,
@@ -87,8 +87,6 @@ def _parser() -> ArgumentParser:
 
 def _checkpoint_path(p: ArgumentParser, args: argparse.Namespace) -> Path:
     """OUT's checkpoint: there to resume from, and never silently overwritten."""
-    if args.out.exists() and not args.out.is_dir():
-        p.error(f"--out {args.out} is a file, not a folder")
     ckpt_path = args.out / CHECKPOINT_FILE
     if ckpt_path.exists() and not args.resume:
         p.error(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")

@@ -14,9 +14,8 @@ final stage the report shows the search alone.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from cvae_core.cli import ArgumentParser, number
+from cvae_core.cli import ArgumentParser, number, out_folder
 
 from .run_folder import open_run
 from .storage import StorageError
@@ -28,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m results.show", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="a run folder, or its URI")
     p.add_argument("--top", type=number(int, at_least=1), default=TOP, help="rows to print and show samples of")
-    p.add_argument("--out", type=Path, default=None, help="the folder to write the report in (default: RUN_DIR/report)")
+    p.add_argument("--out", type=out_folder, default=None,
+                   help="the folder to write the report in (default: RUN_DIR/report)")
     args = p.parse_args(argv)
     try:
         run = open_run(args.run_dir)
@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # a search still running (or killed) has its study, and trials.parquet only once it has ended
     if not any(path.exists() for path in (run.leaderboard, run.trials_table, run.study_journal)):
-        print(f"error: {run.location}/{run.leaderboard.name}: no leaderboard yet; run python -m search.final "
-              f"{args.run_dir}", file=sys.stderr)
+        problem = ("its search has not ended (running, or interrupted: its search.run command resumes it) and has "
+                   "nothing to show yet" if run.is_run() else "not a run folder (python -m search.run makes one)")
+        print(f"error: {run.location}: {problem}", file=sys.stderr)
         return 2
     run.pull(keep=lambda path: path.suffix != ".pt")  # a run at a URI: its records and images, not its weights
     import pandas as pd  # only now: --help and input errors answer at once

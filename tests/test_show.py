@@ -30,11 +30,20 @@ def test_show_prints_the_top_rows_and_writes_the_report(scored_run_copy, capsys)
         assert Image.open(report / name).size[0] > 100
 
 
-def test_show_without_a_leaderboard_says_what_to_run(tmp_path, capsys):
+def test_a_folder_with_nothing_to_show_says_why_in_one_line(tmp_path, capsys):
+    from results.run_folder import RunFolder
+
     assert main([str(tmp_path)]) == 2
-    assert "no leaderboard yet; run python -m search.final" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"error: {tmp_path}: not a run folder (python -m search.run makes one)\n"
     assert main([str(tmp_path / "tpyo")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'tpyo'}: no run folder there\n"
+    RunFolder(tmp_path).mark()  # a search over presets keeps no study: nothing until it has ended
+    assert main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}: its search has not ended (running, or interrupted")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--out", str(tmp_path / "notes.txt")])
+    assert capsys.readouterr().err == f"error: argument --out: {tmp_path}/notes.txt: it is a file, not a folder\n"
 
 
 # a log axis labelled these narrow ranges' minor ticks on top of each other
@@ -170,8 +179,7 @@ def test_a_folder_without_a_run_is_one_line_before_the_report_libraries_load(tmp
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
-    assert done.stderr == (f"error: {tmp_path}/leaderboard.parquet: no leaderboard yet; "
-                           f"run python -m search.final {tmp_path}\n")
+    assert done.stderr == f"error: {tmp_path}: not a run folder (python -m search.run makes one)\n"
 
 
 def test_with_many_classes_the_per_class_bars_are_sorted_and_name_the_best_and_the_worst():

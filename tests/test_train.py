@@ -153,5 +153,6 @@ def test_an_out_that_is_a_file_is_one_line(tree, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--preset", "mlp-M1", "--data", str(tree), "--out", str(tmp_path / "notes.txt")])
     message = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and message.endswith(f"--out {tmp_path}/notes.txt is a file, not a folder")
+    assert exit_.value.code == 2
+    assert message == f"error: argument --out: {tmp_path}/notes.txt: it is a file, not a folder"
     assert (tmp_path / "notes.txt").read_text() == "mine"
