@@ -79,4 +79,6 @@ def load_study(run_dir: str | Path):
     # renamed since still opens it.
     storage = journal_storage(run)
     names = [study.study_name for study in storage.get_all_studies()]
+    if not names:  # a kill between the journal's creation and the study's first line
+        raise NoStudy(f"{run.study_journal}: no Optuna study in {run.path} yet (the journal holds none)")
     return optuna.load_study(study_name=names[0] if len(names) == 1 else None, storage=storage)

@@ -230,3 +230,6 @@ def test_a_run_without_a_study_says_so_in_one_line(tmp_path):
         study_files.load_study(run.path)
     assert str(err.value) == (f"{run.study_journal}: no Optuna study in {run.path} (a presets space runs a grid "
                               "without Optuna)")
+    run.study_journal.write_bytes(b"")  # a kill between the journal's creation and the study's first line
+    with pytest.raises(study_files.NoStudy, match=r"optuna\.journal: no Optuna study in .* yet \(the journal holds"):
+        study_files.load_study(run.path)
