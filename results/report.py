@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from cvae_core.atomic import atomic_write_text  # noqa: E402
 from cvae_core.layout import GRID_CLASSES, read_metrics  # noqa: E402
 
 from .leaderboard import NO_ROWS, SHOWN, read_leaderboard  # noqa: E402
@@ -171,10 +172,10 @@ def leaderboard_section(board: pd.DataFrame, top_n: int, out: Path) -> list[str]
     ]
 
 
-def write_report(run_dir: Path, top_n: int, out: Path | None = None) -> Path:
-    """Write RUN_DIR/report/, or `out` (the leaderboard, once there is one, and the search), and
-    return the path of its report.md."""
-    run = RunFolder(run_dir)
+def write_report(run: RunFolder, top_n: int, out: Path | None = None) -> Path:
+    """Write RUN/report/, or `out` (the leaderboard, once there is one, and the search), and
+    return the path of its report.md. Its commands name the run as the user does (its URI, for a
+    run in a bucket), not this node's copy."""
     out = out or run.report_dir
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {run.name}", ""]
@@ -182,9 +183,9 @@ def write_report(run_dir: Path, top_n: int, out: Path | None = None) -> Path:
     if board is not None and len(board):
         md += leaderboard_section(located(run, board), top_n, out)
     elif board is not None:
-        md += [f"{NO_ROWS} (`python -m search.final {run.path}` retries them).", ""]
+        md += [f"{NO_ROWS} (`python -m search.final {run.location}` retries them).", ""]
     else:
-        md += [f"No leaderboard yet: run `python -m search.final {run.path}`.", ""]
-    md += write_search_section(run.path, out)
-    (out / REPORT_FILE).write_text("\n".join(md))
+        md += [f"No leaderboard yet: run `python -m search.final {run.location}`.", ""]
+    md += write_search_section(run, out)
+    atomic_write_text(out / REPORT_FILE, "\n".join(md))
     return out / REPORT_FILE

@@ -207,9 +207,8 @@ def _study_figures(study, out: Path) -> list[str]:
     return lines + [""]
 
 
-def write_search_section(run_dir: str | Path, out: Path) -> list[str]:
+def write_search_section(run: RunFolder, out: Path) -> list[str]:
     """Write the search's figures into `out`; the markdown lines of report.md's section on it."""
-    run = RunFolder(run_dir)
     lines = ["## The search", ""]
     if run.trials_table.exists():
         trials = pd.read_parquet(run.trials_table)
@@ -218,7 +217,7 @@ def write_search_section(run_dir: str | Path, out: Path) -> list[str]:
         lines += ["![ASHA: the score of every trial at its milestones](asha.png)", "",
                   *rung_agreement(trials, scored, milestones), *asha_decisions(run, trials)]
     try:
-        study = load_study(run.path)
+        study = load_study(run.location)
     except NoStudy as e:
         return lines + [f"{e}.", ""]
     return lines + searcher_decisions(study) + _study_figures(study, out)

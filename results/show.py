@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no leaderboard yet (python -m search.final {args.run_dir}); the report shows the search")
     else:
         print("the search has not ended (no trials.parquet yet): the report shows its study so far")
-    report = write_report(run.path, args.top, args.out)
+    report = write_report(run, args.top, args.out)
     if args.out is None and run.remote:
         run.push(run.report_dir)
         report = f"{run.location}/{report.relative_to(run.path).as_posix()}"

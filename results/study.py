@@ -74,11 +74,12 @@ def load_study(run_dir: str | Path):
     run = open_run(run_dir)
     if not run.study_journal.exists():
         why = "a presets space runs a grid without Optuna" if run.is_run() else "not a search run folder"
-        raise NoStudy(f"{run.study_journal}: no Optuna study in {run.path} ({why})")
+        raise NoStudy(f"{run.location}/{run.study_journal.name}: no Optuna study in {run.location} ({why})")
     # The journal holds this run's study alone, named as the run was when it started: a run folder
     # renamed since still opens it.
     storage = journal_storage(run)
     names = [study.study_name for study in storage.get_all_studies()]
     if not names:  # a kill between the journal's creation and the study's first line
-        raise NoStudy(f"{run.study_journal}: no Optuna study in {run.path} yet (the journal holds none)")
+        raise NoStudy(f"{run.location}/{run.study_journal.name}: no Optuna study in {run.location} yet (the journal "
+                      "holds none)")
     return optuna.load_study(study_name=names[0] if len(names) == 1 else None, storage=storage)

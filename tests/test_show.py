@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -235,3 +236,13 @@ def test_the_report_counts_the_trials_sampled_from_last_scores(tmp_path):
     assert main([str(run_dir)]) == 0
     md = (run_dir / "report" / "report.md").read_text()
     assert "| at random | 3 |\n| from last scores | 2 |" in md
+
+
+def test_a_run_in_a_bucket_is_named_by_its_uri_in_the_report(tmp_path, monkeypatch):
+    # The report lands in the bucket; a command it names must reach the run there, not this node's copy.
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "scratch"))
+    bucket = shutil.copytree(small_search(tmp_path, 4), tmp_path / "bucket" / "s")
+    uri = f"file://{bucket}"
+    assert main([uri]) == 0
+    md = (bucket / "report" / "report.md").read_text()
+    assert f"No leaderboard yet: run `python -m search.final {uri}`" in md and str(tmp_path / "scratch") not in md
