@@ -60,6 +60,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def atomic_save_image(image, path: str | os.PathLike) -> None:
+    """A PIL image, in the format its path's suffix names (the temp file's would name none): a kill
+    leaves the old image or the new, never one cut short that a reader fails to open."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions()[Path(path).suffix.lower()]
+    atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
+
+
 def append_records(path: str | os.PathLike, records: Iterable[dict]) -> None:
     """Append JSON lines in one write. A line a kill cut short is ended first, so it cannot
     swallow the new records."""

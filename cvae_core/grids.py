@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .atomic import atomic_save_image
 from .layout import GRID_CLASSES, RECON_GRID, SAMPLES_GRID
 from .models import CVAE
 
@@ -68,9 +69,9 @@ def save_training_grids(
         y = y.to(device)
         mu, _ = model.encode(x, y)
         rec = model.decode(mu, y)
-        image_grid(torch.cat([x, rec]), nrow=len(x)).save(out_dir / RECON_GRID.format(epoch, split))
+        atomic_save_image(image_grid(torch.cat([x, rec]), nrow=len(x)), out_dir / RECON_GRID.format(epoch, split))
     gen = torch.Generator(device=device).manual_seed(seed)
     labels = grid_labels(10, min(model.cfg.num_classes, GRID_CLASSES), device)
     samples = model.decode(prior_latents(model, len(labels), gen, device), labels)
-    image_grid(samples, nrow=10).save(out_dir / SAMPLES_GRID.format(epoch))
+    atomic_save_image(image_grid(samples, nrow=10), out_dir / SAMPLES_GRID.format(epoch))
     model.train(was_training)

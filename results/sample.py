@@ -153,13 +153,15 @@ def draw(row: pd.Series, sampler: str, per_class: int, seed: int, data, device: 
 
 
 def save(images, per_class: int, cls: int | None, classes, out: Path) -> None:
+    from cvae_core.atomic import atomic_save_image
     from cvae_core.grids import image_grid
 
     from .samplers import save_sample_grid
 
     out.parent.mkdir(parents=True, exist_ok=True)
     if cls is not None:
-        image_grid(images[cls * per_class : (cls + 1) * per_class], nrow=math.ceil(math.sqrt(per_class))).save(out)
+        grid = image_grid(images[cls * per_class : (cls + 1) * per_class], nrow=math.ceil(math.sqrt(per_class)))
+        atomic_save_image(grid, out)
     else:
         save_sample_grid(images, per_class, out, classes, columns=per_class)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from cvae_core.atomic import atomic_save_image
 from cvae_core.grids import GRID_PADDING, grid_labels, image_grid, prior_latents
 from cvae_core.layout import GRID_CLASSES
 from cvae_core.models import CVAE
@@ -113,4 +114,4 @@ def save_sample_grid(
     for c, name in enumerate(classes):
         draw.text((GRID_PADDING + 2, GRID_PADDING + c * row_height + row_height // 2), name,
                   fill="white", font=font, anchor="lm")
-    canvas.save(Path(path))
+    atomic_save_image(canvas, path)

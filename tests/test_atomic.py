@@ -6,6 +6,7 @@ from cvae_core.atomic import (
     append_records,
     atomic_write,
     atomic_write_all,
+    atomic_save_image,
     atomic_write_text,
     keep_records,
     read_records,
@@ -63,4 +64,23 @@ def test_keeping_records_drops_the_others_and_leaves_a_file_that_keeps_them_all_
     keep_records(path, lambda r: r["epoch"] <= 1)
     assert read_records(path) == [{"epoch": 1}] and list(tmp_path.iterdir()) == [path]
     keep_records(tmp_path / "missing.jsonl", lambda r: False)  # nothing to keep: nothing written
+    assert list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("name", ["grid.png", "grid.JPG"])
+def test_an_image_cut_short_by_a_kill_leaves_the_old_one_whole(tmp_path, name):
+    from PIL import Image
+
+    path = tmp_path / name
+    atomic_save_image(Image.new("RGB", (8, 8), "red"), path)
+
+    class KilledMidWrite:  # an image whose save dies after writing part of the file
+        def save(self, fp, format):
+            Path(fp).write_bytes(b"\x89PNG\r\n")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save_image(KilledMidWrite(), path)
+    with Image.open(path) as image:
+        assert image.size == (8, 8) and image.convert("RGB").getpixel((0, 0))[0] > 200
     assert list(tmp_path.iterdir()) == [path]
