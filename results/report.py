@@ -86,13 +86,17 @@ def plot_per_class(top: pd.DataFrame, path: Path) -> None:
 
 def plot_precision_recall(board: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    for sampler, group in board.dropna(subset=["precision", "recall"]).groupby("sampler"):
+    measured = board.dropna(subset=["precision", "recall"])
+    for sampler, group in measured.groupby("sampler"):
         ax.scatter(group["recall"], group["precision"], label=sampler, alpha=0.8)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("recall (real images covered)")
     ax.set_ylabel("precision (samples that look real)")
-    ax.legend(title="sampler")
+    if len(measured):
+        ax.legend(title="sampler")
+    else:  # scored before precision/recall existed
+        ax.text(0.5, 0.5, "not measured (rescore: search.final --rescore)", ha="center")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -138,7 +142,10 @@ def plot_val_loss(board: pd.DataFrame, path: Path) -> None:
                     label=f"{row.trial_id} s{row.seed}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation loss (rec. + β·KL per image)")
-    ax.legend(fontsize=8)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    else:  # the finalists' folders are not where the leaderboard says (moved without them)
+        ax.text(0.5, 0.5, "no finalist's training records found", ha="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -59,9 +59,10 @@ def test_leaderboard_has_the_documented_schema_and_is_sorted_by_fid(tmp_path):
     assert board["created_at"].dt.tz is not None
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # matplotlib's, for a legend over nothing plotted
 def test_a_leaderboard_an_earlier_version_wrote_reads_with_every_column(tmp_path, capsys):
     """Written before intra_fid, class accuracy and precision/recall existed: results.show still
-    shows it, the new columns null."""
+    shows it, the new columns null (its figures say what they lack)."""
     from results.show import main as show
 
     put(tmp_path, row("a", "prior", 300.0))
