@@ -170,6 +170,7 @@ class AgreementASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
         self._let_on = None
+        stopped_before = asha_stopped(self)
         action = super().on_trial_result(tune_controller, trial, result)
         epoch_key, score_key, max_t = asha_keys(self)
         epoch, score = result.get(epoch_key), result.get(score_key)
@@ -177,6 +178,9 @@ class AgreementASHA(ASHAScheduler):
             return action
         if result.get("stop") is not None:
             self._finals[trial.trial_id] = asha_sign(self) * score
+            # It ended by itself (patience, max_t): not ASHA's stop, though Ray counts it so when a
+            # milestone's cutoff or max_t comes at the same epoch.
+            set_asha_stopped(self, stopped_before)
         elif action == TrialScheduler.STOP and epoch < max_t and self._min_agreement is not None:
             milestone = max(m for rungs in asha_rungs(self) for m, recorded in rungs
                             if m <= epoch and trial.trial_id in recorded)  # where ASHA just cut it

@@ -148,6 +148,19 @@ def test_tune_keeps_no_running_averages_of_a_trials_numbers(monkeypatch):
     assert trial.run_metadata.metric_n_steps == {"score": {}}
 
 
+def test_a_trial_that_ends_by_itself_at_a_milestone_it_would_be_cut_at_is_not_asha_stopped(tmp_path):
+    # Patience (or max_t) ended it there: the report must not list it among ASHA's stops.
+    state = RunFolder(tmp_path).asha_state
+    sched = _asha(tmp_path)
+    for i, loss in enumerate([10.0, 9.0, 8.0, 7.0]):
+        _feed(sched, f"t{i}", 1, loss)
+    late = _trial("late")
+    sched.on_trial_add(None, late)
+    sched.on_trial_result(None, late, {"epoch": 1, "best_val_loss": 11.0, "stop": "patience"})
+    assert stopped_by_asha(state) == set() and "num_stopped=0" in sched.debug_string()
+    assert _run(sched, "whole", [1.0] * 8) == 8 and stopped_by_asha(state) == set()  # max_t: its own end too
+
+
 def _agreeing_asha(run_dir):
     """ASHA that cuts at a milestone only once 3 finished trials show it ranks as their ends do."""
     return PersistentASHA(str(run_dir), time_attr="epoch", metric="best_val_loss", mode="min", max_t=8,
@@ -168,7 +181,7 @@ def _run(sched, trial_id, curve):
 
 
 def _cuts(run_dir) -> dict[str, int]:
-    """The trials ASHA cut at a milestone, and where (a trial that reaches max_t is 'stopped' too)."""
+    """The trials ASHA cut at a milestone, and where."""
     return {r["trial"]: r["milestone"] for r in read_records(RunFolder(run_dir).asha_state)
             if "stopped" in r and "milestone" in r}
 
