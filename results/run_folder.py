@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import secrets
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -219,22 +217,9 @@ class RunFolder:
         return self.path / RUN_MARKER
 
     def mark(self) -> None:
-        """Mark the folder a run, here and in the bucket, before anything else is written; the
-        marker names this run apart from any other made at its place before or after it."""
-        atomic_write_text(self.marker, "a cvae-search run folder: python -m search.run --fresh may delete it\n"
-                                       f"run {secrets.token_hex(8)}\n")
+        """Mark the folder a run, here and in the bucket, before anything else is written."""
+        atomic_write_text(self.marker, "a cvae-search run folder: python -m search.run --fresh may delete it\n")
         self.push(self.marker)
-
-    def forget_a_deleted_runs_mirror(self) -> None:
-        """A run at a URI: this node's mirror, cleared when the bucket holds another run's marker (the
-        run was deleted and made anew since, maybe on another node: --fresh). Its files would read as
-        the new run's, and a push would bring them back into it. The mirror is this program's scratch."""
-        if not self.remote or not self.marker.exists():
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            there = Path(tmp) / RUN_MARKER
-            if self.fetch(self.marker, there) and there.read_bytes() != self.marker.read_bytes():
-                shutil.rmtree(self.path)
 
     @property
     def _deleted_last(self) -> tuple[Path, ...]:
@@ -393,6 +378,5 @@ def open_run(location: str | Path) -> RunFolder:
         return RunFolder.at(location)
     check_uri(str(location), "RUN_DIR")
     run = RunFolder.at(location)
-    run.forget_a_deleted_runs_mirror()
     run.pull(run.path, recursive=False)
     return run

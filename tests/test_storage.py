@@ -82,31 +82,6 @@ def test_any_scheme_pyarrow_resolves_is_mirrored_alike(tmp_path, monkeypatch):
     assert (elsewhere / "file" / str(tmp_path).lstrip("/") / "bucket/runs/r/a/metrics.jsonl").read_text() == "1\n"
 
 
-def test_a_mirror_of_a_run_deleted_and_made_anew_elsewhere_is_not_read_as_the_new_run(tmp_path, monkeypatch):
-    from results.run_folder import open_run
-
-    uri = f"file://{tmp_path}/bucket/runs/r"
-    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "here"))
-    old = RunFolder.at(uri)
-    old.path.mkdir(parents=True)
-    old.mark()
-    old.leaderboard.write_text("the old run's")
-    old.push()
-    assert open_run(uri).leaderboard.exists()  # read here once
-    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "elsewhere"))  # search.run --fresh on another node
-    elsewhere = RunFolder.at(uri)
-    elsewhere.path.mkdir(parents=True)
-    elsewhere.delete()
-    elsewhere.path.mkdir(parents=True)
-    elsewhere.mark()
-    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "here"))
-    run = open_run(uri)
-    assert run.is_run() and not run.leaderboard.exists()
-    (run.path / "not-pushed-yet").write_text("a search here writes before it pushes")
-    open_run(uri)
-    assert (run.path / "not-pushed-yet").exists()  # the same run: its mirror is kept
-
-
 def test_a_push_cut_short_on_a_file_uri_leaves_the_runs_file_whole(tmp_path, monkeypatch):
     """A file system writes in place, where an object store replaces an object whole: a kill
     mid-upload must not leave the run's journal cut short (and the newest, so pulled everywhere)."""
