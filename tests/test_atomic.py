@@ -4,9 +4,9 @@ import pytest
 
 from cvae_core.atomic import (
     append_records,
+    atomic_save_image,
     atomic_write,
     atomic_write_all,
-    atomic_save_image,
     atomic_write_text,
     keep_records,
     read_records,

@@ -4,7 +4,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from cvae_core.atomic import read_records
 from search.settings import Objective
 from search.trainable import TrialFailed, check_earlier_failure
 
@@ -208,6 +207,5 @@ def test_a_resumed_trial_forgets_the_scores_and_grids_a_killed_attempt_made_past
     shutil.rmtree(run.path)  # resumed on another machine: all it has is the bucket
     monkeypatch.setattr(trainable.tune, "report", lambda result: None)
     run_trial(CONFIG, load_data(tree), location, max_t=3, **args)
-    run.pull(run.trial(name))
-    assert [r["score_epoch"] for r in read_records(run.scores_file(name))] == [2]
+    assert [json.loads(line)["score_epoch"] for line in bucket.read(f"runs/r/{name}/scores.jsonl").splitlines()] == [2]
     assert not [key for key in bucket.keys(f"runs/r/{name}") if "epoch0004_" in key]
