@@ -259,24 +259,27 @@ def _every_file(path: Path) -> list[str]:
 
 
 def _walk_order(name: str) -> tuple[list[str], str]:
-    """Where os.walk, its folders sorted, meets the file `name`: by folder, part by part ("cat"
-    before "cat-2", whose files sort first as whole paths), a folder's files before its subfolders'."""
+    """Where os.walk, its folders sorted, meets the file `name` (_every_file's form): by folder,
+    part by part ("cat" before "cat-2", whose files sort first as whole paths), a folder's files
+    before its subfolders', the top folder's first."""
     folder, _, file = name.rpartition("/")
-    return folder.split("/"), file
+    return ([] if folder == "." else folder.split("/")), file
 
 
 def _fingerprint(path: Path, names: list[str] | None = None) -> str:
-    """Path, and the name, size and mtime of every file the source reads (`names` under a folder,
-    by default all; through links, as they are read): any change re-decodes (an image moved to
-    another class folder keeps its size and mtime, not its name)."""
+    """Path, and the name, size and mtime of every file under a folder and of those the source
+    reads through links (`names`): any change re-decodes (an image moved to another class folder
+    keeps its size and mtime, not its name)."""
     if path.is_file():
         st = path.stat()
         return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     files = hashlib.sha1()
-    # class folders left out (their files name them), in os.walk's order: the lines and order a
-    # folder of class folders was keyed by before links were followed, so its cache stays valid
-    files_read = sorted((n for n in names if not n.endswith("/")), key=_walk_order) if names is not None else None
-    for name in _every_file(path) if files_read is None else files_read:
+    # The files os.walk lists, in its order, as every folder was keyed before links were followed
+    # (so its cache stays valid), and the files behind a linked class folder, which it does not list.
+    listed = _every_file(path)
+    if names is not None:
+        listed = sorted(set(listed) | {n for n in names if not n.endswith("/")}, key=_walk_order)
+    for name in listed:
         try:
             st = (path / name).stat()
         except OSError as e:  # a broken link

@@ -249,6 +249,10 @@ def test_a_folder_of_class_folders_keeps_the_cache_key_it_had_before_links_were_
             (root / part / cls).mkdir(parents=True)
             for name in ("1.png", "0.png"):
                 (root / part / cls / name).write_bytes(image_bytes("L"))
+    (root / ".DS_Store").write_bytes(b"files no reader reads were keyed too")
+    (root / "README").write_text("CIFAR-like")
+    (root / "-notes").mkdir()  # sorts before "." and every split
+    (root / "-notes" / "x.txt").write_text("more")
     lines = hashlib.sha1()
     for dirpath, dirs, files in os.walk(root):
         dirs.sort()
