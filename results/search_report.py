@@ -25,7 +25,7 @@ from cvae_core.config import STOP_REASONS
 from cvae_core.layout import read_metrics
 
 from .run_folder import RunFolder
-from .study import ASHA_STOP, FITTED_ON, FITTED_ON_LAST, NoStudy, latest_attempts, load_study
+from .study import ASHA_STOP, FITTED_ON, FITTED_ON_LAST, NoStudy, latest_attempts, study_of
 
 IMPORTANCE = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
 MIN_FOR_IMPORTANCE = 3  # finished trials with a score, fewer give no ranking to speak of
@@ -217,7 +217,7 @@ def write_search_section(run: RunFolder, out: Path) -> list[str]:
         lines += ["![ASHA: the score of every trial at its milestones](asha.png)", "",
                   *rung_agreement(trials, scored, milestones), *asha_decisions(run, trials)]
     try:
-        study = load_study(run.location)
+        study = study_of(run)  # its files pulled already
     except NoStudy as e:
         return lines + [f"{e}.", ""]
     return lines + searcher_decisions(study) + _study_figures(study, out)

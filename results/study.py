@@ -69,17 +69,22 @@ def artifact_store(run: RunFolder):
 def load_study(run_dir: str | Path):
     """The run's study (the run's folder or URI), as `optuna.load_study` opens it; NoStudy when the
     run has none."""
+    return study_of(open_run(run_dir))
+
+
+def study_of(run: RunFolder):
+    """load_study for a run already opened (its own files on this node): NoStudy names it as the
+    user does (its URI, for a run in a bucket)."""
     import optuna
 
-    run = open_run(run_dir)
+    where = f"{run.location}/{run.study_journal.name}: no Optuna study in {run.location}"
     if not run.study_journal.exists():
         why = "a presets space runs a grid without Optuna" if run.is_run() else "not a search run folder"
-        raise NoStudy(f"{run.location}/{run.study_journal.name}: no Optuna study in {run.location} ({why})")
+        raise NoStudy(f"{where} ({why})")
     # The journal holds this run's study alone, named as the run was when it started: a run folder
     # renamed since still opens it.
     storage = journal_storage(run)
     names = [study.study_name for study in storage.get_all_studies()]
     if not names:  # a kill between the journal's creation and the study's first line
-        raise NoStudy(f"{run.location}/{run.study_journal.name}: no Optuna study in {run.location} yet (the journal "
-                      "holds none)")
+        raise NoStudy(f"{where} yet (the journal holds none)")
     return optuna.load_study(study_name=names[0] if len(names) == 1 else None, storage=storage)
