@@ -38,13 +38,19 @@ def number(kind: type = int, at_least: float | None = None, at_most: float | Non
     return parse
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """What keeps `folder` from being made: the nearest of it and its parents that exists, when
+    that is a file; None when it is a folder."""
+    there = next(path for path in (folder, *folder.parents) if path.exists())
+    return None if there.is_dir() else there
+
+
 def out_folder(text: str) -> Path:
     """An argparse type for a folder a command writes into: one that exists, or can be made there
     (no file in its place or above it), before anything is computed."""
     out = Path(text).expanduser()
-    made = next(folder for folder in (out, *out.parents) if folder.exists())
-    if not made.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: {'it' if made == out else made} is a file, not a folder")
+    if (file := file_in_the_way(out)) is not None:
+        raise argparse.ArgumentTypeError(f"{text}: {'it' if file == out else file} is a file, not a folder")
     return out
 
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cvae_core.cli import ArgumentParser, device, number
+from cvae_core.cli import ArgumentParser, device, file_in_the_way, number
 from cvae_core.config import MAX_SEED
 from cvae_core.sources import absolute_source
 
@@ -65,9 +65,8 @@ def _image_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text}: not an image file name (its suffix picks the format: .png, .jpg)")
     if out.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder")
-    made = next(folder for folder in out.parents if folder.exists())
-    if not made.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: {made} is a file, not a folder")
+    if (file := file_in_the_way(out.parent)) is not None:
+        raise argparse.ArgumentTypeError(f"{text}: {file} is a file, not a folder")
     return out
 
 
