@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import secrets
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -148,9 +150,12 @@ class RunFolder:
         return f"{self.location}/{path.relative_to(self.path).as_posix()}" if self.remote else str(path)
 
     def pull(self, local: Path | None = None, recursive: bool = True, keep=lambda path: True) -> None:
-        """Bring the files under `local` (default: the whole run) from the bucket to this node."""
+        """Bring the files under `local` (default: the whole run) from the bucket to this node. The
+        mirror's marker is never replaced: it names the run the mirror's files came from
+        (forget_another_run)."""
         if self.remote:
-            self.remote.pull(local, recursive, keep)
+            held = self.marker.exists()
+            self.remote.pull(local, recursive, lambda path: keep(path) and not (held and path == self.marker))
 
     def fetch(self, path: Path, to: Path) -> bool:
         """The bucket's copy of the run's file `path` into `to`, this node's own left alone; False
@@ -217,9 +222,33 @@ class RunFolder:
         return self.path / RUN_MARKER
 
     def mark(self) -> None:
-        """Mark the folder a run, here and in the bucket, before anything else is written."""
-        atomic_write_text(self.marker, "a cvae-search run folder: python -m search.run --fresh may delete it\n")
+        """Mark the folder a run, here and in the bucket, before anything else is written; the
+        marker names this run apart from any other made at its place before or after it."""
+        atomic_write_text(self.marker, "a cvae-search run folder: python -m search.run --fresh may delete it\n"
+                                       f"run {secrets.token_hex(8)}\n")
         self.push(self.marker)
+
+    def forget_another_run(self, whole: bool) -> None:
+        """A run at a URI whose mirror here came from another run made at its place before (deleted
+        and made anew since, on another node: search.run --fresh; the markers differ): forget what
+        the mirror holds of that run, so that none of it reads as this run's or is pushed into it.
+        `whole`, for a command that runs the run (no trial of it can run on this node yet): the whole
+        mirror. Else, for a reader (trials of the new run may be writing their folders here): the
+        run's own files and report/, which only a driver and results.show write, and the new run's
+        driver has not written here (its marker would be here). The mirror is this program's scratch."""
+        if not (self.remote and self.marker.exists()):
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            there = Path(tmp) / RUN_MARKER
+            if not self.fetch(self.marker, there) or there.read_bytes() == self.marker.read_bytes():
+                return
+        if whole:
+            shutil.rmtree(self.path)
+            return
+        shutil.rmtree(self.report_dir, ignore_errors=True)
+        for path in self.path.iterdir():
+            if path.is_file() and path != self.marker:
+                path.unlink()
 
     @property
     def _deleted_last(self) -> tuple[Path, ...]:
@@ -371,12 +400,15 @@ def tune_state_problem(path: Path) -> str | None:
     return None
 
 
-def open_run(location: str | Path) -> RunFolder:
+def open_run(location: str | Path, driver: bool = False) -> RunFolder:
     """A run folder to read or go on with, at a path or a URI (its own files, not its trials' or
-    finalists', are pulled into this node's mirror). Raises StorageError for a URI no run can be at."""
+    finalists', are pulled into this node's mirror). `driver`: a command that runs the run, which
+    no trial of it runs beside on this node (RunFolder.forget_another_run). Raises StorageError for
+    a URI no run can be at."""
     if not is_uri(location):
         return RunFolder.at(location)
     check_uri(str(location), "RUN_DIR")
     run = RunFolder.at(location)
+    run.forget_another_run(whole=driver)
     run.pull(run.path, recursive=False)
     return run

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -80,6 +81,66 @@ def test_any_scheme_pyarrow_resolves_is_mirrored_alike(tmp_path, monkeypatch):
     monkeypatch.setenv("CVAE_SCRATCH", str(elsewhere))
     RunFolder.at(run.location).pull()
     assert (elsewhere / "file" / str(tmp_path).lstrip("/") / "bucket/runs/r/a/metrics.jsonl").read_text() == "1\n"
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def _made_anew_on_another_node(uri: str, tmp_path, monkeypatch) -> None:
+    """search.run --fresh on another node: the run in the bucket deleted and made anew."""
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "elsewhere"))
+    elsewhere = RunFolder.at(uri)
+    elsewhere.path.mkdir(parents=True)
+    elsewhere.delete()
+    elsewhere.path.mkdir(parents=True)
+    elsewhere.mark()
+    elsewhere.trials_table.write_text("the new run's")
+    elsewhere.push()
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "here"))
+
+
+def _an_old_runs_mirror(uri: str, tmp_path, monkeypatch) -> RunFolder:
+    """This node's mirror of a run at `uri`, read here once: its leaderboard, a finalist's row, a report."""
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "here"))
+    old = RunFolder.at(uri)
+    _write(old.path, {"leaderboard.parquet": "the old run's", "final/cnn_old_s0/rows/prior.json": "{}",
+                         "report/report.md": "the old run's"})
+    old.mark()
+    old.push()
+    return old
+
+
+def test_a_reader_does_not_read_a_mirror_of_a_run_made_anew_since_as_the_new_run(tmp_path, monkeypatch):
+    from results.run_folder import open_run
+
+    uri = f"file://{tmp_path}/bucket/runs/r"
+    _an_old_runs_mirror(uri, tmp_path, monkeypatch)
+    _made_anew_on_another_node(uri, tmp_path, monkeypatch)
+    live = RunFolder.at(uri).trial("cnn_new") / "metrics.jsonl"  # a trial of the new run, running here
+    _write(live.parent, {live.name: "not pushed yet"})
+    run = open_run(uri)
+    assert run.trials_table.read_text() == "the new run's"
+    assert not run.leaderboard.exists() and not run.report_dir.exists()
+    assert live.read_text() == "not pushed yet"
+    run.pull()
+    assert not run.leaderboard.exists()
+    # the mirror still names the run its folders came from, so the next driver here forgets them
+    run = open_run(uri, driver=True)
+    assert run.trials_table.read_text() == "the new run's" and not run.row_files()
+    assert run.marker.read_bytes() == (tmp_path / "bucket/runs/r" / run.marker.name).read_bytes()
+
+
+def test_a_driver_keeps_this_nodes_mirror_of_the_same_run(tmp_path, monkeypatch):
+    from results.run_folder import open_run
+
+    uri = f"file://{tmp_path}/bucket/runs/r"
+    old = _an_old_runs_mirror(uri, tmp_path, monkeypatch)
+    _write(old.trial("cnn_old"), {"metrics.jsonl": "not pushed yet"})
+    run = open_run(uri, driver=True)
+    assert run.leaderboard.exists() and run.row_files() and (run.trial("cnn_old") / "metrics.jsonl").exists()
 
 
 def test_a_push_cut_short_on_a_file_uri_leaves_the_runs_file_whole(tmp_path, monkeypatch):
