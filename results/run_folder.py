@@ -112,10 +112,11 @@ class RunFolder:
         object.__setattr__(self, "path", Path(self.path).resolve())
 
     @classmethod
-    def at(cls, location: str | Path) -> RunFolder:
-        """The run folder at a path or a URI (then `path` is this node's mirror of it)."""
+    def at(cls, location: str | Path, reader: bool = False) -> RunFolder:
+        """The run folder at a path or a URI (then `path` is this node's mirror of it; `reader`: the
+        mirror of the commands that only read it)."""
         if is_uri(location):
-            remote = Remote(str(location))
+            remote = Remote(str(location), reader)
             return cls(remote.scratch, remote)
         return cls(Path(location).expanduser())
 
@@ -150,12 +151,9 @@ class RunFolder:
         return f"{self.location}/{path.relative_to(self.path).as_posix()}" if self.remote else str(path)
 
     def pull(self, local: Path | None = None, recursive: bool = True, keep=lambda path: True) -> None:
-        """Bring the files under `local` (default: the whole run) from the bucket to this node. The
-        mirror's marker is never replaced: it names the run the mirror's files came from
-        (forget_another_run)."""
+        """Bring the files under `local` (default: the whole run) from the bucket to this node."""
         if self.remote:
-            held = self.marker.exists()
-            self.remote.pull(local, recursive, lambda path: keep(path) and not (held and path == self.marker))
+            self.remote.pull(local, recursive, keep)
 
     def fetch(self, path: Path, to: Path) -> bool:
         """The bucket's copy of the run's file `path` into `to`, this node's own left alone; False
@@ -228,27 +226,24 @@ class RunFolder:
                                        f"run {secrets.token_hex(8)}\n")
         self.push(self.marker)
 
-    def forget_another_run(self, whole: bool) -> None:
-        """A run at a URI whose mirror here came from another run made at its place before (deleted
-        and made anew since, on another node: search.run --fresh; the markers differ): forget what
-        the mirror holds of that run, so that none of it reads as this run's or is pushed into it.
-        `whole`, for a command that runs the run (no trial of it can run on this node yet): the whole
-        mirror. Else, for a reader (trials of the new run may be writing their folders here): the
-        run's own files and report/, which only a driver and results.show write, and the new run's
-        driver has not written here (its marker would be here). The mirror is this program's scratch."""
-        if not (self.remote and self.marker.exists()):
+    def forget_another_run(self) -> None:
+        """A run at a URI: forget this node's mirror of it unless it holds the bucket's marker, so
+        that no file of another run made at its place before (deleted and made anew since, maybe on
+        another node: search.run --fresh) reads as this run's or is pushed into it. Called by a command
+        that opens the run (search.run, search.final, a reader, in its own mirror) before it pulls,
+        when no trial of the run can be writing in that mirror; the trials' and the driver's pushed
+        work is in the bucket (a trial's own unpushed last epochs are lost, as on a resume on another
+        node), and a mirror is this program's scratch. A mirror without a marker, filled by a trial (one
+        pulls its own folder only) or for a run an earlier version started, cannot show which run it is
+        of, and is forgotten too."""
+        if not self.remote or not self.path.is_dir() or not any(self.path.iterdir()):
             return
         with tempfile.TemporaryDirectory() as tmp:
             there = Path(tmp) / RUN_MARKER
-            if not self.fetch(self.marker, there) or there.read_bytes() == self.marker.read_bytes():
-                return
-        if whole:
-            shutil.rmtree(self.path)
-            return
-        shutil.rmtree(self.report_dir, ignore_errors=True)
-        for path in self.path.iterdir():
-            if path.is_file() and path != self.marker:
-                path.unlink()
+            if self.marker.exists() and self.fetch(self.marker, there):
+                if there.read_bytes() == self.marker.read_bytes():
+                    return
+        shutil.rmtree(self.path)
 
     @property
     def _deleted_last(self) -> tuple[Path, ...]:
@@ -400,15 +395,14 @@ def tune_state_problem(path: Path) -> str | None:
     return None
 
 
-def open_run(location: str | Path, driver: bool = False) -> RunFolder:
-    """A run folder to read or go on with, at a path or a URI (its own files, not its trials' or
-    finalists', are pulled into this node's mirror). `driver`: a command that runs the run, which
-    no trial of it runs beside on this node (RunFolder.forget_another_run). Raises StorageError for
-    a URI no run can be at."""
+def open_run(location: str | Path, reader: bool = True) -> RunFolder:
+    """A run folder to read (`reader`: a URI's in the readers' own mirror) or go on with (search.final),
+    at a path or a URI (its own files, not its trials' or finalists', are pulled into this node's
+    mirror, a mirror of another run forgotten first). Raises StorageError for a URI no run can be at."""
     if not is_uri(location):
         return RunFolder.at(location)
     check_uri(str(location), "RUN_DIR")
-    run = RunFolder.at(location)
-    run.forget_another_run(whole=driver)
+    run = RunFolder.at(location, reader)
+    run.forget_another_run()
     run.pull(run.path, recursive=False)
     return run

@@ -8,7 +8,9 @@ CLOUD_STORAGE_EMULATOR_ENDPOINT: pyarrow's Google Cloud client reads both), file
 node that touches a run at a URI works on its own mirror of it,
 SCRATCH/<scheme>/<bucket>/<prefix>/<name> (SCRATCH: $CVAE_SCRATCH, else $CVAE_CACHE/scratch):
 whoever writes a file there pushes it (uploads each file changed since its last push), whoever
-needs a file another node wrote pulls it (downloads what is newer in the bucket). Object storage
+needs a file another node wrote pulls it (downloads what is newer in the bucket). A command that
+only reads a run (results.show, results.sample, load_study) works on a mirror of its own,
+SCRATCH/readers/<scheme>/..., which no trial or driver writes in. Object storage
 has no appends and no renames: a pushed file is uploaded whole, and a reader sees its old object
 or its new one, never half of one.
 
@@ -91,6 +93,7 @@ class Remote:
     """A run folder at a URI and this node's mirror of it."""
 
     uri: str  # scheme://bucket/prefix/name, without a trailing slash
+    reader: bool = False  # the mirror of a command that only reads the run (its own: nothing else writes there)
 
     def __post_init__(self):
         object.__setattr__(self, "uri", self.uri.rstrip("/"))
@@ -109,7 +112,8 @@ class Remote:
     def scratch(self) -> Path:
         """This node's mirror of the run."""
         parts = urlsplit(self.uri)
-        return scratch_root() / parts.scheme / (parts.netloc + parts.path).strip("/")
+        root = scratch_root() / "readers" if self.reader else scratch_root()
+        return root / parts.scheme / (parts.netloc + parts.path).strip("/")
 
     def _key(self, local: Path) -> str:
         """The object key of a path in the mirror."""

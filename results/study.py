@@ -43,20 +43,20 @@ def journal_storage(run: RunFolder):
     """The run's journal storage (Optuna creates the file, empty, if it is missing)."""
     from optuna.storages import JournalStorage
 
-    return JournalStorage(_journal_file(run.location))
+    return JournalStorage(_journal_file(run.location, bool(run.remote and run.remote.reader)))
 
 
-def _journal_file(location: str):
-    """Optuna's journal file backend for the run at `location`, which, unpickled (a searcher Tune
-    restores, on this machine or another), opens the journal where this node has the run: a
-    pickled JournalFileBackend holds the path of the machine that pickled it."""
+def _journal_file(location: str, reader: bool = False):
+    """Optuna's journal file backend for the run at `location` (`reader`: in the readers' mirror),
+    which, unpickled (a searcher Tune restores, on this machine or another), opens the journal where
+    this node has the run: a pickled JournalFileBackend holds the path of the machine that pickled it."""
     from optuna.storages.journal import JournalFileBackend
 
     class RunJournal(JournalFileBackend):
         def __reduce__(self):
-            return _journal_file, (location,)
+            return _journal_file, (location, reader)
 
-    return RunJournal(str(RunFolder.at(location).study_journal))
+    return RunJournal(str(RunFolder.at(location, reader).study_journal))
 
 
 def artifact_store(run: RunFolder):

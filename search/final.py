@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     show_logs()
     try:
         check_address(args.address)
-        run = open_run(args.run_dir, driver=True)
+        run = open_run(args.run_dir, reader=False)
         if not run.trials_table.exists():
             raise RunFolderError(f"{run.location}: no {run.trials_table.name}; run python -m search.run first")
         spec = load_spec(run.space_file, inception_weights=args.inception_weights)

@@ -96,7 +96,7 @@ def _check_remote_run(run: RunFolder) -> bool:
     if not run.holds_run(held):
         raise RunFolderError(f"{run.location}: holds files and is not a search run; nothing was deleted; pass "
                              "another --name or --storage")
-    run.forget_another_run(whole=True)
+    run.forget_another_run()
     run.pull(run.path, recursive=False)
     return True
 

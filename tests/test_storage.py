@@ -89,57 +89,87 @@ def _write(root: Path, files: dict[str, str]) -> None:
         (root / name).write_text(text)
 
 
-def _made_anew_on_another_node(uri: str, tmp_path, monkeypatch) -> None:
-    """search.run --fresh on another node: the run in the bucket deleted and made anew."""
+def _made_anew_on_another_node(uri: str, tmp_path, monkeypatch, mark: bool = True) -> None:
+    """search.run --fresh on another node: the run in the bucket deleted and made anew (`mark`:
+    marked; else the prefix left empty of runs)."""
     monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "elsewhere"))
     elsewhere = RunFolder.at(uri)
     elsewhere.path.mkdir(parents=True)
     elsewhere.delete()
     elsewhere.path.mkdir(parents=True)
-    elsewhere.mark()
+    if mark:
+        elsewhere.mark()
     elsewhere.trials_table.write_text("the new run's")
     elsewhere.push()
     monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "here"))
 
 
-def _an_old_runs_mirror(uri: str, tmp_path, monkeypatch) -> RunFolder:
-    """This node's mirror of a run at `uri`, read here once: its leaderboard, a finalist's row, a report."""
+def _an_old_run(uri: str, tmp_path, monkeypatch) -> None:
+    """A run at `uri`, with a leaderboard, a finalist's row and a report, read on this node."""
+    from results.run_folder import open_run
+
     monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "here"))
     old = RunFolder.at(uri)
     _write(old.path, {"leaderboard.parquet": "the old run's", "final/cnn_old_s0/rows/prior.json": "{}",
-                         "report/report.md": "the old run's"})
+                      "report/report.md": "the old run's"})
     old.mark()
     old.push()
-    return old
+    open_run(uri).pull()
 
 
-def test_a_reader_does_not_read_a_mirror_of_a_run_made_anew_since_as_the_new_run(tmp_path, monkeypatch):
+def test_a_reader_does_not_read_a_run_made_anew_since_as_the_old_one(tmp_path, monkeypatch):
     from results.run_folder import open_run
 
     uri = f"file://{tmp_path}/bucket/runs/r"
-    _an_old_runs_mirror(uri, tmp_path, monkeypatch)
+    _an_old_run(uri, tmp_path, monkeypatch)
     _made_anew_on_another_node(uri, tmp_path, monkeypatch)
     live = RunFolder.at(uri).trial("cnn_new") / "metrics.jsonl"  # a trial of the new run, running here
     _write(live.parent, {live.name: "not pushed yet"})
     run = open_run(uri)
-    assert run.trials_table.read_text() == "the new run's"
-    assert not run.leaderboard.exists() and not run.report_dir.exists()
-    assert live.read_text() == "not pushed yet"
     run.pull()
-    assert not run.leaderboard.exists()
-    # the mirror still names the run its folders came from, so the next driver here forgets them
-    run = open_run(uri, driver=True)
-    assert run.trials_table.read_text() == "the new run's" and not run.row_files()
-    assert run.marker.read_bytes() == (tmp_path / "bucket/runs/r" / run.marker.name).read_bytes()
+    assert run.trials_table.read_text() == "the new run's"
+    assert not run.leaderboard.exists() and not run.report_dir.exists() and not run.row_files()
+    assert live.read_text() == "not pushed yet"  # the trial's mirror is not the reader's
+
+
+@pytest.mark.parametrize("case", ["made anew", "deleted"])
+def test_a_driver_forgets_a_mirror_of_another_run(case, tmp_path, monkeypatch):
+    """search.final (and search.run) on a node whose mirror holds an old run's finalists' rows,
+    which the final stage would merge into the new run's leaderboard."""
+    from results.run_folder import open_run
+    from search.run import _check_remote_run
+
+    uri = f"file://{tmp_path}/bucket/runs/r"
+    _an_old_run(uri, tmp_path, monkeypatch)
+    _write(RunFolder.at(uri).path, {"final/cnn_old_s0/rows/prior.json": "{}"})
+    _made_anew_on_another_node(uri, tmp_path, monkeypatch, mark=case == "made anew")
+    if case == "made anew":
+        assert _check_remote_run(RunFolder.at(uri))
+    run = open_run(uri, reader=False)
+    assert not run.row_files() and not run.leaderboard.exists() and run.is_run() == (case == "made anew")
+
+
+def test_a_driver_forgets_a_workers_mirror_that_shows_no_run(tmp_path, monkeypatch):
+    """A worker pulls its trials' and finalists' folders only, never the marker."""
+    from results.run_folder import open_run
+
+    uri = f"file://{tmp_path}/bucket/runs/r"
+    _made_anew_on_another_node(uri, tmp_path, monkeypatch)
+    _write(RunFolder.at(uri).path, {"final/cnn_old_s0/rows/prior.json": "{}"})
+    assert not open_run(uri, reader=False).row_files()
 
 
 def test_a_driver_keeps_this_nodes_mirror_of_the_same_run(tmp_path, monkeypatch):
     from results.run_folder import open_run
+    from search.run import _check_remote_run
 
     uri = f"file://{tmp_path}/bucket/runs/r"
-    old = _an_old_runs_mirror(uri, tmp_path, monkeypatch)
+    _an_old_run(uri, tmp_path, monkeypatch)
+    old = RunFolder.at(uri)
+    open_run(uri, reader=False)
     _write(old.trial("cnn_old"), {"metrics.jsonl": "not pushed yet"})
-    run = open_run(uri, driver=True)
+    assert _check_remote_run(old)
+    run = open_run(uri, reader=False)
     assert run.leaderboard.exists() and run.row_files() and (run.trial("cnn_old") / "metrics.jsonl").exists()
 
 
