@@ -43,7 +43,7 @@ from cvae_core.layout import grids_after
 from cvae_core.sources import DataError, absolute_source
 
 from .names import AUTO, resolve_extractor
-from .storage import Remote, check_uri, is_uri
+from .storage import Remote, StorageError, check_uri, is_uri
 
 if TYPE_CHECKING:  # the run folder is read without torch
     from cvae_core.data import ImageData
@@ -227,23 +227,31 @@ class RunFolder:
         self.push(self.marker)
 
     def forget_another_run(self) -> None:
-        """A run at a URI: forget this node's mirror of it unless it holds the bucket's marker, so
-        that no file of another run made at its place before (deleted and made anew since, maybe on
-        another node: search.run --fresh) reads as this run's or is pushed into it. Called by a command
-        that opens the run (search.run, search.final, a reader, in its own mirror) before it pulls,
-        when no trial of the run can be writing in that mirror; the trials' and the driver's pushed
-        work is in the bucket (a trial's own unpushed last epochs are lost, as on a resume on another
-        node), and a mirror is this program's scratch. A mirror without a marker, filled by a trial (one
-        pulls its own folder only) or for a run an earlier version started, cannot show which run it is
-        of, and is forgotten too."""
-        if not self.remote or not self.path.is_dir() or not any(self.path.iterdir()):
+        """A run at a URI: forget this node's mirror of it where the bucket holds another run than
+        the mirror (deleted and made anew since, maybe on another node: search.run --fresh; the
+        markers differ), or none while the mirror holds one, so that no old file reads as the run's
+        or is pushed into it. Called by a command that opens the run (search.run, search.final, a
+        reader, in its own mirror) before it pulls, when no trial of the run can be writing in that
+        mirror; the trials' and the driver's pushed work is in the bucket (what a killed trial had not
+        pushed is lost, as on a resume on another node), and a mirror is this program's scratch. A
+        mirror without a marker, filled by a trial (one pulls its own folder only) or for a run an
+        earlier version started, cannot show which run it is of, and is forgotten too."""
+        if not self.remote or not self.path.is_dir():
             return
+        names = {Path(info.path).name for info in self.remote.listing(recursive=False, folders=True)}
+        if not (not self._holds_buckets_marker() if self.holds_run(names) else self.is_run()):
+            return  # the same run; or no run in the bucket, nor in the mirror (a mistyped URI: a prefix of runs)
+        try:
+            shutil.rmtree(self.path)
+        except OSError as e:  # a trial of the previous search, not yet ended, writing here
+            raise StorageError(f"{self.path}: this node's copy of {self.location} holds another run's files and "
+                               f"could not be cleared ({e.strerror}); try again once its trials have ended") from None
+
+    def _holds_buckets_marker(self) -> bool:
         with tempfile.TemporaryDirectory() as tmp:
             there = Path(tmp) / RUN_MARKER
-            if self.marker.exists() and self.fetch(self.marker, there):
-                if there.read_bytes() == self.marker.read_bytes():
-                    return
-        shutil.rmtree(self.path)
+            return (self.marker.exists() and self.fetch(self.marker, there)
+                    and there.read_bytes() == self.marker.read_bytes())
 
     @property
     def _deleted_last(self) -> tuple[Path, ...]:

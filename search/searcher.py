@@ -217,8 +217,9 @@ def take_up_tunes_trials(controller) -> None:
 
 def settle(run: RunFolder, table: pd.DataFrame, keys: list[str]) -> None:
     """Once the search has ended: every study trial still running is told how its Tune trial ended
-    (its row of trials.parquet: the objectives' columns `keys`), or fails when no trial ran it."""
-    study = study_files.load_study(run.location)
+    (its row of trials.parquet: the objectives' columns `keys`), or fails when no trial ran it; a
+    run at a URI's study is pushed at once."""
+    study = study_files.study_of(run)
     rows = table.set_index("trial_id")
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tune_id = trial.user_attrs.get(study_files.TUNE_TRIAL_ID)
@@ -228,3 +229,4 @@ def settle(run: RunFolder, table: pd.DataFrame, keys: list[str]) -> None:
             study.tell(trial.number, values if len(values) > 1 else values[0])
         else:
             study.tell(trial.number, state=TrialState.FAIL)
+    run.push(run.study_journal)

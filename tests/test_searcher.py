@@ -221,6 +221,20 @@ def test_settle_ends_what_is_still_running_from_the_trials_table(tmp_path):
     assert [(t.state, t.value) for t in study.trials] == [(TrialState.COMPLETE, 70.0), (TrialState.FAIL, None)]
 
 
+def test_settle_reaches_the_study_of_a_run_in_a_bucket(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "driver"))
+    run = RunFolder.at(f"file://{tmp_path}/bucket/runs/r")
+    run.path.mkdir(parents=True)
+    run.mark()
+    s = searcher(run)
+    for trial_id in ("a", "b"):
+        s.suggest(trial_id)
+    settle(run, pd.DataFrame({"trial_id": ["a"], "status": ["TERMINATED"], "score": [70.0]}), ["score"])
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "reader"))  # results.show, optuna-dashboard elsewhere
+    study = study_files.load_study(run.location)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+
+
 def test_a_run_without_a_study_says_so_in_one_line(tmp_path):
     run = RunFolder(tmp_path / "seed")
     run.path.mkdir()

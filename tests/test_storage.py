@@ -159,6 +159,19 @@ def test_a_driver_forgets_a_workers_mirror_that_shows_no_run(tmp_path, monkeypat
     assert not open_run(uri, reader=False).row_files()
 
 
+def test_a_uri_that_holds_no_run_leaves_the_mirrors_under_it(tmp_path, monkeypatch):
+    """search.final given the --storage prefix (or a folder inside a run) by mistake."""
+    from results.run_folder import open_run
+
+    uri = f"file://{tmp_path}/bucket/runs/r"
+    _an_old_run(uri, tmp_path, monkeypatch)
+    live = RunFolder.at(uri).trial("cnn_old") / "metrics.jsonl"
+    _write(live.parent, {live.name: "not pushed yet"})
+    for wrong in (f"file://{tmp_path}/bucket/runs", f"{uri}/final"):
+        open_run(wrong, reader=False)
+        assert live.read_text() == "not pushed yet" and RunFolder.at(uri).row_files()
+
+
 def test_a_driver_keeps_this_nodes_mirror_of_the_same_run(tmp_path, monkeypatch):
     from results.run_folder import open_run
     from search.run import _check_remote_run
