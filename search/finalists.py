@@ -119,8 +119,9 @@ def _train_finalist(run: RunFolder, config: TrialConfig, finalist: Finalist, dat
         "train_seconds": sum(r["epoch_seconds"] for r in read_metrics(out)),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
+    run.push(finalist.path)  # the weights before the summary that says they are done: a rerun loads them
     atomic_write_text(finalist.summary, json.dumps(summary))
-    run.push(finalist.path)
+    run.push(finalist.summary)
     log.info(f"{name}: trained {result.epochs_run} epochs ({result.stop_reason}), best val "
              f"{result.best_val_loss:.2f} at epoch {result.best_epoch}, {summary['train_seconds']:.0f} s")
     return result.model, summary
@@ -194,8 +195,9 @@ def _score_finalist(run: RunFolder, trial: dict, config: TrialConfig, finalist: 
             data_source=data.source,
             train_on=train_on, gmm_components=final.gmm_components,
         )
+        run.push(finalist.path)  # the grid and the two_stage fit before the row that names them
         atomic_write_text(finalist.row(sampler), json.dumps(row))
-        run.push(finalist.path)
+        run.push(finalist.row(sampler))
 
 
 def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False) -> tuple[pd.DataFrame, list[str]]:

@@ -190,8 +190,38 @@ def test_rescore_fills_in_the_columns_of_rows_written_before_they_existed(scored
     assert gmm.read_text() == kept and (folder / "best.pt").stat().st_mtime_ns == best  # nothing else redone
 
 
-def rerun_finalist(run_dir, folder, **kw):
-    """finalist_job again for the finalist in `folder` of a scored run, as the final stage calls it."""
+@pytest.mark.parametrize("missing", [("train.json", "best.pt", "two_stage.pt", "rows", "samples_prior.png",
+                                      "samples_gmm.png", "samples_two_stage.png"),
+                                     ("two_stage.pt", "rows/two_stage.json", "samples_two_stage.png")])
+def test_a_finalist_in_a_bucket_uploads_nothing_before_what_it_names(missing, scored_run_copy, monkeypatch):
+    """A kill mid-upload must not leave the bucket a training summary without its weights (a rerun
+    would load them) nor a row without its sample grid and two_stage fit (a rerun keeps the row)."""
+    from results.storage import Remote
+
+    folder = next((scored_run_copy / "final").iterdir())
+    for name in missing:  # what the finalist has still to do
+        shutil.rmtree(folder / name) if (folder / name).is_dir() else (folder / name).unlink()
+    upload = Remote._upload
+
+    def checked(remote, path, src):
+        there = folder / path.relative_to(remote.scratch / "final" / folder.name)
+        if path.name == "train.json":
+            assert (folder / "best.pt").exists()
+        if path.parent.name == "rows":
+            assert (folder / f"samples_{path.stem}.png").exists()
+            assert path.stem != "two_stage" or (folder / "two_stage.pt").exists()
+        upload(remote, path, src)
+        assert there.exists()
+
+    monkeypatch.setattr(Remote, "_upload", checked)
+    monkeypatch.setenv("CVAE_SCRATCH", str(scored_run_copy.parent / "node"))
+    rows = rerun_finalist(scored_run_copy, folder, location=f"file://{scored_run_copy}")
+    assert [r["sampler"] for r in rows] == ["prior", "gmm", "two_stage"] and (folder / "rows" / "gmm.json").exists()
+
+
+def rerun_finalist(run_dir, folder, location: str | None = None, **kw):
+    """finalist_job again for the finalist in `folder` of a scored run, as the final stage calls it
+    (`location`: the run's URI, when `run_dir` is its bucket)."""
     from cvae_core.data import load_data
     from search.finalists import finalist_job
     from search.settings import load_spec
@@ -200,4 +230,4 @@ def rerun_finalist(run_dir, folder, **kw):
     trials = pd.read_parquet(run.trials_table)
     [trial] = trials[trials["trial_id"] == folder.name.split("_")[1]].to_dict("records")
     final = load_spec(run.space_file).final
-    return finalist_job(trial, 0, load_data(run.source()), "train", final, str(run.path), **kw)
+    return finalist_job(trial, 0, load_data(run.source()), "train", final, location or str(run.path), **kw)
