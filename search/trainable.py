@@ -184,11 +184,14 @@ class _Reporter:
             tune.report({**record, **(score or {}), **self.carried})
 
     def upload(self) -> None:
-        """Everything the trial wrote so far into the bucket, now (nothing for a local run)."""
+        """Everything the trial wrote so far into the bucket, now (nothing for a local run), then the
+        error of a background push that failed: what it missed goes up too (a failure record)."""
         if self.uploads:
             self.events.flush()
-            self.uploads.wait()
-            self.run.push(self.folder)
+            try:
+                self.uploads.wait()
+            finally:
+                self.run.push(self.folder)
 
     def close(self) -> None:
         self.events.close()
@@ -253,10 +256,10 @@ def run_trial(
     _forget_after(run, name, resume["epoch"] if resume else 0)
     report = _Reporter(run, name, _scorer(trial, data, objective, inception_weights, device), score_at,
                        checkpoint_every, carried, _scores(run.scores_file(name), resume["epoch"]) if resume else None)
-    if resume is not None:
-        report.report_milestone_again(resume["epoch"])
-    x, y, vx, vy = split(data, train_on)
     try:
+        if resume is not None:
+            report.report_milestone_again(resume["epoch"])
+        x, y, vx, vy = split(data, train_on)
         train(
             trial.model, x, y, vx, vy,
             recipe=trial.recipe, epochs=max_t, patience=patience, seed=seed,

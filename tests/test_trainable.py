@@ -209,3 +209,23 @@ def test_a_resumed_trial_forgets_the_scores_and_grids_a_killed_attempt_made_past
     run_trial(CONFIG, load_data(tree), location, max_t=3, **args)
     assert [json.loads(line)["score_epoch"] for line in bucket.read(f"runs/r/{name}/scores.jsonl").splitlines()] == [2]
     assert not [key for key in bucket.keys(f"runs/r/{name}") if "epoch0004_" in key]
+
+
+def test_a_failed_background_upload_still_lets_the_trials_failure_record_reach_the_bucket(tmp_path, monkeypatch):
+    """A retry elsewhere reads it: without it, a diverged trial would be trained again."""
+    from results.run_folder import RunFolder
+    from search.trainable import _Reporter
+
+    monkeypatch.setenv("CVAE_SCRATCH", str(tmp_path / "node"))
+    run = RunFolder.at(f"file://{tmp_path}/bucket/runs/r")
+    run.trial("t").mkdir(parents=True)
+    report = _Reporter(run, "t", None, frozenset(), 5, {}, None)
+
+    def fails():
+        raise OSError("the bucket stopped answering")
+
+    report.uploads.later(fails)
+    run.failure_file("t").write_text(json.dumps({"kind": "diverged", "reason": "loss diverged at epoch 3"}))
+    with pytest.raises(OSError, match="stopped answering"):
+        report.close()
+    assert (tmp_path / "bucket/runs/r/t" / run.failure_file("t").name).exists()
