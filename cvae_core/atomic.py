@@ -24,6 +24,19 @@ def temp_name(name: str) -> str:
     return f".{name}.{secrets.token_hex(6)}.tmp"
 
 
+def is_temp(path: Path | str) -> bool:
+    """A file being written (temp_name): a mirror never pushes or pulls one (results.storage)."""
+    path = Path(path)
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def remove_temp_files(folder: Path) -> None:
+    """The files a killed attempt was writing under `folder` (a checkpoint's worth of disk each),
+    removed before the next attempt writes there: no other process writes in it then."""
+    for path in folder.rglob(".*.tmp"):
+        path.unlink(missing_ok=True)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call write(tmp_path), then move tmp_path onto `path`."""
     atomic_write_all([(path, write)])

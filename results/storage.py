@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cvae_core.atomic import temp_name
+from cvae_core.atomic import is_temp, temp_name
 from cvae_core.sources import default_cache_dir
 
 
@@ -73,12 +73,6 @@ def _resolved(uri: str, _endpoint: str | None):
     # upload (create, part, complete); a missing bucket then shows only when the file is closed,
     # which check_uri has ruled out before anything is written.
     return FileSystem.from_uri(f"{uri}?allow_delayed_open=true" if urlsplit(uri).scheme == "s3" else uri)
-
-
-def is_temp(path: Path | str) -> bool:
-    """A file being written (cvae_core.atomic.temp_name): never pushed, never pulled."""
-    path = Path(path)
-    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 # A mirrored file's (size, mtime_ns) here and its object's (size, mtime) in the bucket when it was

@@ -22,7 +22,7 @@ import pandas as pd
 import ray
 import torch
 
-from cvae_core.atomic import atomic_write_text
+from cvae_core.atomic import atomic_write_text, remove_temp_files
 from cvae_core.config import TrialConfig
 from cvae_core.data import ImageData, split
 from cvae_core.grids import grid_labels
@@ -156,6 +156,8 @@ def finalist_job(trial: dict, seed: int, data: ImageData, train_on: str, final: 
     config = TrialConfig.from_dict(json.loads(trial["config"]))
     finalist = run.finalist(Path(trial["trial_dir"]).name, seed)
     run.pull(finalist.path)  # what an earlier attempt finished, on whichever node
+    if finalist.path.is_dir():
+        remove_temp_files(finalist.path)
     todo = [s for s in final.samplers if _needs_scoring(finalist.row(s), rescore)]
     if todo:
         device = claim_device(gpu_share, cpus)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import yaml
 
-from cvae_core.atomic import atomic_write_text
+from cvae_core.atomic import atomic_write_text, is_temp
 from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
 from cvae_core.config import batch_size_problem
 from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
 from results.run_folder import RunFolder
-from results.storage import StorageError, check_uri, is_temp, is_uri
+from results.storage import StorageError, check_uri, is_uri
 
 from .cluster import ClusterError, check_address
 from .distributions import IntRange

@@ -17,7 +17,14 @@ import torch
 from ray import tune
 from tensorboardX import SummaryWriter
 
-from cvae_core.atomic import append_records, atomic_torch_save, atomic_write_text, keep_records, read_records
+from cvae_core.atomic import (
+    append_records,
+    atomic_torch_save,
+    atomic_write_text,
+    keep_records,
+    read_records,
+    remove_temp_files,
+)
 from cvae_core.config import TrialConfig
 from cvae_core.data import ImageData, split
 from cvae_core.layout import CHECKPOINT_FILE, read_metrics
@@ -106,6 +113,7 @@ def _prepare_folder(run: RunFolder, name: str) -> Path:
     trial_dir = run.trial(name)
     run.pull(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(trial_dir)
     check_earlier_failure(run, name)
     remove_empty_event_files(run, trial_dir)
     return trial_dir

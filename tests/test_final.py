@@ -112,7 +112,10 @@ def test_finalist_job_scores_what_is_missing_without_retraining(scored_run_copy)
     kept, best = prior.read_text(), (folder / "best.pt").stat().st_mtime_ns
     fitted = (folder / "two_stage.pt").stat().st_mtime_ns
     gmm.unlink()
+    left = folder / ".checkpoint.pt.0a1b2c.tmp"  # a killed attempt was saving it
+    left.write_bytes(b"half")
     rows = rerun_finalist(scored_run_copy, folder)
+    assert not left.exists()
     assert [r["sampler"] for r in rows] == ["prior", "gmm", "two_stage"] and gmm.exists()
     assert prior.read_text() == kept and (folder / "best.pt").stat().st_mtime_ns == best
     assert (folder / "two_stage.pt").stat().st_mtime_ns == fitted  # not fitted again for another sampler

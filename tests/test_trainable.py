@@ -62,8 +62,13 @@ def test_a_trial_asha_stopped_before_a_kill_ends_at_once_when_the_restart_brings
                                                                                       monkeypatch):
     # Tune saves its state a moment after ASHA stops a trial; a kill in between brings the trial
     # back as unfinished. It must end as it ended, with its last epoch and score, not train on.
-    run, _, reports = _asha_stopped_trial(tmp_path, monkeypatch)
+    run, folder, reports = _asha_stopped_trial(tmp_path, monkeypatch)
+    left = [folder / ".checkpoint.pt.0a1b2c.tmp", folder / "grids" / ".epoch_0004.png.3d4e5f.tmp"]
+    for path in left:  # the killed attempt was saving these
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half")
     _restart(tree, run)
+    assert not any(path.exists() for path in left)
     assert len(reports) == 1
     assert reports[0]["epoch"] == 4 and reports[0]["score"] == 50.0 and reports[0]["stop"] is None  # -> "asha"
 
