@@ -236,11 +236,11 @@ class RunFolder:
         pushed is lost, as on a resume on another node), and a mirror is this program's scratch. A
         mirror without a marker, filled by a trial (one pulls its own folder only) or for a run an
         earlier version started, cannot show which run it is of, and is forgotten too."""
-        if not self.remote or not self.path.is_dir():
-            return
+        if not self.remote or not self.path.is_dir() or self._holds_buckets_marker():
+            return  # the same run (one request: the common case)
         names = {Path(info.path).name for info in self.remote.listing(recursive=False, folders=True)}
-        if not (not self._holds_buckets_marker() if self.holds_run(names) else self.is_run()):
-            return  # the same run; or no run in the bucket, nor in the mirror (a mistyped URI: a prefix of runs)
+        if not (self.holds_run(names) or self.is_run()):
+            return  # no run in the bucket, nor in the mirror (a mistyped URI: a prefix of runs)
         try:
             shutil.rmtree(self.path)
         except OSError as e:  # a trial of the previous search, not yet ended, writing here
