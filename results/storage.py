@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +36,8 @@ from urllib.parse import urlsplit
 
 from cvae_core.atomic import is_temp, temp_name
 from cvae_core.sources import default_cache_dir
+
+log = logging.getLogger("results")
 
 
 class StorageError(ValueError):
@@ -272,10 +275,20 @@ class Uploads:
             self._queued = self._pool.submit(push)
 
     def wait(self) -> None:
-        """Wait for the pushes asked for; raise the error of a failed one."""
+        """Wait for the pushes asked for; raise the error of a failed one (once)."""
         self._pool.submit(lambda: None).result()
-        if self._queued is not None and self._queued.done():
-            self._queued.result()
+        queued, self._queued = self._queued, None
+        if queued is not None and queued.done():
+            queued.result()
+
+    def finish(self, push) -> None:
+        """Wait for the pushes asked for, then `push`, which uploads whatever a failed one missed
+        (a push uploads every file changed since its last upload): a failed one is only logged."""
+        try:
+            self.wait()
+        except Exception as e:
+            log.warning(f"a background upload failed ({_first_line(e)}); uploading again")
+        push()
 
 
 # How a user gives each scheme's client credentials.

@@ -97,7 +97,9 @@ def _train_finalist(run: RunFolder, config: TrialConfig, finalist: Finalist, dat
     """The finalist's model with its kept weights and its training summary: trained (resuming from
     its checkpoint), or loaded when it was trained before."""
     out, name = finalist.path, finalist.path.name
-    if finalist.summary.exists():
+    # Trained before; unless the summary came without its weights (a bucket an earlier version pushed
+    # to, killed mid-push): then the checkpoint says training is done, and train() returns at once.
+    if finalist.summary.exists() and (out / BEST_FILE).exists():
         return load_model(out / BEST_FILE, device), json.loads(finalist.summary.read_text())
     ckpt = out / CHECKPOINT_FILE
     resume = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
@@ -111,7 +113,7 @@ def _train_finalist(run: RunFolder, config: TrialConfig, finalist: Finalist, dat
         callback=_uploading(run, finalist, final.checkpoint_every, uploads, _progress(name)),
     )
     if uploads is not None:
-        uploads.wait()
+        uploads.finish(lambda: run.push(finalist.path))  # the weights before the summary that says they are done
     summary = {
         "epochs_trained": result.epochs_run, "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss, "stop_reason": result.stop_reason,
@@ -119,7 +121,6 @@ def _train_finalist(run: RunFolder, config: TrialConfig, finalist: Finalist, dat
         "train_seconds": sum(r["epoch_seconds"] for r in read_metrics(out)),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
-    run.push(finalist.path)  # the weights before the summary that says they are done: a rerun loads them
     atomic_write_text(finalist.summary, json.dumps(summary))
     run.push(finalist.summary)
     log.info(f"{name}: trained {result.epochs_run} epochs ({result.stop_reason}), best val "

@@ -192,14 +192,11 @@ class _Reporter:
             tune.report({**record, **(score or {}), **self.carried})
 
     def upload(self) -> None:
-        """Everything the trial wrote so far into the bucket, now (nothing for a local run), then the
-        error of a background push that failed: what it missed goes up too (a failure record)."""
+        """Everything the trial wrote so far into the bucket, now (nothing for a local run), what a
+        failed background push missed (its failure record) included."""
         if self.uploads:
             self.events.flush()
-            try:
-                self.uploads.wait()
-            finally:
-                self.run.push(self.folder)
+            self.uploads.finish(lambda: self.run.push(self.folder))
 
     def close(self) -> None:
         self.events.close()

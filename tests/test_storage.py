@@ -289,6 +289,11 @@ def test_background_uploads_raise_their_error_when_waited_for():
     uploads.later(fail)
     with pytest.raises(OSError, match="endpoint gone"):
         uploads.wait()
+    uploads.wait()  # once: a later push has nothing of it to answer for
+    uploads.later(fail)
+    pushed = []
+    uploads.finish(lambda: pushed.append("all"))  # a whole push uploads what the failed one missed
+    assert pushed == ["all"]
 
 
 def test_a_local_run_folder_neither_pushes_nor_pulls(tmp_path):

@@ -217,7 +217,8 @@ def test_a_resumed_trial_forgets_the_scores_and_grids_a_killed_attempt_made_past
 
 
 def test_a_failed_background_upload_still_lets_the_trials_failure_record_reach_the_bucket(tmp_path, monkeypatch):
-    """A retry elsewhere reads it: without it, a diverged trial would be trained again."""
+    """A retry elsewhere reads it: without it, a diverged trial would be trained again. The last
+    push uploads what the failed one missed, so the trial does not fail for it."""
     from results.run_folder import RunFolder
     from search.trainable import _Reporter
 
@@ -231,6 +232,5 @@ def test_a_failed_background_upload_still_lets_the_trials_failure_record_reach_t
 
     report.uploads.later(fails)
     run.failure_file("t").write_text(json.dumps({"kind": "diverged", "reason": "loss diverged at epoch 3"}))
-    with pytest.raises(OSError, match="stopped answering"):
-        report.close()
+    report.close()
     assert (tmp_path / "bucket/runs/r/t" / run.failure_file("t").name).exists()
