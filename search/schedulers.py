@@ -260,6 +260,7 @@ class PersistentASHA(SavesOnEvents, AgreementASHA):
             self._written_finals.add(trial_id)
         if self._let_on is not None:
             lines.append(self._let_on)
+            self._let_on = None  # once: a trial Tune ends without a result (on_trial_complete) comes next
         if lines:
             append_records(self._state_path, lines)
 

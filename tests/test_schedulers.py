@@ -199,7 +199,14 @@ def test_where_early_scores_rank_finished_trials_backwards_a_slow_starter_is_kep
     # Epochs 1 and 2 rank them backwards: a newcomer that is worst of all is let on past them, as
     # the slow starter that ended best was, each decision recorded with why; epoch 4 ranks them as
     # their ends do, and cuts it.
-    assert _run(sched, "late", [20.0] * 8) == 4
+    late, quiet = _trial("late"), _trial("quiet")
+    for trial in (late, quiet):
+        sched.on_trial_add(None, trial)
+    assert [sched.on_trial_result(None, late, {"epoch": e, "best_val_loss": 20.0, "stop": None})
+            for e in (1, 2)] == [TrialScheduler.CONTINUE] * 2
+    sched.on_trial_complete(None, quiet, {"epoch": 1, "best_val_loss": 5.0})  # Tune ends it without a result
+    assert [sched.on_trial_result(None, late, {"epoch": e, "best_val_loss": 20.0, "stop": None})
+            for e in (3, 4)] == [TrialScheduler.CONTINUE, TrialScheduler.STOP]
     let_on = [r for r in read_records(RunFolder(tmp_path).asha_state) if r.get("let_on") == "late"]
     assert let_on == [{"let_on": "late", "milestone": m, "agreement": -1.0, "finished": 3} for m in (1, 2)]
     assert _cuts(tmp_path) == {"late": 4}
