@@ -119,8 +119,9 @@ _state_uploads: dict[str, Any] = {"through": None, "before": {}, "seconds": 0.0}
 
 def upload_states_through(upload_state) -> None:
     """From now on in this process, Tune's syncer uploads its experiment state by calling
-    upload_state(upload, local_path, fs, fs_path, exclude), handed Tune's own upload and its
-    arguments (search.state_upload), in Tune's upload thread."""
+    upload_state(upload, local_path, fs, fs_path, exclude, before), handed Tune's own upload and its
+    arguments (search.state_upload), and what its destination registered (before_state_uploads), in
+    Tune's upload thread."""
     from ray.train._internal.storage import _FilesystemSyncer
 
     _state_uploads["through"] = upload_state
@@ -138,18 +139,18 @@ def upload_states_through(upload_state) -> None:
 
 def before_state_uploads(experiment_fs_path: str, before) -> None:
     """From now on in this process, each upload of Tune's experiment state to `experiment_fs_path`
-    (its storage context's experiment_fs_path, e.g. bucket/prefix/name) first calls before(), in
-    Tune's upload thread: the run's own files then reach storage before the state that refers to
-    them, without holding up the driver (search.tuning.PushesRunFiles). Needs upload_states_through."""
+    (its storage context's experiment_fs_path, e.g. bucket/prefix/name) calls before() in Tune's
+    upload thread, once upload_state has copied the state aside and before it uploads that copy:
+    the run's own files then reach storage before the state that refers to them, and are no older
+    than it (Tune may save again meanwhile), without holding up the driver
+    (search.tuning.PushesRunFiles). Needs upload_states_through."""
     _state_uploads["before"][experiment_fs_path] = before
 
 
 def _state_upload(upload, fs_path: str, **kwargs) -> None:
     started = time.perf_counter()
-    before = _state_uploads["before"].get(fs_path)
-    if before is not None:
-        before()
-    _state_uploads["through"](upload, fs_path=fs_path, **kwargs)
+    before = _state_uploads["before"].get(fs_path, lambda: None)
+    _state_uploads["through"](upload, fs_path=fs_path, before=before, **kwargs)
     _state_uploads["seconds"] = time.perf_counter() - started
 
 

@@ -30,18 +30,22 @@ from results.run_folder import TUNE_EXPERIMENT_STATE, TUNE_SEARCHER_STATES, tune
 COPIES = 5  # tries at a staging folder whose state does not read back whole (Tune writing into it)
 
 
-def upload_state(upload, local_path: str, fs, fs_path: str, exclude: list[str] | None = None) -> None:
+def upload_state(upload, local_path: str, fs, fs_path: str, exclude: list[str] | None = None,
+                 before=lambda: None) -> None:
     """Upload Tune's staging folder `local_path` to `fs_path` on `fs`, the arguments of Tune's own
     `upload` (ray.train._internal.storage._upload_to_fs_path), each file whole and the experiment
-    state last. To object storage Tune's upload does it; to a local disk it would write each file in
-    place, so the copy is made here."""
+    state last; before() once the folder is copied aside, before its copy goes up (private_api.
+    before_state_uploads). To object storage Tune's upload does it; to a local disk it would write
+    each file in place, so the copy is made here."""
     import pyarrow.fs
 
     if exclude:  # Tune excludes nothing from its experiment state; anything else goes as Tune sends it
+        before()
         upload(local_path=local_path, fs=fs, fs_path=fs_path, exclude=exclude)
         return
     with tempfile.TemporaryDirectory(prefix="tune-state-") as folder:
         snapshot = _whole_copy(Path(local_path), Path(folder) / "state")
+        before()
         if isinstance(fs, pyarrow.fs.LocalFileSystem):
             _move_in(snapshot, Path(fs_path))
             return

@@ -142,3 +142,23 @@ def test_in_a_bucket_the_experiment_state_is_uploaded_after_the_searchers_state(
     sync_up(staging(tmp_path / "staging", "one"), RunFolder.at(f"{bucket.uri}/runs/r"))
     assert uploads[-1] == {*SEARCHER, ERROR}  # all there before the state's own upload
     assert {key: bucket.read(f"runs/r/{key}") for key in keys()} == contents("one")
+
+
+def test_the_runs_own_files_go_up_after_the_state_is_copied_aside_so_they_are_never_older(tmp_path):
+    """Tune may write its next save while the run's journal and ASHA records upload: the state that
+    lands is the one copied before them, never one naming trials and stops they lack."""
+    from ray.train._internal.storage import StorageContext
+
+    run = RunFolder(tmp_path / "runs" / "r")
+    local = staging(tmp_path / "staging", "first")
+    seen = []
+
+    def push_the_runs_files():  # meanwhile Tune saves again
+        seen.append((run.path / STATE).exists())
+        for name, data in contents("second").items():
+            (local / name).write_bytes(data)
+
+    storage = StorageContext(run.storage, run.name)
+    private_api.before_state_uploads(storage.experiment_fs_path, push_the_runs_files)
+    sync_up(local, run)
+    assert seen == [False] and files(run) == contents("first")
