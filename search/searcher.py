@@ -23,6 +23,7 @@ from optuna.samplers import BaseSampler, GPSampler, TPESampler
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from cvae_core.atomic import read_records
 from cvae_core.layout import latest_samples_grid
 from results import study as study_files
 from results.run_folder import RunFolder, trial_name
@@ -164,12 +165,17 @@ class ScoreOptunaSearch(OptunaSearch):
         if any(t.number != failed.number and t.user_attrs.get(study_files.TUNE_TRIAL_ID) == tune_id
                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
             return  # recorded before a kill that came before Tune saved the retry's end
+        attrs = self._end_attrs(frozen, result)  # its folder pulled
         intermediate = dict(frozen.intermediate_values)
-        if "score_epoch" in result and len(values) == 1:
-            intermediate[int(result["score_epoch"])] = values[0]
+        if len(values) == 1:  # the retry's scores too, which the study took no more once the trial had failed
+            name = Path(frozen.user_attrs[study_files.TRIAL_DIR]).name
+            scores = read_records(RunFolder.at(self._run_location).scores_file(name))
+            intermediate.update({int(r["score_epoch"]): r[self.metric] for r in scores if self.metric in r})
+            if "score_epoch" in result:
+                intermediate[int(result["score_epoch"])] = values[0]
         study.add_trial(optuna.trial.create_trial(
             params=frozen.params, distributions=frozen.distributions, values=values,
-            intermediate_values=intermediate, user_attrs={**frozen.user_attrs, **self._end_attrs(frozen, result)}))
+            intermediate_values=intermediate, user_attrs={**frozen.user_attrs, **attrs}))
 
     def _end_attrs(self, trial: optuna.Trial | optuna.trial.FrozenTrial, result: dict, error: bool = False) -> dict:
         """Why the trial stopped and the epoch of its last score, from its folder (pulled to this

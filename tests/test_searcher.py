@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from cvae_core.atomic import append_records
 from results import study as study_files
 from results.run_folder import RunFolder
 from search.objective import METRIC, MODE
@@ -168,6 +169,7 @@ def test_a_failed_trial_that_finishes_when_tune_retries_it_is_a_study_trial_the_
     s = searcher(run)
     config = s.suggest("a")
     run.trial("mlp_a").mkdir(parents=True)
+    append_records(run.scores_file("mlp_a"), [{"score": v, "score_epoch": e} for e, v in [(2, 120.0), (4, 110.0)]])
     s.on_trial_result("a", result(120.0, epoch=2))
     s.on_trial_complete("a", result(120.0, epoch=2), error=True)  # out of memory, say
     s.save(str(tmp_path / "searcher.pkl"))  # Tune's save, before the retry's end
@@ -176,7 +178,7 @@ def test_a_failed_trial_that_finishes_when_tune_retries_it_is_a_study_trial_the_
     failed, finished = study_files.load_study(run.path).trials
     assert failed.state == TrialState.FAIL and finished.state == TrialState.COMPLETE
     assert finished.params == failed.params and finished.params["lr"] == config["lr"]
-    assert (finished.value, finished.intermediate_values) == (100.0, {2: 120.0, 6: 100.0})
+    assert (finished.value, finished.intermediate_values) == (100.0, {2: 120.0, 4: 110.0, 6: 100.0})
     assert finished.user_attrs[study_files.TUNE_TRIAL_ID] == "a"
     assert finished.user_attrs[study_files.STOP_REASON] == "max_epochs"
 
