@@ -235,9 +235,30 @@ class PersistentASHA(SavesOnEvents, AgreementASHA):
                 continue
             if "let_on" in record:
                 continue  # a decision, for results.show
+            if "forget" in record:
+                self._forget({record["forget"]})
+                continue
             b, r, trial_id = record["bracket"], record["rung"], record["trial"]
             asha_rungs(self)[b][r][1][trial_id] = record["value"]
             self._written.add((b, r, trial_id))
+
+    def keep_only(self, trial_ids: list[str]) -> None:
+        """Forget the records of every trial but `trial_ids`, the trials a restored Tune holds: a kill
+        can leave Tune's state from a save before a trial these records hold, and the trial that takes
+        up its study trial (search.searcher.take_up_tunes_trials) runs its configuration again, which
+        would count twice at its milestones."""
+        recorded = {t for rungs in asha_rungs(self) for _, values in rungs for t in values} | set(self._finals)
+        if gone := sorted(recorded - set(trial_ids)):
+            self._forget(set(gone))
+            append_records(self._state_path, [{"forget": trial_id} for trial_id in gone])
+
+    def _forget(self, trial_ids: set[str]) -> None:
+        for rungs in asha_rungs(self):
+            for _, values in rungs:
+                for trial_id in trial_ids & set(values):
+                    del values[trial_id]
+        for trial_id in trial_ids:
+            self._finals.pop(trial_id, None)
 
     def _append_new_records(self, trial_id: str, stopped: bool) -> None:
         """New rung records; for a stop, on what: the milestone, the trial's score and the cutoff it

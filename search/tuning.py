@@ -148,6 +148,14 @@ class PushesRunFiles(tune.Callback):
         run.push(run.study_artifacts)
 
 
+def _hold_tunes_trials(controller) -> None:
+    """Once Tune has restored a search: its searcher and ASHA hold the trials the restored Tune holds
+    and no others (what a kill left from different saves)."""
+    take_up_tunes_trials(controller)
+    if isinstance(controller.scheduler_alg, PersistentASHA):
+        controller.scheduler_alg.keep_only([trial.trial_id for trial in controller.get_trials()])
+
+
 def configure_tune() -> None:
     """Tune's and Optuna's process-wide settings for a search (read when a Tuner starts)."""
     # The driver's heap is mostly what it has imported (Ray, Tune, Optuna, torch: about 300,000
@@ -165,7 +173,7 @@ def configure_tune() -> None:
     # Tune's experiment state lands whole, so that a kill during an upload leaves one to resume from.
     upload_states_through(upload_state)
     # ... beside the searcher's, which a kill may leave from another save: a resume reconciles them.
-    after_tune_resumes(take_up_tunes_trials)
+    after_tune_resumes(_hold_tunes_trials)
     # A trial's score exists from its first ASHA milestone on; Tune would refuse earlier results.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # ... and Tune, reading its experiment back, would warn about each missing per-trial log.

@@ -1,10 +1,12 @@
 import pickle
+import shutil
 from types import SimpleNamespace
 
 from ray.tune.schedulers import TrialScheduler
 
 from cvae_core.atomic import read_records
 from results.run_folder import RunFolder
+from search.private_api import asha_rungs
 from search.schedulers import PersistentASHA, stopped_by_asha
 
 
@@ -37,6 +39,23 @@ def test_rungs_survive_a_restore_and_give_the_same_decisions(tmp_path):
     assert _feed(restored, "late", 1, 11.0) == TrialScheduler.STOP
     # ...exactly as the uninterrupted scheduler decides.
     assert _feed(sched, "late", 1, 11.0) == TrialScheduler.STOP
+
+
+def test_a_resume_forgets_the_records_of_trials_the_restored_tune_does_not_hold(tmp_path):
+    """A kill left Tune's state from a save before 'x' reached its milestone: the trial that takes up
+    x's settings is recorded there anew, not beside x's old score as if a second configuration."""
+    sched = _asha(tmp_path)
+    pickled = pickle.dumps(sched)
+    for trial_id, loss in [("a", 10.0), ("b", 9.0), ("x", 20.0)]:
+        _feed(sched, trial_id, 1, loss)
+    (tmp_path / "copy").mkdir()
+    shutil.copy(RunFolder(tmp_path).asha_state, RunFolder(tmp_path / "copy").asha_state)
+    assert _feed(_asha(tmp_path / "copy"), "y", 1, 9.8) == TrialScheduler.CONTINUE  # x's 20.0 lowers the bar
+    restored = pickle.loads(pickled)
+    restored.keep_only(["a", "b"])
+    assert _feed(restored, "y", 1, 9.8) == TrialScheduler.STOP
+    again = pickle.loads(pickled)  # a second resume reads the same
+    assert {m: set(values) for rungs in asha_rungs(again) for m, values in rungs}[1] == {"a", "b", "y"}
 
 
 def test_asha_follows_the_score_where_the_validation_loss_disagrees(tmp_path):
