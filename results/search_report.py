@@ -130,6 +130,8 @@ def asha_decisions(run: RunFolder, trials: pd.DataFrame) -> list[str]:
     each stop, on what (the trial's score against the cutoff: the best 1/reduction_factor of the
     scores recorded there before it). Markdown lines."""
     records = read_records(run.asha_state)
+    forgotten = {r["forget"] for r in records if "forget" in r}  # trials a resume lost (PersistentASHA.keep_only)
+    records = [r for r in records if r.get("trial", r.get("let_on")) not in forgotten]
     stops = sorted((r for r in records if "stopped" in r and "milestone" in r),
                    key=lambda r: (r["milestone"], r["score"]))
     let_on = [r for r in records if "let_on" in r]

@@ -245,8 +245,9 @@ class PersistentASHA(SavesOnEvents, AgreementASHA):
     def keep_only(self, trial_ids: list[str]) -> None:
         """Forget the records of every trial but `trial_ids`, the trials a restored Tune holds: a kill
         can leave Tune's state from a save before a trial these records hold, and the trial that takes
-        up its study trial (search.searcher.take_up_tunes_trials) runs its configuration again, which
-        would count twice at its milestones."""
+        up its study trial (search.searcher.take_up_tunes_trials) runs its configuration again, under
+        another id, which would count twice at its milestones. (A grid of presets makes such a trial
+        again under its own id, whose records it replaces: not for it.)"""
         recorded = {t for rungs in asha_rungs(self) for _, values in rungs for t in values} | set(self._finals)
         if gone := sorted(recorded - set(trial_ids)):
             self._forget(set(gone))
@@ -259,6 +260,8 @@ class PersistentASHA(SavesOnEvents, AgreementASHA):
                     del values[trial_id]
         for trial_id in trial_ids:
             self._finals.pop(trial_id, None)
+        self._written = {key for key in self._written if key[2] not in trial_ids}
+        self._written_finals -= trial_ids
 
     def _append_new_records(self, trial_id: str, stopped: bool) -> None:
         """New rung records; for a stop, on what: the milestone, the trial's score and the cutoff it

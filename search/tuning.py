@@ -21,6 +21,7 @@ from .private_api import (
     OPTUNA_STUDY_NOTICE_LOGGERS,
     after_tune_resumes,
     before_state_uploads,
+    tune_searcher,
     upload_states_through,
 )
 from .schedulers import STATE_PERIOD_S, PersistentASHA
@@ -150,10 +151,11 @@ class PushesRunFiles(tune.Callback):
 
 def _hold_tunes_trials(controller) -> None:
     """Once Tune has restored a search: its searcher and ASHA hold the trials the restored Tune holds
-    and no others (what a kill left from different saves)."""
+    and no others (what a kill left from different saves; a grid of presets remakes its own)."""
     take_up_tunes_trials(controller)
-    if isinstance(controller.scheduler_alg, PersistentASHA):
-        controller.scheduler_alg.keep_only([trial.trial_id for trial in controller.get_trials()])
+    asha = controller.scheduler_alg
+    if isinstance(tune_searcher(controller)[0], ScoreOptunaSearch) and isinstance(asha, PersistentASHA):
+        asha.keep_only([trial.trial_id for trial in controller.get_trials()])
 
 
 def configure_tune() -> None:

@@ -56,6 +56,9 @@ def test_a_resume_forgets_the_records_of_trials_the_restored_tune_does_not_hold(
     assert _feed(restored, "y", 1, 9.8) == TrialScheduler.STOP
     again = pickle.loads(pickled)  # a second resume reads the same
     assert {m: set(values) for rungs in asha_rungs(again) for m, values in rungs}[1] == {"a", "b", "y"}
+    _feed(again, "x", 1, 20.0)  # an id met again is recorded again (a grid of presets makes its trials so)
+    assert {m: set(values) for rungs in asha_rungs(pickle.loads(pickled)) for m, values in rungs}[1] == {
+        "a", "b", "y", "x"}
 
 
 def test_asha_follows_the_score_where_the_validation_loss_disagrees(tmp_path):

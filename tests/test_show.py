@@ -208,7 +208,11 @@ def test_the_report_shows_what_asha_and_tpe_decided(tmp_path):
     append_records(run.asha_state, [{"bracket": 0, "rung": 0, "milestone": 2, "trial": "t1", "value": -118.0},
                                     {"stopped": 1, "trial": "t1", "milestone": 2, "score": 118.0, "cutoff": 101.5,
                                      "compared": 1},
-                                    {"stopped": 2, "trial": "t0"}])  # at max_t: no milestone, not a cut
+                                    {"stopped": 2, "trial": "t0"},  # at max_t: no milestone, not a cut
+                                    {"bracket": 0, "rung": 0, "milestone": 2, "trial": "lost", "value": -150.0},
+                                    {"stopped": 3, "trial": "lost", "milestone": 2, "score": 150.0, "cutoff": 101.5,
+                                     "compared": 1},
+                                    {"forget": "lost"}])  # a resume's Tune never held it: another trial reran it
     assert main([str(run_dir)]) == 0
     md = (run_dir / "report" / "report.md").read_text()
     assert "| 2 | 2 | 1 |" in md  # two trials scored at epoch 2, one stopped there
