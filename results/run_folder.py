@@ -37,9 +37,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cvae_core.atomic import atomic_write_text
+from cvae_core.atomic import atomic_write_text, read_records
 from cvae_core.config import data_shape, describe_shape
-from cvae_core.layout import grids_after
+from cvae_core.layout import grids_after, read_metrics
 from cvae_core.sources import DataError, absolute_source
 
 from .names import AUTO, resolve_extractor
@@ -296,6 +296,15 @@ class RunFolder:
 
     def scores_file(self, trial_name: str) -> Path:
         return self.trial(trial_name) / "scores.jsonl"
+
+    def scores(self, trial_name: str, objective: str) -> dict[int, float]:
+        """A trial's scores by the epoch they were computed at (a resumed trial's last word on each,
+        an attempt's scores after the checkpoint the next one started from forgotten): its
+        scores.jsonl, or for a trial ranked by val_loss, which scores no samples, its best
+        validation loss at every epoch (what it reported, search.trainable)."""
+        if objective == "val_loss":
+            return {r["epoch"]: r["best_val_loss"] for r in read_metrics(self.trial(trial_name))}
+        return {r["score_epoch"]: r["score"] for r in read_records(self.scores_file(trial_name))}
 
     def forget_grids_after(self, folder: Path, epoch: int) -> None:
         """The grids a killed attempt drew after `epoch`, where the next attempt starts, deleted here

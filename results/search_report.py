@@ -22,7 +22,6 @@ import pandas as pd
 
 from cvae_core.atomic import read_records
 from cvae_core.config import STOP_REASONS
-from cvae_core.layout import read_metrics
 
 from .run_folder import RunFolder
 from .study import ASHA_STOP, FITTED_ON, FITTED_ON_LAST, NoStudy, latest_attempts, study_of
@@ -58,17 +57,8 @@ def importances(study) -> dict[str, float]:
 
 
 def _scores(run: RunFolder, trials: pd.DataFrame) -> dict[str, dict[int, float]]:
-    """Each trial's scores (by its trial_dir) by the epoch they were computed at (a resumed trial's
-    last word on each): its scores.jsonl, or for a trial ranked by val_loss, which scores no
-    samples, its best validation loss at every epoch (what it reported, search.trainable)."""
-    scored = {}
-    for row in trials.itertuples():
-        name = Path(row.trial_dir).name
-        if row.objective == "val_loss":
-            scored[row.trial_dir] = {r["epoch"]: r["best_val_loss"] for r in read_metrics(run.trial(name))}
-        else:
-            scored[row.trial_dir] = {r["score_epoch"]: r["score"] for r in read_records(run.scores_file(name))}
-    return scored
+    """Each trial's scores (by its trial_dir) by the epoch they were computed at (RunFolder.scores)."""
+    return {row.trial_dir: run.scores(Path(row.trial_dir).name, row.objective) for row in trials.itertuples()}
 
 
 def _milestones(run: RunFolder) -> list[int]:

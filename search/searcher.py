@@ -23,7 +23,6 @@ from optuna.samplers import BaseSampler, GPSampler, TPESampler
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from cvae_core.atomic import read_records
 from cvae_core.layout import latest_samples_grid
 from results import study as study_files
 from results.run_folder import RunFolder, trial_name
@@ -166,11 +165,11 @@ class ScoreOptunaSearch(OptunaSearch):
                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
             return  # recorded before a kill that came before Tune saved the retry's end
         attrs = self._end_attrs(frozen, result)  # its folder pulled
-        intermediate = dict(frozen.intermediate_values)
-        if len(values) == 1:  # the retry's scores too, which the study took no more once the trial had failed
+        intermediate = {}
+        if len(values) == 1:  # from its folder: the study took no more of the retry's once the trial had
+            # failed, and kept the failed attempt's past the checkpoint the retry started from
             name = Path(frozen.user_attrs[study_files.TRIAL_DIR]).name
-            scores = read_records(RunFolder.at(self._run_location).scores_file(name))
-            intermediate.update({int(r["score_epoch"]): r[self.metric] for r in scores if self.metric in r})
+            intermediate = RunFolder.at(self._run_location).scores(name, result.get("objective"))
             if "score_epoch" in result:
                 intermediate[int(result["score_epoch"])] = values[0]
         study.add_trial(optuna.trial.create_trial(

@@ -188,6 +188,25 @@ def test_a_failed_trial_that_finishes_when_tune_retries_it_is_a_study_trial_the_
     resumed.on_trial_complete("a", result(100.0, stop="max_epochs", epoch=6))
     assert len(study_files.load_study(run.path).trials) == 2  # recorded once
 
+def test_a_retried_trial_ranked_by_val_loss_keeps_the_retrys_scores_not_the_failed_attempts(tmp_path):
+    """The failed attempt reported epochs 1-4 and was killed; its checkpoint was at epoch 2, and the
+    retry, started from it, stopped on patience at epoch 3: the study's copy holds what the trial's
+    folder does (the first attempt's epochs 3-4 were forgotten there), not the failed attempt's."""
+    run = RunFolder(tmp_path / "run")
+    s = searcher(run)
+    s.suggest("a")
+    run.trial("mlp_a").mkdir(parents=True)
+    for epoch, loss in [(1, 5.0), (2, 4.0), (3, 3.0), (4, 2.0)]:  # the failed attempt
+        s.on_trial_result("a", {**result(loss, epoch=epoch), "objective": "val_loss"})
+    s.on_trial_complete("a", {**result(2.0, epoch=4), "objective": "val_loss"}, error=True)
+    append_records(run.trial("mlp_a") / "metrics.jsonl",  # as the retry's train() leaves them
+                   [{"epoch": e, "best_val_loss": v} for e, v in [(1, 5.0), (2, 4.0), (3, 3.5)]])
+    s.on_trial_complete("a", {**result(3.5, stop="patience", epoch=3), "objective": "val_loss"})
+    failed, finished = study_files.load_study(run.path).trials
+    assert failed.intermediate_values == {1: 5.0, 2: 4.0, 3: 3.0, 4: 2.0}
+    assert (finished.value, finished.intermediate_values) == (3.5, {1: 5.0, 2: 4.0, 3: 3.5})
+
+
 def test_a_resumed_searcher_owns_exactly_the_trials_tune_restored(tmp_path):
     """Tune's experiment state and the searcher's can come from different saves: 'c' reached the
     searcher's alone (Tune never heard of it), 'b' Tune's alone (its study trial is labelled with it)."""
