@@ -79,3 +79,12 @@ def test_the_sections_blocks_give_every_key_with_its_default(section):
     documented, defaults = parse_spec({**space, **block}), parse_spec(space)
     assert key_paths(block[section]) == key_paths(getattr(defaults, section).model_dump())
     assert getattr(documented, section) == getattr(defaults, section)
+
+
+def test_the_code_map_names_every_module_and_no_other():
+    """docs/code.md's tables: one row per module of each package, so a new module is placed on the map."""
+    text = SPACES.with_name("code.md").read_text()
+    for package in ("cvae_core", "results", "search"):
+        section = text.split(f"## {package}:")[1].split("\n## ")[0]
+        named = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+        assert named == {p.name for p in (ROOT / package).glob("*.py") if p.name != "__init__.py"}, package
