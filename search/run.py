@@ -125,9 +125,9 @@ def _without_num_samples(raw: dict) -> dict:
     return {**raw, "search": search}
 
 
-def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> bool:
-    """Check an existing run folder against this command, changing nothing; True if it holds a run
-    to continue."""
+def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, data: str | None) -> bool:
+    """Check an existing run folder against this command (`data`: its --data), changing nothing;
+    True if it holds a run to continue."""
     if run.remote and not _check_remote_run(run):
         return False
     if not run.path.exists():
@@ -144,7 +144,8 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, source: str) -> b
         return False
     if problem := _space_problem(spec, run):
         raise RunFolderError(problem)
-    run.check_source(source)
+    if data is not None:  # without it the run goes on with the data it recorded
+        run.check_source(absolute_source(data))
     if not spec.space.presets and run.has_tune_state() and not run.study_journal.exists():
         raise RunFolderError(f"{run.path}: started by an earlier version, which kept no {run.study_journal.name}; "
                              "its searcher cannot be continued: pass --fresh to start over or --name for a new run")
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
     p.add_argument("--space", required=True, type=Path, help="search space YAML (spaces/*.yaml)")
     p.add_argument("--data", default=None,
-                   help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: {default_source()})")
+                   help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: what a run "
+                        f"resumed recorded, else {default_source()})")
     p.add_argument("--storage", default="runs",
                    help="parent folder of run folders, or a URI such as s3://bucket/prefix (docs/clusters.md)")
     p.add_argument("--name", default=None, help="run folder name (default: the space's name)")
@@ -193,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         check_address(args.address)
         spec = with_overrides(load_spec(args.space, args.inception_weights), args.num_samples)
         run = _run_folder(args.storage, args.name or spec.name)
-        source = absolute_source(args.data)
-        resuming = _check_run_folder(spec, run, args.fresh, source)
+        resuming = _check_run_folder(spec, run, args.fresh, args.data)
+        source = run.source(args.data) if resuming else absolute_source(args.data)
 
         from cvae_core.data import load_data, split  # the heavy part starts here
 

@@ -104,6 +104,17 @@ def test_a_run_is_not_resumed_on_other_data(tmp_path, data_dir, capsys):
     assert f"--data {data_dir}: this run started with /somewhere/else.zip" in capsys.readouterr().err
 
 
+def test_a_run_resumed_without_data_goes_on_with_the_data_it_recorded(tmp_path, capsys):
+    space = tiny_space(tmp_path)
+    run_dir = tmp_path / "runs" / "t"
+    run_dir.mkdir(parents=True)
+    (run_dir / "space.yaml").write_text(space.read_text())
+    RunFolder(run_dir).record_data("/somewhere/else.zip", SimpleNamespace(image_size=32, channels=3, classes=CLASSES))
+    assert main(["--space", str(space), "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "/somewhere/else.zip" in err and "this run started with" not in err  # read, not refused
+
+
 @pytest.mark.parametrize("space_file", [False, True])
 def test_fresh_deletes_only_a_run_folder(tmp_path, data_dir, capsys, space_file):
     """A folder of the user's, even one holding a space file of that name (--space exp/cnn/space.yaml
