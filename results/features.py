@@ -83,7 +83,12 @@ def load_extractor(name: str, inception_weights: str | None = None, device: str 
     if has_logits(name):
         layers.append(cls.get_default_feature_layer_for_metric("isc"))
     kwargs = {"feature_extractor_weights_path": inception_weights} if inception_weights and name == COMPAT else {}
-    extractor = create_feature_extractor(name, layers, cuda=False, verbose=False, **kwargs)
+    try:
+        extractor = create_feature_extractor(name, layers, cuda=False, verbose=False, **kwargs)
+    except Exception as e:  # a damaged weights file, a download without a network
+        first = (str(e).strip().splitlines() or [""])[0]
+        source = f" from {kwargs['feature_extractor_weights_path']}" if kwargs else ""
+        raise ValueError(f"{name}{source} cannot be loaded ({type(e).__name__}: {first})") from e
     return extractor.to(device)
 
 

@@ -217,8 +217,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"notice: {spec.path}: {notice}", file=sys.stderr)
 
     from .finalists import run_and_report
-    from .tuning import run_search
+    from .tuning import prepare_objective, run_search
+    from .workers import task_error
 
+    try:
+        objective = prepare_objective(run, spec, data, resuming)
+    except KeyboardInterrupt:
+        print("interrupted before the search started: nothing was changed", file=sys.stderr)
+        return 130
+    except Exception as e:  # the extractor cannot load, the reference cannot be computed
+        print(f"error: search.objective: {task_error(e)}", file=sys.stderr)
+        return 2
     try:
         _create_run_folder(spec, run, resuming, source, data)
     except OSError as e:  # a file --fresh cannot delete, a full disk, a bucket that stopped answering
@@ -226,11 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stop_on_sigterm()
     try:
-        finished = run_search(spec, run, data, resuming)
-    except KeyboardInterrupt:  # before Tune took over Ctrl-C (preparing the objective): nothing is lost
+        finished = run_search(spec, run, data, resuming, objective)
+    except KeyboardInterrupt:  # before Tune took over Ctrl-C: nothing is lost
         finished = False
-    if finished is None:
-        return 1
     if not finished:
         print(f"interrupted: run the same command to resume {run.location}")
         return 130

@@ -13,6 +13,7 @@ from ray import tune
 
 from cvae_core.data import ImageData
 from results.features import MetricOptions
+from results.names import resolve_extractor
 from results.run_folder import RunFolder
 from results.study import journal_storage
 
@@ -35,12 +36,17 @@ from .workers import prime_on_worker
 log = logging.getLogger("search")
 
 
-def _prepare_objective(run: RunFolder, spec: Spec, data: ImageData) -> Objective:
-    """Resolve the objective's feature extractor once, here, and cache the reference's features
-    and statistics before any trial needs them (on a GPU node when trials use GPUs)."""
+def prepare_objective(run: RunFolder, spec: Spec, data: ImageData, resuming: bool) -> Objective:
+    """Resolve the objective's feature extractor once, here (a resumed run's: the one it recorded),
+    and cache the reference's features and statistics before any trial needs them (on a GPU node
+    when trials use GPUs). Needs Ray initialised; search.run calls it before it makes the run
+    folder, or deletes one for --fresh, so an extractor that cannot load changes nothing."""
     objective, res = spec.search.objective, spec.search.resources
+    if not objective.scores_samples:
+        return objective
     weights = spec.final.inception_weights
-    extractor = run.extractor("search", objective.feature_extractor, weights)
+    requested = objective.feature_extractor
+    extractor = run.extractor("search", requested, weights) if resuming else resolve_extractor(requested, weights)
     n = len(data.classes) * objective.samples_per_class
     log.info(f"search objective: {objective.ranked_by} of {n} samples against "
              f"{objective.reference.label(data)}, features from {extractor}")
@@ -198,20 +204,15 @@ def _not_tunes_resume_hint(record: logging.LogRecord) -> bool:
     return "Resume experiment with:" not in record.getMessage()
 
 
-def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool) -> bool | None:
-    """Needs Ray initialised and the run folder created. Runs (or resumes) the search and writes
-    trials.parquet; True when every trial has finished, False when interrupted, None when the
-    objective could not be prepared (the reason is printed)."""
+def run_search(spec: Spec, run: RunFolder, data: ImageData, resuming: bool, objective: Objective) -> bool:
+    """Needs Ray initialised, the run folder created and the objective prepared (prepare_objective).
+    Runs (or resumes) the search and writes trials.parquet; True when every trial has finished,
+    False when interrupted."""
     configure_tune()
 
     s, res = spec.search, spec.search.resources
-    objective = s.objective
-    if objective.scores_samples:
-        try:
-            objective = _prepare_objective(run, spec, data)
-        except Exception as e:  # the extractor cannot load, the reference cannot be computed
-            log.error(f"error: search.objective: {e}")
-            return None
+    if objective.scores_samples:  # recorded in the run folder, which exists now
+        run.extractor("search", objective.feature_extractor, spec.final.inception_weights)
     trainable = tune.with_resources(tune.with_parameters(
         run_trial, data=data, run_location=run.location, train_on=s.train_on, max_t=s.asha.max_t, patience=s.patience,
         checkpoint_every=s.checkpoint_every, grid_every=s.grid_every, gpu_share=res.gpu, cpus=res.cpu,

@@ -94,12 +94,12 @@ def test_a_search_whose_trials_fail_to_score_records_each_and_runs_them_all(tmp_
     raw = yaml.safe_load(space.read_text())
     raw["final"]["inception_weights"] = str(damaged_weights(tmp_path))
     space.write_text(yaml.safe_dump(raw))
-    prepare = tuning._prepare_objective
+    prepare = tuning.prepare_objective
 
-    def unloadable_on_the_trials_nodes(run, spec, data):
-        return prepare(run, spec, data).model_copy(update={"feature_extractor": "inception-v3-compat"})
+    def unloadable_on_the_trials_nodes(run, spec, data, resuming):
+        return prepare(run, spec, data, resuming).model_copy(update={"feature_extractor": "inception-v3-compat"})
 
-    monkeypatch.setattr(tuning, "_prepare_objective", unloadable_on_the_trials_nodes)
+    monkeypatch.setattr(tuning, "prepare_objective", unloadable_on_the_trials_nodes)
     proc = in_process(command(space, data, tmp_path / "runs"))
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2/2 trials finished, 2 failed" in proc.stdout

@@ -146,8 +146,8 @@ def test_a_run_whose_start_a_kill_cut_short_starts_over(tmp_path, data_dir, monk
     assert run.is_run() and not run.space_file.exists() and sorted(p.name for p in run.path.iterdir()) == [
         ".cvae-search-run"]
     monkeypatch.undo()
-    monkeypatch.setattr(search.tuning, "run_search", lambda *a: None)  # the folder made, no search
-    assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 1
+    monkeypatch.setattr(search.tuning, "run_search", lambda *a: False)  # the folder made, no search
+    assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 130
     assert run.is_run() and run.space_file.read_text() and run.recorded_data() is not None
 
 
@@ -165,6 +165,26 @@ def test_a_run_folder_fresh_cannot_delete_is_one_line(tmp_path, data_dir, capsys
     assert main(command(space, data_dir, tmp_path / "runs", "--fresh")[3:]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"error: {run.path}: could not be prepared ([Errno 13] Permission denied: '{run.path / 'aaaa0001'}')")
+
+
+def test_an_extractor_that_cannot_load_is_one_line_and_fresh_deletes_nothing(tmp_path, data_dir, ray_session):
+    """A damaged --inception-weights file is found loading the extractor, which is done before the
+    run folder is made, or deleted for --fresh: the run there is kept whole."""
+    objective = {**TINY_OBJECTIVE, "feature_extractor": "inception-v3-compat"}
+    space = tiny_space(tmp_path, objective=objective)
+    run = RunFolder(tmp_path / "runs" / "t")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text(space.read_text())
+    (run.path / "data.json").write_text(json.dumps({"source": str(data_dir)}))
+    (run.path / "leaderboard.parquet").write_text("a finished run's")
+    before = sorted(run.path.iterdir())
+    weights = tmp_path / "pt_inception-2015-12-05.pth"
+    weights.write_text("not a weights file")
+    proc = in_process(command(space, data_dir, tmp_path / "runs", "--fresh", "--inception-weights", str(weights)))
+    assert proc.returncode == 2
+    [line] = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert line.startswith("error: search.objective: ") and "Traceback" not in proc.stderr
+    assert sorted(run.path.iterdir()) == before and (run.path / "leaderboard.parquet").read_text() == "a finished run's"
 
 
 @pytest.mark.parametrize("name", ["..", ".", "a/b", ""])
