@@ -86,13 +86,28 @@ def _parser() -> ArgumentParser:
 
 
 def _checkpoint_path(p: ArgumentParser, args: argparse.Namespace) -> Path:
-    """OUT's checkpoint: there to resume from, and never silently overwritten."""
+    """OUT's checkpoint: there to resume from, and never silently overwritten; without --resume
+    OUT is empty or new, so that no file of the user's is written over."""
     ckpt_path = args.out / CHECKPOINT_FILE
     if ckpt_path.exists() and not args.resume:
         p.error(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
     if args.resume and not ckpt_path.exists():
         p.error(f"--resume: {ckpt_path} does not exist")
+    if not args.resume and args.out.is_dir() and (held := sorted(f.name for f in args.out.iterdir())):
+        p.error(f"argument --out: {args.out} holds {len(held)} file(s) ({', '.join(held[:3])}"
+                f"{', ...' if len(held) > 3 else ''}) and no run to resume: choose an empty or new folder")
     return ckpt_path
+
+
+def _read_checkpoint(p: ArgumentParser, path: Path) -> dict:
+    """The checkpoint to resume from, read before anything is written."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's own message, for a file it cannot unpickle, is about weights_only
+        p.error(f"argument --resume: {path} cannot be read as a checkpoint ({type(e).__name__}): cut short, "
+                "or not one this program wrote; choose another --out to start over")
 
 
 def _write_config(args: argparse.Namespace, trial: TrialConfig) -> None:
@@ -136,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     ckpt_path = _checkpoint_path(p, args)
 
-    import torch  # only now: --help and input errors answer at once
-
-    from .data import load_data, split
+    from .data import load_data, split  # torch only now: --help and input errors answer at once
     from .training import TrainingDiverged, epoch_line, train
 
     cfg = preset_config(args.preset)
@@ -156,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     train_x, train_y, val_x, val_y = split(data, args.train_on)
     if problem := batch_size_problem(args.batch_size, len(train_x)):
         p.error(f"argument --batch-size: {problem}")
+    resume = _read_checkpoint(p, ckpt_path) if args.resume else None
     _write_config(args, TrialConfig(cfg, recipe))
-    resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if args.resume else None
 
     def show(metrics, _make_checkpoint):
         print(f"{epoch_line(metrics)}  {metrics['epoch_seconds']:.2f}s", flush=True)

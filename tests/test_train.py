@@ -156,3 +156,31 @@ def test_an_out_that_is_a_file_is_one_line(tree, tmp_path, capsys):
     assert exit_.value.code == 2
     assert message == f"error: argument --out: {tmp_path}/notes.txt: it is a file, not a folder"
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_out_holding_files_and_no_run_is_refused_and_left_as_it_was(tree, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "best.pt").write_text("my weights")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "mlp-M1", "--data", str(tree), "--out", str(out), "--epochs", "1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: argument --out: {out} holds 1 file(s) (best.pt) and no run to resume: choose an empty or new folder")
+    assert [f.name for f in out.iterdir()] == ["best.pt"] and (out / "best.pt").read_text() == "my weights"
+
+
+def test_a_checkpoint_that_cannot_be_read_is_one_line_and_the_run_is_left_as_it_was(tree, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--preset", "mlp-M1", "--data", str(tree), "--out", str(out), "--batch-size", "10", "--epochs", "1"]
+    assert main(args) == 0
+    (out / "checkpoint.pt").write_text("cut short")
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err == [f"error: argument --resume: {out / 'checkpoint.pt'} cannot be read as a "
+                                             "checkpoint (UnpicklingError): cut short, or not one this program "
+                                             "wrote; choose another --out to start over"]
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
