@@ -95,6 +95,8 @@ sys.path.insert(1, str(ROOT / "bench"))
 import efficiency  # noqa: E402  (bench/, beside this script)
 import lcbench  # noqa: E402
 
+from cvae_core.cli import ArgumentParser, number, out_file  # noqa: E402
+
 METHODS = ("random", "tpe-defaults", "no-early-stopping", "configured")
 # TPESampler()'s own settings in the pinned Optuna 5.0 (its multivariate=None: multivariate for one objective)
 OPTUNA_DEFAULTS = {"n_startup_trials": 10, "multivariate": True, "group": False, "constant_liar": True,
@@ -402,68 +404,81 @@ def _print_task(task: str, figures: dict[str, dict], searches: dict[str, list], 
             f"({efficiency.final_best(s):.1f}, {efficiency.spent(s):.0f})" for s in searches[method]))
 
 
-def _arguments() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--benchmark", choices=("synthetic", "lcbench"), default="synthetic")
     p.add_argument("--space", type=Path, default=SPACE_FILE,
                    help="the space file whose schedule every method runs and whose searcher the configured search runs "
                         "(lcbench: its space aside)")
-    p.add_argument("--tasks", default="7593", help="LCBench's OpenML task ids, comma-separated (lcbench only)")
-    p.add_argument("--lcbench", type=Path, default=lcbench.DEFAULT_DIR, help="the surrogate's folder")
-    p.add_argument("--points", type=int,
+    p.add_argument("--tasks", help="LCBench's OpenML task ids, comma-separated (lcbench only; default 7593)")
+    p.add_argument("--lcbench", type=Path, help=f"the surrogate's folder (lcbench only; default {lcbench.DEFAULT_DIR})")
+    p.add_argument("--points", type=number(int, 1),
                    help="lcbench: every configuration a search samples stands for the nearest of this many drawn at "
                         "random over the space, as LCBench drew the 2,000 it trained (default: the surrogate anywhere)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"a comma-separated subset of {','.join(METHODS)}")
-    p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--first-seed", type=int, default=0,
+    p.add_argument("--seeds", type=number(int, 1), default=10)
+    p.add_argument("--first-seed", type=number(int, 0), default=0,
                    help="seeds FIRST.. instead of 0..: another draw of seeds, to see how much a figure owes to them")
-    p.add_argument("--trials", type=int, default=128)
-    p.add_argument("--concurrent", type=int, default=4)
-    p.add_argument("--grace-period", type=int, help="epochs, for every method; default: the schedule's")
-    p.add_argument("--epoch-seconds", type=float, default=0.05,
+    p.add_argument("--trials", type=number(int, 1), default=128)
+    p.add_argument("--concurrent", type=number(int, 1), default=4)
+    p.add_argument("--grace-period", type=number(int, 1), help="epochs, for every method; default: the schedule's")
+    p.add_argument("--epoch-seconds", type=number(float, 0), default=0.05,
                    help="each trial's epoch lasts this long (a sleep), as a real epoch outlasts Tune's work per report")
-    p.add_argument("--parallel", type=int, default=1,
+    p.add_argument("--parallel", type=number(int, 1), default=1,
                    help="searches at once, each its own process (and Ray instance; its trials still --concurrent "
                         "at once)")
     p.add_argument("--emulate", action="store_true",
                    help="each search in this process without Tune's controller (Ray's ASHA and the searcher, "
                         "no sleeps): fast, for exploring; its figures are the Tuner's, one trial at a time")
-    p.add_argument("--json", type=Path, help="write every figure there")
+    p.add_argument("--json", type=out_file, help="write every figure there (checked before any search runs)")
     p.add_argument("--one", nargs=3, metavar=("METHOD", "SEED", "TASK"), help=argparse.SUPPRESS)
+    return p
+
+
+def _arguments() -> argparse.Namespace:
+    """The command line, every flag checked before any search runs."""
+    p = _parser()
     args = p.parse_args()
     args.methods = args.methods.split(",")
-    args.tasks = args.tasks.split(",") if args.benchmark == "lcbench" else ["synthetic"]
     for method in args.methods:
         if method not in METHODS:
-            p.exit(2, f"error: --methods: {method!r} is not one of {','.join(METHODS)}\n")
+            p.error(f"--methods: {method!r} is not one of {','.join(METHODS)}")
+    if len(set(args.methods)) < len(args.methods):
+        p.error(f"--methods: {','.join(args.methods)} names a method twice")
     if "random" not in args.methods:
-        p.exit(2, "error: --methods: random must be among them: it is the reference of every ratio\n")
-    if args.points is not None and args.benchmark != "lcbench":
-        p.exit(2, "error: --points: only with --benchmark lcbench\n")
-    for flag in ("seeds", "trials", "concurrent", "parallel", "points"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            p.exit(2, f"error: --{flag}: {getattr(args, flag)} must be >= 1\n")
-    from search.settings import load_spec
-    from search.validation import SpaceError
-
-    try:
-        load_spec(args.space)
-    except SpaceError as e:
-        p.exit(2, f"error: --space {e}\n")
-    if args.first_seed < 0:
-        p.exit(2, f"error: --first-seed: {args.first_seed} must be >= 0\n")
-    if args.epoch_seconds < 0:
-        p.exit(2, f"error: --epoch-seconds: {args.epoch_seconds} must be >= 0\n")
+        p.error("--methods: random must be among them: it is the reference of every ratio")
+    for flag in ("points", "tasks", "lcbench"):
+        if getattr(args, flag) is not None and args.benchmark != "lcbench":
+            p.error(f"--{flag}: only with --benchmark lcbench")
+    args.tasks = (args.tasks or "7593").split(",") if args.benchmark == "lcbench" else ["synthetic"]
+    args.lcbench = args.lcbench or lcbench.DEFAULT_DIR
+    _check_space(p, args)
     if args.benchmark == "lcbench":
         try:
             folder = lcbench.read_folder(args.lcbench)
         except lcbench.LCBenchError as e:
-            p.exit(2, f"error: --lcbench {e}\n")
+            p.error(f"--lcbench {e}")
         try:
             lcbench.check_tasks(folder, args.tasks)
         except lcbench.LCBenchError as e:
-            p.exit(2, f"error: --tasks: {e}\n")
+            p.error(f"--tasks: {e}")
     return args
+
+
+def _check_space(p: ArgumentParser, args: argparse.Namespace) -> None:
+    """--space: a search's space file, whose max_t (LCBench's 52 epochs in its place) bounds --grace-period."""
+    from search.settings import load_spec
+    from search.validation import SpaceError
+
+    try:
+        spec = load_spec(args.space)
+    except SpaceError as e:
+        p.error(f"--space {e}")
+    if spec.space.presets:
+        p.error(f"--space {args.space}: runs presets, not a search; give a space file with a searcher")
+    max_t = lcbench.EPOCHS if args.benchmark == "lcbench" else spec.search.asha.max_t
+    if args.grace_period is not None and args.grace_period > max_t:
+        p.error(f"--grace-period: {args.grace_period} is more than the {max_t} epochs a trial runs")
 
 
 def main() -> None:
@@ -491,6 +506,7 @@ def main() -> None:
                                                   for m, r in figures["median_ratio"].items()))
     print("target: configured's median ratio <= 0.50 (inf: never reached random search's best)")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
         print(f"figures in {args.json}")
 

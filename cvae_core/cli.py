@@ -54,6 +54,17 @@ def out_folder(text: str) -> Path:
     return out
 
 
+def out_file(text: str) -> Path:
+    """An argparse type for a file a command writes: not a folder, and where a file can be made (no
+    file in place of a folder above it), before anything is computed."""
+    out = Path(text).expanduser()
+    if out.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder")
+    if (file := file_in_the_way(out.parent)) is not None:
+        raise argparse.ArgumentTypeError(f"{text}: {file} is a file, not a folder")
+    return out
+
+
 def device(text: str) -> str:
     """An argparse type for --device: cpu, cuda, cuda:N or mps, one this machine has, before any
     data is loaded (torch is imported only to ask, and only for a GPU)."""

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cvae_core.cli import ArgumentParser, device, file_in_the_way, number
+from cvae_core.cli import ArgumentParser, device, number, out_file
 from cvae_core.config import MAX_SEED
 from cvae_core.sources import absolute_source
 
@@ -60,13 +60,9 @@ def _image_file(text: str) -> Path:
     """--out: a file name whose suffix is a format Pillow writes, where a file can be made."""
     from PIL import Image  # its formats; light, unlike what drawing needs
 
-    out = Path(text).expanduser()
+    out = out_file(text)
     if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:
         raise argparse.ArgumentTypeError(f"{text}: not an image file name (its suffix picks the format: .png, .jpg)")
-    if out.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder")
-    if (file := file_in_the_way(out.parent)) is not None:
-        raise argparse.ArgumentTypeError(f"{text}: {file} is a file, not a folder")
     return out
 
 

@@ -79,6 +79,22 @@ def test_a_benchmarks_bad_input_is_one_line(name, args, message, tmp_path):
     assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--grace-period", "101"], "error: --grace-period: 101 is more than the 100 epochs a trial runs"),
+    (["--space", "spaces/seed.yaml"], "error: --space spaces/seed.yaml: runs presets, not a search"),
+    (["--tasks", "7593"], "error: --tasks: only with --benchmark lcbench"),
+    (["--methods", "random,random"], "error: --methods: random,random names a method twice"),
+    (["--epoch-seconds", "nan"], "error: argument --epoch-seconds: 'nan' is not a finite number"),
+    (["--json", "TMP"], "error: argument --json: TMP: is a folder"),
+])
+def test_search_efficiencys_bad_input_is_one_line_before_any_search(args, message, tmp_path):
+    args = [a.replace("TMP", str(tmp_path)) for a in args]
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "search_efficiency.py"), "--seeds", "1", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith(message.replace("TMP", str(tmp_path))), lines
+
+
 def test_the_baselines_are_tpe_and_random_search_whatever_the_space_configures():
     """spaces/cnn.yaml's searcher is a GP: the methods it is measured against stay what users would
     pick instead (random search, TPE with Optuna's defaults, TPE without early stopping), with plain ASHA."""
