@@ -22,7 +22,7 @@ from cvae_core.atomic import atomic_write
 from cvae_core.config import TrialConfig, column_defaults, column_types
 
 from .pareto import on_front
-from .run_folder import RunFolder
+from .run_folder import RunFolder, read_table
 
 NO_ROWS = "The leaderboard has no rows: no finalist has finished"  # every finalist failed
 
@@ -163,6 +163,6 @@ def read_leaderboard(run_dir: str | Path) -> pd.DataFrame:
     """The leaderboard, with every column of SCHEMA: one an earlier version wrote before a column
     existed reads a configuration field's default there, as read_rows does (CIFAR-10's shape), and
     null for a measure (search.final --rescore fills it in)."""
-    board = pd.read_parquet(RunFolder(run_dir).leaderboard)
+    board = read_table(RunFolder(run_dir).leaderboard)
     defaults = column_defaults()
     return board.assign(**{c: [defaults.get(c)] * len(board) for c in SCHEMA.names if c not in board})

@@ -45,7 +45,9 @@ from cvae_core.sources import DataError, absolute_source
 from .names import AUTO, resolve_extractor
 from .storage import Remote, StorageError, check_uri, is_uri
 
-if TYPE_CHECKING:  # the run folder is read without torch
+if TYPE_CHECKING:  # the run folder is read without torch (and pandas, until a table is read)
+    import pandas as pd
+
     from cvae_core.data import ImageData
 
 RUN_MARKER = ".cvae-search-run"  # what makes a folder a run (RunFolder.marker)
@@ -59,6 +61,21 @@ FAILURE_FILE = "failure.json"  # RUN/<trial>/failure.json
 # its experiment state (JSON), which a restore reads first, and its searchers' states (pickles).
 TUNE_EXPERIMENT_STATE = "experiment_state-*.json"
 TUNE_SEARCHER_STATES = ("search_gen_state-*.json", "searcher-state-*.pkl", "basic-variant-state-*.json")
+
+
+class RunFileError(ValueError):
+    """A file of a run folder that does not read back (cut short, or not what its name says)."""
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A run's Parquet table (trials.parquet, leaderboard.parquet); RunFileError for one that does not read back."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except ValueError as e:  # pyarrow's ArrowInvalid is one
+        raise RunFileError(f"{path}: does not read back as a table ({type(e).__name__}: "
+                           f"{(str(e).strip().splitlines() or [''])[0]})") from None
 
 
 def trial_name(config: dict, trial_id: str) -> str:
@@ -337,7 +354,22 @@ class RunFolder:
         return self.path / "feature_extractor.json"
 
     def _read_data_file(self) -> dict | None:
-        return json.loads(self._data_file.read_text()) if self._data_file.exists() else None
+        if not self._data_file.exists():
+            return None
+        try:
+            record = json.loads(self._data_file.read_text())
+        except ValueError as e:
+            raise RunFileError(f"{self._data_file}: does not read back ({e})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("source"), str):
+            raise RunFileError(f"{self._data_file}: holds no data source")
+        return record
+
+    def check_tables(self) -> None:
+        """RunFileError for a table of the run that does not read back, before a command that reads
+        it spends anything."""
+        for table in (self.trials_table, self.leaderboard):
+            if table.exists():
+                read_table(table)
 
     def record_data(self, source: str, data: ImageData) -> None:
         """Record the data the run starts with and its shape, once: a resumed run

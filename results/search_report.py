@@ -23,7 +23,7 @@ import pandas as pd
 from cvae_core.atomic import read_records
 from cvae_core.config import STOP_REASONS
 
-from .run_folder import RunFolder
+from .run_folder import RunFolder, read_table
 from .study import ASHA_STOP, FITTED_ON, FITTED_ON_LAST, NoStudy, latest_attempts, study_of
 
 IMPORTANCE = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
@@ -203,7 +203,7 @@ def write_search_section(run: RunFolder, out: Path) -> list[str]:
     """Write the search's figures into `out`; the markdown lines of report.md's section on it."""
     lines = ["## The search", ""]
     if run.trials_table.exists():
-        trials = pd.read_parquet(run.trials_table)
+        trials = read_table(run.trials_table)
         scored, milestones = _scores(run, trials), _milestones(run)
         plot_asha(trials, scored, milestones, out / "asha.png")
         lines += ["![ASHA: the score of every trial at its milestones](asha.png)", "",

@@ -17,7 +17,7 @@ import sys
 
 from cvae_core.cli import ArgumentParser, number, out_folder
 
-from .run_folder import open_run
+from .run_folder import RunFileError, open_run
 from .storage import StorageError
 
 TOP = 5  # leaderboard rows printed and shown
@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {run.location}: {problem}", file=sys.stderr)
         return 2
     run.pull(keep=lambda path: path.suffix != ".pt")  # a run at a URI: its records and images, not its weights
+    try:
+        run.check_tables()
+    except RunFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     import pandas as pd  # only now: --help and input errors answer at once
 
     from .leaderboard import NO_ROWS, SHOWN, read_leaderboard

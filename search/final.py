@@ -11,7 +11,7 @@ import sys
 
 from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
 from cvae_core.sources import DataError
-from results.run_folder import open_run
+from results.run_folder import RunFileError, open_run
 from results.storage import StorageError
 
 from .cluster import ClusterError, check_address
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         run = open_run(args.run_dir, reader=False)
         if not run.trials_table.exists():
             raise RunFolderError(f"{run.location}: no {run.trials_table.name}; run python -m search.run first")
+        run.check_tables()
         spec = load_spec(run.space_file, inception_weights=args.inception_weights)
 
         from cvae_core.data import load_data  # the heavy part starts here
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         res = spec.search.resources
         connect(args.address)
         check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")
-    except (SpaceError, RunFolderError, DataError, ClusterError, StorageError) as e:
+    except (SpaceError, RunFolderError, RunFileError, DataError, ClusterError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for notice in spec.notices:

@@ -33,7 +33,7 @@ from results import two_stage
 from results.features import MetricOptions
 from results.leaderboard import SHOWN, make_row, missing_columns, write_leaderboard
 from results.metrics import score
-from results.run_folder import FINAL_DIR, ROWS_DIR, Finalist, RunFolder
+from results.run_folder import FINAL_DIR, ROWS_DIR, Finalist, RunFolder, read_table
 from results.samplers import encoder_means, generate, save_sample_grid
 from results.storage import Uploads
 
@@ -207,7 +207,7 @@ def run_final(run: RunFolder, spec: Spec, data: ImageData, rescore: bool = False
     """Needs Ray initialised. Returns the leaderboard (also written to the run folder) and one line
     per finalist that failed."""
     res = spec.search.resources
-    trials = pd.read_parquet(run.trials_table)
+    trials = read_table(run.trials_table)
     chosen = finalists(trials, spec.final.top_k, searched_keys(spec.search.objective.metric))
     if chosen.empty:
         raise RunFolderError(f"{run.trials_table}: no finished trial to retrain")

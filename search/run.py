@@ -22,7 +22,7 @@ from cvae_core.atomic import atomic_write_text, is_temp
 from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
 from cvae_core.config import batch_size_problem
 from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
-from results.run_folder import RunFolder
+from results.run_folder import RunFileError, RunFolder
 from results.storage import StorageError, check_uri, is_uri
 
 from .cluster import ClusterError, check_address
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         res = spec.search.resources
         connect(args.address)
         check_capacity(res.cpu, res.gpu, f"{spec.path}: search.resources")
-    except (SpaceError, RunFolderError, DataError, ClusterError, StorageError) as e:
+    except (SpaceError, RunFolderError, RunFileError, DataError, ClusterError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for notice in spec.notices:

@@ -36,6 +36,20 @@ def test_final_alone_needs_a_search_run(tmp_path, capsys):
     assert "no trials.parquet; run python -m search.run first" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damaged, problem", [("leaderboard.parquet", "does not read back as a table (ArrowInvalid: "),
+                                               ("trials.parquet", "does not read back as a table (ArrowInvalid: "),
+                                               ("data.json", "does not read back (Expecting value")])
+def test_a_damaged_run_file_is_one_line_before_anything_is_retrained(scored_run_copy, capsys, damaged, problem):
+    from search.final import main
+
+    (scored_run_copy / damaged).write_text("cut short")
+    before = {p: p.stat().st_mtime_ns for p in scored_run_copy.rglob("*")}
+    assert main([str(scored_run_copy)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {scored_run_copy / damaged}: {problem}")
+    assert {p: p.stat().st_mtime_ns for p in scored_run_copy.rglob("*")} == before
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("data") / "tree", per_class=30)

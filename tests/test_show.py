@@ -47,6 +47,16 @@ def test_a_folder_with_nothing_to_show_says_why_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: argument --out: {tmp_path}/notes.txt: it is a file, not a folder\n"
 
 
+@pytest.mark.parametrize("damaged", ["trials.parquet", "leaderboard.parquet"])
+def test_a_damaged_table_is_one_line_naming_it_and_no_report_is_written(tmp_path, capsys, damaged):
+    RunFolder(tmp_path).mark()
+    (tmp_path / damaged).write_text("cut short")
+    assert main([str(tmp_path), "--out", str(tmp_path / "report")]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {tmp_path / damaged}: does not read back as a table (ArrowInvalid: ")
+    assert not (tmp_path / "report").exists()
+
+
 # a log axis labelled these narrow ranges' minor ticks on top of each other
 @pytest.mark.parametrize("params", [[100_000, 120_000], [203_000, 215_000, 243_000], [152_000, 260_000],
                                     [9_000, 95_000, 1_200_000, 30_000_000], [200_000, 200_000]])
