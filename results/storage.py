@@ -35,6 +35,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cvae_core.atomic import is_temp, temp_name
+from cvae_core.cli import file_in_the_way
 from cvae_core.sources import default_cache_dir
 
 log = logging.getLogger("results")
@@ -356,6 +357,8 @@ def check_uri(uri: str, flag: str) -> None:
         raise StorageError(f"{flag} {uri}: {problem} (give a folder, or a URI such as s3://bucket/prefix, "
                            "gs://bucket/prefix, file:///path)") from None
     if isinstance(fs, LocalFileSystem):
+        if (file := file_in_the_way(Path(path))) is not None:
+            raise StorageError(f"{flag} {uri}: {file} is a file, not a folder")
         return
     bucket = path.split("/")[0]
     if not bucket:

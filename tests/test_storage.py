@@ -536,6 +536,7 @@ def test_killed_runs_resume_from_the_bucket_on_another_machine(bucket, tmp_path)
     ("s3://BUCKET/notes#2", "--storage s3://BUCKET/notes#2: '#' would end its path there"),
     # the mirror would be SCRATCH/s3/BUCKET/../../../notes/t: outside SCRATCH, and cleared when the bucket is empty
     ("s3://BUCKET/../../../notes", "--storage s3://BUCKET/../../../notes: '..' is not a folder in a bucket"),
+    ("file://TMP/space.yaml/runs", "--storage file://TMP/space.yaml/runs: TMP/space.yaml is a file, not a folder"),
 ])
 def test_a_storage_uri_no_run_can_live_at_is_one_line_before_anything_is_written(uri, problem, bucket, tmp_path,
                                                                                    tree, monkeypatch):
@@ -545,6 +546,7 @@ def test_a_storage_uri_no_run_can_live_at_is_one_line_before_anything_is_written
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         uri, problem = uri.removesuffix(" DEAD"), problem.replace("PORT", str(port))
     uri, problem = uri.replace("BUCKET", bucket.name), problem.replace("BUCKET", bucket.name)
+    uri, problem = uri.replace("TMP", str(tmp_path)), problem.replace("TMP", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     proc = in_process(command(tiny_space(tmp_path), tree, uri))
     assert proc.returncode == 2
