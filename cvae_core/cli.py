@@ -48,6 +48,8 @@ def file_in_the_way(folder: Path) -> Path | None:
 def out_folder(text: str) -> Path:
     """An argparse type for a folder a command writes into: one that exists, or can be made there
     (no file in its place or above it), before anything is computed."""
+    if not text.strip():  # Path("") is the working folder
+        raise argparse.ArgumentTypeError("an empty path; name a folder")
     out = Path(text).expanduser()
     if (file := file_in_the_way(out)) is not None:
         raise argparse.ArgumentTypeError(f"{text}: {'it' if file == out else file} is a file, not a folder")
@@ -57,6 +59,8 @@ def out_folder(text: str) -> Path:
 def out_file(text: str) -> Path:
     """An argparse type for a file a command writes: not a folder, and where a file can be made (no
     file in place of a folder above it), before anything is computed."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file")
     out = Path(text).expanduser()
     if out.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder")

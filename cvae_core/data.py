@@ -26,7 +26,16 @@ from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_torch_save
 from .config import CHANNELS, data_shape, image_size_problem
-from .sources import SPLITS, TRAIN_ON, DataError, default_cache_dir, default_source, torchvision_name, torchvision_root
+from .sources import (
+    SPLITS,
+    TORCHVISION_NAMES,
+    TRAIN_ON,
+    DataError,
+    default_cache_dir,
+    default_source,
+    torchvision_name,
+    torchvision_root,
+)
 
 CACHE_VERSION = 3  # 2: keys name the torchvision dataset (several share a ROOT); images of any shape; 3: file names
 
@@ -340,7 +349,8 @@ def load_data(
     else:
         path = Path(source).expanduser()
         if not path.exists():
-            raise DataError(f"{path}: data source does not exist")
+            raise DataError(f"{path}: data source does not exist (a zip or folder of images, or one of "
+                            f"{', '.join(TORCHVISION_NAMES)})")
         kind = "zip" if path.is_file() else "folder"
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -394,7 +394,8 @@ class RunFolder:
         if recorded is not None and (recorded.shape, recorded.classes) != (data.shape, tuple(data.classes)):
             raise DataError(f"--data {data.source}: holds {describe_shape(data.shape)} now; this run started with "
                             f"{describe_shape(recorded.shape)} (classes {list(recorded.classes)}, in "
-                            f"{self._data_file}): pass --fresh to start over or --name for a new run")
+                            f"{self._data_file}): give --data the images it started with, or start a new run "
+                            "(search.run --fresh or --name)")
 
     def check_source(self, source: str) -> None:
         """Refuse to resume a run on other data than it started with."""

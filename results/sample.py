@@ -87,6 +87,8 @@ def leaderboard_row(run_dir: str | Path, index: int) -> pd.Series:
     """Row `index` of the run's leaderboard (a run at a URI: with its finalist's weights brought to
     this node), checked to hold what regenerating its images needs."""
     run = open_run(run_dir)
+    if not run.path.is_dir():  # a mistyped path
+        raise ValueError(f"{run.location}: no run folder there")
     if not run.leaderboard.exists():
         raise ValueError(f"{run.location}/{run.leaderboard.name}: no leaderboard; run python -m search.final "
                          f"{run_dir}")

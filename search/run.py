@@ -73,6 +73,8 @@ def _try_to_make(folder: Path, storage: Path) -> None:
 
 def _run_folder(storage: str, name: str) -> RunFolder:
     """The run folder STORAGE/NAME, checked to be one that can be made, before anything starts."""
+    if not storage.strip():  # Path("") is the working folder
+        raise RunFolderError("--storage: an empty path; name a folder (default: runs)")
     if is_uri(storage):
         check_uri(storage, "--storage")
         if not re.fullmatch(URI_NAME, name):  # '#', '?', ' ' would end the URI's path elsewhere: another run

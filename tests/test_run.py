@@ -187,6 +187,13 @@ def test_an_extractor_that_cannot_load_is_one_line_and_fresh_deletes_nothing(tmp
     assert sorted(run.path.iterdir()) == before and (run.path / "leaderboard.parquet").read_text() == "a finished run's"
 
 
+def test_an_empty_storage_is_one_line_not_the_working_folder(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--space", str(tiny_space(tmp_path)), "--data", str(data_dir), "--storage", ""]) == 2
+    assert capsys.readouterr().err == "error: --storage: an empty path; name a folder (default: runs)\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
 @pytest.mark.parametrize("name", ["..", ".", "a/b", ""])
 def test_name_must_be_a_plain_folder_name(tmp_path, data_dir, capsys, name):
     (tmp_path / "runs").mkdir()

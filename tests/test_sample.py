@@ -144,7 +144,7 @@ def test_by_default_a_row_is_drawn_exactly_as_it_was_scored(retrained, tmp_path,
     assert not np.array_equal(drawn("--seed", "0"), np.asarray(Image.open(expected)))  # the seed is the row's
 
 
-def test_help_and_a_missing_leaderboard_answer_before_pandas_and_torch_load(tmp_path):
+def test_help_and_a_missing_leaderboard_answer_before_pandas_and_torch_load(tmp_path, capsys):
     import subprocess
     import sys
 
@@ -158,3 +158,7 @@ def test_help_and_a_missing_leaderboard_answer_before_pandas_and_torch_load(tmp_
     assert "usage: python -m results.sample" in done.stdout
     assert done.stderr == (f"error: {tmp_path}/leaderboard.parquet: no leaderboard; "
                            f"run python -m search.final {tmp_path}\n")
+    from results.sample import main
+
+    assert main([str(tmp_path / "tpyo"), "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'tpyo'}: no run folder there\n"

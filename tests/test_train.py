@@ -184,3 +184,10 @@ def test_a_checkpoint_that_cannot_be_read_is_one_line_and_the_run_is_left_as_it_
                                              "checkpoint (UnpicklingError): cut short, or not one this program "
                                              "wrote; choose another --out to start over"]
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+
+
+def test_an_empty_out_is_one_line_not_the_working_folder(tree, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "mlp-M1", "--data", str(tree), "--out", ""])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "error: argument --out: an empty path; name a folder\n"
