@@ -383,6 +383,9 @@ def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", ba
     notices += _ignored(space, search, raw.get("search") or {})
     _check_objective_compares(space, search.objective)
     final = validated(Final, raw.get("final"), "final")
+    notices += tuple(f"final.{key}: used only by the {sampler} sampler, which final.samplers leaves out; ignored"
+                     for key, sampler in (("gmm_components", "gmm"), ("two_stage", "two_stage"))
+                     if key in (raw.get("final") or {}) and sampler not in final.samplers)
     if final.inception_weights is not None:
         # resolved here: search.final and the tasks on other nodes run from other folders
         weights = ((base or Path.cwd()) / Path(final.inception_weights).expanduser()).resolve()

@@ -374,6 +374,10 @@ def test_inception_weights_given_on_the_command_line_stand_in_for_a_run_folders_
      "ignored"),
     ({**BASE, "search": {"asha": {"min_finished": 4}}},
      "search.asha.min_finished: used only with min_agreement, which is not set; ignored"),
+    ({**BASE, "final": {"samplers": ["prior", "gmm"], "two_stage": {"epochs": 5}}},
+     "final.two_stage: used only by the two_stage sampler, which final.samplers leaves out; ignored"),
+    ({**BASE, "final": {"samplers": ["prior"], "gmm_components": 3}},
+     "final.gmm_components: used only by the gmm sampler, which final.samplers leaves out; ignored"),
 ])
 def test_a_setting_that_takes_no_effect_is_named_in_a_notice(raw, notice):
     # a notice, not an error: a run started with it can still be finished and resumed
