@@ -18,6 +18,13 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message in one line: its first (a library's can run to a page), or its type's
+    name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def number(kind: type = int, at_least: float | None = None, at_most: float | None = None):
     """An argparse type for a bounded number: `error: argument --epochs: 0 must be >= 1`, before
     any data is loaded."""

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from cvae_core.atomic import atomic_torch_save
+from cvae_core.cli import first_line
 from cvae_core.data import ImageData
 from cvae_core.sources import default_cache_dir
 
@@ -86,9 +87,8 @@ def load_extractor(name: str, inception_weights: str | None = None, device: str 
     try:
         extractor = create_feature_extractor(name, layers, cuda=False, verbose=False, **kwargs)
     except Exception as e:  # a damaged weights file, a download without a network
-        first = (str(e).strip().splitlines() or [""])[0]
         source = f" from {kwargs['feature_extractor_weights_path']}" if kwargs else ""
-        raise ValueError(f"{name}{source} cannot be loaded ({type(e).__name__}: {first})") from e
+        raise ValueError(f"{name}{source} cannot be loaded ({type(e).__name__}: {first_line(e)})") from e
     return extractor.to(device)
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cvae_core.atomic import is_temp, temp_name
-from cvae_core.cli import file_in_the_way
+from cvae_core.cli import file_in_the_way, first_line
 from cvae_core.sources import default_cache_dir
 
 log = logging.getLogger("results")
@@ -288,7 +288,7 @@ class Uploads:
         try:
             self.wait()
         except Exception as e:
-            log.warning(f"a background upload failed ({_first_line(e)}); uploading again")
+            log.warning(f"a background upload failed ({first_line(e)}); uploading again")
         push()
 
 
@@ -353,7 +353,7 @@ def check_uri(uri: str, flag: str) -> None:
     try:
         fs, path = _filesystem(uri)
     except Exception as e:  # pyarrow.ArrowInvalid (a ValueError) or OSError, by scheme
-        problem = f"unknown scheme {parts.scheme}://" if "Unrecognized filesystem" in str(e) else _first_line(e)
+        problem = f"unknown scheme {parts.scheme}://" if "Unrecognized filesystem" in str(e) else first_line(e)
         raise StorageError(f"{flag} {uri}: {problem} (give a folder, or a URI such as s3://bucket/prefix, "
                            "gs://bucket/prefix, file:///path)") from None
     if isinstance(fs, LocalFileSystem):
@@ -377,11 +377,7 @@ def check_uri(uri: str, flag: str) -> None:
                            f"{_endpoint(uri) or 'the default endpoint'})")
 
 
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
 def _problem(e: Exception, uri: str) -> str:
     words = {"endpoint": _endpoint(uri) or "the default endpoint",
              "credentials": _CREDENTIALS.get(urlsplit(uri).scheme, "the credentials")}
-    return next((problem.format(**words) for name, problem in _PROBLEMS.items() if name in str(e)), _first_line(e))
+    return next((problem.format(**words) for name, problem in _PROBLEMS.items() if name in str(e)), first_line(e))

@@ -13,6 +13,8 @@ import sys
 import tempfile
 import threading
 
+from cvae_core.cli import first_line
+
 CONNECT_TIMEOUT_S = 20  # Ray itself retries for minutes; a refused token for ~20 s
 PROBE_TIMEOUT_S = 3
 TOKEN_SETTINGS = "RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (docs/clusters.md)"
@@ -118,8 +120,7 @@ def connect(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     except Exception as e:  # ConnectionError, a version mismatch, ...: one line, not a traceback
         timer.cancel()
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        fallback = f"--address {address}: cannot join the cluster ({first})"
+        fallback = f"--address {address}: cannot join the cluster ({first_line(e)})"
         raise ClusterError(_diagnosis(address, held.release(), fallback)) from None
     timer.cancel()
     sys.stderr.write(held.release())  # what joining printed, as Ray would have shown it

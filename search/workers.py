@@ -15,7 +15,7 @@ from typing import Any, Callable
 import ray
 import torch
 
-from cvae_core.cli import show_logs
+from cvae_core.cli import first_line, show_logs
 from cvae_core.data import ImageData
 from cvae_core.training import resolve_device
 from results.features import MetricOptions
@@ -42,11 +42,9 @@ def task_error(error: BaseException) -> str:
     worker's whole traceback, coloured), named by its type unless it is one of this project's
     one-line ValueErrors; Ray's own (a worker killed, out of memory), its first line."""
     cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None else error
-    text = str(cause).strip()
-    line = text.splitlines()[0] if text else ""
-    if isinstance(cause, ValueError) and line:
-        return line
-    return f"{type(cause).__name__}: {line}" if line else type(cause).__name__
+    if not str(cause).strip():
+        return type(cause).__name__
+    return first_line(cause) if isinstance(cause, ValueError) else f"{type(cause).__name__}: {first_line(cause)}"
 
 
 class _QueueLines:
