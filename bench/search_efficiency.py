@@ -372,7 +372,7 @@ def _search(args: argparse.Namespace, method: str, seed: int, task: str) -> list
     if args.emulate and args.parallel == 1:
         return emulated_search(args, method, seed, task)
     cmd = [sys.executable, __file__, "--one", method, str(seed), task, *sys.argv[1:]]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True)  # in this folder: its relative paths read alike
     if out.returncode != 0:
         sys.exit(f"error: the {method} search (seed {seed}, task {task}) failed:\n{out.stderr[-3000:]}")
     return [efficiency.Ended(*t) for t in json.loads(out.stdout.strip().splitlines()[-1])]

@@ -30,7 +30,7 @@ from .config import (
     batch_size_problem,
     describe_shape,
 )
-from .layout import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE
+from .layout import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, GRIDS_DIR, METRICS_FILE
 from .presets import PRESETS, preset_config
 from .sources import TORCHVISION_NAMES, TRAIN_ON, DataError, absolute_source, default_source
 
@@ -93,10 +93,23 @@ def _checkpoint_path(p: ArgumentParser, args: argparse.Namespace) -> Path:
         p.error(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
     if args.resume and not ckpt_path.exists():
         p.error(f"--resume: {ckpt_path} does not exist")
-    if not args.resume and args.out.is_dir() and (held := sorted(f.name for f in args.out.iterdir())):
+    held = sorted(f.name for f in args.out.iterdir()) if args.out.is_dir() else []
+    if not args.resume and held and not _left_in_a_first_epoch(args.out, held):
         p.error(f"argument --out: {args.out} holds {len(held)} file(s) ({', '.join(held[:3])}"
                 f"{', ...' if len(held) > 3 else ''}) and no run to resume: choose an empty or new folder")
     return ckpt_path
+
+
+def _left_in_a_first_epoch(out: Path, held: list[str]) -> bool:
+    """Whether OUT holds only what this command, stopped before its first checkpoint, left: its
+    config.json, and the records and grids train() forgets as it starts again."""
+    if CONFIG_FILE not in held or not set(held) <= {CONFIG_FILE, METRICS_FILE, GRIDS_DIR}:
+        return False
+    try:
+        recorded = json.loads((out / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and "args" in recorded
 
 
 def _read_checkpoint(p: ArgumentParser, path: Path) -> dict:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cvae_core.atomic import atomic_write_text, read_records
+from cvae_core.cli import first_line
 from cvae_core.config import data_shape, describe_shape
 from cvae_core.layout import grids_after, read_metrics
 from cvae_core.sources import DataError, absolute_source
@@ -73,9 +74,8 @@ def read_table(path: Path) -> pd.DataFrame:
 
     try:
         return pd.read_parquet(path)
-    except ValueError as e:  # pyarrow's ArrowInvalid is one
-        raise RunFileError(f"{path}: does not read back as a table ({type(e).__name__}: "
-                           f"{(str(e).strip().splitlines() or [''])[0]})") from None
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid (cut short), OSError (damaged inside)
+        raise RunFileError(f"{path}: does not read back as a table ({type(e).__name__}: {first_line(e)})") from None
 
 
 def trial_name(config: dict, trial_id: str) -> str:

@@ -148,6 +148,7 @@ def _check_run_folder(spec: Spec, run: RunFolder, fresh: bool, data: str | None)
         raise RunFolderError(problem)
     if data is not None:  # without it the run goes on with the data it recorded
         run.check_source(absolute_source(data))
+    run.check_tables()  # a damaged one would be met only at the end, after the final stage's retraining
     if not spec.space.presets and run.has_tune_state() and not run.study_journal.exists():
         raise RunFolderError(f"{run.path}: started by an earlier version, which kept no {run.study_journal.name}; "
                              "its searcher cannot be continued: pass --fresh to start over or --name for a new run")
@@ -222,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     from .tuning import prepare_objective, run_search
     from .workers import task_error
 
+    stop_on_sigterm()
     try:
         objective = prepare_objective(run, spec, data, resuming)
     except KeyboardInterrupt:
-        print("interrupted before the search started: nothing was changed", file=sys.stderr)
+        print("interrupted before the search started: run the same command to start it", file=sys.stderr)
         return 130
     except Exception as e:  # the extractor cannot load, the reference cannot be computed
         print(f"error: search.objective: {task_error(e)}", file=sys.stderr)
@@ -235,7 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a file --fresh cannot delete, a full disk, a bucket that stopped answering
         print(f"error: {run.location}: could not be prepared ({e})", file=sys.stderr)
         return 2
-    stop_on_sigterm()
     try:
         finished = run_search(spec, run, data, resuming, objective)
     except KeyboardInterrupt:  # before Tune took over Ctrl-C: nothing is lost

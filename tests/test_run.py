@@ -104,6 +104,18 @@ def test_a_run_is_not_resumed_on_other_data(tmp_path, data_dir, capsys):
     assert f"--data {data_dir}: this run started with /somewhere/else.zip" in capsys.readouterr().err
 
 
+def test_a_resumed_run_with_a_damaged_table_is_one_line_before_anything_runs(tmp_path, data_dir, capsys):
+    space = tiny_space(tmp_path)
+    run = RunFolder(tmp_path / "runs" / "t")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text(space.read_text())
+    run.record_data(str(data_dir), SimpleNamespace(image_size=32, channels=3, classes=CLASSES))
+    run.leaderboard.write_text("cut short")
+    assert main(command(space, data_dir, tmp_path / "runs")[3:]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {run.leaderboard}: does not read back as a table")
+
+
 def test_a_run_resumed_without_data_goes_on_with_the_data_it_recorded(tmp_path, capsys):
     space = tiny_space(tmp_path)
     run_dir = tmp_path / "runs" / "t"

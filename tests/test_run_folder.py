@@ -104,3 +104,18 @@ def test_a_delete_cut_short_leaves_a_folder_still_known_as_a_run(tmp_path, monke
     monkeypatch.setattr(shutil, "rmtree", real)
     run.delete()
     assert not run.path.exists() and tmp_path.exists()
+
+
+@pytest.mark.parametrize("damage", ["cut short", "damaged inside"])
+def test_a_table_that_does_not_read_back_is_one_error_naming_it(tmp_path, damage):
+    import pandas as pd
+
+    from results.run_folder import RunFileError, read_table
+
+    path = tmp_path / "trials.parquet"
+    pd.DataFrame({"trial_id": [f"t{i}" for i in range(50)], "score": range(50)}).to_parquet(path)
+    data = bytearray(path.read_bytes())
+    data = data[: len(data) // 2] if damage == "cut short" else data[:4] + bytes(40) + data[44:]  # pyarrow: OSError
+    path.write_bytes(bytes(data))
+    with pytest.raises(RunFileError, match=f"^{path}: does not read back as a table"):
+        read_table(path)

@@ -191,3 +191,13 @@ def test_an_empty_out_is_one_line_not_the_working_folder(tree, capsys):
         main(["--preset", "mlp-M1", "--data", str(tree), "--out", ""])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == "error: argument --out: an empty path; name a folder\n"
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_in_its_folder(tree, tmp_path):
+    out = tmp_path / "run"
+    args = ["--preset", "mlp-M1", "--data", str(tree), "--out", str(out), "--batch-size", "10", "--epochs", "1"]
+    assert main(args) == 0
+    (out / "checkpoint.pt").unlink()  # as a Ctrl-C in epoch 1 leaves it: config.json, maybe a record
+    (out / "best.pt").unlink()
+    assert main(args) == 0
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
