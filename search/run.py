@@ -175,7 +175,7 @@ def _create_run_folder(spec: Spec, run: RunFolder, resuming: bool, source: str, 
     run.push(run.path, recursive=False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
     p.add_argument("--space", required=True, type=Path, help="search space YAML (spaces/*.yaml)")
     p.add_argument("--data", default=None,
@@ -189,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="delete an existing run folder and start over")
     p.add_argument("--inception-weights", default=None,
                    help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     show_logs()
 
     try:
