@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
+
+# What the operating system accepts in a path, in bytes: one name (Linux's and macOS's file
+# systems), and the whole path given to a system call.
+NAME_MAX = 255
+PATH_MAX = 4096
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -45,6 +52,22 @@ def number(kind: type = int, at_least: float | None = None, at_most: float | Non
     return parse
 
 
+def path(text: str) -> str:
+    """An argparse type for a path or a URI: a local one (a file:// URI's too) the operating system
+    would refuse for its length is one line here, not a traceback from the first look at it. Other
+    URIs are their file system's to judge. Returns the text as given."""
+    local = urlparse(text).path if text.startswith("file://") else None if "://" in text else text
+    if local is None:
+        return text
+    encoded = os.fsencode(os.path.expanduser(local))
+    if len(encoded) >= PATH_MAX:
+        raise argparse.ArgumentTypeError(f"a path of {len(encoded)} bytes; at most {PATH_MAX - 1}")
+    if name := next((name for name in encoded.split(b"/") if len(name) > NAME_MAX), None):
+        raise argparse.ArgumentTypeError(
+            f"{os.fsdecode(name[:24])}...: a name of {len(name)} bytes; at most {NAME_MAX}")
+    return text
+
+
 def file_in_the_way(folder: Path) -> Path | None:
     """What keeps `folder` from being made: the nearest of it and its parents that exists, when
     that is a file; None when it is a folder."""
@@ -57,7 +80,7 @@ def out_folder(text: str) -> Path:
     (no file in its place or above it), before anything is computed."""
     if not text.strip():  # Path("") is the working folder
         raise argparse.ArgumentTypeError("an empty path; name a folder")
-    out = Path(text).expanduser()
+    out = Path(path(text)).expanduser()
     if (file := file_in_the_way(out)) is not None:
         raise argparse.ArgumentTypeError(f"{text}: {'it' if file == out else file} is a file, not a folder")
     return out
@@ -68,7 +91,7 @@ def out_file(text: str) -> Path:
     file in place of a folder above it), before anything is computed."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; name a file")
-    out = Path(text).expanduser()
+    out = Path(path(text)).expanduser()
     if out.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder")
     if (file := file_in_the_way(out.parent)) is not None:

@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .cli import ArgumentParser, device, number, out_folder
+from .cli import ArgumentParser, device, number, out_folder, path
 from .config import (
     CHOICES,
     CIFAR10_SHAPE,
@@ -66,7 +66,7 @@ def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m cvae_core.train", description=__doc__.splitlines()[0])
     p.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
                    help=f"one of the report's models: {', '.join(sorted(PRESETS))}")
-    p.add_argument("--data", default=None,
+    p.add_argument("--data", type=path, default=None,
                    help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: {default_source()})")
     p.add_argument("--out", required=True, type=out_folder, help="output folder")
     p.add_argument("--epochs", type=number(int, at_least=1), default=MAX_EPOCHS)

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cvae_core.cli import ArgumentParser, device, number, out_file
+from cvae_core.cli import ArgumentParser, device, number, out_file, path
 from cvae_core.config import MAX_SEED
 from cvae_core.sources import absolute_source
 
@@ -68,7 +68,7 @@ def _image_file(text: str) -> Path:
 
 def parse_args(argv: list[str] | None):
     p = ArgumentParser(prog="python -m results.sample", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", help="a run folder, or its URI")
+    p.add_argument("run_dir", type=path, help="a run folder, or its URI")
     p.add_argument("--row", type=int, default=0, help="leaderboard position, 0 = best FID")
     p.add_argument("--class", dest="cls", default=None, help="class name or index (default: every class)")
     p.add_argument("--n", type=number(int, at_least=1), default=None,
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the row's sampler")
     p.add_argument("--seed", type=number(int, at_least=0, at_most=MAX_SEED), default=None,
                    help="default: the row's seed, which its images were drawn with")
-    p.add_argument("--data", default=None, help="default: the data the row was trained on")
+    p.add_argument("--data", type=path, default=None, help="default: the data the row was trained on")
     p.add_argument("--device", type=device, default=None,
                    help="default: the kind the row was scored on (cpu, else cuda when present)")
     p.add_argument("--out", type=_image_file, required=True, help="image to write, e.g. samples.png")

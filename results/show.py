@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from cvae_core.cli import ArgumentParser, number, out_folder
+from cvae_core.cli import ArgumentParser, number, out_folder, path
 
 from .run_folder import RunFileError, open_run
 from .storage import StorageError
@@ -25,7 +25,7 @@ TOP = 5  # leaderboard rows printed and shown
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m results.show", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", help="a run folder, or its URI")
+    p.add_argument("run_dir", type=path, help="a run folder, or its URI")
     p.add_argument("--top", type=number(int, at_least=1), default=TOP, help="rows to print and show samples of")
     p.add_argument("--out", type=out_folder, default=None,
                    help="the folder to write the report in (default: RUN_DIR/report)")

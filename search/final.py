@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
+from cvae_core.cli import ArgumentParser, path, show_logs, stop_on_sigterm
 from cvae_core.sources import DataError
 from results.run_folder import RunFileError, open_run
 from results.storage import StorageError
@@ -21,12 +21,13 @@ from .validation import SpaceError
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m search.final", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", help="a search's run folder (holding space.yaml and trials.parquet), or its URI")
-    p.add_argument("--data", default=None, help="the data to use (default: what the search recorded)")
+    p.add_argument("run_dir", type=path,
+                   help="a search's run folder (holding space.yaml and trials.parquet), or its URI")
+    p.add_argument("--data", type=path, default=None, help="the data to use (default: what the search recorded)")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
     p.add_argument("--rescore", action="store_true",
                    help="score again the rows written before a leaderboard column existed (keeps the training)")
-    p.add_argument("--inception-weights", default=None,
+    p.add_argument("--inception-weights", type=path, default=None,
                    help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
     args = p.parse_args(argv)
     show_logs()

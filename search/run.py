@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from cvae_core.atomic import atomic_write_text, is_temp
-from cvae_core.cli import ArgumentParser, show_logs, stop_on_sigterm
+from cvae_core.cli import ArgumentParser, path, show_logs, stop_on_sigterm
 from cvae_core.config import batch_size_problem
 from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
 from results.run_folder import RunFileError, RunFolder
@@ -177,17 +177,18 @@ def _create_run_folder(spec: Spec, run: RunFolder, resuming: bool, source: str, 
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
-    p.add_argument("--space", required=True, type=Path, help="search space YAML (spaces/*.yaml)")
-    p.add_argument("--data", default=None,
+    p.add_argument("--space", required=True, type=lambda text: Path(path(text)),
+                   help="search space YAML (spaces/*.yaml)")
+    p.add_argument("--data", type=path, default=None,
                    help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: what a run "
                         f"resumed recorded, else {default_source()})")
-    p.add_argument("--storage", default="runs",
+    p.add_argument("--storage", type=path, default="runs",
                    help="parent folder of run folders, or a URI such as s3://bucket/prefix (docs/clusters.md)")
-    p.add_argument("--name", default=None, help="run folder name (default: the space's name)")
+    p.add_argument("--name", type=path, default=None, help="run folder name (default: the space's name)")
     p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
     p.add_argument("--fresh", action="store_true", help="delete an existing run folder and start over")
-    p.add_argument("--inception-weights", default=None,
+    p.add_argument("--inception-weights", type=path, default=None,
                    help="torch-fidelity's Inception weights file (pt_inception-2015-12-05), for FID and IS offline")
     return p
 

@@ -1,0 +1,46 @@
+"""What every command line shares (cvae_core.cli), through the commands themselves."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+LONG = "x" * 300  # a name no Linux or macOS file system takes (255 bytes at most)
+
+
+@pytest.mark.parametrize("command, flag, argv", [
+    ("cvae_core.train", "--out", ["--preset", "mlp-M1", "--out", "TMP/" + LONG]),
+    ("cvae_core.train", "--data", ["--preset", "mlp-M1", "--out", "TMP/out", "--data", "TMP/" + LONG + ".zip"]),
+    ("search.run", "--space", ["--space", "TMP/" + LONG + ".yaml"]),
+    ("search.run", "--storage", ["--space", "spaces/cnn.yaml", "--storage", "TMP/" + LONG]),
+    ("search.run", "--storage", ["--space", "spaces/cnn.yaml", "--storage", "file://TMP/" + LONG]),
+    ("search.run", "--name", ["--space", "spaces/cnn.yaml", "--storage", "TMP", "--name", LONG]),
+    ("search.run", "--inception-weights", ["--space", "spaces/cnn.yaml", "--inception-weights", "TMP/" + LONG]),
+    ("search.final", "run_dir", ["TMP/" + LONG]),
+    ("results.show", "run_dir", ["TMP/" + LONG]),
+    ("results.show", "--out", ["TMP", "--out", "TMP/" + LONG + "/report"]),
+    ("results.sample", "run_dir", ["TMP/" + LONG, "--out", "TMP/a.png"]),
+    ("results.sample", "--out", ["TMP", "--out", "TMP/" + LONG + ".png"]),
+])
+def test_a_name_too_long_for_the_file_system_is_one_line_naming_the_argument(command, flag, argv, tmp_path, capsys):
+    argv = [a.replace("TMP", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as exit:
+        importlib.import_module(command).main(argv)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: argument {flag}: xxx") and "a name of 30" in err and "at most 255" in err
+    assert err.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # nothing made
+
+
+def test_a_path_too_long_for_the_system_is_refused_and_a_uri_left_to_its_file_system(capsys):
+    from cvae_core.cli import ArgumentParser, path
+
+    p = ArgumentParser(prog="p")
+    p.add_argument("--to", type=path)
+    assert p.parse_args(["--to", "s3://bucket/" + LONG]).to == "s3://bucket/" + LONG
+    assert p.parse_args(["--to", "runs/" + "y" * 255]).to == "runs/" + "y" * 255
+    with pytest.raises(SystemExit):
+        p.parse_args(["--to", "/".join(["y" * 200] * 21)])
+    assert capsys.readouterr().err == "error: argument --to: a path of 4220 bytes; at most 4095\n"
