@@ -95,7 +95,7 @@ sys.path.insert(1, str(ROOT / "bench"))
 import efficiency  # noqa: E402  (bench/, beside this script)
 import lcbench  # noqa: E402
 
-from cvae_core.cli import ArgumentParser, number, out_file, path  # noqa: E402
+from cvae_core.cli import ArgumentParser, local_path, number, out_file  # noqa: E402
 
 METHODS = ("random", "tpe-defaults", "no-early-stopping", "configured")
 # TPESampler()'s own settings in the pinned Optuna 5.0 (its multivariate=None: multivariate for one objective)
@@ -407,11 +407,11 @@ def _print_task(task: str, figures: dict[str, dict], searches: dict[str, list], 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--benchmark", choices=("synthetic", "lcbench"), default="synthetic")
-    p.add_argument("--space", type=lambda text: Path(path(text)), default=SPACE_FILE,
+    p.add_argument("--space", type=local_path, default=SPACE_FILE,
                    help="the space file whose schedule every method runs and whose searcher the configured search runs "
                         "(lcbench: its space aside)")
     p.add_argument("--tasks", help="LCBench's OpenML task ids, comma-separated (lcbench only; default 7593)")
-    p.add_argument("--lcbench", type=lambda text: Path(path(text)),
+    p.add_argument("--lcbench", type=local_path,
                    help=f"the surrogate's folder (lcbench only; default {lcbench.DEFAULT_DIR})")
     p.add_argument("--points", type=number(int, 1),
                    help="lcbench: every configuration a search samples stands for the nearest of this many drawn at "

@@ -68,6 +68,11 @@ def path(text: str) -> str:
     return text
 
 
+def local_path(text: str) -> Path:
+    """An argparse type for a local file or folder that is read: `path`'s checks, as a Path."""
+    return Path(path(text))
+
+
 def file_in_the_way(folder: Path) -> Path | None:
     """What keeps `folder` from being made: the nearest of it and its parents that exists, when
     that is a file; None when it is a folder."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from cvae_core.atomic import atomic_write_text, is_temp
-from cvae_core.cli import ArgumentParser, path, show_logs, stop_on_sigterm
+from cvae_core.cli import ArgumentParser, local_path, path, show_logs, stop_on_sigterm
 from cvae_core.config import batch_size_problem
 from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
 from results.run_folder import RunFileError, RunFolder
@@ -177,8 +177,7 @@ def _create_run_folder(spec: Spec, run: RunFolder, resuming: bool, source: str, 
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
-    p.add_argument("--space", required=True, type=lambda text: Path(path(text)),
-                   help="search space YAML (spaces/*.yaml)")
+    p.add_argument("--space", required=True, type=local_path, help="search space YAML (spaces/*.yaml)")
     p.add_argument("--data", type=path, default=None,
                    help=f"zip, image folder, or {'|'.join(TORCHVISION_NAMES)}[:ROOT] (default: what a run "
                         f"resumed recorded, else {default_source()})")
