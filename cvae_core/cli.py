@@ -8,6 +8,8 @@ import math
 import os
 import signal
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -118,6 +120,29 @@ def device(text: str) -> str:
     if int(index or 0) >= count:
         raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} {kind} device(s)")
     return text
+
+
+class HeldStderr:
+    """What C code prints straight to fd 2 (Ray's core: a warning per retry; libjpeg: why it cannot
+    write), held back from the user's terminal until `release`, to be read and worded in one line."""
+
+    def __init__(self):
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        self._lock = threading.Lock()
+
+    def release(self) -> str:
+        """Give fd 2 back (once; from either thread) and return what was printed meanwhile."""
+        with self._lock:
+            if self._saved is not None:
+                sys.stderr.flush()
+                os.dup2(self._saved, 2)
+                os.close(self._saved)
+                self._saved = None
+            self._file.seek(0)
+            return self._file.read().decode(errors="replace")
 
 
 def stop_on_sigterm() -> None:

@@ -23,15 +23,22 @@ def prior_latents(model: CVAE, n: int, generator: torch.Generator | None = None,
 GRID_PADDING = 2  # black pixels between images, as in torchvision's grids
 
 
+def grid_size(n: int, nrow: int, height: int, width: int) -> tuple[int, int]:
+    """(width, height) in pixels of image_grid's grid of `n` images of height x width, `nrow` to a row."""
+    columns = min(nrow, n)
+    rows = math.ceil(n / columns)
+    return columns * (width + GRID_PADDING) + GRID_PADDING, rows * (height + GRID_PADDING) + GRID_PADDING
+
+
 def image_grid(images: torch.Tensor, nrow: int) -> Image.Image:
     """Images (N, C, H, W) (C = 1 or 3), uint8 or floats in [0, 1], `nrow` to a row, laid out as torchvision's
     make_grid lays them out (importing torchvision for it would cost every process seconds)."""
     if images.dtype != torch.uint8:
         images = images.detach().mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
     n, c, h, w = images.shape
-    padding = GRID_PADDING
-    columns, rows = min(nrow, n), math.ceil(n / min(nrow, n))
-    grid = torch.zeros(c, rows * (h + padding) + padding, columns * (w + padding) + padding, dtype=torch.uint8)
+    padding, columns = GRID_PADDING, min(nrow, n)
+    width, height = grid_size(n, nrow, h, w)
+    grid = torch.zeros(c, height, width, dtype=torch.uint8)
     for i, image in enumerate(images.cpu()):
         r, col = divmod(i, columns)
         top, left = padding + r * (h + padding), padding + col * (w + padding)

@@ -17,12 +17,14 @@ cuDNN's rounding. --seed, --n, --sampler or --device draw others.
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cvae_core.cli import ArgumentParser, device, number, out_file, path
+from cvae_core.cli import ArgumentParser, HeldStderr, device, first_line, number, out_file, path
 from cvae_core.config import MAX_SEED
 from cvae_core.sources import absolute_source
 
@@ -149,6 +151,49 @@ def draw(row: pd.Series, sampler: str, per_class: int, seed: int, data, device: 
                     seed=seed, second_stage=second)
 
 
+def _square(n: int) -> int:
+    """Columns of a one-class grid: as many as its rows."""
+    return math.ceil(math.sqrt(n))
+
+
+def grid_image(per_class: int, cls: int | None, classes: Sequence[str], shape: dict[str, int]) -> tuple[str, int, int]:
+    """(Pillow mode, width, height) of the image `save` writes."""
+    from cvae_core.grids import grid_size
+
+    from .samplers import sample_grid_size
+
+    side = shape["image_size"]
+    if cls is not None:
+        return ("L" if shape["channels"] == 1 else "RGB", *grid_size(per_class, _square(per_class), side, side))
+    return ("RGB", *sample_grid_size(per_class, classes, side, side, columns=per_class))
+
+
+def check_writable(image: tuple[str, int, int], out: Path, per_class: int) -> None:
+    """A ValueError, before any image is drawn, when Pillow cannot write `image` in `out`'s format
+    (JPEG and WebP bound each side) or would refuse to open it (more than twice
+    Image.MAX_IMAGE_PIXELS, its guard against decompression bombs)."""
+    from PIL import Image
+
+    mode, width, height = image
+    grid = f"{out}: {per_class} images per class make a grid of {width:,} x {height:,} pixels"
+    limit = Image.MAX_IMAGE_PIXELS and 2 * Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise ValueError(f"{grid}, more than Pillow opens ({limit:,}); give a smaller --n")
+    fmt = Image.registered_extensions()[out.suffix.lower()]
+    for size in ((1, 1), (width, 1), (1, height)):  # a format's bounds are per side: thin probes cost nothing
+        held = HeldStderr()  # libjpeg prints its reason to fd 2, then Pillow raises a vaguer one
+        try:
+            Image.new(mode, size).save(io.BytesIO(), format=fmt)
+            held.release()
+        except (OSError, ValueError) as e:
+            reason = held.release().strip() or first_line(e)
+            if size == (1, 1):
+                raise ValueError(f"{out}: Pillow cannot write {mode} images as {fmt} ({reason}); write a .png") \
+                    from None
+            raise ValueError(f"{grid}, more than a {out.suffix} file holds ({reason}); give a smaller --n, or "
+                             "write a .png") from None
+
+
 def save(images, per_class: int, cls: int | None, classes, out: Path) -> None:
     from cvae_core.atomic import atomic_save_image
     from cvae_core.grids import image_grid
@@ -157,7 +202,7 @@ def save(images, per_class: int, cls: int | None, classes, out: Path) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     if cls is not None:
-        grid = image_grid(images[cls * per_class : (cls + 1) * per_class], nrow=math.ceil(math.sqrt(per_class)))
+        grid = image_grid(images[cls * per_class : (cls + 1) * per_class], nrow=_square(per_class))
         atomic_save_image(grid, out)
     else:
         save_sample_grid(images, per_class, out, classes, columns=per_class)
@@ -176,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         check_shape(row, data, args.row)
         cls = class_index(args.cls, list(data.classes)) if args.cls is not None else None
         per_class = args.n if args.n is not None else scored_per_class(row, len(data.classes))
+        check_writable(grid_image(per_class, cls, data.classes, data.shape), args.out, per_class)
     except ValueError as e:  # DataError included
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from cvae_core.atomic import atomic_save_image
-from cvae_core.grids import GRID_PADDING, grid_labels, image_grid, prior_latents
+from cvae_core.grids import GRID_PADDING, grid_labels, grid_size, image_grid, prior_latents
 from cvae_core.layout import GRID_CLASSES
 from cvae_core.models import CVAE
 
@@ -97,6 +97,23 @@ def generate(
     return torch.cat(out)
 
 
+def _label_font() -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=12)
+
+
+def _label_width(classes: Sequence[str], font: ImageFont.ImageFont) -> int:
+    """Pixels left of a sample grid for its class names."""
+    return max(int(font.getlength(name)) for name in classes) + 2 * GRID_PADDING + 4
+
+
+def sample_grid_size(per_class: int, classes: Sequence[str], height: int, width: int,
+                     columns: int = 10) -> tuple[int, int]:
+    """(width, height) in pixels of save_sample_grid's image of images height x width."""
+    columns, classes = min(columns, per_class), list(classes)[:GRID_CLASSES]
+    grid_width, grid_height = grid_size(columns * len(classes), columns, height, width)
+    return _label_width(classes, _label_font()) + grid_width, grid_height
+
+
 def save_sample_grid(
     images_u8: torch.Tensor, per_class: int, path: str | Path, classes: Sequence[str], columns: int = 10
 ) -> None:
@@ -105,8 +122,8 @@ def save_sample_grid(
     columns, classes = min(columns, per_class), list(classes)[:GRID_CLASSES]
     idx = torch.cat([torch.arange(columns) + c * per_class for c in range(len(classes))])
     grid = image_grid(images_u8[idx], nrow=columns)
-    font = ImageFont.load_default(size=12)
-    label_width = max(int(font.getlength(name)) for name in classes) + 2 * GRID_PADDING + 4
+    font = _label_font()
+    label_width = _label_width(classes, font)
     canvas = Image.new("RGB", (label_width + grid.width, grid.height))
     canvas.paste(grid.convert("RGB"), (label_width, 0))
     draw = ImageDraw.Draw(canvas)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import tempfile
 import threading
 
-from cvae_core.cli import first_line
+from cvae_core.cli import HeldStderr, first_line
 
 CONNECT_TIMEOUT_S = 20  # Ray itself retries for minutes; a refused token for ~20 s
 PROBE_TIMEOUT_S = 3
@@ -52,28 +51,6 @@ def _probe(address: str, host: str, port: int) -> None:
                            f"runs `ray start --head --port={port}` and that this machine can reach it") from None
 
 
-class _HeldStderr:
-    """Ray's C++ core prints a warning per retry straight to fd 2: hold them back, to diagnose."""
-
-    def __init__(self):
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile()
-        self._saved = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
-        self._lock = threading.Lock()
-
-    def release(self) -> str:
-        """Give fd 2 back (once; from either thread) and return what was printed meanwhile."""
-        with self._lock:
-            if self._saved is not None:
-                sys.stderr.flush()
-                os.dup2(self._saved, 2)
-                os.close(self._saved)
-                self._saved = None
-            self._file.seek(0)
-            return self._file.read().decode(errors="replace")
-
-
 def _diagnosis(address: str, printed: str, fallback: str) -> str:
     if "InvalidAuthToken" in printed or "Unauthenticated" in printed:
         return f"--address {address}: the cluster refused this driver's authentication token; set {TOKEN_SETTINGS}"
@@ -104,7 +81,7 @@ def connect(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     if address is None:
         ray.init(include_dashboard=False, log_to_driver=True)
         return
-    held = _HeldStderr()
+    held = HeldStderr()
 
     def give_up():
         line = _diagnosis(address, held.release(), f"--address {address}: no Ray cluster answered within "

@@ -14,7 +14,7 @@ from cvae_core.training import load_model
 from results.names import SAMPLERS
 from results.run_folder import RunFolder
 from results.sample import main
-from results.samplers import generate, save_sample_grid
+from results.samplers import generate, sample_grid_size, save_sample_grid
 from search.settings import load_spec
 
 
@@ -31,6 +31,24 @@ def test_sample_every_class_with_any_sampler(scored_run, tmp_path, sampler):
     assert main([str(scored_run), "--row", "1", "--n", "4", "--sampler", sampler, "--out", str(out)]) == 0
     width, height = Image.open(out).size
     assert height == 2 + 10 * 34 and width > 2 + 4 * 34  # one row per class, named on the left
+
+
+@pytest.mark.parametrize("name, fmt", [("all.jpg", "JPEG"), ("all.bmp", "BMP")])
+def test_the_suffix_picks_the_format(scored_run, tmp_path, name, fmt):
+    out = tmp_path / name
+    assert main([str(scored_run), "--n", "4", "--out", str(out)]) == 0
+    assert Image.open(out).format == fmt
+
+
+def test_the_widest_grid_a_format_holds_is_written_and_one_wider_refused(scored_run, tmp_path, capsys):
+    """WebP bounds each side at 16,383 pixels."""
+    classes = load_data(RunFolder(scored_run).source()).classes
+    n = max(n for n in range(400, 500) if sample_grid_size(n, classes, 32, 32, columns=n)[0] <= 16_383)
+    out = tmp_path / "wide.webp"
+    assert main([str(scored_run), "--n", str(n), "--out", str(out)]) == 0
+    assert Image.open(out).size == sample_grid_size(n, classes, 32, 32, columns=n)
+    assert main([str(scored_run), "--n", str(n + 1), "--out", str(tmp_path / "wider.webp")]) == 2
+    assert "more than a .webp file holds" in capsys.readouterr().err
 
 
 def test_gmm_samples_come_from_the_mixture_the_run_scored(scored_run, tmp_path):
@@ -67,9 +85,20 @@ def test_gmm_samples_come_from_the_mixture_the_run_scored(scored_run, tmp_path):
         (["--out", "TMP/file/x.png"], "argument --out: TMP/file/x.png: TMP/file is a file, not a folder"),
         (["--data", "TMP/gray", "--sampler", "gmm"], "--data TMP/gray: holds 16x16 grayscale, 10 classes; row 0's "
                                                      "model was built for 32x32 RGB, 10 classes"),
+        (["--n", "2000", "--out", "TMP/x.jpg"], "TMP/x.jpg: 2000 images per class make a grid of 68,0"),
+        (["--n", "2000", "--out", "TMP/x.jpg"], "more than a .jpg file holds (Maximum supported image dimension is "
+                                                "65500 pixels); give a smaller --n, or write a .png"),
+        (["--n", "500", "--out", "TMP/x.webp"], "more than a .webp file holds (encoding error 5: Image size exceeds "
+                                                "WebP limit of 16383 pixels)"),
+        (["--n", "200000", "--class", "cat"], "TMP/x.png: 200000 images per class make a grid of 15,234 x 15,200 "
+                                              "pixels, more than Pillow opens (178,956,970); give a smaller --n"),
+        (["--out", "TMP/x.xbm"], "TMP/x.xbm: Pillow cannot write RGB images as XBM (cannot write mode RGB as XBM); "
+                                 "write a .png"),
     ],
 )
-def test_bad_arguments_are_named(scored_run, tmp_path, capsys, args, message):
+def test_bad_arguments_are_named(scored_run, tmp_path, capsys, monkeypatch, args, message):
+    """Each is one line, before a model is loaded or an image drawn."""
+    monkeypatch.setattr("results.sample.draw", lambda *a, **k: pytest.fail("drew images for a bad argument"))
     make_tree(tmp_path / "gray", size=16, mode="L")
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "file").write_text("the user's")
@@ -78,7 +107,8 @@ def test_bad_arguments_are_named(scored_run, tmp_path, capsys, args, message):
         code = main([str(scored_run), "--out", str(tmp_path / "x.png"), *args])
     except SystemExit as e:  # argparse's own checks
         code = e.code
-    assert code == 2 and message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("sampler", ["prior", "gmm", "two_stage"])
