@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, create_model, field_validator, model_validator
 
+from cvae_core.cli import first_line
 from cvae_core.config import (
     ACTIVATIONS,
     CIFAR10_SHAPE,
@@ -93,6 +94,9 @@ GROUP_PARAMS = {
         "cond_norm": Param("bool"),
     },
 }
+# The keys a model grows with, by their flat names (Space.dists): at their highest values, with the
+# others at their first, a family builds its largest model.
+SIZES = ("latent", "h", "conv_channels", "mlp_width", "resnet_width", "resnet_blocks")
 # What a group may leave out (ModelConfig's defaults), and what it may set for its family alone.
 GROUP_OPTIONAL = {"resnet": ("upsample", "cond_norm")}
 OVERRIDES = ("norm", "activation")
@@ -131,6 +135,7 @@ class Space:
         size = f"{shape['image_size']}x{shape['image_size']}"
         if not self.presets:
             _check_data_fit(space, where, f"does not fit {size}")
+            _check_largest_models(space, where)
         return space
 
     def families(self) -> tuple[str, ...]:
@@ -340,12 +345,34 @@ def _first(dist: Dist) -> Any:
     return dist.low if isinstance(dist, Uniform) else dist.values()[0]
 
 
+def _highest(dist: Dist) -> Any:
+    values = dist.values()
+    return values[-1] if isinstance(values, range) else max(values)  # max() would walk a range
+
+
 def _check_data_fit(space: Space, where: str, problem: str) -> None:
     """Every cnn and resnet the space can sample is a valid model for its data."""
     if "cnn" in space.families():
         _check_every_model(space, "cnn", ("layers", "kernel_size", "stride", "padding"), f"{where}.conv", problem)
     if "resnet" in space.families():
         _check_every_model(space, "resnet", ("scales", "cond_norm", "norm"), f"{where}.resnet", problem)
+
+
+def _check_largest_models(space: Space, where: str) -> None:
+    """Each family's largest model can be built: a size past what torch can hold (zeros typed too long)
+    would otherwise fail where the driver counts a sampled model's parameters, and end the search."""
+    from cvae_core.models import config_params  # torch: loaded by then, with the data
+
+    for family in space.families():
+        dists = space.dists(family)
+        sizes = {k: _highest(d) for k, d in dists.items() if k in SIZES}
+        try:
+            config_params(trial_config({**{k: _first(d) for k, d in dists.items()}, **sizes, "family": family,
+                                        **space.data}).model)
+        except (ConfigError, RuntimeError, TypeError, ValueError) as e:
+            settings = ", ".join(f"{k.replace('_', '.', 1)}={v:,}" for k, v in sizes.items())
+            raise SpaceError(f"{where}: {settings}: the largest {family} model it can sample cannot be built "
+                             f"({first_line(e)}); narrow these ranges") from None
 
 
 # Each combination is built as a config before the search starts (about 50 us each on a CPU core):

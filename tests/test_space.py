@@ -61,6 +61,7 @@ def test_a_huge_int_range_is_sampled_but_too_many_networks_to_check_are_one_line
     # a billion latents is a valid range, never listed; every value of a conv setting is built once
     wide = parse_space_section({**SPACE, "latent": {"int": [4, 10**9]}})
     assert trial_config(wide(optuna.create_study().ask())).model.latent >= 4
+    assert wide.for_data(CIFAR10_SHAPE).top["latent"] == IntRange(4, 10**9)  # its largest model is counted at once
     strides = {**SPACE, "conv": {**SPACE["conv"], "kernel_size": 3, "stride": {"int": [1, 10**9]}}}
     expected = (r"^space\.conv: 2,000,000,000 combinations of settings .* \(layers: 2, kernel_size: 1, "
                 r"stride: 1,000,000,000, padding: 1 values\), more than the 10,000 .*; narrow an int range$")
@@ -70,6 +71,18 @@ def test_a_huge_int_range_is_sampled_but_too_many_networks_to_check_are_one_line
     beyond_len = {**SPACE, "conv": {**SPACE["conv"], "kernel_size": 3, "stride": {"int": [1, 2**63 + 5]}}}
     with pytest.raises(SpaceError, match=r"\(layers: 2, kernel_size: 1, stride: 9,223,372,036,854,775,813, "):
         parse_space_section(beyond_len)
+
+
+def test_a_size_no_model_can_hold_is_one_line_before_the_search():
+    """The driver counts each sampled model's parameters: a model torch cannot hold would end the search there."""
+    typo = parse_space_section({**SPACE, "latent": {"int": [4, 10**20]}})
+    expected = (r"^space: latent=100,000,000,000,000,000,000, mlp\.width=128: the largest mlp model it can sample "
+                r"cannot be built \(.*\); narrow these ranges$")
+    with pytest.raises(SpaceError, match=expected):
+        typo.for_data(CIFAR10_SHAPE)
+    wide = parse_space_section({**SPACE, "conv": {**SPACE["conv"], "channels": {"choice": [8, 2**40]}}})
+    with pytest.raises(SpaceError, match=r"^space: h=64, latent=16, conv\.channels=1,099,511,627,776: the largest "):
+        wide.for_data(CIFAR10_SHAPE)
 
 
 def test_the_reports_presets_need_cifar10_shaped_data():
