@@ -73,12 +73,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def image_format(path: str | os.PathLike) -> str | None:
+    """The format Pillow writes a file named `path` in, by its suffix; None where it writes none."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    return fmt if fmt in Image.SAVE else None
+
+
 def atomic_save_image(image, path: str | os.PathLike) -> None:
     """A PIL image, in the format its path's suffix names (the temp file's would name none): a kill
     leaves the old image or the new, never one cut short that a reader fails to open."""
-    from PIL import Image
-
-    fmt = Image.registered_extensions()[Path(path).suffix.lower()]
+    fmt = image_format(path)
     atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
 
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cvae_core.atomic import image_format
 from cvae_core.cli import ArgumentParser, HeldStderr, device, first_line, number, out_file, path
 from cvae_core.config import MAX_SEED
 from cvae_core.sources import absolute_source
@@ -60,10 +61,8 @@ def scored_device(row: pd.Series) -> str | None:
 
 def _image_file(text: str) -> Path:
     """--out: a file name whose suffix is a format Pillow writes, where a file can be made."""
-    from PIL import Image  # its formats; light, unlike what drawing needs
-
     out = out_file(text)
-    if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:
+    if image_format(out) is None:  # Pillow's formats; light, unlike what drawing needs
         raise argparse.ArgumentTypeError(f"{text}: not an image file name (its suffix picks the format: .png, .jpg)")
     return out
 
@@ -170,8 +169,8 @@ def grid_image(per_class: int, cls: int | None, classes: Sequence[str], shape: d
 
 def check_writable(image: tuple[str, int, int], out: Path, per_class: int) -> None:
     """A ValueError, before any image is drawn, when Pillow cannot write `image` in `out`'s format
-    (JPEG and WebP bound each side) or would refuse to open it (more than twice
-    Image.MAX_IMAGE_PIXELS, its guard against decompression bombs)."""
+    (JPEG and WebP bound each side, GIF's header holds 16 bits) or would refuse to open it (more
+    than twice Image.MAX_IMAGE_PIXELS, its guard against decompression bombs)."""
     from PIL import Image
 
     mode, width, height = image
@@ -179,19 +178,28 @@ def check_writable(image: tuple[str, int, int], out: Path, per_class: int) -> No
     limit = Image.MAX_IMAGE_PIXELS and 2 * Image.MAX_IMAGE_PIXELS
     if limit and width * height > limit:
         raise ValueError(f"{grid}, more than Pillow opens ({limit:,}); give a smaller --n")
-    fmt = Image.registered_extensions()[out.suffix.lower()]
+    fmt = image_format(out)
     for size in ((1, 1), (width, 1), (1, height)):  # a format's bounds are per side: thin probes cost nothing
-        held = HeldStderr()  # libjpeg prints its reason to fd 2, then Pillow raises a vaguer one
-        try:
-            Image.new(mode, size).save(io.BytesIO(), format=fmt)
-            held.release()
-        except (OSError, ValueError) as e:
-            reason = held.release().strip() or first_line(e)
-            if size == (1, 1):
-                raise ValueError(f"{out}: Pillow cannot write {mode} images as {fmt} ({reason}); write a .png") \
-                    from None
-            raise ValueError(f"{grid}, more than a {out.suffix} file holds ({reason}); give a smaller --n, or "
-                             "write a .png") from None
+        if (reason := _write_problem(Image.new(mode, size), fmt)) is None:
+            continue
+        if size == (1, 1):
+            raise ValueError(f"{out}: Pillow cannot write {mode} images as {fmt} ({reason}); write a .png")
+        raise ValueError(f"{grid}, more than a {out.suffix} file holds ({reason}); give a smaller --n, or write "
+                         "a .png")
+
+
+def _write_problem(image, fmt: str) -> str | None:
+    """Why Pillow cannot write `image` as `fmt`, or None. Its writers fail in many ways (OSError,
+    ValueError, OverflowError, struct.error...), and libjpeg prints its reason to fd 2 first."""
+    held = HeldStderr()
+    try:
+        image.save(io.BytesIO(), format=fmt)
+        error = None
+    except Exception as e:  # any of them means the file cannot be written
+        error = e
+    finally:
+        printed = held.release().strip()
+    return None if error is None else (printed or first_line(error))
 
 
 def save(images, per_class: int, cls: int | None, classes, out: Path) -> None:

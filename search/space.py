@@ -94,9 +94,10 @@ GROUP_PARAMS = {
         "cond_norm": Param("bool"),
     },
 }
-# The keys a model grows with, by their flat names (Space.dists): at their highest values, with the
-# others at their first, a family builds its largest model.
-SIZES = ("latent", "h", "conv_channels", "mlp_width", "resnet_width", "resnet_blocks")
+# The keys a model's tensors grow with (flat names, Space.dists), and those that shape it: channels
+# double with each conv layer and resnet stage, while the map before the latent heads shrinks.
+SIZES = ("latent", "h", "conv_channels", "mlp_width", "resnet_width")
+SHAPES = ("conv_layers", "conv_kernel_size", "resnet_scales")
 # What a group may leave out (ModelConfig's defaults), and what it may set for its family alone.
 GROUP_OPTIONAL = {"resnet": ("upsample", "cond_norm")}
 OVERRIDES = ("norm", "activation")
@@ -345,9 +346,19 @@ def _first(dist: Dist) -> Any:
     return dist.low if isinstance(dist, Uniform) else dist.values()[0]
 
 
+def _lowest(dist: Dist) -> Any:
+    values = dist.values()
+    return values[0] if isinstance(values, range) else min(values)  # min() would walk a range
+
+
 def _highest(dist: Dist) -> Any:
     values = dist.values()
-    return values[-1] if isinstance(values, range) else max(values)  # max() would walk a range
+    return values[-1] if isinstance(values, range) else max(values)
+
+
+def _base_config(space: Space, family: str) -> dict[str, Any]:
+    """A configuration of `family` with every key at its first value."""
+    return {**{k: _first(d) for k, d in space.dists(family).items()}, "family": family, **space.data}
 
 
 def _check_data_fit(space: Space, where: str, problem: str) -> None:
@@ -359,20 +370,20 @@ def _check_data_fit(space: Space, where: str, problem: str) -> None:
 
 
 def _check_largest_models(space: Space, where: str) -> None:
-    """Each family's largest model can be built: a size past what torch can hold (zeros typed too long)
-    would otherwise fail where the driver counts a sampled model's parameters, and end the search."""
-    from cvae_core.models import config_params  # torch: loaded by then, with the data
-
+    """Each family's largest models can be built: every size at its highest, the shapes at both
+    ends. A size past what torch can hold (zeros typed too long) would otherwise fail where the
+    driver counts a sampled model's parameters (Space.params), and end the search."""
     for family in space.families():
         dists = space.dists(family)
         sizes = {k: _highest(d) for k, d in dists.items() if k in SIZES}
-        try:
-            config_params(trial_config({**{k: _first(d) for k, d in dists.items()}, **sizes, "family": family,
-                                        **space.data}).model)
-        except (ConfigError, RuntimeError, TypeError, ValueError) as e:
-            settings = ", ".join(f"{k.replace('_', '.', 1)}={v:,}" for k, v in sizes.items())
-            raise SpaceError(f"{where}: {settings}: the largest {family} model it can sample cannot be built "
-                             f"({first_line(e)}); narrow these ranges") from None
+        for end in (_lowest, _highest):
+            shapes = {k: end(d) for k, d in dists.items() if k in SHAPES}
+            try:
+                space.params({**_base_config(space, family), **sizes, **shapes})
+            except (RuntimeError, TypeError, ValueError, OverflowError) as e:
+                settings = ", ".join(f"{k.replace('_', '.', 1)}={v:,}" for k, v in {**sizes, **shapes}.items())
+                raise SpaceError(f"{where}: {settings}: the {family} model these give cannot be built "
+                                 f"({first_line(e)}); narrow these ranges") from None
 
 
 # Each combination is built as a config before the search starts (about 50 us each on a CPU core):
@@ -397,7 +408,7 @@ def _check_every_model(space: Space, family: str, keys: tuple[str, ...], where: 
         raise SpaceError(f"{where}: {count:,} combinations of settings that decide whether a network can be built "
                          f"({ranges} values), more than the {MAX_MODELS_CHECKED:,} the search checks before it "
                          "starts; narrow an int range")
-    base = {**{k: _first(d) for k, d in dists.items()}, "family": family, **space.data}
+    base = _base_config(space, family)
     for combo in itertools.product(*(dists[n].values() for n in names)):
         try:
             trial_config({**base, **dict(zip(names, combo))})

@@ -90,6 +90,7 @@ def test_gmm_samples_come_from_the_mixture_the_run_scored(scored_run, tmp_path):
                                                 "65500 pixels); give a smaller --n, or write a .png"),
         (["--n", "500", "--out", "TMP/x.webp"], "more than a .webp file holds (encoding error 5: Image size exceeds "
                                                 "WebP limit of 16383 pixels)"),
+        (["--n", "2000", "--out", "TMP/x.gif"], "more than a .gif file holds ("),  # its writer: OverflowError
         (["--n", "200000", "--class", "cat"], "TMP/x.png: 200000 images per class make a grid of 15,234 x 15,200 "
                                               "pixels, more than Pillow opens (178,956,970); give a smaller --n"),
         (["--out", "TMP/x.xbm"], "TMP/x.xbm: Pillow cannot write RGB images as XBM (cannot write mode RGB as XBM); "

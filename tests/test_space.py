@@ -76,13 +76,19 @@ def test_a_huge_int_range_is_sampled_but_too_many_networks_to_check_are_one_line
 def test_a_size_no_model_can_hold_is_one_line_before_the_search():
     """The driver counts each sampled model's parameters: a model torch cannot hold would end the search there."""
     typo = parse_space_section({**SPACE, "latent": {"int": [4, 10**20]}})
-    expected = (r"^space: latent=100,000,000,000,000,000,000, mlp\.width=128: the largest mlp model it can sample "
-                r"cannot be built \(.*\); narrow these ranges$")
+    expected = (r"^space: latent=100,000,000,000,000,000,000, mlp\.width=128: the mlp model these give cannot be "
+                r"built \(.*\); narrow these ranges$")
     with pytest.raises(SpaceError, match=expected):
         typo.for_data(CIFAR10_SHAPE)
     wide = parse_space_section({**SPACE, "conv": {**SPACE["conv"], "channels": {"choice": [8, 2**40]}}})
-    with pytest.raises(SpaceError, match=r"^space: h=64, latent=16, conv\.channels=1,099,511,627,776: the largest "):
+    with pytest.raises(SpaceError, match=r"^space: h=64, latent=16, conv\.channels=1,099,511,627,776, "
+                                         r"conv\.layers=2, conv\.kernel_size=3: the cnn model these give"):
         wide.for_data(CIFAR10_SHAPE)
+    # channels double with each layer: 8 x 2**39 at the deepest
+    deep = parse_space_section({**SPACE, "conv": {"layers": {"int": [1, 40]}, "channels": 8, "kernel_size": 3,
+                                                  "stride": 1, "padding": 1}})
+    with pytest.raises(SpaceError, match=r"conv\.layers=40, conv\.kernel_size=3: the cnn model these give"):
+        deep.for_data(CIFAR10_SHAPE)
 
 
 def test_the_reports_presets_need_cifar10_shaped_data():
