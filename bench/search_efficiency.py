@@ -9,9 +9,11 @@ Methods (the names of --methods and the JSON):
   never leaves its random start-up: random search through the same machinery);
 - `tpe-defaults`: TPE with Optuna's defaults + ASHA;
 - `no-early-stopping`: TPE on a milestone (search.settings.Searcher's defaults), every trial run to max_t;
-- `configured`: the search as the space file configures it (spaces/cnn.yaml: a GP told last scores).
+- `configured`: the search as the space file configures it (spaces/cnn.yaml: a GP told last scores,
+  ASHA's milestones trusted until the trials run to the end refute them).
 The baselines are TPE's and random search's whatever searcher the space file sets, each
-with plain ASHA on the space's schedule (min_agreement is the configured search's own).
+with plain ASHA on the space's schedule (min_agreement and run_to_end_every are the configured
+search's own).
 Benchmarks:
 - `synthetic` (default): spaces/cnn.yaml's space and schedule, each trial's curve a closed-form
   function of its configuration plus noise (`final_score`, `curve`): the shape of the real problem,
@@ -57,7 +59,7 @@ whose every ask optimises its acquisition over LCBench's two wide integer settin
 ask on these cores); --parallel 2 runs two at once. Each search is a process of its own.
 
 --emulate runs each search in this process without Tune's controller and actors: the Tuner's
-ASHA (search.schedulers.AgreementASHA, Ray's ASHAScheduler with the space's min_agreement rule,
+ASHA (search.schedulers.AgreementASHA, Ray's ASHAScheduler with the space's asha rules,
 without the run-folder records) and the project's searcher (search.searcher.new_sampler) through Optuna's ask and
 tell, --concurrent trials at once, each one epoch per step, no sleeps. One trial at a time its
 searches are the Tuner's, trial for trial (tests/test_bench.py); four at once, the Tuner's trials
@@ -212,7 +214,7 @@ def method_search(method: str, search, trials: int, grace_period: int | None):
     searcher, asha = search.searcher, search.asha
     if method != "configured":
         searcher = Searcher(n_startup_trials=searcher.n_startup_trials)
-        asha = asha.model_copy(update={"min_agreement": None})  # the rule is the configured search's own
+        asha = asha.model_copy(update={"min_agreement": None, "run_to_end_every": None})  # the configured search's own
     if method == "random":
         searcher = searcher.model_copy(update={"n_startup_trials": trials, "fit_on": "last"})
     elif method == "tpe-defaults":
@@ -327,7 +329,8 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
     study = optuna.create_study(sampler=new_sampler(s.searcher, s.seed, (*sorted(score_at), s.asha.max_t)))
     asha = AgreementASHA(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.asha.max_t,
                          grace_period=s.asha.grace_period, reduction_factor=s.asha.reduction_factor,
-                         min_agreement=s.asha.min_agreement, min_finished=s.asha.min_finished)
+                         min_agreement=s.asha.min_agreement, min_finished=s.asha.min_finished,
+                         run_to_end_every=s.asha.run_to_end_every)
     folder = lcbench.read_folder(args.lcbench) if args.benchmark == "lcbench" else None
     space = lcbench.Space(folder) if folder else spec.space
     running, ended, spent, spent_s = [], [], 0, 0.0
@@ -340,8 +343,8 @@ def emulated_search(args: argparse.Namespace, method: str, seed: int, task: str)
                 score, fail_at = (lambda epoch, error=error: error[epoch - 1]), None
             else:
                 (score, _, fail_at), seconds = synthetic_curve(config, s.seed), None
-            running.append(SimpleNamespace(trial=trial, trial_id=str(trial.number), score=score, fail_at=fail_at,
-                                           seconds=seconds, epoch=0, last=None))
+            running.append(SimpleNamespace(trial=trial, trial_id=str(trial.number), config=config, score=score,
+                                           fail_at=fail_at, seconds=seconds, epoch=0, last=None))
             asha.on_trial_add(None, running[-1])
         for t in list(running):
             t.epoch += 1

@@ -115,22 +115,26 @@ def rung_agreement(trials: pd.DataFrame, scored: dict[str, dict[int, float]], mi
 
 
 def asha_decisions(run: RunFolder, trials: pd.DataFrame) -> list[str]:
-    """What ASHA decided: at each milestone, how many trials were scored there, how many it stopped
-    and (asha.min_agreement) how many it let on because the milestone was not trusted yet; then
-    each stop, on what (the trial's score against the cutoff: the best 1/reduction_factor of the
-    scores recorded there before it). Markdown lines."""
+    """What ASHA decided: at each milestone, how many trials were scored there, how many it stopped,
+    how many it let on because the milestone was not trusted (asha.min_agreement) and how many
+    because they run to the end (asha.run_to_end_every); then each stop, on what (the trial's score
+    against the cutoff: the best 1/reduction_factor of the scores recorded there before it).
+    Markdown lines."""
     records = read_records(run.asha_state)
     forgotten = {r["forget"] for r in records if "forget" in r}  # trials a resume lost (PersistentASHA.keep_only)
     records = [r for r in records if r.get("trial", r.get("let_on")) not in forgotten]
     stops = sorted((r for r in records if "stopped" in r and "milestone" in r),
                    key=lambda r: (r["milestone"], r["score"]))
-    let_on = [r for r in records if "let_on" in r]
-    if not stops and not let_on:
+    let_on = [r for r in records if "let_on" in r and not r.get("runs_to_end")]
+    to_end = [r for r in records if "let_on" in r and r.get("runs_to_end")]
+    if not stops and not let_on and not to_end:
         return ["ASHA stopped no trial at a milestone.", ""]
     names = {row.trial_id: Path(row.trial_dir).name for row in trials.itertuples()}
-    extra = " let on, the milestone not trusted |" if let_on else ""
+    extra = [h for h, kept in [("let on, the milestone not trusted", let_on), ("let on, running to the end", to_end)]
+             if kept]
     lines = ["What ASHA decided at each milestone:", "",
-             f"| epoch | trials scored there | stopped there |{extra}", "|---|---|---|" + "---|" * bool(let_on)]
+             "| " + " | ".join(["epoch", "trials scored there", "stopped there", *extra]) + " |",
+             "|---" * (3 + len(extra)) + "|"]
     for m in _milestones(run):
         scored = sum(1 for r in records if r.get("milestone") == m and "rung" in r)
         row = f"| {m} | {scored} | {sum(1 for r in stops if r['milestone'] == m)} |"
@@ -138,13 +142,16 @@ def asha_decisions(run: RunFolder, trials: pd.DataFrame) -> list[str]:
             kept = [r for r in let_on if r["milestone"] == m]
             row += f" {len(kept)}" + (f" (the last: Spearman {_agreement(kept[-1])} over {kept[-1]['finished']} "
                                       "ended trials)" if kept else "") + " |"
+        if to_end:
+            row += f" {sum(1 for r in to_end if r['milestone'] == m)} |"
         lines.append(row)
     if let_on:
-        lines += ["", ("`asha.min_agreement`: ASHA cut at a milestone only once the trials that ended by themselves "
-                       "showed that its scores rank them as their final scores do (the last milestone before the "
-                       "end: from the start, until they showed otherwise, the earlier ones judged against its "
-                       "scores where a trial had no final one); until then, and where they ranked worse, trials "
-                       "ASHA would have stopped were let on.")]
+        lines += ["", ("`asha.min_agreement`: ASHA stopped cutting at a milestone where the trials that ended by "
+                       "themselves showed that its scores rank them unlike their final scores (below the last "
+                       "milestone before the end, judged against its scores where a trial had no final one); "
+                       "trials it would have stopped there were let on.")]
+    if to_end:
+        lines += ["", "`asha.run_to_end_every`: every Nth trial ran to the end whatever its milestones said."]
     if stops:
         lines += ["", "Each stop: the trial's score at the milestone against the cutoff it had to beat.", "",
                   "| trial | stopped at epoch | its score | cutoff | scores compared |", "|---|---|---|---|---|"]

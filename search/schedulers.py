@@ -5,8 +5,10 @@
   against nothing and stop nobody. Each new rung record, and each stop, is appended to a file in
   the run folder and read back on unpickling; a stopped trial that a restart brings back (the
   kill came before Tune saved the stop) ends at once without training (`search.trainable`).
-- `AgreementASHA` (beneath it): ASHA that cuts at a milestone only once that milestone has shown
-  it ranks trials as their final scores do (`asha.min_agreement`).
+- `AgreementASHA` (beneath it): ASHA that stops cutting at a milestone once the trials that ended
+  show that it ranks them badly (`asha.min_agreement`), and that lets every Nth trial run to the
+  end whatever its milestones say (`asha.run_to_end_every`), so that those trials are not only
+  the ones the milestones chose.
 - It also decides when Tune saves its experiment state (`SavesOnEvents`).
 """
 
@@ -33,6 +35,7 @@ from .private_api import (
     set_asha_stopped,
     state_upload_running,
 )
+from .seeds import TRIAL_NUMBER
 from .settings import MIN_FINISHED
 
 SAVE_BUDGET = 0.02  # the share of the driver's time that saves may take, the search's last included
@@ -115,30 +118,33 @@ class SavesOnEvents:
 
 
 class AgreementASHA(ASHAScheduler):
-    """ASHA that cuts at a milestone only where the milestone has shown it ranks trials as their
-    final scores do: among the trials scored there that then ended by themselves (their epoch
-    record's `stop`: max_t or patience), the rank correlation (Spearman) of the two is at least
-    `min_agreement`, over at least `min_finished` trials. Until then, and wherever it ranks worse,
-    every trial goes on past the milestone, as without early stopping.
+    """ASHA that stops cutting at a milestone where the milestone is shown to rank trials unlike
+    their final scores: among the trials scored there that then ended by themselves (their epoch
+    record's `stop`: max_t or patience), the rank correlation (Spearman) of the two is below
+    `min_agreement`, over at least `min_finished` trials. There every trial goes on past it, as
+    without early stopping; until then, and wherever it ranks well, it cuts as ASHA does. None:
+    plain ASHA. Below the last milestone (the highest below max_t), while that one is not shown to
+    rank badly, a trial without a final score counts with its score there (one it cut, or one
+    still running), so the earlier milestones are judged as soon as trials reach it.
+
+    Every `run_to_end_every`-th trial by its study number, until `min_finished` of them (trials 7,
+    15, 23, 31 and 39 for 8 and 5), is never cut: the trials that end by themselves are otherwise
+    the ones the milestones chose, and among those even a milestone that ranks the best models
+    backwards can rank well. They are the evidence; more would cost their full runs where the
+    milestones rank well (LCBench). None: none.
 
     Why: where slowly converging models end best, early scores rank them worst and ASHA cuts the
     very trials a search is for (bench/search_efficiency.py's synthetic function; some LCBench
-    tasks). Where early scores rank well, the first `min_finished` trials' cost buys ASHA's
-    savings for the rest. None: plain ASHA. The trials ASHA meets before then are recorded in its
-    rungs as usual, so a milestone that earns trust cuts against all of them.
-
-    The last milestone (the highest below max_t) cuts from the start, until finished trials show
-    it ranks badly: its scores are the nearest to the end, and letting every trial on past it
-    while the first ones finish ran each of them to max_t (on the synthetic function, whose early
-    milestones never earn trust, 55 of every trial's 100 epochs; bench/search_efficiency.py).
-    Until it is shown to rank badly, the earlier milestones are judged against its scores where a
-    trial has no final one (one it cut, or one still running), so they earn trust as soon as
-    trials reach it rather than their end.
+    tasks). Trusting every milestone until shown otherwise costs nothing where early scores rank
+    well (LCBench); waiting for finished trials before any milestone cut cost a quarter of random
+    search's budget there (docs/benchmarks.md, stop 59).
     """
 
-    def __init__(self, min_agreement: float | None = None, min_finished: int = MIN_FINISHED, **kwargs):
+    def __init__(self, min_agreement: float | None = None, min_finished: int = MIN_FINISHED,
+                 run_to_end_every: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self._min_agreement, self._min_finished = min_agreement, min_finished
+        self._run_to_end_every = run_to_end_every
         self._finals: dict[str, float] = {}  # trial id: its final score, times asha_sign like the rungs
         self._let_on: dict | None = None  # the last cut this rule overruled, and why
 
@@ -157,7 +163,15 @@ class AgreementASHA(ASHAScheduler):
 
     def _ranks_badly(self, milestone: int) -> bool:
         rho, n = self.agreement(milestone)
-        return n >= self._min_finished and (rho is None or rho < self._min_agreement)
+        return self._min_agreement is not None and n >= self._min_finished and (
+            rho is None or rho < self._min_agreement)
+
+    def runs_to_end(self, trial) -> bool:
+        """Whether `trial` is one of the first `min_finished` of every `run_to_end_every`-th, by its
+        study number (a space of presets has none)."""
+        every, number = self._run_to_end_every, trial.config.get(TRIAL_NUMBER)
+        return every is not None and number is not None and number % every == every - 1 and \
+            number < every * self._min_finished
 
     def _recorded(self, milestone: int) -> dict[str, float]:
         return {t: v for rungs in asha_rungs(self) for m, recorded in rungs if m == milestone
@@ -181,15 +195,14 @@ class AgreementASHA(ASHAScheduler):
             # It ended by itself (patience, max_t): not ASHA's stop, though Ray counts it so when a
             # milestone's cutoff or max_t comes at the same epoch.
             set_asha_stopped(self, stopped_before)
-        elif action == TrialScheduler.STOP and epoch < max_t and self._min_agreement is not None:
+        elif action == TrialScheduler.STOP and epoch < max_t:
             milestone = max(m for rungs in asha_rungs(self) for m, recorded in rungs
                             if m <= epoch and trial.trial_id in recorded)  # where ASHA just cut it
-            rho, n = self.agreement(milestone)
-            if n < self._min_finished and milestone == self._last_milestone:
-                return action  # trusted until shown otherwise (class doc)
-            if n < self._min_finished or rho is None or rho < self._min_agreement:
+            to_end = self.runs_to_end(trial)
+            if to_end or self._ranks_badly(milestone):
                 set_asha_stopped(self, asha_stopped(self) - 1)
-                self._let_on = {"let_on": trial.trial_id, "milestone": milestone,
+                rho, n = self.agreement(milestone)
+                self._let_on = {"let_on": trial.trial_id, "milestone": milestone, "runs_to_end": to_end,
                                 "agreement": None if rho is None else round(rho, 4), "finished": n}
                 return TrialScheduler.CONTINUE
         return action
@@ -214,8 +227,9 @@ class PersistentASHA(SavesOnEvents, AgreementASHA):
 
     def __setstate__(self, state):
         # Tuner.restore unpickles the scheduler as it was first built: refill it from the file. One
-        # pickled before AgreementASHA existed lacks its attributes: it resumes as plain ASHA.
-        self.__dict__.update({"_min_agreement": None, "_min_finished": MIN_FINISHED, "_let_on": None, **state,
+        # pickled before a rule of AgreementASHA's existed lacks its attribute: it resumes without it.
+        self.__dict__.update({"_min_agreement": None, "_min_finished": MIN_FINISHED, "_run_to_end_every": None,
+                              "_let_on": None, **state,
                               "_finals": {}, "_written_finals": set()})
         self._reset_save_clock()
         self._load()

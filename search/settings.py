@@ -45,7 +45,7 @@ OBJECTIVE_METRICS = {"fid": "fid", "kid": "kid", "val_loss": "best_val_loss"}  #
 # Trainable parameters: known before training, an objective only beside one of those.
 SIZE_METRICS = {"params": "params"}
 RESULT_KEYS = OBJECTIVE_METRICS | SIZE_METRICS
-MIN_FINISHED = 5  # trials that ended before a milestone may be trusted (asha.min_agreement)
+MIN_FINISHED = 5  # trials that ended before a milestone may be judged (asha.min_agreement)
 
 
 class Settings(BaseModel):
@@ -122,12 +122,17 @@ class Asha(Settings):
     reduction_factor: int = Field(3, ge=2)
     min_agreement: float | None = Field(
         None, ge=-1.0, le=1.0,
-        description="cut at a milestone only once its scores rank the trials that ended by themselves as "
-                    "their final scores do (Spearman >= this, over min_finished trials; the last milestone "
-                    "before max_t cuts until they show otherwise); null: always (ASHA)")
+        description="stop cutting at a milestone once its scores rank the trials that ended by themselves "
+                    "unlike their final scores (Spearman below this, over min_finished trials); null: never "
+                    "(ASHA)")
     min_finished: int = Field(MIN_FINISHED, ge=3,
                               description="trials that ended by themselves (below the last milestone: or reached "
-                                          "it) before a milestone may be trusted (min_agreement)")
+                                          "it) before a milestone may be judged (min_agreement); the trials "
+                                          "run_to_end_every runs to the end")
+    run_to_end_every: int | None = Field(
+        None, ge=2, description="every Nth trial by its study number, until min_finished of them, runs to "
+                                "max_t whatever its milestones say: trials the milestones did not choose, for "
+                                "min_agreement to judge them on; null: none")
 
     @model_validator(mode="after")
     def _grace_within_horizon(self):
@@ -405,8 +410,13 @@ def _ignored(space: Space, search: Search, given: dict) -> tuple[str, ...]:
         notes += [f"search.objective.{key}: not used when trials are ranked by val_loss (no samples are scored); "
                   "ignored" for key in ("samples_per_class", "reference", "feature_extractor")
                   if getattr(search.objective, key) != Objective.model_fields[key].default]
-    if search.asha.min_agreement is None and search.asha.min_finished != MIN_FINISHED:
-        notes.append("search.asha.min_finished: used only with min_agreement, which is not set; ignored")
+    if search.asha.min_agreement is None and search.asha.run_to_end_every is None and \
+            search.asha.min_finished != MIN_FINISHED:
+        notes.append("search.asha.min_finished: used only with min_agreement or run_to_end_every, neither of which "
+                     "is set; ignored")
+    if space.presets and search.asha.run_to_end_every is not None:
+        notes.append("search.asha.run_to_end_every: not used with space.presets (no searcher numbers their "
+                     "trials); ignored")
     return tuple(notes)
 
 

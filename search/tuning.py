@@ -61,7 +61,8 @@ def new_tuner(spec: Spec, run: RunFolder, trainable, space=None):
     s = spec.search
     scheduler = PersistentASHA(run.location, time_attr="epoch", max_t=s.asha.max_t, grace_period=s.asha.grace_period,
                                reduction_factor=s.asha.reduction_factor, metric=METRIC, mode=MODE,
-                               min_agreement=s.asha.min_agreement, min_finished=s.asha.min_finished)
+                               min_agreement=s.asha.min_agreement, min_finished=s.asha.min_finished,
+                               run_to_end_every=s.asha.run_to_end_every)
     if spec.space.presets:
         search_alg = None
         param_space = {"preset": tune.grid_search(list(spec.space.presets)),

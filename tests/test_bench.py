@@ -105,12 +105,14 @@ def test_the_baselines_are_tpe_and_random_search_whatever_the_space_configures()
 
     search = load_spec(ROOT / "spaces" / "cnn.yaml").search
     assert (search.searcher.model, search.searcher.fit_on) == ("gp", "last")
-    search = search.model_copy(update={"asha": search.asha.model_copy(update={"min_agreement": 0.5})})
+    rule = {"min_agreement": 0.5, "run_to_end_every": 8}
+    search = search.model_copy(update={"asha": search.asha.model_copy(update=rule)})
     runs = {m: method_search(m, search, trials=128, grace_period=None) for m in
             ("random", "tpe-defaults", "no-early-stopping", "configured")}
     assert runs["configured"].searcher == search.searcher and runs["configured"].asha == search.asha
-    # asha.min_agreement is the configured search's own: the baselines run plain ASHA
-    assert [r.asha.min_agreement for m, r in runs.items() if m != "configured"] == [None, None, None]
+    # asha's rule is the configured search's own: the baselines run plain ASHA
+    assert [(r.asha.min_agreement, r.asha.run_to_end_every) for m, r in runs.items() if m != "configured"] == \
+        [(None, None)] * 3
     assert {m: r.searcher.model for m, r in runs.items()} == {"random": "tpe", "tpe-defaults": "tpe",
                                                               "no-early-stopping": "tpe", "configured": "gp"}
     assert runs["random"].searcher.n_startup_trials == 128  # TPE that never leaves its random start-up
@@ -181,10 +183,12 @@ def test_search_efficiency_on_lcbench_writes_every_figure(tmp_path):
 
 
 # seed 4: among its first 16 trials, spaces/cnn.yaml's searcher samples diverging ones (seed 0: none);
-# with asha.min_agreement, 3 trials run to the end before ASHA cuts at a milestone that ranked them right
+# with asha's rule, every 2nd trial runs to the end and a milestone stops cutting once 3 ended trials
+# show it ranks them badly
 @pytest.mark.parametrize("benchmark, task, seed, asha", [("synthetic", "synthetic", 4, {}), ("lcbench", "7593", 0, {}),
                                                          ("lcbench", "7593", 0, {"min_agreement": 0.5,
-                                                                                 "min_finished": 3})])
+                                                                                 "min_finished": 3,
+                                                                                 "run_to_end_every": 2})])
 def test_the_emulated_search_is_the_tuners_trial_for_trial(benchmark, task, seed, asha, tmp_path):
     """One trial at a time, past the searcher's start-up (10 trials) and, on the synthetic function,
     through failing trials: the same trials end in the same order with the same scores after the

@@ -8,6 +8,7 @@ from cvae_core.atomic import read_records
 from results.run_folder import RunFolder
 from search.private_api import asha_rungs
 from search.schedulers import PersistentASHA, stopped_by_asha
+from search.seeds import TRIAL_NUMBER
 
 
 def _asha(run_dir):
@@ -72,8 +73,8 @@ def test_asha_follows_the_score_where_the_validation_loss_disagrees(tmp_path):
                "gauss": {"epoch": 1, "score": 300.0, "best_val_loss": -1500.0}}
     for trial_id in ("bern", "gauss"):
         sched.on_trial_add(None, _trial(trial_id))
-    assert sched.on_trial_result(None, SimpleNamespace(trial_id="bern"), results["bern"]) == TrialScheduler.CONTINUE
-    assert sched.on_trial_result(None, SimpleNamespace(trial_id="gauss"), results["gauss"]) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, _trial("bern"), results["bern"]) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, _trial("gauss"), results["gauss"]) == TrialScheduler.STOP
 
 
 def test_a_stop_is_recorded_with_its_trial(tmp_path):
@@ -149,11 +150,13 @@ def test_the_state_is_saved_after_each_event_within_its_share_of_the_drivers_tim
     assert len(saves) == 6
 
 
-def _trial(trial_id: str):
-    """What SavesOnEvents reads of a Tune trial: its id and its runtime metadata."""
+def _trial(trial_id: str, number: int | None = None):
+    """What the schedulers read of a Tune trial: its id, its runtime metadata and its configuration
+    (with its study trial number, as the searcher suggests it)."""
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
-    return SimpleNamespace(trial_id=trial_id, run_metadata=_TrainingRunMetadata())
+    config = {} if number is None else {TRIAL_NUMBER: number}
+    return SimpleNamespace(trial_id=trial_id, run_metadata=_TrainingRunMetadata(), config=config)
 
 
 def test_tune_keeps_no_running_averages_of_a_trials_numbers(monkeypatch):
@@ -183,16 +186,17 @@ def test_a_trial_that_ends_by_itself_at_a_milestone_it_would_be_cut_at_is_not_as
     assert _run(sched, "whole", [1.0] * 8) == 8 and stopped_by_asha(state) == set()  # max_t: its own end too
 
 
-def _agreeing_asha(run_dir):
-    """ASHA that cuts at a milestone only once 3 finished trials show it ranks as their ends do."""
+def _agreeing_asha(run_dir, run_to_end_every=None):
+    """ASHA that stops cutting at a milestone once 3 finished trials show it ranks unlike their ends."""
     return PersistentASHA(str(run_dir), time_attr="epoch", metric="best_val_loss", mode="min", max_t=8,
-                          grace_period=1, reduction_factor=2, min_agreement=0.5, min_finished=3)
+                          grace_period=1, reduction_factor=2, min_agreement=0.5, min_finished=3,
+                          run_to_end_every=run_to_end_every)
 
 
-def _run(sched, trial_id, curve):
-    """A trial reporting `curve` (its loss each epoch, ending by itself at the last): the epoch
-    the scheduler stopped it at, or its last."""
-    trial = _trial(trial_id)
+def _run(sched, trial_id, curve, number=None):
+    """A trial (study trial `number`) reporting `curve` (its loss each epoch, ending by itself at the
+    last): the epoch the scheduler stopped it at, or its last."""
+    trial = _trial(trial_id, number)
     sched.on_trial_add(None, trial)
     for epoch, loss in enumerate(curve, 1):
         stop = "max_epochs" if epoch == len(curve) else None
@@ -213,72 +217,92 @@ STEADY = [5.0] * 8
 FAST_WORST = [1.0, 2.0, 4.0, 6.0, 8.0, 9.0, 9.0, 9.0]  # best at the first milestone, worst at the end
 
 
+def _let_on(run_dir, trial_id) -> list[tuple[int, bool]]:
+    """Where the rule let `trial_id` on past a cut, and whether as one that runs to the end."""
+    return [(r["milestone"], r["runs_to_end"]) for r in read_records(RunFolder(run_dir).asha_state)
+            if r.get("let_on") == trial_id]
+
+
+def test_every_nth_trial_until_min_finished_of_them_runs_to_the_end_whatever_its_milestones_say(tmp_path):
+    sched = PersistentASHA(str(tmp_path), time_attr="epoch", metric="best_val_loss", mode="min", max_t=8,
+                           grace_period=1, reduction_factor=2, run_to_end_every=3)  # trials 2, 5, 8, 11 and 14
+    assert _run(sched, "best", [1.0] * 8, number=0) == 8
+    assert _run(sched, "bad", [9.0] * 8, number=1) == 1
+    assert _run(sched, "bad-but-third", [9.0] * 8, number=2) == 8
+    assert _let_on(tmp_path, "bad-but-third") == [(1, True), (2, True), (4, True)]
+    assert _cuts(tmp_path) == {"bad": 1} and "num_stopped=1" in sched.debug_string()
+    assert _run(sched, "a preset", [20.0] * 8) == 1  # no study number (a space of presets): cut as ASHA cuts
+    assert _run(sched, "the sixth third", [20.0] * 8, number=17) == 1  # min_finished (5) have run to the end
+
+
 def test_where_early_scores_rank_finished_trials_backwards_a_slow_starter_is_kept(tmp_path):
-    sched = _agreeing_asha(tmp_path)
-    # Until 3 trials have ended, no milestone is trusted: plain ASHA would cut the slow starter at epoch 1.
-    assert [_run(sched, t, c) for t, c in [("fast", FAST_WORST), ("steady", STEADY), ("slow", SLOW_BEST)]] == [8, 8, 8]
+    (tmp_path / "plain").mkdir()
+    plain = _asha(tmp_path / "plain")
+    assert [_run(plain, t, c) for t, c in [("fast", FAST_WORST), ("slow", SLOW_BEST)]] == [8, 1]
+    sched = _agreeing_asha(tmp_path, run_to_end_every=2)  # trials 1, 3, 5... run to the end
+    # The slow starter is trial 1: it runs to the end past the cuts ASHA makes at epochs 1 and 2.
+    curves = [(0, "fast", FAST_WORST), (1, "slow", SLOW_BEST), (3, "steady", STEADY)]
+    assert [_run(sched, t, c, number=n) for n, t, c in curves] == [8, 8, 8]
+    assert _let_on(tmp_path, "slow") == [(1, True), (2, True)]
     assert [sched.agreement(m) for m in (1, 2, 4)] == [(-1.0, 3), (-1.0, 3), (1.0, 3)]
-    # Epochs 1 and 2 rank them backwards: a newcomer that is worst of all is let on past them, as
-    # the slow starter that ended best was, each decision recorded with why; epoch 4 ranks them as
-    # their ends do, and cuts it.
-    late, quiet = _trial("late"), _trial("quiet")
-    for trial in (late, quiet):
-        sched.on_trial_add(None, trial)
-    assert [sched.on_trial_result(None, late, {"epoch": e, "best_val_loss": 20.0, "stop": None})
-            for e in (1, 2)] == [TrialScheduler.CONTINUE] * 2
-    sched.on_trial_complete(None, quiet, {"epoch": 1, "best_val_loss": 5.0})  # Tune ends it without a result
-    assert [sched.on_trial_result(None, late, {"epoch": e, "best_val_loss": 20.0, "stop": None})
-            for e in (3, 4)] == [TrialScheduler.CONTINUE, TrialScheduler.STOP]
-    let_on = [r for r in read_records(RunFolder(tmp_path).asha_state) if r.get("let_on") == "late"]
-    assert let_on == [{"let_on": "late", "milestone": m, "agreement": -1.0, "finished": 3} for m in (1, 2)]
+    # Epochs 1 and 2 have now ranked the ended trials backwards: another slow starter, worst there,
+    # is let on past them and ends best; a newcomer that is worst at epoch 4 too is cut there.
+    assert _run(sched, "slow2", SLOW_BEST, number=4) == 8
+    assert _let_on(tmp_path, "slow2") == [(1, False), (2, False)]
+    assert _run(sched, "late", [20.0] * 8, number=6) == 4
+    records = [r for r in read_records(RunFolder(tmp_path).asha_state) if r.get("let_on") == "late"]
+    assert records == [{"let_on": "late", "milestone": m, "runs_to_end": False, "agreement": -1.0, "finished": 4}
+                       for m in (1, 2)]
     assert _cuts(tmp_path) == {"late": 4}
 
 
-def test_where_early_scores_rank_finished_trials_as_their_ends_a_clearly_bad_curve_is_cut(tmp_path):
+def test_a_clearly_bad_curve_is_cut_from_the_start(tmp_path):
     sched = _agreeing_asha(tmp_path)
-    # Nothing is cut before 3 trials have ended (at epoch 4, the last milestone, none is worse than the others)
-    for trial_id, curve in [("worse", [9.0] * 8), ("best", [1.0] * 8), ("steady", STEADY)]:
-        assert _run(sched, trial_id, curve) == 8
-    assert sched.agreement(1) == (1.0, 3)
-    assert _run(sched, "bad", [20.0] * 8) == 1
+    assert _run(sched, "best", [1.0] * 8, number=0) == 8
+    assert _run(sched, "bad", [20.0] * 8, number=1) == 1  # every milestone cuts until shown to rank badly
     assert _cuts(tmp_path) == {"bad": 1}
 
 
-def test_the_last_milestone_cuts_a_clearly_bad_curve_before_any_trial_has_ended(tmp_path):
-    sched = _agreeing_asha(tmp_path)
-    assert _run(sched, "best", [1.0] * 8) == 8
-    # Epochs 1 and 2 have shown nothing yet: a trial worse than the best there goes on past them;
-    # epoch 4, the last milestone before the end, cuts it.
-    assert _run(sched, "worse", [9.0] * 8) == 4
-    assert [(r["milestone"], r["finished"]) for r in read_records(RunFolder(tmp_path).asha_state)
-            if r.get("let_on") == "worse"] == [(1, 1), (2, 1)]
-    assert _cuts(tmp_path) == {"worse": 4}
+def test_where_early_scores_rank_finished_trials_as_their_ends_the_cuts_go_on(tmp_path):
+    sched = _agreeing_asha(tmp_path, run_to_end_every=2)
+    curves = [("steady", STEADY), ("worse", [9.0] * 8), ("best", [1.0] * 8), ("worst", [12.0] * 8)]
+    assert [_run(sched, t, c, number=n) for n, (t, c) in enumerate(curves)] == [8, 8, 8, 8]
+    assert sched.agreement(1) == (1.0, 4)
+    assert _run(sched, "bad", [20.0] * 8, number=4) == 1
+    assert _cuts(tmp_path) == {"bad": 1}
 
 
-def test_the_last_milestone_stops_cutting_where_finished_trials_show_it_ranks_them_backwards(tmp_path):
+def test_a_milestone_stops_cutting_where_finished_trials_show_it_ranks_them_backwards(tmp_path):
     sched = _agreeing_asha(tmp_path)
     late_best = [9.0] * 4 + [2.0, 1.0, 0.5, 0.1]  # worst at every milestone, best at the end
     assert [_run(sched, t, c) for t, c in [("a", [3.0] * 7 + [1.0]), ("b", [2.0] * 8)]] == [8, 8]
-    assert _run(sched, "late", late_best) == 4  # cut there, before 3 trials have ended
+    assert _run(sched, "late", late_best) == 1  # cut at the first milestone, before 3 trials have ended
     assert _run(sched, "c", [1.0] * 7 + [3.0]) == 8
     assert sched.agreement(4) == (-1.0, 3)  # a, b and c: the better at epoch 4, the worse at the end
+    assert sched.agreement(1) == (-1.0, 3)  # the last milestone ranks badly: the earlier ones are judged on ends
     assert _run(sched, "late2", late_best) == 8  # now shown to rank backwards: let on
 
 
-def test_an_earlier_milestone_earns_trust_from_the_scores_of_trials_the_last_one_cut(tmp_path):
+def test_below_the_last_milestone_a_trial_without_a_final_score_counts_with_its_score_there(tmp_path):
     sched = _agreeing_asha(tmp_path)
-    # b and c are let on past epochs 1 and 2 and cut at epoch 4, the last milestone; a ends by itself
-    assert [_run(sched, t, [v] * 8) for t, v in [("a", 1.0), ("b", 2.0), ("c", 3.0)]] == [8, 4, 4]
+    assert _run(sched, "a", [3.0] * 8) == 8
+    for trial_id, value in [("b", 2.0), ("c", 1.0)]:  # still running, past the last milestone (epoch 4)
+        trial = _trial(trial_id)
+        sched.on_trial_add(None, trial)
+        for epoch in range(1, 5):
+            assert sched.on_trial_result(None, trial, {"epoch": epoch, "best_val_loss": value, "stop": None}) == \
+                TrialScheduler.CONTINUE
     assert sched.agreement(1) == (1.0, 3)  # a's final score, b's and c's at epoch 4
     assert sched.agreement(4) == (None, 1)  # the last milestone is judged on final scores alone
-    assert _run(sched, "d", [9.0] * 8) == 1
 
 
 def test_the_final_scores_a_milestone_is_judged_on_survive_a_restore(tmp_path):
-    sched = _agreeing_asha(tmp_path)
+    sched = _agreeing_asha(tmp_path, run_to_end_every=2)
     pickled = pickle.dumps(sched)  # as the Tuner pickles it at the start: nothing recorded
-    for trial_id, curve in [("fast", FAST_WORST), ("steady", STEADY), ("slow", SLOW_BEST)]:
-        _run(sched, trial_id, curve)
+    for number, trial_id, curve in [(0, "fast", FAST_WORST), (1, "slow", SLOW_BEST), (3, "steady", STEADY)]:
+        assert _run(sched, trial_id, curve, number=number) == 8
     restored = pickle.loads(pickled)
     assert [restored.agreement(m) for m in (1, 2, 4)] == [sched.agreement(m) for m in (1, 2, 4)]
-    assert _run(restored, "late", [20.0, 20.0, 1.0, 1.0]) == _run(sched, "late2", [20.0, 20.0, 1.0, 1.0]) == 4
+    assert _run(restored, "late", [20.0, 20.0, 1.0, 1.0], number=4) == 4  # let on past epochs 1 and 2
+    assert _run(sched, "late2", [20.0, 20.0, 1.0, 1.0], number=6) == 4
+    assert _run(restored, "third", [20.0] * 8, number=5) == 8  # run to the end: its study number, after a restore

@@ -117,6 +117,7 @@ MALFORMED = [
     ("search.asha.min_agreement", "high", "search.asha.min_agreement: 'high' is not a number"),
     ("search.asha.min_agreement", True, "search.asha.min_agreement: True is not a number"),
     ("search.asha.min_finished", 2, "search.asha.min_finished: 2 must be >= 3"),
+    ("search.asha.run_to_end_every", 1, "search.asha.run_to_end_every: 1 must be >= 2"),
     ("search.patience", 0, "search.patience: 0 must be >= 1"),
     ("search.seed", 2**32, "search.seed: 4294967296 must be <= 4294967295"),
     ("search.train_on", "test", "search.train_on: 'test' is not one of"),
@@ -373,7 +374,10 @@ def test_inception_weights_given_on_the_command_line_stand_in_for_a_run_folders_
      "search.objective.samples_per_class: not used when trials are ranked by val_loss (no samples are scored); "
      "ignored"),
     ({**BASE, "search": {"asha": {"min_finished": 4}}},
-     "search.asha.min_finished: used only with min_agreement, which is not set; ignored"),
+     "search.asha.min_finished: used only with min_agreement or run_to_end_every, neither of which is set; "
+     "ignored"),
+    ({"space": {"presets": ["mlp-M1"]}, "search": {"asha": {"run_to_end_every": 8}}},
+     "search.asha.run_to_end_every: not used with space.presets (no searcher numbers their trials); ignored"),
     ({**BASE, "final": {"samplers": ["prior", "gmm"], "two_stage": {"epochs": 5}}},
      "final.two_stage: used only by the two_stage sampler, which final.samplers leaves out; ignored"),
     ({**BASE, "final": {"samplers": ["prior"], "gmm_components": 3}},

@@ -241,7 +241,18 @@ def test_the_report_shows_the_trials_asha_let_on_where_a_milestone_was_not_trust
     assert main([str(run_dir)]) == 0
     md = (run_dir / "report" / "report.md").read_text()
     assert "| 2 | 3 | 0 | 2 (the last: Spearman -0.40 over 3 ended trials) |" in md
-    assert "Each stop" not in md  # no trial was cut
+    assert "Each stop" not in md and "run_to_end_every" not in md  # no trial was cut, none ran to the end so
+
+
+def test_the_report_counts_the_trials_let_on_to_run_to_the_end(tmp_path):
+    run_dir = small_search(tmp_path, 4)
+    append_records(RunFolder(run_dir).asha_state, [
+        {"bracket": 0, "rung": 0, "milestone": 2, "trial": "t1", "value": -118.0},
+        {"let_on": "t1", "milestone": 2, "runs_to_end": True, "agreement": None, "finished": 1}])
+    assert main([str(run_dir)]) == 0
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "| epoch | trials scored there | stopped there | let on, running to the end |" in md
+    assert "| 2 | 2 | 0 | 1 |" in md and "`asha.run_to_end_every`" in md and "min_agreement" not in md
 
 
 def test_the_report_counts_the_trials_sampled_from_last_scores(tmp_path):
