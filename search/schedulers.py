@@ -162,9 +162,10 @@ class AgreementASHA(ASHAScheduler):
         return (None if pd.isna(rho) else float(rho)), len(pairs)
 
     def _ranks_badly(self, milestone: int) -> bool:
+        if self._min_agreement is None:  # plain ASHA: no correlation to compute at each cut
+            return False
         rho, n = self.agreement(milestone)
-        return self._min_agreement is not None and n >= self._min_finished and (
-            rho is None or rho < self._min_agreement)
+        return n >= self._min_finished and (rho is None or rho < self._min_agreement)
 
     def runs_to_end(self, trial) -> bool:
         """Whether `trial` is one of the first `min_finished` of every `run_to_end_every`-th, by its
