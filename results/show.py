@@ -13,22 +13,36 @@ final stage the report shows the search alone.
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 from cvae_core.cli import ArgumentParser, number, out_folder, path
 
-from .run_folder import RunFileError, open_run
+from .run_folder import REPORT_FILE, RunFileError, open_run
 from .storage import StorageError
 
 TOP = 5  # leaderboard rows printed and shown
+
+
+def report_folder(text: str) -> Path:
+    """An argparse type for --out: a folder the report may write its files into, replacing those
+    of the same names, so one that is new, empty, or an earlier report's (it holds report.md); a
+    folder of other files may hold the user's own samples.png."""
+    out = out_folder(text)
+    if out.is_dir() and not (out / REPORT_FILE).exists() and any(out.iterdir()):
+        raise argparse.ArgumentTypeError(f"{text}: holds other files and no {REPORT_FILE}, and the report would "
+                                         "replace any of the same names; name a new or empty folder")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m results.show", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=path, help="a run folder, or its URI")
     p.add_argument("--top", type=number(int, at_least=1), default=TOP, help="rows to print and show samples of")
-    p.add_argument("--out", type=out_folder, default=None,
-                   help="the folder to write the report in (default: RUN_DIR/report)")
+    p.add_argument("--out", type=report_folder, default=None,
+                   help="a new or empty folder, or an earlier report's, to write the report in "
+                        "(default: RUN_DIR/report)")
     args = p.parse_args(argv)
     try:
         run = open_run(args.run_dir)

@@ -47,6 +47,22 @@ def test_a_folder_with_nothing_to_show_says_why_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: argument --out: {tmp_path}/notes.txt: it is a file, not a folder\n"
 
 
+def test_out_in_a_folder_of_other_files_is_refused_and_an_earlier_report_is_written_again(scored_run_copy, tmp_path,
+                                                                                             capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "samples.png").write_bytes(b"the user's own figure")
+    with pytest.raises(SystemExit):
+        main([str(scored_run_copy), "--out", str(mine)])
+    assert capsys.readouterr().err == (f"error: argument --out: {mine}: holds other files and no report.md, and the "
+                                       "report would replace any of the same names; name a new or empty folder\n")
+    assert (mine / "samples.png").read_bytes() == b"the user's own figure"
+    report = tmp_path / "report"
+    assert main([str(scored_run_copy), "--out", str(report)]) == 0
+    assert main([str(scored_run_copy), "--out", str(report), "--top", "1"]) == 0  # its own folder: written again
+    assert Image.open(report / "samples.png").size[0] > 100
+
+
 @pytest.mark.parametrize("damaged", ["trials.parquet", "leaderboard.parquet"])
 def test_a_damaged_table_is_one_line_naming_it_and_no_report_is_written(tmp_path, capsys, damaged):
     RunFolder(tmp_path).mark()
