@@ -281,9 +281,19 @@ def for_data(spec: Spec, shape: dict[str, int]) -> Spec:
 # ------------------------------------------------------------------------ the file
 
 
+# A space file is a few levels deep and a few hundred values long. Beyond these it is not one, and
+# walking it (here, in validation, in messages that show a value) would recurse past Python's limit
+# or, through aliases that repeat aliases, never end ("billion laughs").
+MAX_DEPTH = 32  # mappings and lists within each other
+MAX_VALUES = 100_000  # values in all, each alias counted as what it stands for
+
+
 def read_yaml(path: Path) -> Any:
-    """The YAML document in `path`; SpaceError for a file that is missing, not text, not YAML or
-    that gives a key twice (PyYAML would keep the last value without a word)."""
+    """The YAML document in `path`; SpaceError for a file that is missing, not text, not YAML, that
+    gives a key twice (PyYAML would keep the last value without a word) or whose structure is not a
+    space file's (too deep, an alias within itself, aliases expanding past MAX_VALUES)."""
+    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/zero, a pipe: reading may not end
+        raise SpaceError(f"{path}: not a regular file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -295,8 +305,10 @@ def read_yaml(path: Path) -> Any:
     except OSError as e:
         raise SpaceError(f"{path}: cannot be read ({e.strerror})") from None
     try:
-        _refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), "")
+        _check_nodes(yaml.compose(text, Loader=yaml.SafeLoader))
         return yaml.safe_load(text)
+    except RecursionError:  # PyYAML's composer recurses once per level
+        raise SpaceError(f"{path}: nested more than {MAX_DEPTH} levels deep; a space file is a few") from None
     except yaml.MarkedYAMLError as e:  # one line: where, and what PyYAML expected
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -306,22 +318,53 @@ def read_yaml(path: Path) -> Any:
         raise SpaceError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
-def _refuse_duplicate_keys(node, where: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
-        for key, value in node.value:
-            line = key.start_mark.line + 1
-            if key.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"):
-                shown = key.value if isinstance(key, yaml.ScalarNode) else "a list or mapping"
-                raise SpaceError(f"{where or 'top level'}: line {line}: a key must be a name, not {shown}")
-            at = f"{where}.{key.value}" if where else str(key.value)
-            if key.value in seen and key.tag != "tag:yaml.org,2002:merge":
-                raise SpaceError(f"{at}: given twice (lines {seen[key.value]} and {line}); keep one")
-            seen[key.value] = line
-            _refuse_duplicate_keys(value, at)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _refuse_duplicate_keys(item, f"{where}[{i}]")
+def _check_nodes(root) -> None:
+    """Walk the composed document once: keys are names, none given twice, at most MAX_DEPTH deep, no
+    alias within what it names, and at most MAX_VALUES values with aliases expanded. A node an alias
+    repeats is walked once (PyYAML composes an alias as the same node object)."""
+    sizes: dict[int, int] = {}  # id(node): values it expands to, once walked
+    open_: set[int] = set()  # the nodes being walked, from the root down
+
+    def walk(node, where: str, depth: int) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_:
+            raise SpaceError(f"{where or 'top level'}: line {node.start_mark.line + 1}: an alias within what it "
+                             "names (a recursive alias)")
+        if depth > MAX_DEPTH:
+            raise SpaceError(f"line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep; a space "
+                             "file is a few")
+        open_.add(id(node))
+        size = 1 + sum(walk(child, at, depth + 1) for child, at in _children(node, where))
+        open_.discard(id(node))
+        if size > MAX_VALUES:
+            raise SpaceError(f"{where or 'top level'}: line {node.start_mark.line + 1}: expands to more than "
+                             f"{MAX_VALUES:,} values (aliases within aliases); a space file has a few hundred")
+        sizes[id(node)] = size
+        return size
+
+    walk(root, "", 0)
+
+
+def _children(node, where: str) -> list[tuple[Any, str]]:
+    """A node's values with their key paths; for a mapping, its keys checked to be names given once."""
+    if isinstance(node, yaml.SequenceNode):
+        return [(item, f"{where}[{i}]") for i, item in enumerate(node.value)]
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    seen: dict[Any, int] = {}
+    children = []
+    for key, value in node.value:
+        line = key.start_mark.line + 1
+        if key.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"):
+            shown = key.value if isinstance(key, yaml.ScalarNode) else "a list or mapping"
+            raise SpaceError(f"{where or 'top level'}: line {line}: a key must be a name, not {shown}")
+        at = f"{where}.{key.value}" if where else str(key.value)
+        if key.value in seen and key.tag != "tag:yaml.org,2002:merge":
+            raise SpaceError(f"{at}: given twice (lines {seen[key.value]} and {line}); keep one")
+        seen[key.value] = line
+        children.append((value, at))
+    return children
 
 
 def load_spec(path: str | Path, inception_weights: str | None = None) -> Spec:

@@ -8,7 +8,7 @@ from conftest import CNN_RESNET_SPACE, MIXED_SPACE
 
 from cvae_core import PRESETS
 from cvae_core.config import CIFAR10_SHAPE
-from search.settings import for_data, load_spec, parse_spec, with_overrides
+from search.settings import for_data, load_spec, parse_spec, read_yaml, with_overrides
 from search.space import Fixed, SpaceError
 
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
@@ -299,6 +299,43 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     first = next(i for i, line in enumerate(lines, 1) if line.startswith("  lr:"))
     with pytest.raises(SpaceError, match=re.escape(f"{f}: space.lr: given twice (lines {first} and {first + 1})")):
         load_spec(f)
+
+
+def _alias_bomb(levels: int) -> str:
+    """Each alias a list of ten of the one before: 10**levels values from a few hundred bytes."""
+    lines = ["a0: &a0 [" + ", ".join(["1.0"] * 10) + "]"]
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, problem", [
+    (_alias_bomb(30), "a4: line 5: expands to more than 100,000 values (aliases within aliases); a space file has "
+                      "a few hundred"),
+    ("space: &a {family: mlp, lr: {choice: *a}}\n",
+     "space.lr.choice: line 1: an alias within what it names (a recursive alias)"),
+    ("space:\n  lr: {choice: &a [1.0, *a]}\n",
+     "space.lr.choice[1]: line 2: an alias within what it names (a recursive alias)"),
+    ("space: " + "[" * 40 + "]" * 40 + "\n", "line 1: nested more than 32 levels deep; a space file is a few"),
+    ("space: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", "nested more than 32 levels deep; a space file is a few"),
+])
+def test_a_file_too_deep_or_whose_aliases_never_end_is_one_line(tmp_path, text, problem):
+    f = tmp_path / "odd.yaml"
+    f.write_text(text)
+    with pytest.raises(SpaceError) as e:
+        load_spec(f)
+    assert str(e.value) == f"{f}: {problem}"
+
+
+def test_aliases_and_merge_keys_a_space_file_may_use_still_read(tmp_path):
+    f = tmp_path / "anchors.yaml"
+    f.write_text("x-base: &base {family: mlp, latent: 8, mlp: {layers: 1, width: 8}}\n"
+                 "space:\n  <<: *base\n  lr: {choice: &lrs [1.0e-4, 1.0e-3]}\n  beta: {choice: *lrs}\n")
+    assert read_yaml(f)["space"]["beta"] == {"choice": [1.0e-4, 1.0e-3]}
+
+
+def test_a_space_file_that_is_a_device_is_refused_before_it_is_read():
+    with pytest.raises(SpaceError, match=re.escape("/dev/zero: not a regular file")):
+        load_spec("/dev/zero")
 
 
 @pytest.mark.parametrize("text, problem", [
