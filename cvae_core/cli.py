@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 # What the operating system accepts in a path, in bytes: one name (Linux's and macOS's file
 # systems), and the whole path given to a system call.
@@ -54,19 +54,30 @@ def number(kind: type = int, at_least: float | None = None, at_most: float | Non
     return parse
 
 
-def path(text: str) -> str:
-    """An argparse type for a path or a URI: a local one (a file:// URI's too) the operating system
-    would refuse for its length is one line here, not a traceback from the first look at it. Other
-    URIs are their file system's to judge. Returns the text as given."""
-    local = urlparse(text).path if text.startswith("file://") else None if "://" in text else text
+def path_problem(text: str) -> str | None:
+    """Why the operating system would refuse a local path (a file:// URI's too) at the first look at
+    it, with a traceback: its length, a NUL character, a ~user it cannot expand; None where it would
+    not, and for other URIs, which are their file system's to judge."""
+    local = unquote(urlparse(text).path) if text.startswith("file://") else None if "://" in text else text
     if local is None:
-        return text
-    encoded = os.fsencode(os.path.expanduser(local))
+        return None
+    if "\0" in local:
+        return f"{text!r}: holds a NUL character, which no path can"
+    expanded = os.path.expanduser(local)
+    if expanded.startswith("~"):  # left as it was: no such user (or no home), and Path would raise
+        return f"{text}: {expanded.split('/')[0]} names no home folder on this machine"
+    encoded = os.fsencode(expanded)
     if len(encoded) >= PATH_MAX:
-        raise argparse.ArgumentTypeError(f"a path of {len(encoded)} bytes; at most {PATH_MAX - 1}")
+        return f"a path of {len(encoded)} bytes; at most {PATH_MAX - 1}"
     if name := next((name for name in encoded.split(b"/") if len(name) > NAME_MAX), None):
-        raise argparse.ArgumentTypeError(
-            f"{os.fsdecode(name[:24])}...: a name of {len(name)} bytes; at most {NAME_MAX}")
+        return f"{os.fsdecode(name[:24])}...: a name of {len(name)} bytes; at most {NAME_MAX}"
+    return None
+
+
+def path(text: str) -> str:
+    """An argparse type for a path or a URI that path_problem finds nothing wrong with, as given."""
+    if problem := path_problem(text):
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

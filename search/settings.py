@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from cvae_core.cli import path_problem
 from cvae_core.config import MAX_SEED, PATIENCE, ModelConfig
 from cvae_core.sources import TRAIN_ON
 from results.names import (
@@ -389,10 +390,11 @@ def without_inception_weights(raw: Any) -> Any:
     return raw
 
 
-# A run folder's name, also search.schema's pattern: a plain folder name (no '/', no '\\', not '.'
-# or '..') with more than whitespace. "(?![\s\S])" is the end of the text both in Python and in an
-# editor's JSON Schema; Python's "$" also matches before a final newline.
-RUN_NAME = r"^(?=[\s\S]*\S)(?![.]{1,2}(?![\s\S]))[^/\\]+(?![\s\S])"
+# A run folder's name, also search.schema's pattern: a plain folder name (no '/', no '\\', no NUL,
+# which no file system takes, not '.' or '..') with more than whitespace. "(?![\s\S])" is the end
+# of the text both in Python and in an editor's JSON Schema; Python's "$" also matches before a
+# final newline.
+RUN_NAME = r"^(?=[\s\S]*\S)(?![.]{1,2}(?![\s\S]))[^/\\\x00]+(?![\s\S])"
 URI_NAME = r"[A-Za-z0-9._~-]+"  # a run name that stays one path segment in a URI, unescaped
 
 
@@ -402,7 +404,7 @@ def run_name_problem(name: Any) -> str | None:
         return None
     if not isinstance(name, str) or not name.strip():
         return f"{name!r} must be a non-empty string"
-    return f"{name!r} must be a plain folder name (no '/', no '\\', not '.' or '..')"
+    return f"{name!r} must be a plain folder name (no '/', no '\\', no NUL, not '.' or '..')"
 
 
 def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", base: Path | None = None) -> Spec:
@@ -435,6 +437,8 @@ def parse_spec(raw: Any, path: str = "<space>", default_name: str = "search", ba
                      for key, sampler in (("gmm_components", "gmm"), ("two_stage", "two_stage"))
                      if key in (raw.get("final") or {}) and sampler not in final.samplers)
     if final.inception_weights is not None:
+        if problem := path_problem(final.inception_weights):
+            raise SpaceError(f"final.inception_weights: {problem}")
         # resolved here: search.final and the tasks on other nodes run from other folders
         weights = ((base or Path.cwd()) / Path(final.inception_weights).expanduser()).resolve()
         if not weights.is_file():

@@ -44,3 +44,30 @@ def test_a_path_too_long_for_the_system_is_refused_and_a_uri_left_to_its_file_sy
     with pytest.raises(SystemExit):
         p.parse_args(["--to", "/".join(["y" * 200] * 21)])
     assert capsys.readouterr().err == "error: argument --to: a path of 4220 bytes; at most 4095\n"
+
+
+@pytest.mark.parametrize("command, flag, argv", [
+    ("cvae_core.train", "--out", ["--preset", "mlp-M1", "--out", "~nosuchuser/t"]),
+    ("search.run", "--storage", ["--space", "spaces/cnn.yaml", "--storage", "~nosuchuser/runs"]),
+    ("search.run", "--data", ["--space", "spaces/cnn.yaml", "--data", "~nosuchuser/cifar.zip"]),
+    ("search.final", "run_dir", ["~nosuchuser/run"]),
+    ("results.show", "--out", ["TMP", "--out", "~nosuchuser/report"]),
+    ("results.sample", "--out", ["TMP", "--out", "~nosuchuser/x.png"]),
+])
+def test_a_home_folder_of_no_user_is_one_line_naming_the_argument(command, flag, argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        importlib.import_module(command).main([a.replace("TMP", str(tmp_path)) for a in argv])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == f"error: argument {flag}: ~nosuchuser/{argv[-1].split('/')[-1]}: ~nosuchuser " \
+                                      "names no home folder on this machine\n"
+
+
+def test_a_nul_character_is_one_line_in_a_path_and_in_a_file_uri(capsys):
+    from cvae_core.cli import ArgumentParser, path
+
+    p = ArgumentParser(prog="p")
+    p.add_argument("--to", type=path)
+    for given in ("runs/a\0b", "file:///tmp/a%00b"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--to", given])
+        assert capsys.readouterr().err == f"error: argument --to: {given!r}: holds a NUL character, which no path can\n"

@@ -53,7 +53,7 @@ def test_a_conditional_cnn_and_resnet_space_validates(validator):
 
 
 @pytest.mark.parametrize("name", ["cnn", "run 2", ".hidden", "...", "a.b", "", " ", "\n", ".", "..", "a/b", "a\\b",
-                                  "/", "..\n", " .. "])
+                                  "/", "..\n", " .. ", "a\0b"])
 def test_the_schema_takes_a_run_name_exactly_when_the_command_does(validator, name):
     raw = {"name": name, "space": {"family": "mlp", "latent": 8, "mlp": {"layers": 1, "width": 32}}}
     assert (not list(validator.iter_errors(raw))) == (run_name_problem(name) is None)

@@ -158,6 +158,9 @@ MALFORMED = [
     ("final.reference", {"subset": 5}, "final.reference.subset: unknown key"),
     ("final.feature_extractor", "clip", "final.feature_extractor: 'clip' is not one of"),
     ("final.inception_weights", "/no/such/weights.pth", "final.inception_weights: /no/such/weights.pth is not a file"),
+    ("final.inception_weights", "~nosuchuser/w.pth", "final.inception_weights: ~nosuchuser/w.pth: ~nosuchuser names"),
+    ("final.inception_weights", "w\0.pth", "final.inception_weights: 'w\\x00.pth': holds a NUL character"),
+    ("final.inception_weights", "w" * 300, "final.inception_weights: wwwwwwwwwwwwwwwwwwwwwwww...: a name of 300 bytes"),
     ("final.topk", 3, "final.topk: unknown key"),
     ("serach", {}, "serach: unknown top-level key"),
     ("name", "a/b", "name: 'a/b' must be"),
@@ -285,6 +288,7 @@ def test_inception_weights_from_the_command_line_must_be_a_file(tmp_path):
     ("..", "name: '..' must be a plain folder name"),
     (".", "name: '.' must be a plain folder name"),
     ("a\\b", "must be a plain folder name"),
+    ("a\0b", "name: 'a\\x00b' must be a plain folder name (no '/', no '\\', no NUL, not '.' or '..')"),
     ("", "name: '' must be a non-empty string"),
 ])
 def test_the_run_name_is_a_plain_folder_name(name, message):
