@@ -62,6 +62,9 @@ def _installed(name: str) -> str:
 Extractor = Annotated[Literal[EXTRACTORS], Field(description="feature network; auto: see docs/scores.md")]
 
 
+RAY_RESOURCE_UNIT = 0.0001  # Ray counts CPUs and GPUs in ten-thousandths
+
+
 class Resources(Settings):
     """What one trial (and one finalist) holds: CPUs and a share of a GPU."""
 
@@ -74,6 +77,13 @@ class Resources(Settings):
         if gpu > 1 and gpu != int(gpu):
             raise ValueError(f"{gpu} is fractional and > 1; use a fraction <= 1 or whole GPUs")
         return gpu
+
+    @field_validator("cpu", "gpu")
+    @classmethod
+    def _a_share_ray_can_hold(cls, share: float) -> float:
+        if 0 < share < RAY_RESOURCE_UNIT:  # Ray refuses it only as the first trial starts
+            raise ValueError(f"{share} is below {RAY_RESOURCE_UNIT}, the smallest share Ray schedules")
+        return share
 
 
 class Searcher(Settings):

@@ -157,6 +157,8 @@ MALFORMED = [
     ("final.reference", {"n": 1}, "final.reference.n: 1 must be >= 2"),
     ("final.reference", {"subset": 5}, "final.reference.subset: unknown key"),
     ("final.feature_extractor", "clip", "final.feature_extractor: 'clip' is not one of"),
+    ("search.resources", {"cpu": 1.0e-9}, "search.resources.cpu: 1e-09 is below 0.0001, the smallest share Ray"),
+    ("search.resources", {"gpu": 5.0e-5}, "search.resources.gpu: 5e-05 is below 0.0001, the smallest share Ray"),
     ("final.inception_weights", "/no/such/weights.pth", "final.inception_weights: /no/such/weights.pth is not a file"),
     ("final.inception_weights", "~nosuchuser/w.pth", "final.inception_weights: ~nosuchuser/w.pth: ~nosuchuser names"),
     ("final.inception_weights", "w\0.pth", "final.inception_weights: 'w\\x00.pth': holds a NUL character"),
