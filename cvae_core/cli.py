@@ -87,10 +87,15 @@ def local_path(text: str) -> Path:
 
 
 def file_in_the_way(folder: Path) -> Path | None:
-    """What keeps `folder` from being made: the nearest of it and its parents that exists, when
-    that is a file; None when it is a folder."""
-    there = next(path for path in (folder, *folder.parents) if path.exists())
+    """What keeps `folder` from being made: the nearest of it and its parents that exists (or is a
+    link to nothing), when that is not a folder; None when it is a folder."""
+    there = next(path for path in (folder, *folder.parents) if path.exists() or path.is_symlink())
     return None if there.is_dir() else there
+
+
+def not_a_folder(file: Path) -> str:
+    """What file_in_the_way found, in words."""
+    return "is a symbolic link to nothing" if file.is_symlink() and not file.exists() else "is a file, not a folder"
 
 
 def out_folder(text: str) -> Path:
@@ -100,7 +105,7 @@ def out_folder(text: str) -> Path:
         raise argparse.ArgumentTypeError("an empty path; name a folder")
     out = Path(path(text)).expanduser()
     if (file := file_in_the_way(out)) is not None:
-        raise argparse.ArgumentTypeError(f"{text}: {'it' if file == out else file} is a file, not a folder")
+        raise argparse.ArgumentTypeError(f"{text}: {'it' if file == out else file} {not_a_folder(file)}")
     return out
 
 
@@ -113,7 +118,7 @@ def out_file(text: str) -> Path:
     if out.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder")
     if (file := file_in_the_way(out.parent)) is not None:
-        raise argparse.ArgumentTypeError(f"{text}: {file} is a file, not a folder")
+        raise argparse.ArgumentTypeError(f"{text}: {file} {not_a_folder(file)}")
     return out
 
 

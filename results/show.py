@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cvae_core.cli import ArgumentParser, number, out_folder, path
+from cvae_core.cli import ArgumentParser, file_in_the_way, not_a_folder, number, out_folder, path
 
 from .run_folder import REPORT_FILE, RunFileError, open_run
 from .storage import StorageError
@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         problem = ("its search has not ended (running, or interrupted: its search.run command resumes it) and has "
                    "nothing to show yet" if run.is_run() else "not a run folder (python -m search.run makes one)")
         print(f"error: {run.location}: {problem}", file=sys.stderr)
+        return 2
+    if args.out is None and (file := file_in_the_way(run.report_dir)) is not None:
+        print(f"error: {file} {not_a_folder(file)}: the report goes there (or give --out DIR)", file=sys.stderr)
         return 2
     run.pull(keep=lambda path: path.suffix != ".pt")  # a run at a URI: its records and images, not its weights
     try:

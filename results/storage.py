@@ -35,7 +35,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cvae_core.atomic import is_temp, temp_name
-from cvae_core.cli import file_in_the_way, first_line
+from cvae_core.cli import file_in_the_way, first_line, not_a_folder
 from cvae_core.sources import default_cache_dir
 
 log = logging.getLogger("results")
@@ -358,7 +358,7 @@ def check_uri(uri: str, flag: str) -> None:
                            "gs://bucket/prefix, file:///path)") from None
     if isinstance(fs, LocalFileSystem):
         if (file := file_in_the_way(Path(path))) is not None:
-            raise StorageError(f"{flag} {uri}: {file} is a file, not a folder")
+            raise StorageError(f"{flag} {uri}: {file} {not_a_folder(file)}")
         return
     bucket = path.split("/")[0]
     if not bucket:

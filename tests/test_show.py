@@ -63,6 +63,18 @@ def test_out_in_a_folder_of_other_files_is_refused_and_an_earlier_report_is_writ
     assert Image.open(report / "samples.png").size[0] > 100
 
 
+def test_a_file_or_a_dead_link_where_the_report_goes_is_one_line(scored_run_copy, tmp_path, capsys):
+    (scored_run_copy / "report").write_text("mine")
+    assert main([str(scored_run_copy)]) == 2
+    assert capsys.readouterr().err == (f"error: {scored_run_copy / 'report'} is a file, not a folder: the report "
+                                       "goes there (or give --out DIR)\n")
+    assert (scored_run_copy / "report").read_text() == "mine"
+    (tmp_path / "dead").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(SystemExit):
+        main([str(scored_run_copy), "--out", str(tmp_path / "dead")])
+    assert capsys.readouterr().err == f"error: argument --out: {tmp_path / 'dead'}: it is a symbolic link to nothing\n"
+
+
 @pytest.mark.parametrize("damaged", ["trials.parquet", "leaderboard.parquet"])
 def test_a_damaged_table_is_one_line_naming_it_and_no_report_is_written(tmp_path, capsys, damaged):
     RunFolder(tmp_path).mark()
