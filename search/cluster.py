@@ -28,7 +28,7 @@ def parse_address(address: str | None) -> tuple[str, int] | None:
     if address is None or address == "auto":
         return None
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:  # '²' is a digit
         raise ClusterError(f"--address {address}: expected 'auto' or HOST:PORT (the head node's `ray start --port`)")
     return host, int(port)
 
@@ -45,6 +45,9 @@ def _probe(address: str, host: str, port: int) -> None:
         socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
     except socket.gaierror:
         raise ClusterError(f"--address {address}: unknown host {host!r}; check the head node's name or IP") from None
+    except UnicodeError:  # the resolver's IDNA encoding: an empty or over-long label
+        raise ClusterError(f"--address {address}: {host!r} is not a host name; check the head node's name or IP") \
+            from None
     except OSError as e:
         why = e.strerror or type(e).__name__
         raise ClusterError(f"--address {address}: cannot reach {host}:{port} ({why}); check that the head node "

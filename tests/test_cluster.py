@@ -2,6 +2,7 @@
 and a search on a cluster of two nodes runs trials on both."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,11 +18,19 @@ from conftest import make_tree
 from search.cluster import ClusterError, parse_address
 
 
-@pytest.mark.parametrize("address", ["not-a-host", "host:", "host:port", "host:70000", ":6379"])
+@pytest.mark.parametrize("address", ["not-a-host", "host:", "host:port", "host:70000", ":6379", "host:\u00b2"])
 def test_an_address_that_is_not_auto_or_host_port_is_named(address):
     with pytest.raises(ClusterError, match=f"--address {address}: expected 'auto' or HOST:PORT"):
         parse_address(address)
     assert parse_address("auto") is None and parse_address("10.0.0.5:6379") == ("10.0.0.5", 6379)
+
+
+@pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example"])
+def test_a_host_no_resolver_takes_is_one_line(host):
+    from search.cluster import check_address
+
+    with pytest.raises(ClusterError, match=re.escape(f"--address {host}:6379: {host!r} is not a host name")):
+        check_address(f"{host}:6379")
 
 
 def connect_in_a_process(address: str, timeout_s: float, env=None) -> subprocess.CompletedProcess:
