@@ -126,7 +126,7 @@ def device(text: str) -> str:
     """An argparse type for --device: cpu, cuda, cuda:N or mps, one this machine has, before any
     data is loaded (torch is imported only to ask, and only for a GPU)."""
     kind, _, index = text.partition(":")
-    if kind not in ("cpu", "cuda", "mps") or (index and not (kind == "cuda" and index.isdigit())):
+    if kind not in ("cpu", "cuda", "mps") or (index and not (kind == "cuda" and index.isascii() and index.isdigit())):
         raise argparse.ArgumentTypeError(f"{text!r} is not cpu, cuda, cuda:N or mps")
     if kind == "cpu":
         return text

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # imported where used: --help and argument errors answer at o
 def class_index(name: str, classes: list[str]) -> int:
     if name in classes:
         return classes.index(name)
-    if name.isdigit() and int(name) < len(classes):
+    if name.isascii() and name.isdigit() and int(name) < len(classes):
         return int(name)
     raise ValueError(f"--class {name!r} is not one of {list(classes)} or an index below {len(classes)}")
 

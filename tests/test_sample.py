@@ -76,6 +76,7 @@ def test_gmm_samples_come_from_the_mixture_the_run_scored(scored_run, tmp_path):
     [
         (["--row", "7"], "--row 7: the leaderboard has rows 0..5"),
         (["--class", "unicorn"], "--class 'unicorn' is not one of"),
+        (["--class", "\u00b2"], "--class '\u00b2' is not one of"),
         (["--n", "0"], "argument --n: 0 must be >= 1"),
         (["--device", "gpu"], "argument --device: 'gpu' is not cpu, cuda, cuda:N or mps"),
         (["--seed", "-1"], "argument --seed: -1 must be >= 0"),

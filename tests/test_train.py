@@ -66,6 +66,7 @@ def test_cli_rejects_an_unknown_preset(tmp_path, capsys):
     (["--weight-decay", "-1"], "error: argument --weight-decay: -1.0 must be >= 0"),
     (["--device", "gpu"], "error: argument --device: 'gpu' is not cpu, cuda, cuda:N or mps"),
     (["--device", "cuda:x"], "error: argument --device: 'cuda:x' is not cpu, cuda, cuda:N or mps"),
+    (["--device", "cuda:\u00b2"], "error: argument --device: 'cuda:\u00b2' is not cpu, cuda, cuda:N or mps"),
     (["--seed", "4294967296"], "error: argument --seed: 4294967296 must be <= 4294967295"),
 ])
 def test_a_bad_number_is_one_line_naming_the_flag_and_nothing_is_written(tree, tmp_path, capsys, args, message):
