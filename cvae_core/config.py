@@ -31,6 +31,11 @@ CIFAR10_SHAPE = data_shape(IMAGE_SIZE, IMAGE_CHANNELS, NUM_CLASSES)
 CHANNELS = (1, 3)  # grayscale, RGB
 MAX_SEED = 2**32 - 1  # the largest seed numpy, scikit-learn and Optuna's samplers take
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, SIZE_STEP = 8, 256, 4
+# The most layers (cnn, mlp) or residual blocks per stage (resnet) a model stacks. The data bounds
+# none of them (stride-1 convs keep the image's size; mlp widths stop halving at 1), and building a model
+# takes time with its depth, so a depth typed too long would hang where it is built. Far above any
+# sensible model: the deepest ResNet trained on CIFAR-10 (ResNet-1202) has 200 blocks per stage.
+MAX_DEPTH = 256
 
 
 def describe_shape(shape: dict[str, int]) -> str:
@@ -109,12 +114,13 @@ class ConvLayer:
 @dataclass(frozen=True)
 class Range:
     """The numbers a field takes: integers ("int") or finite numbers ("float") from `minimum`
-    (excluded when `exclusive`) to under `below` (None: no upper bound)."""
+    (excluded when `exclusive`) to under `below`, or up to `maximum` (None: no upper bound)."""
 
     kind: str
     minimum: float
     exclusive: bool = False
     below: float | None = None
+    maximum: float | None = None
 
     def bound_problem(self, value: float) -> str | None:
         """Why a number is out of range ("must be >= 1"), or None."""
@@ -122,6 +128,8 @@ class Range:
             return f"must be {'>' if self.exclusive else '>='} {self.minimum}"
         if self.below is not None and value >= self.below:
             return f"must be < {self.below}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be <= {self.maximum}"
         return None
 
     def check(self, name: str, value: Any) -> None:
@@ -147,7 +155,7 @@ RANGES = {
     "h": Range("int", 1),
     "width": Range("int", 1),
     "scales": Range("int", 1),
-    "blocks": Range("int", 1),
+    "blocks": Range("int", 1, maximum=MAX_DEPTH),
     "sigma": Range("float", 0, exclusive=True),
     "beta": Range("float", 0),
     "lr": Range("float", 0, exclusive=True),
@@ -281,8 +289,10 @@ class ModelConfig:
     def _check_resnet(self) -> None:
         RANGES["width"].check("width", self.width)
         RANGES["scales"].check("scales", self.scales)
-        if self.image_size % 2**self.scales:
-            most = next(k for k in range(self.scales, -1, -1) if self.image_size % 2**k == 0)
+        # How often the image halves evenly: its trailing zero bits (2**scales would not fit in memory
+        # for a scales typed too long).
+        most = (self.image_size & -self.image_size).bit_length() - 1
+        if self.scales > most:
             raise ConfigError(f"scales={self.scales} halves {self.image_size}x{self.image_size} to a fraction of a "
                               f"pixel (at most {most})")
         RANGES["blocks"].check("blocks", self.blocks)

@@ -108,7 +108,8 @@ class Param:
         if self.kind == "bool":
             return bool
         r = self.range
-        bounds = {"gt" if r.exclusive else "ge": r.minimum, **({"lt": r.below} if r.below is not None else {})}
+        bounds = {"gt" if r.exclusive else "ge": r.minimum, **({"lt": r.below} if r.below is not None else {}),
+                  **({"le": r.maximum} if r.maximum is not None else {})}
         return Annotated[int if self.kind == "int" else float, Field(**bounds)]
 
 

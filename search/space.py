@@ -38,6 +38,7 @@ from cvae_core.config import (
     FAMILY_NORMS,
     LABELS,
     LIKELIHOODS,
+    MAX_DEPTH,
     MAX_IMAGE_SIZE,
     NORMS,
     UPSAMPLES,
@@ -70,7 +71,8 @@ TOP_PARAMS = {
     "label": Param("str", names=LABELS),
 }
 # How many layers a group stacks: a space's own key (ModelConfig takes the list of layers, one at least).
-LAYERS = Param("int", range=Range("int", 1))
+# Capped here, before trial_config lists them: each layer's width is computed with 2**layer.
+LAYERS = Param("int", range=Range("int", 1, maximum=MAX_DEPTH))
 FAMILY_TOP = {"h": "cnn", "label": "cnn"}  # top-level keys that only one family reads
 # Each family's own group: the keys it alone reads, sampled under `<group>_<key>`.
 GROUPS = {"cnn": "conv", "mlp": "mlp", "resnet": "resnet"}

@@ -6,6 +6,7 @@ import pytest
 
 from cvae_core.config import (
     CHOICES,
+    MAX_DEPTH,
     RANGES,
     REPORT,
     ConfigError,
@@ -173,3 +174,13 @@ def test_a_resnet_cannot_halve_the_image_to_a_fraction_of_a_pixel():
     with pytest.raises(ConfigError, match=re.escape("scales=3 halves 28x28 to a fraction of a pixel (at most 2)")):
         ModelConfig(family="resnet", latent=4, width=4, scales=3, blocks=1, image_size=28)
     assert ModelConfig(family="resnet", latent=4, width=4, scales=2, blocks=1, image_size=28).image_size == 28
+    # 2**scales is never computed: a scales typed too long is refused at once, not after minutes
+    with pytest.raises(ConfigError, match=re.escape("scales=1000000000000 halves 32x32 to a fraction of a pixel "
+                                                    "(at most 5)")):
+        ModelConfig(**{**RESNET, "scales": 10**12})
+
+
+def test_a_resnet_deeper_than_max_depth_blocks_per_stage_is_refused():
+    assert ModelConfig(**{**RESNET, "blocks": MAX_DEPTH}).blocks == MAX_DEPTH
+    with pytest.raises(ConfigError, match=f"^blocks=1000000000000 must be <= {MAX_DEPTH}$"):
+        ModelConfig(**{**RESNET, "blocks": 10**12})

@@ -7,7 +7,7 @@ from conftest import CNN_RESNET_SPACE
 from conftest import MIXED_SPACE as SPACE
 
 from cvae_core import REPORT, ModelConfig, Recipe
-from cvae_core.config import CIFAR10_SHAPE, ConfigError
+from cvae_core.config import CIFAR10_SHAPE, MAX_DEPTH, ConfigError
 from search.space import Choice, Fixed, IntRange, SpaceError, Uniform, parse_space_section, trial_config
 
 
@@ -91,6 +91,23 @@ def test_a_size_no_model_can_hold_is_one_line_before_the_search():
         deep.for_data(CIFAR10_SHAPE)
 
 
+@pytest.mark.parametrize("group, key, value, problem", [
+    # lists of 10**6 layers whose widths are computed with 2**layer, or models of 10**12 blocks to build
+    ("conv", "layers", 10**6, f"space.conv.layers: 1000000 must be <= {MAX_DEPTH}"),
+    ("mlp", "layers", {"int": [1, 10**8]}, f"space.mlp.layers.int[1]: 100000000 must be <= {MAX_DEPTH}"),
+    ("resnet", "blocks", 10**12, f"space.resnet.blocks: 1000000000000 must be <= {MAX_DEPTH}"),
+    ("resnet", "blocks", {"int": [1, 10**8]}, f"space.resnet.blocks.int[1]: 100000000 must be <= {MAX_DEPTH}"),
+    # 2**scales is never computed; before the data, the largest images any data may have bound it
+    ("resnet", "scales", 10**12, "space.resnet: scales=1000000000000, cond_norm=False, norm=batch is not a valid "
+                                 "model: scales=1000000000000 halves 256x256 to a fraction of a pixel (at most 8)"),
+])
+def test_a_depth_no_model_can_have_is_one_line_before_the_data(group, key, value, problem):
+    base = CNN_RESNET_SPACE if group == "resnet" else SPACE
+    with pytest.raises(SpaceError) as e:
+        parse_space_section({**base, group: {**base[group], key: value}})
+    assert str(e.value) == problem
+
+
 def test_the_reports_presets_need_cifar10_shaped_data():
     presets = parse_space_section({"presets": ["mlp-M1"]})
     assert presets.for_data(CIFAR10_SHAPE).presets == ("mlp-M1",)
@@ -155,7 +172,7 @@ def _config_problem(family, field, value):
     ("h", "cnn", "h", 0, 1), ("lr", None, "lr", 0.0, 1e-9), ("batch_size", None, "batch_size", 0, 1),
     ("weight_decay", None, "weight_decay", -1e-9, 0.0), ("ema", None, "ema", 1.0, 0.999),
     ("conv.padding", "cnn", "padding", -1, 0), ("mlp.width", "mlp", "hidden", 0, 1),
-    ("resnet.blocks", "resnet", "blocks", 0, 1),
+    ("resnet.blocks", "resnet", "blocks", 0, 1), ("resnet.blocks", "resnet", "blocks", MAX_DEPTH + 1, MAX_DEPTH),
 ])
 def test_a_space_refuses_a_number_exactly_when_the_configuration_does(key, family, field, outside, inside):
     base = CNN_RESNET_SPACE if family == "resnet" else SPACE
