@@ -72,6 +72,8 @@ def read_table(path: Path) -> pd.DataFrame:
     """A run's Parquet table (trials.parquet, leaderboard.parquet); RunFileError for one that does not read back."""
     import pandas as pd
 
+    if path.is_dir():  # pandas would read a folder as a dataset of its Parquet files: here, none, an empty table
+        raise RunFileError(f"{path}: is a folder, not a table")
     try:
         return pd.read_parquet(path)
     except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid (cut short), OSError (damaged inside)

@@ -50,6 +50,29 @@ def test_a_damaged_run_file_is_one_line_before_anything_is_retrained(scored_run_
     assert {p: p.stat().st_mtime_ns for p in scored_run_copy.rglob("*")} == before
 
 
+@pytest.fixture
+def nothing_loaded(monkeypatch):
+    """The final stage's heavy part, data then Ray, refused: a test that it never gets that far."""
+    import cvae_core.data
+
+    def load_data(*args, **kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(cvae_core.data, "load_data", load_data)
+
+
+@pytest.mark.parametrize("table", ["leaderboard.parquet", "trials.parquet"])
+def test_a_table_that_is_a_folder_is_one_line_before_the_data_loads(scored_run_copy, capsys, nothing_loaded, table):
+    from search.final import main
+
+    (scored_run_copy / table).unlink()
+    (scored_run_copy / table).mkdir()
+    before = {p: p.stat().st_mtime_ns for p in scored_run_copy.rglob("*")}
+    assert main([str(scored_run_copy)]) == 2
+    assert capsys.readouterr().err == f"error: {scored_run_copy / table}: is a folder, not a table\n"
+    assert {p: p.stat().st_mtime_ns for p in scored_run_copy.rglob("*")} == before
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("data") / "tree", per_class=30)

@@ -119,3 +119,12 @@ def test_a_table_that_does_not_read_back_is_one_error_naming_it(tmp_path, damage
     path.write_bytes(bytes(data))
     with pytest.raises(RunFileError, match=f"^{path}: does not read back as a table"):
         read_table(path)
+
+
+@pytest.mark.parametrize("table", ["trials.parquet", "leaderboard.parquet"])
+def test_a_table_that_is_a_folder_is_one_error_naming_it(tmp_path, table):
+    from results.run_folder import RunFileError
+
+    (tmp_path / table).mkdir()  # pandas reads a folder as an empty dataset
+    with pytest.raises(RunFileError, match=f"^{tmp_path / table}: is a folder, not a table$"):
+        RunFolder(tmp_path).check_tables()

@@ -133,6 +133,13 @@ def test_a_row_without_a_fitted_second_stage_says_so(scored_run_copy, tmp_path, 
                                                "stage fits one when final.samplers lists two_stage")
 
 
+def test_a_leaderboard_that_is_a_folder_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "leaderboard.parquet").mkdir()  # not "no rows": pandas would read the folder as an empty table
+    assert main([str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}/leaderboard.parquet: is a folder, not a table\n"
+    assert not (tmp_path / "x.png").exists()
+
+
 @pytest.fixture(scope="module")
 def retrained(_scored_run, tmp_path_factory):
     """A copy of the scored run whose best trial is also retrained with seed 1 (a row seed that is

@@ -85,6 +85,15 @@ def test_a_damaged_table_is_one_line_naming_it_and_no_report_is_written(tmp_path
     assert not (tmp_path / "report").exists()
 
 
+@pytest.mark.parametrize("table", ["trials.parquet", "leaderboard.parquet"])
+def test_a_table_that_is_a_folder_is_one_line_naming_it_and_no_report_is_written(tmp_path, capsys, table):
+    RunFolder(tmp_path).mark()
+    (tmp_path / table).mkdir()  # not "no rows": pandas would read the folder as an empty table
+    assert main([str(tmp_path), "--out", str(tmp_path / "report")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / table}: is a folder, not a table\n"
+    assert not (tmp_path / "report").exists()
+
+
 # a log axis labelled these narrow ranges' minor ticks on top of each other
 @pytest.mark.parametrize("params", [[100_000, 120_000], [203_000, 215_000, 243_000], [152_000, 260_000],
                                     [9_000, 95_000, 1_200_000, 30_000_000], [200_000, 200_000]])
