@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from cvae_core.atomic import atomic_write_text, read_records
 from cvae_core.cli import first_line
-from cvae_core.config import data_shape, describe_shape
+from cvae_core.config import CHANNELS, data_shape, describe_shape
 from cvae_core.layout import grids_after, read_metrics
 from cvae_core.sources import DataError, absolute_source
 
@@ -356,14 +356,22 @@ class RunFolder:
         return self.path / "feature_extractor.json"
 
     def _read_data_file(self) -> dict | None:
-        if not self._data_file.exists():
+        """RUN/data.json as record_data wrote it, or an earlier version (the source alone); None
+        before a record. Checked whole here, where every reader reads it, so that a damaged one is
+        one RunFileError before any data is loaded."""
+        path = self._data_file
+        if not path.exists():
             return None
+        if path.is_dir():
+            raise RunFileError(f"{path}: is a folder, not a data record")
         try:
-            record = json.loads(self._data_file.read_text())
-        except ValueError as e:
-            raise RunFileError(f"{self._data_file}: does not read back ({e})") from None
+            record = json.loads(path.read_text())
+        except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise RunFileError(f"{path}: does not read back ({e})") from None
         if not isinstance(record, dict) or not isinstance(record.get("source"), str):
-            raise RunFileError(f"{self._data_file}: holds no data source")
+            raise RunFileError(f"{path}: holds no data source")
+        if problem := _shape_problem(record):
+            raise RunFileError(f"{path}: {problem}")
         return record
 
     def check_tables(self) -> None:
@@ -408,10 +416,11 @@ class RunFolder:
                             "pass that, or --fresh to start over")
 
     def source(self, given: str | None = None) -> str:
-        """--data when given, else the data the run recorded, else the default."""
+        """--data when given, else the data the run recorded, else the default. The record is read
+        either way: check_data compares the data with it once loaded, and a damaged one is met now."""
+        recorded = self._read_data_file()
         if given is not None:
             return absolute_source(given)
-        recorded = self._read_data_file()
         return recorded["source"] if recorded is not None else absolute_source(None)
 
     def extractor(self, stage: str, requested: str, inception_weights: str | None) -> str:
@@ -428,6 +437,24 @@ class RunFolder:
         name = resolve_extractor(requested, inception_weights)
         atomic_write_text(self._extractor_file, json.dumps({**recorded, stage: name}))
         return name
+
+
+def _shape_problem(record: dict) -> str | None:
+    """Why a data record's shape (image_size, channels, classes) is not one record_data writes, or
+    None; a record without any of them is an earlier version's, the source alone."""
+    keys = ("image_size", "channels", "classes")
+    if not any(key in record for key in keys):
+        return None
+    if missing := [key for key in keys if key not in record]:
+        return f"holds no {missing[0]}"
+    if type(record["image_size"]) is not int or record["image_size"] < 1:  # type(): a bool is an int
+        return "image_size: must be a whole number of pixels"
+    if type(record["channels"]) is not int or record["channels"] not in CHANNELS:
+        return f"channels: must be one of {list(CHANNELS)}"
+    classes = record["classes"]
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        return "classes: must be a list of names"
+    return None
 
 
 def tune_state_problem(path: Path) -> str | None:

@@ -8,7 +8,7 @@ from conftest import make_tree
 
 from cvae_core.data import load_data
 from cvae_core.sources import DataError
-from results.run_folder import DataRecord, RunFolder
+from results.run_folder import DataRecord, RunFileError, RunFolder
 
 
 def test_the_source_and_the_shape_are_recorded_once(tmp_path):
@@ -65,3 +65,23 @@ def test_a_source_whose_images_changed_shape_is_refused_on_resume(tmp_path):
     same.path.mkdir()
     same.record_data(str(source), changed)
     same.check_data(changed)  # the images it started with: resumed
+
+
+@pytest.mark.parametrize("record, problem", [  # what RUN/data.json holds (None: a folder), the problem named
+    (None, "is a folder, not a data record"),
+    ({"source": "/d.zip", "classes": ["a", "b"]}, "holds no image_size"),
+    ({"source": "/d.zip", "image_size": 32, "channels": 3, "classes": 5}, "classes: must be a list of names"),
+    ({"source": "/d.zip", "image_size": "32", "channels": 3, "classes": ["a"]}, "image_size: must be a whole number"),
+    ({"source": "/d.zip", "image_size": 32, "channels": 2, "classes": ["a"]}, "channels: must be one of [1, 3]"),
+])
+def test_a_damaged_data_record_is_one_error_naming_it_whoever_reads_it(tmp_path, record, problem):
+    run = RunFolder(tmp_path)
+    path = tmp_path / "data.json"
+    if record is None:
+        path.mkdir()
+    else:
+        path.write_text(json.dumps(record))
+    for read in (run.source, lambda: run.source("/given.zip"), lambda: run.check_source("/d.zip"), run.recorded_data):
+        with pytest.raises(RunFileError) as e:
+            read()
+        assert str(e.value).startswith(f"{path}: {problem}")

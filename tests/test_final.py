@@ -73,6 +73,28 @@ def test_a_table_that_is_a_folder_is_one_line_before_the_data_loads(scored_run_c
     assert {p: p.stat().st_mtime_ns for p in scored_run_copy.rglob("*")} == before
 
 
+@pytest.mark.parametrize("data", [[], ["--data", "elsewhere.zip"]])  # --data given, the record is read too
+@pytest.mark.parametrize("record, problem", [
+    (None, "is a folder, not a data record"),
+    ({"source": "/d.zip", "classes": ["a", "b"]}, "holds no image_size"),
+    ({"source": "/d.zip", "image_size": 32, "channels": 3, "classes": 5}, "classes: must be a list of names"),
+])
+def test_a_damaged_data_record_is_one_line_before_the_data_loads(scored_run_copy, capsys, nothing_loaded, data,
+                                                                 record, problem):
+    from search.final import main
+
+    path = scored_run_copy / "data.json"
+    path.unlink()
+    if record is None:
+        path.mkdir()
+    else:
+        path.write_text(json.dumps(record))
+    before = {p: p.stat().st_mtime_ns for p in scored_run_copy.rglob("*")}
+    assert main([str(scored_run_copy), *data]) == 2
+    assert capsys.readouterr().err == f"error: {path}: {problem}\n"
+    assert {p: p.stat().st_mtime_ns for p in scored_run_copy.rglob("*")} == before
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("data") / "tree", per_class=30)

@@ -116,6 +116,25 @@ def test_a_resumed_run_with_a_damaged_table_is_one_line_before_anything_runs(tmp
     assert line.startswith(f"error: {run.leaderboard}: does not read back as a table")
 
 
+@pytest.mark.parametrize("given", [True, False])  # --data checked against the record, or the record read for it
+def test_a_resumed_run_with_a_damaged_data_record_is_one_line_before_the_data_loads(tmp_path, data_dir, capsys,
+                                                                                     monkeypatch, given):
+    import cvae_core.data
+
+    def load_data(*args, **kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(cvae_core.data, "load_data", load_data)
+    space = tiny_space(tmp_path)
+    run = RunFolder(tmp_path / "runs" / "t")
+    run.path.mkdir(parents=True)
+    run.space_file.write_text(space.read_text())
+    (run.path / "data.json").write_text(json.dumps({"source": str(data_dir), "classes": ["a", "b"]}))
+    data = ["--data", str(data_dir)] if given else []
+    assert main(["--space", str(space), *data, "--storage", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err == f"error: {run.path / 'data.json'}: holds no image_size\n"
+
+
 def test_a_run_resumed_without_data_goes_on_with_the_data_it_recorded(tmp_path, capsys):
     space = tiny_space(tmp_path)
     run_dir = tmp_path / "runs" / "t"
