@@ -30,7 +30,7 @@ from cvae_core.config import MAX_SEED
 from cvae_core.sources import absolute_source
 
 from .names import SAMPLERS
-from .run_folder import Finalist, open_run
+from .run_folder import Finalist, RunFileError, open_run
 
 if TYPE_CHECKING:  # imported where used: --help and argument errors answer at once
     import pandas as pd
@@ -123,6 +123,29 @@ def fitted_second_stage(row: pd.Series, sampler: str, index: int) -> Path:
     return fitted
 
 
+def load_weights(row: pd.Series, sampler: str, index: int, device: str | None):
+    """The row's model on `device`, and its two_stage fit when `sampler` draws with it: read before
+    the data, so that a damaged file costs no loading, as one RunFileError naming it."""
+    from cvae_core.training import load_model, resolve_device
+
+    from . import two_stage
+
+    fitted = fitted_second_stage(row, sampler, index)
+    device = resolve_device(device)
+    model = _read_weights(load_model, Path(row["checkpoint"]), device, f"row {index}'s weights do")
+    if sampler != "two_stage":
+        return model, None
+    return model, _read_weights(two_stage.load, fitted, device, f"row {index}'s two_stage fit does")
+
+
+def _read_weights(load, path: Path, device, what: str):
+    try:
+        return load(path, device)
+    except Exception:  # torch fails in many ways on a file it cannot read: RuntimeError (cut short),
+        # IsADirectoryError, UnpicklingError, a KeyError for another kind of checkpoint
+        raise RunFileError(f"{path}: {what} not read back (cut short, or not a checkpoint)") from None
+
+
 def check_shape(row: pd.Series, data, index: int) -> None:
     """A ValueError when `data` is not what the row's model was built for: its images and classes
     could not go through the encoder (gmm, two_stage) nor be told apart by the classes."""
@@ -134,18 +157,13 @@ def check_shape(row: pd.Series, data, index: int) -> None:
                          f"for {describe_shape(built_for)}: pass the data it was trained on")
 
 
-def draw(row: pd.Series, sampler: str, per_class: int, seed: int, data, device: str | None, fitted: Path):
+def draw(row: pd.Series, sampler: str, per_class: int, seed: int, data, model, second):
     """The row's model's images, `per_class` per class, class by class: as the final stage drew them."""
     from cvae_core.data import split
-    from cvae_core.training import load_model, resolve_device
 
-    from . import two_stage
     from .samplers import generate
 
     train_x, train_y, _, _ = split(data, row["train_on"])
-    device = resolve_device(device)
-    model = load_model(row["checkpoint"], device)
-    second = two_stage.load(fitted, device) if sampler == "two_stage" else None
     return generate(model, sampler, per_class, train_x, train_y, components=int(row["gmm_components"]),
                     seed=seed, second_stage=second)
 
@@ -221,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         row = leaderboard_row(args.run_dir, args.row)
         sampler = args.sampler or row["sampler"]
-        fitted = fitted_second_stage(row, sampler, args.row)
+        device = args.device if args.device is not None else scored_device(row)
+        model, second = load_weights(row, sampler, args.row, device)
 
-        from cvae_core.data import load_data  # the heavy part starts here
+        from cvae_core.data import load_data  # the heavy part, after every file of the run is read
 
         data = load_data(absolute_source(args.data) if args.data is not None else row["data_source"])
         check_shape(row, data, args.row)
@@ -234,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     seed = args.seed if args.seed is not None else int(row["seed"])
-    device = args.device if args.device is not None else scored_device(row)
-    images = draw(row, sampler, per_class, seed, data, device, fitted)
+    images = draw(row, sampler, per_class, seed, data, model, second)
     save(images, per_class, cls, data.classes, args.out)
     what = data.classes[cls] if cls is not None else "every class"
     count = per_class if cls is not None else len(images)

@@ -133,6 +133,33 @@ def test_a_row_without_a_fitted_second_stage_says_so(scored_run_copy, tmp_path, 
                                                "stage fits one when final.samplers lists two_stage")
 
 
+@pytest.mark.parametrize("damage", ["cut short", "a folder", "another kind of checkpoint", "two_stage cut short"])
+def test_weights_that_do_not_read_back_are_one_line_naming_them_before_the_data_loads(scored_run_copy, tmp_path,
+                                                                                         capsys, monkeypatch, damage):
+    import cvae_core.data
+
+    def load_data(*args, **kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(cvae_core.data, "load_data", load_data)
+    board = pd.read_parquet(scored_run_copy / "leaderboard.parquet")
+    best = RunFolder(scored_run_copy).finalist_file(board.loc[0, "checkpoint"])  # the copy's
+    fitted = best.parent / "two_stage.pt"
+    damaged, what = (fitted, "two_stage fit does") if damage == "two_stage cut short" else (best, "weights do")
+    if damage == "a folder":
+        best.unlink()
+        best.mkdir()
+    elif damage == "another kind of checkpoint":
+        shutil.copyfile(fitted, best)
+    else:
+        damaged.write_bytes(damaged.read_bytes()[:1000])
+    out = tmp_path / "x.png"
+    assert main([str(scored_run_copy), "--n", "1", "--sampler", "two_stage", "--out", str(out)]) == 2
+    problem = f"row 0's {what} not read back (cut short, or not a checkpoint)"
+    assert capsys.readouterr().err == f"error: {damaged}: {problem}\n"
+    assert not out.exists()
+
+
 def test_a_leaderboard_that_is_a_folder_is_one_line_naming_it(tmp_path, capsys):
     (tmp_path / "leaderboard.parquet").mkdir()  # not "no rows": pandas would read the folder as an empty table
     assert main([str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
