@@ -54,17 +54,18 @@ def number(kind: type = int, at_least: float | None = None, at_most: float | Non
     return parse
 
 
-def path_problem(text: str) -> str | None:
+def path_problem(text: str, expands: bool = True) -> str | None:
     """Why the operating system would refuse a local path (a file:// URI's too) at the first look at
-    it, with a traceback: its length, a NUL character, a ~user it cannot expand; None where it would
-    not, and for other URIs, which are their file system's to judge."""
+    it, with a traceback: its length, a NUL character, or (where a leading ~ `expands` to a home
+    folder) a ~user it cannot expand; None where it would not, and for other URIs, which are their
+    file system's to judge."""
     local = unquote(urlparse(text).path) if text.startswith("file://") else None if "://" in text else text
     if local is None:
         return None
     if "\0" in local:
         return f"{text!r}: holds a NUL character, which no path can"
-    expanded = os.path.expanduser(local)
-    if expanded.startswith("~"):  # left as it was: no such user (or no home), and Path would raise
+    expanded = os.path.expanduser(local) if expands else local
+    if expands and expanded.startswith("~"):  # left as it was: no such user (or no home), and Path would raise
         return f"{text}: {expanded.split('/')[0]} names no home folder on this machine"
     encoded = os.fsencode(expanded)
     if len(encoded) >= PATH_MAX:
@@ -75,15 +76,24 @@ def path_problem(text: str) -> str | None:
 
 
 def path(text: str) -> str:
-    """An argparse type for a path or a URI that path_problem finds nothing wrong with, as given."""
+    """An argparse type for a path or a URI whose leading ~ the command expands, as given, once
+    path_problem finds nothing wrong with it."""
     if problem := path_problem(text):
         raise argparse.ArgumentTypeError(problem)
     return text
 
 
+def as_typed(text: str) -> str:
+    """An argparse type for a path or a name taken as typed (a ~ in it is a name: a run's name, a
+    file the shell left unexpanded), as given, once path_problem finds nothing wrong with it."""
+    if problem := path_problem(text, expands=False):
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def local_path(text: str) -> Path:
-    """An argparse type for a local file or folder that is read: `path`'s checks, as a Path."""
-    return Path(path(text))
+    """An argparse type for a local file or folder that is read, taken as typed: as_typed's checks, as a Path."""
+    return Path(as_typed(text))
 
 
 def file_in_the_way(folder: Path) -> Path | None:

@@ -31,7 +31,8 @@ CIFAR10_SHAPE = data_shape(IMAGE_SIZE, IMAGE_CHANNELS, NUM_CLASSES)
 CHANNELS = (1, 3)  # grayscale, RGB
 MAX_SEED = 2**32 - 1  # the largest seed numpy, scikit-learn and Optuna's samplers take
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, SIZE_STEP = 8, 256, 4
-# The most layers (cnn, mlp) or residual blocks per stage (resnet) a model stacks. The data bounds
+# The most layers (a space's conv.layers, mlp.layers) or residual blocks per stage (ModelConfig's
+# blocks) a model stacks; a layer list written out in full is as long as it was typed. The data bounds
 # none of them (stride-1 convs keep the image's size; mlp widths stop halving at 1), and building a model
 # takes time with its depth, so a depth typed too long would hang where it is built. Far above any
 # sensible model: the deepest ResNet trained on CIFAR-10 (ResNet-1202) has 200 blocks per stage.

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from cvae_core.atomic import atomic_write_text, read_records
 from cvae_core.cli import first_line
-from cvae_core.config import CHANNELS, data_shape, describe_shape
+from cvae_core.config import CHANNELS, data_shape, describe_shape, image_size_problem
 from cvae_core.layout import grids_after, read_metrics
 from cvae_core.sources import DataError, absolute_source
 
@@ -447,13 +447,15 @@ def _shape_problem(record: dict) -> str | None:
         return None
     if missing := [key for key in keys if key not in record]:
         return f"holds no {missing[0]}"
-    if type(record["image_size"]) is not int or record["image_size"] < 1:  # type(): a bool is an int
+    if type(record["image_size"]) is not int:  # type(): a bool is an int
         return "image_size: must be a whole number of pixels"
+    if problem := image_size_problem(record["image_size"]):
+        return f"image_size: {problem}"
     if type(record["channels"]) is not int or record["channels"] not in CHANNELS:
         return f"channels: must be one of {list(CHANNELS)}"
     classes = record["classes"]
-    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
-        return "classes: must be a list of names"
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(name, str) for name in classes):
+        return "classes: must be a list of at least 2 names"  # as a model's num_classes
     return None
 
 

@@ -141,9 +141,11 @@ def load_weights(row: pd.Series, sampler: str, index: int, device: str | None):
 def _read_weights(load, path: Path, device, what: str):
     try:
         return load(path, device)
-    except Exception:  # torch fails in many ways on a file it cannot read: RuntimeError (cut short),
-        # IsADirectoryError, UnpicklingError, a KeyError for another kind of checkpoint
-        raise RunFileError(f"{path}: {what} not read back (cut short, or not a checkpoint)") from None
+    except Exception as e:  # torch fails in many ways on a file it cannot read: RuntimeError (cut short),
+        # IsADirectoryError, UnpicklingError, a KeyError for another kind of checkpoint; what it said is
+        # kept, for the failure that is not the file's (out of memory on the device)
+        raise RunFileError(f"{path}: {what} not read back (cut short, or not a checkpoint?): "
+                           f"{type(e).__name__}: {first_line(e)}") from None
 
 
 def check_shape(row: pd.Series, data, index: int) -> None:

@@ -30,7 +30,12 @@ def report_folder(text: str) -> Path:
     of the same names, so one that is new, empty, or an earlier report's (it holds report.md); a
     folder of other files may hold the user's own samples.png."""
     out = out_folder(text)
-    if out.is_dir() and not (out / REPORT_FILE).exists() and any(out.iterdir()):
+    try:  # hidden files aside (.DS_Store): the report writes none
+        others = out.is_dir() and not (out / REPORT_FILE).exists() and any(
+            not entry.name.startswith(".") for entry in out.iterdir())
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{text}: cannot be read ({e.strerror})") from None
+    if others:
         raise argparse.ArgumentTypeError(f"{text}: holds other files and no {REPORT_FILE}, and the report would "
                                          "replace any of the same names; name a new or empty folder")
     return out

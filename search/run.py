@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from cvae_core.atomic import atomic_write_text, is_temp
-from cvae_core.cli import ArgumentParser, local_path, path, show_logs, stop_on_sigterm
+from cvae_core.cli import ArgumentParser, as_typed, local_path, path, show_logs, stop_on_sigterm
 from cvae_core.config import batch_size_problem
 from cvae_core.sources import TORCHVISION_NAMES, DataError, absolute_source, default_source
 from results.run_folder import RunFileError, RunFolder
@@ -183,7 +183,7 @@ def _parser() -> ArgumentParser:
                         f"resumed recorded, else {default_source()})")
     p.add_argument("--storage", type=path, default="runs",
                    help="parent folder of run folders, or a URI such as s3://bucket/prefix (docs/clusters.md)")
-    p.add_argument("--name", type=path, default=None, help="run folder name (default: the space's name)")
+    p.add_argument("--name", type=as_typed, default=None, help="run folder name (default: the space's name)")
     p.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
     p.add_argument("--fresh", action="store_true", help="delete an existing run folder and start over")

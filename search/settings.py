@@ -295,7 +295,7 @@ def for_data(spec: Spec, shape: dict[str, int]) -> Spec:
 # A space file is a few levels deep and a few hundred values long. Beyond these it is not one, and
 # walking it (here, in validation, in messages that show a value) would recurse past Python's limit
 # or, through aliases that repeat aliases, never end ("billion laughs").
-MAX_DEPTH = 32  # mappings and lists within each other
+MAX_NESTING = 32  # mappings and lists within each other
 MAX_VALUES = 100_000  # values in all, each alias counted as what it stands for
 
 
@@ -319,7 +319,7 @@ def read_yaml(path: Path) -> Any:
         _check_nodes(yaml.compose(text, Loader=yaml.SafeLoader))
         return yaml.safe_load(text)
     except RecursionError:  # PyYAML's composer recurses once per level
-        raise SpaceError(f"{path}: nested more than {MAX_DEPTH} levels deep; a space file is a few") from None
+        raise SpaceError(f"{path}: nested more than {MAX_NESTING} levels deep; a space file is a few") from None
     except yaml.MarkedYAMLError as e:  # one line: where, and what PyYAML expected
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -330,29 +330,31 @@ def read_yaml(path: Path) -> Any:
 
 
 def _check_nodes(root) -> None:
-    """Walk the composed document once: keys are names, none given twice, at most MAX_DEPTH deep, no
-    alias within what it names, and at most MAX_VALUES values with aliases expanded. A node an alias
-    repeats is walked once (PyYAML composes an alias as the same node object)."""
-    sizes: dict[int, int] = {}  # id(node): values it expands to, once walked
+    """Walk the composed document once: keys are names, none given twice, at most MAX_NESTING deep,
+    no alias within what it names, and at most MAX_VALUES values with aliases expanded. A node an
+    alias repeats is walked once (PyYAML composes an alias as the same node object), and checked
+    again where it is repeated for how deep it reaches there."""
+    walked: dict[int, tuple[int, int]] = {}  # id(node): (values it expands to, its levels), once walked
     open_: set[int] = set()  # the nodes being walked, from the root down
 
-    def walk(node, where: str, depth: int) -> int:
-        if id(node) in sizes:
-            return sizes[id(node)]
+    def walk(node, where: str, depth: int) -> tuple[int, int]:
+        line = node.start_mark.line + 1
         if id(node) in open_:
-            raise SpaceError(f"{where or 'top level'}: line {node.start_mark.line + 1}: an alias within what it "
-                             "names (a recursive alias)")
-        if depth > MAX_DEPTH:
-            raise SpaceError(f"line {node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep; a space "
-                             "file is a few")
-        open_.add(id(node))
-        size = 1 + sum(walk(child, at, depth + 1) for child, at in _children(node, where))
-        open_.discard(id(node))
+            raise SpaceError(f"{where or 'top level'}: line {line}: an alias within what it names (a recursive alias)")
+        if id(node) not in walked:
+            if depth > MAX_NESTING:  # before going deeper: Python's own limit is not far below
+                raise SpaceError(f"line {line}: nested more than {MAX_NESTING} levels deep; a space file is a few")
+            open_.add(id(node))
+            below = [walk(child, at, depth + 1) for child, at in _children(node, where)]
+            open_.discard(id(node))
+            walked[id(node)] = 1 + sum(n for n, _ in below), 1 + max((levels for _, levels in below), default=0)
+        size, levels = walked[id(node)]
+        if depth + levels - 1 > MAX_NESTING:  # an alias repeated deeper than where it was first walked
+            raise SpaceError(f"line {line}: nested more than {MAX_NESTING} levels deep; a space file is a few")
         if size > MAX_VALUES:
-            raise SpaceError(f"{where or 'top level'}: line {node.start_mark.line + 1}: expands to more than "
-                             f"{MAX_VALUES:,} values (aliases within aliases); a space file has a few hundred")
-        sizes[id(node)] = size
-        return size
+            raise SpaceError(f"{where or 'top level'}: line {line}: expands to more than {MAX_VALUES:,} values "
+                             "(aliases within aliases); a space file has a few hundred")
+        return size, levels
 
     walk(root, "", 0)
 

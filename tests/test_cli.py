@@ -71,3 +71,13 @@ def test_a_nul_character_is_one_line_in_a_path_and_in_a_file_uri(capsys):
         with pytest.raises(SystemExit):
             p.parse_args(["--to", given])
         assert capsys.readouterr().err == f"error: argument --to: {given!r}: holds a NUL character, which no path can\n"
+
+
+def test_a_tilde_that_no_command_expands_is_taken_as_typed(tmp_path, monkeypatch):
+    from cvae_core.cli import local_path
+    from search.run import _parser
+
+    assert _parser().parse_args(["--space", "x.yaml", "--name", "~nosuchuser"]).name == "~nosuchuser"  # a run name
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "~nosuchuser.yaml").write_text("a space file the shell left unexpanded")
+    assert local_path("~nosuchuser.yaml").read_text() == "a space file the shell left unexpanded"

@@ -70,9 +70,12 @@ def test_a_source_whose_images_changed_shape_is_refused_on_resume(tmp_path):
 @pytest.mark.parametrize("record, problem", [  # what RUN/data.json holds (None: a folder), the problem named
     (None, "is a folder, not a data record"),
     ({"source": "/d.zip", "classes": ["a", "b"]}, "holds no image_size"),
-    ({"source": "/d.zip", "image_size": 32, "channels": 3, "classes": 5}, "classes: must be a list of names"),
+    ({"source": "/d.zip", "image_size": 32, "channels": 3, "classes": 5}, "classes: must be a list of at least 2"),
     ({"source": "/d.zip", "image_size": "32", "channels": 3, "classes": ["a"]}, "image_size: must be a whole number"),
     ({"source": "/d.zip", "image_size": 32, "channels": 2, "classes": ["a"]}, "channels: must be one of [1, 3]"),
+    ({"source": "/d.zip", "image_size": 30, "channels": 3, "classes": ["a", "b"]}, "image_size: image size 30x30 is "
+                                                                                  "not supported"),
+    ({"source": "/d.zip", "image_size": 32, "channels": 3, "classes": ["a"]}, "classes: must be a list of at least 2"),
 ])
 def test_a_damaged_data_record_is_one_error_naming_it_whoever_reads_it(tmp_path, record, problem):
     run = RunFolder(tmp_path)

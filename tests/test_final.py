@@ -77,7 +77,8 @@ def test_a_table_that_is_a_folder_is_one_line_before_the_data_loads(scored_run_c
 @pytest.mark.parametrize("record, problem", [
     (None, "is a folder, not a data record"),
     ({"source": "/d.zip", "classes": ["a", "b"]}, "holds no image_size"),
-    ({"source": "/d.zip", "image_size": 32, "channels": 3, "classes": 5}, "classes: must be a list of names"),
+    ({"source": "/d.zip", "image_size": 32, "channels": 3, "classes": 5},
+     "classes: must be a list of at least 2 names"),
 ])
 def test_a_damaged_data_record_is_one_line_before_the_data_loads(scored_run_copy, capsys, nothing_loaded, data,
                                                                  record, problem):

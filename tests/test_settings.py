@@ -323,6 +323,8 @@ def _alias_bomb(levels: int) -> str:
      "space.lr.choice[1]: line 2: an alias within what it names (a recursive alias)"),
     ("space: " + "[" * 40 + "]" * 40 + "\n", "line 1: nested more than 32 levels deep; a space file is a few"),
     ("space: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", "nested more than 32 levels deep; a space file is a few"),
+    ("x0: &x0 " + "{a: " * 20 + "1" + "}" * 20 + "\nx1: &x1 " + "{a: " * 20 + "*x0" + "}" * 20 + "\n",
+     "line 1: nested more than 32 levels deep; a space file is a few"),  # each alias shallow, repeated deep
 ])
 def test_a_file_too_deep_or_whose_aliases_never_end_is_one_line(tmp_path, text, problem):
     f = tmp_path / "odd.yaml"

@@ -12,7 +12,7 @@ from cvae_core.atomic import append_records
 from results import study as study_files
 from results.report import fid_vs_params_figure
 from results.run_folder import RunFolder
-from results.show import main
+from results.show import main, report_folder
 
 
 def test_show_prints_the_top_rows_and_writes_the_report(scored_run_copy, capsys):
@@ -57,6 +57,9 @@ def test_out_in_a_folder_of_other_files_is_refused_and_an_earlier_report_is_writ
     assert capsys.readouterr().err == (f"error: argument --out: {mine}: holds other files and no report.md, and the "
                                        "report would replace any of the same names; name a new or empty folder\n")
     assert (mine / "samples.png").read_bytes() == b"the user's own figure"
+    (tmp_path / "hidden").mkdir()
+    (tmp_path / "hidden" / ".DS_Store").write_bytes(b"")  # the report writes no hidden file
+    assert report_folder(str(tmp_path / "hidden")) == tmp_path / "hidden"
     report = tmp_path / "report"
     assert main([str(scored_run_copy), "--out", str(report)]) == 0
     assert main([str(scored_run_copy), "--out", str(report), "--top", "1"]) == 0  # its own folder: written again
